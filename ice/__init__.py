@@ -1,0 +1,1 @@
+"""Pure ICE pieces (sans-IO). Filled in by the path-engine issue."""

@@ -1,0 +1,1 @@
+"""Pure protocol cores (sans-IO): HA and MN state machines."""

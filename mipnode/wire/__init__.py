@@ -1,0 +1,1 @@
+"""Wire codecs: IPv6, extension headers, Mobility Header (pure; no I/O)."""
