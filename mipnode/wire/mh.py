@@ -1,0 +1,491 @@
+"""Mobility Header codec (RFC 6275 §6.1, §6.2; options 9 and 10 of RFC 4285), pure.
+
+Theory of operation. An MH is a 6-octet common header (Payload Proto, Header Len, MH Type,
+Reserved, Checksum), a fixed part per type, then mobility options up to a length that is a
+multiple of 8 octets. :func:`encode_mh` inserts Pad1/PadN so every option meets its alignment
+rule ("xn+y": the Type octet sits y octets past a multiple of x from the MH start, §6.2), pads the
+end to 8 octets and computes the checksum over the pseudo-header (§6.1.1). The MN-HA
+authentication option must be last with no padding after it (RFC 4285 §5), so the encoder pads
+*before* it to make the MH end on an 8-octet boundary.
+
+:func:`decode_mh_untrusted` is strict about framing (Payload Proto 59, Header Len matching the
+buffer exactly, fixed part present, options never overrunning, known options with their RFC
+lengths) and lenient where the RFCs ask for it: unknown options are kept as
+:class:`UnknownOption` (§6.2.1: skipped by the receiver), unknown MH types become
+:class:`UnknownMobilityMessage` so the receiver can answer Binding Error status 2 (§9.2), and
+reserved bits are ignored.
+
+Only BRR, BU, BA and BE are decoded; the return-routability messages (types 1-4) and the
+Experimental MH (11) come back as :class:`UnknownMobilityMessage`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from ipaddress import IPv6Address
+
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.ipv6 import NH_MH, NH_NONE, AddressLike, internet_checksum, pseudo_header
+
+# Specification constants --------------------------------------------------------------------
+
+MH_COMMON_HEADER_LENGTH = 6
+MH_CHECKSUM_OFFSET = 4
+MAX_MH_LENGTH = 8 * 256  # Header Len is one octet of 8-octet units beyond the first 8.
+
+
+class MhType(IntEnum):
+    """MH Type values (RFC 6275 §6.1.2-§6.1.9, RFC 5096)."""
+
+    BRR = 0
+    HOTI = 1
+    COTI = 2
+    HOT = 3
+    COT = 4
+    BU = 5
+    BA = 6
+    BE = 7
+    EXPERIMENTAL = 11
+
+
+class BaStatus(IntEnum):
+    """Binding Acknowledgement status (RFC 6275 §6.1.8, RFC 4285 §8)."""
+
+    ACCEPTED = 0
+    ACCEPTED_PREFIX_DISCOVERY_NECESSARY = 1
+    REASON_UNSPECIFIED = 128
+    ADMINISTRATIVELY_PROHIBITED = 129
+    INSUFFICIENT_RESOURCES = 130
+    HOME_REGISTRATION_NOT_SUPPORTED = 131
+    NOT_HOME_SUBNET = 132
+    NOT_HOME_AGENT_FOR_THIS_MN = 133
+    DUPLICATE_ADDRESS_DETECTION_FAILED = 134
+    SEQUENCE_NUMBER_OUT_OF_WINDOW = 135
+    EXPIRED_HOME_NONCE_INDEX = 136
+    EXPIRED_CARE_OF_NONCE_INDEX = 137
+    EXPIRED_NONCES = 138
+    REGISTRATION_TYPE_CHANGE_DISALLOWED = 139
+    ID_MISMATCH = 144
+    MESG_ID_REQUIRED = 145
+    AUTH_FAILED = 146
+
+
+class BeStatus(IntEnum):
+    """Binding Error status (RFC 6275 §6.1.9)."""
+
+    UNKNOWN_BINDING_FOR_HOME_ADDRESS_OPTION = 1
+    UNRECOGNIZED_MH_TYPE = 2
+
+
+class OptionType(IntEnum):
+    """Mobility option types (RFC 6275 §6.2, RFC 4285, RFC 5096)."""
+
+    PAD1 = 0
+    PADN = 1
+    BINDING_REFRESH_ADVICE = 2
+    ALTERNATE_CARE_OF_ADDRESS = 3
+    NONCE_INDICES = 4
+    BINDING_AUTHORIZATION_DATA = 5
+    AUTH = 9  # RFC 4285 §5 (subtype 1 = MN-HA, 2 = MN-AAA)
+    MESG_ID = 10  # RFC 4285 §6
+    EXPERIMENTAL = 18
+
+
+AUTH_SUBTYPE_MN_HA = 1
+AUTH_SUBTYPE_MN_AAA = 2
+
+# BU flags word (RFC 6275 §6.1.7; F from RFC 5555 §3.1.3).
+BU_FLAG_A = 0x8000
+BU_FLAG_H = 0x4000
+BU_FLAG_L = 0x2000
+BU_FLAG_K = 0x1000
+BU_FLAG_F = 0x0100
+# BA flags octet (RFC 6275 §6.1.8).
+BA_FLAG_K = 0x80
+
+
+# Options ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pad1:
+    """One octet of padding (§6.2.2). Only meaningful when encoding."""
+
+
+@dataclass(frozen=True, slots=True)
+class PadN:
+    """``length`` octets of padding including the type and length octets (§6.2.3)."""
+
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRefreshAdvice:
+    """Binding Refresh Advice (§6.2.4); ``refresh_interval`` in units of 4 s."""
+
+    refresh_interval: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlternateCareOfAddress:
+    """Alternate Care-of Address (§6.2.5)."""
+
+    address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class MnHaAuth:
+    """Mobility Message Authentication option (RFC 4285 §5), subtype 1 (MN-HA) by default."""
+
+    spi: int
+    authenticator: bytes
+    subtype: int = AUTH_SUBTYPE_MN_HA
+
+
+@dataclass(frozen=True, slots=True)
+class MesgId:
+    """Mobility Message Replay Protection option (RFC 4285 §6): 64-bit NTP timestamp."""
+
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOption:
+    """An option this codec does not interpret, kept as its type and data octets."""
+
+    type: int
+    data: bytes
+
+
+MobilityOption = (
+    Pad1 | PadN | BindingRefreshAdvice | AlternateCareOfAddress | MnHaAuth | MesgId | UnknownOption
+)
+
+# Messages -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRefreshRequest:
+    """Binding Refresh Request (§6.1.2)."""
+
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BindingUpdate:
+    """Binding Update (§6.1.7); ``lifetime`` in units of 4 s."""
+
+    sequence: int
+    lifetime: int
+    ack: bool = False
+    home: bool = False
+    link_local: bool = False
+    key_mgmt: bool = False
+    force_udp: bool = False
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BindingAck:
+    """Binding Acknowledgement (§6.1.8); ``lifetime`` in units of 4 s."""
+
+    status: int
+    sequence: int
+    lifetime: int
+    key_mgmt: bool = False
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BindingError:
+    """Binding Error (§6.1.9)."""
+
+    status: int
+    home_address: IPv6Address
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMobilityMessage:
+    """An MH of a type this codec does not decode; ``body`` is everything after the common
+    header (fixed part, options and padding)."""
+
+    mh_type: int
+    body: bytes
+
+    @property
+    def options(self) -> tuple[MobilityOption, ...]:
+        """Always empty: the body is not interpreted."""
+        return ()
+
+
+MobilityMessage = (
+    BindingRefreshRequest | BindingUpdate | BindingAck | BindingError | UnknownMobilityMessage
+)
+
+# Encoding -----------------------------------------------------------------------------------
+
+
+def _padding(n: int) -> bytes:
+    """``n`` octets of Pad1 or PadN."""
+    if n == 0:
+        return b""
+    if n == 1:
+        return b"\x00"
+    return bytes((OptionType.PADN, n - 2)) + bytes(n - 2)
+
+
+def _encode_option(option: MobilityOption) -> tuple[bytes, int, int]:
+    """Return (octets, x, y) with the option's "xn+y" alignment requirement (§6.2)."""
+    match option:
+        case Pad1():
+            return b"\x00", 1, 0
+        case PadN(length=length):
+            if not 2 <= length <= 257:
+                raise ValueError(f"PadN length out of range: {length}")
+            return _padding(length), 1, 0
+        case BindingRefreshAdvice(refresh_interval=interval):
+            return struct.pack("!BBH", OptionType.BINDING_REFRESH_ADVICE, 2, interval), 2, 0
+        case AlternateCareOfAddress(address=address):
+            data = bytes((OptionType.ALTERNATE_CARE_OF_ADDRESS, 16)) + address.packed
+            return data, 8, 6
+        case MesgId(timestamp=timestamp):
+            return struct.pack("!BBQ", OptionType.MESG_ID, 8, timestamp), 8, 2
+        case MnHaAuth(spi=spi, authenticator=authenticator, subtype=subtype):
+            length = 5 + len(authenticator)
+            if length > 255:
+                raise ValueError("authenticator too long")
+            head = struct.pack("!BBBI", OptionType.AUTH, length, subtype, spi)
+            return head + authenticator, 4, 1
+        case UnknownOption(type=option_type, data=data):
+            if option_type == OptionType.PAD1 or len(data) > 255:
+                raise ValueError(f"cannot encode option type {option_type} of {len(data)} octets")
+            return bytes((option_type, len(data))) + data, 1, 0
+    raise ValueError(f"not a mobility option: {option!r}")
+
+
+def _encode_options(fixed: bytes, options: tuple[MobilityOption, ...]) -> bytes:
+    out = bytearray(fixed)
+    for index, option in enumerate(options):
+        data, x, y = _encode_option(option)
+        if isinstance(option, MnHaAuth):
+            # RFC 4285 §5: the MN-HA option is the last option and nothing follows it, so the
+            # MH must end right after it: pad before it to reach a multiple of 8 at its end.
+            if index != len(options) - 1:
+                raise ValueError("the authentication option must be the last option")
+            pad = -(len(out) + len(data)) % 8
+            if (len(out) + pad) % x != y:
+                raise ValueError("authenticator length must be a multiple of 4 octets")
+        else:
+            pad = (y - len(out)) % x
+        out += _padding(pad)
+        out += data
+    out += _padding(-len(out) % 8)
+    return bytes(out)
+
+
+def _common_header(mh_type: int) -> bytes:
+    # Header Len is patched in once the length is known; the checksum is computed last.
+    return bytes((NH_NONE, 0, mh_type, 0, 0, 0))
+
+
+def _fixed_part(msg: MobilityMessage) -> bytes:
+    match msg:
+        case BindingRefreshRequest():
+            return _common_header(MhType.BRR) + b"\x00\x00"
+        case BindingUpdate():
+            flags = (
+                (BU_FLAG_A if msg.ack else 0)
+                | (BU_FLAG_H if msg.home else 0)
+                | (BU_FLAG_L if msg.link_local else 0)
+                | (BU_FLAG_K if msg.key_mgmt else 0)
+                | (BU_FLAG_F if msg.force_udp else 0)
+            )
+            return _common_header(MhType.BU) + struct.pack(
+                "!HHH", msg.sequence, flags, msg.lifetime
+            )
+        case BindingAck():
+            return _common_header(MhType.BA) + struct.pack(
+                "!BBHH", msg.status, BA_FLAG_K if msg.key_mgmt else 0, msg.sequence, msg.lifetime
+            )
+        case BindingError():
+            return _common_header(MhType.BE) + bytes((msg.status, 0)) + msg.home_address.packed
+    raise ValueError(f"not an encodable mobility message: {msg!r}")
+
+
+def encode_mh_without_checksum(msg: MobilityMessage) -> bytes:
+    """The MH octets of ``msg`` with a zero checksum (see :func:`encode_mh`).
+
+    Raises:
+        ValueError: a field out of range, a misplaced authentication option, or an MH longer
+            than 2048 octets.
+    """
+    try:
+        if isinstance(msg, UnknownMobilityMessage):
+            raw = _common_header(msg.mh_type) + msg.body
+            raw += bytes(-len(raw) % 8)
+        else:
+            raw = _encode_options(_fixed_part(msg), msg.options)
+    except struct.error as exc:
+        raise ValueError(str(exc)) from exc
+    if len(raw) > MAX_MH_LENGTH:
+        raise ValueError(f"mobility header of {len(raw)} octets is too long")
+    return raw[:1] + bytes((len(raw) // 8 - 1,)) + raw[2:]
+
+
+def fill_mh_checksum(data: bytes, src: AddressLike, dst: AddressLike) -> bytes:
+    """Return ``data`` (an MH whose checksum field is zero) with its checksum computed over the
+    RFC 8200 §8.1 pseudo-header (RFC 6275 §6.1.1)."""
+    checksum = internet_checksum(pseudo_header(src, dst, NH_MH, len(data)) + data)
+    return data[:MH_CHECKSUM_OFFSET] + struct.pack("!H", checksum) + data[MH_CHECKSUM_OFFSET + 2 :]
+
+
+def encode_mh(msg: MobilityMessage, src: AddressLike, dst: AddressLike) -> bytes:
+    """Encode ``msg`` as a complete Mobility Header with its checksum.
+
+    ``src``/``dst`` are the pseudo-header addresses: the HoA when the packet carries an HAO, the
+    final destination (HoA) when it carries an RH2 (RFC 6275 §6.1.1).
+
+    Raises:
+        ValueError: see :func:`encode_mh_without_checksum`.
+    """
+    return fill_mh_checksum(encode_mh_without_checksum(msg), src, dst)
+
+
+# Decoding -----------------------------------------------------------------------------------
+
+
+def _decode_option(option_type: int, body: bytes) -> MobilityOption:
+    length = len(body)
+    if option_type == OptionType.BINDING_REFRESH_ADVICE:
+        if length != 2:
+            raise BadPacket("bad_option", f"binding refresh advice of length {length}")
+        return BindingRefreshAdvice(int.from_bytes(body, "big"))
+    if option_type == OptionType.ALTERNATE_CARE_OF_ADDRESS:
+        if length != 16:
+            raise BadPacket("bad_option", f"alternate care-of address of length {length}")
+        return AlternateCareOfAddress(IPv6Address(body))
+    if option_type == OptionType.AUTH:
+        if length < 5:
+            raise BadPacket("bad_option", f"authentication option of length {length}")
+        return MnHaAuth(
+            spi=int.from_bytes(body[1:5], "big"), authenticator=body[5:], subtype=body[0]
+        )
+    if option_type == OptionType.MESG_ID:
+        if length != 8:
+            raise BadPacket("bad_option", f"mesg-id option of length {length}")
+        return MesgId(int.from_bytes(body, "big"))
+    return UnknownOption(option_type, body)
+
+
+def _decode_options(data: bytes, start: int) -> tuple[tuple[MobilityOption, ...], tuple[int, ...]]:
+    options: list[MobilityOption] = []
+    offsets: list[int] = []
+    offset, end = start, len(data)
+    while offset < end:
+        option_type = data[offset]
+        if option_type == OptionType.PAD1:
+            offset += 1
+            continue
+        if end - offset < 2 or end - offset - 2 < data[offset + 1]:
+            raise BadPacket("bad_option", f"option {option_type} at {offset} overruns the MH")
+        length = data[offset + 1]
+        if option_type != OptionType.PADN:
+            options.append(_decode_option(option_type, data[offset + 2 : offset + 2 + length]))
+            offsets.append(offset)
+        offset += 2 + length
+    return tuple(options), tuple(offsets)
+
+
+def _options_start(data: bytes, fixed_length: int) -> int:
+    if len(data) < fixed_length:
+        raise BadPacket("bad_length", f"MH type {data[2]} needs {fixed_length} octets")
+    return fixed_length
+
+
+def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
+    mh_type = data[2]
+    if mh_type == MhType.BRR:
+        options, offsets = _decode_options(data, _options_start(data, 8))
+        return BindingRefreshRequest(options), offsets
+    if mh_type == MhType.BU:
+        start = _options_start(data, 12)
+        sequence, flags, lifetime = struct.unpack_from("!HHH", data, 6)
+        options, offsets = _decode_options(data, start)
+        bu = BindingUpdate(
+            sequence=sequence,
+            lifetime=lifetime,
+            ack=bool(flags & BU_FLAG_A),
+            home=bool(flags & BU_FLAG_H),
+            link_local=bool(flags & BU_FLAG_L),
+            key_mgmt=bool(flags & BU_FLAG_K),
+            force_udp=bool(flags & BU_FLAG_F),
+            options=options,
+        )
+        return bu, offsets
+    if mh_type == MhType.BA:
+        start = _options_start(data, 12)
+        status, flags, sequence, lifetime = struct.unpack_from("!BBHH", data, 6)
+        options, offsets = _decode_options(data, start)
+        ba = BindingAck(
+            status=_enum_or_int(BaStatus, status),
+            sequence=sequence,
+            lifetime=lifetime,
+            key_mgmt=bool(flags & BA_FLAG_K),
+            options=options,
+        )
+        return ba, offsets
+    if mh_type == MhType.BE:
+        options, offsets = _decode_options(data, _options_start(data, 24))
+        be = BindingError(
+            status=_enum_or_int(BeStatus, data[6]),
+            home_address=IPv6Address(data[8:24]),
+            options=options,
+        )
+        return be, offsets
+    # §9.2: an unrecognised MH type is not a framing error; the receiver answers BE status 2.
+    return UnknownMobilityMessage(mh_type, data[MH_COMMON_HEADER_LENGTH:]), ()
+
+
+def _enum_or_int(enum: type[BaStatus] | type[BeStatus], value: int) -> int:
+    try:
+        return enum(value)
+    except ValueError:
+        return value
+
+
+def decode_mh_with_offsets_untrusted(
+    data: bytes, src: AddressLike, dst: AddressLike, *, verify_checksum: bool = True
+) -> tuple[MobilityMessage, tuple[int, ...]]:
+    """Like :func:`decode_mh_untrusted`, also returning the offset in ``data`` of each decoded
+    option (parallel to ``message.options``)."""
+    data = bytes(data)
+    if len(data) < 8:
+        raise BadPacket("truncated", f"MH of {len(data)} octets")
+    if len(data) != (data[1] + 1) * 8:
+        raise BadPacket("bad_length", f"header len {data[1]} for {len(data)} octets")
+    if verify_checksum and internet_checksum(pseudo_header(src, dst, NH_MH, len(data)) + data):
+        raise BadPacket("bad_checksum")
+    if data[0] != NH_NONE:
+        # §6.1.1 / §9.2: Payload Proto other than 59 is answered with Parameter Problem.
+        raise BadPacket("payload_proto", f"payload proto {data[0]}")
+    return _decode_body(data)
+
+
+def decode_mh_untrusted(
+    data: bytes, src: AddressLike, dst: AddressLike, *, verify_checksum: bool = True
+) -> MobilityMessage:
+    """Decode one Mobility Header (exactly ``data``).
+
+    ``src``/``dst`` are the pseudo-header addresses (see :func:`encode_mh`). Pass
+    ``verify_checksum=False`` when the kernel already verified it (raw ``IPPROTO_MH`` sockets).
+
+    Raises:
+        BadPacket: ``truncated`` (< 8 octets), ``bad_length`` (Header Len does not match the
+            buffer, or the type's fixed part does not fit), ``bad_checksum``, ``payload_proto``
+            (not 59), ``bad_option`` (an option overruns the MH or a known option has the wrong
+            length).
+    """
+    return decode_mh_with_offsets_untrusted(data, src, dst, verify_checksum=verify_checksum)[0]

@@ -1,0 +1,166 @@
+"""Round trips through our own encoders and decoders (goldens and oracles live elsewhere)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address
+
+import pytest
+
+from mipnode.wire.auth4285 import (
+    encode_mh_authenticated,
+    ntp_from_unix,
+    unix_from_ntp,
+    verify_mh_authenticated,
+)
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.exthdr import (
+    HomeAddressOption,
+    RoutingHeaderType2,
+    build_packet_with_hao,
+    build_packet_with_rh2,
+    home_address_of_untrusted,
+    parse_destination_options_untrusted,
+    parse_rh2_untrusted,
+    pseudo_header_addresses_untrusted,
+    rh2_of_untrusted,
+)
+from mipnode.wire.ipv6 import (
+    NH_DSTOPTS,
+    NH_MH,
+    NH_ROUTING,
+    NH_UDP,
+    IPv6Header,
+    build_ipv6_packet,
+    parse_ipv6_header_untrusted,
+    parse_ipv6_packet_untrusted,
+)
+from mipnode.wire.mh import (
+    AlternateCareOfAddress,
+    BaStatus,
+    BeStatus,
+    BindingAck,
+    BindingError,
+    BindingRefreshAdvice,
+    BindingRefreshRequest,
+    BindingUpdate,
+    MesgId,
+    MnHaAuth,
+    MobilityMessage,
+    UnknownMobilityMessage,
+    UnknownOption,
+    decode_mh_untrusted,
+    encode_mh,
+)
+
+COA = IPv6Address("2001:db8:10::2")
+HA = IPv6Address("2001:db8:a0::1")
+HOA = IPv6Address("2001:db8:b0::2")
+KEY = bytes(range(16))
+
+MESSAGES: list[MobilityMessage] = [
+    BindingRefreshRequest(),
+    BindingUpdate(sequence=1, lifetime=150),
+    BindingUpdate(
+        sequence=0xFFFF,
+        lifetime=0xFFFF,
+        ack=True,
+        home=True,
+        link_local=True,
+        key_mgmt=True,
+        force_udp=True,
+        options=(AlternateCareOfAddress(COA), MesgId(0x0123456789ABCDEF)),
+    ),
+    BindingAck(status=BaStatus.ACCEPTED, sequence=7, lifetime=75, key_mgmt=True),
+    BindingAck(
+        status=BaStatus.AUTH_FAILED,
+        sequence=7,
+        lifetime=0,
+        options=(BindingRefreshAdvice(60), UnknownOption(42, b"xyz")),
+    ),
+    BindingAck(status=200, sequence=1, lifetime=1),
+    BindingError(status=BeStatus.UNRECOGNIZED_MH_TYPE, home_address=HOA),
+    BindingUpdate(
+        sequence=9,
+        lifetime=3,
+        options=(MnHaAuth(spi=0x1234, authenticator=bytes(range(12))),),
+    ),
+    UnknownMobilityMessage(mh_type=11, body=bytes(range(10))),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_mh_round_trip(msg: MobilityMessage) -> None:
+    data = encode_mh(msg, HOA, HA)
+    assert len(data) % 8 == 0
+    assert decode_mh_untrusted(data, HOA, HA) == msg
+
+
+def test_mh_checksum_depends_on_pseudo_header() -> None:
+    data = encode_mh(BindingUpdate(sequence=1, lifetime=1), HOA, HA)
+    with pytest.raises(BadPacket) as info:
+        decode_mh_untrusted(data, COA, HA)
+    assert info.value.reason == "bad_checksum"
+    assert decode_mh_untrusted(data, COA, HA, verify_checksum=False) == BindingUpdate(1, 1)
+
+
+def test_authenticated_round_trip() -> None:
+    bu = BindingUpdate(
+        sequence=5,
+        lifetime=100,
+        ack=True,
+        home=True,
+        options=(AlternateCareOfAddress(COA), MesgId(ntp_from_unix(1.7e9))),
+    )
+    data = encode_mh_authenticated(bu, HOA, HA, spi=256, key=KEY, coa=COA, hoa=HOA)
+    assert len(data) % 8 == 0
+    decoded = decode_mh_untrusted(data, HOA, HA)
+    assert isinstance(decoded, BindingUpdate)
+    assert decoded.options[:2] == bu.options
+    assert isinstance(decoded.options[2], MnHaAuth)
+    assert decoded.options[2].spi == 256
+    assert verify_mh_authenticated(data, key=KEY, coa=COA, hoa=HOA)
+    assert not verify_mh_authenticated(data, key=bytes(16), coa=COA, hoa=HOA)
+    assert not verify_mh_authenticated(data, key=KEY, coa=HA, hoa=HOA)
+    assert not verify_mh_authenticated(encode_mh(bu, HOA, HA), key=KEY, coa=COA, hoa=HOA)
+
+
+def test_ntp_round_trip() -> None:
+    for t in (0.0, 1.7e9, 2085978495.5, 2085978496.25, 3.0e9):
+        assert abs(unix_from_ntp(ntp_from_unix(t)) - t) < 1e-6
+
+
+def test_ipv6_header_round_trip() -> None:
+    header = IPv6Header(COA, HA, NH_UDP, 0, hop_limit=3, traffic_class=0xB8, flow_label=0xABCDE)
+    assert parse_ipv6_header_untrusted(header.to_bytes()) == header
+
+
+def test_packet_with_hao_round_trip() -> None:
+    mh = encode_mh(BindingUpdate(sequence=1, lifetime=2, home=True), HOA, HA)
+    packet = parse_ipv6_packet_untrusted(build_packet_with_hao(COA, HA, HOA, NH_MH, mh))
+    assert packet.header.src == COA
+    assert packet.upper_protocol == NH_MH
+    assert packet.payload == mh
+    assert packet.extension_headers[0].header_type == NH_DSTOPTS
+    options = parse_destination_options_untrusted(packet.extension_headers[0].data)
+    assert options.options == (HomeAddressOption(HOA),)
+    assert home_address_of_untrusted(packet) == HOA
+    assert pseudo_header_addresses_untrusted(packet) == (HOA, HA)
+    assert decode_mh_untrusted(packet.payload, *pseudo_header_addresses_untrusted(packet))
+
+
+def test_packet_with_rh2_round_trip() -> None:
+    mh = encode_mh(BindingAck(status=0, sequence=1, lifetime=2), HA, HOA)
+    packet = parse_ipv6_packet_untrusted(build_packet_with_rh2(HA, COA, HOA, NH_MH, mh))
+    assert packet.header.dst == COA
+    assert packet.extension_headers[0].header_type == NH_ROUTING
+    assert parse_rh2_untrusted(packet.extension_headers[0].data) == RoutingHeaderType2(NH_MH, HOA)
+    assert rh2_of_untrusted(packet) == RoutingHeaderType2(NH_MH, HOA)
+    assert pseudo_header_addresses_untrusted(packet) == (HA, HOA)
+    assert RoutingHeaderType2(NH_MH, HOA).to_bytes() == packet.extension_headers[0].data
+
+
+def test_plain_packet() -> None:
+    packet = parse_ipv6_packet_untrusted(build_ipv6_packet(COA, HA, NH_UDP, b"abc") + b"pad")
+    assert packet.extension_headers == ()
+    assert packet.upper_offset == 40
+    assert packet.payload == b"abc"
