@@ -1,0 +1,42 @@
+"""Types shared by the protocol cores and their drivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import Literal
+
+ViaKind = Literal["T-native", "T-udp"]
+
+VIA_KINDS: frozenset[str] = frozenset({"T-native", "T-udp"})
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """The transport a Mobility Header arrived on, or must leave on.
+
+    ``kind`` is a path name of DESIGN §2 (``"T-native"`` or ``"T-udp"``); ``remote`` is the
+    outer peer: ``(address,)`` for IPv6-in-IPv6, ``(address, port)`` for UDP. The cores never
+    interpret ``remote``; they store it and hand it back to the driver.
+    """
+
+    kind: str
+    remote: tuple[str, ...] | tuple[str, int]
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIA_KINDS:
+            raise ValueError(f"unknown via kind {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMh:
+    """An encoded Mobility Header the driver must send.
+
+    ``src``/``dst`` are the addresses of the (inner) IPv6 packet that carries ``data``; the MH
+    checksum was computed over them. ``via`` is ``None`` when the driver picks the path.
+    """
+
+    data: bytes
+    src: IPv6Address
+    dst: IPv6Address
+    via: Via | None
