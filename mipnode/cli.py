@@ -1,0 +1,192 @@
+"""`mipnode ...`: run a daemon, inspect one, or run the lab.
+
+Exit status: 0 success, 1 a lab scenario failed or a daemon stopped on an error, 2 bad usage,
+bad configuration, missing privileges or a missing TUN device (one line, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from mipnode import __version__
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
+    print(f"mipnode: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _startup_error(exc: BaseException) -> str | None:
+    """A one-line explanation for errors a user can fix (privileges, TUN, config)."""
+    from mipnode.drivers.netlink import NetlinkFailure
+    from mipnode.drivers.tun import TunError
+
+    if isinstance(exc, TunError | NetlinkFailure):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return f"permission denied ({exc.strerror or exc}): run as root or with CAP_NET_ADMIN and CAP_NET_RAW"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}"
+    return None
+
+
+def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for inner in exc.exceptions:
+            out.extend(_leaf_exceptions(inner))
+        return out
+    return [exc]
+
+
+def run_daemon(role: str, config_path: str, verbose: bool) -> int:
+    import trio
+
+    from mipnode.config import ConfigError, load_ha_config, load_mn_config
+    from mipnode.drivers.logs import setup_logging
+
+    setup_logging(verbose)
+    try:
+        if role == "ha":
+            from mipnode.drivers.ha_daemon import run_home_agent
+
+            ha_cfg = load_ha_config(config_path)
+            main: Callable[[], Any] = lambda: run_home_agent(ha_cfg)  # noqa: E731
+        elif role == "mn":
+            from mipnode.drivers.mn_daemon import run_mobile_node
+
+            mn_cfg = load_mn_config(config_path)
+            main = lambda: run_mobile_node(mn_cfg)  # noqa: E731
+        else:
+            fail("the correspondent-node role (mipnode cn) is not available yet; "
+                 "plain IPv6 hosts reach mobile nodes through the home agent")
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - turned into a one-line error or re-raised
+        for leaf in _leaf_exceptions(exc):
+            message = _startup_error(leaf)
+            if message is not None:
+                fail(message)
+        raise
+    return 0
+
+
+# -- inspection ------------------------------------------------------------------------
+ROLES = ("mn", "ha", "cn")
+
+
+def _query_daemons(command: str, socket_name: str | None) -> list[dict[str, Any]]:
+    from mipnode.drivers.control import query
+
+    names = [socket_name] if socket_name else [f"@mipnode-{r}" for r in ROLES]
+    answers = []
+    for name in names:
+        try:
+            answers.append(query(name, command))
+        except (FileNotFoundError, ConnectionRefusedError):
+            continue
+        except OSError as exc:
+            fail(f"control socket {name}: {exc.strerror or exc}")
+    if not answers:
+        where = socket_name or "@mipnode-mn, @mipnode-ha, @mipnode-cn"
+        fail(f"no mipnode daemon answers on {where} in this network namespace", 1)
+    return answers
+
+
+def _fmt_path(path: dict[str, Any] | None) -> str:
+    if not path:
+        return "-"
+    def ep(e: dict[str, Any] | None) -> str:
+        if not e:
+            return "?"
+        a = e["address"]
+        return a if e.get("port") is None else (f"[{a}]:{e['port']}" if ":" in a else f"{a}:{e['port']}")
+    return f"{path['kind']} {ep(path.get('local'))} -> {ep(path.get('remote'))}"
+
+
+def print_bindings(answer: dict[str, Any]) -> None:
+    rows = answer.get("bindings", [])
+    if not rows:
+        print(f"{answer['role']}: no bindings")
+    for b in rows:
+        print(f"{answer['role']}  {b['hoa']}  coa {b['coa']}  {_fmt_path(b['path'])}  "
+              f"seq {b['sequence']}  {b['lifetime_remaining_s']}s left  {b['state']}")
+
+
+def print_status(answer: dict[str, Any]) -> None:
+    role = answer["role"]
+    if role == "mn":
+        acc = answer["access"]
+        print(f"mobile node {answer['home_address']}  home agent {answer['home_agent']}  "
+              f"state {answer['state']}")
+        print(f"  access {acc['interface']}  ipv6 {acc['ipv6']}  ipv4 {acc['ipv4']}  "
+              f"rtt {answer['rtt_ms']} ms  registration {answer['registration_ms']} ms")
+        for c in answer.get("candidates", []):
+            print(f"  candidate {c['kind']:8} {c['family']}  {c['state']:11} rtt {c['rtt_ms']} ms  "
+                  f"checks {c['checks_answered']}/{c['checks_sent']}")
+    elif role == "ha":
+        print(f"home agent {answer['address']}  home prefix {answer['home_prefix']}  "
+              f"udp {answer['udp_port']}  up {answer['uptime_s']} s")
+    print_bindings(answer)
+    drops = answer.get("drops", {})
+    if drops:
+        print("  drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
+
+
+def inspect(command: str, as_json: bool, socket_name: str | None) -> int:
+    answers = _query_daemons(command, socket_name)
+    if as_json:
+        print(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
+        return 0
+    for answer in answers:
+        if "error" in answer:
+            fail(answer["error"], 1)
+        (print_bindings if command == "bindings" else print_status)(answer)
+    return 0
+
+
+# -- argument parsing --------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mipnode", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"mipnode {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for role, what in (("mn", "mobile node"), ("ha", "home agent"), ("cn", "correspondent node")):
+        d = sub.add_parser(role, help=f"run the {what} daemon in the foreground")
+        d.add_argument("--config", "-c", required=True, help="TOML configuration file")
+        d.add_argument("--verbose", "-v", action="store_true")
+    for name, what in (("status", "daemon state"), ("bindings", "bindings"),
+                       ("paths", "paths and candidates")):
+        q = sub.add_parser(name, help=f"show the {what} of the daemons in this namespace")
+        q.add_argument("--json", action="store_true", help="stable JSON (docs/cli.md)")
+        q.add_argument("--socket", help="control socket (default: @mipnode-mn, -ha, -cn)")
+    lab = sub.add_parser("lab", help="firewall scenarios in network namespaces (docs/lab.md)")
+    lab.add_argument("action", nargs="?", default="run", choices=("run", "up", "down", "list"))
+    lab.add_argument("--scenario", "-s", action="append", help="scenario name (repeatable)")
+    lab.add_argument("--json", action="store_true", help="JSON report (DESIGN §8)")
+    lab.add_argument("--verbose", "-v", action="store_true", help="show daemon logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ROLES:
+        return run_daemon(args.command, args.config, args.verbose)
+    if args.command in ("status", "bindings", "paths"):
+        return inspect(args.command, args.json, args.socket)
+    from mipnode.lab.cli import run_lab_command
+
+    return run_lab_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Configuration files: one TOML file per role, validated before anything starts.
+
+Every problem is reported as ``ConfigError(file, key, problem)`` so the CLI can print one line
+(``mipnode: config.toml: ha.home_prefix: not an IPv6 prefix``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as ESP-in-UDP)
+DEFAULT_TUN_MTU = 1400  # fits IPv6 + UDP + inner IPv6 (88 B) under a 1500-byte access link
+
+
+class ConfigError(Exception):
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        super().__init__(f"{file}: {key}: {problem}")
+        self.file, self.key, self.problem = file, key, problem
+
+
+@dataclass(frozen=True, slots=True)
+class MobileNodeEntry:
+    """One MN the HA serves: its home address and its RFC 4285 MN-HA security association."""
+
+    home_address: IPv6Address
+    spi: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HaConfig:
+    path: str
+    address: IPv6Address
+    home_prefix: IPv6Network
+    udp_port: int
+    max_lifetime_s: int
+    tun_name: str
+    tun_mtu: int
+    mobile_nodes: tuple[MobileNodeEntry, ...]
+    control_socket: str
+    state_dir: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MnConfig:
+    path: str
+    home_address: IPv6Address
+    home_agent: IPv6Address
+    home_agent_ipv4: IPv4Address | None
+    home_agent_udp_port: int
+    spi: int
+    key: bytes
+    lifetime_s: int
+    interface: str | None
+    tun_name: str
+    tun_mtu: int
+    paths: tuple[str, ...]
+    keepalive_interval_s: float
+    control_socket: str
+
+
+_PATH_KINDS = ("T-native", "T-udp")
+
+
+class _Reader:
+    """Typed access to a TOML table that remembers the dotted key for error messages."""
+
+    def __init__(self, file: str, table: dict[str, Any], prefix: str) -> None:
+        self.file, self.table, self.prefix = file, table, prefix
+        self.used: set[str] = set()
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self._key(name), problem)
+
+    def raw(self, name: str, default: Any = ..., kind: type | tuple[type, ...] = object) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if default is ...:
+                raise self.error(name, "missing (required)")
+            return default
+        value = self.table[name]
+        # bool is an int in Python; a TOML `true` is never a valid port or lifetime.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.error(name, f"expected {want}, got {type(value).__name__}")
+        return value
+
+    def ipv6(self, name: str, default: Any = ...) -> Any:
+        value = self.raw(name, default, str)
+        if value is None or value is default:
+            return value
+        try:
+            addr = IPv6Address(value)
+        except ValueError:
+            raise self.error(name, f"not an IPv6 address: {value!r}") from None
+        if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+            raise self.error(name, f"must be a unicast address: {value}")
+        return addr
+
+    def ipv4(self, name: str) -> IPv4Address | None:
+        value = self.raw(name, None, str)
+        if value is None:
+            return None
+        try:
+            return IPv4Address(value)
+        except ValueError:
+            raise self.error(name, f"not an IPv4 address: {value!r}") from None
+
+    def integer(self, name: str, default: Any, lo: int, hi: int) -> int:
+        value = self.raw(name, default, int)
+        if not lo <= value <= hi:
+            raise self.error(name, f"must be between {lo} and {hi}, got {value}")
+        return int(value)
+
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self.raw(name, default, (int, float))
+        if isinstance(value, bool) or not lo <= value <= hi:
+            raise self.error(name, f"must be between {lo} and {hi}, got {value}")
+        return float(value)
+
+    def ifname(self, name: str, default: Any) -> Any:
+        value = self.raw(name, default, str)
+        if value is None:
+            return None
+        if not 0 < len(value) < 16 or any(c in value for c in "/ \t\n:"):
+            raise self.error(name, f"not a valid interface name: {value!r}")
+        return value
+
+    def key(self, name: str) -> bytes:
+        value = self.raw(name, ..., str)
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            raise self.error(name, "not hex") from None
+        # RFC 4285 §5.1: the MN-HA shared key is 16 octets or longer (HMAC-SHA1).
+        if len(key) < 16:
+            raise self.error(name, f"too short: {len(key)} bytes, need at least 16")
+        return key
+
+    def spi(self, name: str) -> int:
+        # RFC 4285 §5: SPI values 0-255 are reserved.
+        return self.integer(name, ..., 256, 2**32 - 1)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
+
+
+def _section(file: str, doc: dict[str, Any], name: str) -> dict[str, Any]:
+    table = doc.get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(file, name, "missing [" + name + "] table")
+    return table
+
+
+def _top_level(file: str, doc: dict[str, Any], allowed: set[str]) -> None:
+    for key in doc:
+        if key not in allowed:
+            raise ConfigError(file, key, "unknown key")
+
+
+def load_ha_config(path: str) -> HaConfig:
+    doc = _load(path)
+    _top_level(path, doc, {"ha", "mobile_node"})
+    r = _Reader(path, _section(path, doc, "ha"), "ha")
+    address = r.ipv6("address")
+    prefix_text = r.raw("home_prefix", ..., str)
+    try:
+        home_prefix = IPv6Network(prefix_text, strict=True)
+    except ValueError:
+        raise r.error("home_prefix", f"not an IPv6 prefix: {prefix_text!r}") from None
+    if home_prefix.prefixlen > 120:
+        raise r.error("home_prefix", "prefix too long (at most /120)")
+    if address not in home_prefix:
+        raise r.error("address", f"{address} is not inside home_prefix {home_prefix}")
+    cfg_udp = r.integer("udp_port", DEFAULT_UDP_PORT, 1, 65535)
+    if cfg_udp == 4500:
+        raise r.error("udp_port", "4500 is ESP-in-UDP (RFC 3948); pick another port")
+    max_lifetime = r.integer("max_lifetime_s", 3600, 4, 262140)
+    tun_name = r.ifname("tun_name", "mip-ha0")
+    tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
+    control = r.raw("control_socket", "@mipnode-ha", str)
+    state_dir = r.raw("state_dir", None, str)
+    r.finish()
+
+    entries = doc.get("mobile_node", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(path, "mobile_node", "need at least one [[mobile_node]] entry")
+    mns: list[MobileNodeEntry] = []
+    seen_spi: set[int] = set()
+    seen_hoa: set[IPv6Address] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(path, f"mobile_node[{i}]", "must be a table")
+        e = _Reader(path, entry, f"mobile_node[{i}]")
+        hoa = e.ipv6("home_address")
+        if hoa not in home_prefix:
+            raise e.error("home_address", f"{hoa} is not inside home_prefix {home_prefix}")
+        if hoa == address:
+            raise e.error("home_address", "equals the home agent's own address")
+        spi = e.spi("spi")
+        key = e.key("key")
+        e.finish()
+        if spi in seen_spi:
+            raise e.error("spi", f"SPI {spi} used twice")
+        if hoa in seen_hoa:
+            raise e.error("home_address", f"{hoa} listed twice")
+        seen_spi.add(spi)
+        seen_hoa.add(hoa)
+        mns.append(MobileNodeEntry(hoa, spi, key))
+    return HaConfig(
+        path=path,
+        address=address,
+        home_prefix=home_prefix,
+        udp_port=cfg_udp,
+        max_lifetime_s=max_lifetime,
+        tun_name=tun_name,
+        tun_mtu=tun_mtu,
+        mobile_nodes=tuple(mns),
+        control_socket=control,
+        state_dir=state_dir,
+    )
+
+
+def load_mn_config(path: str) -> MnConfig:
+    doc = _load(path)
+    _top_level(path, doc, {"mn"})
+    r = _Reader(path, _section(path, doc, "mn"), "mn")
+    hoa = r.ipv6("home_address")
+    ha = r.ipv6("home_agent")
+    if hoa == ha:
+        raise r.error("home_agent", "equals home_address")
+    ha4 = r.ipv4("home_agent_ipv4")
+    port = r.integer("home_agent_udp_port", DEFAULT_UDP_PORT, 1, 65535)
+    spi = r.spi("spi")
+    key = r.key("key")
+    # RFC 6275 §6.1.7: lifetime in 4 s units, at most 65535 units.
+    lifetime = r.integer("lifetime_s", 600, 8, 262140)
+    interface = r.ifname("interface", None)
+    tun_name = r.ifname("tun_name", "mip0")
+    tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
+    paths_raw = r.raw("paths", list(_PATH_KINDS), list)
+    for p in paths_raw:
+        if p not in _PATH_KINDS:
+            raise r.error("paths", f"unknown path kind {p!r} (known: {', '.join(_PATH_KINDS)})")
+    if not paths_raw:
+        raise r.error("paths", "must name at least one path kind")
+    keepalive = r.number("keepalive_interval_s", 15.0, 1.0, 300.0)
+    control = r.raw("control_socket", "@mipnode-mn", str)
+    r.finish()
+    return MnConfig(
+        path=path,
+        home_address=hoa,
+        home_agent=ha,
+        home_agent_ipv4=ha4,
+        home_agent_udp_port=port,
+        spi=spi,
+        key=key,
+        lifetime_s=lifetime,
+        interface=interface,
+        tun_name=tun_name,
+        tun_mtu=tun_mtu,
+        paths=tuple(paths_raw),
+        keepalive_interval_s=keepalive,
+        control_socket=control,
+    )

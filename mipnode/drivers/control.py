@@ -1,0 +1,97 @@
+"""The control socket: one JSON request per connection, one JSON answer.
+
+Socket names starting with ``@`` are Linux abstract sockets. Those belong to the network
+namespace, so ``ip netns exec NS mipnode status`` reaches the daemon of that namespace without
+any path juggling. Only root or the daemon's own user may ask (SO_PEERCRED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+MAX_REQUEST = 4096
+Handler = Callable[[str], Any]
+
+
+def socket_address(name: str) -> str | bytes:
+    return b"\0" + name[1:].encode() if name.startswith("@") else name
+
+
+def _peer_allowed(sock: trio.socket.SocketType) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (0, os.geteuid())
+
+
+async def serve_control(
+    name: str, handler: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Answer requests on ``name`` until cancelled. ``handler(command)`` returns JSON-able data."""
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address = socket_address(name)
+    if isinstance(address, str) and os.path.exists(address):
+        os.unlink(address)  # a stale path from a crashed run; abstract names need no cleanup
+    try:
+        await listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        raise OSError(exc.errno, f"control socket {name}: {exc.strerror}") from None
+    listener.listen(16)
+    task_status.started()
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await listener.accept()
+                nursery.start_soon(_answer, conn, handler)
+    finally:
+        listener.close()
+        if isinstance(address, str):
+            with contextlib.suppress(OSError):
+                os.unlink(address)
+
+
+async def _answer(conn: trio.socket.SocketType, handler: Handler) -> None:
+    with conn, trio.move_on_after(5):
+        if not _peer_allowed(conn):
+            await conn.send(b'{"error": "permission denied"}\n')
+            return
+        data = b""
+        while b"\n" not in data and len(data) < MAX_REQUEST:
+            chunk = await conn.recv(MAX_REQUEST)
+            if not chunk:
+                break
+            data += chunk
+        try:
+            request = json.loads(data.decode())
+            command = str(request["command"])
+            answer = handler(command)
+        except (ValueError, KeyError, TypeError) as exc:
+            answer = {"error": f"bad request: {exc}"}
+        payload = (json.dumps(answer) + "\n").encode()
+        view = memoryview(payload)
+        while view:
+            sent = await conn.send(view)
+            view = view[sent:]
+
+
+def query(name: str, command: str, timeout: float = 3.0) -> Any:
+    """Blocking client used by the CLI. Raises OSError when no daemon listens there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(socket_address(name))
+        s.sendall((json.dumps({"command": command}) + "\n").encode())
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks).decode())

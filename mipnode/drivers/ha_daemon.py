@@ -1,0 +1,324 @@
+"""The home agent daemon: binding cache core + TUN + T-native / T-udp tunnel endpoints.
+
+Packet flow (DESIGN §2, §6):
+- CN -> HoA: the kernel routes each bound HoA/128 into our TUN; we read the packet and send it
+  to the binding's care-of endpoint, as IPv6-in-IPv6 (raw socket 41) or in UDP.
+- MN -> CN: a tunnelled packet is decapsulated and written into the TUN, and the kernel forwards
+  it, but only when its inner source is a bound HoA and its outer source is that binding's
+  care-of address or UDP 5-tuple (ingress filter); everything else is dropped and counted.
+- Signalling: MH packets addressed to the HA travel inside the same tunnel; STUN checks on the
+  UDP port and inside IPv6-in-IPv6 are answered here (the HA is ICE-lite, DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from ipaddress import IPv6Address
+from typing import Any
+
+import trio
+
+from ice import stun
+from mipnode.config import HaConfig
+from mipnode.core.ha import (
+    BindingAdded,
+    BindingRemoved,
+    BindingUpdated,
+    HaCoreConfig,
+    HomeAgentCore,
+    SecurityAssociation,
+)
+from mipnode.core.types import OutgoingMh, Via
+from mipnode.drivers import netlink, sdnotify
+from mipnode.drivers.control import serve_control
+from mipnode.drivers.io import (
+    IPPROTO_MH,
+    Counters,
+    TimerPump,
+    drain_fd,
+    drain_socket,
+    open_raw,
+    open_udp,
+    send_quietly,
+    wall,
+)
+from mipnode.drivers.logs import RateLimitedLog
+from mipnode.drivers.packets import ipv6_packet, udp_in_ipv6, via_json
+from mipnode.drivers.tun import open_tun
+from mipnode.wire.errors import BadPacket
+
+log = logging.getLogger("mipnode.ha")
+
+NH_UDP = 17
+NH_MH = 135
+
+
+class HomeAgentDaemon:
+    def __init__(self, config: HaConfig) -> None:
+        self.config = config
+        self.core = HomeAgentCore(
+            HaCoreConfig(
+                address=config.address,
+                home_prefix=config.home_prefix,
+                security_associations=tuple(
+                    SecurityAssociation(m.spi, m.key, m.home_address) for m in config.mobile_nodes
+                ),
+                max_lifetime_s=config.max_lifetime_s,
+            )
+        )
+        self.ha_bytes = config.address.packed
+        self.drops = Counters()
+        self.counters = Counters()
+        self.ratelog = RateLimitedLog()
+        # Fast path: inner HoA bytes -> the Via its packets must arrive on / leave by.
+        self.routes: dict[bytes, Via] = {}
+        self.route_changes: trio.MemorySendChannel[tuple[str, IPv6Address]]
+        self.started_at = wall()
+        self.timer = TimerPump(self.core.get_timer, self._on_timer)
+
+    # -- setup -------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        _enable_forwarding()
+        self.tun = open_tun(cfg.tun_name)
+        await trio.to_thread.run_sync(
+            netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(cfg.address), 128)]
+        )
+        self.raw41 = open_raw(socket.IPPROTO_IPV6, address=str(cfg.address))  # protocol 41: IPv6-in-IPv6 (RFC 2473)
+        # Kept open so the kernel does not answer MH with Parameter Problem (reference E10).
+        self.raw_mh = open_raw(IPPROTO_MH)
+        self.udp6 = open_udp(socket.AF_INET6, cfg.udp_port, address=str(cfg.address))
+        self.udp4 = open_udp(socket.AF_INET, cfg.udp_port)
+        send_routes, recv_routes = trio.open_memory_channel[tuple[str, IPv6Address]](1000)
+        self.route_changes = send_routes
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._route_worker, recv_routes)
+            nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
+            nursery.start_soon(drain_socket, self.raw41, self._from_raw41, self._flush)
+            nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
+            nursery.start_soon(drain_socket, self.udp6, self._from_udp, self._flush)
+            nursery.start_soon(drain_socket, self.udp4, self._from_udp, self._flush)
+            nursery.start_soon(self.timer.run)
+            await nursery.start(serve_control, cfg.control_socket, self.answer)
+            log.info(
+                "home agent ready address=%s home_prefix=%s udp_port=%d mobile_nodes=%d",
+                cfg.address, cfg.home_prefix, cfg.udp_port, len(cfg.mobile_nodes),
+            )
+            sdnotify.notify("READY=1")
+            task_status.started()
+
+    # -- receive paths -----------------------------------------------------------------
+    def _from_tun(self, pkt: bytes) -> None:
+        """Kernel-routed packet toward a HoA: tunnel it to the binding's care-of endpoint."""
+        if len(pkt) < 40 or pkt[0] >> 4 != 6:
+            self.drops("tun_not_ipv6")
+            return
+        via = self.routes.get(pkt[24:40])
+        if via is None:
+            self.drops("tun_no_binding")
+            return
+        self._send_via(via, pkt)
+        self.counters("tunnelled_to_mn")
+
+    def _from_raw41(self, inner: bytes, addr: Any) -> None:
+        self._from_tunnel(inner, Via("T-native", (_host(addr[0]),)))
+
+    def _from_udp(self, data: bytes, addr: Any) -> None:
+        if not data:
+            self.drops("udp_empty")
+            return
+        first = data[0]
+        if first >> 4 == 6:
+            self._from_tunnel(data, Via("T-udp", (_host(addr[0]), addr[1])))
+        elif stun.looks_like_stun(data):
+            self._answer_stun(data, (_host(addr[0]), addr[1]), None)
+        else:
+            self.drops("udp_unknown_payload")
+
+    def _from_raw_mh(self, data: bytes, addr: Any) -> None:
+        # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop.
+        self.drops("native_mh_unsupported")
+
+    def _from_tunnel(self, inner: bytes, via: Via) -> None:
+        if len(inner) < 40 or inner[0] >> 4 != 6:
+            self.drops("tunnel_not_ipv6")
+            return
+        if inner[24:40] == self.ha_bytes:
+            nh = inner[6]
+            if nh == NH_MH:
+                self._signalling(inner, via)
+                return
+            if nh == NH_UDP and self._maybe_check(inner, via):
+                return
+        # Ingress filter (DESIGN §6): inner source must be a bound HoA arriving on its binding.
+        bound = self.routes.get(inner[8:24])
+        if bound is None:
+            self.drops("ingress_unbound_source")
+            self.ratelog(logging.WARNING, "ingress_unbound_source", "dropped tunnelled packet",
+                         inner_src=IPv6Address(inner[8:24]), outer=via.remote)
+            return
+        if bound != via:
+            self.drops("ingress_wrong_endpoint")
+            self.ratelog(logging.WARNING, "ingress_wrong_endpoint", "dropped tunnelled packet",
+                         inner_src=IPv6Address(inner[8:24]), outer=via.remote)
+            return
+        try:
+            os.write(self.tun, inner)
+        except OSError:
+            self.drops("tun_write_failed")
+            return
+        self.counters("forwarded_from_mn")
+
+    def _signalling(self, inner: bytes, via: Via) -> None:
+        plen = int.from_bytes(inner[4:6], "big")
+        if 40 + plen > len(inner):
+            self.drops("mh_truncated")
+            return
+        self.core.receive_datagram(
+            wall(), inner[40 : 40 + plen], IPv6Address(inner[8:24]), IPv6Address(inner[24:40]), via
+        )
+
+    def _maybe_check(self, inner: bytes, via: Via) -> bool:
+        """A STUN check inside IPv6-in-IPv6 to our UDP port: a T-native connectivity check."""
+        if len(inner) < 48 or int.from_bytes(inner[42:44], "big") != self.config.udp_port:
+            return False
+        payload = inner[48:]
+        if not stun.looks_like_stun(payload):
+            return False
+        src = IPv6Address(inner[8:24])
+        sport = int.from_bytes(inner[40:42], "big")
+        # The mapped address is the outer source: what the network in between let through.
+        self._answer_stun(payload, (via.remote[0], sport), (via, src, sport))
+        return True
+
+    def _answer_stun(
+        self, data: bytes, mapped: tuple[str, int], tunnel: tuple[Via, IPv6Address, int] | None
+    ) -> None:
+        try:
+            msg = stun.parse_stun_untrusted(data)
+        except BadPacket as exc:
+            self.drops(f"stun_{exc.reason}")
+            return
+        if msg.message_method != stun.Method.BINDING or msg.message_class != stun.Class.REQUEST:
+            self.drops("stun_not_binding_request")
+            return
+        response = stun.binding_response(msg.transaction_id, mapped)
+        self.counters("checks_answered")
+        if tunnel is None:
+            sock = self.udp6 if ":" in mapped[0] else self.udp4
+            send_quietly(sock, response, mapped, self.drops)
+        else:
+            via, src, sport = tunnel
+            pkt = udp_in_ipv6(self.config.address, src, self.config.udp_port, sport, response)
+            self._send_via(via, pkt)
+
+    # -- send paths --------------------------------------------------------------------
+    def _send_via(self, via: Via, pkt: bytes) -> None:
+        if via.kind == "T-native":
+            send_quietly(self.raw41, pkt, (via.remote[0], 0), self.drops)
+        else:
+            host, port = via.remote[0], via.remote[1]
+            sock = self.udp6 if ":" in str(host) else self.udp4
+            send_quietly(sock, pkt, (host, port), self.drops)
+
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._flush()
+
+    def _flush(self) -> None:
+        now = wall()
+        for out in self.core.datagrams_to_send(now):
+            self._send_mh(out)
+        while (event := self.core.next_event()) is not None:
+            self._on_event(event)
+        self.timer.kick()
+
+    def _send_mh(self, out: OutgoingMh) -> None:
+        if out.via is None:
+            self.drops("mh_without_path")
+            return
+        self._send_via(out.via, ipv6_packet(out.src, out.dst, NH_MH, out.data))
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, BindingAdded | BindingUpdated):
+            b = event.binding
+            self.routes[b.home_address.packed] = b.via
+            log.info("binding hoa=%s coa=%s path=%s lifetime=%ss seq=%d", b.home_address,
+                     b.care_of_address, b.via.kind, b.lifetime_s, b.sequence)
+            if isinstance(event, BindingAdded):
+                self.route_changes.send_nowait(("add", b.home_address))
+        elif isinstance(event, BindingRemoved):
+            self.routes.pop(event.home_address.packed, None)
+            log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
+            self.route_changes.send_nowait(("del", event.home_address))
+
+    async def _route_worker(self, changes: trio.MemoryReceiveChannel[tuple[str, IPv6Address]]) -> None:
+        """Routes change in order, off the trio thread (pyroute2 blocks)."""
+        name = self.config.tun_name
+        async for op, hoa in changes:
+            fn = netlink.replace_route if op == "add" else netlink.delete_route
+            try:
+                await trio.to_thread.run_sync(fn, f"{hoa}/128", name)
+            except netlink.NetlinkFailure as exc:
+                self.drops("route_update_failed")
+                log.error("route %s %s failed: %s", op, hoa, exc)
+
+    # -- inspection --------------------------------------------------------------------
+    def answer(self, command: str) -> Any:
+        now = wall()
+        bindings = [
+            {
+                "hoa": str(b.home_address),
+                "coa": str(b.care_of_address),
+                "path": via_json(b.via, local=None),
+                "sequence": b.sequence,
+                "lifetime_remaining_s": max(0, round(b.expires_at - now, 1)),
+                "state": b.state,
+            }
+            for b in self.core.bindings()
+        ]
+        if command == "bindings":
+            return {"role": "ha", "bindings": bindings}
+        if command in ("status", "paths"):
+            return {
+                "role": "ha",
+                "address": str(self.config.address),
+                "home_prefix": str(self.config.home_prefix),
+                "udp_port": self.config.udp_port,
+                "uptime_s": round(now - self.started_at, 1),
+                "bindings": bindings,
+                "counters": dict(self.counters),
+                "core": self.core.statistics(),
+                "drops": dict(self.drops),
+            }
+        return {"error": f"unknown command {command!r}"}
+
+
+def _host(addr: str) -> str:
+    return addr.split("%", 1)[0]
+
+
+def _enable_forwarding() -> None:
+    path = "/proc/sys/net/ipv6/conf/all/forwarding"
+    with open(path) as f:
+        if f.read().strip() == "1":
+            return
+    with open(path, "w") as f:
+        f.write("1\n")
+    log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1)")
+
+
+async def run_home_agent(config: HaConfig) -> None:
+    daemon = HomeAgentDaemon(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                log.info("home agent stopping")
+                sdnotify.notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+                break
+

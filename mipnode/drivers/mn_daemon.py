@@ -1,0 +1,518 @@
+"""The mobile node daemon: HoA on a TUN, registration with the HA over the best T path.
+
+Path choice (first version of DESIGN §4): a STUN Binding check is sent on every T candidate in
+exactly the form its data takes (inside IPv6-in-IPv6 for T-native, in UDP for T-udp); the most
+preferred candidate whose check succeeds carries the home registration and all data. The HA
+tunnel is then kept warm with echo keepalives in the same encapsulation; three unanswered
+keepalives or a stuck registration start a new round of checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from typing import Any
+
+import trio
+
+from ice import stun
+from mipnode.config import MnConfig
+from mipnode.core.mn import (
+    BindingLost,
+    Deregistered,
+    MnCoreConfig,
+    MobileNodeCore,
+    Registered,
+    RegistrationRejected,
+)
+from mipnode.core.types import Via
+from mipnode.drivers import netlink, sdnotify
+from mipnode.drivers.control import serve_control
+from mipnode.drivers.io import (
+    IPPROTO_MH,
+    Counters,
+    TimerPump,
+    drain_fd,
+    drain_socket,
+    open_raw,
+    open_udp,
+    send_quietly,
+    wall,
+)
+from mipnode.drivers.logs import RateLimitedLog
+from mipnode.drivers.packets import (
+    ICMPV6_ECHO_REPLY,
+    NH_ICMPV6,
+    NH_UDP,
+    echo_request,
+    ipv6_packet,
+    udp_in_ipv6,
+    via_json,
+)
+from mipnode.drivers.tun import open_tun
+from mipnode.wire.errors import BadPacket
+
+log = logging.getLogger("mipnode.mn")
+
+NH_MH = 135
+PREFERENCE = {"T-native": 0, "T-udp": 1}  # DESIGN §2: T-native before T-udp
+CHECK_RTO_S = (0.0, 0.5, 1.5)  # RFC 8445-style ladder from 500 ms, three transmissions
+CHECK_GIVE_UP_S = 3.5
+KEEPALIVE_IDENT = 0x6D69  # "mi": tells our keepalive echo replies from the user's pings
+KEEPALIVE_MISSES = 3
+REGISTRATION_STUCK_S = 12.0
+ACCESS_POLL_S = 1.0
+
+
+@dataclass
+class Candidate:
+    """One T path to the HA and the state of its connectivity check."""
+
+    kind: str
+    family: int
+    remote: tuple[str, int | None]
+    state: str = "waiting"
+    checks_sent: int = 0
+    checks_answered: int = 0
+    rtt_ms: float | None = None
+    mapped: tuple[str, int] | None = None
+    txids: dict[bytes, float] = field(default_factory=dict)
+
+    @property
+    def via(self) -> Via:
+        if self.kind == "T-native":
+            return Via("T-native", (self.remote[0],))
+        return Via("T-udp", (self.remote[0], self.remote[1]))
+
+
+class MobileNodeDaemon:
+    def __init__(self, config: MnConfig) -> None:
+        self.config = config
+        self.hoa = config.home_address
+        self.hoa_bytes = config.home_address.packed
+        self.ha = config.home_agent
+        self.ha_bytes = config.home_agent.packed
+        self.core = MobileNodeCore(
+            MnCoreConfig(
+                home_address=config.home_address,
+                home_agent=config.home_agent,
+                spi=config.spi,
+                key=config.key,
+                lifetime_s=config.lifetime_s,
+            ),
+            initial_sequence=secrets.randbelow(65536),
+        )
+        self.drops = Counters()
+        self.counters = Counters()
+        self.ratelog = RateLimitedLog()
+        self.timer = TimerPump(self.core.get_timer, self._on_timer)
+        self.access = netlink.AccessInfo(None, None, None)
+        self.candidates: list[Candidate] = []
+        self.path: Candidate | None = None
+        self.coa: IPv6Address | None = None
+        self.registered_at: float | None = None
+        self.registration_started: float | None = None
+        self.first_registration_ms: float | None = None
+        self.started_at = wall()
+        self.keepalive_seq = 0
+        self.keepalive_outstanding: dict[int, float] = {}
+        self.keepalive_rtt_ms: float | None = None
+        self.reselect = trio.Event()
+        self.deregistered = trio.Event()
+        self.last_rejection: int | None = None
+
+    # -- setup -------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        self.tun = open_tun(cfg.tun_name)
+        await trio.to_thread.run_sync(
+            netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(self.hoa), 128)]
+        )
+        self.access = await self._wait_for_access()
+        ifname = self.access.ifname
+        # Everything that should keep the HoA goes into the TUN (lowest metric); our own outer
+        # sockets are bound to the access interface, so they never loop back into it.
+        await trio.to_thread.run_sync(
+            lambda: netlink.replace_route("::/0", cfg.tun_name, metric=1)
+        )
+        self.raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
+        self.raw_mh = open_raw(IPPROTO_MH, ifname)  # kept open: no Parameter Problem for MH
+        self.udp6 = open_udp(socket.AF_INET6, 0, ifname)
+        self.udp4 = open_udp(socket.AF_INET, 0, ifname)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
+            nursery.start_soon(drain_socket, self.raw41, self._from_raw41, self._flush)
+            nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
+            nursery.start_soon(drain_socket, self.udp6, self._from_udp, self._flush)
+            nursery.start_soon(drain_socket, self.udp4, self._from_udp, self._flush)
+            nursery.start_soon(self.timer.run)
+            await nursery.start(serve_control, cfg.control_socket, self.answer)
+            nursery.start_soon(self._path_manager)
+            nursery.start_soon(self._keepalive_loop)
+            log.info("mobile node ready hoa=%s ha=%s access=%s coa6=%s addr4=%s", self.hoa,
+                     self.ha, self.access.ifname, self.access.ipv6, self.access.ipv4)
+            sdnotify.notify("READY=1")
+            task_status.started()
+
+    async def _wait_for_access(self) -> netlink.AccessInfo:
+        warned = False
+        while True:
+            info = await trio.to_thread.run_sync(
+                netlink.access_info, self.config.interface, self.config.tun_name
+            )
+            if info.ipv6 is not None or (info.ipv4 is not None and self.config.home_agent_ipv4):
+                return info
+            if not warned:
+                log.warning("waiting for an access network (interface=%s)", info.ifname)
+                warned = True
+            await trio.sleep(ACCESS_POLL_S)
+
+    # -- path selection ----------------------------------------------------------------
+    def _make_candidates(self) -> list[Candidate]:
+        cfg, acc = self.config, self.access
+        out: list[Candidate] = []
+        if acc.ipv6 is not None and "T-native" in cfg.paths:
+            out.append(Candidate("T-native", 6, (str(self.ha), None)))
+        if acc.ipv6 is not None and "T-udp" in cfg.paths:
+            out.append(Candidate("T-udp", 6, (str(self.ha), cfg.home_agent_udp_port)))
+        if acc.ipv4 is not None and cfg.home_agent_ipv4 and "T-udp" in cfg.paths:
+            out.append(Candidate("T-udp", 4, (str(cfg.home_agent_ipv4), cfg.home_agent_udp_port)))
+        return out
+
+    async def _path_manager(self) -> None:
+        while True:
+            chosen = await self._run_checks()
+            if chosen is None:
+                log.warning("home agent unreachable: no T path check succeeded (%s); retrying",
+                            ", ".join(f"{c.kind}/IPv{c.family}" for c in self.candidates) or "none")
+                await trio.sleep(2.0)
+                continue
+            self._select(chosen)
+            self.reselect = trio.Event()
+            await self.reselect.wait()
+
+    async def _run_checks(self) -> Candidate | None:
+        self.candidates = self._make_candidates()
+        if not self.candidates:
+            return None
+        start = trio.current_time()
+        for c in self.candidates:
+            c.state = "in-progress"
+        # Pace the transmissions (Ta >= 20 ms, DESIGN §4) and follow the RTO ladder.
+        for step, at in enumerate(CHECK_RTO_S):
+            await trio.sleep_until(start + at)
+            for c in self.candidates:
+                if c.state == "in-progress":
+                    self._send_check(c)
+                    await trio.sleep(0.02)
+            decided = self._decide()
+            if decided is not None or step == len(CHECK_RTO_S) - 1:
+                break
+        deadline = start + CHECK_GIVE_UP_S
+        while (chosen := self._decide()) is None and trio.current_time() < deadline:
+            await trio.sleep(0.01)
+        for c in self.candidates:
+            if c.state == "in-progress":
+                c.state = "failed"
+        return chosen if chosen is not None else self._decide()
+
+    def _decide(self) -> Candidate | None:
+        """The most preferred candidate whose check succeeded, once every better one failed."""
+        for c in sorted(self.candidates, key=lambda c: (PREFERENCE[c.kind], -c.family)):
+            if c.state == "succeeded":
+                return c
+            if c.state in ("in-progress", "waiting"):
+                return None
+        return None
+
+    def _send_check(self, c: Candidate) -> None:
+        txid = secrets.token_bytes(12)
+        c.txids[txid] = trio.current_time()
+        c.checks_sent += 1
+        request = stun.binding_request(txid)
+        if c.kind == "T-native":
+            assert self.access.ipv6 is not None
+            sport = self.udp6.getsockname()[1]
+            pkt = udp_in_ipv6(self.access.ipv6, self.ha, sport, self.config.home_agent_udp_port,
+                              request)
+            send_quietly(self.raw41, pkt, (str(self.ha), 0), self.drops)
+        else:
+            sock = self.udp6 if c.family == 6 else self.udp4
+            send_quietly(sock, request, c.remote, self.drops)
+
+    def _on_check_response(self, c: Candidate, data: bytes) -> None:
+        try:
+            msg = stun.parse_stun_untrusted(data)
+        except BadPacket as exc:
+            self.drops(f"stun_{exc.reason}")
+            return
+        sent = c.txids.pop(msg.transaction_id, None)
+        if sent is None or msg.message_class != stun.Class.RESPONSE:
+            self.drops("stun_unexpected")
+            return
+        c.checks_answered += 1
+        c.rtt_ms = round((trio.current_time() - sent) * 1000, 2)
+        mapped = msg.attributes.get("XOR-MAPPED-ADDRESS")
+        c.mapped = (str(mapped[0]), int(mapped[1])) if mapped else None
+        if c.state == "in-progress":
+            c.state = "succeeded"
+
+    def _select(self, c: Candidate) -> None:
+        previous = self.path
+        self.path = c
+        if c.family == 6:
+            assert self.access.ipv6 is not None
+            self.coa = self.access.ipv6
+        else:
+            # Alt-CoA carries an IPv6 address; an IPv4 care-of address travels IPv4-mapped.
+            assert self.access.ipv4 is not None
+            self.coa = IPv6Address(f"::ffff:{self.access.ipv4}")
+        log.info("path selected kind=%s family=IPv%d remote=%s rtt_ms=%s previous=%s",
+                 c.kind, c.family, c.remote, c.rtt_ms, previous.kind if previous else None)
+        now = wall()
+        self.registration_started = now
+        self.core.register(now, self.coa)
+        self._flush()
+
+    # -- receive paths -----------------------------------------------------------------
+    def _from_tun(self, pkt: bytes) -> None:
+        if len(pkt) < 40 or pkt[0] >> 4 != 6:
+            self.drops("tun_not_ipv6")
+            return
+        if pkt[8:24] != self.hoa_bytes:
+            self.drops("tun_source_not_hoa")  # e.g. the kernel's link-local MLD/RS on the TUN
+            return
+        if self.path is None:
+            self.drops("tun_no_path")
+            return
+        self._send_on_path(pkt)
+        self.counters("tunnelled_to_ha")
+
+    def _from_raw41(self, inner: bytes, addr: Any) -> None:
+        if addr[0].split("%", 1)[0] != str(self.ha):
+            self.drops("raw41_not_from_ha")
+            return
+        self._from_tunnel(inner, "T-native")
+
+    def _from_udp(self, data: bytes, addr: Any) -> None:
+        host = addr[0].split("%", 1)[0]
+        remote = (host, addr[1])
+        cand = next((c for c in self.candidates if c.kind == "T-udp" and c.remote == remote), None)
+        if cand is None:
+            self.drops("udp_not_from_ha")
+            return
+        if data and data[0] >> 4 == 6:
+            self._from_tunnel(data, "T-udp")
+        elif stun.looks_like_stun(data):
+            self._on_check_response(cand, data)
+        else:
+            self.drops("udp_unknown_payload")
+
+    def _from_raw_mh(self, data: bytes, addr: Any) -> None:
+        self.drops("native_mh_unsupported")
+
+    def _from_tunnel(self, inner: bytes, kind: str) -> None:
+        if len(inner) < 40 or inner[0] >> 4 != 6:
+            self.drops("tunnel_not_ipv6")
+            return
+        dst = inner[24:40]
+        nh = inner[6]
+        if dst == self.hoa_bytes:
+            if inner[8:24] == self.ha_bytes:
+                if nh == NH_MH:
+                    plen = int.from_bytes(inner[4:6], "big")
+                    self.core.receive_datagram(wall(), inner[40 : 40 + plen], self.ha, self.hoa)
+                    return
+                if nh == NH_ICMPV6 and self._maybe_keepalive_reply(inner):
+                    return
+            try:
+                os.write(self.tun, inner)
+            except OSError:
+                self.drops("tun_write_failed")
+                return
+            self.counters("delivered_from_ha")
+            return
+        if (
+            self.access.ipv6 is not None
+            and dst == self.access.ipv6.packed
+            and nh == NH_UDP
+            and len(inner) >= 48
+        ):
+            cand = next((c for c in self.candidates if c.kind == kind == "T-native"), None)
+            if cand is not None and stun.looks_like_stun(inner[48:]):
+                self._on_check_response(cand, inner[48:])
+                return
+        self.drops("tunnel_wrong_destination")
+
+    def _maybe_keepalive_reply(self, inner: bytes) -> bool:
+        if len(inner) < 48 or inner[40] != ICMPV6_ECHO_REPLY:
+            return False
+        if int.from_bytes(inner[44:46], "big") != KEEPALIVE_IDENT:
+            return False
+        sent = self.keepalive_outstanding.pop(int.from_bytes(inner[46:48], "big"), None)
+        if sent is not None:
+            self.keepalive_rtt_ms = round((trio.current_time() - sent) * 1000, 2)
+            self.keepalive_outstanding.clear()  # any answer proves the path is alive
+        return True
+
+    # -- send paths --------------------------------------------------------------------
+    def _send_on_path(self, pkt: bytes) -> None:
+        c = self.path
+        if c is None:
+            self.drops("no_path")
+            return
+        if c.kind == "T-native":
+            send_quietly(self.raw41, pkt, (str(self.ha), 0), self.drops)
+        else:
+            send_quietly(self.udp6 if c.family == 6 else self.udp4, pkt, c.remote, self.drops)
+
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._flush()
+
+    def _flush(self) -> None:
+        now = wall()
+        for out in self.core.datagrams_to_send(now):
+            self._send_on_path(ipv6_packet(out.src, out.dst, NH_MH, out.data))
+        while (event := self.core.next_event()) is not None:
+            self._on_event(event, now)
+        if (
+            self.core.state == "registering"
+            and self.registration_started is not None
+            and now - self.registration_started > REGISTRATION_STUCK_S
+        ):
+            log.warning("registration stuck on %s; checking paths again",
+                        self.path.kind if self.path else None)
+            self.registration_started = now
+            self.reselect.set()
+        self.timer.kick()
+
+    def _on_event(self, event: object, now: float) -> None:
+        if isinstance(event, Registered):
+            if self.first_registration_ms is None:
+                self.first_registration_ms = round((now - self.started_at) * 1000, 1)
+            self.registered_at = now
+            self.last_rejection = None
+            log.info("registered hoa=%s coa=%s path=%s lifetime=%ss seq=%d", self.hoa,
+                     self.coa, self.path.kind if self.path else None, event.lifetime_s,
+                     event.sequence)
+            # A reverse-tunnelled packet right after each BA keeps the access firewall's
+            # HA->CoA protocol-41 state fresh (DESIGN §4 conntrack hygiene).
+            self._send_keepalive()
+        elif isinstance(event, RegistrationRejected):
+            self.last_rejection = int(event.status)
+            log.error("home agent rejected the registration: status %d", event.status)
+        elif isinstance(event, BindingLost):
+            log.warning("binding expired without a refresh; checking paths again")
+            self.reselect.set()
+        elif isinstance(event, Deregistered):
+            self.deregistered.set()
+
+    # -- keepalives ----------------------------------------------------------------------
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.keepalive_interval_s)
+            if self.core.state != "registered" or self.path is None:
+                continue
+            if len(self.keepalive_outstanding) >= KEEPALIVE_MISSES:
+                log.warning("%d keepalives unanswered on %s; checking paths again",
+                            KEEPALIVE_MISSES, self.path.kind)
+                self.keepalive_outstanding.clear()
+                self.reselect.set()
+                continue
+            self._send_keepalive()
+
+    def _send_keepalive(self) -> None:
+        self.keepalive_seq = (self.keepalive_seq + 1) & 0xFFFF
+        self.keepalive_outstanding[self.keepalive_seq] = trio.current_time()
+        self._send_on_path(echo_request(self.hoa, self.ha, KEEPALIVE_IDENT, self.keepalive_seq,
+                                        b"mipnode keepalive"))
+
+    async def shutdown(self) -> None:
+        """RFC 6275 §11.5.4-style goodbye: deregister (lifetime 0) and wait briefly for the BA."""
+        if self.core.state not in ("registered", "registering") or self.path is None:
+            return
+        self.core.deregister(wall())
+        self._flush()
+        with trio.move_on_after(2.0):
+            await self.deregistered.wait()
+            log.info("deregistered from %s", self.ha)
+
+    # -- inspection --------------------------------------------------------------------
+    def _local(self, c: Candidate) -> tuple[str, int | None]:
+        if c.kind == "T-native":
+            return (str(self.access.ipv6), None)
+        sock = self.udp6 if c.family == 6 else self.udp4
+        addr = self.access.ipv6 if c.family == 6 else self.access.ipv4
+        return (str(addr), sock.getsockname()[1])
+
+    def answer(self, command: str) -> Any:
+        now = wall()
+        binding = None
+        if self.path is not None and self.core.state in ("registered", "registering",
+                                                          "deregistering"):
+            binding = {
+                "hoa": str(self.hoa),
+                "coa": str(self.coa),
+                "path": via_json(self.path.via, self._local(self.path)),
+                "sequence": self.core.sequence,
+                "lifetime_remaining_s": round(self.core.lifetime_remaining(now), 1),
+                "state": self.core.state,
+            }
+        bindings = [binding] if binding else []
+        if command == "bindings":
+            return {"role": "mn", "bindings": bindings}
+        if command in ("status", "paths"):
+            return {
+                "role": "mn",
+                "home_address": str(self.hoa),
+                "home_agent": str(self.ha),
+                "state": self.core.state,
+                "access": {
+                    "interface": self.access.ifname,
+                    "ipv6": str(self.access.ipv6) if self.access.ipv6 else None,
+                    "ipv4": str(self.access.ipv4) if self.access.ipv4 else None,
+                },
+                "registration_ms": self.first_registration_ms,
+                "rtt_ms": self.keepalive_rtt_ms,
+                "last_rejection": self.last_rejection,
+                "bindings": bindings,
+                "candidates": [
+                    {
+                        "kind": c.kind,
+                        "family": f"IPv{c.family}",
+                        "remote": {"address": c.remote[0], "port": c.remote[1]},
+                        "state": c.state,
+                        "rtt_ms": c.rtt_ms,
+                        "mapped": None if c.mapped is None
+                        else {"address": c.mapped[0], "port": c.mapped[1]},
+                        "checks_sent": c.checks_sent,
+                        "checks_answered": c.checks_answered,
+                    }
+                    for c in self.candidates
+                ],
+                "counters": dict(self.counters),
+                "core": self.core.statistics(),
+                "drops": dict(self.drops),
+                "uptime_s": round(now - self.started_at, 1),
+            }
+        return {"error": f"unknown command {command!r}"}
+
+
+async def run_mobile_node(config: MnConfig) -> None:
+    daemon = MobileNodeDaemon(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                log.info("mobile node stopping")
+                sdnotify.notify("STOPPING=1")
+                await daemon.shutdown()
+                nursery.cancel_scope.cancel()
+                break
+

@@ -1,0 +1,128 @@
+"""Link, address and route changes through pyroute2 (blocking; call via trio.to_thread).
+
+Each function opens and closes its own ``IPRoute`` so it can run in any worker thread
+(pyroute2 0.9 keeps a per-thread event loop; reference/linux.md §3).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+RT_SCOPE_UNIVERSE = 0
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+IFA_F_NODAD = 0x02
+
+
+class NetlinkFailure(Exception):
+    pass
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise NetlinkFailure(f"no interface named {ifname}")
+    return int(found[0])
+
+
+def configure_tun(ifname: str, mtu: int, addresses: list[tuple[str, int]]) -> int:
+    """Bring ``ifname`` up with ``mtu`` and the given addresses (no DAD); return its index."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        try:
+            ipr.link("set", index=idx, mtu=mtu, state="up")
+            for addr, plen in addresses:
+                ipr.addr("add", index=idx, address=addr, prefixlen=plen, flags=IFA_F_NODAD)
+        except NetlinkError as exc:
+            raise NetlinkFailure(f"configuring {ifname}: {exc}") from None
+        return idx
+
+
+def replace_route(dst: str, ifname: str, *, metric: int = 1024, table: int = 254) -> None:
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        try:
+            ipr.route("replace", dst=dst, oif=idx, priority=metric, table=table, family=family)
+        except NetlinkError as exc:
+            raise NetlinkFailure(f"route {dst} dev {ifname}: {exc}") from None
+
+
+def delete_route(dst: str, ifname: str, *, metric: int = 1024, table: int = 254) -> None:
+    with IPRoute() as ipr:
+        try:
+            idx = _index(ipr, ifname)
+            family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+            ipr.route("del", dst=dst, oif=idx, priority=metric, table=table, family=family)
+        except (NetlinkError, NetlinkFailure):
+            pass  # already gone (e.g. the TUN vanished first)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessInfo:
+    """What the MN sees of its access network: the interface and its usable addresses."""
+
+    ifname: str | None
+    ipv6: IPv6Address | None
+    ipv4: IPv4Address | None
+
+
+def _default_ifname(ipr: IPRoute, family: int, exclude: str) -> str | None:
+    best: tuple[int, str] | None = None
+    for route in ipr.get_routes(family=family, table=254):
+        if route.get("dst_len") != 0:
+            continue
+        oif = route.get_attr("RTA_OIF")
+        if oif is None:
+            continue
+        links = ipr.get_links(oif)
+        if not links:
+            continue
+        name = links[0].get_attr("IFLA_IFNAME")
+        if name == exclude:
+            continue
+        prio = route.get_attr("RTA_PRIORITY") or 0
+        if best is None or prio < best[0]:
+            best = (prio, name)
+    return best[1] if best else None
+
+
+def access_info(ifname: str | None, exclude: str) -> AccessInfo:
+    """The access interface (given, or the one holding a default route) and its addresses.
+
+    The IPv6 care-of address is a global, non-deprecated, non-tentative address; the IPv4
+    address may be private (behind NAT44 it is the only one the MN has).
+    """
+    with IPRoute() as ipr:
+        name = ifname
+        if name is None:
+            name = _default_ifname(ipr, socket.AF_INET6, exclude) or _default_ifname(
+                ipr, socket.AF_INET, exclude
+            )
+        if name is None:
+            return AccessInfo(None, None, None)
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return AccessInfo(name, None, None)
+        v6: IPv6Address | None = None
+        v4: IPv4Address | None = None
+        for a in ipr.get_addr(index=found[0]):
+            text = a.get_attr("IFA_ADDRESS")
+            if text is None:
+                continue
+            addr = ip_address(text)
+            flags = a.get_attr("IFA_FLAGS") or a.get("flags", 0)
+            if isinstance(addr, IPv6Address):
+                if a.get("scope") != RT_SCOPE_UNIVERSE or flags & (
+                    IFA_F_DEPRECATED | IFA_F_TENTATIVE
+                ):
+                    continue
+                v6 = v6 or addr
+            elif not addr.is_loopback:
+                v4 = v4 or addr
+        return AccessInfo(name, v6, v4)

@@ -1,0 +1,44 @@
+"""Small packet builders for the drivers (struct only; scapy never runs in a daemon)."""
+
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv6Address
+from typing import Any
+
+from mipnode.core.types import Via
+from mipnode.wire.ipv6 import upper_layer_checksum
+
+_IPV6 = struct.Struct("!IHBB16s16s")
+_UDP = struct.Struct("!HHHH")
+_ECHO = struct.Struct("!BBHHH")
+NH_UDP = 17
+NH_ICMPV6 = 58
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
+
+
+def ipv6_packet(src: IPv6Address, dst: IPv6Address, nh: int, payload: bytes, hop: int = 64) -> bytes:
+    return _IPV6.pack(0x60000000, len(payload), nh, hop, src.packed, dst.packed) + payload
+
+
+def udp_in_ipv6(src: IPv6Address, dst: IPv6Address, sport: int, dport: int, payload: bytes) -> bytes:
+    length = 8 + len(payload)
+    segment = _UDP.pack(sport, dport, length, 0) + payload
+    csum = upper_layer_checksum(src, dst, NH_UDP, segment) or 0xFFFF  # RFC 8200 §8.1: 0 -> ffff
+    return ipv6_packet(src, dst, NH_UDP, segment[:6] + csum.to_bytes(2, "big") + segment[8:])
+
+
+def echo_request(src: IPv6Address, dst: IPv6Address, ident: int, seq: int, data: bytes) -> bytes:
+    body = _ECHO.pack(ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + data
+    csum = upper_layer_checksum(src, dst, NH_ICMPV6, body)
+    return ipv6_packet(src, dst, NH_ICMPV6, body[:2] + csum.to_bytes(2, "big") + body[4:])
+
+
+def via_json(via: Via, local: tuple[str, int | None] | None) -> dict[str, Any]:
+    remote = {"address": str(via.remote[0]), "port": via.remote[1] if len(via.remote) > 1 else None}
+    return {
+        "kind": via.kind,
+        "local": None if local is None else {"address": local[0], "port": local[1]},
+        "remote": remote,
+    }

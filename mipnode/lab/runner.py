@@ -1,0 +1,211 @@
+"""Run lab scenarios: build the topology, start real daemons, drive real traffic, judge."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mipnode.lab import topology
+from mipnode.lab.netns import LabError, RunRecord, run
+from mipnode.lab.topology import CN_ADDRESS, HOA, Topology
+
+REGISTRATION_TIMEOUT_S = 25.0
+TCP_BYTES = 1_000_000
+TCP_PORT = 5001
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    access: str  # "ipv6" | "ipv4"
+    firewall: str  # key of topology.FIREWALLS
+    expect_mn_ha: str
+
+
+SCENARIOS = (
+    Scenario("open", "no firewall", "ipv6", "open", "T-native"),
+    Scenario("stateful-fw", "MN behind a stateful firewall (outbound only)", "ipv6",
+             "stateful", "T-native"),
+    Scenario("stateful-fw-no41", "stateful firewall that also drops protocol 41", "ipv6",
+             "stateful-no41", "T-udp"),
+    Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
+)
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+def daemon_status(t: Topology, node: str, command: str = "status") -> dict[str, Any] | None:
+    proc = run(["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.cli", command,
+                "--json"], check=False, timeout=10)
+    if proc.returncode != 0:
+        return None
+    try:
+        answer = json.loads(proc.stdout)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def _log_tail(t: Topology, name: str, lines: int = 5) -> str:
+    try:
+        text = (t.workdir / name).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def start_daemons(t: Topology) -> dict[str, Any]:
+    """Start HA then MN; return the MN's status once registered (LabError otherwise)."""
+    ha_cfg, mn_cfg = topology.write_configs(t)
+    t.spawn("ha", ["ha", "--config", str(ha_cfg)], "ha.log")
+    if not wait_for(lambda: daemon_status(t, "ha"), 10):
+        raise LabError(f"home agent did not start: {_log_tail(t, 'ha.log')}")
+    t.spawn("mn", ["mn", "--config", str(mn_cfg)], "mn.log")
+
+    def registered() -> dict[str, Any] | None:
+        s = daemon_status(t, "mn")
+        return s if s and s.get("state") == "registered" else None
+
+    status = wait_for(registered, REGISTRATION_TIMEOUT_S, 0.2)
+    if status is None:
+        last = daemon_status(t, "mn")
+        state = last.get("state") if last else "not answering"
+        raise LabError(f"home agent unreachable: mobile node state {state} after "
+                       f"{REGISTRATION_TIMEOUT_S:.0f} s; {_log_tail(t, 'mn.log')}")
+    return status
+
+
+def ping(t: Topology, node: str, target: str, count: int = 5) -> dict[str, Any]:
+    out = t.sh(node, "ping", "-6", "-n", "-c", str(count), "-i", "0.2", "-W", "2", target,
+               check=False, timeout=30)
+    received = re.search(r"(\d+) received", out)
+    rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
+    got = int(received.group(1)) if received else 0
+    return {"sent": count, "received": got, "rtt_ms": float(rtt.group(1)) if rtt else None}
+
+
+def tcp_transfer(t: Topology) -> dict[str, Any]:
+    """MN -> CN TCP stream of TCP_BYTES through the HA, checked end to end with SHA-256."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", t.ns("cn"), sys.executable, "-m", "mipnode.lab.traffic",
+         "server", str(TCP_PORT)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "listening": the readiness probe, no fixed sleep
+        proc = run(["ip", "netns", "exec", t.ns("mn"), sys.executable, "-m",
+                    "mipnode.lab.traffic", "client", CN_ADDRESS, str(TCP_PORT), str(TCP_BYTES)],
+                   check=False, timeout=60)
+        try:
+            result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            result = {"ok": False, "error": proc.stderr.strip()[-200:]}
+        return result
+    finally:
+        server.kill()
+        server.wait()
+
+
+def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
+    record = RunRecord.new("run")
+    record.scenario = sc.name
+    workdir = Path(tempfile.mkdtemp(prefix=f"mipnode-lab-{record.run_id}-"))
+    record.workdir = str(workdir)
+    record.save()
+    result: dict[str, Any] = {
+        "name": sc.name,
+        "description": sc.description,
+        "passed": False,
+        "expected": {"mn_ha": sc.expect_mn_ha, "mn_cn": None},
+        "observed": {"mn_ha": None, "mn_cn": None},
+        "timings_ms": {"registration": None, "first_data": None, "rtt_via_ha": None},
+        "traffic": {},
+        "diagnosis": None,
+        "seed": None,
+    }
+    try:
+        t = topology.build(record, workdir, access=sc.access, firewall=sc.firewall)
+        status = start_daemons(t)
+        binding = status["bindings"][0]
+        result["observed"]["mn_ha"] = binding["path"]["kind"]
+        result["timings_ms"]["registration"] = status.get("registration_ms")
+        ha = daemon_status(t, "ha", "bindings") or {}
+        ha_kinds = [b["path"]["kind"] for b in ha.get("bindings", []) if b["hoa"] == HOA]
+        # Traffic the CN starts first: through a stateful firewall this only works when the
+        # MN has primed the firewall's state for the path (scenario b).
+        first = time.monotonic()
+        cn_ping = ping(t, "cn", HOA)
+        if cn_ping["received"]:
+            result["timings_ms"]["first_data"] = round((time.monotonic() - first) * 1000, 1)
+        mn_ping = ping(t, "mn", CN_ADDRESS, count=3)
+        tcp = tcp_transfer(t)
+        result["timings_ms"]["rtt_via_ha"] = cn_ping["rtt_ms"]
+        result["traffic"] = {"ping_cn_to_hoa": cn_ping, "ping_hoa_to_cn": mn_ping, "tcp": tcp}
+        problems = []
+        if result["observed"]["mn_ha"] != sc.expect_mn_ha:
+            problems.append(f"MN-HA path {result['observed']['mn_ha']}, expected {sc.expect_mn_ha}")
+        if ha_kinds != [result["observed"]["mn_ha"]]:
+            problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
+        if cn_ping["received"] < cn_ping["sent"] - 1:
+            problems.append(f"ping CN->HoA {cn_ping['received']}/{cn_ping['sent']}")
+        if mn_ping["received"] < mn_ping["sent"] - 1:
+            problems.append(f"ping HoA->CN {mn_ping['received']}/{mn_ping['sent']}")
+        if not tcp.get("ok"):
+            problems.append(f"TCP transfer failed: {tcp.get('error', 'digest mismatch')}")
+        result["passed"] = not problems
+        result["diagnosis"] = "; ".join(problems) or None
+    except LabError as exc:
+        result["diagnosis"] = str(exc)
+    finally:
+        record.teardown()
+        if result["passed"] and not keep_logs:
+            with contextlib.suppress(OSError):
+                for p in workdir.iterdir():
+                    p.unlink()
+                workdir.rmdir()
+        else:
+            result["logs"] = str(workdir)
+    return result
+
+
+def report_table(results: list[dict[str, Any]]) -> str:
+    header = f"{'scenario':18} {'MN-HA path':11} {'expected':9} {'register':>9} {'RTT via HA':>11} " \
+             f"{'TCP 1 MB':>10}  result"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        reg = r["timings_ms"]["registration"]
+        rtt = r["timings_ms"]["rtt_via_ha"]
+        tcp = r["traffic"].get("tcp", {})
+        tcp_text = f"{tcp['mbit_s']} Mb/s" if tcp.get("ok") else "failed" if tcp else "-"
+        lines.append(
+            f"{r['name']:18} {r['observed']['mn_ha'] or '-':11} {r['expected']['mn_ha']:9} "
+            f"{(str(round(reg)) + ' ms') if reg is not None else '-':>9} "
+            f"{(str(rtt) + ' ms') if rtt is not None else '-':>11} {tcp_text:>10}  "
+            f"{'PASS' if r['passed'] else 'FAIL'}"
+        )
+        if r["diagnosis"]:
+            lines.append(f"    {r['diagnosis']}")
+        if not r["passed"] and r.get("logs"):
+            lines.append(f"    logs: {r['logs']}")
+    passed = sum(r["passed"] for r in results)
+    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""The lab topology (RFC 4487 §5 model, reference/protocol.md §5.3), built with iproute2 and nft.
+
+```
+ mn ──lan── fw ──wan/core── core ──── ha   (home prefix 2001:db8:1::/64 routed to the HA)
+                              └────── cn   (plain IPv6 host, no mipnode)
+```
+
+The firewall router ``fw`` carries the scenario's nftables ruleset in its own table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mipnode.lab.netns import LabError, RunRecord, run
+
+HOME_PREFIX = "2001:db8:1::/64"
+HA_ADDRESS = "2001:db8:1::1"
+HOA = "2001:db8:1::100"
+CN_ADDRESS = "2001:db8:c::2"
+MN_LAN6 = "2001:db8:a::2"
+FW_LAN6 = "2001:db8:a::1"
+MN_LAN4 = "10.0.4.2"
+FW_LAN4 = "10.0.4.1"
+HA_CORE4 = "203.0.113.2"
+SPI = 1000
+
+NODES = ("mn", "fw", "core", "ha", "cn")
+
+# (node a, ifname in a, node b, ifname in b)
+LINKS = (
+    ("mn", "eth0", "fw", "lan"),
+    ("fw", "wan", "core", "to-fw"),
+    ("core", "to-ha", "ha", "eth0"),
+    ("core", "to-cn", "cn", "eth0"),
+)
+
+FIREWALLS = {
+    "open": "",
+    # P1: generic stateful firewall, outbound allowed, established back in (protocol.md §5.4).
+    "stateful": """
+table inet mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" accept
+  }
+}
+""",
+    # P1 that also drops IPv6-in-IPv6 (protocol 41) both ways: T-native cannot work.
+    "stateful-no41": """
+table inet mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    meta l4proto ipv6 counter drop
+    ct state established,related accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" accept
+  }
+}
+""",
+    # IPv4-only access network behind NAT44 masquerade (DSMIPv6 scenario 2, TC-12).
+    "nat44": """
+table ip mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" accept
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    oifname "wan" masquerade
+  }
+}
+""",
+}
+
+
+@dataclass
+class Topology:
+    record: RunRecord
+    workdir: Path
+    access: str  # "ipv6" or "ipv4"
+    firewall: str
+
+    def ns(self, node: str) -> str:
+        return self.record.ns(node)
+
+    def sh(self, node: str, *cmd: str, check: bool = True, timeout: float = 30) -> str:
+        return run(["ip", "netns", "exec", self.ns(node), *cmd], check=check,
+                   timeout=timeout).stdout
+
+    def spawn(self, node: str, args: list[str], log_name: str) -> int:
+        """Start ``python -m mipnode.cli ARGS`` in ``node``; record its pid for teardown."""
+        import subprocess
+
+        log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(node), sys.executable, "-m", "mipnode.cli", *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.record.daemons.append(proc.pid)
+        self.record.save()
+        return proc.pid
+
+
+def _sysctls(t: Topology, node: str, router: bool) -> None:
+    values = {
+        "net.ipv6.conf.all.accept_dad": "0",
+        "net.ipv6.conf.default.accept_dad": "0",
+        "net.ipv6.conf.all.accept_ra": "0",
+        "net.ipv6.conf.default.accept_ra": "0",
+        "net.ipv6.conf.all.forwarding": "1" if router else "0",
+        "net.ipv4.ip_forward": "1" if router else "0",
+    }
+    args = []
+    for k, v in values.items():
+        args += ["-w", f"{k}={v}"]
+    t.sh(node, "sysctl", "-q", *args)
+
+
+def build(record: RunRecord, workdir: Path, *, access: str, firewall: str) -> Topology:
+    if firewall not in FIREWALLS:
+        raise LabError(f"unknown firewall profile {firewall!r}")
+    t = Topology(record, workdir, access, firewall)
+    for node in NODES:
+        name = record.ns(node)
+        record.namespaces.append(name)
+        record.save()  # recorded before it exists, so a crash right after leaves no orphan
+        run(["ip", "netns", "add", name])
+        t.sh(node, "ip", "link", "set", "lo", "up")
+        _sysctls(t, node, router=node in ("fw", "core"))
+    for a, ia, b, ib in LINKS:
+        run(["ip", "-n", record.ns(a), "link", "add", ia, "type", "veth", "peer", "name", ib,
+             "netns", record.ns(b)])
+        t.sh(a, "ip", "link", "set", ia, "up")
+        t.sh(b, "ip", "link", "set", ib, "up")
+
+    def addr(node: str, dev: str, cidr: str) -> None:
+        extra = ["nodad"] if ":" in cidr else []
+        t.sh(node, "ip", "addr", "add", cidr, "dev", dev, *extra)
+
+    def route(node: str, *spec: str) -> None:
+        family = "-6" if any(":" in s for s in spec) else "-4"
+        t.sh(node, "ip", family, "route", "add", *spec)
+
+    # Access network: IPv6 (scenarios a-c) or IPv4-only behind NAT44 (scenario d).
+    if access == "ipv6":
+        addr("mn", "eth0", f"{MN_LAN6}/64")
+        addr("fw", "lan", f"{FW_LAN6}/64")
+        route("mn", "default", "via", FW_LAN6, "dev", "eth0")
+    else:
+        # An IPv4-only access network: the MN also loses its IPv6 link-local address.
+        t.sh("mn", "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1")
+        addr("mn", "eth0", f"{MN_LAN4}/24")
+        addr("fw", "lan", f"{FW_LAN4}/24")
+        route("mn", "default", "via", FW_LAN4, "dev", "eth0")
+    addr("fw", "wan", "2001:db8:f1::2/64")
+    addr("fw", "wan", "198.51.100.2/24")
+    addr("core", "to-fw", "2001:db8:f1::1/64")
+    addr("core", "to-fw", "198.51.100.1/24")
+    addr("core", "to-ha", "2001:db8:f2::1/64")
+    addr("core", "to-ha", "203.0.113.1/24")
+    addr("core", "to-cn", "2001:db8:c::1/64")
+    addr("ha", "eth0", "2001:db8:f2::2/64")
+    addr("ha", "eth0", f"{HA_CORE4}/24")
+    addr("cn", "eth0", f"{CN_ADDRESS}/64")
+    route("fw", "default", "via", "2001:db8:f1::1")
+    route("fw", "default", "via", "198.51.100.1")
+    route("core", "2001:db8:a::/64", "via", "2001:db8:f1::2")
+    route("core", HOME_PREFIX, "via", "2001:db8:f2::2")
+    route("ha", "default", "via", "2001:db8:f2::1")
+    route("ha", "default", "via", "203.0.113.1")
+    route("cn", "default", "via", "2001:db8:c::1")
+    rules = FIREWALLS[firewall]
+    if rules:
+        run(["ip", "netns", "exec", record.ns("fw"), "nft", "-f", "-"], input=rules)
+    return t
+
+
+def write_configs(t: Topology) -> tuple[Path, Path]:
+    """Generate the HA and MN configuration files for this run (a fresh key every run)."""
+    key = secrets.token_hex(20)
+    ha_cfg = t.workdir / "ha.toml"
+    mn_cfg = t.workdir / "mn.toml"
+    ha_cfg.write_text(
+        f"""[ha]
+address = "{HA_ADDRESS}"
+home_prefix = "{HOME_PREFIX}"
+udp_port = 4191
+max_lifetime_s = 600
+
+[[mobile_node]]
+home_address = "{HOA}"
+spi = {SPI}
+key = "{key}"
+"""
+    )
+    mn_cfg.write_text(
+        f"""[mn]
+home_address = "{HOA}"
+home_agent = "{HA_ADDRESS}"
+home_agent_ipv4 = "{HA_CORE4}"
+spi = {SPI}
+key = "{key}"
+lifetime_s = 600
+interface = "eth0"
+keepalive_interval_s = 5
+"""
+    )
+    for p in (ha_cfg, mn_cfg):
+        os.chmod(p, 0o600)
+    return ha_cfg, mn_cfg
