@@ -1,0 +1,375 @@
+"""tshark as an independent oracle for what our encoders put on the wire.
+
+The packets are built with mipnode's encoders, written to a pcap (LINKTYPE_RAW) and dissected
+once with ``tshark -T pdml``; every packet must dissect without malformed markers or expert
+warnings, every checksum tshark can validate (IPv4 header, UDP under MIPv6 pseudo-header rules,
+ICMPv6) must be good, and the decoded fields must equal what we encoded.
+
+tshark cannot validate the MH checksum (it has no preference for it, see reference/linux.md §6);
+we compare its ``mip6.csum`` with the independent loop in wire_goldens instead.
+
+tshark 4.0.17 quirks, checked on raw octets instead of display strings:
+- the RFC 4285 Mesg-ID timestamp is shown as Unix seconds + signed nanoseconds, not NTP;
+- ``mip6.auth.auth_data`` covers only option length - 7 octets (10 of the 12 authenticator
+  octets), although the option itself is dissected with its full 19 octets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from pathlib import Path
+
+import pytest
+import wire_goldens as g
+
+from mipnode.wire.auth4285 import encode_mh_authenticated
+from mipnode.wire.exthdr import build_packet_with_hao, build_packet_with_rh2
+from mipnode.wire.icmpv6 import build_echo
+from mipnode.wire.ipv6 import NH_MH, build_ipv6_packet
+from mipnode.wire.mh import (
+    AlternateCareOfAddress,
+    BaStatus,
+    BindingAck,
+    BindingError,
+    BindingRefreshAdvice,
+    BindingRefreshRequest,
+    BindingUpdate,
+    MesgId,
+    MobilityMessage,
+    encode_mh,
+)
+from tunnels.ip6ip6 import encapsulate
+from tunnels.udp import DSMIP_UDP_PORT, build_udp_ipv4, build_udp_ipv6
+
+TSHARK = shutil.which("tshark")
+pytestmark = [
+    pytest.mark.oracle,
+    pytest.mark.skipif(TSHARK is None, reason="tshark not installed"),
+]
+
+LINKTYPE_RAW = 101
+TIMESTAMP = 0x83AA7E80_80000000 + (1_700_000_000 << 32)  # some NTP time in 2023
+ALT_COA = AlternateCareOfAddress(g.COA)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    packet: bytes
+    # tshark field name -> expected "show" values, in order of appearance
+    expected: dict[str, list[str]]
+    mh: bytes = b""
+    mh_src: IPv6Address = g.COA
+    mh_dst: IPv6Address = g.HA
+
+
+def _mh(msg: MobilityMessage, src: IPv6Address, dst: IPv6Address) -> bytes:
+    return encode_mh(msg, src, dst)
+
+
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+
+    # 1. Home registration: src CoA, HAO, MH BU (RFC 6275 §11.7.1).
+    bu = BindingUpdate(4242, 100, ack=True, home=True, key_mgmt=True, options=(ALT_COA,))
+    mh = _mh(bu, g.HOA, g.HA)
+    cases.append(
+        Case(
+            "bu_hao",
+            build_packet_with_hao(g.COA, g.HA, g.HOA, NH_MH, mh),
+            {
+                "ipv6.src": [str(g.COA)],
+                "ipv6.opt.mipv6.home_address": [str(g.HOA)],
+                "mip6.proto": ["59"],
+                "mip6.hlen": ["3"],
+                "mip6.mhtype": ["5"],
+                "mip6.bu.seqnr": ["4242"],
+                "mip6.bu.a_flag": ["1"],
+                "mip6.bu.h_flag": ["1"],
+                "mip6.bu.l_flag": ["0"],
+                "mip6.bu.k_flag": ["1"],
+                "mip6.bu.f_flag": ["0"],
+                "mip6.bu.lifetime": ["100"],
+                "mip6.acoa.acoa": [str(g.COA)],
+            },
+            mh,
+            g.HOA,
+            g.HA,
+        )
+    )
+
+    # 2. BA with RH2 (HA -> CoA, final destination HoA).
+    ba = BindingAck(
+        BaStatus.ACCEPTED, 4242, 100, key_mgmt=True, options=(BindingRefreshAdvice(50),)
+    )
+    mh = _mh(ba, g.HA, g.HOA)
+    cases.append(
+        Case(
+            "ba_rh2",
+            build_packet_with_rh2(g.HA, g.COA, g.HOA, NH_MH, mh),
+            {
+                "ipv6.dst": [str(g.COA)],
+                "ipv6.routing.type": ["2"],
+                "ipv6.routing.segleft": ["1"],
+                "ipv6.routing.mipv6.home_address": [str(g.HOA)],
+                "mip6.mhtype": ["6"],
+                "mip6.ba.status": ["0"],
+                "mip6.ba.k_flag": ["1"],
+                "mip6.ba.seqnr": ["4242"],
+                "mip6.ba.lifetime": ["100"],
+                "mip6.bra.interval": ["50"],
+            },
+            mh,
+            g.HA,
+            g.HOA,
+        )
+    )
+
+    # 3. BU carrying Mesg-ID and MN-HA auth (RFC 4285), with HAO.
+    bu = BindingUpdate(7, 150, ack=True, home=True, options=(ALT_COA, MesgId(TIMESTAMP)))
+    mh = encode_mh_authenticated(bu, g.HOA, g.HA, spi=g.SPI, key=g.KEY, coa=g.COA, hoa=g.HOA)
+    cases.append(
+        Case(
+            "bu_auth",
+            build_packet_with_hao(g.COA, g.HA, g.HOA, NH_MH, mh),
+            {
+                "mip6.bu.seqnr": ["7"],
+                "mip6.hlen": [str(len(mh) // 8 - 1)],
+                "mip6.acoa.acoa": [str(g.COA)],
+                "mip6.auth.subtype": ["1"],
+                "mip6.auth.mobility_spi": [str(g.SPI)],
+            },
+            mh,
+            g.HOA,
+            g.HA,
+        )
+    )
+
+    # 4. IPv6-in-IPv6 (RFC 2473), inner MH BU HoA -> CN.
+    bu = BindingUpdate(8, 10, ack=True, force_udp=True)
+    mh = _mh(bu, g.HOA, g.CN)
+    inner = build_ipv6_packet(g.HOA, g.CN, NH_MH, mh)
+    cases.append(
+        Case(
+            "ip6ip6_bu",
+            encapsulate(g.COA, g.HA, inner),
+            {
+                "ipv6.nxt": ["41", "135"],
+                "ipv6.src": [str(g.COA), str(g.HOA)],
+                "ipv6.dst": [str(g.HA), str(g.CN)],
+                "mip6.bu.seqnr": ["8"],
+                "mip6.bu.a_flag": ["1"],
+                "mip6.bu.h_flag": ["0"],
+                "mip6.bu.f_flag": ["1"],
+                "mip6.bu.lifetime": ["10"],
+            },
+            mh,
+            g.HOA,
+            g.CN,
+        )
+    )
+
+    # 5. IPv6/UDP 4191 carrying an IPv6 BU with HAO (DSMIPv6-style, RFC 5555).
+    bu = BindingUpdate(9, 20, ack=True, home=True, force_udp=True, options=(ALT_COA,))
+    mh = _mh(bu, g.HOA, g.HA)
+    inner = build_packet_with_hao(g.COA, g.HA, g.HOA, NH_MH, mh)
+    cases.append(
+        Case(
+            "udp6_bu",
+            build_udp_ipv6(g.COA, g.HA, 40000, DSMIP_UDP_PORT, inner),
+            {
+                "udp.srcport": ["40000"],
+                "udp.dstport": [str(DSMIP_UDP_PORT)],
+                "udp.checksum.status": ["1"],
+                "ipv6.nxt": ["17", "60"],
+                "mip6.bu.seqnr": ["9"],
+                "mip6.bu.f_flag": ["1"],
+            },
+            mh,
+            g.HOA,
+            g.HA,
+        )
+    )
+
+    # 6. IPv4/UDP 4191 carrying an IPv6 echo request.
+    echo = build_echo(g.HOA, g.CN, 0x4242, 3, b"tunnelled")
+    cases.append(
+        Case(
+            "udp4_echo",
+            build_udp_ipv4(g.V4_SRC, g.V4_DST, DSMIP_UDP_PORT, DSMIP_UDP_PORT, echo),
+            {
+                "ip.src": [str(g.V4_SRC)],
+                "ip.dst": [str(g.V4_DST)],
+                "ip.checksum.status": ["1"],
+                "udp.checksum.status": ["1"],
+                "icmpv6.type": ["128"],
+                "icmpv6.echo.identifier": ["0x4242"],
+                "icmpv6.echo.sequence_number": ["3"],
+                "icmpv6.checksum.status": ["1"],
+            },
+        )
+    )
+
+    # 7. BRR and BE with RH2, a rejecting BA, an echo reply.
+    mh = _mh(BindingRefreshRequest(), g.HA, g.HOA)
+    cases.append(
+        Case(
+            "brr",
+            build_packet_with_rh2(g.HA, g.COA, g.HOA, NH_MH, mh),
+            {"mip6.mhtype": ["0"], "mip6.hlen": ["0"]},
+            mh,
+            g.HA,
+            g.HOA,
+        )
+    )
+    mh = _mh(BindingError(2, g.HOA), g.CN, g.HOA)
+    cases.append(
+        Case(
+            "be",
+            build_packet_with_rh2(g.CN, g.COA, g.HOA, NH_MH, mh),
+            {"mip6.mhtype": ["7"], "mip6.be.status": ["2"], "mip6.be.haddr": [str(g.HOA)]},
+            mh,
+            g.CN,
+            g.HOA,
+        )
+    )
+    mh = _mh(BindingAck(BaStatus.AUTH_FAILED, 65535, 0), g.HA, g.HOA)
+    cases.append(
+        Case(
+            "ba_146",
+            build_packet_with_rh2(g.HA, g.COA, g.HOA, NH_MH, mh),
+            {"mip6.ba.status": ["146"], "mip6.ba.k_flag": ["0"], "mip6.ba.seqnr": ["65535"]},
+            mh,
+            g.HA,
+            g.HOA,
+        )
+    )
+    cases.append(
+        Case(
+            "echo_reply",
+            build_echo(g.CN, g.HOA, 1, 65535, bytes(range(64)), reply=True),
+            {"icmpv6.type": ["129"], "icmpv6.checksum.status": ["1"]},
+        )
+    )
+    return cases
+
+
+CASES = _cases()
+
+
+def write_pcap(path: Path, packets: list[bytes]) -> None:
+    """Classic pcap, microsecond timestamps, LINKTYPE_RAW (packets start at the IP header)."""
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
+        for i, packet in enumerate(packets):
+            f.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(packet), len(packet)))
+            f.write(packet)
+
+
+Field = tuple[str, str]  # (show, value)
+
+
+def dissect(tmp_path: Path, packets: list[bytes]) -> list[dict[str, list[Field]]]:
+    """Run tshark once; per packet, every field name -> [(show, raw hex value), ...]."""
+    assert TSHARK is not None
+    pcap = tmp_path / "wire.pcap"
+    write_pcap(pcap, packets)
+    result = subprocess.run(
+        [
+            TSHARK,
+            "-n",
+            "-r",
+            str(pcap),
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-d",
+            f"udp.port=={DSMIP_UDP_PORT},ipv6",
+            "-T",
+            "pdml",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    root = ET.fromstring(result.stdout)
+    out: list[dict[str, list[Field]]] = []
+    for packet in root.iter("packet"):
+        fields: dict[str, list[Field]] = {}
+        for element in packet.iter():
+            name = element.get("name")
+            if name:
+                fields.setdefault(name, []).append(
+                    (element.get("show", ""), element.get("value", ""))
+                )
+        out.append(fields)
+    assert len(out) == len(packets)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dissected(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, list[Field]]]:
+    return dissect(tmp_path_factory.mktemp("tshark"), [c.packet for c in CASES])
+
+
+def shows(fields: dict[str, list[Field]], name: str) -> list[str]:
+    return [show for show, _ in fields.get(name, [])]
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c.name for c in CASES])
+def test_tshark_dissects_cleanly(dissected: list[dict[str, list[Field]]], index: int) -> None:
+    fields = dissected[index]
+    assert "_ws.malformed" not in fields
+    assert "_ws.expert" not in fields, shows(fields, "_ws.expert.message")
+    for name in ("ip.checksum.status", "udp.checksum.status", "icmpv6.checksum.status"):
+        assert set(shows(fields, name)) <= {"1"}, name  # 1 = good
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c.name for c in CASES])
+def test_tshark_fields_match_what_we_encoded(
+    dissected: list[dict[str, list[Field]]], index: int
+) -> None:
+    case, fields = CASES[index], dissected[index]
+    for name, expected in case.expected.items():
+        assert shows(fields, name) == expected, name
+    if case.mh:
+        # tshark does not validate the MH checksum: it must at least show ours, and ours must
+        # verify with the independent loop under the RFC 6275 §6.1.1 pseudo-header.
+        assert shows(fields, "mip6.csum") == [f"0x{case.mh[4:6].hex()}"]
+        assert g.ref_upper_ok(case.mh_src, case.mh_dst, NH_MH, case.mh)
+
+
+def test_tshark_rfc4285_options_raw(dissected: list[dict[str, list[Field]]]) -> None:
+    index = next(i for i, c in enumerate(CASES) if c.name == "bu_auth")
+    case, fields = CASES[index], dissected[index]
+    # Mesg-ID: compare raw octets (tshark 4.0 displays them as a Unix time, not NTP).
+    assert [v for _, v in fields["mip6.mseg_id.timestamp"]] == [f"{TIMESTAMP:016x}"]
+    # The whole auth option is the final 19 octets of the MH: nothing after it (RFC 4285 §5).
+    auth_option = [v for _, v in fields["mip6.options.auth"]]
+    assert auth_option == [case.mh[-19:].hex()]
+    assert case.mh[-19:-12] == bytes((9, 17, 1)) + g.SPI.to_bytes(4, "big")
+    mh_data = case.mh[:4] + b"\x00\x00" + case.mh[6:-12]
+    assert case.mh[-12:] == g.ref_mn_ha_auth(g.KEY, g.COA, g.HOA, mh_data)
+    # tshark's auth_data field is short by two octets; it must still be a prefix of ours.
+    (auth_data,) = [v for _, v in fields["mip6.auth.auth_data"]]
+    assert case.mh[-12:].hex().startswith(auth_data)
+
+
+def test_tshark_oracle_detects_errors(tmp_path: Path) -> None:
+    """Negative control: the same checks flag a bad UDP checksum and a truncated MH."""
+    good = next(c for c in CASES if c.name == "udp6_bu").packet
+    bad_checksum = bytearray(good)
+    bad_checksum[46] ^= 0x01  # UDP checksum
+    bu_hao = next(c for c in CASES if c.name == "bu_hao").packet
+    truncated = bytearray(bu_hao[:-8])
+    truncated[5] -= 8  # IPv6 Payload Length consistent, MH Header Len now overruns
+    fields_bad, fields_truncated = dissect(tmp_path, [bytes(bad_checksum), bytes(truncated)])
+    assert shows(fields_bad, "udp.checksum.status") == ["0"]
+    assert "_ws.expert" in fields_bad
+    assert "_ws.malformed" in fields_truncated
