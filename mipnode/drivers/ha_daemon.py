@@ -46,7 +46,7 @@ from mipnode.drivers.io import (
     wall,
 )
 from mipnode.drivers.logs import RateLimitedLog
-from mipnode.drivers.packets import ipv6_packet, udp_in_ipv6, via_json
+from mipnode.drivers.packets import address_text, ipv6_packet, udp_in_ipv6, via_json
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 
@@ -272,7 +272,7 @@ class HomeAgentDaemon:
         bindings = [
             {
                 "hoa": str(b.home_address),
-                "coa": str(b.care_of_address),
+                "coa": address_text(b.care_of_address),
                 "path": via_json(b.via, local=None),
                 "sequence": b.sequence,
                 "lifetime_remaining_s": max(0, round(b.expires_at - now, 1)),

@@ -49,6 +49,7 @@ from mipnode.drivers.packets import (
     ICMPV6_ECHO_REPLY,
     NH_ICMPV6,
     NH_UDP,
+    address_text,
     echo_request,
     ipv6_packet,
     udp_in_ipv6,
@@ -458,7 +459,7 @@ class MobileNodeDaemon:
                                                           "deregistering"):
             binding = {
                 "hoa": str(self.hoa),
-                "coa": str(self.coa),
+                "coa": address_text(self.coa),
                 "path": via_json(self.path.via, self._local(self.path)),
                 "sequence": self.core.sequence,
                 "lifetime_remaining_s": round(self.core.lifetime_remaining(now), 1),

@@ -35,6 +35,14 @@ def echo_request(src: IPv6Address, dst: IPv6Address, ident: int, seq: int, data:
     return ipv6_packet(src, dst, NH_ICMPV6, body[:2] + csum.to_bytes(2, "big") + body[4:])
 
 
+def address_text(addr: IPv6Address | None) -> str | None:
+    """IPv4-mapped care-of addresses (an IPv4 access network) print as ``::ffff:a.b.c.d``."""
+    if addr is None:
+        return None
+    mapped = addr.ipv4_mapped
+    return f"::ffff:{mapped}" if mapped is not None else str(addr)
+
+
 def via_json(via: Via, local: tuple[str, int | None] | None) -> dict[str, Any]:
     remote = {"address": str(via.remote[0]), "port": via.remote[1] if len(via.remote) > 1 else None}
     return {

@@ -20,6 +20,8 @@ from pathlib import Path
 
 STATE_DIR = Path(os.environ.get("MIPNODE_LAB_STATE", "/run/mipnode-lab"))
 PREFIX = "mipl-"
+# Daemons this process started, so teardown can reap them (no zombies, no ResourceWarning).
+CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LabError(Exception):
@@ -102,6 +104,11 @@ class RunRecord:
             if pid_alive(pid) and _is_our_daemon(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        for pid in self.daemons:
+            child = CHILDREN.pop(pid, None)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=1)
         existing = set(list_namespaces())
         for name in self.namespaces:
             if name in existing:

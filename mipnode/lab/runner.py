@@ -123,6 +123,8 @@ def tcp_transfer(t: Topology) -> dict[str, Any]:
     finally:
         server.kill()
         server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:

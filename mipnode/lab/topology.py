@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mipnode.lab.netns import LabError, RunRecord, run
+from mipnode.lab.netns import CHILDREN, LabError, RunRecord, run
 
 HOME_PREFIX = "2001:db8:1::/64"
 HA_ADDRESS = "2001:db8:1::1"
@@ -106,6 +106,7 @@ class Topology:
             start_new_session=True,
         )
         log.close()
+        CHILDREN[proc.pid] = proc
         self.record.daemons.append(proc.pid)
         self.record.save()
         return proc.pid

@@ -1,0 +1,63 @@
+"""Real network namespaces with real daemons. Needs root; everything created is torn down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mipnode.lab import netns, runner, topology
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None,
+    reason="needs root and nftables to build network namespaces",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_lab_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test keeps its run records apart, so it can never touch another lab's."""
+    state = tmp_path / "lab-state"
+    monkeypatch.setattr(netns, "STATE_DIR", state)
+    monkeypatch.setenv("MIPNODE_LAB_STATE", str(state))
+    return state
+
+
+class Lab:
+    def __init__(self, record: netns.RunRecord, t: topology.Topology, status: dict[str, Any]):
+        self.record, self.t, self.mn_status = record, t, status
+
+    def status(self, node: str, command: str = "status") -> dict[str, Any]:
+        answer = runner.daemon_status(self.t, node, command)
+        assert answer is not None, f"{node} daemon does not answer"
+        return answer
+
+    def python(self, node: str, code: str, timeout: float = 20) -> str:
+        import sys
+
+        return self.t.sh(node, sys.executable, "-c", code, timeout=timeout)
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Any]:
+    records: list[netns.RunRecord] = []
+
+    def factory(access: str = "ipv6", firewall: str = "open") -> Lab:
+        record = netns.RunRecord.new("run")
+        records.append(record)
+        workdir = tmp_path / f"lab-{record.run_id}"
+        workdir.mkdir()
+        t = topology.build(record, workdir, access=access, firewall=firewall)
+        status = runner.start_daemons(t)
+        return Lab(record, t, status)
+
+    yield factory
+    for record in records:
+        record.teardown()
+    for record in records:
+        left = [n for n in record.namespaces if n in netns.list_namespaces()]
+        assert not left, f"namespaces left behind: {left}"

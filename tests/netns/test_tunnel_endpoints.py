@@ -1,0 +1,122 @@
+"""Registration over T-native and T-udp, and the HA's ingress filter, on real namespaces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mipnode.lab.topology import CN_ADDRESS, HA_ADDRESS, HOA, MN_LAN6
+
+from .conftest import Lab, needs_root
+
+pytestmark = [needs_root, pytest.mark.netns]
+
+SEND_INNER = textwrap.dedent(
+    """
+    import socket, sys
+    from ipaddress import IPv6Address
+    from mipnode.drivers.packets import udp_in_ipv6
+    src, dst, ha, dev, marker = sys.argv[1:6]
+    pkt = udp_in_ipv6(IPv6Address(src), IPv6Address(dst), 40000, 7777, marker.encode())
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
+    s.setsockopt(socket.SOL_SOCKET, 25, dev.encode())  # SO_BINDTODEVICE: bypass the MN's TUN
+    for _ in range(3):
+        s.sendto(pkt, (ha, 0))
+    """
+)
+
+RECEIVE = textwrap.dedent(
+    """
+    import socket, sys
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::", 7777))
+    s.settimeout(8)
+    print("ready", flush=True)
+    try:
+        while True:
+            data, addr = s.recvfrom(2048)
+            print(data.decode(), addr[0], flush=True)
+            if data == b"control":
+                break
+    except TimeoutError:
+        print("timeout", flush=True)
+    """
+)
+
+SEND_APP = textwrap.dedent(
+    """
+    import socket, sys
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    for _ in range(3):
+        s.sendto(b"control", (sys.argv[1], 7777))
+    """
+)
+
+
+def _send_inner(lab: Lab, node: str, src: str, marker: str) -> None:
+    lab.t.sh(node, sys.executable, "-c", SEND_INNER, src, CN_ADDRESS, HA_ADDRESS, "eth0", marker)
+
+
+def test_registration_over_t_native_reports_the_care_of_address(make_lab) -> None:
+    lab = make_lab(firewall="stateful")
+    mn = lab.status("mn")
+    binding = mn["bindings"][0]
+    assert binding["hoa"] == HOA and binding["coa"] == MN_LAN6
+    assert binding["path"]["kind"] == "T-native"
+    assert binding["path"]["remote"] == {"address": HA_ADDRESS, "port": None}
+    assert binding["state"] == "registered" and 0 < binding["lifetime_remaining_s"] <= 600
+    ha = lab.status("ha", "bindings")["bindings"]
+    assert [(b["hoa"], b["coa"], b["path"]["kind"], b["path"]["remote"]["address"]) for b in ha] \
+        == [(HOA, MN_LAN6, "T-native", MN_LAN6)]
+    assert ha[0]["sequence"] == binding["sequence"]
+
+
+def test_registration_over_t_udp_records_the_udp_endpoint(make_lab) -> None:
+    lab = make_lab(firewall="stateful-no41")
+    mn_path = lab.status("mn")["bindings"][0]["path"]
+    assert mn_path["kind"] == "T-udp" and mn_path["remote"]["port"] == 4191
+    ha = lab.status("ha", "bindings")["bindings"][0]
+    assert ha["path"]["kind"] == "T-udp"
+    # The HA sees exactly the MN's UDP socket (no NAT in this scenario).
+    assert ha["path"]["remote"] == {"address": MN_LAN6, "port": mn_path["local"]["port"]}
+
+
+def test_t_udp_over_ipv4_through_nat44_sees_the_translated_endpoint(make_lab) -> None:
+    lab = make_lab(access="ipv4", firewall="nat44")
+    ha = lab.status("ha", "bindings")["bindings"][0]
+    assert ha["path"]["kind"] == "T-udp"
+    assert ha["path"]["remote"]["address"] == "198.51.100.2"  # the NAT's outside address
+    assert ha["coa"] == "::ffff:10.0.4.2"  # what the MN claimed, IPv4-mapped
+
+
+def test_ha_forwards_only_packets_from_a_bound_hoa_on_its_binding(make_lab) -> None:
+    lab = make_lab(firewall="open")
+    before = lab.status("ha")["drops"]
+    receiver = subprocess.Popen(
+        ["ip", "netns", "exec", lab.t.ns("cn"), sys.executable, "-c", RECEIVE],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().strip() == "ready"
+        # Inner source not a bound HoA, from the MN's real care-of address.
+        _send_inner(lab, "mn", "2001:db8:1::200", "spoof-unbound")
+        # Inner source is the bound HoA, but the outer source is the CN, not the binding's CoA.
+        _send_inner(lab, "cn", HOA, "spoof-endpoint")
+        # Control: an application on the MN sending from its HoA through the tunnel.
+        lab.t.sh("mn", sys.executable, "-c", SEND_APP, CN_ADDRESS)
+        out, _ = receiver.communicate(timeout=15)
+    finally:
+        receiver.kill()
+        receiver.wait()
+        if receiver.stdout is not None:
+            receiver.stdout.close()
+    lines = out.splitlines()
+    assert f"control {HOA}" in lines, out  # the filter lets the real binding through
+    assert not [line for line in lines if line.startswith("spoof")], out
+    after = lab.status("ha")["drops"]
+    assert after.get("ingress_unbound_source", 0) - before.get("ingress_unbound_source", 0) >= 3
+    assert after.get("ingress_wrong_endpoint", 0) - before.get("ingress_wrong_endpoint", 0) >= 3
