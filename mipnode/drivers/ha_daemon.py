@@ -87,7 +87,9 @@ class HomeAgentDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(cfg.address), 128)]
         )
-        self.raw41 = open_raw(socket.IPPROTO_IPV6, address=str(cfg.address))  # protocol 41: IPv6-in-IPv6 (RFC 2473)
+        self.raw41 = open_raw(
+            socket.IPPROTO_IPV6, address=str(cfg.address)
+        )  # protocol 41: IPv6-in-IPv6 (RFC 2473)
         # Kept open so the kernel does not answer MH with Parameter Problem (reference E10).
         self.raw_mh = open_raw(IPPROTO_MH)
         self.udp6 = open_udp(socket.AF_INET6, cfg.udp_port, address=str(cfg.address))
@@ -105,7 +107,10 @@ class HomeAgentDaemon:
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_port=%d mobile_nodes=%d",
-                cfg.address, cfg.home_prefix, cfg.udp_port, len(cfg.mobile_nodes),
+                cfg.address,
+                cfg.home_prefix,
+                cfg.udp_port,
+                len(cfg.mobile_nodes),
             )
             sdnotify.notify("READY=1")
             task_status.started()
@@ -157,13 +162,23 @@ class HomeAgentDaemon:
         bound = self.routes.get(inner[8:24])
         if bound is None:
             self.drops("ingress_unbound_source")
-            self.ratelog(logging.WARNING, "ingress_unbound_source", "dropped tunnelled packet",
-                         inner_src=IPv6Address(inner[8:24]), outer=via.remote)
+            self.ratelog(
+                logging.WARNING,
+                "ingress_unbound_source",
+                "dropped tunnelled packet",
+                inner_src=IPv6Address(inner[8:24]),
+                outer=via.remote,
+            )
             return
         if bound != via:
             self.drops("ingress_wrong_endpoint")
-            self.ratelog(logging.WARNING, "ingress_wrong_endpoint", "dropped tunnelled packet",
-                         inner_src=IPv6Address(inner[8:24]), outer=via.remote)
+            self.ratelog(
+                logging.WARNING,
+                "ingress_wrong_endpoint",
+                "dropped tunnelled packet",
+                inner_src=IPv6Address(inner[8:24]),
+                outer=via.remote,
+            )
             return
         try:
             os.write(self.tun, inner)
@@ -246,8 +261,14 @@ class HomeAgentDaemon:
         if isinstance(event, BindingAdded | BindingUpdated):
             b = event.binding
             self.routes[b.home_address.packed] = b.via
-            log.info("binding hoa=%s coa=%s path=%s lifetime=%ss seq=%d", b.home_address,
-                     b.care_of_address, b.via.kind, b.lifetime_s, b.sequence)
+            log.info(
+                "binding hoa=%s coa=%s path=%s lifetime=%ss seq=%d",
+                b.home_address,
+                b.care_of_address,
+                b.via.kind,
+                b.lifetime_s,
+                b.sequence,
+            )
             if isinstance(event, BindingAdded):
                 self.route_changes.send_nowait(("add", b.home_address))
         elif isinstance(event, BindingRemoved):
@@ -255,7 +276,9 @@ class HomeAgentDaemon:
             log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
             self.route_changes.send_nowait(("del", event.home_address))
 
-    async def _route_worker(self, changes: trio.MemoryReceiveChannel[tuple[str, IPv6Address]]) -> None:
+    async def _route_worker(
+        self, changes: trio.MemoryReceiveChannel[tuple[str, IPv6Address]]
+    ) -> None:
         """Routes change in order, off the trio thread (pyroute2 blocks)."""
         name = self.config.tun_name
         async for op, hoa in changes:
@@ -321,4 +344,3 @@ async def run_home_agent(config: HaConfig) -> None:
                 sdnotify.notify("STOPPING=1")
                 nursery.cancel_scope.cancel()
                 break
-

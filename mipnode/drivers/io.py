@@ -79,7 +79,9 @@ async def drain_socket(
         after_batch()
 
 
-async def drain_fd(fd: int, handle: Callable[[bytes], None], after_batch: Callable[[], None]) -> None:
+async def drain_fd(
+    fd: int, handle: Callable[[bytes], None], after_batch: Callable[[], None]
+) -> None:
     read = os.read
     while True:
         await trio.lowlevel.wait_readable(fd)

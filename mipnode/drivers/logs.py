@@ -22,7 +22,8 @@ class RateLimitedLog:
     def __call__(self, level: int, reason: str, message: str, **fields: object) -> None:
         now = time.monotonic()
         tokens = min(
-            self.burst, self._tokens.get(reason, self.burst) + (now - self._stamp.get(reason, now)) * self.rate
+            self.burst,
+            self._tokens.get(reason, self.burst) + (now - self._stamp.get(reason, now)) * self.rate,
         )
         self._stamp[reason] = now
         if tokens < 1:

@@ -88,7 +88,7 @@ class Candidate:
     def via(self) -> Via:
         if self.kind == "T-native":
             return Via("T-native", (self.remote[0],))
-        return Via("T-udp", (self.remote[0], self.remote[1]))
+        return Via("T-udp", (self.remote[0], int(self.remote[1] or 0)))
 
 
 class MobileNodeDaemon:
@@ -138,9 +138,7 @@ class MobileNodeDaemon:
         ifname = self.access.ifname
         # Everything that should keep the HoA goes into the TUN (lowest metric); our own outer
         # sockets are bound to the access interface, so they never loop back into it.
-        await trio.to_thread.run_sync(
-            lambda: netlink.replace_route("::/0", cfg.tun_name, metric=1)
-        )
+        await trio.to_thread.run_sync(lambda: netlink.replace_route("::/0", cfg.tun_name, metric=1))
         self.raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
         self.raw_mh = open_raw(IPPROTO_MH, ifname)  # kept open: no Parameter Problem for MH
         self.udp6 = open_udp(socket.AF_INET6, 0, ifname)
@@ -155,8 +153,14 @@ class MobileNodeDaemon:
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             nursery.start_soon(self._path_manager)
             nursery.start_soon(self._keepalive_loop)
-            log.info("mobile node ready hoa=%s ha=%s access=%s coa6=%s addr4=%s", self.hoa,
-                     self.ha, self.access.ifname, self.access.ipv6, self.access.ipv4)
+            log.info(
+                "mobile node ready hoa=%s ha=%s access=%s coa6=%s addr4=%s",
+                self.hoa,
+                self.ha,
+                self.access.ifname,
+                self.access.ipv6,
+                self.access.ipv4,
+            )
             sdnotify.notify("READY=1")
             task_status.started()
 
@@ -189,8 +193,10 @@ class MobileNodeDaemon:
         while True:
             chosen = await self._run_checks()
             if chosen is None:
-                log.warning("home agent unreachable: no T path check succeeded (%s); retrying",
-                            ", ".join(f"{c.kind}/IPv{c.family}" for c in self.candidates) or "none")
+                log.warning(
+                    "home agent unreachable: no T path check succeeded (%s); retrying",
+                    ", ".join(f"{c.kind}/IPv{c.family}" for c in self.candidates) or "none",
+                )
                 await trio.sleep(2.0)
                 continue
             self._select(chosen)
@@ -239,8 +245,9 @@ class MobileNodeDaemon:
         if c.kind == "T-native":
             assert self.access.ipv6 is not None
             sport = self.udp6.getsockname()[1]
-            pkt = udp_in_ipv6(self.access.ipv6, self.ha, sport, self.config.home_agent_udp_port,
-                              request)
+            pkt = udp_in_ipv6(
+                self.access.ipv6, self.ha, sport, self.config.home_agent_udp_port, request
+            )
             send_quietly(self.raw41, pkt, (str(self.ha), 0), self.drops)
         else:
             sock = self.udp6 if c.family == 6 else self.udp4
@@ -273,8 +280,14 @@ class MobileNodeDaemon:
             # Alt-CoA carries an IPv6 address; an IPv4 care-of address travels IPv4-mapped.
             assert self.access.ipv4 is not None
             self.coa = IPv6Address(f"::ffff:{self.access.ipv4}")
-        log.info("path selected kind=%s family=IPv%d remote=%s rtt_ms=%s previous=%s",
-                 c.kind, c.family, c.remote, c.rtt_ms, previous.kind if previous else None)
+        log.info(
+            "path selected kind=%s family=IPv%d remote=%s rtt_ms=%s previous=%s",
+            c.kind,
+            c.family,
+            c.remote,
+            c.rtt_ms,
+            previous.kind if previous else None,
+        )
         now = wall()
         self.registration_started = now
         self.core.register(now, self.coa)
@@ -387,8 +400,10 @@ class MobileNodeDaemon:
             and self.registration_started is not None
             and now - self.registration_started > REGISTRATION_STUCK_S
         ):
-            log.warning("registration stuck on %s; checking paths again",
-                        self.path.kind if self.path else None)
+            log.warning(
+                "registration stuck on %s; checking paths again",
+                self.path.kind if self.path else None,
+            )
             self.registration_started = now
             self.reselect.set()
         self.timer.kick()
@@ -399,9 +414,14 @@ class MobileNodeDaemon:
                 self.first_registration_ms = round((now - self.started_at) * 1000, 1)
             self.registered_at = now
             self.last_rejection = None
-            log.info("registered hoa=%s coa=%s path=%s lifetime=%ss seq=%d", self.hoa,
-                     self.coa, self.path.kind if self.path else None, event.lifetime_s,
-                     event.sequence)
+            log.info(
+                "registered hoa=%s coa=%s path=%s lifetime=%ss seq=%d",
+                self.hoa,
+                self.coa,
+                self.path.kind if self.path else None,
+                event.lifetime_s,
+                event.sequence,
+            )
             # A reverse-tunnelled packet right after each BA keeps the access firewall's
             # HA->CoA protocol-41 state fresh (DESIGN §4 conntrack hygiene).
             self._send_keepalive()
@@ -421,8 +441,11 @@ class MobileNodeDaemon:
             if self.core.state != "registered" or self.path is None:
                 continue
             if len(self.keepalive_outstanding) >= KEEPALIVE_MISSES:
-                log.warning("%d keepalives unanswered on %s; checking paths again",
-                            KEEPALIVE_MISSES, self.path.kind)
+                log.warning(
+                    "%d keepalives unanswered on %s; checking paths again",
+                    KEEPALIVE_MISSES,
+                    self.path.kind,
+                )
                 self.keepalive_outstanding.clear()
                 self.reselect.set()
                 continue
@@ -431,8 +454,11 @@ class MobileNodeDaemon:
     def _send_keepalive(self) -> None:
         self.keepalive_seq = (self.keepalive_seq + 1) & 0xFFFF
         self.keepalive_outstanding[self.keepalive_seq] = trio.current_time()
-        self._send_on_path(echo_request(self.hoa, self.ha, KEEPALIVE_IDENT, self.keepalive_seq,
-                                        b"mipnode keepalive"))
+        self._send_on_path(
+            echo_request(
+                self.hoa, self.ha, KEEPALIVE_IDENT, self.keepalive_seq, b"mipnode keepalive"
+            )
+        )
 
     async def shutdown(self) -> None:
         """RFC 6275 §11.5.4-style goodbye: deregister (lifetime 0) and wait briefly for the BA."""
@@ -455,8 +481,11 @@ class MobileNodeDaemon:
     def answer(self, command: str) -> Any:
         now = wall()
         binding = None
-        if self.path is not None and self.core.state in ("registered", "registering",
-                                                          "deregistering"):
+        if self.path is not None and self.core.state in (
+            "registered",
+            "registering",
+            "deregistering",
+        ):
             binding = {
                 "hoa": str(self.hoa),
                 "coa": address_text(self.coa),
@@ -490,7 +519,8 @@ class MobileNodeDaemon:
                         "remote": {"address": c.remote[0], "port": c.remote[1]},
                         "state": c.state,
                         "rtt_ms": c.rtt_ms,
-                        "mapped": None if c.mapped is None
+                        "mapped": None
+                        if c.mapped is None
                         else {"address": c.mapped[0], "port": c.mapped[1]},
                         "checks_sent": c.checks_sent,
                         "checks_answered": c.checks_answered,
@@ -516,4 +546,3 @@ async def run_mobile_node(config: MnConfig) -> None:
                 await daemon.shutdown()
                 nursery.cancel_scope.cancel()
                 break
-

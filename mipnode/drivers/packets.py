@@ -18,11 +18,15 @@ ICMPV6_ECHO_REQUEST = 128
 ICMPV6_ECHO_REPLY = 129
 
 
-def ipv6_packet(src: IPv6Address, dst: IPv6Address, nh: int, payload: bytes, hop: int = 64) -> bytes:
+def ipv6_packet(
+    src: IPv6Address, dst: IPv6Address, nh: int, payload: bytes, hop: int = 64
+) -> bytes:
     return _IPV6.pack(0x60000000, len(payload), nh, hop, src.packed, dst.packed) + payload
 
 
-def udp_in_ipv6(src: IPv6Address, dst: IPv6Address, sport: int, dport: int, payload: bytes) -> bytes:
+def udp_in_ipv6(
+    src: IPv6Address, dst: IPv6Address, sport: int, dport: int, payload: bytes
+) -> bytes:
     length = 8 + len(payload)
     segment = _UDP.pack(sport, dport, length, 0) + payload
     csum = upper_layer_checksum(src, dst, NH_UDP, segment) or 0xFFFF  # RFC 8200 §8.1: 0 -> ffff

@@ -78,8 +78,11 @@ def run_lab_command(args: argparse.Namespace) -> int:
         return 130
     passed = sum(r["passed"] for r in results)
     if args.json:
-        print(json.dumps({"scenarios": results, "passed": passed,
-                          "failed": len(results) - passed}, indent=2))
+        print(
+            json.dumps(
+                {"scenarios": results, "passed": passed, "failed": len(results) - passed}, indent=2
+            )
+        )
     else:
         print(runner.report_table(results))
     return 0 if passed == len(results) else 1

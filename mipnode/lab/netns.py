@@ -28,8 +28,9 @@ class LabError(Exception):
     pass
 
 
-def run(cmd: list[str], *, check: bool = True, input: str | None = None,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, check: bool = True, input: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")

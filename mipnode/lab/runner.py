@@ -33,18 +33,31 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("open", "no firewall", "ipv6", "open", "T-native"),
-    Scenario("stateful-fw", "MN behind a stateful firewall (outbound only)", "ipv6",
-             "stateful", "T-native"),
-    Scenario("stateful-fw-no41", "stateful firewall that also drops protocol 41", "ipv6",
-             "stateful-no41", "T-udp"),
+    Scenario(
+        "stateful-fw",
+        "MN behind a stateful firewall (outbound only)",
+        "ipv6",
+        "stateful",
+        "T-native",
+    ),
+    Scenario(
+        "stateful-fw-no41",
+        "stateful firewall that also drops protocol 41",
+        "ipv6",
+        "stateful-no41",
+        "T-udp",
+    ),
     Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
 def daemon_status(t: Topology, node: str, command: str = "status") -> dict[str, Any] | None:
-    proc = run(["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.cli", command,
-                "--json"], check=False, timeout=10)
+    proc = run(
+        ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.cli", command, "--json"],
+        check=False,
+        timeout=10,
+    )
     if proc.returncode != 0:
         return None
     try:
@@ -88,14 +101,29 @@ def start_daemons(t: Topology) -> dict[str, Any]:
     if status is None:
         last = daemon_status(t, "mn")
         state = last.get("state") if last else "not answering"
-        raise LabError(f"home agent unreachable: mobile node state {state} after "
-                       f"{REGISTRATION_TIMEOUT_S:.0f} s; {_log_tail(t, 'mn.log')}")
+        raise LabError(
+            f"home agent unreachable: mobile node state {state} after "
+            f"{REGISTRATION_TIMEOUT_S:.0f} s; {_log_tail(t, 'mn.log')}"
+        )
     return status
 
 
 def ping(t: Topology, node: str, target: str, count: int = 5) -> dict[str, Any]:
-    out = t.sh(node, "ping", "-6", "-n", "-c", str(count), "-i", "0.2", "-W", "2", target,
-               check=False, timeout=30)
+    out = t.sh(
+        node,
+        "ping",
+        "-6",
+        "-n",
+        "-c",
+        str(count),
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        target,
+        check=False,
+        timeout=30,
+    )
     received = re.search(r"(\d+) received", out)
     rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
     got = int(received.group(1)) if received else 0
@@ -105,16 +133,41 @@ def ping(t: Topology, node: str, target: str, count: int = 5) -> dict[str, Any]:
 def tcp_transfer(t: Topology) -> dict[str, Any]:
     """MN -> CN TCP stream of TCP_BYTES through the HA, checked end to end with SHA-256."""
     server = subprocess.Popen(
-        ["ip", "netns", "exec", t.ns("cn"), sys.executable, "-m", "mipnode.lab.traffic",
-         "server", str(TCP_PORT)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            t.ns("cn"),
+            sys.executable,
+            "-m",
+            "mipnode.lab.traffic",
+            "server",
+            str(TCP_PORT),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert server.stdout is not None
         server.stdout.readline()  # "listening": the readiness probe, no fixed sleep
-        proc = run(["ip", "netns", "exec", t.ns("mn"), sys.executable, "-m",
-                    "mipnode.lab.traffic", "client", CN_ADDRESS, str(TCP_PORT), str(TCP_BYTES)],
-                   check=False, timeout=60)
+        proc = run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                t.ns("mn"),
+                sys.executable,
+                "-m",
+                "mipnode.lab.traffic",
+                "client",
+                CN_ADDRESS,
+                str(TCP_PORT),
+                str(TCP_BYTES),
+            ],
+            check=False,
+            timeout=60,
+        )
         try:
             result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -190,8 +243,10 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
 
 
 def report_table(results: list[dict[str, Any]]) -> str:
-    header = f"{'scenario':18} {'MN-HA path':11} {'expected':9} {'register':>9} {'RTT via HA':>11} " \
-             f"{'TCP 1 MB':>10}  result"
+    header = (
+        f"{'scenario':18} {'MN-HA path':11} {'expected':9} {'register':>9} {'RTT via HA':>11} "
+        f"{'TCP 1 MB':>10}  result"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         reg = r["timings_ms"]["registration"]

@@ -92,8 +92,9 @@ class Topology:
         return self.record.ns(node)
 
     def sh(self, node: str, *cmd: str, check: bool = True, timeout: float = 30) -> str:
-        return run(["ip", "netns", "exec", self.ns(node), *cmd], check=check,
-                   timeout=timeout).stdout
+        return run(
+            ["ip", "netns", "exec", self.ns(node), *cmd], check=check, timeout=timeout
+        ).stdout
 
     def spawn(self, node: str, args: list[str], log_name: str) -> int:
         """Start ``python -m mipnode.cli ARGS`` in ``node``; record its pid for teardown."""
@@ -102,7 +103,9 @@ class Topology:
         log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), sys.executable, "-m", "mipnode.cli", *args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -139,8 +142,23 @@ def build(record: RunRecord, workdir: Path, *, access: str, firewall: str) -> To
         t.sh(node, "ip", "link", "set", "lo", "up")
         _sysctls(t, node, router=node in ("fw", "core"))
     for a, ia, b, ib in LINKS:
-        run(["ip", "-n", record.ns(a), "link", "add", ia, "type", "veth", "peer", "name", ib,
-             "netns", record.ns(b)])
+        run(
+            [
+                "ip",
+                "-n",
+                record.ns(a),
+                "link",
+                "add",
+                ia,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ib,
+                "netns",
+                record.ns(b),
+            ]
+        )
         t.sh(a, "ip", "link", "set", ia, "up")
         t.sh(b, "ip", "link", "set", ib, "up")
 

@@ -47,8 +47,16 @@ def client(host: str, port: int, size: int) -> int:
     seconds = time.monotonic() - start
     expected = f"{size} {hashlib.sha256(data).hexdigest()}"
     ok = answer.decode(errors="replace").strip() == expected
-    print(json.dumps({"ok": ok, "bytes": size, "seconds": round(seconds, 3),
-                      "mbit_s": round(size * 8 / seconds / 1e6, 1)}))
+    print(
+        json.dumps(
+            {
+                "ok": ok,
+                "bytes": size,
+                "seconds": round(seconds, 3),
+                "mbit_s": round(size * 8 / seconds / 1e6, 1),
+            }
+        )
+    )
     return 0 if ok else 1
 
 

@@ -69,8 +69,9 @@ def test_registration_over_t_native_reports_the_care_of_address(make_lab) -> Non
     assert binding["path"]["remote"] == {"address": HA_ADDRESS, "port": None}
     assert binding["state"] == "registered" and 0 < binding["lifetime_remaining_s"] <= 600
     ha = lab.status("ha", "bindings")["bindings"]
-    assert [(b["hoa"], b["coa"], b["path"]["kind"], b["path"]["remote"]["address"]) for b in ha] \
-        == [(HOA, MN_LAN6, "T-native", MN_LAN6)]
+    assert [
+        (b["hoa"], b["coa"], b["path"]["kind"], b["path"]["remote"]["address"]) for b in ha
+    ] == [(HOA, MN_LAN6, "T-native", MN_LAN6)]
     assert ha[0]["sequence"] == binding["sequence"]
 
 
@@ -97,7 +98,8 @@ def test_ha_forwards_only_packets_from_a_bound_hoa_on_its_binding(make_lab) -> N
     before = lab.status("ha")["drops"]
     receiver = subprocess.Popen(
         ["ip", "netns", "exec", lab.t.ns("cn"), sys.executable, "-c", RECEIVE],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert receiver.stdout is not None
