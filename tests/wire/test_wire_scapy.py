@@ -53,6 +53,7 @@ from mipnode.wire.mh import (
     decode_mh_untrusted,
     encode_mh,
 )
+from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
 from tunnels.udp import build_udp_ipv4, build_udp_ipv6
 
@@ -348,6 +349,21 @@ def test_scapy_echo_and_tunnels_parse(ident: int, seq: int, data: bytes) -> None
     outer, inner = decapsulate_untrusted(tunnelled)
     assert (outer.src, outer.dst, outer.next_header) == (g.COA, g.HA, 41)
     assert parse_echo_untrusted(inner) == expected
+    udp6 = bytes(
+        s6.IPv6(src=str(g.COA), dst=str(g.HA)) / scapy_inet.UDP(sport=1024, dport=4191) / echo
+    )
+    parsed = parse_ipv6_packet_untrusted(udp6)
+    assert parsed.upper_protocol == 17
+    assert g.ref_upper_ok(g.COA, g.HA, 17, parsed.payload)
+    assert classify_udp_payload_untrusted(parsed.payload[8:]) is UdpPayloadKind.IPV6
+    assert parse_echo_untrusted(parsed.payload[8:]) == expected
+    udp4 = bytes(
+        scapy_inet.IP(src="192.0.2.10", dst="198.51.100.1")
+        / scapy_inet.UDP(sport=1024, dport=4191)
+        / echo
+    )
+    assert classify_udp_payload_untrusted(udp4[28:]) is UdpPayloadKind.IPV6
+    assert parse_echo_untrusted(udp4[28:]) == expected
 
 
 # --- we build, scapy parses -----------------------------------------------------------------
