@@ -18,7 +18,8 @@ EXIT_USAGE = 2
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
-    print(f"mipnode: {message}", file=sys.stderr)
+    # Always one line, even when a TOML key or an OS message carries a line break.
+    print(f"mipnode: {' '.join(message.splitlines())}", file=sys.stderr)
     raise SystemExit(status)
 
 
@@ -30,7 +31,8 @@ def _startup_error(exc: BaseException) -> str | None:
     if isinstance(exc, TunError | NetlinkFailure):
         return str(exc)
     if isinstance(exc, PermissionError):
-        return f"permission denied ({exc.strerror or exc}): run as root or with CAP_NET_ADMIN and CAP_NET_RAW"
+        what = f" on {exc.filename}" if exc.filename else ""
+        return f"permission denied{what}: run as root or with CAP_NET_ADMIN and CAP_NET_RAW"
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}"
     return None
@@ -64,15 +66,17 @@ def run_daemon(role: str, config_path: str, verbose: bool) -> int:
             mn_cfg = load_mn_config(config_path)
             main = lambda: run_mobile_node(mn_cfg)  # noqa: E731
         else:
-            fail("the correspondent-node role (mipnode cn) is not available yet; "
-                 "plain IPv6 hosts reach mobile nodes through the home agent")
+            fail(
+                "the correspondent-node role (mipnode cn) is not available yet; "
+                "plain IPv6 hosts reach mobile nodes through the home agent"
+            )
     except ConfigError as exc:
         fail(str(exc))
     try:
         trio.run(main)
     except KeyboardInterrupt:
         return 0
-    except BaseException as exc:  # noqa: BLE001 - turned into a one-line error or re-raised
+    except BaseException as exc:
         for leaf in _leaf_exceptions(exc):
             message = _startup_error(leaf)
             if message is not None:
@@ -106,11 +110,17 @@ def _query_daemons(command: str, socket_name: str | None) -> list[dict[str, Any]
 def _fmt_path(path: dict[str, Any] | None) -> str:
     if not path:
         return "-"
+
     def ep(e: dict[str, Any] | None) -> str:
         if not e:
             return "?"
         a = e["address"]
-        return a if e.get("port") is None else (f"[{a}]:{e['port']}" if ":" in a else f"{a}:{e['port']}")
+        return (
+            a
+            if e.get("port") is None
+            else (f"[{a}]:{e['port']}" if ":" in a else f"{a}:{e['port']}")
+        )
+
     return f"{path['kind']} {ep(path.get('local'))} -> {ep(path.get('remote'))}"
 
 
@@ -119,24 +129,34 @@ def print_bindings(answer: dict[str, Any]) -> None:
     if not rows:
         print(f"{answer['role']}: no bindings")
     for b in rows:
-        print(f"{answer['role']}  {b['hoa']}  coa {b['coa']}  {_fmt_path(b['path'])}  "
-              f"seq {b['sequence']}  {b['lifetime_remaining_s']}s left  {b['state']}")
+        print(
+            f"{answer['role']}  {b['hoa']}  coa {b['coa']}  {_fmt_path(b['path'])}  "
+            f"seq {b['sequence']}  {b['lifetime_remaining_s']}s left  {b['state']}"
+        )
 
 
 def print_status(answer: dict[str, Any]) -> None:
     role = answer["role"]
     if role == "mn":
         acc = answer["access"]
-        print(f"mobile node {answer['home_address']}  home agent {answer['home_agent']}  "
-              f"state {answer['state']}")
-        print(f"  access {acc['interface']}  ipv6 {acc['ipv6']}  ipv4 {acc['ipv4']}  "
-              f"rtt {answer['rtt_ms']} ms  registration {answer['registration_ms']} ms")
+        print(
+            f"mobile node {answer['home_address']}  home agent {answer['home_agent']}  "
+            f"state {answer['state']}"
+        )
+        print(
+            f"  access {acc['interface']}  ipv6 {acc['ipv6']}  ipv4 {acc['ipv4']}  "
+            f"rtt {answer['rtt_ms']} ms  registration {answer['registration_ms']} ms"
+        )
         for c in answer.get("candidates", []):
-            print(f"  candidate {c['kind']:8} {c['family']}  {c['state']:11} rtt {c['rtt_ms']} ms  "
-                  f"checks {c['checks_answered']}/{c['checks_sent']}")
+            print(
+                f"  candidate {c['kind']:8} {c['family']}  {c['state']:11} rtt {c['rtt_ms']} ms  "
+                f"checks {c['checks_answered']}/{c['checks_sent']}"
+            )
     elif role == "ha":
-        print(f"home agent {answer['address']}  home prefix {answer['home_prefix']}  "
-              f"udp {answer['udp_port']}  up {answer['uptime_s']} s")
+        print(
+            f"home agent {answer['address']}  home prefix {answer['home_prefix']}  "
+            f"udp {answer['udp_port']}  up {answer['uptime_s']} s"
+        )
     print_bindings(answer)
     drops = answer.get("drops", {})
     if drops:
@@ -164,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         d = sub.add_parser(role, help=f"run the {what} daemon in the foreground")
         d.add_argument("--config", "-c", required=True, help="TOML configuration file")
         d.add_argument("--verbose", "-v", action="store_true")
-    for name, what in (("status", "daemon state"), ("bindings", "bindings"),
-                       ("paths", "paths and candidates")):
+    for name, what in (
+        ("status", "daemon state"),
+        ("bindings", "bindings"),
+        ("paths", "paths and candidates"),
+    ):
         q = sub.add_parser(name, help=f"show the {what} of the daemons in this namespace")
         q.add_argument("--json", action="store_true", help="stable JSON (docs/cli.md)")
         q.add_argument("--socket", help="control socket (default: @mipnode-mn, -ha, -cn)")

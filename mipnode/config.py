@@ -86,8 +86,11 @@ class _Reader:
                 raise self.error(name, "missing (required)")
             return default
         value = self.table[name]
-        # bool is an int in Python; a TOML `true` is never a valid port or lifetime.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        # bool is an int in Python; a TOML `true` is never a valid port, lifetime or interval.
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kind) or (
+            isinstance(value, bool) and bool not in kinds and object not in kinds
+        ):
             want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             raise self.error(name, f"expected {want}, got {type(value).__name__}")
         return value
@@ -100,6 +103,8 @@ class _Reader:
             addr = IPv6Address(value)
         except ValueError:
             raise self.error(name, f"not an IPv6 address: {value!r}") from None
+        if addr.scope_id is not None:
+            raise self.error(name, f"must not carry a zone index: {value}")
         if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
             raise self.error(name, f"must be a unicast address: {value}")
         return addr
@@ -121,7 +126,7 @@ class _Reader:
 
     def number(self, name: str, default: float, lo: float, hi: float) -> float:
         value = self.raw(name, default, (int, float))
-        if isinstance(value, bool) or not lo <= value <= hi:
+        if not lo <= value <= hi:
             raise self.error(name, f"must be between {lo} and {hi}, got {value}")
         return float(value)
 
@@ -129,7 +134,12 @@ class _Reader:
         value = self.raw(name, default, str)
         if value is None:
             return None
-        if not 0 < len(value) < 16 or any(c in value for c in "/ \t\n:"):
+        # Linux dev_valid_name(): 1-15 bytes, not "." or "..", no "/", ":" or whitespace.
+        if (
+            not 0 < len(value.encode()) < 16
+            or value in (".", "..")
+            or any(c in "/:" or c.isspace() for c in value)
+        ):
             raise self.error(name, f"not a valid interface name: {value!r}")
         return value
 
@@ -147,6 +157,14 @@ class _Reader:
     def spi(self, name: str) -> int:
         # RFC 4285 §5: SPI values 0-255 are reserved.
         return self.integer(name, ..., 256, 2**32 - 1)
+
+    def socket_name(self, name: str, default: str) -> str:
+        value: str = self.raw(name, default, str)
+        # sun_path holds 108 bytes: a path and its closing NUL, or NUL + an abstract name ("@").
+        limit = 108 if value.startswith("@") else 107
+        if value in ("", "@") or len(value.encode()) > limit:
+            raise self.error(name, f"not a Unix socket path or @abstract name: {value!r}")
+        return value
 
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)
@@ -188,6 +206,8 @@ def load_ha_config(path: str) -> HaConfig:
         home_prefix = IPv6Network(prefix_text, strict=True)
     except ValueError:
         raise r.error("home_prefix", f"not an IPv6 prefix: {prefix_text!r}") from None
+    if home_prefix.network_address.scope_id is not None:
+        raise r.error("home_prefix", f"must not carry a zone index: {prefix_text}")
     if home_prefix.prefixlen > 120:
         raise r.error("home_prefix", "prefix too long (at most /120)")
     if address not in home_prefix:
@@ -198,7 +218,7 @@ def load_ha_config(path: str) -> HaConfig:
     max_lifetime = r.integer("max_lifetime_s", 3600, 4, 262140)
     tun_name = r.ifname("tun_name", "mip-ha0")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
-    control = r.raw("control_socket", "@mipnode-ha", str)
+    control = r.socket_name("control_socket", "@mipnode-ha")
     state_dir = r.raw("state_dir", None, str)
     r.finish()
 
@@ -251,12 +271,16 @@ def load_mn_config(path: str) -> MnConfig:
         raise r.error("home_agent", "equals home_address")
     ha4 = r.ipv4("home_agent_ipv4")
     port = r.integer("home_agent_udp_port", DEFAULT_UDP_PORT, 1, 65535)
+    if port == 4500:
+        raise r.error("home_agent_udp_port", "4500 is ESP-in-UDP (RFC 3948); pick another port")
     spi = r.spi("spi")
     key = r.key("key")
     # RFC 6275 §6.1.7: lifetime in 4 s units, at most 65535 units.
     lifetime = r.integer("lifetime_s", 600, 8, 262140)
     interface = r.ifname("interface", None)
     tun_name = r.ifname("tun_name", "mip0")
+    if interface is not None and interface == tun_name:
+        raise r.error("interface", f"{interface!r} is the TUN device itself (tun_name)")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
     paths_raw = r.raw("paths", list(_PATH_KINDS), list)
     for p in paths_raw:
@@ -264,8 +288,10 @@ def load_mn_config(path: str) -> MnConfig:
             raise r.error("paths", f"unknown path kind {p!r} (known: {', '.join(_PATH_KINDS)})")
     if not paths_raw:
         raise r.error("paths", "must name at least one path kind")
+    if len(set(paths_raw)) != len(paths_raw):
+        raise r.error("paths", "a path kind is listed twice")
     keepalive = r.number("keepalive_interval_s", 15.0, 1.0, 300.0)
-    control = r.raw("control_socket", "@mipnode-mn", str)
+    control = r.socket_name("control_socket", "@mipnode-mn")
     r.finish()
     return MnConfig(
         path=path,
