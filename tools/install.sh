@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
-packages=(iproute2 nftables iputils-ping python3-venv python3-pip)
+packages=(iproute2 nftables iputils-ping ethtool python3-venv python3-pip)
 [ "$want_tests" = 1 ] && packages+=(tshark systemd util-linux conntrack)
 
 missing=()

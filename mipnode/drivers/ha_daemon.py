@@ -87,6 +87,12 @@ class HomeAgentDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(cfg.address), 128)]
         )
+        # The whole home prefix goes into the TUN: a packet for a home address without a
+        # binding is dropped and counted here instead of bouncing between the HA and the
+        # router that routes the prefix to it. Bound HoAs also get their own /128 route.
+        await trio.to_thread.run_sync(
+            lambda: netlink.replace_route(str(cfg.home_prefix), cfg.tun_name)
+        )
         self.raw41 = open_raw(
             socket.IPPROTO_IPV6, address=str(cfg.address)
         )  # protocol 41: IPv6-in-IPv6 (RFC 2473)

@@ -15,7 +15,7 @@ from types import FrameType
 from mipnode.lab import runner, topology
 from mipnode.lab.netns import LabError, RunRecord, remove_leftovers
 
-REQUIRED_TOOLS = ("ip", "nft", "ping")
+REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool")
 
 
 def _fail(message: str) -> int:
@@ -28,7 +28,8 @@ def _preflight() -> str | None:
         return "needs root (it creates network namespaces, veth links and nftables rules)"
     missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
     if missing:
-        return f"missing tools: {', '.join(missing)} (install iproute2, nftables, iputils-ping)"
+        need = "iproute2, nftables, iputils-ping, ethtool"
+        return f"missing tools: {', '.join(missing)} (install {need})"
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun is missing (the kernel needs TUN support)"
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,12 @@ def build(record: RunRecord, workdir: Path, *, access: str, firewall: str) -> To
                 record.ns(b),
             ]
         )
-        t.sh(a, "ip", "link", "set", ia, "up")
-        t.sh(b, "ip", "link", "set", ib, "up")
+        for node, dev in ((a, ia), (b, ib)):
+            # Software checksums on veths: captures then show the real on-wire checksums
+            # instead of offload placeholders (reference/linux.md §6).
+            if shutil.which("ethtool"):
+                t.sh(node, "ethtool", "-K", dev, "tx", "off", check=False)
+            t.sh(node, "ip", "link", "set", dev, "up")
 
     def addr(node: str, dev: str, cidr: str) -> None:
         extra = ["nodad"] if ":" in cidr else []

@@ -28,32 +28,34 @@ def isolated_lab_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 class Lab:
-    def __init__(self, record: netns.RunRecord, t: topology.Topology, status: dict[str, Any]):
-        self.record, self.t, self.mn_status = record, t, status
+    def __init__(self, record: netns.RunRecord, t: topology.Topology):
+        self.record, self.t = record, t
+        self.mn_status: dict[str, Any] = {}
+
+    def start(self) -> dict[str, Any]:
+        self.mn_status = runner.start_daemons(self.t)
+        return self.mn_status
 
     def status(self, node: str, command: str = "status") -> dict[str, Any]:
         answer = runner.daemon_status(self.t, node, command)
         assert answer is not None, f"{node} daemon does not answer"
         return answer
 
-    def python(self, node: str, code: str, timeout: float = 20) -> str:
-        import sys
-
-        return self.t.sh(node, sys.executable, "-c", code, timeout=timeout)
-
 
 @pytest.fixture
 def make_lab(tmp_path: Path) -> Iterator[Any]:
     records: list[netns.RunRecord] = []
 
-    def factory(access: str = "ipv6", firewall: str = "open") -> Lab:
+    def factory(access: str = "ipv6", firewall: str = "open", start: bool = True) -> Lab:
         record = netns.RunRecord.new("run")
         records.append(record)
         workdir = tmp_path / f"lab-{record.run_id}"
         workdir.mkdir()
         t = topology.build(record, workdir, access=access, firewall=firewall)
-        status = runner.start_daemons(t)
-        return Lab(record, t, status)
+        lab = Lab(record, t)
+        if start:
+            lab.start()
+        return lab
 
     yield factory
     for record in records:
