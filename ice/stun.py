@@ -10,6 +10,7 @@ from __future__ import annotations
 from aioice import stun
 
 from mipnode.wire.errors import BadPacket
+from tunnels.demux import is_stun
 
 MAGIC_COOKIE = 0x2112A442
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
@@ -21,14 +22,8 @@ Class = stun.Class
 
 
 def looks_like_stun(data: bytes) -> bool:
-    """RFC 8489 §6: top two bits zero, magic cookie, body length a multiple of 4."""
-    return (
-        len(data) >= HEADER_LENGTH
-        and data[0] & 0xC0 == 0
-        and data[4:8] == _COOKIE_BYTES
-        and int.from_bytes(data[2:4], "big") + HEADER_LENGTH == len(data)
-        and len(data) % 4 == 0
-    )
+    """RFC 8489 §6: top two bits zero, magic cookie, consistent length (DESIGN §3 demux)."""
+    return is_stun(data)
 
 
 def parse_stun_untrusted(data: bytes) -> stun.Message:

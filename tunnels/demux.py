@@ -24,6 +24,17 @@ class UdpPayloadKind(enum.Enum):
     STUN = "stun"
 
 
+def is_stun(data: bytes) -> bool:
+    """True when ``data`` has the shape of a STUN message (RFC 8489 §5, §6)."""
+    return (
+        len(data) >= STUN_HEADER_LENGTH
+        and data[0] >> 6 == 0
+        and data[4:8] == STUN_MAGIC_COOKIE
+        and int.from_bytes(data[2:4], "big") % 4 == 0
+        and STUN_HEADER_LENGTH + int.from_bytes(data[2:4], "big") == len(data)
+    )
+
+
 def classify_udp_payload_untrusted(data: bytes) -> UdpPayloadKind:
     """Return the kind of ``data`` from its first octets (the payload is not validated further).
 
@@ -35,12 +46,6 @@ def classify_udp_payload_untrusted(data: bytes) -> UdpPayloadKind:
     first = data[0]
     if first >> 4 == 6:
         return UdpPayloadKind.IPV6
-    if (
-        first >> 6 == 0
-        and len(data) >= STUN_HEADER_LENGTH
-        and data[4:8] == STUN_MAGIC_COOKIE
-        and int.from_bytes(data[2:4], "big") % 4 == 0
-        and STUN_HEADER_LENGTH + int.from_bytes(data[2:4], "big") == len(data)
-    ):
+    if is_stun(data):
         return UdpPayloadKind.STUN
     raise BadPacket("unknown_udp_payload", f"first octet 0x{first:02x}, {len(data)} octets")

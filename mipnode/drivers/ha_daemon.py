@@ -49,6 +49,7 @@ from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.packets import address_text, ipv6_packet, udp_in_ipv6, via_json
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
+from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 
 log = logging.getLogger("mipnode.ha")
 
@@ -138,16 +139,15 @@ class HomeAgentDaemon:
         self._from_tunnel(inner, Via("T-native", (_host(addr[0]),)))
 
     def _from_udp(self, data: bytes, addr: Any) -> None:
-        if not data:
-            self.drops("udp_empty")
+        try:
+            kind = classify_udp_payload_untrusted(data)
+        except BadPacket as exc:
+            self.drops(f"udp_{exc.reason}")
             return
-        first = data[0]
-        if first >> 4 == 6:
+        if kind is UdpPayloadKind.IPV6:
             self._from_tunnel(data, Via("T-udp", (_host(addr[0]), addr[1])))
-        elif stun.looks_like_stun(data):
-            self._answer_stun(data, (_host(addr[0]), addr[1]), None)
         else:
-            self.drops("udp_unknown_payload")
+            self._answer_stun(data, (_host(addr[0]), addr[1]), None)
 
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
         # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop.

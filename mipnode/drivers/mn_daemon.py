@@ -57,6 +57,7 @@ from mipnode.drivers.packets import (
 )
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
+from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 
 log = logging.getLogger("mipnode.mn")
 
@@ -320,12 +321,15 @@ class MobileNodeDaemon:
         if cand is None:
             self.drops("udp_not_from_ha")
             return
-        if data and data[0] >> 4 == 6:
+        try:
+            kind = classify_udp_payload_untrusted(data)
+        except BadPacket as exc:
+            self.drops(f"udp_{exc.reason}")
+            return
+        if kind is UdpPayloadKind.IPV6:
             self._from_tunnel(data, "T-udp")
-        elif stun.looks_like_stun(data):
-            self._on_check_response(cand, data)
         else:
-            self.drops("udp_unknown_payload")
+            self._on_check_response(cand, data)
 
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
         self.drops("native_mh_unsupported")
