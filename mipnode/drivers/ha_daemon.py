@@ -166,21 +166,12 @@ class HomeAgentDaemon:
                 return
         # Ingress filter (DESIGN §6): inner source must be a bound HoA arriving on its binding.
         bound = self.routes.get(inner[8:24])
-        if bound is None:
-            self.drops("ingress_unbound_source")
+        if bound is None or bound != via:
+            reason = "ingress_unbound_source" if bound is None else "ingress_wrong_endpoint"
+            self.drops(reason)
             self.ratelog(
                 logging.WARNING,
-                "ingress_unbound_source",
-                "dropped tunnelled packet",
-                inner_src=IPv6Address(inner[8:24]),
-                outer=via.remote,
-            )
-            return
-        if bound != via:
-            self.drops("ingress_wrong_endpoint")
-            self.ratelog(
-                logging.WARNING,
-                "ingress_wrong_endpoint",
+                reason,
                 "dropped tunnelled packet",
                 inner_src=IPv6Address(inner[8:24]),
                 outer=via.remote,
