@@ -34,9 +34,15 @@ class OutgoingMh:
 
     ``src``/``dst`` are the addresses of the (inner) IPv6 packet that carries ``data``; the MH
     checksum was computed over them. ``via`` is ``None`` when the driver picks the path.
+
+    ``care_of`` asks for route-optimised delivery (docs/internals.md): on an MN output
+    (``src`` = HoA) send natively from ``care_of`` with a Home Address option carrying ``src``;
+    on a CN output (``dst`` = HoA) send to ``care_of`` with a type 2 routing header carrying
+    ``dst``. The checksum stays over ``src``/``dst`` (RFC 6275 §6.1.1).
     """
 
     data: bytes
     src: IPv6Address
     dst: IPv6Address
-    via: Via | None
+    via: Via | None = None
+    care_of: IPv6Address | None = None
