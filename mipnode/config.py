@@ -309,3 +309,48 @@ def load_mn_config(path: str) -> MnConfig:
         keepalive_interval_s=keepalive,
         control_socket=control,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CnConfig:
+    path: str
+    addresses: tuple[IPv6Address, ...]
+    interface: str | None
+    tun_name: str
+    tun_mtu: int
+    max_lifetime_s: int
+    control_socket: str
+
+
+def load_cn_config(path: str) -> CnConfig:
+    doc = _load(path)
+    _top_level(path, doc, {"cn"})
+    r = _Reader(path, _section(path, doc, "cn"), "cn")
+    raw_addresses = r.raw("addresses", [], list)
+    addresses: list[IPv6Address] = []
+    for i, text in enumerate(raw_addresses):
+        if not isinstance(text, str):
+            raise r.error(f"addresses[{i}]", f"expected str, got {type(text).__name__}")
+        try:
+            addr = IPv6Address(text)
+        except ValueError:
+            raise r.error(f"addresses[{i}]", f"not an IPv6 address: {text!r}") from None
+        if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_link_local:
+            raise r.error(f"addresses[{i}]", f"must be a unicast routable address: {text}")
+        addresses.append(addr)
+    interface = r.ifname("interface", None)
+    tun_name = r.ifname("tun_name", "mip-cn0")
+    tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
+    # RFC 6275 §12: MAX_RR_BINDING_LIFETIME 420 s caps every return-routability binding.
+    max_lifetime = r.integer("max_lifetime_s", 420, 4, 420)
+    control = r.socket_name("control_socket", "@mipnode-cn")
+    r.finish()
+    return CnConfig(
+        path=path,
+        addresses=tuple(addresses),
+        interface=interface,
+        tun_name=tun_name,
+        tun_mtu=tun_mtu,
+        max_lifetime_s=max_lifetime,
+        control_socket=control,
+    )
