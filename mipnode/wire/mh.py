@@ -1,12 +1,13 @@
-"""Mobility Header codec (RFC 6275 §6.1, §6.2; options 9 and 10 of RFC 4285), pure.
+"""Mobility Header codec (RFC 6275 §6.1, §6.2; options 9 and 10 of RFC 4285; RFC 5096), pure.
 
 Theory of operation. An MH is a 6-octet common header (Payload Proto, Header Len, MH Type,
 Reserved, Checksum), a fixed part per type, then mobility options up to a length that is a
 multiple of 8 octets. :func:`encode_mh` inserts Pad1/PadN so every option meets its alignment
 rule ("xn+y": the Type octet sits y octets past a multiple of x from the MH start, §6.2), pads the
 end to 8 octets and computes the checksum over the pseudo-header (§6.1.1). The MN-HA
-authentication option must be last with no padding after it (RFC 4285 §5), so the encoder pads
-*before* it to make the MH end on an 8-octet boundary.
+authentication option (RFC 4285 §5) and the Binding Authorization Data option (RFC 6275 §6.2.7)
+must be last with no padding after it, so the encoder pads *before* such an option to make the MH
+end on an 8-octet boundary.
 
 :func:`decode_mh_untrusted` is strict about framing (Payload Proto 59, Header Len matching the
 buffer exactly, fixed part present, options never overrunning, known options with their RFC
@@ -15,8 +16,12 @@ lengths) and lenient where the RFCs ask for it: unknown options are kept as
 :class:`UnknownMobilityMessage` so the receiver can answer Binding Error status 2 (§9.2), and
 reserved bits are ignored.
 
-Only BRR, BU, BA and BE are decoded; the return-routability messages (types 1-4) and the
-Experimental MH (11) come back as :class:`UnknownMobilityMessage`.
+Decoded types: BRR, HoTI, CoTI, HoT, CoT, BU, BA, BE (RFC 6275 §6.1.2-§6.1.9) and the
+Experimental MH (RFC 5096 §3). RFC 5096 leaves the Experimental message's Message Data to the
+experiment; mipnode's experiment defines it as a sequence of mobility options starting right after
+the checksum (offset 6), padded with Pad1/PadN like any other MH, so
+``ExperimentalMessage(options=(ExperimentalOption(...), ...))`` carries our payload and an MH 11
+whose data is not a well-formed option sequence is ``bad_option``.
 """
 
 from __future__ import annotations
@@ -96,6 +101,9 @@ class OptionType(IntEnum):
 AUTH_SUBTYPE_MN_HA = 1
 AUTH_SUBTYPE_MN_AAA = 2
 
+COOKIE_LENGTH = 8  # Home/Care-of Init Cookie (RFC 6275 §6.1.3-§6.1.6)
+KEYGEN_TOKEN_LENGTH = 8  # Home/Care-of Keygen Token (§6.1.5, §6.1.6)
+
 # BU flags word (RFC 6275 §6.1.7; F from RFC 5555 §3.1.3).
 BU_FLAG_A = 0x8000
 BU_FLAG_H = 0x4000
@@ -136,6 +144,21 @@ class AlternateCareOfAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class NonceIndices:
+    """Nonce Indices (§6.2.6): the home and care-of nonce indices from HoT and CoT."""
+
+    home_nonce_index: int
+    care_of_nonce_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class BindingAuthorizationData:
+    """Binding Authorization Data (§6.2.7); must be the last option of the MH."""
+
+    authenticator: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class MnHaAuth:
     """Mobility Message Authentication option (RFC 4285 §5), subtype 1 (MN-HA) by default."""
 
@@ -152,6 +175,13 @@ class MesgId:
 
 
 @dataclass(frozen=True, slots=True)
+class ExperimentalOption:
+    """Experimental Mobility Option (RFC 5096 §4): opaque data for an experiment."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownOption:
     """An option this codec does not interpret, kept as its type and data octets."""
 
@@ -160,7 +190,16 @@ class UnknownOption:
 
 
 MobilityOption = (
-    Pad1 | PadN | BindingRefreshAdvice | AlternateCareOfAddress | MnHaAuth | MesgId | UnknownOption
+    Pad1
+    | PadN
+    | BindingRefreshAdvice
+    | AlternateCareOfAddress
+    | NonceIndices
+    | BindingAuthorizationData
+    | MnHaAuth
+    | MesgId
+    | ExperimentalOption
+    | UnknownOption
 )
 
 # Messages -----------------------------------------------------------------------------------
@@ -170,6 +209,42 @@ MobilityOption = (
 class BindingRefreshRequest:
     """Binding Refresh Request (§6.1.2)."""
 
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HomeTestInit:
+    """Home Test Init (§6.1.3); ``cookie`` is the 8-octet Home Init Cookie."""
+
+    cookie: bytes
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CareOfTestInit:
+    """Care-of Test Init (§6.1.4); ``cookie`` is the 8-octet Care-of Init Cookie."""
+
+    cookie: bytes
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HomeTest:
+    """Home Test (§6.1.5): the HoTI's cookie echoed, and an 8-octet home keygen token."""
+
+    nonce_index: int
+    cookie: bytes
+    keygen_token: bytes
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CareOfTest:
+    """Care-of Test (§6.1.6): the CoTI's cookie echoed, and an 8-octet care-of keygen token."""
+
+    nonce_index: int
+    cookie: bytes
+    keygen_token: bytes
     options: tuple[MobilityOption, ...] = ()
 
 
@@ -208,6 +283,15 @@ class BindingError:
 
 
 @dataclass(frozen=True, slots=True)
+class ExperimentalMessage:
+    """Experimental Mobility Header (RFC 5096 §3), MH type 11. mipnode's Message Data is a
+    sequence of mobility options (see the module docstring), normally
+    :class:`ExperimentalOption` s."""
+
+    options: tuple[MobilityOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownMobilityMessage:
     """An MH of a type this codec does not decode; ``body`` is everything after the common
     header (fixed part, options and padding)."""
@@ -222,7 +306,16 @@ class UnknownMobilityMessage:
 
 
 MobilityMessage = (
-    BindingRefreshRequest | BindingUpdate | BindingAck | BindingError | UnknownMobilityMessage
+    BindingRefreshRequest
+    | HomeTestInit
+    | CareOfTestInit
+    | HomeTest
+    | CareOfTest
+    | BindingUpdate
+    | BindingAck
+    | BindingError
+    | ExperimentalMessage
+    | UnknownMobilityMessage
 )
 
 # Encoding -----------------------------------------------------------------------------------
@@ -251,6 +344,18 @@ def _encode_option(option: MobilityOption) -> tuple[bytes, int, int]:
         case AlternateCareOfAddress(address=address):
             data = bytes((OptionType.ALTERNATE_CARE_OF_ADDRESS, 16)) + address.packed
             return data, 8, 6
+        case NonceIndices(home_nonce_index=home, care_of_nonce_index=care_of):
+            return struct.pack("!BBHH", OptionType.NONCE_INDICES, 4, home, care_of), 2, 0
+        case BindingAuthorizationData(authenticator=authenticator):
+            if len(authenticator) > 255:
+                raise ValueError("authenticator too long")
+            head = bytes((OptionType.BINDING_AUTHORIZATION_DATA, len(authenticator)))
+            return head + authenticator, 8, 2
+        case ExperimentalOption(data=data):
+            # RFC 5096 §4 states no alignment requirement.
+            if len(data) > 255:
+                raise ValueError(f"experimental option data of {len(data)} octets")
+            return bytes((OptionType.EXPERIMENTAL, len(data))) + data, 1, 0
         case MesgId(timestamp=timestamp):
             return struct.pack("!BBQ", OptionType.MESG_ID, 8, timestamp), 8, 2
         case MnHaAuth(spi=spi, authenticator=authenticator, subtype=subtype):
@@ -270,14 +375,16 @@ def _encode_options(fixed: bytes, options: tuple[MobilityOption, ...]) -> bytes:
     out = bytearray(fixed)
     for index, option in enumerate(options):
         data, x, y = _encode_option(option)
-        if isinstance(option, MnHaAuth):
-            # RFC 4285 §5: the MN-HA option is the last option and nothing follows it, so the
-            # MH must end right after it: pad before it to reach a multiple of 8 at its end.
+        if isinstance(option, MnHaAuth | BindingAuthorizationData):
+            # RFC 4285 §5 (MN-HA) and RFC 6275 §6.2.7 (BAD): the option is the last one and
+            # nothing follows it, so the MH must end right after it: pad before it to reach a
+            # multiple of 8 at its end. Both alignments then fix the authenticator length
+            # (4n octets for MN-HA's 4n+1, 8n+4 for BAD's 8n+2; 12 fits both).
             if index != len(options) - 1:
-                raise ValueError("the authentication option must be the last option")
+                raise ValueError(f"{type(option).__name__} must be the last option")
             pad = -(len(out) + len(data)) % 8
             if (len(out) + pad) % x != y:
-                raise ValueError("authenticator length must be a multiple of 4 octets")
+                raise ValueError(f"{type(option).__name__} of this length cannot end the MH")
         else:
             pad = (y - len(out)) % x
         out += _padding(pad)
@@ -295,6 +402,17 @@ def _fixed_part(msg: MobilityMessage) -> bytes:
     match msg:
         case BindingRefreshRequest():
             return _common_header(MhType.BRR) + b"\x00\x00"
+        case HomeTestInit(cookie=cookie) | CareOfTestInit(cookie=cookie):
+            mh_type = MhType.HOTI if isinstance(msg, HomeTestInit) else MhType.COTI
+            return _common_header(mh_type) + b"\x00\x00" + _fixed_octets(cookie, COOKIE_LENGTH)
+        case HomeTest() | CareOfTest():
+            mh_type = MhType.HOT if isinstance(msg, HomeTest) else MhType.COT
+            return (
+                _common_header(mh_type)
+                + struct.pack("!H", msg.nonce_index)
+                + _fixed_octets(msg.cookie, COOKIE_LENGTH)
+                + _fixed_octets(msg.keygen_token, KEYGEN_TOKEN_LENGTH)
+            )
         case BindingUpdate():
             flags = (
                 (BU_FLAG_A if msg.ack else 0)
@@ -312,15 +430,23 @@ def _fixed_part(msg: MobilityMessage) -> bytes:
             )
         case BindingError():
             return _common_header(MhType.BE) + bytes((msg.status, 0)) + msg.home_address.packed
+        case ExperimentalMessage():
+            return _common_header(MhType.EXPERIMENTAL)
     raise ValueError(f"not an encodable mobility message: {msg!r}")
+
+
+def _fixed_octets(value: bytes, length: int) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != length:
+        raise ValueError(f"expected {length} octets, got {value!r}")
+    return bytes(value)
 
 
 def encode_mh_without_checksum(msg: MobilityMessage) -> bytes:
     """The MH octets of ``msg`` with a zero checksum (see :func:`encode_mh`).
 
     Raises:
-        ValueError: a field out of range, a misplaced authentication option, or an MH longer
-            than 2048 octets.
+        ValueError: a field out of range, a cookie or keygen token not of 8 octets, a misplaced
+            authentication or authorization option, or an MH longer than 2048 octets.
     """
     try:
         if isinstance(msg, UnknownMobilityMessage):
@@ -367,6 +493,15 @@ def _decode_option(option_type: int, body: bytes) -> MobilityOption:
         if length != 16:
             raise BadPacket("bad_option", f"alternate care-of address of length {length}")
         return AlternateCareOfAddress(IPv6Address(body))
+    if option_type == OptionType.NONCE_INDICES:
+        if length != 4:
+            raise BadPacket("bad_option", f"nonce indices of length {length}")
+        home, care_of = struct.unpack("!HH", body)
+        return NonceIndices(home, care_of)
+    if option_type == OptionType.BINDING_AUTHORIZATION_DATA:
+        return BindingAuthorizationData(body)
+    if option_type == OptionType.EXPERIMENTAL:
+        return ExperimentalOption(body)
     if option_type == OptionType.AUTH:
         if length < 5:
             raise BadPacket("bad_option", f"authentication option of length {length}")
@@ -410,6 +545,19 @@ def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
     if mh_type == MhType.BRR:
         options, offsets = _decode_options(data, _options_start(data, 8))
         return BindingRefreshRequest(options), offsets
+    if mh_type in (MhType.HOTI, MhType.COTI):
+        options, offsets = _decode_options(data, _options_start(data, 16))
+        cookie = data[8:16]
+        init = HomeTestInit if mh_type == MhType.HOTI else CareOfTestInit
+        return init(cookie, options), offsets
+    if mh_type in (MhType.HOT, MhType.COT):
+        options, offsets = _decode_options(data, _options_start(data, 24))
+        test = HomeTest if mh_type == MhType.HOT else CareOfTest
+        nonce_index = int.from_bytes(data[6:8], "big")
+        return test(nonce_index, data[8:16], data[16:24], options), offsets
+    if mh_type == MhType.EXPERIMENTAL:
+        options, offsets = _decode_options(data, MH_COMMON_HEADER_LENGTH)
+        return ExperimentalMessage(options), offsets
     if mh_type == MhType.BU:
         start = _options_start(data, 12)
         sequence, flags, lifetime = struct.unpack_from("!HHH", data, 6)
@@ -485,7 +633,7 @@ def decode_mh_untrusted(
     Raises:
         BadPacket: ``truncated`` (< 8 octets), ``bad_length`` (Header Len does not match the
             buffer, or the type's fixed part does not fit), ``bad_checksum``, ``payload_proto``
-            (not 59), ``bad_option`` (an option overruns the MH or a known option has the wrong
-            length).
+            (not 59), ``bad_option`` (an option overruns the MH, a known option has the wrong
+            length, or an Experimental MH's data is not a sequence of options).
     """
     return decode_mh_with_offsets_untrusted(data, src, dst, verify_checksum=verify_checksum)[0]

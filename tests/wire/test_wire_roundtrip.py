@@ -12,6 +12,7 @@ from mipnode.wire.auth4285 import (
     unix_from_ntp,
     verify_mh_authenticated,
 )
+from mipnode.wire.bad import encode_mh_with_bad, verify_bad
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import (
     HomeAddressOption,
@@ -39,13 +40,21 @@ from mipnode.wire.mh import (
     BaStatus,
     BeStatus,
     BindingAck,
+    BindingAuthorizationData,
     BindingError,
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    CareOfTest,
+    CareOfTestInit,
+    ExperimentalMessage,
+    ExperimentalOption,
+    HomeTest,
+    HomeTestInit,
     MesgId,
     MnHaAuth,
     MobilityMessage,
+    NonceIndices,
     UnknownMobilityMessage,
     UnknownOption,
     decode_mh_untrusted,
@@ -55,7 +64,11 @@ from mipnode.wire.mh import (
 COA = IPv6Address("2001:db8:10::2")
 HA = IPv6Address("2001:db8:a0::1")
 HOA = IPv6Address("2001:db8:b0::2")
+CN = IPv6Address("2001:db8:20::2")
 KEY = bytes(range(16))
+KBM = bytes(range(20))
+COOKIE = bytes(range(1, 9))
+TOKEN = bytes(range(0xF0, 0xF8))
 
 MESSAGES: list[MobilityMessage] = [
     BindingRefreshRequest(),
@@ -84,7 +97,25 @@ MESSAGES: list[MobilityMessage] = [
         lifetime=3,
         options=(MnHaAuth(spi=0x1234, authenticator=bytes(range(12))),),
     ),
-    UnknownMobilityMessage(mh_type=11, body=bytes(range(10))),
+    UnknownMobilityMessage(mh_type=12, body=bytes(range(10))),
+    HomeTestInit(COOKIE),
+    CareOfTestInit(COOKIE, options=(UnknownOption(42, b"xyz"),)),
+    HomeTest(nonce_index=0, cookie=COOKIE, keygen_token=TOKEN),
+    CareOfTest(nonce_index=0xFFFF, cookie=COOKIE, keygen_token=TOKEN),
+    BindingUpdate(
+        sequence=3,
+        lifetime=105,
+        ack=True,
+        options=(NonceIndices(1, 2), BindingAuthorizationData(bytes(range(12)))),
+    ),
+    BindingAck(
+        status=0,
+        sequence=3,
+        lifetime=105,
+        options=(BindingRefreshAdvice(10), BindingAuthorizationData(bytes(20))),
+    ),
+    ExperimentalMessage(),
+    ExperimentalMessage(options=(ExperimentalOption(b""), ExperimentalOption(bytes(255)))),
 ]
 
 
@@ -122,6 +153,35 @@ def test_authenticated_round_trip() -> None:
     assert not verify_mh_authenticated(data, key=bytes(16), coa=COA, hoa=HOA)
     assert not verify_mh_authenticated(data, key=KEY, coa=HA, hoa=HOA)
     assert not verify_mh_authenticated(encode_mh(bu, HOA, HA), key=KEY, coa=COA, hoa=HOA)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        BindingUpdate(sequence=3, lifetime=105, ack=True, options=(NonceIndices(1, 2),)),
+        BindingUpdate(sequence=4, lifetime=0, options=(AlternateCareOfAddress(COA),)),
+        BindingAck(status=0, sequence=3, lifetime=105),
+        BindingAck(status=BaStatus.EXPIRED_NONCES, sequence=3, lifetime=0),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_bad_round_trip(msg: BindingUpdate | BindingAck) -> None:
+    data = encode_mh_with_bad(msg, HOA, CN, kbm=KBM, coa=COA, cn=CN)
+    assert len(data) % 8 == 0
+    decoded = decode_mh_untrusted(data, HOA, CN)
+    assert decoded.options[:-1] == msg.options
+    bad = decoded.options[-1]
+    assert isinstance(bad, BindingAuthorizationData)
+    assert len(bad.authenticator) == 12
+    assert data[-14:-12] == bytes((5, 12))  # the BAD option is the last 14 octets
+    assert verify_bad(data, kbm=KBM, coa=COA, cn=CN)
+    assert not verify_bad(data, kbm=bytes(20), coa=COA, cn=CN)
+    assert not verify_bad(data, kbm=KBM, coa=HOA, cn=CN)
+    assert not verify_bad(data, kbm=KBM, coa=COA, cn=HA)
+    assert not verify_bad(encode_mh(msg, HOA, CN), kbm=KBM, coa=COA, cn=CN)
+    # A MN-HA authenticator over the same octets is not a BAD.
+    mn_ha = encode_mh_authenticated(msg, HOA, CN, spi=1, key=KBM, coa=COA, hoa=CN)
+    assert not verify_bad(mn_ha, kbm=KBM, coa=COA, cn=CN)
 
 
 def test_ntp_round_trip() -> None:
