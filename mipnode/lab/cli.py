@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from mipnode.lab import runner, topology
+from mipnode.lab import runner
 from mipnode.lab.netns import LabError, RunRecord, remove_leftovers
 
 REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool")
@@ -96,14 +96,14 @@ def _up(sc: runner.Scenario) -> int:
     record.workdir = str(workdir)
     record.save()
     try:
-        t = topology.build(record, workdir, access=sc.access, firewall=sc.firewall)
-        status = runner.start_daemons(t)
+        t = sc.build(record, workdir)
+        status = runner.start_daemons(t, cn_mipnode=sc.cn == "mipnode")
     except BaseException:
         record.teardown()
         raise
     kind = status["bindings"][0]["path"]["kind"]
     print(f"lab {record.run_id} is up: scenario {sc.name} ({sc.description}); MN-HA path {kind}")
-    for node in topology.NODES:
+    for node in t.nodes:
         print(f"  {node:5} ip netns exec {record.ns(node)} bash")
     print(f"  inspect: ip netns exec {record.ns('mn')} mipnode status --json")
     print(f"  logs and configs: {workdir}")

@@ -29,6 +29,18 @@ class Scenario:
     access: str  # "ipv6" | "ipv4"
     firewall: str  # key of topology.FIREWALLS
     expect_mn_ha: str
+    cn: str = "plain"  # "plain" (no mipnode) | "mipnode"
+    cn_firewall: str | None = None  # key of topology.FIREWALLS for a firewall in front of the CN
+    expect_mn_cn: str | None = None  # checked when set
+
+    def build(self, record: RunRecord, workdir: Path) -> Topology:
+        return topology.build(
+            record,
+            workdir,
+            access=self.access,
+            firewall=self.firewall,
+            cn_firewall=self.cn_firewall,
+        )
 
 
 SCENARIOS = (
@@ -85,12 +97,17 @@ def _log_tail(t: Topology, name: str, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
-def start_daemons(t: Topology) -> dict[str, Any]:
-    """Start HA then MN; return the MN's status once registered (LabError otherwise)."""
+def start_daemons(t: Topology, *, cn_mipnode: bool = False) -> dict[str, Any]:
+    """Start HA (and the CN daemon) then MN; return the MN's status once registered."""
     ha_cfg, mn_cfg = topology.write_configs(t)
     t.spawn("ha", ["ha", "--config", str(ha_cfg)], "ha.log")
     if not wait_for(lambda: daemon_status(t, "ha"), 10):
         raise LabError(f"home agent did not start: {_log_tail(t, 'ha.log')}")
+    if cn_mipnode:
+        cn_cfg = topology.write_cn_config(t)
+        t.spawn("cn", ["cn", "--config", str(cn_cfg)], "cn.log")
+        if not wait_for(lambda: daemon_status(t, "cn"), 10):
+            raise LabError(f"correspondent node did not start: {_log_tail(t, 'cn.log')}")
     t.spawn("mn", ["mn", "--config", str(mn_cfg)], "mn.log")
 
     def registered() -> dict[str, Any] | None:
@@ -198,8 +215,8 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         "seed": None,
     }
     try:
-        t = topology.build(record, workdir, access=sc.access, firewall=sc.firewall)
-        status = start_daemons(t)
+        t = sc.build(record, workdir)
+        status = start_daemons(t, cn_mipnode=sc.cn == "mipnode")
         binding = status["bindings"][0]
         result["observed"]["mn_ha"] = binding["path"]["kind"]
         result["timings_ms"]["registration"] = status.get("registration_ms")

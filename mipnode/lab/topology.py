@@ -31,6 +31,7 @@ HA_CORE4 = "203.0.113.2"
 SPI = 1000
 
 NODES = ("mn", "fw", "core", "ha", "cn")
+NODES_WITH_CN_FIREWALL = ("mn", "fw", "core", "ha", "fwc", "cn")
 
 # (node a, ifname in a, node b, ifname in b)
 LINKS = (
@@ -38,6 +39,14 @@ LINKS = (
     ("fw", "wan", "core", "to-fw"),
     ("core", "to-ha", "ha", "eth0"),
     ("core", "to-cn", "cn", "eth0"),
+)
+# With a firewall in front of the CN (RFC 4487 §5.2): core -- fwc -- cn.
+LINKS_WITH_CN_FIREWALL = (
+    ("mn", "eth0", "fw", "lan"),
+    ("fw", "wan", "core", "to-fw"),
+    ("core", "to-ha", "ha", "eth0"),
+    ("core", "to-fwc", "fwc", "wan"),
+    ("fwc", "lan", "cn", "eth0"),
 )
 
 FIREWALLS = {
@@ -88,6 +97,11 @@ class Topology:
     workdir: Path
     access: str  # "ipv6" or "ipv4"
     firewall: str
+    cn_firewall: str | None = None
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return NODES_WITH_CN_FIREWALL if self.cn_firewall else NODES
 
     def ns(self, node: str) -> str:
         return self.record.ns(node)
@@ -131,18 +145,26 @@ def _sysctls(t: Topology, node: str, router: bool) -> None:
     t.sh(node, "sysctl", "-q", *args)
 
 
-def build(record: RunRecord, workdir: Path, *, access: str, firewall: str) -> Topology:
-    if firewall not in FIREWALLS:
-        raise LabError(f"unknown firewall profile {firewall!r}")
-    t = Topology(record, workdir, access, firewall)
-    for node in NODES:
+def build(
+    record: RunRecord,
+    workdir: Path,
+    *,
+    access: str,
+    firewall: str,
+    cn_firewall: str | None = None,
+) -> Topology:
+    for name in (firewall, cn_firewall or "open"):
+        if name not in FIREWALLS:
+            raise LabError(f"unknown firewall profile {name!r}")
+    t = Topology(record, workdir, access, firewall, cn_firewall)
+    for node in t.nodes:
         name = record.ns(node)
         record.namespaces.append(name)
         record.save()  # recorded before it exists, so a crash right after leaves no orphan
         run(["ip", "netns", "add", name])
         t.sh(node, "ip", "link", "set", "lo", "up")
-        _sysctls(t, node, router=node in ("fw", "core"))
-    for a, ia, b, ib in LINKS:
+        _sysctls(t, node, router=node in ("fw", "core", "fwc"))
+    for a, ia, b, ib in LINKS_WITH_CN_FIREWALL if cn_firewall else LINKS:
         run(
             [
                 "ip",
@@ -192,7 +214,14 @@ def build(record: RunRecord, workdir: Path, *, access: str, firewall: str) -> To
     addr("core", "to-fw", "198.51.100.1/24")
     addr("core", "to-ha", "2001:db8:f2::1/64")
     addr("core", "to-ha", "203.0.113.1/24")
-    addr("core", "to-cn", "2001:db8:c::1/64")
+    if cn_firewall:
+        addr("core", "to-fwc", "2001:db8:f3::1/64")
+        addr("fwc", "wan", "2001:db8:f3::2/64")
+        addr("fwc", "lan", "2001:db8:c::1/64")
+        route("core", "2001:db8:c::/64", "via", "2001:db8:f3::2")
+        route("fwc", "default", "via", "2001:db8:f3::1")
+    else:
+        addr("core", "to-cn", "2001:db8:c::1/64")
     addr("ha", "eth0", "2001:db8:f2::2/64")
     addr("ha", "eth0", f"{HA_CORE4}/24")
     addr("cn", "eth0", f"{CN_ADDRESS}/64")
@@ -203,9 +232,11 @@ def build(record: RunRecord, workdir: Path, *, access: str, firewall: str) -> To
     route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
     route("cn", "default", "via", "2001:db8:c::1")
-    rules = FIREWALLS[firewall]
-    if rules:
-        run(["ip", "netns", "exec", record.ns("fw"), "nft", "-f", "-"], input=rules)
+    profiles: tuple[tuple[str, str | None], ...] = (("fw", firewall), ("fwc", cn_firewall))
+    for node, profile in profiles:
+        rules = FIREWALLS[profile] if profile else ""
+        if rules:
+            run(["ip", "netns", "exec", record.ns(node), "nft", "-f", "-"], input=rules)
     return t
 
 
@@ -242,3 +273,9 @@ keepalive_interval_s = 5
     for p in (ha_cfg, mn_cfg):
         os.chmod(p, 0o600)
     return ha_cfg, mn_cfg
+
+
+def write_cn_config(t: Topology) -> Path:
+    cn_cfg = t.workdir / "cn.toml"
+    cn_cfg.write_text(f'[cn]\naddresses = ["{CN_ADDRESS}"]\ninterface = "eth0"\n')
+    return cn_cfg
