@@ -61,6 +61,7 @@ class MnConfig:
     paths: tuple[str, ...]
     keepalive_interval_s: float
     control_socket: str
+    route_optimization: bool = True
 
 
 _PATH_KINDS = ("T-native", "T-udp")
@@ -292,6 +293,7 @@ def load_mn_config(path: str) -> MnConfig:
         raise r.error("paths", "a path kind is listed twice")
     keepalive = r.number("keepalive_interval_s", 15.0, 1.0, 300.0)
     control = r.socket_name("control_socket", "@mipnode-mn")
+    route_optimization = r.raw("route_optimization", True, bool)
     r.finish()
     return MnConfig(
         path=path,
@@ -308,6 +310,7 @@ def load_mn_config(path: str) -> MnConfig:
         paths=tuple(paths_raw),
         keepalive_interval_s=keepalive,
         control_socket=control,
+        route_optimization=route_optimization,
     )
 
 
