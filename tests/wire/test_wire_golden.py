@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address
+import dataclasses
+import hashlib
+import hmac
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 import wire_goldens as g
@@ -14,6 +17,7 @@ from mipnode.wire.auth4285 import (
     unix_from_ntp,
     verify_mh_authenticated,
 )
+from mipnode.wire.bad import binding_authenticator, encode_mh_with_bad, verify_bad
 from mipnode.wire.exthdr import (
     DestinationOptions,
     HomeAddressOption,
@@ -44,17 +48,35 @@ from mipnode.wire.mh import (
     BaStatus,
     BeStatus,
     BindingAck,
+    BindingAuthorizationData,
     BindingError,
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    CareOfTest,
+    CareOfTestInit,
+    ExperimentalMessage,
+    ExperimentalOption,
+    HomeTest,
+    HomeTestInit,
     MesgId,
     MnHaAuth,
     MobilityMessage,
+    NonceIndices,
     Pad1,
     PadN,
     decode_mh_untrusted,
     encode_mh,
+)
+from mipnode.wire.mice import (
+    Candidate,
+    Credentials,
+    EndOfCandidates,
+    MiceItem,
+    decode_mice_untrusted,
+    encode_mice,
+    mice_from_options_untrusted,
+    mice_options,
 )
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
@@ -62,6 +84,18 @@ from tunnels.udp import build_udp_ipv4, build_udp_ipv6
 
 ALT_COA = AlternateCareOfAddress(g.COA)
 NTP_EPOCH_PLUS_HALF = 0x83AA7E80_80000000
+HOME_COOKIE = bytes.fromhex(g.HOME_COOKIE_HEX)
+CARE_OF_COOKIE = bytes.fromhex(g.CARE_OF_COOKIE_HEX)
+HOME_TOKEN = bytes.fromhex(g.HOME_TOKEN_HEX)
+CARE_OF_TOKEN = bytes.fromhex(g.CARE_OF_TOKEN_HEX)
+BU_RR = BindingUpdate(sequence=6, lifetime=105, ack=True, options=(NonceIndices(258, 259),))
+BA_RR = BindingAck(status=BaStatus.ACCEPTED, sequence=6, lifetime=105)
+MICE_ITEMS: tuple[MiceItem, ...] = (
+    Credentials("mn01", "abcdefghijklmnopqrstuv+/"),
+    Candidate("1", 2130706431, "host", IPv4Address("192.0.2.10"), 4191),
+    Candidate("s6", 0x64FFFFFF, "srflx", g.COA, 40000),
+    EndOfCandidates(),
+)
 
 # (golden, message, pseudo-header src, dst)
 MH_CASES: list[tuple[str, bytes, MobilityMessage, IPv6Address, IPv6Address]] = [
@@ -115,6 +149,18 @@ MH_CASES: list[tuple[str, bytes, MobilityMessage, IPv6Address, IPv6Address]] = [
         BindingError(status=BeStatus.UNKNOWN_BINDING_FOR_HOME_ADDRESS_OPTION, home_address=g.HOA),
         g.CN,
         g.HOA,
+    ),
+    ("hoti", g.HOTI, HomeTestInit(HOME_COOKIE), g.HOA, g.CN),
+    ("coti", g.COTI, CareOfTestInit(CARE_OF_COOKIE), g.COA, g.CN),
+    ("hot", g.HOT, HomeTest(258, HOME_COOKIE, HOME_TOKEN), g.CN, g.HOA),
+    ("cot", g.COT, CareOfTest(259, CARE_OF_COOKIE, CARE_OF_TOKEN), g.CN, g.COA),
+    ("experimental_empty", g.EXPERIMENTAL_EMPTY, ExperimentalMessage(), g.HOA, g.CN),
+    (
+        "experimental_mice",
+        g.EXPERIMENTAL_MICE,
+        ExperimentalMessage(options=(ExperimentalOption(g.MICE),)),
+        g.HOA,
+        g.CN,
     ),
 ]
 
@@ -182,6 +228,77 @@ def test_authenticated_bu_rejects_any_flipped_bit() -> None:
         mutated = bytearray(g.BU_AUTH)
         mutated[index] ^= 0x01
         assert not verify_mh_authenticated(bytes(mutated), key=g.KEY, coa=g.COA, hoa=g.HOA)
+
+
+def mobility_data_by_hand(mh: bytes) -> bytes:
+    """RFC 6275 §6.2.7 "care-of address | correspondent | MH Data", assembled without mipnode:
+    the whole MH, checksum octets zeroed, the final 12 (the Authenticator field) left out."""
+    return g.COA.packed + g.CN.packed + mh[:4] + b"\x00\x00" + mh[6:-12]
+
+
+@pytest.mark.parametrize(
+    ("golden", "mh_data", "msg", "src", "dst"),
+    [
+        (g.BU_RR, g.BU_RR_MH_DATA, BU_RR, g.HOA, g.CN),
+        (g.BA_RR, g.BA_RR_MH_DATA, BA_RR, g.CN, g.HOA),
+    ],
+    ids=["bu", "ba"],
+)
+def test_binding_authorization_golden(
+    golden: bytes,
+    mh_data: bytes,
+    msg: BindingUpdate | BindingAck,
+    src: IPv6Address,
+    dst: IPv6Address,
+) -> None:
+    expected = hmac.new(g.KBM, mobility_data_by_hand(golden), hashlib.sha1).digest()[:12]
+    assert golden[-12:] == expected
+    assert mh_data == golden[:4] + b"\x00\x00" + golden[6:-12]
+    assert golden[-14:-12] == bytes((5, 12))  # BAD type and length, the option ends the MH
+    assert g.ref_upper_ok(src, dst, NH_MH, golden)
+    assert binding_authenticator(g.KBM, g.COA, g.CN, mh_data) == expected
+    assert binding_authenticator(g.KBM, g.COA.packed, g.CN.packed, mh_data) == expected
+    assert encode_mh_with_bad(msg, src, dst, kbm=g.KBM, coa=g.COA, cn=g.CN) == golden
+    decoded = decode_mh_untrusted(golden, src, dst)
+    options = (*msg.options, BindingAuthorizationData(expected))
+    assert decoded == dataclasses.replace(msg, options=options)
+    assert verify_bad(golden, kbm=g.KBM, coa=g.COA, cn=g.CN)
+    # Encoding the decoded message (BAD included) reproduces the golden too.
+    assert encode_mh(decoded, src, dst) == golden
+
+
+def test_binding_authorization_rejects_any_flipped_bit() -> None:
+    for golden in (g.BU_RR, g.BA_RR):
+        for index in range(len(golden)):
+            if index in (4, 5):  # the checksum is not covered by the authenticator
+                continue
+            for bit in (0x01, 0x80):
+                mutated = bytearray(golden)
+                mutated[index] ^= bit
+                assert not verify_bad(bytes(mutated), kbm=g.KBM, coa=g.COA, cn=g.CN)
+
+
+def test_bu_to_cn_with_hao_packet_golden() -> None:
+    mh = encode_mh_with_bad(BU_RR, g.HOA, g.CN, kbm=g.KBM, coa=g.COA, cn=g.CN)
+    assert build_packet_with_hao(g.COA, g.CN, g.HOA, NH_MH, mh) == g.PACKET_BU_RR_HAO
+    packet = parse_ipv6_packet_untrusted(g.PACKET_BU_RR_HAO)
+    assert packet.payload == g.BU_RR
+    assert pseudo_header_addresses_untrusted(packet) == (g.HOA, g.CN)
+
+
+def test_mice_golden() -> None:
+    singles = (g.MICE_CREDENTIALS, g.MICE_CANDIDATE_V4, g.MICE_CANDIDATE_V6, g.MICE_END)
+    for item, golden in zip(MICE_ITEMS, singles, strict=True):
+        assert encode_mice([item]) == golden
+        assert decode_mice_untrusted(golden) == (item,)
+    assert encode_mice(MICE_ITEMS) == g.MICE
+    assert decode_mice_untrusted(g.MICE) == MICE_ITEMS
+    assert mice_options(MICE_ITEMS) == (ExperimentalOption(g.MICE),)
+    msg = decode_mh_untrusted(g.EXPERIMENTAL_MICE, g.HOA, g.CN)
+    assert mice_from_options_untrusted(msg.options) == MICE_ITEMS
+    assert encode_mh(ExperimentalMessage(mice_options(MICE_ITEMS)), g.HOA, g.CN) == (
+        g.EXPERIMENTAL_MICE
+    )
 
 
 def test_ntp_golden() -> None:

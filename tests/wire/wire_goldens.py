@@ -1,6 +1,6 @@
 """Golden packets written out by hand from the RFC layouts, one comment per field.
 
-Nothing here was produced by mipnode's encoders. Checksums and the HMAC were computed with the
+Nothing here was produced by mipnode's encoders. Checksums and the HMACs were computed with the
 independent helpers in this module (a plain word-by-word loop, stdlib ``hmac``), not with
 ``mipnode.wire``; two of them are also the values an earlier scapy/tshark session recorded in
 ``reference/linux.md`` §6 (BU+HAO 0x5fbe, BA+RH2 0x4f2a with on-wire addresses giving 0x4fca).
@@ -323,4 +323,174 @@ STUN_BINDING_REQUEST = h(
     "0000",  # Message Length 0: no attributes
     "2112a442",  # Magic Cookie
     "000102030405060708090a0b",  # Transaction ID
+)
+
+# --- return routability (RFC 6275 §5.2, §6.1.3-§6.1.6, §6.2.6, §6.2.7) ------------------------
+
+KBM = bytes(range(0x20, 0x34))  # a 20-octet Kbm (SHA1 output size)
+HOME_COOKIE_HEX = "0102030405060708"
+CARE_OF_COOKIE_HEX = "1112131415161718"
+HOME_TOKEN_HEX = "f0f1f2f3f4f5f6f7"
+CARE_OF_TOKEN_HEX = "e0e1e2e3e4e5e6e7"
+
+
+def ref_bad(kbm: bytes, coa: IPv6Address, cn: IPv6Address, mh_data: bytes) -> bytes:
+    """RFC 6275 §6.2.7: First(96, HMAC_SHA1(Kbm, care-of address | correspondent | MH Data))."""
+    return hmac.new(kbm, coa.packed + cn.packed + mh_data, hashlib.sha1).digest()[:12]
+
+
+# HoTI, pseudo-header HoA -> CN (it travels reverse-tunnelled through the HA).
+HOTI = h(
+    "3b",  # Payload Proto 59
+    "01",  # Header Len 1: 16 octets
+    "01",  # MH Type 1: Home Test Init (§6.1.3)
+    "00",  # Reserved
+    "570d",  # Checksum HoA -> CN
+    "0000",  # Reserved
+    HOME_COOKIE_HEX,  # Home Init Cookie
+)
+
+# CoTI, pseudo-header CoA -> CN (sent natively from the CoA).
+COTI = h(
+    "3b",  # Payload Proto 59
+    "01",  # Header Len 1: 16 octets
+    "02",  # MH Type 2: Care-of Test Init (§6.1.4)
+    "00",  # Reserved
+    "166d",  # Checksum CoA -> CN
+    "0000",  # Reserved
+    CARE_OF_COOKIE_HEX,  # Care-of Init Cookie
+)
+
+# HoT, pseudo-header CN -> HoA.
+HOT = h(
+    "3b",  # Payload Proto 59
+    "02",  # Header Len 2: 24 octets
+    "03",  # MH Type 3: Home Test (§6.1.5)
+    "00",  # Reserved
+    "842e",  # Checksum CN -> HoA
+    "0102",  # Home Nonce Index 258
+    HOME_COOKIE_HEX,  # Home Init Cookie, echoed
+    HOME_TOKEN_HEX,  # Home Keygen Token
+)
+
+# CoT, pseudo-header CN -> CoA.
+COT = h(
+    "3b",  # Payload Proto 59
+    "02",  # Header Len 2: 24 octets
+    "04",  # MH Type 4: Care-of Test (§6.1.6)
+    "00",  # Reserved
+    "83cd",  # Checksum CN -> CoA
+    "0103",  # Care-of Nonce Index 259
+    CARE_OF_COOKIE_HEX,  # Care-of Init Cookie, echoed
+    CARE_OF_TOKEN_HEX,  # Care-of Keygen Token
+)
+
+# BU to the CN (pseudo-header HoA -> CN, the HoA from the HAO): Nonce Indices, then BAD last.
+BU_RR_MH_DATA = h(
+    "3b",  # Payload Proto 59
+    "03",  # Header Len 3: 32 octets
+    "05",  # MH Type 5: BU
+    "00",  # Reserved
+    "0000",  # Checksum zero inside the authenticated data (§6.2.7)
+    "0006",  # Sequence # 6
+    "8000",  # flags: A only (no H towards a CN)
+    "0069",  # Lifetime 105 (420 s = MAX_RR_BINDING_LIFETIME)
+    "04 04",  # option 4 Nonce Indices, length 4, at offset 12 (2n) (§6.2.6)
+    "0102",  # Home Nonce Index 258
+    "0103",  # Care-of Nonce Index 259
+    "05 0c",  # option 5 Binding Authorization Data, length 12, at 18 = 8n+2 (§6.2.7)
+)
+BU_RR_AUTHENTICATOR = h("8badb4ce0403d73963b30cb2")  # ref_bad(KBM, COA, CN, BU_RR_MH_DATA)
+BU_RR = BU_RR_MH_DATA[:4] + h("4b6c") + BU_RR_MH_DATA[6:] + BU_RR_AUTHENTICATOR
+
+# BA from the CN (pseudo-header CN -> HoA, the RH2's final destination), BAD last.
+BA_RR_MH_DATA = h(
+    "3b",  # Payload Proto 59
+    "03",  # Header Len 3: 32 octets
+    "06",  # MH Type 6: BA
+    "00",  # Reserved
+    "0000",  # Checksum zero inside the authenticated data
+    "00",  # Status 0: accepted
+    "00",  # flags: none (a CN sets K = 0)
+    "0006",  # Sequence # 6
+    "0069",  # Lifetime 105
+    "01 04 00000000",  # PadN(6): BAD at 18 = 8n+2, so that it ends the MH at 32
+    "05 0c",  # option 5 Binding Authorization Data, length 12
+)
+BA_RR_AUTHENTICATOR = h("85509727ad6a032517d33458")  # ref_bad(KBM, COA, CN, BA_RR_MH_DATA)
+BA_RR = BA_RR_MH_DATA[:4] + h("425d") + BA_RR_MH_DATA[6:] + BA_RR_AUTHENTICATOR
+
+# BU to the CN with HAO: CoA -> CN, Destination Options (HAO) then the MH.
+PACKET_BU_RR_HAO = (
+    h(
+        "60000000",  # Version 6, TC 0, FL 0
+        "0038",  # Payload Length 56 = 24 (dest opts) + 32 (MH)
+        "3c",  # Next Header 60: destination options
+        "40",  # Hop Limit 64
+        COA_HEX,  # Source: CoA
+        CN_HEX,  # Destination: CN
+    )
+    + HAO_HEADER
+    + BU_RR
+)
+
+# --- candidate exchange: Experimental MH (RFC 5096) and mipnode's M-ICE TLVs -----------------
+
+MICE_CREDENTIALS = h(
+    "01",  # TLV type 1: Credentials
+    "1d",  # Length 29 = 1 + 4 + 24
+    "04",  # Ufrag Len 4
+    "6d6e3031",  # ufrag "mn01"
+    "6162636465666768696a6b6c6d6e6f70717273747576",  # password "abcdefghijklmnopqrstuv" ...
+    "2b2f",  # ... "+/" (24 ice-chars in all)
+)
+MICE_CANDIDATE_V4 = h(
+    "02",  # TLV type 2: Candidate
+    "0d",  # Length 13 = 8 + 4 + 1
+    "7effffff",  # Priority 2130706431 = (126 << 24) | (65535 << 8) | 255: host, RFC 8445 §5.1.2
+    "105f",  # Port 4191
+    "01",  # Kind 1: host
+    "04",  # Family 4: IPv4
+    "c000020a",  # 192.0.2.10
+    "31",  # foundation "1"
+)
+MICE_CANDIDATE_V6 = h(
+    "02",  # TLV type 2: Candidate
+    "1a",  # Length 26 = 8 + 16 + 2
+    "64ffffff",  # Priority (100 << 24) | (65535 << 8) | 255: server reflexive
+    "9c40",  # Port 40000
+    "02",  # Kind 2: srflx
+    "06",  # Family 6: IPv6
+    COA_HEX,  # the CoA
+    "7336",  # foundation "s6"
+)
+MICE_END = h(
+    "03",  # TLV type 3: EndOfCandidates
+    "00",  # Length 0
+)
+MICE = MICE_CREDENTIALS + MICE_CANDIDATE_V4 + MICE_CANDIDATE_V6 + MICE_END  # 76 octets
+
+# Experimental MH with no options, pseudo-header HoA -> CN.
+EXPERIMENTAL_EMPTY = h(
+    "3b",  # Payload Proto 59
+    "00",  # Header Len 0: 8 octets
+    "0b",  # MH Type 11: Experimental Mobility Header (RFC 5096 §3)
+    "00",  # Reserved
+    "5c2a",  # Checksum HoA -> CN
+    "01 00",  # PadN(2): Message Data (our options) padded to 8 octets
+)
+
+# Experimental MH carrying the M-ICE TLVs in one Experimental option, pseudo-header HoA -> CN.
+EXPERIMENTAL_MICE = (
+    h(
+        "3b",  # Payload Proto 59
+        "0a",  # Header Len 10: 88 octets
+        "0b",  # MH Type 11: Experimental
+        "00",  # Reserved
+        "a917",  # Checksum HoA -> CN
+        "12",  # option 18: Experimental Mobility Option (RFC 5096 §4), at offset 6
+        "4c",  # Length 76
+    )
+    + MICE  # Data: the TLVs (6 + 2 + 76 = 84 octets so far)
+    + h("01 02 0000")  # PadN(4): to 88
 )
