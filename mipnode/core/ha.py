@@ -22,25 +22,50 @@ Bindings are bounded by the configured SAs (one HoA each), so the cache needs no
 A de-registered entry stays ``deleted`` for MAX_DELETE_BCE_TIMEOUT so a delayed older BU still
 meets the sequence check; an expired entry is removed at once (replays of older BUs are then
 stopped by the RFC 4285 timestamp, which outlives the entry).
+
+Refreshing (both off by default; the daemon turns them on). With ``refresh_advice_fraction``
+every accepting BA of a registration carries a Binding Refresh Advice (RFC 6275 §6.2.4,
+§10.3.1). With ``refresh_requests`` the HA sends a Binding Refresh Request (§6.1.2) to the HoA,
+on the binding's ``via`` like a BA, when a binding has ``min(10 % of its lifetime, 30 s)`` left
+and no refresh arrived (§9.5.5: a BRR only near expiry, for a binding in use; every home
+registration counts as in use), retransmitted from INITIAL_BINDACK_TIMEOUT doubling, at most
+BRR_MAX_TRANSMISSIONS per round and never past the expiry. An accepted BU ends the round. The
+BRR carries the MN-HA option computed with the binding's care-of address, so a mipnode MN can
+tell it from a forged one (RFC 4285 names BU and BA only; this is our use of the same SA).
+
+Persistence (the core stays pure; the driver owns the file). :meth:`HomeAgentCore.export_state`
+returns a JSON-able snapshot: every entry (registered and held ``deleted`` ones) with HoA, CoA,
+via, last accepted sequence, lifetime and *absolute* POSIX deadlines, plus the last accepted
+Mesg-ID per SPI; never a key. :attr:`HomeAgentCore.state_version` grows whenever that snapshot
+would change, so the driver knows when to write. :meth:`HomeAgentCore.restore` loads such a
+snapshot into a fresh core: entries past their deadline are dropped, restored registrations
+are announced with ``BindingAdded`` (so the driver reinstalls routes) and each gets a BRR round
+at once (reference/testing.md §8). Restored sequence numbers and timestamps are what reject a
+BU captured before a restart and replayed after it (testing.md C3): with no entry and no
+timestamp RFC 6275 §9.5.1 would accept any sequence number.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv6Address, IPv6Network
+from typing import Any
 
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.sequence import seq_is_newer
-from mipnode.core.types import OutgoingMh, Via
+from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
 from mipnode.wire.auth4285 import encode_mh_authenticated, ntp_from_unix, verify_mh_authenticated
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
     BaStatus,
     BindingAck,
+    BindingRefreshAdvice,
+    BindingRefreshRequest,
     BindingUpdate,
     MesgId,
     MnHaAuth,
@@ -53,6 +78,14 @@ LIFETIME_UNIT_S = 4  # RFC 6275 §6.1.7
 MAX_LIFETIME_UNITS = 0xFFFF
 MNHA_SUBTYPE = 1  # RFC 4285 §5
 NTP_LOW_MASK = 0xFFFF_FFFF
+INITIAL_BINDACK_TIMEOUT = 1.0  # RFC 6275 §12
+MAX_SEQUENCE = 0xFFFF
+
+# Implementation constants
+BRR_LEAD_FRACTION = 0.1  # a BRR round starts when this fraction of the lifetime is left ...
+BRR_LEAD_MAX_S = 30.0  # ... or this many seconds, whichever is shorter
+BRR_MAX_TRANSMISSIONS = 3  # per round: at +0, +1 s, +3 s (INITIAL_BINDACK_TIMEOUT doubling)
+STATE_VERSION = 1  # of the export_state() snapshot
 
 ACCEPTED = BaStatus.ACCEPTED
 PROHIBITED = BaStatus.ADMINISTRATIVELY_PROHIBITED
@@ -88,6 +121,11 @@ class HaCoreConfig:
         security_associations: one per mobile node; SPIs must be unique.
         max_lifetime_s: longest lifetime granted (rounded down to 4 s units).
         timestamp_window_s: allowed |Mesg-ID time - now| (RFC 4285 default 7 s).
+        refresh_advice_fraction: when set (in (0, 1)), accepting BAs of a registration carry a
+            Binding Refresh Advice of this fraction of the granted lifetime (rounded down to
+            4 s units, omitted when that is 0); ``None`` (default) sends none.
+        refresh_requests: send Binding Refresh Requests to MNs whose binding nears expiry
+            (see the module docstring); restored bindings get one regardless.
     """
 
     address: IPv6Address
@@ -95,6 +133,8 @@ class HaCoreConfig:
     security_associations: tuple[SecurityAssociation, ...]
     max_lifetime_s: int = 3600
     timestamp_window_s: float = 7.0
+    refresh_advice_fraction: float | None = None
+    refresh_requests: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "security_associations", tuple(self.security_associations))
@@ -105,6 +145,8 @@ class HaCoreConfig:
             raise ValueError("max_lifetime_s must be in 4..262140")
         if self.timestamp_window_s <= 0:
             raise ValueError("timestamp_window_s must be positive")
+        if self.refresh_advice_fraction is not None and not 0 < self.refresh_advice_fraction < 1:
+            raise ValueError("refresh_advice_fraction must be in (0, 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +213,8 @@ class _Entry:
     expires_at: float
     state: BindingState
     generation: int = 0  # matches the live heap item; older heap items are stale
+    brr_token: int = 0  # matches the live BRR heap item; 0: no BRR planned
+    brr_sent: int = 0  # BRRs sent in the current round
 
     def snapshot(self) -> Binding:
         return Binding(
@@ -203,12 +247,15 @@ class HomeAgentCore:
     def __init__(self, config: HaCoreConfig) -> None:
         self._config = config
         self._sas = {sa.spi: sa for sa in config.security_associations}
+        self._sa_by_hoa = {sa.home_address: sa for sa in config.security_associations}
         self._max_units = min(MAX_LIFETIME_UNITS, config.max_lifetime_s // LIFETIME_UNIT_S)
         self._window = int(config.timestamp_window_s * (1 << 32))
         self._last_timestamp: dict[int, int] = {}  # SPI -> ntp_order_key of the last accepted
         self._entries: dict[IPv6Address, _Entry] = {}
         self._deadlines: list[tuple[float, int, IPv6Address]] = []
+        self._brr_deadlines: list[tuple[float, int, IPv6Address]] = []
         self._generation = 0
+        self._state_version = 0
         self._outgoing: list[OutgoingMh] = []
         self._events: deque[HaEvent] = deque()
         self._counters: Counter[str] = Counter()
@@ -234,18 +281,23 @@ class HomeAgentCore:
             self._handle_home_bu(now, request)
 
     def handle_timer(self, now: float) -> None:
-        """Expire bindings and purge deleted entries whose deadline has come."""
+        """Expire bindings, purge deleted entries and send BRRs whose time has come."""
         self._expire(now)
+        self._send_due_refresh_requests(now)
 
     def get_timer(self) -> float | None:
-        """The next expiry or purge deadline, or ``None``."""
+        """The next expiry, purge or BRR deadline, or ``None``."""
         heap = self._deadlines
         while heap and not self._is_live(heap[0]):
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        brr = self._brr_deadlines
+        while brr and not self._brr_is_live(brr[0]):
+            heapq.heappop(brr)
+        deadlines = [h[0][0] for h in (heap, brr) if h]
+        return min(deadlines) if deadlines else None
 
     def datagrams_to_send(self, now: float) -> list[OutgoingMh]:
-        """BAs queued since the last call."""
+        """BAs and BRRs queued since the last call."""
         out, self._outgoing = self._outgoing, []
         return out
 
@@ -269,6 +321,93 @@ class HomeAgentCore:
         if entry is None or entry.state is not BindingState.REGISTERED:
             return None
         return entry.snapshot()
+
+    @property
+    def state_version(self) -> int:
+        """Grows whenever :meth:`export_state` would return something different."""
+        return self._state_version
+
+    def export_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot for persistence: entries and last Mesg-IDs, never keys.
+
+        ``{"version": 1, "bindings": [{"home_address", "care_of_address", "via": {"kind",
+        "remote"}, "sequence", "lifetime_s", "registered_at", "expires_at", "state"}, ...],
+        "timestamps": [{"spi", "mesg_id"}, ...]}``: deadlines are absolute POSIX times, so they
+        survive a restart; ``state`` is ``registered`` or ``deleted`` (held after a
+        de-registration, still carrying the last accepted sequence number); ``mesg_id`` is the
+        64-bit NTP timestamp of the last BU that passed the freshness check with that SPI.
+        """
+        return {
+            "version": STATE_VERSION,
+            "bindings": [
+                {
+                    "home_address": str(e.home_address),
+                    "care_of_address": str(e.care_of_address),
+                    "via": {"kind": e.via.kind, "remote": list(e.via.remote)},
+                    "sequence": e.sequence,
+                    "lifetime_s": e.lifetime_s,
+                    "registered_at": e.registered_at,
+                    "expires_at": e.expires_at,
+                    "state": e.state.value,
+                }
+                for e in self._entries.values()
+            ],
+            "timestamps": [
+                {"spi": spi, "mesg_id": key % (1 << 64)}
+                for spi, key in sorted(self._last_timestamp.items())
+            ],
+        }
+
+    def restore(self, now: float, state: object) -> int:
+        """Load an :meth:`export_state` snapshot into this fresh core; return the number of
+        registrations restored.
+
+        Entries whose deadline has passed are dropped (``restore_expired``), and so are entries
+        and timestamps of HoAs / SPIs no longer configured (``restore_unknown``). Deadlines are
+        kept as they were, but never beyond what the current configuration would grant from
+        ``now`` (a clock set back must not lengthen a binding). Each restored registration is
+        announced with ``BindingAdded`` and gets a BRR at once (``datagrams_to_send``).
+
+        Raises:
+            ValueError: ``state`` is not a well-formed snapshot; the core is left unchanged.
+            RuntimeError: the core already holds entries or timestamps.
+        """
+        if self._entries or self._last_timestamp:
+            raise RuntimeError("restore() needs a fresh core")
+        entries, timestamps = _parse_state(state)
+        for spi, mesg_id in timestamps:
+            if spi in self._sas:
+                self._last_timestamp[spi] = ntp_order_key(mesg_id)
+            else:
+                self._counters["restore_unknown"] += 1
+        restored: list[_Entry] = []
+        for entry in entries:
+            sa = self._sa_by_hoa.get(entry.home_address)
+            if sa is None or entry.home_address not in self._config.home_prefix:
+                self._counters["restore_unknown"] += 1
+                continue
+            if entry.expires_at <= now:
+                self._counters["restore_expired"] += 1
+                continue
+            if entry.state is BindingState.REGISTERED:
+                entry.lifetime_s = min(entry.lifetime_s, self._max_units * LIFETIME_UNIT_S)
+                longest = now + entry.lifetime_s
+            else:
+                longest = now + MAX_DELETE_BCE_TIMEOUT
+            self._entries[entry.home_address] = entry
+            if entry.expires_at > longest:
+                entry.registered_at = longest - entry.lifetime_s
+            self._schedule(entry, min(entry.expires_at, longest))
+            if entry.state is BindingState.REGISTERED:
+                restored.append(entry)
+        for entry in restored:
+            self._counters["restored"] += 1
+            self._events.append(BindingAdded(entry.snapshot()))
+            # reference/testing.md §8: ask every restored MN to re-register at once.
+            self._start_brr_round(entry, now)
+        self._send_due_refresh_requests(now)
+        self._state_version += 1
+        return len(restored)
 
     def statistics(self) -> dict[str, int]:
         """Counters (``accepted``, ``rejected_<status>``, ``drop_<reason>``, ...) and sizes."""
@@ -325,13 +464,15 @@ class HomeAgentCore:
             return MESG_ID_REQUIRED
         key = ntp_order_key(ts)
         last = self._last_timestamp.get(request.sa.spi)
-        if abs(key - ntp_order_key(ntp_from_unix(now))) > self._window or (
-            last is not None and key <= last
-        ):
+        in_window = abs(key - ntp_order_key(ntp_from_unix(now))) <= self._window
+        if not in_window or (last is not None and key <= last):
             self._counters["stale_timestamp"] += 1
+            if in_window:  # recent, but not above one already accepted: a replay
+                self._counters["timestamp_not_increasing"] += 1
             return ID_MISMATCH
         # The timestamp is spent once an authentic BU carried it, whatever the answer.
         self._last_timestamp[request.sa.spi] = key
+        self._state_version += 1
         return None
 
     def _handle_home_bu(self, now: float, request: _Request) -> None:
@@ -351,6 +492,7 @@ class HomeAgentCore:
         if entry is None or entry.state is BindingState.DELETED:
             if entry is not None:
                 entry.sequence = request.bu.sequence
+                self._state_version += 1
             self._reply(now, request, NOT_HOME_AGENT)
             return
         # RFC 6275 §10.3.2: keep the entry, invalid, for MAX_DELETE_BCE_TIMEOUT so that a
@@ -359,7 +501,9 @@ class HomeAgentCore:
         entry.sequence = request.bu.sequence
         entry.lifetime_s = 0
         entry.registered_at = now
+        entry.brr_token = 0
         self._schedule(entry, now + MAX_DELETE_BCE_TIMEOUT)
+        self._state_version += 1
         self._counters["deregistrations"] += 1
         self._events.append(BindingRemoved(entry.home_address, "deregistered"))
         self._reply(now, request, ACCEPTED)
@@ -388,13 +532,18 @@ class HomeAgentCore:
             entry.registered_at = now
             entry.state = BindingState.REGISTERED
         self._schedule(entry, now + lifetime_s)
+        self._state_version += 1
+        # A registration ends any BRR round; the next one starts near the new expiry.
+        entry.brr_token = 0
+        if self._config.refresh_requests:
+            self._start_brr_round(entry, entry.expires_at - _brr_lead(lifetime_s))
         if previous is None:
             self._counters["registrations"] += 1
             self._events.append(BindingAdded(entry.snapshot()))
         else:
             self._counters["refreshes"] += 1
             self._events.append(BindingUpdated(entry.snapshot(), previous))
-        self._reply(now, request, ACCEPTED, lifetime=units)
+        self._reply(now, request, ACCEPTED, lifetime=units, advice=self._refresh_advice(units))
 
     # -- sending --------------------------------------------------------------------------
 
@@ -406,15 +555,31 @@ class HomeAgentCore:
         *,
         sequence: int | None = None,
         lifetime: int = 0,
+        advice: int | None = None,
     ) -> None:
         mesg_id = request.mesg_id
         if status == ID_MISMATCH and mesg_id is not None:
             # RFC 4285 §6: the HA's time in the high 32 bits, the MN's low 32 bits kept.
             mesg_id = (ntp_from_unix(now) & ~NTP_LOW_MASK) | (mesg_id & NTP_LOW_MASK)
-        self._send_ba(request, status, sequence, lifetime, mesg_id)
+        self._send_ba(request, status, sequence, lifetime, mesg_id, advice)
 
     def _reply_unchecked(self, request: _Request, status: BaStatus) -> None:
-        self._send_ba(request, status, None, 0, request.mesg_id)
+        self._send_ba(request, status, None, 0, request.mesg_id, None)
+
+    def _refresh_advice(self, units: int) -> int | None:
+        """The BRA refresh interval for a granted lifetime (4 s units), or ``None``.
+
+        RFC 6275 §6.2.4: only in a BA to a home registration, and less than the BA's lifetime.
+        reference/protocol.md §2.4 notes the BRA is meant for an HA whose binding cache is
+        volatile and may be left out when it is kept on disk; we send it anyway when asked (issue
+        3): an MN that refreshes before ``min(10 %, 30 s)`` is left never meets a BRR, and a
+        restart without ``state_dir`` loses the cache.
+        """
+        fraction = self._config.refresh_advice_fraction
+        if fraction is None:
+            return None
+        interval = math.floor(units * fraction)
+        return interval if 0 < interval < units else None
 
     def _send_ba(
         self,
@@ -423,8 +588,13 @@ class HomeAgentCore:
         sequence: int | None,
         lifetime: int,
         mesg_id: int | None,
+        advice: int | None,
     ) -> None:
-        options = (MesgId(mesg_id),) if mesg_id is not None else ()
+        options: tuple[BindingRefreshAdvice | MesgId, ...] = ()
+        if advice is not None:
+            options += (BindingRefreshAdvice(advice),)
+        if mesg_id is not None:
+            options += (MesgId(mesg_id),)
         ba = BindingAck(
             status=status,
             sequence=request.bu.sequence if sequence is None else sequence,
@@ -463,6 +633,162 @@ class HomeAgentCore:
             if not self._is_live(item):
                 continue
             entry = self._entries.pop(item[2])
+            self._state_version += 1
             if entry.state is BindingState.REGISTERED:
                 self._counters["expirations"] += 1
                 self._events.append(BindingRemoved(entry.home_address, "expired"))
+
+    # -- binding refresh requests ---------------------------------------------------------
+
+    def _start_brr_round(self, entry: _Entry, at: float) -> None:
+        entry.brr_sent = 0
+        self._schedule_brr(entry, at)
+
+    def _schedule_brr(self, entry: _Entry, at: float) -> None:
+        self._generation += 1
+        entry.brr_token = self._generation
+        heapq.heappush(self._brr_deadlines, (at, self._generation, entry.home_address))
+
+    def _brr_is_live(self, item: tuple[float, int, IPv6Address]) -> bool:
+        entry = self._entries.get(item[2])
+        return (
+            entry is not None
+            and entry.state is BindingState.REGISTERED
+            and entry.brr_token == item[1]
+        )
+
+    def _send_due_refresh_requests(self, now: float) -> None:
+        heap = self._brr_deadlines
+        while heap and heap[0][0] <= now:
+            item = heapq.heappop(heap)
+            if not self._brr_is_live(item):
+                continue
+            entry = self._entries[item[2]]
+            self._send_brr(entry)
+            entry.brr_token = 0
+            if entry.brr_sent < BRR_MAX_TRANSMISSIONS:
+                # RFC 6275 §11.8-style back-off: 1 s, then doubling; never past the expiry.
+                retry = now + INITIAL_BINDACK_TIMEOUT * 2 ** (entry.brr_sent - 1)
+                if retry < entry.expires_at:
+                    self._schedule_brr(entry, retry)
+                    continue
+            # The round is over. One that came early (after a restore) leaves the ordinary
+            # near-expiry round still to come.
+            near = entry.expires_at - _brr_lead(entry.lifetime_s)
+            if self._config.refresh_requests and near > now:
+                self._start_brr_round(entry, near)
+
+    def _send_brr(self, entry: _Entry) -> None:
+        """A BRR from the HA to the HoA, on the binding's via (RFC 6275 §6.1.2, §11.7.4)."""
+        hoa = entry.home_address
+        sa = self._sa_by_hoa[hoa]
+        data = encode_mh_authenticated(
+            BindingRefreshRequest(),
+            self._config.address,
+            hoa,
+            spi=sa.spi,
+            key=sa.key,
+            coa=entry.care_of_address,
+            hoa=hoa,
+        )
+        self._outgoing.append(OutgoingMh(data, self._config.address, hoa, entry.via))
+        entry.brr_sent += 1
+        self._counters["brr_sent"] += 1
+
+
+def _brr_lead(lifetime_s: float) -> float:
+    """How long before the expiry a BRR round starts: min(10 % of the lifetime, 30 s)."""
+    return min(BRR_LEAD_FRACTION * lifetime_s, BRR_LEAD_MAX_S)
+
+
+# -- snapshot parsing -------------------------------------------------------------------------
+
+
+def _parse_state(state: object) -> tuple[list[_Entry], list[tuple[int, int]]]:
+    """Check an export_state() snapshot (from disk: untrusted) and build entries from it."""
+    if not isinstance(state, dict) or _int(state, "version", 0, 1 << 32) != STATE_VERSION:
+        raise ValueError(f"not a version {STATE_VERSION} binding cache snapshot")
+    bindings, timestamps = state.get("bindings"), state.get("timestamps")
+    if not isinstance(bindings, list) or not isinstance(timestamps, list):
+        raise ValueError("bindings and timestamps must be lists")
+    entries: list[_Entry] = []
+    seen: set[IPv6Address] = set()
+    for item in bindings:
+        entry = _parse_entry(item)
+        if entry.home_address in seen:
+            raise ValueError(f"home address {entry.home_address} listed twice")
+        seen.add(entry.home_address)
+        entries.append(entry)
+    stamps: dict[int, int] = {}
+    for item in timestamps:
+        if not isinstance(item, dict):
+            raise ValueError("a timestamp record is not an object")
+        spi = _int(item, "spi", 0, 0xFFFF_FFFF)
+        if spi in stamps:
+            raise ValueError(f"SPI {spi} listed twice")
+        stamps[spi] = _int(item, "mesg_id", 0, (1 << 64) - 1)
+    return entries, list(stamps.items())
+
+
+def _parse_entry(item: object) -> _Entry:
+    if not isinstance(item, dict):
+        raise ValueError("a binding record is not an object")
+    try:
+        hoa = IPv6Address(_str(item, "home_address"))
+        coa = IPv6Address(_str(item, "care_of_address"))
+        state = BindingState(_str(item, "state"))
+    except ValueError as exc:
+        raise ValueError(f"bad binding record: {exc}") from None
+    via = item.get("via")
+    if not isinstance(via, dict):
+        raise ValueError("via must be an object")
+    kind, remote = via.get("kind"), via.get("remote")
+    if kind not in VIA_KINDS or not isinstance(remote, list):
+        raise ValueError("via needs a known kind and a remote list")
+    if kind == "T-native":
+        if len(remote) != 1 or not isinstance(remote[0], str):
+            raise ValueError("a T-native remote is [address]")
+    elif (
+        len(remote) != 2
+        or not isinstance(remote[0], str)
+        or not isinstance(remote[1], int)
+        or isinstance(remote[1], bool)
+        or not 0 < remote[1] < 65536
+    ):
+        raise ValueError("a T-udp remote is [address, port]")
+    return _Entry(
+        hoa,
+        coa,
+        Via(kind, tuple(remote)),
+        _int(item, "sequence", 0, MAX_SEQUENCE),
+        _int(item, "lifetime_s", 0, MAX_LIFETIME_UNITS * LIFETIME_UNIT_S),
+        _time(item, "registered_at"),
+        _time(item, "expires_at"),
+        state,
+    )
+
+
+def _str(item: dict[str, Any], name: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    return value
+
+
+def _int(item: dict[str, Any], name: str, lo: int, hi: int) -> int:
+    value = item.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}")
+    return value
+
+
+def _time(item: dict[str, Any], name: str) -> float:
+    value = item.get(name)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite POSIX time")
+    return float(value)

@@ -29,6 +29,13 @@ If the binding's lifetime runs out before a refresh succeeds, ``BindingLost`` is
 retransmissions go on. A de-registration ends with ``Deregistered(confirmed=False)`` when the
 binding it wanted to remove has expired anyway, or after ``MAX_UNBOUND_DEREG_TRANSMISSIONS``
 when we knew of no binding.
+
+A Binding Refresh Request from the HA (RFC 6275 §11.7.4: the MN SHOULD answer with a BU) starts
+the refresh at once when we are registered and no exchange is under way (one in flight
+already refreshes). It must carry a valid MN-HA authenticator for our SA over the bound
+care-of address, as the HA's BAs do, so nobody else can make us signal; and BRR-started
+refreshes are at least ``BRR_MIN_INTERVAL_S`` apart, so a replayed BRR costs one BU at most
+that often.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from mipnode.wire.mh import (
     AlternateCareOfAddress,
     BindingAck,
     BindingRefreshAdvice,
+    BindingRefreshRequest,
     BindingUpdate,
     MesgId,
     MnHaAuth,
@@ -71,6 +79,7 @@ NTP_LOW_MASK = 0xFFFF_FFFF
 MAX_IMMEDIATE_RESENDS = 3
 MAX_UNBOUND_DEREG_TRANSMISSIONS = 5
 MAX_REMEMBERED_TRANSMISSIONS = 16
+BRR_MIN_INTERVAL_S = 1.0
 
 
 class MnState(StrEnum):
@@ -197,6 +206,7 @@ class MobileNodeCore:
         self._bound_care_of: IPv6Address | None = None  # the CoA the HA's binding points to
         self._expires_at: float | None = None  # of the binding the HA holds for us
         self._refresh_at: float | None = None
+        self._brr_refresh_at: float | None = None  # when a BRR last started a refresh
         self._outgoing: list[OutgoingMh] = []
         self._events: deque[MnEvent] = deque()
         self._counters: Counter[str] = Counter()
@@ -258,7 +268,15 @@ class MobileNodeCore:
 
     def receive_datagram(self, now: float, data: bytes, src: IPv6Address, dst: IPv6Address) -> None:
         """Process one Mobility Header from the HA; never raises for bad input."""
-        ba = self._accept_ba(data, src, dst)
+        try:
+            msg = decode_mh_untrusted(data, src, dst)
+        except BadPacket as exc:
+            self._drop(exc.reason)
+            return
+        if isinstance(msg, BindingRefreshRequest):
+            self._on_refresh_request(now, msg, data, src)
+            return
+        ba = self._accept_ba(msg, data, src)
         if ba is None:
             return
         exchange, ack, sent = ba
@@ -331,15 +349,49 @@ class MobileNodeCore:
     def _drop(self, reason: str) -> None:
         self._counters[f"drop_{reason}"] += 1
 
+    def _on_refresh_request(
+        self, now: float, msg: BindingRefreshRequest, data: bytes, src: IPv6Address
+    ) -> None:
+        """RFC 6275 §11.7.4: a BRR from our HA asks for a home registration at once."""
+        bound = self._bound_care_of
+        if self._state is not MnState.REGISTERED or bound is None or self._expires_at is None:
+            self._drop("brr_not_registered")
+            return
+        if not self._from_our_ha(msg, data, src, bound):
+            self._drop("bad_auth")
+            return
+        if self._exchange is not None:
+            self._counters["brr_during_exchange"] += 1  # the BU in flight is the answer
+            return
+        if self._brr_refresh_at is not None and now - self._brr_refresh_at < BRR_MIN_INTERVAL_S:
+            self._drop("brr_rate")
+            return
+        assert self._care_of is not None
+        self._brr_refresh_at = now
+        self._counters["brr_refreshes"] += 1
+        self._start(now, deregistration=False, care_of=self._care_of)
+
+    def _from_our_ha(
+        self,
+        msg: BindingAck | BindingRefreshRequest,
+        data: bytes,
+        src: IPv6Address,
+        care_of: IPv6Address,
+    ) -> bool:
+        """``msg`` (decoded from ``data``) came from our HA with a valid MN-HA authenticator
+        computed over ``care_of``."""
+        auth = msg.options[-1] if msg.options else None
+        return (
+            src == self._config.home_agent
+            and isinstance(auth, MnHaAuth)
+            and auth.spi == self._config.spi
+            and verify_mh_authenticated(data, key=self._config.key, coa=care_of, hoa=self._hoa)
+        )
+
     def _accept_ba(
-        self, data: bytes, src: IPv6Address, dst: IPv6Address
+        self, msg: object, data: bytes, src: IPv6Address
     ) -> tuple[_Exchange, BindingAck, _Sent] | None:
-        """Decode, authenticate and match a BA to the current exchange."""
-        try:
-            msg = decode_mh_untrusted(data, src, dst)
-        except BadPacket as exc:
-            self._drop(exc.reason)
-            return None
+        """Authenticate a decoded MH and match it, as a BA, to the current exchange."""
         if not isinstance(msg, BindingAck):
             self._drop("unexpected_mh_type")
             return None
@@ -351,15 +403,7 @@ class MobileNodeCore:
         if sent is None:
             self._drop("unmatched_ba")
             return None
-        auth = msg.options[-1] if msg.options else None
-        if (
-            src != self._config.home_agent
-            or not isinstance(auth, MnHaAuth)
-            or auth.spi != self._config.spi
-            or not verify_mh_authenticated(
-                data, key=self._config.key, coa=exchange.care_of, hoa=self._hoa
-            )
-        ):
+        if not self._from_our_ha(msg, data, src, exchange.care_of):
             self._drop("bad_auth")
             return None
         return exchange, msg, sent
