@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mipnode.wire.auth4285 import verify_mh_authenticated
+from mipnode.wire.bad import verify_bad
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import (
     parse_destination_options_untrusted,
@@ -30,6 +31,7 @@ from mipnode.wire.ipv6 import (
     parse_ipv6_packet_untrusted,
 )
 from mipnode.wire.mh import BindingAuthorizationData, MnHaAuth, decode_mh_untrusted, encode_mh
+from mipnode.wire.mice import decode_mice_untrusted, encode_mice, mice_from_options_untrusted
 from tunnels.demux import classify_udp_payload_untrusted
 from tunnels.ip6ip6 import decapsulate_untrusted
 
@@ -61,6 +63,17 @@ def verify_auth(data: bytes) -> object:
     return result
 
 
+def verify_rr(data: bytes) -> object:
+    result = verify_bad(data, kbm=g.KBM, coa=g.COA, cn=g.CN)
+    assert isinstance(result, bool)
+    return result
+
+
+def mh_mice(data: bytes) -> object:
+    """The candidate-exchange receive path: the MH, then the M-ICE TLVs of its options."""
+    return mice_from_options_untrusted(mh_no_checksum(data).options)  # type: ignore[attr-defined]
+
+
 PARSERS: dict[str, Callable[[bytes], object]] = {
     "ipv6_header": parse_ipv6_header_untrusted,
     "ipv6_packet": parse_ipv6_packet_untrusted,
@@ -73,6 +86,9 @@ PARSERS: dict[str, Callable[[bytes], object]] = {
     "ip6ip6": decapsulate_untrusted,
     "udp_demux": classify_udp_payload_untrusted,
     "auth": verify_auth,
+    "bad": verify_rr,
+    "mice": decode_mice_untrusted,
+    "mh_mice": mh_mice,
 }
 
 # Each golden with the parsers that accept it whole.
@@ -94,7 +110,22 @@ GOLDENS: dict[str, tuple[bytes, tuple[str, ...]]] = {
     "ip6ip6": (g.IP6IP6, ("ipv6_packet", "whole_packet", "ip6ip6")),
     "udp6": (g.UDP6_ENCAP, ("ipv6_packet", "whole_packet")),
     "stun": (g.STUN_BINDING_REQUEST, ("udp_demux",)),
+    "hoti": (g.HOTI, ("mh",)),
+    "coti": (g.COTI, ("mh",)),
+    "hot": (g.HOT, ("mh",)),
+    "cot": (g.COT, ("mh",)),
+    "bu_rr": (g.BU_RR, ("mh", "bad")),
+    "ba_rr": (g.BA_RR, ("mh", "bad")),
+    "packet_bu_rr_hao": (g.PACKET_BU_RR_HAO, ("ipv6_packet", "whole_packet")),
+    "experimental_empty": (g.EXPERIMENTAL_EMPTY, ("mh", "mh_mice")),
+    "experimental_mice": (g.EXPERIMENTAL_MICE, ("mh", "mh_mice")),
+    "mice_credentials": (g.MICE_CREDENTIALS, ("mice",)),
+    "mice_candidate_v4": (g.MICE_CANDIDATE_V4, ("mice",)),
+    "mice_candidate_v6": (g.MICE_CANDIDATE_V6, ("mice",)),
+    "mice_end": (g.MICE_END, ("mice",)),
+    "mice": (g.MICE, ("mice",)),
 }
+MICE_TLV_ENDS = (0, 31, 46, 74, 76)  # TLV boundaries in g.MICE
 GOLDEN_BYTES = [golden for golden, _ in GOLDENS.values()]
 
 
@@ -121,8 +152,12 @@ def test_every_strict_prefix_is_rejected(name: str, parsers: tuple[str, ...]) ->
         parser = PARSERS[parser_name]
         for end in range(len(golden)):
             prefix = golden[:end]
-            if parser_name == "auth":
-                assert verify_auth(prefix) is False
+            if parser_name in ("auth", "bad"):
+                assert parser(prefix) is False
+                continue
+            if parser_name == "mice" and end in (MICE_TLV_ENDS if name == "mice" else (0,)):
+                # Cut at a TLV boundary: a shorter valid sequence (see the next test).
+                assert isinstance(parser(prefix), tuple)
                 continue
             with pytest.raises(BadPacket):
                 parser(prefix)
@@ -139,6 +174,18 @@ def test_byte_walk(name: str) -> None:
                 accepts(parser, mutated)
 
 
+def test_mice_prefixes_end_on_tlv_boundaries_or_are_rejected() -> None:
+    """A sequence of TLVs cut at a TLV boundary is a shorter valid sequence; anywhere else, it
+    is rejected."""
+    items = decode_mice_untrusted(g.MICE)
+    for end in range(len(g.MICE) + 1):
+        if end in MICE_TLV_ENDS:
+            assert decode_mice_untrusted(g.MICE[:end]) == items[: MICE_TLV_ENDS.index(end)]
+        else:
+            with pytest.raises(BadPacket):
+                decode_mice_untrusted(g.MICE[:end])
+
+
 @FUZZ
 @given(st.binary(max_size=1500))
 def test_arbitrary_bytes(data: bytes) -> None:
@@ -152,6 +199,29 @@ def test_arbitrary_mh_shaped_bytes(data: bytes) -> None:
     """Bytes with Payload Proto 59 and a plausible Header Len reach the option parser."""
     accepts(PARSERS["mh"], data)
     accepts(PARSERS["auth"], data)
+    accepts(PARSERS["bad"], data)
+    accepts(PARSERS["mh_mice"], data)
+
+
+mice_tlvs = st.lists(
+    st.tuples(st.sampled_from([1, 2, 3, 42]), st.binary(max_size=40)).map(
+        lambda t: bytes((t[0], len(t[1]))) + t[1]
+    ),
+    max_size=6,
+).map(b"".join)
+
+
+@FUZZ
+@given(mice_tlvs | st.binary(max_size=120))
+def test_arbitrary_mice_shaped_bytes(data: bytes) -> None:
+    """Well-framed TLVs of the known types with arbitrary values reach the value checks; what
+    decodes re-encodes to the same items."""
+    try:
+        items = decode_mice_untrusted(data)
+    except BadPacket as exc:
+        assert exc.reason in ("truncated", "bad_mice")
+        return
+    assert decode_mice_untrusted(encode_mice(items)) == items
 
 
 @st.composite

@@ -4,13 +4,14 @@ ask for; and the encoders' refusals (ValueError)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 import wire_goldens as g
 from wire_goldens import h
 
 from mipnode.wire.auth4285 import encode_mh_authenticated, verify_mh_authenticated
+from mipnode.wire.bad import encode_mh_with_bad, verify_bad
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import (
     UnknownDestinationOption,
@@ -34,16 +35,33 @@ from mipnode.wire.ipv6 import (
 )
 from mipnode.wire.mh import (
     BindingAck,
+    BindingAuthorizationData,
+    BindingError,
     BindingRefreshRequest,
     BindingUpdate,
+    CareOfTest,
+    CareOfTestInit,
+    ExperimentalMessage,
+    ExperimentalOption,
+    HomeTest,
+    HomeTestInit,
     MnHaAuth,
     MobilityMessage,
+    NonceIndices,
     PadN,
     UnknownMobilityMessage,
     UnknownOption,
     decode_mh_untrusted,
     encode_mh,
     fill_mh_checksum,
+)
+from mipnode.wire.mice import (
+    Candidate,
+    Credentials,
+    EndOfCandidates,
+    MiceItem,
+    decode_mice_untrusted,
+    encode_mice,
 )
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
@@ -94,7 +112,17 @@ def test_header_len_must_match_buffer_exactly() -> None:
 
 @pytest.mark.parametrize(
     ("mh_type", "rest", "needed"),
-    [(5, 2, 12), (6, 2, 12), (7, 2, 24), (7, 10, 24)],
+    [
+        (5, 2, 12),
+        (6, 2, 12),
+        (7, 2, 24),
+        (7, 10, 24),
+        (1, 2, 16),  # HoTI: Reserved + 8-octet cookie
+        (2, 2, 16),  # CoTI
+        (3, 2, 24),  # HoT: nonce index + cookie + token
+        (3, 10, 24),
+        (4, 10, 24),  # CoT
+    ],
 )
 def test_fixed_part_must_fit(mh_type: int, rest: int, needed: int) -> None:
     data = mh(mh_type, bytes(rest))  # 8 or 16 octets in all
@@ -112,6 +140,8 @@ def test_fixed_part_must_fit(mh_type: int, rest: int, needed: int) -> None:
         h("0a 07") + bytes(7),  # Mesg-ID with length 7
         h("0a 09") + bytes(9),  # Mesg-ID with length 9
         h("09 04 01 000001"),  # auth option without a full SPI
+        h("04 03 000000"),  # Nonce Indices with length 3
+        h("04 05 0000000000"),  # Nonce Indices with length 5
     ],
 )
 def test_known_option_with_wrong_length(option: bytes) -> None:
@@ -146,6 +176,36 @@ def test_unknown_mh_type_is_not_an_error() -> None:
         assert msg.options == ()
 
 
+def test_rr_messages_decode_and_reserved_is_ignored() -> None:
+    cookie, token = bytes(range(8)), bytes(range(8, 16))
+    assert decode(mh(1, h("ffff") + cookie)) == HomeTestInit(cookie)
+    assert decode(mh(2, h("0000") + cookie)) == CareOfTestInit(cookie)
+    assert decode(mh(3, h("0007") + cookie + token)) == HomeTest(7, cookie, token)
+    with_option = mh(4, h("0007") + cookie + token + h("2a 00 01 04 00000000"))
+    assert decode(with_option) == CareOfTest(7, cookie, token, (UnknownOption(42, b""),))
+
+
+def test_bad_option_length_is_not_checked_by_the_codec() -> None:
+    # §6.2.7: the length is the authenticator's, set by the authorization procedure; only
+    # verify_bad insists on the 12 octets of return routability.
+    for authenticator in (b"", bytes(20)):
+        body = BU_FIXED + h("05") + bytes((len(authenticator),)) + authenticator
+        body += bytes(-(6 + len(body)) % 8)
+        msg = decode(mh(5, body))
+        assert msg == BindingUpdate(1, 1, options=(BindingAuthorizationData(authenticator),))
+        assert not verify_bad(mh(5, body), kbm=g.KBM, coa=g.COA, cn=g.CN)
+
+
+def test_experimental_message_data_must_be_options() -> None:
+    assert decode(mh(11, h("01 00"))) == ExperimentalMessage()
+    assert decode(mh(11, h("12 00"))) == ExperimentalMessage((ExperimentalOption(b""),))
+    assert decode(mh(11, h("00 2a 00 12 01 ff 01 02 0000"))) == ExperimentalMessage(
+        (UnknownOption(42, b""), ExperimentalOption(b"\xff"))
+    )
+    assert reason(lambda: decode(mh(11, h("12 01")))) == "bad_option"  # runs past the end
+    assert reason(lambda: decode(mh(11, h("ffff ffff ffff ffff ffff")))) == "bad_option"
+
+
 def test_reserved_bits_are_ignored() -> None:
     msg = decode(mh(5, h("0001 0eff 0001 01020000")))  # M, R, P and low reserved bits set
     assert msg == BindingUpdate(1, 1)
@@ -156,6 +216,35 @@ def test_bytes_like_input_and_packed_addresses() -> None:
     assert decode_mh_untrusted(memoryview(data), g.HOA.packed, g.HA.packed) == decode_mh_untrusted(
         g.BU_HOME, g.HOA, g.HA
     )
+
+
+def test_verify_bad_is_false_for_odd_inputs() -> None:
+    kwargs = {"kbm": g.KBM, "coa": g.COA, "cn": g.CN}
+    assert not verify_bad(b"", **kwargs)  # type: ignore[arg-type]
+    assert not verify_bad(g.BRR, **kwargs)  # type: ignore[arg-type]
+    assert not verify_bad(g.BU_AUTH, **kwargs)  # type: ignore[arg-type]
+    # A BAD followed by PadN(8): the structure decodes, but nothing may follow the BAD.
+    body = g.BU_RR[6:] + h("01 06 000000000000")
+    trailing = fill_mh_checksum(bytes((59, 4, 5, 0, 0, 0)) + body, g.HOA, g.CN)
+    assert isinstance(decode_mh_untrusted(trailing, g.HOA, g.CN), BindingUpdate)
+    assert not verify_bad(trailing, **kwargs)  # type: ignore[arg-type]
+    # A BAD that is not the last option.
+    not_last = (
+        h("3b 04 05 00 0000")  # 40 octets, checksum zero (not checked by verify_bad)
+        + g.BU_RR[6:]  # the fixed part, Nonce Indices and the BAD with its authenticator
+        + h("04 04 0000 0000 01 00")  # then a second Nonce Indices and PadN(2)
+    )
+    assert isinstance(
+        decode_mh_untrusted(not_last, g.HOA, g.CN, verify_checksum=False), BindingUpdate
+    )
+    assert not verify_bad(not_last, **kwargs)  # type: ignore[arg-type]
+    # Another 8n+4-octet authenticator length is well-formed but not return routability's.
+    long_bad = encode_mh(
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(20)),)), g.HOA, g.CN
+    )
+    assert not verify_bad(long_bad, **kwargs)  # type: ignore[arg-type]
+    # Nonsense from the caller does not raise either.
+    assert not verify_bad(g.BU_RR, kbm=g.KBM, coa=b"short", cn=g.CN)
 
 
 def test_verify_auth_is_false_for_odd_inputs() -> None:
@@ -187,6 +276,22 @@ def test_verify_auth_is_false_for_odd_inputs() -> None:
         BindingUpdate(1, 1, options=(MnHaAuth(1, bytes(10)),)),
         BindingUpdate(1, 1, options=tuple(UnknownOption(42, bytes(255)) for _ in range(9))),
         BindingUpdate(1, 1, options=("not an option",)),  # type: ignore[arg-type]
+        HomeTestInit(bytes(7)),
+        HomeTestInit(bytes(9)),
+        HomeTestInit("12345678"),  # type: ignore[arg-type]
+        CareOfTestInit(b""),
+        HomeTest(0x10000, bytes(8), bytes(8)),
+        HomeTest(0, bytes(8), bytes(9)),
+        CareOfTest(-1, bytes(8), bytes(8)),
+        CareOfTest(0, bytes(7), bytes(8)),
+        BindingUpdate(1, 1, options=(NonceIndices(0x10000, 0),)),
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(12)), NonceIndices(1, 2))),
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(13)),)),
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(16)),)),
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(260)),)),
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(12)), MnHaAuth(1, bytes(12)))),
+        ExperimentalMessage((ExperimentalOption(bytes(256)),)),
+        ExperimentalMessage(tuple(ExperimentalOption(bytes(255)) for _ in range(8))),
     ],
 )
 def test_encoder_refuses(msg: MobilityMessage) -> None:
@@ -208,6 +313,22 @@ def test_authenticated_encoder_refuses() -> None:
     already = BindingUpdate(1, 1, options=(MnHaAuth(1, bytes(12)),))
     with pytest.raises(ValueError):
         encode_mh_authenticated(already, g.HOA, g.HA, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        HomeTestInit(bytes(8)),
+        BindingError(1, g.HOA),
+        BindingUpdate(1, 1, options=(BindingAuthorizationData(bytes(12)),)),
+        BindingAck(0, 1, 1, options=(MnHaAuth(1, bytes(12)),)),
+        BindingUpdate(0x10000, 1),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_bad_encoder_refuses(msg: MobilityMessage) -> None:
+    with pytest.raises(ValueError):
+        encode_mh_with_bad(msg, g.HOA, g.CN, kbm=g.KBM, coa=g.COA, cn=g.CN)
 
 
 def test_unknown_message_encoding_pads_with_zeros() -> None:
@@ -413,3 +534,88 @@ def test_demux_rejects(payload: bytes) -> None:
 
 def test_demux_empty() -> None:
     assert reason(lambda: classify_udp_payload_untrusted(b"")) == "truncated"
+
+
+# --- M-ICE TLVs --------------------------------------------------------------------------------
+
+CANDIDATE_FIXED = h("7effffff 105f 01 04")  # priority, port 4191, host, IPv4
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (h("01"), "truncated"),  # a type octet with no length
+        (h("01 05 616263"), "truncated"),  # value runs past the end
+        (h("03 00 03 01"), "truncated"),  # second TLV's value missing
+        (h("2a ff") + bytes(10), "truncated"),  # even an unknown type must fit
+        (h("01 00"), "bad_mice"),  # credentials without even the ufrag length
+        (h("01 02 09 61"), "bad_mice"),  # ufrag length past the value
+        (h("01 1a 03") + b"abc" + b"a" * 22, "bad_mice"),  # ufrag of 3
+        (h("01 38 21") + b"a" * 33 + b"a" * 22, "bad_mice"),  # ufrag of 33
+        (h("01 1b 04") + b"ab-d" + b"a" * 22, "bad_mice"),  # ufrag not ice-chars
+        (h("01 1a 04") + b"abcd" + b"a" * 21, "bad_mice"),  # password of 21
+        (h("01 1b 04") + b"abcd" + b"a" * 21 + b" ", "bad_mice"),  # password with a space
+        (h("01 1b 04") + b"abcd" + b"a" * 21 + b"\xc3", "bad_mice"),  # non-ASCII
+        (h("02 07 7effffff 105f 01"), "bad_mice"),  # candidate shorter than its fixed part
+        (h("02 0d 00000000 105f 01 04 c000020a 31"), "bad_mice"),  # priority 0
+        (h("02 0d 80000000 105f 01 04 c000020a 31"), "bad_mice"),  # priority 2**31
+        (h("02 0d 7effffff 0000 01 04 c000020a 31"), "bad_mice"),  # port 0
+        (h("02 0d 7effffff 105f 00 04 c000020a 31"), "bad_mice"),  # kind 0
+        (h("02 0d 7effffff 105f 05 04 c000020a 31"), "bad_mice"),  # kind 5
+        (h("02 0d 7effffff 105f 01 05 c000020a 31"), "bad_mice"),  # family 5
+        (h("02 0b 7effffff 105f 01 04 c00002"), "bad_mice"),  # 3 address octets
+        (h("02 0d 7effffff 105f 01 06 c000020a 31"), "bad_mice"),  # family 6, 5 octets
+        (h("02 0c") + CANDIDATE_FIXED + h("c000020a"), "bad_mice"),  # no foundation
+        (h("02 2d") + CANDIDATE_FIXED + h("c000020a") + b"f" * 33, "bad_mice"),  # 33
+        (h("02 0d") + CANDIDATE_FIXED + h("c000020a") + b"-", "bad_mice"),  # not ice-char
+        (h("03 01 00"), "bad_mice"),  # end-of-candidates with a value
+    ],
+)
+def test_mice_decoding_rules(data: bytes, expected: str) -> None:
+    assert reason(lambda: decode_mice_untrusted(data)) == expected
+
+
+def test_mice_limits_are_inclusive_and_unknown_types_skipped() -> None:
+    items: tuple[MiceItem, ...] = (
+        Credentials("a" * 4, "b" * 22),
+        Credentials("a" * 32, "+/" * 111),  # 1 + 32 + 222 = 255 octets: the largest value
+        Candidate("f" * 32, 2**31 - 1, "relay", IPv6Address(2**128 - 1), 65535),
+        Candidate("0", 1, "prflx", IPv4Address(0), 1),
+    )
+    assert decode_mice_untrusted(encode_mice(items)) == items
+    assert decode_mice_untrusted(h("7f 02 abcd 03 00 80 00")) == (EndOfCandidates(),)
+    assert decode_mice_untrusted(b"") == ()
+    assert decode_mice_untrusted(bytearray(h("03 00"))) == (EndOfCandidates(),)
+
+
+PASSWORD = "p" * 22
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        Credentials("abc", PASSWORD),
+        Credentials("a" * 33, PASSWORD),
+        Credentials("ab d", PASSWORD),
+        Credentials("abc\u00e9", PASSWORD),  # non-ASCII
+        Credentials("abcd", "p" * 21),
+        Credentials("abcd", "p" * 257),
+        Credentials("abcd", "p" * 21 + "="),
+        Credentials("a" * 32, "p" * 223),  # 256 octets of value: does not fit the TLV
+        Credentials(b"abcd", PASSWORD),  # type: ignore[arg-type]
+        Candidate("1", 0, "host", IPv4Address("192.0.2.1"), 1),
+        Candidate("1", 2**31, "host", IPv4Address("192.0.2.1"), 1),
+        Candidate("1", 1, "host", IPv4Address("192.0.2.1"), 0),
+        Candidate("1", 1, "host", IPv4Address("192.0.2.1"), 65536),
+        Candidate("1", 1, "bogus", IPv4Address("192.0.2.1"), 1),
+        Candidate("1", 1, "host", "192.0.2.1", 1),  # type: ignore[arg-type]
+        Candidate("", 1, "host", IPv4Address("192.0.2.1"), 1),
+        Candidate("f" * 33, 1, "host", IPv4Address("192.0.2.1"), 1),
+        Candidate("f-1", 1, "host", IPv4Address("192.0.2.1"), 1),
+        "not an item",
+    ],
+    ids=repr,
+)
+def test_mice_encoder_refuses(item: MiceItem) -> None:
+    with pytest.raises(ValueError):
+        encode_mice([item])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mipnode.wire.auth4285 import (
     encode_mh_authenticated,
@@ -59,6 +61,17 @@ from mipnode.wire.mh import (
     UnknownOption,
     decode_mh_untrusted,
     encode_mh,
+)
+from mipnode.wire.mice import (
+    CANDIDATE_KINDS,
+    Candidate,
+    Credentials,
+    EndOfCandidates,
+    MiceItem,
+    decode_mice_untrusted,
+    encode_mice,
+    mice_from_options_untrusted,
+    mice_options,
 )
 
 COA = IPv6Address("2001:db8:10::2")
@@ -224,3 +237,48 @@ def test_plain_packet() -> None:
     assert packet.extension_headers == ()
     assert packet.upper_offset == 40
     assert packet.payload == b"abc"
+
+
+ICE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def ice_strings(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.text(ICE_CHARS, min_size=low, max_size=high)
+
+
+mice_items: st.SearchStrategy[MiceItem] = st.one_of(
+    st.builds(Credentials, ice_strings(4, 32), ice_strings(22, 200)),
+    st.builds(
+        Candidate,
+        foundation=ice_strings(1, 32),
+        priority=st.integers(1, 2**31 - 1),
+        kind=st.sampled_from(CANDIDATE_KINDS),
+        address=st.integers(0, 2**32 - 1).map(IPv4Address)
+        | st.integers(0, 2**128 - 1).map(IPv6Address),
+        port=st.integers(1, 65535),
+    ),
+    st.just(EndOfCandidates()),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(mice_items, max_size=12))
+def test_mice_round_trip(items: list[MiceItem]) -> None:
+    assert decode_mice_untrusted(encode_mice(items)) == tuple(items)
+    options = mice_options(items)
+    assert all(len(o.data) <= 255 for o in options)
+    assert b"".join(o.data for o in options) == encode_mice(items)
+    # Through an Experimental MH (when it fits in 2048 octets), with other options mixed in.
+    if sum(len(o.data) + 2 for o in options) < 2000:
+        msg = ExperimentalMessage((UnknownOption(42, b"x"), *options))
+        decoded = decode_mh_untrusted(encode_mh(msg, HOA, CN), HOA, CN)
+        assert decoded == msg
+        assert mice_from_options_untrusted(decoded.options) == tuple(items)
+
+
+def test_mice_options_cut_a_tlv_across_two_options() -> None:
+    items = [Credentials("abcd", "p" * 200), Credentials("efgh", "q" * 200)]
+    options = mice_options(items)
+    assert [len(o.data) for o in options] == [255, 2 * 207 - 255]
+    assert mice_from_options_untrusted(options) == tuple(items)
+    assert mice_options([]) == ()

@@ -12,10 +12,17 @@ scapy quirks met here (see the comments at each use):
   packet has PadN + HAO, so recomputing its checksum silently uses the CoA.
 - scapy's autopad aligns the RFC 4285 auth option to 4n+1 but then pads after it, which RFC 4285
   forbids; only some option mixes come out right.
+- ``MIP6OptNonceIndices`` defaults ``olen`` to 16 and ``MIP6OptBindingAuthData`` to 16 (the RFC
+  lengths are 4 and 12; the BAD authenticator field is a fixed 96-bit integer): we always pass
+  ``olen``. With the right lengths, autopad puts BAD at 8n+2 and ends the MH with it, like ours.
+- scapy has no class for MH 11 or option 18: MH 11 dissects as ``MIP6MH_Generic`` and option 18
+  as ``MIP6OptUnknown``. ``MIP6MH_Generic.msg`` takes ``8 * len - 6`` octets, 8 short of the
+  Message Data (``8 * len + 2``); the rest lands in a ``Raw`` layer. We compare raw octets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -26,6 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mipnode.wire.auth4285 import encode_mh_authenticated, verify_mh_authenticated
+from mipnode.wire.bad import encode_mh_with_bad, verify_bad
 from mipnode.wire.exthdr import (
     HomeAddressOption,
     RoutingHeaderType2,
@@ -37,22 +45,31 @@ from mipnode.wire.exthdr import (
     pseudo_header_addresses_untrusted,
 )
 from mipnode.wire.icmpv6 import EchoMessage, build_echo, parse_echo_untrusted
-from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH, parse_ipv6_packet_untrusted
+from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH, build_ipv6_packet, parse_ipv6_packet_untrusted
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
     BindingAck,
+    BindingAuthorizationData,
     BindingError,
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    CareOfTest,
+    CareOfTestInit,
+    ExperimentalMessage,
+    ExperimentalOption,
+    HomeTest,
+    HomeTestInit,
     MesgId,
     MnHaAuth,
     MobilityMessage,
     MobilityOption,
+    NonceIndices,
     UnknownOption,
     decode_mh_untrusted,
     encode_mh,
 )
+from mipnode.wire.mice import decode_mice_untrusted, mice_options
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
 from tunnels.udp import build_udp_ipv4, build_udp_ipv6
@@ -76,17 +93,17 @@ BU_FLAG_LETTERS = {"ack": "A", "home": "H", "link_local": "L", "key_mgmt": "K"}
 # --- helpers --------------------------------------------------------------------------------
 
 
-def scapy_mh_with_hao(mh: Any) -> Any:
+def scapy_mh_with_hao(mh: Any, dst: IPv6Address = g.HA) -> Any:
     return (
-        s6.IPv6(src=str(g.COA), dst=str(g.HA))
+        s6.IPv6(src=str(g.COA), dst=str(dst))
         / s6.IPv6ExtHdrDestOpt(options=[s6.HAO(hoa=str(g.HOA))])
         / mh
     )
 
 
-def scapy_mh_with_rh2(mh: Any) -> Any:
+def scapy_mh_with_rh2(mh: Any, src: IPv6Address = g.HA) -> Any:
     return (
-        s6.IPv6(src=str(g.HA), dst=str(g.COA))
+        s6.IPv6(src=str(src), dst=str(g.COA))
         / s6.IPv6ExtHdrRouting(type=2, segleft=1, addresses=[str(g.HOA)])
         / mh
     )
@@ -110,6 +127,16 @@ def scapy_options(options: tuple[MobilityOption, ...]) -> list[Any]:
                 out.append(s6.MIP6OptReplayProtection(timestamp=timestamp))
             case MnHaAuth(spi=spi, authenticator=auth, subtype=subtype):
                 out.append(s6.MIP6OptMsgAuth(subtype=subtype, mspi=spi, authdata=auth))
+            case NonceIndices(home_nonce_index=home, care_of_nonce_index=care_of):
+                # scapy's default olen is 16; the RFC's is 4.
+                out.append(s6.MIP6OptNonceIndices(olen=4, hni=home, coni=care_of))
+            case BindingAuthorizationData(authenticator=auth):
+                # A fixed 96-bit integer field in scapy, default olen 16.
+                assert len(auth) == 12
+                value = int.from_bytes(auth, "big")
+                out.append(s6.MIP6OptBindingAuthData(olen=12, authenticator=value))
+            case ExperimentalOption(data=data):
+                out.append(s6.MIP6OptUnknown(otype=18, odata=data))
             case UnknownOption(type=option_type, data=data):
                 out.append(s6.MIP6OptUnknown(otype=option_type, odata=data))
             case _:
@@ -130,6 +157,14 @@ def options_from_scapy(options: list[Any]) -> tuple[MobilityOption, ...]:
             out.append(MesgId(option.timestamp))
         elif isinstance(option, s6.MIP6OptMsgAuth):
             out.append(MnHaAuth(option.mspi, bytes(option.authdata), option.subtype))
+        elif isinstance(option, s6.MIP6OptNonceIndices):
+            assert option.olen == 4
+            out.append(NonceIndices(option.hni, option.coni))
+        elif isinstance(option, s6.MIP6OptBindingAuthData):
+            assert option.olen == 12
+            out.append(BindingAuthorizationData(option.authenticator.to_bytes(12, "big")))
+        elif isinstance(option, s6.MIP6OptUnknown) and option.otype == 18:
+            out.append(ExperimentalOption(bytes(option.odata)))
         elif isinstance(option, s6.MIP6OptUnknown):
             out.append(UnknownOption(option.otype, bytes(option.odata)))
         else:
@@ -479,3 +514,196 @@ def test_scapy_dissected_hao_checksum_quirk() -> None:
     assert recomputed == 0x605E
     parsed = parse_ipv6_packet_untrusted(g.PACKET_BU_HAO)
     assert parsed.extension_headers[0].header_type == NH_DSTOPTS
+
+
+# --- return routability, BAD and the Experimental MH (both ways) ----------------------------
+
+cookies = st.binary(min_size=8, max_size=8)
+kbms = st.binary(min_size=20, max_size=20)
+
+rr_binding_updates = st.builds(
+    BindingUpdate,
+    sequence=u16,
+    lifetime=u16,
+    ack=st.booleans(),
+    options=st.tuples(
+        st.none() | addresses.map(AlternateCareOfAddress),
+        st.builds(NonceIndices, u16, u16),
+    ).map(lambda t: tuple(o for o in t if o is not None)),
+)
+
+rr_binding_acks = st.builds(
+    BindingAck,
+    status=st.integers(0, 255),
+    sequence=u16,
+    lifetime=u16,
+    options=st.lists(st.integers(0, 0xFFFF).map(BindingRefreshAdvice), max_size=1).map(tuple),
+)
+
+
+def scapy_native(src: IPv6Address, dst: IPv6Address, mh: Any) -> Any:
+    return s6.IPv6(src=str(src), dst=str(dst)) / mh
+
+
+def scapy_tunnelled(
+    outer: tuple[IPv6Address, IPv6Address], inner: tuple[IPv6Address, IPv6Address], mh: Any
+) -> Any:
+    return (
+        s6.IPv6(src=str(outer[0]), dst=str(outer[1]))
+        / s6.IPv6(src=str(inner[0]), dst=str(inner[1]))
+        / mh
+    )
+
+
+def our_decode_tunnelled(packet: bytes) -> MobilityMessage:
+    return our_decode_whole(decapsulate_untrusted(packet)[1])
+
+
+def bad_mh_data(mh: bytes) -> bytes:
+    """RFC 6275 §6.2.7 MH Data of an MH ending with a 12-octet BAD: checksum zeroed."""
+    return mh[:4] + b"\x00\x00" + mh[6:-12]
+
+
+@SETTINGS
+@given(cookies, u16, cookies)
+def test_scapy_rr_messages_parse(cookie: bytes, index: int, token: bytes) -> None:
+    # HoTI and HoT travel through the HA tunnel (RFC 6275 §5.2.5), CoTI and CoT natively.
+    hoti = scapy_tunnelled((g.COA, g.HA), (g.HOA, g.CN), s6.MIP6MH_HoTI(cookie=cookie))
+    assert our_decode_tunnelled(bytes(hoti)) == HomeTestInit(cookie)
+    coti = scapy_native(g.COA, g.CN, s6.MIP6MH_CoTI(cookie=cookie))
+    assert our_decode_whole(bytes(coti)) == CareOfTestInit(cookie)
+    hot = s6.MIP6MH_HoT(index=index, cookie=cookie, token=token)
+    hot_packet = scapy_tunnelled((g.HA, g.COA), (g.CN, g.HOA), hot)
+    assert our_decode_tunnelled(bytes(hot_packet)) == HomeTest(index, cookie, token)
+    cot = scapy_native(g.CN, g.COA, s6.MIP6MH_CoT(index=index, cookie=cookie, token=token))
+    assert our_decode_whole(bytes(cot)) == CareOfTest(index, cookie, token)
+
+
+@SETTINGS
+@given(cookies, u16, cookies)
+def test_our_rr_messages_dissect_in_scapy(cookie: bytes, index: int, token: bytes) -> None:
+    cases: list[tuple[MobilityMessage, IPv6Address, IPv6Address, Any]] = [
+        (HomeTestInit(cookie), g.HOA, g.CN, s6.MIP6MH_HoTI(cookie=cookie)),
+        (CareOfTestInit(cookie), g.COA, g.CN, s6.MIP6MH_CoTI(cookie=cookie)),
+        (
+            HomeTest(index, cookie, token),
+            g.CN,
+            g.HOA,
+            s6.MIP6MH_HoT(index=index, cookie=cookie, token=token),
+        ),
+        (
+            CareOfTest(index, cookie, token),
+            g.CN,
+            g.COA,
+            s6.MIP6MH_CoT(index=index, cookie=cookie, token=token),
+        ),
+    ]
+    for msg, src, dst, scapy_mh in cases:
+        mh = encode_mh(msg, src, dst)
+        packet = build_ipv6_packet(src, dst, NH_MH, mh)
+        layer = s6.IPv6(packet)[type(scapy_mh)]
+        assert (layer.nh, layer.len, layer.options) == (59, len(mh) // 8 - 1, [])
+        assert bytes(layer.cookie) == cookie
+        if isinstance(msg, HomeTest | CareOfTest):
+            assert (layer.index, bytes(layer.token)) == (index, token)
+        assert g.ref_upper_ok(src, dst, NH_MH, mh)
+        # scapy builds the same packet, its own checksum included: identical bytes.
+        assert bytes(scapy_native(src, dst, scapy_mh)) == packet
+
+
+@SETTINGS
+@given(rr_binding_updates, kbms)
+def test_our_bu_with_bad_dissects_in_scapy(bu: BindingUpdate, kbm: bytes) -> None:
+    mh = encode_mh_with_bad(bu, g.HOA, g.CN, kbm=kbm, coa=g.COA, cn=g.CN)
+    packet = build_packet_with_hao(g.COA, g.CN, g.HOA, NH_MH, mh)
+    layer = s6.IPv6(packet)[s6.MIP6MH_BU]
+    seen = bu_from_scapy(layer)
+    assert seen.options[:-1] == bu.options
+    assert seen.options[-1] == BindingAuthorizationData(
+        g.ref_bad(kbm, g.COA, g.CN, bad_mh_data(mh))
+    )
+    assert bytes(layer.options[-1]) == mh[-14:]  # BAD last, nothing after it
+    # scapy, given the same options, lays the MH out identically (BAD at 8n+2, no trailing
+    # padding) and computes the same checksum over the HAO's HoA.
+    assert bytes(scapy_mh_with_hao(scapy_bu(seen), g.CN)) == packet
+
+
+@SETTINGS
+@given(rr_binding_updates, kbms)
+def test_scapy_bu_with_bad_parses_and_verifies(bu: BindingUpdate, kbm: bytes) -> None:
+    placeholder = dataclasses.replace(
+        bu, options=(*bu.options, BindingAuthorizationData(bytes(12)))
+    )
+    unsigned = scapy_mh_with_hao(scapy_bu(placeholder), g.CN)
+    authenticator = g.ref_bad(kbm, g.COA, g.CN, bad_mh_data(bytes(unsigned[s6.MIP6MH_BU])))
+    signed = dataclasses.replace(bu, options=(*bu.options, BindingAuthorizationData(authenticator)))
+    packet = bytes(scapy_mh_with_hao(scapy_bu(signed), g.CN))
+    assert our_decode_whole(packet) == signed
+    mh = parse_ipv6_packet_untrusted(packet).payload
+    assert verify_bad(mh, kbm=kbm, coa=g.COA, cn=g.CN)
+    assert not verify_bad(mh, kbm=kbm, coa=g.HOA, cn=g.CN)
+
+
+@SETTINGS
+@given(rr_binding_acks, kbms)
+def test_ba_with_bad_both_ways(ba: BindingAck, kbm: bytes) -> None:
+    mh = encode_mh_with_bad(ba, g.CN, g.HOA, kbm=kbm, coa=g.COA, cn=g.CN)
+    packet = build_packet_with_rh2(g.CN, g.COA, g.HOA, NH_MH, mh)
+    seen = ba_from_scapy(s6.IPv6(packet)[s6.MIP6MH_BA])
+    assert seen.options[:-1] == ba.options
+    expected = g.ref_bad(kbm, g.COA, g.CN, bad_mh_data(mh))
+    assert seen.options[-1] == BindingAuthorizationData(expected)
+    scapy_packet = bytes(scapy_mh_with_rh2(scapy_ba(seen), g.CN))
+    assert scapy_packet == packet
+    assert verify_bad(
+        parse_ipv6_packet_untrusted(scapy_packet).payload, kbm=kbm, coa=g.COA, cn=g.CN
+    )
+
+
+def scapy_option_walk(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, data) of each TLV in a Message Data area, cut by scapy's generic option class;
+    Pad1 and PadN are dropped."""
+    out: list[tuple[int, bytes]] = []
+    while data:
+        if data[0] == 0:
+            data = data[1:]
+            continue
+        if data[0] == 1:  # scapy dispatches this to its PadN class
+            data = data[2 + s6.PadN(data).optlen :]
+            continue
+        option = s6.MIP6OptUnknown(data)
+        out.append((option.otype, bytes(option.odata)))
+        data = data[2 + option.olen :]
+    return out
+
+
+def scapy_experimental(datas: list[bytes]) -> Any:
+    body = b"".join(bytes(s6.MIP6OptUnknown(otype=18, odata=d)) for d in datas)
+    pad = -(6 + len(body)) % 8
+    body += b"\x00" if pad == 1 else bytes(s6.PadN(optdata=bytes(pad - 2))) if pad else b""
+    return scapy_native(g.HOA, g.CN, s6.MIP6MH_Generic(mhtype=11, msg=body))
+
+
+@SETTINGS
+@given(st.lists(st.binary(max_size=255), max_size=4))
+def test_experimental_mh_raw_layout_both_ways(datas: list[bytes]) -> None:
+    msg = ExperimentalMessage(tuple(ExperimentalOption(d) for d in datas))
+    mh = encode_mh(msg, g.HOA, g.CN)
+    packet = build_ipv6_packet(g.HOA, g.CN, NH_MH, mh)
+    layer = s6.IPv6(packet)[s6.MIP6MH_Generic]
+    assert (layer.nh, layer.mhtype, layer.len) == (59, 11, len(mh) // 8 - 1)
+    # scapy's msg stops 8 octets early (its quirk): msg + the Raw rest is our Message Data.
+    message_data = bytes(layer.msg) + bytes(layer.payload)
+    assert message_data == mh[6:]
+    assert scapy_option_walk(message_data) == [(18, d) for d in datas]
+    # scapy builds the same MH (its own checksum) and we parse it back.
+    scapy_packet = bytes(scapy_experimental(datas))
+    assert scapy_packet == packet
+    assert our_decode_whole(scapy_packet) == msg
+
+
+def test_experimental_mh_with_mice_matches_scapy() -> None:
+    packet = bytes(scapy_experimental([g.MICE]))
+    assert packet[40:] == g.EXPERIMENTAL_MICE
+    msg = our_decode_whole(packet)
+    assert msg == ExperimentalMessage(mice_options(decode_mice_untrusted(g.MICE)))

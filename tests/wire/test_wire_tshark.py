@@ -11,7 +11,10 @@ we compare its ``mip6.csum`` with the independent loop in wire_goldens instead.
 tshark 4.0.17 quirks, checked on raw octets instead of display strings:
 - the RFC 4285 Mesg-ID timestamp is shown as Unix seconds + signed nanoseconds, not NTP;
 - ``mip6.auth.auth_data`` covers only option length - 7 octets (10 of the 12 authenticator
-  octets), although the option itself is dissected with its full 19 octets.
+  octets), although the option itself is dissected with its full 19 octets;
+- the CoT's keygen token is shown under the HoT's field name ``mip6.hot.token``;
+- the Experimental MH (11) is shown as opaque ``mip6.em.data`` (no option dissection, as RFC 5096
+  leaves the data to the experiment); an 8-octet one (2 octets of PadN) shows no data field.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import struct
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
 import wire_goldens as g
 
 from mipnode.wire.auth4285 import encode_mh_authenticated
+from mipnode.wire.bad import encode_mh_with_bad
 from mipnode.wire.exthdr import build_packet_with_hao, build_packet_with_rh2
 from mipnode.wire.icmpv6 import build_echo
 from mipnode.wire.ipv6 import NH_MH, build_ipv6_packet
@@ -39,10 +43,17 @@ from mipnode.wire.mh import (
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    CareOfTest,
+    CareOfTestInit,
+    ExperimentalMessage,
+    HomeTest,
+    HomeTestInit,
     MesgId,
     MobilityMessage,
+    NonceIndices,
     encode_mh,
 )
+from mipnode.wire.mice import Candidate, Credentials, EndOfCandidates, mice_options
 from tunnels.ip6ip6 import encapsulate
 from tunnels.udp import DSMIP_UDP_PORT, build_udp_ipv4, build_udp_ipv6
 
@@ -55,6 +66,14 @@ pytestmark = [
 LINKTYPE_RAW = 101
 TIMESTAMP = 0x83AA7E80_80000000 + (1_700_000_000 << 32)  # some NTP time in 2023
 ALT_COA = AlternateCareOfAddress(g.COA)
+COOKIE = bytes.fromhex("c0c1c2c3c4c5c6c7")
+TOKEN = bytes.fromhex("d0d1d2d3d4d5d6d7")
+MICE_ITEMS = (
+    Credentials("Ab3+", "/0123456789abcdefghijklmnopqrstuvwxyz"),
+    Candidate("h4", 0x7EFFFFFF, "host", IPv4Address("192.0.2.10"), 4191),
+    Candidate("h6", 0x7EFFFEFF, "host", g.COA, 4191),
+    EndOfCandidates(),
+)
 
 
 @dataclass(frozen=True)
@@ -256,6 +275,155 @@ def _cases() -> list[Case]:
             {"icmpv6.type": ["129"], "icmpv6.checksum.status": ["1"]},
         )
     )
+    cases.extend(_rr_cases())
+    return cases
+
+
+def _rr_cases() -> list[Case]:
+    """Return routability (RFC 6275 §5.2): HoTI/HoT through the HA tunnel, CoTI/CoT native, BU
+    with HAO + Nonce Indices + BAD, BA with RH2 + BAD; the Experimental MH with M-ICE TLVs."""
+    cases: list[Case] = []
+    mh = _mh(HomeTestInit(COOKIE), g.HOA, g.CN)
+    cases.append(
+        Case(
+            "hoti_tunnelled",
+            encapsulate(g.COA, g.HA, build_ipv6_packet(g.HOA, g.CN, NH_MH, mh)),
+            {
+                "ipv6.nxt": ["41", "135"],
+                "ipv6.src": [str(g.COA), str(g.HOA)],
+                "ipv6.dst": [str(g.HA), str(g.CN)],
+                "mip6.hlen": ["1"],
+                "mip6.mhtype": ["1"],
+                "mip6.hoti.cookie": [f"0x{COOKIE.hex()}"],
+            },
+            mh,
+            g.HOA,
+            g.CN,
+        )
+    )
+    mh = _mh(HomeTest(0xBEEF, COOKIE, TOKEN), g.CN, g.HOA)
+    cases.append(
+        Case(
+            "hot_tunnelled",
+            encapsulate(g.HA, g.COA, build_ipv6_packet(g.CN, g.HOA, NH_MH, mh)),
+            {
+                "ipv6.nxt": ["41", "135"],
+                "ipv6.src": [str(g.HA), str(g.CN)],
+                "ipv6.dst": [str(g.COA), str(g.HOA)],
+                "mip6.hlen": ["2"],
+                "mip6.mhtype": ["3"],
+                "mip6.hot.nindex": [str(0xBEEF)],
+                "mip6.hot.cookie": [f"0x{COOKIE.hex()}"],
+                "mip6.hot.token": [f"0x{TOKEN.hex()}"],
+            },
+            mh,
+            g.CN,
+            g.HOA,
+        )
+    )
+    mh = _mh(CareOfTestInit(COOKIE), g.COA, g.CN)
+    cases.append(
+        Case(
+            "coti_native",
+            build_ipv6_packet(g.COA, g.CN, NH_MH, mh),
+            {
+                "ipv6.nxt": ["135"],
+                "mip6.mhtype": ["2"],
+                "mip6.coti.cookie": [f"0x{COOKIE.hex()}"],
+            },
+            mh,
+            g.COA,
+            g.CN,
+        )
+    )
+    mh = _mh(CareOfTest(1, COOKIE, TOKEN), g.CN, g.COA)
+    cases.append(
+        Case(
+            "cot_native",
+            build_ipv6_packet(g.CN, g.COA, NH_MH, mh),
+            {
+                "mip6.mhtype": ["4"],
+                "mip6.cot.nindex": ["1"],
+                "mip6.cot.cookie": [f"0x{COOKIE.hex()}"],
+                "mip6.hot.token": [f"0x{TOKEN.hex()}"],  # tshark reuses the HoT field name
+            },
+            mh,
+            g.CN,
+            g.COA,
+        )
+    )
+    bu = BindingUpdate(6, 105, ack=True, options=(ALT_COA, NonceIndices(258, 259)))
+    mh = encode_mh_with_bad(bu, g.HOA, g.CN, kbm=g.KBM, coa=g.COA, cn=g.CN)
+    cases.append(
+        Case(
+            "bu_rr_hao",
+            build_packet_with_hao(g.COA, g.CN, g.HOA, NH_MH, mh),
+            {
+                "ipv6.src": [str(g.COA)],
+                "ipv6.dst": [str(g.CN)],
+                "ipv6.opt.mipv6.home_address": [str(g.HOA)],
+                "mip6.mhtype": ["5"],
+                "mip6.bu.seqnr": ["6"],
+                "mip6.bu.a_flag": ["1"],
+                "mip6.bu.h_flag": ["0"],
+                "mip6.bu.lifetime": ["105"],
+                "mip6.acoa.acoa": [str(g.COA)],
+                "mip6.ni.hni": ["258"],
+                "mip6.ni.cni": ["259"],
+            },
+            mh,
+            g.HOA,
+            g.CN,
+        )
+    )
+    ba = BindingAck(BaStatus.ACCEPTED, 6, 105)
+    mh = encode_mh_with_bad(ba, g.CN, g.HOA, kbm=g.KBM, coa=g.COA, cn=g.CN)
+    cases.append(
+        Case(
+            "ba_rr_rh2",
+            build_packet_with_rh2(g.CN, g.COA, g.HOA, NH_MH, mh),
+            {
+                "ipv6.src": [str(g.CN)],
+                "ipv6.dst": [str(g.COA)],
+                "ipv6.routing.type": ["2"],
+                "ipv6.routing.mipv6.home_address": [str(g.HOA)],
+                "mip6.mhtype": ["6"],
+                "mip6.ba.status": ["0"],
+                "mip6.ba.k_flag": ["0"],
+                "mip6.ba.seqnr": ["6"],
+                "mip6.ba.lifetime": ["105"],
+            },
+            mh,
+            g.CN,
+            g.HOA,
+        )
+    )
+    mh = _mh(ExperimentalMessage(mice_options(MICE_ITEMS)), g.HOA, g.CN)
+    cases.append(
+        Case(
+            "experimental_mice_tunnelled",
+            encapsulate(g.COA, g.HA, build_ipv6_packet(g.HOA, g.CN, NH_MH, mh)),
+            {
+                "ipv6.nxt": ["41", "135"],
+                "mip6.hlen": [str(len(mh) // 8 - 1)],
+                "mip6.mhtype": ["11"],
+            },
+            mh,
+            g.HOA,
+            g.CN,
+        )
+    )
+    mh = _mh(ExperimentalMessage(), g.HOA, g.CN)
+    cases.append(
+        Case(
+            "experimental_empty",
+            build_ipv6_packet(g.HOA, g.CN, NH_MH, mh),
+            {"mip6.hlen": ["0"], "mip6.mhtype": ["11"], "mip6.em.data": []},
+            mh,
+            g.HOA,
+            g.CN,
+        )
+    )
     return cases
 
 
@@ -359,6 +527,33 @@ def test_tshark_rfc4285_options_raw(dissected: list[dict[str, list[Field]]]) -> 
     # tshark's auth_data field is short by two octets; it must still be a prefix of ours.
     (auth_data,) = [v for _, v in fields["mip6.auth.auth_data"]]
     assert case.mh[-12:].hex().startswith(auth_data)
+
+
+def _case(
+    dissected: list[dict[str, list[Field]]], name: str
+) -> tuple[Case, dict[str, list[Field]]]:
+    index = next(i for i, c in enumerate(CASES) if c.name == name)
+    return CASES[index], dissected[index]
+
+
+def test_tshark_bad_option_raw(dissected: list[dict[str, list[Field]]]) -> None:
+    for name, coa_cn in (("bu_rr_hao", (g.COA, g.CN)), ("ba_rr_rh2", (g.COA, g.CN))):
+        case, fields = _case(dissected, name)
+        # The BAD option is the final 14 octets of the MH: nothing after it (RFC 6275 §6.2.7).
+        assert [v for _, v in fields["mip6.options.bad_auth"]] == [case.mh[-14:].hex()]
+        mh_data = case.mh[:4] + b"\x00\x00" + case.mh[6:-12]
+        expected = g.ref_bad(g.KBM, *coa_cn, mh_data)
+        assert [v for _, v in fields["mip6.bad.auth"]] == [expected.hex()]
+
+
+def test_tshark_experimental_data_raw(dissected: list[dict[str, list[Field]]]) -> None:
+    case, fields = _case(dissected, "experimental_mice_tunnelled")
+    # tshark shows the Message Data opaquely; it is our option 18 with the M-ICE TLVs, padded.
+    (data,) = [bytes.fromhex(v) for _, v in fields["mip6.em.data"]]
+    assert data == case.mh[6:]
+    option_data = b"".join(o.data for o in mice_options(MICE_ITEMS))
+    assert data[:2] == bytes((18, len(option_data)))
+    assert data[2 : 2 + len(option_data)] == option_data
 
 
 def test_tshark_oracle_detects_errors(tmp_path: Path) -> None:
