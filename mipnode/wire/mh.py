@@ -153,7 +153,10 @@ class NonceIndices:
 
 @dataclass(frozen=True, slots=True)
 class BindingAuthorizationData:
-    """Binding Authorization Data (§6.2.7); must be the last option of the MH."""
+    """Binding Authorization Data (§6.2.7); must be the last option of the MH.
+
+    Decoded with any length (the authorization procedure sets it); :mod:`mipnode.wire.bad`
+    insists on the 12 octets of return routability."""
 
     authenticator: bytes
 
