@@ -57,8 +57,9 @@ alone; 136-138 carry no BAD at all (§9.5.4), so they are matched by sequence on
   insufficient resources, is often temporary, and one attempt a minute is cheap).
 
 Immediate resends (135, 136-138) are limited to ``MAX_IMMEDIATE_RESENDS`` per exchange, so a
-confused or hostile CN cannot make us loop (136-138 are unauthenticated); after that the
-retransmission ladder paces us.
+confused or hostile CN cannot make us loop (136-138 are unauthenticated): after that a 135 waits
+for the retransmission ladder, and one more 136-138 counts as a rejection (fresh tokens keep
+being refused, so resending is pointless) with the 60 s pause.
 
 Deletion (:meth:`stop`). §6.1.7 and §9.5.1: the Lifetime is 0 and Kbm depends exclusively on
 the home keygen token, so only a home test is needed (§11.6.1) and the care-of nonce index is
@@ -379,8 +380,10 @@ class RouteOptimizationCore:
             ValueError: ``care_of`` is the home address, or ``cn`` is.
         """
         self._last_now = now
-        if care_of == self._hoa or cn == self._hoa:
-            raise ValueError("care-of address and correspondent must differ from the HoA")
+        if care_of == self._hoa:
+            raise ValueError("care-of address equals the home address")
+        if cn == self._hoa:
+            raise ValueError("the correspondent is our own home address")
         peer = self._peers.get(cn)
         if peer is None:
             peer = _Peer(
@@ -860,10 +863,12 @@ class RouteOptimizationCore:
 
     def _rerun_rr(self, now: float, peer: _Peer, exchange: _Exchange, status: int) -> None:
         """136 / 137 / 138: the CN no longer knows the home / care-of / both nonces (§5.2.7)."""
-        self._counters[f"rr_rerun_{status}"] += 1
         if exchange.immediate_resends >= MAX_IMMEDIATE_RESENDS:
-            self._counters["resend_deferred"] += 1
+            # Fresh tokens keep being refused: a broken CN, or forged (unauthenticated)
+            # 136-138s. Resending the refused tokens would be pointless; back off instead.
+            self._reject(now, peer, status)
             return
+        self._counters[f"rr_rerun_{status}"] += 1
         exchange.immediate_resends += 1
         if status in (STATUS_EXPIRED_HOME_NONCE, STATUS_EXPIRED_NONCES):
             peer.home_token = None
