@@ -21,12 +21,14 @@ addresses"), and every transmission carries a fresh 64-bit cookie from the injec
 HoA / the CoA under test, no token was received yet in this run, and echoes one of the cookies
 of this run (§11.6.2); anything else is dropped and counted.
 
-Token reuse (§5.2.7, §11.6.1). Tokens "MAY [be used] beyond a single run of the return
+Token reuse (§5.2.7, §11.6.1). The mobile node "MAY use them beyond a single run of the return
 routability procedure until MAX_TOKEN_LIFETIME expires. After this the mobile node SHOULD NOT
-use the tokens." A token's age is counted from when the Init it answers was *sent* (the CN's
-nonce can only be younger than that). So a fresh home token is reused after a move and a fresh
-care-of token is reused when the MN comes back to a CoA it tested recently; a token
-``token_lifetime_s`` (210 s) old is dropped and that test is run again. The check is made at
+use the tokens", and "A fast moving mobile node MAY reuse a recent home keygen token from a
+correspondent node when moving to a new location". A token's age is counted from when the Init
+it answers was *sent* (the CN's nonce can only be younger than that). So a fresh home token is
+reused after a move and a fresh care-of token is reused when the MN comes back to a CoA it
+tested recently; a token ``token_lifetime_s`` (210 s) old is dropped and that test is run
+again. The check is made at
 every BU transmission, retransmissions included, so no BU ever carries a stale token.
 
 The Binding Update (§11.7.2, §6.1.7, §5.2.6) is handed to the driver with src = HoA, dst = CN
