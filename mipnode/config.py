@@ -167,6 +167,15 @@ class _Reader:
             raise self.error(name, f"not a Unix socket path or @abstract name: {value!r}")
         return value
 
+    def state_dir(self, name: str) -> str | None:
+        value = self.raw(name, None, str)
+        if value is None:
+            return None
+        # The daemon may run with any working directory (systemd: /), so only absolute paths.
+        if not value.startswith("/") or "\0" in value:
+            raise self.error(name, f"must be an absolute directory path: {value!r}")
+        return value
+
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
@@ -220,7 +229,7 @@ def load_ha_config(path: str) -> HaConfig:
     tun_name = r.ifname("tun_name", "mip-ha0")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
     control = r.socket_name("control_socket", "@mipnode-ha")
-    state_dir = r.raw("state_dir", None, str)
+    state_dir = r.state_dir("state_dir")
     r.finish()
 
     entries = doc.get("mobile_node", [])

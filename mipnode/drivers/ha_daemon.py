@@ -7,7 +7,11 @@ Packet flow (DESIGN §2, §6):
   it, but only when its inner source is a bound HoA and its outer source is that binding's
   care-of address or UDP 5-tuple (ingress filter); everything else is dropped and counted.
 - Signalling: MH packets addressed to the HA travel inside the same tunnel; STUN checks on the
-  UDP port and inside IPv6-in-IPv6 are answered here (the HA is ICE-lite, DESIGN §4).
+  UDP port and inside IPv6-in-IPv6 are answered here (the HA is ICE-lite, DESIGN §4). BAs and
+  Binding Refresh Requests leave the same way: inner HA -> HoA, on the binding's via.
+- Persistence (``state_dir``): the binding cache is restored before the daemon reports ready
+  (expired entries dropped, routes reinstalled, a BRR to every restored MN) and written again,
+  atomically and off the trio thread, whenever the core's state changes (drivers/persist.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import signal
 import socket
 from ipaddress import IPv6Address
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -32,7 +37,7 @@ from mipnode.core.ha import (
     SecurityAssociation,
 )
 from mipnode.core.types import OutgoingMh, Via
-from mipnode.drivers import netlink, sdnotify
+from mipnode.drivers import netlink, persist, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.io import (
     IPPROTO_MH,
@@ -55,6 +60,9 @@ log = logging.getLogger("mipnode.ha")
 
 NH_UDP = 17
 NH_MH = 135
+# BRA in accepting BAs (issue 3): refresh after 3/4 of the granted lifetime, a little before the
+# MN core's own 80 %, and well before the HA's BRR round (min(10 %, 30 s) before the expiry).
+REFRESH_ADVICE_FRACTION = 0.75
 
 
 class HomeAgentDaemon:
@@ -68,6 +76,8 @@ class HomeAgentDaemon:
                     SecurityAssociation(m.spi, m.key, m.home_address) for m in config.mobile_nodes
                 ),
                 max_lifetime_s=config.max_lifetime_s,
+                refresh_advice_fraction=REFRESH_ADVICE_FRACTION,
+                refresh_requests=True,
             )
         )
         self.ha_bytes = config.address.packed
@@ -79,6 +89,9 @@ class HomeAgentDaemon:
         self.route_changes: trio.MemorySendChannel[tuple[str, IPv6Address]]
         self.started_at = wall()
         self.timer = TimerPump(self.core.get_timer, self._on_timer)
+        self.writer: persist.StateWriter | None = None
+        self.saved_version = self.core.state_version
+        self.restored = 0
 
     # -- setup -------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -103,7 +116,11 @@ class HomeAgentDaemon:
         self.udp4 = open_udp(socket.AF_INET, cfg.udp_port)
         send_routes, recv_routes = trio.open_memory_channel[tuple[str, IPv6Address]](1000)
         self.route_changes = send_routes
+        if cfg.state_dir is not None:
+            await self._restore(cfg.state_dir)
         async with trio.open_nursery() as nursery:
+            if self.writer is not None:
+                nursery.start_soon(self.writer.run)
             nursery.start_soon(self._route_worker, recv_routes)
             nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
             nursery.start_soon(drain_socket, self.raw41, self._from_raw41, self._flush)
@@ -113,14 +130,45 @@ class HomeAgentDaemon:
             nursery.start_soon(self.timer.run)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
-                "home agent ready address=%s home_prefix=%s udp_port=%d mobile_nodes=%d",
+                "home agent ready address=%s home_prefix=%s udp_port=%d mobile_nodes=%d "
+                "restored=%d",
                 cfg.address,
                 cfg.home_prefix,
                 cfg.udp_port,
                 len(cfg.mobile_nodes),
+                self.restored,
             )
             sdnotify.notify("READY=1")
             task_status.started()
+
+    async def _restore(self, state_dir: str) -> None:
+        """Load the binding cache; a missing, unreadable or corrupt file means start empty."""
+        try:
+            path = await trio.to_thread.run_sync(persist.prepare_state_dir, state_dir)
+        except OSError as exc:
+            # Keep serving; the writer keeps trying (and logging) until the directory works.
+            path = Path(state_dir) / persist.STATE_FILE
+            log.error(
+                "state_dir %s unusable (%s); bindings may not survive a restart", state_dir, exc
+            )
+        self.writer = persist.StateWriter(path)
+        try:
+            state = await trio.to_thread.run_sync(persist.read_state, path)
+            if state is None:
+                log.info("no binding cache at %s; starting empty", path)
+                return
+            self.restored = self.core.restore(wall(), state)
+        except (persist.StateFileError, ValueError) as exc:
+            kept = await trio.to_thread.run_sync(persist.set_aside, path)
+            log.error("binding cache %s unusable (%s); starting empty, kept as %s", path, exc, kept)
+            return
+        log.info(
+            "binding cache restored from %s: bindings=%d %s",
+            path,
+            self.restored,
+            {k: v for k, v in self.core.statistics().items() if k.startswith("restore")},
+        )
+        self._flush()  # reinstall routes, send the BRRs, rewrite the file without expired entries
 
     # -- receive paths -----------------------------------------------------------------
     def _from_tun(self, pkt: bytes) -> None:
@@ -246,6 +294,9 @@ class HomeAgentDaemon:
             self._send_mh(out)
         while (event := self.core.next_event()) is not None:
             self._on_event(event)
+        if self.writer is not None and self.core.state_version != self.saved_version:
+            self.saved_version = self.core.state_version
+            self.writer.submit(self.core.export_state())
         self.timer.kick()
 
     def _send_mh(self, out: OutgoingMh) -> None:
@@ -313,8 +364,22 @@ class HomeAgentDaemon:
                 "counters": dict(self.counters),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),
+                "persistence": self._persistence_status(),
             }
         return {"error": f"unknown command {command!r}"}
+
+    def _persistence_status(self) -> dict[str, Any] | None:
+        w = self.writer
+        if w is None:
+            return None
+        return {
+            "state_file": str(w.path),
+            "restored": self.restored,
+            "writes": w.writes,
+            "write_failures": w.failures,
+            "last_error": w.last_error,
+            "last_write_ms": w.last_write_ms,
+        }
 
 
 def _host(addr: str) -> str:

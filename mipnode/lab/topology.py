@@ -251,6 +251,7 @@ address = "{HA_ADDRESS}"
 home_prefix = "{HOME_PREFIX}"
 udp_port = 4191
 max_lifetime_s = 600
+state_dir = "{t.workdir}"
 
 [[mobile_node]]
 home_address = "{HOA}"

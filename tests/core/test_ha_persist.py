@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import os
+import stat
+import time
 from ipaddress import IPv6Address
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from coretest_kit import (
     COA,
     HA,
@@ -28,6 +34,7 @@ from coretest_kit import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mipnode.config import ConfigError, HaConfig, MobileNodeEntry, load_ha_config
 from mipnode.core.ha import (
     MAX_DELETE_BCE_TIMEOUT,
     BindingAdded,
@@ -37,8 +44,10 @@ from mipnode.core.ha import (
     SecurityAssociation,
 )
 from mipnode.core.types import Via
+from mipnode.drivers import persist
+from mipnode.drivers.ha_daemon import HomeAgentDaemon
 from mipnode.wire.auth4285 import verify_mh_authenticated
-from mipnode.wire.mh import BindingRefreshRequest
+from mipnode.wire.mh import BindingRefreshRequest, decode_mh_untrusted
 
 T0 = 1000.0
 HOA2 = IPv6Address("2001:db8:1::101")
@@ -428,3 +437,198 @@ def test_export_then_restore_gives_the_same_snapshot_minus_what_expired(
     assert fresh.export_state() == ha.export_state()
     assert {b.home_address for b in fresh.bindings()} == {b.home_address for b in ha.bindings()}
     assert len(fresh.datagrams_to_send(restart)) == len(ha.bindings())  # one BRR each
+
+
+# -- the daemon's side: drivers/persist.py, HomeAgentDaemon._restore, [ha] state_dir ---------
+# (No root needed: files in tmp_path, fake sockets.)
+
+
+def test_an_atomic_write_leaves_one_0600_file_and_no_temporary(tmp_path: Path) -> None:
+    path = persist.prepare_state_dir(str(tmp_path / "state"))
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) & 0o077 == 0
+    persist.write_atomically(path, b"one")
+    persist.write_atomically(path, b"two")
+    assert path.read_bytes() == b"two"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == [persist.STATE_FILE]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = persist.prepare_state_dir(str(tmp_path))
+    persist.write_atomically(path, b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(persist.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        persist.write_atomically(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == [persist.STATE_FILE]
+
+
+def test_start_up_clears_temporaries_a_crash_left_behind(tmp_path: Path) -> None:
+    leftover = tmp_path / f".{persist.STATE_FILE}.abc123.tmp"
+    leftover.write_bytes(b"half a snap")
+    other = tmp_path / "unrelated.tmp"
+    other.write_bytes(b"")
+    path = persist.prepare_state_dir(str(tmp_path))
+    assert not leftover.exists() and other.exists() and not path.exists()
+
+
+def test_reading_back_what_was_written(tmp_path: Path) -> None:
+    path = persist.prepare_state_dir(str(tmp_path))
+    assert persist.read_state(path) is None  # no file yet: start empty, quietly
+    state = _good_state()
+    persist.write_atomically(path, persist.encode_state(state, T0))
+    assert persist.read_state(path) == state
+    doc = json.loads(path.read_text())
+    assert (doc["format"], doc["saved_at"]) == (persist.FORMAT, T0)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{", b"\xff\xfe", b"[]", b'{"format": "something-else", "core": {}}', b'{"core": {}}'],
+)
+def test_unusable_files_raise_state_file_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / persist.STATE_FILE
+    path.write_bytes(content)
+    with pytest.raises(persist.StateFileError):
+        persist.read_state(path)
+
+
+def test_a_directory_in_place_of_the_file_is_unusable_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / persist.STATE_FILE
+    path.mkdir()
+    with pytest.raises(persist.StateFileError, match="cannot read"):
+        persist.read_state(path)
+
+
+async def test_the_writer_keeps_order_coalesces_and_flushes_on_shutdown(tmp_path: Path) -> None:
+    path = persist.prepare_state_dir(str(tmp_path))
+    writer = persist.StateWriter(path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        for i in range(20):
+            writer.submit({"n": i})
+            if i % 7 == 0:
+                await trio.sleep(0)
+        while writer.pending:
+            await trio.sleep(0.01)
+        await trio.sleep(0.05)
+        assert json.loads(path.read_text())["core"] == {"n": 19}  # the newest won
+        assert 1 <= writer.writes <= 20 and writer.failures == 0
+        writer.submit({"n": "last"})
+        nursery.cancel_scope.cancel()  # the daemon stops before the writer woke up
+    assert json.loads(path.read_text())["core"] == {"n": "last"}
+
+
+async def test_the_writer_retries_a_failed_write(tmp_path: Path) -> None:
+    directory = tmp_path / "gone"
+    path = persist.prepare_state_dir(str(directory))
+    directory.rmdir()  # the next write fails
+    writer = persist.StateWriter(path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.submit({"n": 1})
+        while writer.failures == 0:
+            await trio.sleep(0.01)
+        assert writer.last_error is not None and writer.pending
+        directory.mkdir()
+        with trio.fail_after(5):
+            while writer.writes == 0:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert json.loads(path.read_text())["core"] == {"n": 1}
+    assert writer.last_error is None
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        self.sent.append((data, addr))
+        return len(data)
+
+
+def _daemon(state_dir: Path) -> HomeAgentDaemon:
+    config = HaConfig(
+        path="ha.toml",
+        address=HA,
+        home_prefix=PREFIX,
+        udp_port=4191,
+        max_lifetime_s=3600,
+        tun_name="mip-ha-test",
+        tun_mtu=1400,
+        mobile_nodes=(MobileNodeEntry(HOA, SPI, KEY),),
+        control_socket="@mipnode-ha-test",
+        state_dir=str(state_dir),
+    )
+    daemon = HomeAgentDaemon(config)
+    daemon.raw41 = FakeSocket()  # type: ignore[assignment]
+    send, receive = trio.open_memory_channel[tuple[str, IPv6Address]](100)
+    daemon.route_changes = send
+    daemon.route_requests = receive  # type: ignore[attr-defined]
+    return daemon
+
+
+async def test_the_daemon_restores_reinstalls_routes_and_sends_brrs(tmp_path: Path) -> None:
+    stamp = Stamper()
+    now = time.time()
+    ha, _ = registered_ha(stamp, now=now - 5)
+    path = persist.prepare_state_dir(str(tmp_path))
+    persist.write_atomically(path, persist.encode_state(ha.export_state(), now))
+    daemon = _daemon(tmp_path)
+    await daemon._restore(str(tmp_path))
+    assert daemon.restored == 1
+    assert daemon.routes == {HOA.packed: VIA}
+    assert daemon.route_requests.receive_nowait() == ("add", HOA)  # type: ignore[attr-defined]
+    ((packet, addr),) = daemon.raw41.sent  # type: ignore[attr-defined]
+    assert addr == (str(COA), 0)  # inside the binding's tunnel
+    assert (IPv6Address(packet[8:24]), IPv6Address(packet[24:40]), packet[6]) == (HA, HOA, 135)
+    assert isinstance(decode_mh_untrusted(packet[40:], HA, HOA), BindingRefreshRequest)
+    assert daemon.writer is not None and daemon.writer.pending  # rewritten after the restore
+
+
+@pytest.mark.parametrize("content", [b"garbage", b'{"format": "mipnode-ha-binding-cache"}'])
+async def test_a_corrupt_file_is_set_aside_with_one_log_line_and_the_ha_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    (tmp_path / persist.STATE_FILE).write_bytes(content)
+    daemon = _daemon(tmp_path)
+    with caplog.at_level(logging.INFO, logger="mipnode"):
+        await daemon._restore(str(tmp_path))
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "starting empty" in errors[0].getMessage()
+    assert daemon.restored == 0 and daemon.core.bindings() == []
+    assert (tmp_path / (persist.STATE_FILE + ".corrupt")).read_bytes() == content
+    assert not (tmp_path / persist.STATE_FILE).exists()
+
+
+async def test_a_snapshot_the_core_refuses_is_set_aside_too(tmp_path: Path) -> None:
+    bad = {"version": 1, "bindings": [{"home_address": "nonsense"}], "timestamps": []}
+    persist.write_atomically(tmp_path / persist.STATE_FILE, persist.encode_state(bad, T0))
+    daemon = _daemon(tmp_path)
+    await daemon._restore(str(tmp_path))
+    assert daemon.restored == 0
+    assert (tmp_path / (persist.STATE_FILE + ".corrupt")).exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("/var/lib/mipnode-ha", True), ("var/lib/mipnode-ha", False), ("", False), ("./s", False)],
+)
+def test_state_dir_must_be_an_absolute_path(tmp_path: Path, value: str, ok: bool) -> None:
+    config = tmp_path / "ha.toml"
+    config.write_text(
+        f'[ha]\naddress = "{HA}"\nhome_prefix = "{PREFIX}"\nstate_dir = "{value}"\n\n'
+        f'[[mobile_node]]\nhome_address = "{HOA}"\nspi = {SPI}\nkey = "{KEY.hex()}"\n'
+    )
+    if ok:
+        assert load_ha_config(str(config)).state_dir == value
+    else:
+        with pytest.raises(ConfigError, match="absolute"):
+            load_ha_config(str(config))
