@@ -50,7 +50,7 @@ def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
 def run_daemon(role: str, config_path: str, verbose: bool) -> int:
     import trio
 
-    from mipnode.config import ConfigError, load_ha_config, load_mn_config
+    from mipnode.config import ConfigError, load_cn_config, load_ha_config, load_mn_config
     from mipnode.drivers.logs import setup_logging
 
     setup_logging(verbose)
@@ -66,10 +66,10 @@ def run_daemon(role: str, config_path: str, verbose: bool) -> int:
             mn_cfg = load_mn_config(config_path)
             main = lambda: run_mobile_node(mn_cfg)  # noqa: E731
         else:
-            fail(
-                "the correspondent-node role (mipnode cn) is not available yet; "
-                "plain IPv6 hosts reach mobile nodes through the home agent"
-            )
+            from mipnode.drivers.cn_daemon import run_correspondent
+
+            cn_cfg = load_cn_config(config_path)
+            main = lambda: run_correspondent(cn_cfg)  # noqa: E731
     except ConfigError as exc:
         fail(str(exc))
     try:

@@ -104,9 +104,10 @@ def test_installed_entry_point_reports_the_same_way(tmp_path: Path) -> None:
 
 
 # -- the CN role, inspection and the lab listing -----------------------------------------------
-def test_cn_role_refuses_clearly() -> None:
-    line = assert_one_line_error(run([*CLI, "cn", "--config", str(EXAMPLES / "ha.toml")]))
-    assert "correspondent-node role" in line and "not available yet" in line
+def test_cn_role_with_another_role_s_config_names_the_missing_table() -> None:
+    config = EXAMPLES / "ha.toml"
+    line = assert_one_line_error(run([*CLI, "cn", "--config", str(config)]))
+    assert line == f"mipnode: {config}: ha: unknown key"
 
 
 def test_status_without_a_daemon() -> None:

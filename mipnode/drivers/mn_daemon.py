@@ -30,8 +30,16 @@ from mipnode.core.mn import (
     Registered,
     RegistrationRejected,
 )
-from mipnode.core.types import Via
-from mipnode.drivers import netlink, sdnotify
+from mipnode.core.mn_ro import (
+    RoConfig,
+    RouteOptimizationCore,
+    RouteOptimizationEnded,
+    RouteOptimizationExpired,
+    RouteOptimizationFailed,
+    RouteOptimized,
+)
+from mipnode.core.types import OutgoingMh, Via
+from mipnode.drivers import netlink, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.io import (
     IPPROTO_MH,
@@ -57,7 +65,13 @@ from mipnode.drivers.packets import (
 )
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.exthdr import build_packet_with_hao
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
+from tunnels.ro import (
+    add_home_address_option,
+    can_route_optimise,
+    remove_type2_routing_header_untrusted,
+)
 
 log = logging.getLogger("mipnode.mn")
 
@@ -69,6 +83,11 @@ KEEPALIVE_IDENT = 0x6D69  # "mi": tells our keepalive echo replies from the user
 KEEPALIVE_MISSES = 3
 REGISTRATION_STUCK_S = 12.0
 ACCESS_POLL_S = 1.0
+NFT_TABLE = "mipnode_mn"
+PROBE_IDENT = 0x6D6A  # D-native probe echoes, told apart from the user's pings
+PROBE_TRIES = 5
+PROBE_INTERVAL_S = 0.5
+NH_ROUTING = 43
 
 
 @dataclass
@@ -127,6 +146,21 @@ class MobileNodeDaemon:
         self.reselect = trio.Event()
         self.deregistered = trio.Event()
         self.last_rejection: int | None = None
+        # Route optimisation (D-native) with correspondents: RR and BU in a pure core; data
+        # moves to D-native only after a probe in that form came back (ro_ready).
+        self.ro: RouteOptimizationCore | None = None
+        if config.route_optimization:
+            self.ro = RouteOptimizationCore(
+                RoConfig(home_address=config.home_address),
+                random_bytes=secrets.token_bytes,
+                initial_sequence=secrets.randbelow(65536),
+            )
+            self.ro_timer = TimerPump(self.ro.get_timer, self._on_ro_timer)
+        self.ro_started: set[bytes] = set()
+        self.ro_ready: dict[bytes, float] = {}  # CN address -> since (POSIX time)
+        self.probe_pending: dict[bytes, float] = {}
+        self.tap_enabled = False
+        self._nursery: trio.Nursery
 
     # -- setup -------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -144,7 +178,28 @@ class MobileNodeDaemon:
         self.raw_mh = open_raw(IPPROTO_MH, ifname)  # kept open: no Parameter Problem for MH
         self.udp6 = open_udp(socket.AF_INET6, 0, ifname)
         self.udp4 = open_udp(socket.AF_INET, 0, ifname)
+        if self.ro is not None and self.access.ipv6 is not None:
+            # RH2 replies and CoTs come to the care-of address natively (reference/linux.md §4).
+            self.tap = rawio.open_tap(ifname)
+            self.raw_sender = rawio.open_raw_sender(ifname)
+            await trio.to_thread.run_sync(
+                lambda: rawio.install_rx_drops(NFT_TABLE, dstopts=False, routing2=True)
+            )
+            self.tap_enabled = True
+        try:
+            await self._run_tasks(task_status)
+        finally:
+            if self.tap_enabled:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(rawio.remove_table, NFT_TABLE)
+
+    async def _run_tasks(self, task_status: trio.TaskStatus[None]) -> None:
+        cfg = self.config
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.tap_enabled:
+                nursery.start_soon(drain_socket, self.tap, self._from_tap, self._flush)
+                nursery.start_soon(self.ro_timer.run)
             nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
             nursery.start_soon(drain_socket, self.raw41, self._from_raw41, self._flush)
             nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
@@ -305,6 +360,18 @@ class MobileNodeDaemon:
         if self.path is None:
             self.drops("tun_no_path")
             return
+        dst = pkt[24:40]
+        if dst in self.ro_ready and can_route_optimise(pkt) and self.access.ipv6 is not None:
+            send_quietly(
+                self.raw_sender,
+                add_home_address_option(pkt, self.access.ipv6.packed),
+                (str(IPv6Address(dst)), 0),
+                self.drops,
+            )
+            self.counters("d_native_to_cn")
+            return
+        if self.tap_enabled and dst not in self.ro_started:
+            self._maybe_start_ro(dst)
         self._send_on_path(pkt)
         self.counters("tunnelled_to_ha")
 
@@ -341,6 +408,12 @@ class MobileNodeDaemon:
         dst = inner[24:40]
         nh = inner[6]
         if dst == self.hoa_bytes:
+            if nh == NH_MH and inner[8:24] != self.ha_bytes and self.ro is not None:
+                plen = int.from_bytes(inner[4:6], "big")
+                self.ro.receive_datagram(
+                    wall(), inner[40 : 40 + plen], IPv6Address(inner[8:24]), self.hoa
+                )
+                return
             if inner[8:24] == self.ha_bytes:
                 if nh == NH_MH:
                     plen = int.from_bytes(inner[4:6], "big")
@@ -399,6 +472,12 @@ class MobileNodeDaemon:
             self._send_on_path(ipv6_packet(out.src, out.dst, NH_MH, out.data))
         while (event := self.core.next_event()) is not None:
             self._on_event(event, now)
+        if self.ro is not None:
+            for out in self.ro.datagrams_to_send(now):
+                self._send_ro_mh(out)
+            while (ro_event := self.ro.next_event()) is not None:
+                self._on_ro_event(ro_event)
+            self.ro_timer.kick()
         if (
             self.core.state == "registering"
             and self.registration_started is not None
@@ -438,6 +517,125 @@ class MobileNodeDaemon:
         elif isinstance(event, Deregistered):
             self.deregistered.set()
 
+    # -- route optimisation (D-native) ------------------------------------------------------
+    def _maybe_start_ro(self, dst: bytes) -> None:
+        """First packet to a correspondent: try return routability with it (RFC 6275 §11.6)."""
+        assert self.ro is not None and self.access.ipv6 is not None
+        self.ro_started.add(dst)
+        cn = IPv6Address(dst)
+        if (not cn.is_global and not cn.is_private) or cn.is_multicast or cn.is_link_local:
+            return
+        if cn in (self.ha, self.hoa):
+            return
+        self.ro.start(wall(), cn, self.access.ipv6)
+
+    def _send_ro_mh(self, out: OutgoingMh) -> None:
+        if out.care_of is not None:  # BU: from the CoA with a Home Address option
+            pkt = build_packet_with_hao(out.care_of, out.dst, out.src, NH_MH, out.data)
+            send_quietly(self.raw_sender, pkt, (str(out.dst), 0), self.drops)
+        elif out.src == self.hoa:  # HoTI: through the HA tunnel
+            self._send_on_path(ipv6_packet(out.src, out.dst, NH_MH, out.data))
+        else:  # CoTI: natively from the CoA
+            send_quietly(
+                self.raw_sender,
+                ipv6_packet(out.src, out.dst, NH_MH, out.data),
+                (str(out.dst), 0),
+                self.drops,
+            )
+
+    def _on_ro_timer(self, now: float) -> None:
+        assert self.ro is not None
+        self.ro.handle_timer(now)
+        self._flush()
+
+    def _on_ro_event(self, event: object) -> None:
+        if isinstance(event, RouteOptimized):
+            log.info(
+                "route optimisation with %s: binding accepted (care-of %s, %ss); probing",
+                event.cn,
+                event.care_of,
+                event.lifetime_s,
+            )
+            if event.cn.packed not in self.ro_ready:
+                self.probe_pending[event.cn.packed] = 0.0
+                self._nursery.start_soon(self._probe, event.cn)
+        elif isinstance(
+            event, RouteOptimizationFailed | RouteOptimizationEnded | RouteOptimizationExpired
+        ) and self.ro_ready.pop(event.cn.packed, None) is not None:
+            log.info("path to %s: back to the HA tunnel (%s)", event.cn, type(event).__name__)
+
+    async def _probe(self, cn: IPv6Address) -> None:
+        """Echo requests inside HAO packets; the reply must come back inside an RH2 packet."""
+        assert self.access.ipv6 is not None
+        for seq in range(1, PROBE_TRIES + 1):
+            if cn.packed not in self.probe_pending:
+                return
+            self.probe_pending[cn.packed] = trio.current_time()
+            probe = echo_request(self.hoa, cn, PROBE_IDENT, seq, b"mipnode d-native probe")
+            send_quietly(
+                self.raw_sender,
+                add_home_address_option(probe, self.access.ipv6.packed),
+                (str(cn), 0),
+                self.drops,
+            )
+            await trio.sleep(PROBE_INTERVAL_S)
+        if self.probe_pending.pop(cn.packed, None) is not None:
+            log.info("path to %s: D-native probe unanswered; staying on the HA tunnel", cn)
+            self.counters("d_native_probe_failed")
+
+    def _from_tap(self, pkt: bytes, addr: Any) -> None:
+        if rawio.is_outgoing(addr) or len(pkt) < 40 or self.access.ipv6 is None:
+            return
+        if pkt[24:40] != self.access.ipv6.packed:
+            self.drops("tap_not_for_coa")
+            return
+        nh = pkt[6]
+        if nh == NH_MH:  # CoT (or a Binding Error) to the care-of address
+            if self.ro is not None:
+                plen = int.from_bytes(pkt[4:6], "big")
+                self.ro.receive_datagram(
+                    wall(), pkt[40 : 40 + plen], IPv6Address(pkt[8:24]), self.access.ipv6
+                )
+            return
+        if nh != NH_ROUTING:
+            self.drops("tap_unexpected_header")
+            return
+        try:
+            hoa, inner = remove_type2_routing_header_untrusted(pkt)
+        except BadPacket as exc:
+            self.drops(f"rh2_{exc.reason}")
+            return
+        if hoa != self.hoa_bytes:
+            # RFC 6275 §11.3.3: the RH2 must carry our own home address; never forward.
+            self.drops("rh2_not_our_home_address")
+            return
+        cn = inner[8:24]
+        if inner[6] == NH_MH and self.ro is not None:  # BA from the CN
+            self.ro.receive_datagram(wall(), inner[40:], IPv6Address(cn), self.hoa)
+            return
+        if inner[6] == NH_ICMPV6 and self._maybe_probe_reply(inner):
+            return
+        if cn not in self.ro_ready:
+            self.drops("rh2_without_binding")
+            return
+        try:
+            os.write(self.tun, inner)
+        except OSError:
+            self.drops("tun_write_failed")
+            return
+        self.counters("d_native_from_cn")
+
+    def _maybe_probe_reply(self, inner: bytes) -> bool:
+        if len(inner) < 48 or inner[40] != ICMPV6_ECHO_REPLY:
+            return False
+        if int.from_bytes(inner[44:46], "big") != PROBE_IDENT:
+            return False
+        cn = inner[8:24]
+        if self.probe_pending.pop(cn, None) is not None:
+            self.ro_ready[cn] = wall()
+            log.info("path to %s: D-native (probe answered through an RH2)", IPv6Address(cn))
+        return True
+
     # -- keepalives ----------------------------------------------------------------------
     async def _keepalive_loop(self) -> None:
         while True:
@@ -466,7 +664,12 @@ class MobileNodeDaemon:
 
     async def shutdown(self) -> None:
         """RFC 6275 §11.5.4-style goodbye: deregister (lifetime 0) and wait briefly for the BA."""
+        if self.ro is not None:
+            for cn in list(self.ro_ready):
+                self.ro.stop(wall(), IPv6Address(cn))
+            self.ro_ready.clear()
         if self.core.state not in ("registered", "registering") or self.path is None:
+            self._flush()
             return
         self.core.deregister(wall())
         self._flush()
@@ -481,6 +684,26 @@ class MobileNodeDaemon:
         sock = self.udp6 if c.family == 6 else self.udp4
         addr = self.access.ipv6 if c.family == 6 else self.access.ipv4
         return (str(addr), sock.getsockname()[1])
+
+    def _correspondents(self, now: float) -> list[dict[str, Any]]:
+        """Per correspondent: the path its traffic takes now, and the RO binding behind it."""
+        if self.ro is None:
+            return []
+        out = []
+        for b in self.ro.bindings(now):
+            ready = self.ro_ready.get(b.cn.packed)
+            out.append(
+                {
+                    "cn": str(b.cn),
+                    "path": "D-native" if ready else (self.path.kind if self.path else None),
+                    "since": ready,
+                    "route_optimization": b.state,
+                    "care_of": str(b.care_of) if b.care_of else None,
+                    "sequence": b.sequence,
+                    "lifetime_remaining_s": round(b.lifetime_remaining, 1),
+                }
+            )
+        return out
 
     def answer(self, command: str) -> Any:
         now = wall()
@@ -531,6 +754,7 @@ class MobileNodeDaemon:
                     }
                     for c in self.candidates
                 ],
+                "correspondents": self._correspondents(now),
                 "counters": dict(self.counters),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),

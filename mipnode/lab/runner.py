@@ -60,7 +60,28 @@ SCENARIOS = (
         "T-udp",
     ),
     Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
+    Scenario(
+        "ro-open",
+        "open network, mipnode CN: route optimisation",
+        "ipv6",
+        "open",
+        "T-native",
+        cn="mipnode",
+        expect_mn_cn="D-native",
+    ),
+    Scenario(
+        "ro-cn-behind-fw",
+        "mipnode CN behind a stateful firewall",
+        "ipv6",
+        "open",
+        "T-native",
+        cn="mipnode",
+        cn_firewall="stateful",
+        expect_mn_cn="T-native",
+    ),
 )
+D_NATIVE_WAIT_S = 10.0
+STAYS_ON_T_WAIT_S = 4.0
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
@@ -147,14 +168,54 @@ def ping(t: Topology, node: str, target: str, count: int = 5) -> dict[str, Any]:
     return {"sent": count, "received": got, "rtt_ms": float(rtt.group(1)) if rtt else None}
 
 
-def tcp_transfer(t: Topology) -> dict[str, Any]:
-    """MN -> CN TCP stream of TCP_BYTES through the HA, checked end to end with SHA-256."""
+def correspondent_path(t: Topology) -> str | None:
+    status = daemon_status(t, "mn") or {}
+    for c in status.get("correspondents", []):
+        if c["cn"] == CN_ADDRESS:
+            return str(c["path"])
+    return status["bindings"][0]["path"]["kind"] if status.get("bindings") else None
+
+
+def settle_correspondent_path(
+    t: Topology, expected: str, *, from_cn: bool = False
+) -> tuple[str | None, list[str]]:
+    """Drive first traffic to the CN, then watch the MN-CN path settle.
+
+    Expecting D-native: wait until it is reached. Expecting a T path: keep watching for a
+    while and record every path seen, so a flap to D-native and back is caught.
+    """
+    # The MN starts return routability with the first packets it sends to the CN (replies
+    # included, when the CN starts the conversation).
+    if from_cn:
+        ping(t, "cn", HOA, count=2)
+    else:
+        ping(t, "mn", CN_ADDRESS, count=2)
+    seen: list[str] = []
+    deadline = time.monotonic() + (D_NATIVE_WAIT_S if expected == "D-native" else STAYS_ON_T_WAIT_S)
+    path = None
+    while time.monotonic() < deadline:
+        path = correspondent_path(t)
+        if path and (not seen or seen[-1] != path):
+            seen.append(path)
+        if expected == "D-native" and path == expected:
+            break
+        time.sleep(0.2)
+    return path, seen
+
+
+def tcp_transfer(t: Topology, *, from_cn: bool = False) -> dict[str, Any]:
+    """A TCP stream of TCP_BYTES between the MN's HoA and the CN, checked with SHA-256.
+
+    MN -> CN by default; CN -> HoA when the CN sits behind a firewall that admits only what the
+    CN starts (RFC 4487 §5.2).
+    """
+    server_node, client_node, target = ("mn", "cn", HOA) if from_cn else ("cn", "mn", CN_ADDRESS)
     server = subprocess.Popen(
         [
             "ip",
             "netns",
             "exec",
-            t.ns("cn"),
+            t.ns(server_node),
             sys.executable,
             "-m",
             "mipnode.lab.traffic",
@@ -173,12 +234,12 @@ def tcp_transfer(t: Topology) -> dict[str, Any]:
                 "ip",
                 "netns",
                 "exec",
-                t.ns("mn"),
+                t.ns(client_node),
                 sys.executable,
                 "-m",
                 "mipnode.lab.traffic",
                 "client",
-                CN_ADDRESS,
+                target,
                 str(TCP_PORT),
                 str(TCP_BYTES),
             ],
@@ -189,6 +250,7 @@ def tcp_transfer(t: Topology) -> dict[str, Any]:
             result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             result = {"ok": False, "error": proc.stderr.strip()[-200:]}
+        result["direction"] = "cn->mn" if from_cn else "mn->cn"
         return result
     finally:
         server.kill()
@@ -207,7 +269,7 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         "name": sc.name,
         "description": sc.description,
         "passed": False,
-        "expected": {"mn_ha": sc.expect_mn_ha, "mn_cn": None},
+        "expected": {"mn_ha": sc.expect_mn_ha, "mn_cn": sc.expect_mn_cn},
         "observed": {"mn_ha": None, "mn_cn": None},
         "timings_ms": {"registration": None, "first_data": None, "rtt_via_ha": None},
         "traffic": {},
@@ -222,24 +284,45 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         result["timings_ms"]["registration"] = status.get("registration_ms")
         ha = daemon_status(t, "ha", "bindings") or {}
         ha_kinds = [b["path"]["kind"] for b in ha.get("bindings", []) if b["hoa"] == HOA]
+        cn_paths: list[str] = []
+        if sc.expect_mn_cn is not None:
+            settled, cn_paths = settle_correspondent_path(
+                t, sc.expect_mn_cn, from_cn=sc.cn_firewall is not None
+            )
+            result["observed"]["mn_cn"] = settled
         # Traffic the CN starts first: through a stateful firewall this only works when the
         # MN has primed the firewall's state for the path (scenario b).
         first = time.monotonic()
         cn_ping = ping(t, "cn", HOA)
         if cn_ping["received"]:
             result["timings_ms"]["first_data"] = round((time.monotonic() - first) * 1000, 1)
-        mn_ping = ping(t, "mn", CN_ADDRESS, count=3)
-        tcp = tcp_transfer(t)
+        # A firewall in front of the CN admits only what the CN starts: no MN-initiated traffic.
+        cn_only = sc.cn_firewall is not None
+        mn_ping = None if cn_only else ping(t, "mn", CN_ADDRESS, count=3)
+        tcp = tcp_transfer(t, from_cn=cn_only)
         result["timings_ms"]["rtt_via_ha"] = cn_ping["rtt_ms"]
+        if sc.expect_mn_cn is not None:
+            after = correspondent_path(t)  # the path must hold through the traffic
+            if after != result["observed"]["mn_cn"]:
+                cn_paths.append(f"{after} (after traffic)")
+            result["observed"]["mn_cn_changes"] = cn_paths
         result["traffic"] = {"ping_cn_to_hoa": cn_ping, "ping_hoa_to_cn": mn_ping, "tcp": tcp}
         problems = []
         if result["observed"]["mn_ha"] != sc.expect_mn_ha:
             problems.append(f"MN-HA path {result['observed']['mn_ha']}, expected {sc.expect_mn_ha}")
+        if sc.expect_mn_cn is not None and (
+            result["observed"]["mn_cn"] != sc.expect_mn_cn
+            or (len(cn_paths) > 1
+            and sc.expect_mn_cn != "D-native")
+        ):
+            problems.append(
+                f"MN-CN path {' -> '.join(cn_paths) or None}, expected {sc.expect_mn_cn}"
+            )
         if ha_kinds != [result["observed"]["mn_ha"]]:
             problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
         if cn_ping["received"] < cn_ping["sent"] - 1:
             problems.append(f"ping CN->HoA {cn_ping['received']}/{cn_ping['sent']}")
-        if mn_ping["received"] < mn_ping["sent"] - 1:
+        if mn_ping is not None and mn_ping["received"] < mn_ping["sent"] - 1:
             problems.append(f"ping HoA->CN {mn_ping['received']}/{mn_ping['sent']}")
         if not tcp.get("ok"):
             problems.append(f"TCP transfer failed: {tcp.get('error', 'digest mismatch')}")
@@ -260,9 +343,17 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
 
 
 def report_table(results: list[dict[str, Any]]) -> str:
+    """One line per scenario: observed path (expected in brackets when it differs)."""
+
+    def path(r: dict[str, Any], pair: str) -> str:
+        observed, expected = r["observed"][pair], r["expected"][pair]
+        if expected is None:
+            return "-"
+        return str(observed) if observed == expected else f"{observed} [{expected}]"
+
     header = (
-        f"{'scenario':18} {'MN-HA path':11} {'expected':9} {'register':>9} {'RTT via HA':>11} "
-        f"{'TCP 1 MB':>10}  result"
+        f"{'scenario':17} {'MN-HA path':10} {'MN-CN path':10} {'register':>8} "
+        f"{'RTT CN-MN':>10} {'TCP 1 MB':>11}  result"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -271,9 +362,9 @@ def report_table(results: list[dict[str, Any]]) -> str:
         tcp = r["traffic"].get("tcp", {})
         tcp_text = f"{tcp['mbit_s']} Mb/s" if tcp.get("ok") else "failed" if tcp else "-"
         lines.append(
-            f"{r['name']:18} {r['observed']['mn_ha'] or '-':11} {r['expected']['mn_ha']:9} "
-            f"{(str(round(reg)) + ' ms') if reg is not None else '-':>9} "
-            f"{(str(rtt) + ' ms') if rtt is not None else '-':>11} {tcp_text:>10}  "
+            f"{r['name']:17} {path(r, 'mn_ha'):10} {path(r, 'mn_cn'):10} "
+            f"{(str(round(reg)) + ' ms') if reg is not None else '-':>8} "
+            f"{(str(rtt) + ' ms') if rtt is not None else '-':>10} {tcp_text:>11}  "
             f"{'PASS' if r['passed'] else 'FAIL'}"
         )
         if r["diagnosis"]:

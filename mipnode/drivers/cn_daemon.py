@@ -1,0 +1,284 @@
+"""The correspondent node daemon: return routability and D-native route optimisation.
+
+- Signalling: HoTI arrives from the home address (through the HA), CoTI from the care-of
+  address, BUs from the care-of address with a Home Address option. An AF_PACKET tap on the
+  access interface sees all of them; a raw MH socket is kept open only so the kernel does not
+  answer MH with Parameter Problem, and an nft prerouting drop in our table `inet mipnode_cn`
+  stops it from answering HAO packets (reference/linux.md §4).
+- Data from a bound MN (CoA + HAO) is accepted only with a valid binding; its source becomes the
+  HoA again and it is written into our TUN, so applications see the HoA. Each bound HoA/128 is
+  routed into that TUN; replies read from it leave with a type 2 routing header to the CoA.
+- Never forward on an RH2, never act on an HAO without a binding (RFC 6275 §9.3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+from ipaddress import IPv6Address
+from typing import Any
+
+import trio
+
+from mipnode.config import CnConfig
+from mipnode.core.cn import (
+    CnBindingAdded,
+    CnBindingRemoved,
+    CnBindingUpdated,
+    CnCoreConfig,
+    CorrespondentCore,
+)
+from mipnode.core.types import OutgoingMh
+from mipnode.drivers import netlink, rawio, sdnotify
+from mipnode.drivers.control import serve_control
+from mipnode.drivers.io import (
+    IPPROTO_MH,
+    Counters,
+    TimerPump,
+    drain_fd,
+    drain_socket,
+    open_raw,
+    send_quietly,
+    wall,
+)
+from mipnode.drivers.packets import ipv6_packet
+from mipnode.drivers.tun import open_tun
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.exthdr import build_packet_with_rh2
+from tunnels.ro import (
+    add_type2_routing_header,
+    can_route_optimise,
+    remove_home_address_option_untrusted,
+)
+
+log = logging.getLogger("mipnode.cn")
+
+NFT_TABLE = "mipnode_cn"
+NH_MH = 135
+NH_DSTOPTS = 60
+KCN_BYTES = 20  # RFC 6275 §5.2.1: Kcn is 20 octets
+
+
+class CorrespondentDaemon:
+    def __init__(self, config: CnConfig) -> None:
+        self.config = config
+        self.drops = Counters()
+        self.counters = Counters()
+        self.started_at = wall()
+        # HoA bytes -> CoA bytes for every binding: the whole per-packet state (a dict hit).
+        self.care_of: dict[bytes, bytes] = {}
+        self.route_changes: trio.MemorySendChannel[tuple[str, IPv6Address]]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        access = await trio.to_thread.run_sync(netlink.access_info, cfg.interface, cfg.tun_name)
+        if access.ifname is None:
+            raise netlink.NetlinkFailure("no access interface (set cn.interface)")
+        addresses = cfg.addresses or ((access.ipv6,) if access.ipv6 else ())
+        if not addresses:
+            raise netlink.NetlinkFailure(f"no global IPv6 address on {access.ifname}")
+        self.addresses = {a.packed for a in addresses}
+        self.ifname = access.ifname
+        self.core = CorrespondentCore(
+            CnCoreConfig(addresses=tuple(addresses), max_lifetime_s=cfg.max_lifetime_s),
+            kcn=secrets.token_bytes(KCN_BYTES),
+            random_bytes=secrets.token_bytes,
+        )
+        self.timer = TimerPump(self.core.get_timer, self._on_timer)
+        self.tun = open_tun(cfg.tun_name)
+        await trio.to_thread.run_sync(netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [])
+        self.raw_mh = open_raw(IPPROTO_MH)  # kept open: no Parameter Problem for MH
+        self.tap = rawio.open_tap(self.ifname)
+        # Bound to the access interface: bypasses our own HoA/128 routes into the TUN.
+        self.sender = rawio.open_raw_sender(self.ifname)
+        await trio.to_thread.run_sync(
+            lambda: rawio.install_rx_drops(NFT_TABLE, dstopts=True, routing2=False)
+        )
+        send_routes, recv_routes = trio.open_memory_channel[tuple[str, IPv6Address]](1000)
+        self.route_changes = send_routes
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._route_worker, recv_routes)
+                nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
+                nursery.start_soon(drain_socket, self.tap, self._from_tap, self._flush)
+                nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
+                nursery.start_soon(self.timer.run)
+                await nursery.start(serve_control, cfg.control_socket, self.answer)
+                log.info(
+                    "correspondent node ready addresses=%s interface=%s",
+                    ",".join(str(a) for a in addresses),
+                    self.ifname,
+                )
+                sdnotify.notify("READY=1")
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(rawio.remove_table, NFT_TABLE)
+
+    # -- receive ---------------------------------------------------------------------------
+    def _from_raw_mh(self, data: bytes, addr: Any) -> None:
+        self.counters("mh_seen_by_raw_socket")  # the tap already delivered it
+
+    def _from_tap(self, pkt: bytes, addr: Any) -> None:
+        if rawio.is_outgoing(addr) or len(pkt) < 40:
+            return
+        if pkt[24:40] not in self.addresses:
+            self.drops("tap_not_for_us")
+            return
+        nh = pkt[6]
+        if nh == NH_MH:
+            plen = int.from_bytes(pkt[4:6], "big")
+            self.core.receive_datagram(
+                wall(), pkt[40 : 40 + plen], IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40])
+            )
+            return
+        if nh != NH_DSTOPTS:
+            self.drops("tap_unexpected_header")
+            return
+        try:
+            coa, hoa, inner = remove_home_address_option_untrusted(pkt)
+        except BadPacket as exc:
+            self.drops(f"hao_{exc.reason}")
+            return
+        if inner[6] == NH_MH:
+            self.core.receive_datagram(
+                wall(),
+                inner[40:],
+                IPv6Address(coa),
+                IPv6Address(pkt[24:40]),
+                home_address=IPv6Address(hoa),
+            )
+            return
+        # Data: only with a binding for exactly this (HoA, CoA) (RFC 6275 §9.3.1).
+        if self.care_of.get(hoa) != coa or not self.core.check_home_address(
+            wall(), IPv6Address(coa), IPv6Address(hoa)
+        ):
+            self.drops("hao_without_binding")
+            return
+        try:
+            os.write(self.tun, inner)
+        except OSError:
+            self.drops("tun_write_failed")
+            return
+        self.counters("d_native_from_mn")
+
+    def _from_tun(self, pkt: bytes) -> None:
+        """A reply to a bound HoA: out with an RH2 to its care-of address."""
+        if len(pkt) < 40 or pkt[0] >> 4 != 6:
+            self.drops("tun_not_ipv6")
+            return
+        dst = pkt[24:40]
+        coa = self.care_of.get(dst)
+        if coa is not None and can_route_optimise(pkt):
+            send_quietly(
+                self.sender,
+                add_type2_routing_header(pkt, coa),
+                (str(IPv6Address(coa)), 0),
+                self.drops,
+            )
+            self.counters("d_native_to_mn")
+        else:
+            # Binding just ended (route not yet removed) or not rewritable: the normal way,
+            # to the home address through its home agent.
+            send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
+            self.counters("plain_to_hoa")
+
+    # -- send --------------------------------------------------------------------------------
+    def _send_mh(self, out: OutgoingMh) -> None:
+        if out.care_of is not None:
+            pkt = build_packet_with_rh2(out.src, out.care_of, out.dst, NH_MH, out.data)
+            target = out.care_of
+        else:
+            pkt = ipv6_packet(out.src, out.dst, NH_MH, out.data)
+            target = out.dst
+        send_quietly(self.sender, pkt, (str(target), 0), self.drops)
+
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._flush()
+
+    def _flush(self) -> None:
+        now = wall()
+        for out in self.core.datagrams_to_send(now):
+            self._send_mh(out)
+        while (event := self.core.next_event()) is not None:
+            self._on_event(event)
+        self.timer.kick()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, CnBindingAdded | CnBindingUpdated):
+            b = event.binding
+            self.care_of[b.home_address.packed] = b.care_of_address.packed
+            log.info(
+                "binding hoa=%s coa=%s lifetime=%ss seq=%d",
+                b.home_address,
+                b.care_of_address,
+                b.lifetime_s,
+                b.sequence,
+            )
+            if isinstance(event, CnBindingAdded):
+                self.route_changes.send_nowait(("add", b.home_address))
+        elif isinstance(event, CnBindingRemoved):
+            self.care_of.pop(event.home_address.packed, None)
+            log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
+            self.route_changes.send_nowait(("del", event.home_address))
+
+    async def _route_worker(
+        self, changes: trio.MemoryReceiveChannel[tuple[str, IPv6Address]]
+    ) -> None:
+        name = self.config.tun_name
+        async for op, hoa in changes:
+            fn = netlink.replace_route if op == "add" else netlink.delete_route
+            try:
+                await trio.to_thread.run_sync(fn, f"{hoa}/128", name)
+            except netlink.NetlinkFailure as exc:
+                self.drops("route_update_failed")
+                log.error("route %s %s failed: %s", op, hoa, exc)
+
+    # -- inspection --------------------------------------------------------------------------
+    def answer(self, command: str) -> Any:
+        now = wall()
+        bindings = [
+            {
+                "hoa": str(b.home_address),
+                "coa": str(b.care_of_address),
+                "path": {
+                    "kind": "D-native",
+                    "local": None,
+                    "remote": {"address": str(b.care_of_address), "port": None},
+                },
+                "sequence": b.sequence,
+                "lifetime_remaining_s": max(0, round(b.expires_at - now, 1)),
+                "state": "registered",
+                "nonce_indices": {"home": b.home_nonce_index, "care_of": b.care_of_nonce_index},
+            }
+            for b in self.core.bindings()
+        ]
+        if command == "bindings":
+            return {"role": "cn", "bindings": bindings}
+        if command in ("status", "paths"):
+            return {
+                "role": "cn",
+                "addresses": sorted(str(IPv6Address(a)) for a in self.addresses),
+                "interface": self.ifname,
+                "uptime_s": round(now - self.started_at, 1),
+                "bindings": bindings,
+                "counters": dict(self.counters),
+                "core": self.core.statistics(),
+                "drops": dict(self.drops),
+            }
+        return {"error": f"unknown command {command!r}"}
+
+
+async def run_correspondent(config: CnConfig) -> None:
+    daemon = CorrespondentDaemon(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                log.info("correspondent node stopping")
+                sdnotify.notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+                break

@@ -1,0 +1,93 @@
+"""Kernel plumbing for route-optimised (D-native) packets on a kernel without MIPv6.
+
+- Receive: an AF_PACKET tap sees packets with a destination options header (HAO), a routing
+  header (RH2) or a Mobility Header before netfilter does; an nft prerouting drop in our own
+  table then stops the kernel from answering them with Parameter Problem (reference/linux.md §4,
+  "nft rules that silence the kernel").
+- Send: IPPROTO_RAW with a complete, user-built IPv6 packet (the only way to emit an HAO or RH2
+  without the kernel's MIP6 module).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+import subprocess
+
+from mipnode.drivers.io import SO_BINDTODEVICE
+
+ETH_P_IPV6 = 0x86DD
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+NH_ROUTING, NH_DSTOPTS, NH_MH = 43, 60, 135
+
+# Classic BPF over the network header (SOCK_DGRAM taps start at the IPv6 header):
+#   A = next header (octet 6); accept if 60, 43 or 135; else drop. The filter runs in the kernel,
+#   so ordinary traffic never wakes the daemon.
+_FILTER = (
+    (0x30, 0, 0, 6),  # ldb [6]
+    (0x15, 3, 0, NH_DSTOPTS),  # jeq #60 -> accept
+    (0x15, 2, 0, NH_ROUTING),  # jeq #43 -> accept
+    (0x15, 1, 0, NH_MH),  # jeq #135 -> accept
+    (0x06, 0, 0, 0),  # ret #0
+    (0x06, 0, 0, 0xFFFF),  # ret #65535
+)
+
+
+def open_tap(ifname: str | None) -> socket.socket:
+    """AF_PACKET tap on ``ifname`` (all interfaces when None) for HAO / RH2 / MH packets."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
+    program = b"".join(struct.pack("HBBI", *insn) for insn in _FILTER)
+    buf = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(_FILTER), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    if ifname:
+        sock.bind((ifname, ETH_P_IPV6))
+    sock.setblocking(False)
+    return sock
+
+
+def is_outgoing(address: tuple[object, ...]) -> bool:
+    """AF_PACKET also shows our own transmissions; the address's third field says which."""
+    return len(address) > 2 and address[2] == PACKET_OUTGOING
+
+
+def open_raw_sender(ifname: str | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sock.setblocking(False)
+    if ifname:
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+    return sock
+
+
+class NftError(Exception):
+    pass
+
+
+def install_rx_drops(table: str, *, dstopts: bool, routing2: bool) -> None:
+    """Create (or replace) ``inet <table>`` with the prerouting drops for tapped packets.
+
+    The table is ours alone: created on start, deleted on exit, and replaced when a crashed run
+    left it behind.
+    """
+    rules = []
+    if routing2:
+        rules.append("meta nfproto ipv6 rt type 2 counter drop")
+    if dstopts:
+        rules.append("meta nfproto ipv6 exthdr dst exists counter drop")
+    body = "\n".join(f"    {r}" for r in rules)
+    script = (
+        f"table inet {table}\ndelete table inet {table}\n"
+        f"table inet {table} {{\n  chain pre {{\n"
+        f"    type filter hook prerouting priority raw - 10; policy accept;\n{body}\n  }}\n}}\n"
+    )
+    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NftError(f"nft table {table}: {proc.stderr.strip()}")
+
+
+def remove_table(table: str) -> None:
+    subprocess.run(
+        ["nft", "delete", "table", "inet", table], capture_output=True, text=True, check=False
+    )
