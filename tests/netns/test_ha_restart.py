@@ -1,9 +1,10 @@
 """HA restart with a persisted binding cache, on real namespaces (reference/testing.md C3, F5).
 
-A BU is captured off the HA's wire while the MN registers; the HA is stopped and started again
-with the same configuration. The binding must come back from ``state_dir``, CN -> HoA traffic
-must flow again within 2 s of the new HA being ready, and the captured BU, re-injected
-byte for byte from the MN's namespace, must be refused without touching the binding.
+A BU is captured off the HA's wire while the MN registers; the HA is stopped (SIGTERM, and
+kill -9) and started again with the same configuration. The binding must come back from
+``state_dir``, CN -> HoA traffic must flow again within 2 s of the new HA being ready, and the
+captured BU, re-injected byte for byte from the MN's namespace, must be refused without
+touching the binding.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def _ha_binding(lab: Lab) -> dict[str, object]:
     return binding
 
 
-def test_bindings_survive_an_ha_restart_and_a_replayed_bu_is_refused(make_lab) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_bindings_survive_an_ha_restart_and_a_replayed_bu_is_refused(make_lab, stop) -> None:
     lab = make_lab(firewall="open", start=False)
     sniffer = subprocess.Popen(
         ["ip", "netns", "exec", lab.t.ns("ha"), sys.executable, "-c", SNIFF_BU, "eth0", "20"],
@@ -172,8 +174,8 @@ def test_bindings_survive_an_ha_restart_and_a_replayed_bu_is_refused(make_lab) -
 
         # -- stop the HA, start it again with the same configuration ---------------------
         old = netns.CHILDREN[lab.record.daemons[0]]
-        old.send_signal(signal.SIGTERM)
-        assert old.wait(timeout=10) == 0
+        old.send_signal(stop)
+        assert old.wait(timeout=10) == (0 if stop == signal.SIGTERM else -stop)
         down_at = spawned_at = time.time()
         lab.t.spawn("ha", ["ha", "--config", str(lab.t.workdir / "ha.toml")], "ha-restarted.log")
         ready_at = _ready_time(lab.t.workdir / "ha-restarted.log", READY_BUDGET_S)
