@@ -28,12 +28,12 @@ def isolated_lab_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 class Lab:
-    def __init__(self, record: netns.RunRecord, t: topology.Topology):
-        self.record, self.t = record, t
+    def __init__(self, record: netns.RunRecord, t: topology.Topology, cn_mipnode: bool = False):
+        self.record, self.t, self.cn_mipnode = record, t, cn_mipnode
         self.mn_status: dict[str, Any] = {}
 
     def start(self) -> dict[str, Any]:
-        self.mn_status = runner.start_daemons(self.t)
+        self.mn_status = runner.start_daemons(self.t, cn_mipnode=self.cn_mipnode)
         return self.mn_status
 
     def status(self, node: str, command: str = "status") -> dict[str, Any]:
@@ -46,13 +46,22 @@ class Lab:
 def make_lab(tmp_path: Path) -> Iterator[Any]:
     records: list[netns.RunRecord] = []
 
-    def factory(access: str = "ipv6", firewall: str = "open", start: bool = True) -> Lab:
+    def factory(
+        access: str = "ipv6",
+        firewall: str = "open",
+        start: bool = True,
+        *,
+        cn_mipnode: bool = False,
+        cn_firewall: str | None = None,
+    ) -> Lab:
         record = netns.RunRecord.new("run")
         records.append(record)
         workdir = tmp_path / f"lab-{record.run_id}"
         workdir.mkdir()
-        t = topology.build(record, workdir, access=access, firewall=firewall)
-        lab = Lab(record, t)
+        t = topology.build(
+            record, workdir, access=access, firewall=firewall, cn_firewall=cn_firewall
+        )
+        lab = Lab(record, t, cn_mipnode)
         if start:
             lab.start()
         return lab

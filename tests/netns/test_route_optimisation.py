@@ -1,0 +1,147 @@
+"""D-native route optimisation between real daemons, checked on the wire by tshark.
+
+With no firewall a mipnode CN ends up on D-native: return routability and the BU/BA run, then
+ping and TCP flow from the care-of address with a Home Address option and back with a type 2
+routing header, with checksums tshark validates under the MIPv6 rules. A plain CN, and a mipnode
+CN behind a stateful firewall, stay on the HA tunnel without flapping.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mipnode.lab import runner
+from mipnode.lab.topology import CN_ADDRESS, HOA, MN_LAN6
+
+from .conftest import Lab, needs_root
+
+pytestmark = [needs_root, pytest.mark.netns]
+
+
+def _cn_path(lab: Lab) -> str | None:
+    return runner.correspondent_path(lab.t)
+
+
+def _capture(lab: Lab, node: str, pcap: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.t.ns(node), "tshark", "-n", "-i", "eth0", "-w", str(pcap)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Capturing on" in line:
+            return proc
+    raise AssertionError("tshark did not start capturing")
+
+
+def _fields(pcap: Path, *fields: str) -> list[list[str]]:
+    args = [
+        "tshark",
+        "-n",
+        "-r",
+        str(pcap),
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+    ]
+    for f in fields:
+        args += ["-e", f]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
+    return [line.split("|") for line in out.splitlines()]
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -> None:
+    lab = make_lab(firewall="open", start=False, cn_mipnode=True)
+    pcap = tmp_path / "cn-eth0.pcap"
+    capture = _capture(lab, "cn", pcap)
+    try:
+        lab.start()
+        # The first packets to the CN start return routability; data moves once the probe
+        # (HAO out, RH2 back) is answered.
+        runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
+        started = time.monotonic()
+        while _cn_path(lab) != "D-native" and time.monotonic() - started < 10:
+            time.sleep(0.1)
+        assert _cn_path(lab) == "D-native"
+        assert runner.ping(lab.t, "mn", CN_ADDRESS, count=5)["received"] == 5
+        assert runner.ping(lab.t, "cn", HOA, count=5)["received"] == 5
+        tcp = runner.tcp_transfer(lab.t)
+        assert tcp["ok"], tcp
+        mn = lab.status("mn")
+        cn = lab.status("cn")
+        assert mn["counters"]["d_native_to_cn"] > 0 and mn["counters"]["d_native_from_cn"] > 0
+        assert [(b["hoa"], b["coa"]) for b in cn["bindings"]] == [(HOA, MN_LAN6)]
+        assert cn["counters"]["d_native_from_mn"] > 0 and cn["counters"]["d_native_to_mn"] > 0
+    finally:
+        capture.send_signal(signal.SIGINT)
+        capture.wait(timeout=10)
+        if capture.stderr is not None:
+            capture.stderr.close()
+    rows = _fields(
+        pcap,
+        "frame.number",
+        "_ws.malformed",
+        "ipv6.src",
+        "ipv6.dst",
+        "ipv6.nxt",
+        "ipv6.routing.type",
+        "mip6.mhtype",
+        "tcp.checksum.status",
+        "icmpv6.checksum.status",
+        "ipv6.opt.mipv6.home_address",
+    )
+    assert rows and not [r for r in rows if r[1]], "tshark found malformed packets"
+    mh_types = {int(t) for r in rows for t in r[6].split(",") if t}
+    assert {1, 2, 3, 4, 5, 6} <= mh_types  # HoTI, CoTI, HoT, CoT, BU, BA
+    hao = [r for r in rows if HOA in r[9].split(",")]
+    rh2 = [r for r in rows if "2" in r[5].split(",")]
+    assert hao and rh2
+    assert all(r[2].split(",")[0] == MN_LAN6 for r in hao)  # from the care-of address
+    assert all(r[3].split(",")[0] == MN_LAN6 for r in rh2)  # to the care-of address
+    data = [r for r in hao + rh2 if r[7] or r[8]]
+    assert len(data) > 20
+    # tshark validates TCP and ICMPv6 checksums with the HoA in the pseudo-header.
+    assert all(set(filter(None, (r[7] + "," + r[8]).split(","))) <= {"1"} for r in data), data
+    assert not [r for r in rows if "41" in r[4].split(",")]  # no tunnel header on this link
+
+
+def test_a_plain_cn_stays_on_the_ha_tunnel(make_lab) -> None:
+    lab = make_lab(firewall="stateful")
+    runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
+    seen = set()
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        seen.add(_cn_path(lab))
+        time.sleep(0.25)
+    assert seen == {"T-native"}
+    assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
+
+
+def test_a_mipnode_cn_behind_a_stateful_firewall_stays_on_t_without_flapping(make_lab) -> None:
+    lab = make_lab(firewall="open", cn_mipnode=True, cn_firewall="stateful")
+    runner.ping(lab.t, "cn", HOA, count=2)  # the CN starts: the MN's replies start RR
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        path = _cn_path(lab)
+        if not seen or seen[-1] != path:
+            seen.append(path)
+        time.sleep(0.25)
+    assert seen == ["T-native"]
+    assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
+    assert lab.status("cn", "bindings")["bindings"] == []  # the BU never got through
