@@ -27,8 +27,9 @@ Refreshing (both off by default; the daemon turns them on). With ``refresh_advic
 every accepting BA of a registration carries a Binding Refresh Advice (RFC 6275 §6.2.4,
 §10.3.1). With ``refresh_requests`` the HA sends a Binding Refresh Request (§6.1.2) to the HoA,
 on the binding's ``via`` like a BA, when a binding has ``min(10 % of its lifetime, 30 s)`` left
-and no refresh arrived (§9.5.5: a BRR only near expiry, for a binding in use; every home
-registration counts as in use), retransmitted from INITIAL_BINDACK_TIMEOUT doubling, at most
+and no refresh arrived (our rule, after §9.5.5, verify against the RFC: a BRR only when the
+entry nears expiry and is in use; every home registration counts as in use; §11.7.4: the MN
+answers with a home BU), retransmitted from INITIAL_BINDACK_TIMEOUT doubling, at most
 BRR_MAX_TRANSMISSIONS per round and never past the expiry. An accepted BU ends the round. The
 BRR carries the MN-HA option computed with the binding's care-of address, so a mipnode MN can
 tell it from a forged one (RFC 4285 names BU and BA only; this is our use of the same SA).
@@ -394,9 +395,9 @@ class HomeAgentCore:
                 longest = now + entry.lifetime_s
             else:
                 longest = now + MAX_DELETE_BCE_TIMEOUT
-            self._entries[entry.home_address] = entry
             if entry.expires_at > longest:
-                entry.registered_at = longest - entry.lifetime_s
+                entry.registered_at = now  # as if (re-)registered or deleted just now
+            self._entries[entry.home_address] = entry
             self._schedule(entry, min(entry.expires_at, longest))
             if entry.state is BindingState.REGISTERED:
                 restored.append(entry)
@@ -756,12 +757,14 @@ def _parse_entry(item: object) -> _Entry:
         or not 0 < remote[1] < 65536
     ):
         raise ValueError("a T-udp remote is [address, port]")
+    # A registration lasts at least one 4 s unit; a deleted entry has lifetime 0.
+    lowest = LIFETIME_UNIT_S if state is BindingState.REGISTERED else 0
     return _Entry(
         hoa,
         coa,
         Via(kind, tuple(remote)),
         _int(item, "sequence", 0, MAX_SEQUENCE),
-        _int(item, "lifetime_s", 0, MAX_LIFETIME_UNITS * LIFETIME_UNIT_S),
+        _int(item, "lifetime_s", lowest, MAX_LIFETIME_UNITS * LIFETIME_UNIT_S),
         _time(item, "registered_at"),
         _time(item, "expires_at"),
         state,

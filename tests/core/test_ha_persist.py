@@ -282,6 +282,10 @@ def test_a_held_deleted_entry_comes_back_held_and_keeps_rejecting_old_bus() -> N
     )
     assert bu(fresh, T0 + 7, build_bu(7, stamp(T0 + 7))) == 135
     assert fresh.get_timer() == T0 + 5 + MAX_DELETE_BCE_TIMEOUT
+    # After a clock step back, the hold still ends at most 10 s after the restore.
+    later = restarted(ha, T0 - 100)
+    (held,) = later.bindings(include_deleted=True)
+    assert (held.registered_at, held.expires_at) == (T0 - 100, T0 - 100 + MAX_DELETE_BCE_TIMEOUT)
 
 
 def test_deadlines_never_exceed_what_the_current_configuration_grants() -> None:
@@ -358,6 +362,7 @@ B0 = ("bindings", 0)
         _broken((*B0, "sequence"), True),
         _broken((*B0, "sequence"), 7.0),
         _broken((*B0, "lifetime_s"), 262144),
+        _broken((*B0, "lifetime_s"), 0),  # a registration of no time
         _broken((*B0, "expires_at"), float("nan")),
         _broken((*B0, "expires_at"), float("inf")),
         _broken((*B0, "expires_at"), "tomorrow"),
