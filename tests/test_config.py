@@ -161,7 +161,7 @@ def test_example_ha_loads() -> None:
     assert cfg.max_lifetime_s == 3600
     assert (cfg.tun_name, cfg.tun_mtu) == ("mip-ha0", DEFAULT_TUN_MTU)
     assert cfg.control_socket == "@mipnode-ha"
-    assert cfg.state_dir is None
+    assert cfg.state_dir == "/var/lib/mipnode-ha"  # matches StateDirectory= in the unit
     assert cfg.mobile_nodes == (
         MobileNodeEntry(IPv6Address("2001:db8:1::100"), 1000, bytes.fromhex(KEY_HEX)),
     )
