@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mipnode.lab import topology
-from mipnode.lab.netns import LabError, RunRecord, run
+from mipnode.lab.netns import CHILDREN, LabError, RunRecord, run
 from mipnode.lab.topology import CN_ADDRESS, HOA, Topology
 
 REGISTRATION_TIMEOUT_S = 25.0
@@ -32,6 +33,7 @@ class Scenario:
     cn: str = "plain"  # "plain" (no mipnode) | "mipnode"
     cn_firewall: str | None = None  # key of topology.FIREWALLS for a firewall in front of the CN
     expect_mn_cn: str | None = None  # checked when set
+    restart_ha: bool = False  # restart the HA after the traffic; bindings must come back
 
     def build(self, record: RunRecord, workdir: Path) -> Topology:
         return topology.build(
@@ -61,6 +63,14 @@ SCENARIOS = (
     ),
     Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
     Scenario(
+        "ha-restart",
+        "HA restarts with its persistent binding cache",
+        "ipv6",
+        "stateful",
+        "T-native",
+        restart_ha=True,
+    ),
+    Scenario(
         "ro-open",
         "open network, mipnode CN: route optimisation",
         "ipv6",
@@ -81,6 +91,7 @@ SCENARIOS = (
     ),
 )
 D_NATIVE_WAIT_S = 10.0
+HA_RESTART_BUDGET_S = 2.0  # issue 3: traffic resumes within 2 s of the HA starting
 STAYS_ON_T_WAIT_S = 4.0
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -259,6 +270,33 @@ def tcp_transfer(t: Topology, *, from_cn: bool = False) -> dict[str, Any]:
             server.stdout.close()
 
 
+def restart_home_agent(t: Topology) -> dict[str, Any]:
+    """SIGTERM the HA, start it again with the same configuration, and measure how long after
+    the new process starts a ping from the CN reaches the home address again."""
+    old = t.record.daemons[0]
+    child = CHILDREN.get(old)
+    if child is None:
+        raise LabError("home agent process not found")
+    before = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+    child.send_signal(signal.SIGTERM)
+    child.wait(timeout=10)
+    t.record.daemons.remove(old)
+    started = time.monotonic()
+    t.spawn("ha", ["ha", "--config", str(t.workdir / "ha.toml")], "ha.log")
+    resumed = None
+    while time.monotonic() - started < 10:
+        out = t.sh("cn", "ping", "-6", "-n", "-c", "1", "-W", "0.2", HOA, check=False)
+        if " 1 received" in out:
+            resumed = time.monotonic() - started
+            break
+    after = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+    return {
+        "resumed_ms": None if resumed is None else round(resumed * 1000, 1),
+        "bindings_before": [(b["hoa"], b["coa"], b["path"]["kind"]) for b in before],
+        "bindings_after": [(b["hoa"], b["coa"], b["path"]["kind"]) for b in after],
+    }
+
+
 def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
     record = RunRecord.new("run")
     record.scenario = sc.name
@@ -301,23 +339,38 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         mn_ping = None if cn_only else ping(t, "mn", CN_ADDRESS, count=3)
         tcp = tcp_transfer(t, from_cn=cn_only)
         result["timings_ms"]["rtt_via_ha"] = cn_ping["rtt_ms"]
+        restart = restart_home_agent(t) if sc.restart_ha else None
+        if restart is not None:
+            result["traffic"]["ha_restart"] = restart
+            result["timings_ms"]["ha_restart_to_traffic"] = restart["resumed_ms"]
         if sc.expect_mn_cn is not None:
             after = correspondent_path(t)  # the path must hold through the traffic
             if after != result["observed"]["mn_cn"]:
                 cn_paths.append(f"{after} (after traffic)")
             result["observed"]["mn_cn_changes"] = cn_paths
-        result["traffic"] = {"ping_cn_to_hoa": cn_ping, "ping_hoa_to_cn": mn_ping, "tcp": tcp}
+        result["traffic"].update({"ping_cn_to_hoa": cn_ping, "ping_hoa_to_cn": mn_ping, "tcp": tcp})
         problems = []
         if result["observed"]["mn_ha"] != sc.expect_mn_ha:
             problems.append(f"MN-HA path {result['observed']['mn_ha']}, expected {sc.expect_mn_ha}")
         if sc.expect_mn_cn is not None and (
             result["observed"]["mn_cn"] != sc.expect_mn_cn
-            or (len(cn_paths) > 1
-            and sc.expect_mn_cn != "D-native")
+            or (len(cn_paths) > 1 and sc.expect_mn_cn != "D-native")
         ):
             problems.append(
                 f"MN-CN path {' -> '.join(cn_paths) or None}, expected {sc.expect_mn_cn}"
             )
+        if restart is not None:
+            if restart["bindings_after"] != restart["bindings_before"]:
+                problems.append(
+                    f"after the HA restart its bindings are "
+                    f"{restart['bindings_after']}, before {restart['bindings_before']}"
+                )
+            resumed = restart["resumed_ms"]
+            if resumed is None or resumed > HA_RESTART_BUDGET_S * 1000:
+                problems.append(
+                    f"traffic resumed {resumed} ms after the HA restart "
+                    f"(budget {HA_RESTART_BUDGET_S * 1000:.0f} ms)"
+                )
         if ha_kinds != [result["observed"]["mn_ha"]]:
             problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
         if cn_ping["received"] < cn_ping["sent"] - 1:
@@ -367,6 +420,9 @@ def report_table(results: list[dict[str, Any]]) -> str:
             f"{(str(rtt) + ' ms') if rtt is not None else '-':>10} {tcp_text:>11}  "
             f"{'PASS' if r['passed'] else 'FAIL'}"
         )
+        restart = r["timings_ms"].get("ha_restart_to_traffic")
+        if restart is not None:
+            lines.append(f"    HA restarted: bindings restored, traffic back {restart} ms later")
         if r["diagnosis"]:
             lines.append(f"    {r['diagnosis']}")
         if not r["passed"] and r.get("logs"):
