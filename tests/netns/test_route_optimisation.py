@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -22,6 +24,48 @@ from mipnode.lab.topology import CN_ADDRESS, HOA, MN_LAN6
 from .conftest import Lab, needs_root
 
 pytestmark = [needs_root, pytest.mark.netns]
+
+
+UDP_ECHO_SERVER = textwrap.dedent(
+    """
+    import socket
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::", 7000))
+    s.settimeout(10)
+    print("ready", flush=True)
+    for _ in range(3):
+        data, addr = s.recvfrom(2048)
+        s.sendto(data.upper(), addr)
+    """
+)
+UDP_CLIENT = textwrap.dedent(
+    """
+    import socket, sys
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    got = []
+    for i in range(3):
+        s.sendto(b"udp over d-native %d" % i, (sys.argv[1], 7000))
+        got.append(s.recvfrom(2048)[0].decode())
+    print("|".join(got))
+    """
+)
+
+
+def _udp_echo(lab: Lab) -> str:
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.t.ns("cn"), sys.executable, "-c", UDP_ECHO_SERVER],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        return lab.t.sh("mn", sys.executable, "-c", UDP_CLIENT, CN_ADDRESS).strip()
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 def _cn_path(lab: Lab) -> str | None:
@@ -82,6 +126,7 @@ def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -
         assert runner.ping(lab.t, "cn", HOA, count=5)["received"] == 5
         tcp = runner.tcp_transfer(lab.t)
         assert tcp["ok"], tcp
+        assert _udp_echo(lab) == "|".join(f"UDP OVER D-NATIVE {i}" for i in range(3))
         mn = lab.status("mn")
         cn = lab.status("cn")
         assert mn["counters"]["d_native_to_cn"] > 0 and mn["counters"]["d_native_from_cn"] > 0
@@ -104,6 +149,7 @@ def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -
         "tcp.checksum.status",
         "icmpv6.checksum.status",
         "ipv6.opt.mipv6.home_address",
+        "udp.checksum.status",
     )
     assert rows and not [r for r in rows if r[1]], "tshark found malformed packets"
     mh_types = {int(t) for r in rows for t in r[6].split(",") if t}
@@ -113,10 +159,14 @@ def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -
     assert hao and rh2
     assert all(r[2].split(",")[0] == MN_LAN6 for r in hao)  # from the care-of address
     assert all(r[3].split(",")[0] == MN_LAN6 for r in rh2)  # to the care-of address
-    data = [r for r in hao + rh2 if r[7] or r[8]]
+    data = [r for r in hao + rh2 if r[7] or r[8] or r[10]]
     assert len(data) > 20
-    # tshark validates TCP and ICMPv6 checksums with the HoA in the pseudo-header.
-    assert all(set(filter(None, (r[7] + "," + r[8]).split(","))) <= {"1"} for r in data), data
+    assert len([r for r in data if r[10]]) >= 6  # the UDP echoes, both ways
+    # tshark validates TCP, UDP and ICMPv6 checksums with the HoA in the pseudo-header
+    # (RFC 6275 §6.3, §6.4); 1 = good.
+    for r in data:
+        statuses = set(filter(None, ",".join((r[7], r[8], r[10])).split(",")))
+        assert statuses <= {"1"}, r
     assert not [r for r in rows if "41" in r[4].split(",")]  # no tunnel header on this link
 
 
