@@ -82,7 +82,8 @@ CHECK_GIVE_UP_S = 3.5
 KEEPALIVE_IDENT = 0x6D69  # "mi": tells our keepalive echo replies from the user's pings
 KEEPALIVE_MISSES = 3
 REGISTRATION_STUCK_S = 12.0
-ACCESS_POLL_S = 1.0
+ACCESS_POLL_S = 0.5
+MOVE_OVERLAP_S = 5.0  # the old access network's sockets stay open at most this long
 NFT_TABLE = "mipnode_mn"
 PROBE_IDENT = 0x6D6A  # D-native probe echoes, told apart from the user's pings
 PROBE_TRIES = 5
@@ -161,6 +162,10 @@ class MobileNodeDaemon:
         self.probe_pending: dict[bytes, float] = {}
         self.tap_enabled = False
         self._nursery: trio.Nursery
+        self._access_scope: trio.CancelScope
+        self._retire_access: trio.CancelScope | None = None
+        self.moved_at: float | None = None
+        self.last_handover_ms: float | None = None
 
     # -- setup -------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -170,18 +175,11 @@ class MobileNodeDaemon:
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(self.hoa), 128)]
         )
         self.access = await self._wait_for_access()
-        ifname = self.access.ifname
         # Everything that should keep the HoA goes into the TUN (lowest metric); our own outer
         # sockets are bound to the access interface, so they never loop back into it.
         await trio.to_thread.run_sync(lambda: netlink.replace_route("::/0", cfg.tun_name, metric=1))
-        self.raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
-        self.raw_mh = open_raw(IPPROTO_MH, ifname)  # kept open: no Parameter Problem for MH
-        self.udp6 = open_udp(socket.AF_INET6, 0, ifname)
-        self.udp4 = open_udp(socket.AF_INET, 0, ifname)
-        if self.ro is not None and self.access.ipv6 is not None:
+        if self.ro is not None:
             # RH2 replies and CoTs come to the care-of address natively (reference/linux.md §4).
-            self.tap = rawio.open_tap(ifname)
-            self.raw_sender = rawio.open_raw_sender(ifname)
             await trio.to_thread.run_sync(
                 lambda: rawio.install_rx_drops(NFT_TABLE, dstopts=False, routing2=True)
             )
@@ -197,18 +195,15 @@ class MobileNodeDaemon:
         cfg = self.config
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.tap_enabled:
-                nursery.start_soon(drain_socket, self.tap, self._from_tap, self._flush)
+            self._access_scope = await nursery.start(self._serve_access, self.access.ifname)
+            if self.ro is not None:
                 nursery.start_soon(self.ro_timer.run)
             nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
-            nursery.start_soon(drain_socket, self.raw41, self._from_raw41, self._flush)
-            nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
-            nursery.start_soon(drain_socket, self.udp6, self._from_udp, self._flush)
-            nursery.start_soon(drain_socket, self.udp4, self._from_udp, self._flush)
             nursery.start_soon(self.timer.run)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             nursery.start_soon(self._path_manager)
             nursery.start_soon(self._keepalive_loop)
+            nursery.start_soon(self._watch_access)
             log.info(
                 "mobile node ready hoa=%s ha=%s access=%s coa6=%s addr4=%s",
                 self.hoa,
@@ -219,6 +214,80 @@ class MobileNodeDaemon:
             )
             sdnotify.notify("READY=1")
             task_status.started()
+
+    async def _serve_access(
+        self, ifname: str | None, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        """Open the outer sockets on ``ifname``, make them current, and drain them until this
+        task's cancel scope is cancelled (after a move, once the new access network works)."""
+        raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
+        raw_mh = open_raw(IPPROTO_MH, ifname)  # kept open: no Parameter Problem for MH
+        udp6 = open_udp(socket.AF_INET6, 0, ifname)
+        udp4 = open_udp(socket.AF_INET, 0, ifname)
+        socks = [raw41, raw_mh, udp6, udp4]
+        tap = None
+        if self.tap_enabled:
+            tap = rawio.open_tap(ifname)
+            self.raw_sender = rawio.open_raw_sender(ifname)
+            socks += [tap, self.raw_sender]
+        self.raw41, self.raw_mh, self.udp6, self.udp4 = raw41, raw_mh, udp6, udp4
+        try:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(drain_socket, raw41, self._from_raw41, self._flush)
+                    nursery.start_soon(drain_socket, raw_mh, self._from_raw_mh, self._flush)
+                    nursery.start_soon(drain_socket, udp6, self._from_udp, self._flush)
+                    nursery.start_soon(drain_socket, udp4, self._from_udp, self._flush)
+                    if tap is not None:
+                        nursery.start_soon(drain_socket, tap, self._from_tap, self._flush)
+        finally:
+            for sock in socks:
+                sock.close()
+
+    async def _watch_access(self) -> None:
+        """Movement (DESIGN §4): a new care-of address, interface or IPv4 address means a new
+        access network. Re-register over the best T path there first; the old sockets keep
+        receiving until that registration is acknowledged (make-before-break)."""
+        while True:
+            await trio.sleep(ACCESS_POLL_S)
+            info = await trio.to_thread.run_sync(
+                netlink.access_info, self.config.interface, self.config.tun_name
+            )
+            usable = info.ipv6 is not None or (
+                info.ipv4 is not None and self.config.home_agent_ipv4 is not None
+            )
+            if info == self.access or not usable:
+                continue
+            log.info(
+                "movement: access %s coa6=%s addr4=%s -> %s coa6=%s addr4=%s",
+                self.access.ifname,
+                self.access.ipv6,
+                self.access.ipv4,
+                info.ifname,
+                info.ipv6,
+                info.ipv4,
+            )
+            self.counters("movements")
+            self.moved_at = wall()
+            old_scope = self._access_scope
+            self.access = info
+            self._access_scope = await self._nursery.start(self._serve_access, info.ifname)
+            self._retire_access = old_scope
+            self._nursery.start_soon(self._retire_after, old_scope, MOVE_OVERLAP_S)
+            # Bindings at correspondents point at the old care-of address: back to the tunnel
+            # until return routability and a probe succeed from the new one.
+            self.ro_ready.clear()
+            self.probe_pending.clear()
+            if self.ro is not None and info.ipv6 is not None:
+                self.ro.move(wall(), info.ipv6)
+            self.reselect.set()
+
+    async def _retire_after(self, scope: trio.CancelScope, delay: float) -> None:
+        with trio.move_on_after(delay):
+            while self._retire_access is scope:
+                await trio.sleep(0.05)
+        scope.cancel()
 
     async def _wait_for_access(self) -> netlink.AccessInfo:
         warned = False
@@ -299,7 +368,9 @@ class MobileNodeDaemon:
         c.checks_sent += 1
         request = stun.binding_request(txid)
         if c.kind == "T-native":
-            assert self.access.ipv6 is not None
+            if self.access.ipv6 is None:  # moved to an IPv4-only network meanwhile
+                c.state = "failed"
+                return
             sport = self.udp6.getsockname()[1]
             pkt = udp_in_ipv6(
                 self.access.ipv6, self.ha, sport, self.config.home_agent_udp_port, request
@@ -328,14 +399,14 @@ class MobileNodeDaemon:
 
     def _select(self, c: Candidate) -> None:
         previous = self.path
+        # Alt-CoA carries an IPv6 address; an IPv4 care-of address travels IPv4-mapped.
+        v6, v4 = self.access.ipv6, self.access.ipv4
+        coa = v6 if c.family == 6 else (IPv6Address(f"::ffff:{v4}") if v4 else None)
+        if coa is None:  # the access network changed under the check: check again
+            self.reselect.set()
+            return
         self.path = c
-        if c.family == 6:
-            assert self.access.ipv6 is not None
-            self.coa = self.access.ipv6
-        else:
-            # Alt-CoA carries an IPv6 address; an IPv4 care-of address travels IPv4-mapped.
-            assert self.access.ipv4 is not None
-            self.coa = IPv6Address(f"::ffff:{self.access.ipv4}")
+        self.coa = coa
         log.info(
             "path selected kind=%s family=IPv%d remote=%s rtt_ms=%s previous=%s",
             c.kind,
@@ -493,6 +564,11 @@ class MobileNodeDaemon:
 
     def _on_event(self, event: object, now: float) -> None:
         if isinstance(event, Registered):
+            if self.moved_at is not None and event.care_of == self.coa:
+                self.last_handover_ms = round((now - self.moved_at) * 1000, 1)
+                log.info("handover done in %s ms (care-of %s)", self.last_handover_ms, self.coa)
+                self.moved_at = None
+                self._retire_access = None  # the old sockets may go now
             if self.first_registration_ms is None:
                 self.first_registration_ms = round((now - self.started_at) * 1000, 1)
             self.registered_at = now
@@ -520,7 +596,8 @@ class MobileNodeDaemon:
     # -- route optimisation (D-native) ------------------------------------------------------
     def _maybe_start_ro(self, dst: bytes) -> None:
         """First packet to a correspondent: try return routability with it (RFC 6275 §11.6)."""
-        assert self.ro is not None and self.access.ipv6 is not None
+        if self.ro is None or self.access.ipv6 is None:
+            return  # no native IPv6 here (an IPv4 access network): the tunnel it is
         self.ro_started.add(dst)
         cn = IPv6Address(dst)
         if (not cn.is_global and not cn.is_private) or cn.is_multicast or cn.is_link_local:
@@ -544,7 +621,8 @@ class MobileNodeDaemon:
             )
 
     def _on_ro_timer(self, now: float) -> None:
-        assert self.ro is not None
+        if self.ro is None:
+            return
         self.ro.handle_timer(now)
         self._flush()
 
@@ -559,22 +637,25 @@ class MobileNodeDaemon:
             if event.cn.packed not in self.ro_ready:
                 self.probe_pending[event.cn.packed] = 0.0
                 self._nursery.start_soon(self._probe, event.cn)
-        elif isinstance(
-            event, RouteOptimizationFailed | RouteOptimizationEnded | RouteOptimizationExpired
-        ) and self.ro_ready.pop(event.cn.packed, None) is not None:
+        elif (
+            isinstance(
+                event, RouteOptimizationFailed | RouteOptimizationEnded | RouteOptimizationExpired
+            )
+            and self.ro_ready.pop(event.cn.packed, None) is not None
+        ):
             log.info("path to %s: back to the HA tunnel (%s)", event.cn, type(event).__name__)
 
     async def _probe(self, cn: IPv6Address) -> None:
         """Echo requests inside HAO packets; the reply must come back inside an RH2 packet."""
-        assert self.access.ipv6 is not None
         for seq in range(1, PROBE_TRIES + 1):
-            if cn.packed not in self.probe_pending:
+            coa = self.access.ipv6
+            if cn.packed not in self.probe_pending or coa is None:
                 return
             self.probe_pending[cn.packed] = trio.current_time()
             probe = echo_request(self.hoa, cn, PROBE_IDENT, seq, b"mipnode d-native probe")
             send_quietly(
                 self.raw_sender,
-                add_home_address_option(probe, self.access.ipv6.packed),
+                add_home_address_option(probe, coa.packed),
                 (str(cn), 0),
                 self.drops,
             )
@@ -736,6 +817,7 @@ class MobileNodeDaemon:
                     "ipv4": str(self.access.ipv4) if self.access.ipv4 else None,
                 },
                 "registration_ms": self.first_registration_ms,
+                "handover_ms": self.last_handover_ms,
                 "rtt_ms": self.keepalive_rtt_ms,
                 "last_rejection": self.last_rejection,
                 "bindings": bindings,
