@@ -34,6 +34,7 @@ from mipnode.core.types import OutgoingMh
 from mipnode.drivers import netlink, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.io import (
+    HANDLER_ERRORS,
     IPPROTO_MH,
     Counters,
     TimerPump,
@@ -268,6 +269,7 @@ class CorrespondentDaemon:
                 "counters": dict(self.counters),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),
+                "internal_errors": dict(HANDLER_ERRORS),
             }
         return {"error": f"unknown command {command!r}"}
 

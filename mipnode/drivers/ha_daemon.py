@@ -40,6 +40,7 @@ from mipnode.core.types import OutgoingMh, Via
 from mipnode.drivers import netlink, persist, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.io import (
+    HANDLER_ERRORS,
     IPPROTO_MH,
     Counters,
     TimerPump,
@@ -364,6 +365,7 @@ class HomeAgentDaemon:
                 "counters": dict(self.counters),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),
+                "internal_errors": dict(HANDLER_ERRORS),
                 "persistence": self._persistence_status(),
             }
         return {"error": f"unknown command {command!r}"}

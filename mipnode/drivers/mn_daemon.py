@@ -42,6 +42,7 @@ from mipnode.core.types import OutgoingMh, Via
 from mipnode.drivers import netlink, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.io import (
+    HANDLER_ERRORS,
     IPPROTO_MH,
     Counters,
     TimerPump,
@@ -840,6 +841,7 @@ class MobileNodeDaemon:
                 "counters": dict(self.counters),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),
+                "internal_errors": dict(HANDLER_ERRORS),
                 "uptime_s": round(now - self.started_at, 1),
             }
         return {"error": f"unknown command {command!r}"}

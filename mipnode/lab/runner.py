@@ -371,6 +371,10 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
                     f"traffic resumed {resumed} ms after the HA restart "
                     f"(budget {HA_RESTART_BUDGET_S * 1000:.0f} ms)"
                 )
+        for node in ("mn", "ha", "cn") if sc.cn == "mipnode" else ("mn", "ha"):
+            errors = (daemon_status(t, node) or {}).get("internal_errors")
+            if errors:
+                problems.append(f"{node} daemon hit internal errors: {errors}")
         if ha_kinds != [result["observed"]["mn_ha"]]:
             problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
         if cn_ping["received"] < cn_ping["sent"] - 1:
