@@ -34,6 +34,7 @@ class Scenario:
     cn_firewall: str | None = None  # key of topology.FIREWALLS for a firewall in front of the CN
     expect_mn_cn: str | None = None  # checked when set
     restart_ha: bool = False  # restart the HA after the traffic; bindings must come back
+    move_to: str | None = None  # firewall profile of a second access network to move to
 
     def build(self, record: RunRecord, workdir: Path) -> Topology:
         return topology.build(
@@ -42,6 +43,7 @@ class Scenario:
             access=self.access,
             firewall=self.firewall,
             cn_firewall=self.cn_firewall,
+            second_access=self.move_to,
         )
 
 
@@ -62,6 +64,14 @@ SCENARIOS = (
         "T-udp",
     ),
     Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
+    Scenario(
+        "move-fw-to-fw",
+        "TCP stream while the MN moves from behind one stateful firewall to another",
+        "ipv6",
+        "stateful",
+        "T-native",
+        move_to="stateful",
+    ),
     Scenario(
         "ha-restart",
         "HA restarts with its persistent binding cache",
@@ -270,6 +280,61 @@ def tcp_transfer(t: Topology, *, from_cn: bool = False) -> dict[str, Any]:
             server.stdout.close()
 
 
+STREAM_SECONDS = 6.0
+MOVE_AFTER_S = 2.0
+HANDOVER_GAP_BUDGET_MS = 3000.0
+
+
+def stream_across_a_move(t: Topology) -> dict[str, Any]:
+    """A TCP stream MN -> CN; MOVE_AFTER_S into it the MN moves to the second access network.
+    Returns the stream's verdict, its longest pause (the handover gap seen by the application)
+    and what the MN and HA report after the move."""
+
+    def traffic(node: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.lab.traffic", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    server = traffic("cn", "stream-server", str(TCP_PORT + 1))
+    client = None
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # listening
+        client = traffic("mn", "stream-client", CN_ADDRESS, str(TCP_PORT + 1), str(STREAM_SECONDS))
+        time.sleep(MOVE_AFTER_S)  # a timeline step: the stream runs, then the MN moves
+        topology.move_mn(t)
+
+        def moved() -> dict[str, Any] | None:
+            s = daemon_status(t, "mn")
+            if s is None or s.get("handover_ms") is None or not s["bindings"]:
+                return None
+            return s if s["bindings"][0]["coa"] == topology.MN_LAN6_B else None
+
+        after = wait_for(moved, 10, 0.1) or daemon_status(t, "mn") or {}
+        out, _ = client.communicate(timeout=STREAM_SECONDS + 30)
+        try:
+            stream: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            stream = {"ok": False, "error": "no report from the stream client"}
+        ha = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+        return {
+            "stream": stream,
+            "handover_ms": after.get("handover_ms"),
+            "mn_coa_after": (after.get("bindings") or [{}])[0].get("coa"),
+            "ha_coa_after": ha[0]["coa"] if ha else None,
+        }
+    finally:
+        for proc in (server, client):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+
+
 def restart_home_agent(t: Topology) -> dict[str, Any]:
     """SIGTERM the HA, start it again with the same configuration, and measure how long after
     the new process starts a ping from the CN reaches the home address again."""
@@ -340,6 +405,11 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         tcp = tcp_transfer(t, from_cn=cn_only)
         result["timings_ms"]["rtt_via_ha"] = cn_ping["rtt_ms"]
         restart = restart_home_agent(t) if sc.restart_ha else None
+        move = stream_across_a_move(t) if sc.move_to else None
+        if move is not None:
+            result["traffic"]["move"] = move
+            result["timings_ms"]["handover"] = move["handover_ms"]
+            result["timings_ms"]["handover_gap"] = move["stream"].get("max_gap_ms")
         if restart is not None:
             result["traffic"]["ha_restart"] = restart
             result["timings_ms"]["ha_restart_to_traffic"] = restart["resumed_ms"]
@@ -359,6 +429,20 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
             problems.append(
                 f"MN-CN path {' -> '.join(cn_paths) or None}, expected {sc.expect_mn_cn}"
             )
+        if move is not None:
+            if not move["stream"].get("ok"):
+                problems.append(f"TCP stream did not survive the move: {move['stream']}")
+            if (
+                move["mn_coa_after"] != topology.MN_LAN6_B
+                or move["ha_coa_after"] != move["mn_coa_after"]
+            ):
+                problems.append(
+                    f"after the move MN care-of {move['mn_coa_after']}, "
+                    f"HA binding {move['ha_coa_after']}"
+                )
+            gap = move["stream"].get("max_gap_ms")
+            if gap is not None and gap > HANDOVER_GAP_BUDGET_MS:
+                problems.append(f"handover gap {gap} ms (budget {HANDOVER_GAP_BUDGET_MS:.0f})")
         if restart is not None:
             if restart["bindings_after"] != restart["bindings_before"]:
                 problems.append(
@@ -424,6 +508,12 @@ def report_table(results: list[dict[str, Any]]) -> str:
             f"{(str(rtt) + ' ms') if rtt is not None else '-':>10} {tcp_text:>11}  "
             f"{'PASS' if r['passed'] else 'FAIL'}"
         )
+        gap = r["timings_ms"].get("handover_gap")
+        if gap is not None:
+            lines.append(
+                f"    moved: re-registered in {r['timings_ms'].get('handover')} ms, "
+                f"TCP stream survived, longest pause {gap} ms"
+            )
         restart = r["timings_ms"].get("ha_restart_to_traffic")
         if restart is not None:
             lines.append(f"    HA restarted: bindings restored, traffic back {restart} ms later")

@@ -25,29 +25,41 @@ HOA = "2001:db8:1::100"
 CN_ADDRESS = "2001:db8:c::2"
 MN_LAN6 = "2001:db8:a::2"
 FW_LAN6 = "2001:db8:a::1"
+MN_LAN6_B = "2001:db8:b::2"  # the second access network, to move to
+FW_LAN6_B = "2001:db8:b::1"
 MN_LAN4 = "10.0.4.2"
 FW_LAN4 = "10.0.4.1"
 HA_CORE4 = "203.0.113.2"
 SPI = 1000
 
 NODES = ("mn", "fw", "core", "ha", "cn")
-NODES_WITH_CN_FIREWALL = ("mn", "fw", "core", "ha", "fwc", "cn")
 
-# (node a, ifname in a, node b, ifname in b)
-LINKS = (
-    ("mn", "eth0", "fw", "lan"),
-    ("fw", "wan", "core", "to-fw"),
-    ("core", "to-ha", "ha", "eth0"),
-    ("core", "to-cn", "cn", "eth0"),
-)
-# With a firewall in front of the CN (RFC 4487 §5.2): core -- fwc -- cn.
-LINKS_WITH_CN_FIREWALL = (
-    ("mn", "eth0", "fw", "lan"),
-    ("fw", "wan", "core", "to-fw"),
-    ("core", "to-ha", "ha", "eth0"),
-    ("core", "to-fwc", "fwc", "wan"),
-    ("fwc", "lan", "cn", "eth0"),
-)
+
+def plan(
+    cn_firewall: str | None, second_access: str | None
+) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
+    """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
+
+    Optional parts: a second access network ``mn --eth1-- fw2 -- core`` to move to, and a
+    firewall in front of the CN (RFC 4487 §5.2) ``core -- fwc -- cn``.
+    """
+    nodes = ["mn", "fw", "core", "ha"]
+    links = [
+        ("mn", "eth0", "fw", "lan"),
+        ("fw", "wan", "core", "to-fw"),
+        ("core", "to-ha", "ha", "eth0"),
+    ]
+    if second_access:
+        nodes.append("fw2")
+        links += [("mn", "eth1", "fw2", "lan"), ("fw2", "wan", "core", "to-fw2")]
+    if cn_firewall:
+        nodes.append("fwc")
+        links += [("core", "to-fwc", "fwc", "wan"), ("fwc", "lan", "cn", "eth0")]
+    else:
+        links.append(("core", "to-cn", "cn", "eth0"))
+    nodes.append("cn")
+    return tuple(nodes), tuple(links)
+
 
 FIREWALLS = {
     "open": "",
@@ -98,10 +110,11 @@ class Topology:
     access: str  # "ipv6" or "ipv4"
     firewall: str
     cn_firewall: str | None = None
+    second_access: str | None = None  # firewall profile of fw2, the network to move to
 
     @property
     def nodes(self) -> tuple[str, ...]:
-        return NODES_WITH_CN_FIREWALL if self.cn_firewall else NODES
+        return plan(self.cn_firewall, self.second_access)[0]
 
     def ns(self, node: str) -> str:
         return self.record.ns(node)
@@ -152,19 +165,21 @@ def build(
     access: str,
     firewall: str,
     cn_firewall: str | None = None,
+    second_access: str | None = None,
 ) -> Topology:
-    for name in (firewall, cn_firewall or "open"):
+    for name in (firewall, cn_firewall or "open", second_access or "open"):
         if name not in FIREWALLS:
             raise LabError(f"unknown firewall profile {name!r}")
-    t = Topology(record, workdir, access, firewall, cn_firewall)
-    for node in t.nodes:
+    t = Topology(record, workdir, access, firewall, cn_firewall, second_access)
+    nodes, links = plan(cn_firewall, second_access)
+    for node in nodes:
         name = record.ns(node)
         record.namespaces.append(name)
         record.save()  # recorded before it exists, so a crash right after leaves no orphan
         run(["ip", "netns", "add", name])
         t.sh(node, "ip", "link", "set", "lo", "up")
-        _sysctls(t, node, router=node in ("fw", "core", "fwc"))
-    for a, ia, b, ib in LINKS_WITH_CN_FIREWALL if cn_firewall else LINKS:
+        _sysctls(t, node, router=node in ("fw", "fw2", "core", "fwc"))
+    for a, ia, b, ib in links:
         run(
             [
                 "ip",
@@ -214,6 +229,14 @@ def build(
     addr("core", "to-fw", "198.51.100.1/24")
     addr("core", "to-ha", "2001:db8:f2::1/64")
     addr("core", "to-ha", "203.0.113.1/24")
+    if second_access:
+        # The network to move to: up, addressed, but without the MN's default route.
+        addr("mn", "eth1", f"{MN_LAN6_B}/64")
+        addr("fw2", "lan", f"{FW_LAN6_B}/64")
+        addr("fw2", "wan", "2001:db8:f4::2/64")
+        addr("core", "to-fw2", "2001:db8:f4::1/64")
+        route("core", "2001:db8:b::/64", "via", "2001:db8:f4::2")
+        route("fw2", "default", "via", "2001:db8:f4::1")
     if cn_firewall:
         addr("core", "to-fwc", "2001:db8:f3::1/64")
         addr("fwc", "wan", "2001:db8:f3::2/64")
@@ -232,7 +255,11 @@ def build(
     route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
     route("cn", "default", "via", "2001:db8:c::1")
-    profiles: tuple[tuple[str, str | None], ...] = (("fw", firewall), ("fwc", cn_firewall))
+    profiles: tuple[tuple[str, str | None], ...] = (
+        ("fw", firewall),
+        ("fwc", cn_firewall),
+        ("fw2", second_access),
+    )
     for node, profile in profiles:
         rules = FIREWALLS[profile] if profile else ""
         if rules:
@@ -267,7 +294,7 @@ home_agent_ipv4 = "{HA_CORE4}"
 spi = {SPI}
 key = "{key}"
 lifetime_s = 600
-interface = "eth0"
+{'' if t.second_access else 'interface = "eth0"'}
 keepalive_interval_s = 5
 """
     )
@@ -280,3 +307,10 @@ def write_cn_config(t: Topology) -> Path:
     cn_cfg = t.workdir / "cn.toml"
     cn_cfg.write_text(f'[cn]\naddresses = ["{CN_ADDRESS}"]\ninterface = "eth0"\n')
     return cn_cfg
+
+
+def move_mn(t: Topology) -> None:
+    """Move the MN to the second access network: its default route now goes through fw2. The
+    old link stays up (make-before-break is possible); the daemon notices the new care-of
+    address on its own."""
+    t.sh("mn", "ip", "-6", "route", "replace", "default", "via", FW_LAN6_B, "dev", "eth1")
