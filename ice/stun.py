@@ -30,6 +30,20 @@ def looks_like_stun(data: bytes) -> bool:
 
 
 def parse_stun_untrusted(data: bytes) -> stun.Message:
+    """Parse a STUN message after the header checks of DESIGN §3 (integrity not checked).
+
+    Raises:
+        BadPacket: ``truncated``, ``stun_top_bits``, ``stun_cookie``, ``bad_length``,
+            ``stun_malformed``.
+    """
+    _check_header(data)
+    try:
+        return stun.parse_message(data)
+    except Exception as exc:  # third-party parser: anything it raises is a bad packet
+        raise BadPacket("stun_malformed", type(exc).__name__) from None
+
+
+def _check_header(data: bytes) -> None:
     if len(data) < HEADER_LENGTH:
         raise BadPacket("truncated", "shorter than a STUN header")
     if data[0] & 0xC0:
@@ -38,10 +52,6 @@ def parse_stun_untrusted(data: bytes) -> stun.Message:
         raise BadPacket("stun_cookie")
     if int.from_bytes(data[2:4], "big") + HEADER_LENGTH != len(data) or len(data) % 4:
         raise BadPacket("bad_length", "STUN length field disagrees with the datagram")
-    try:
-        return stun.parse_message(data)
-    except Exception as exc:  # third-party parser: anything it raises is a bad packet
-        raise BadPacket("stun_malformed", type(exc).__name__) from None
 
 
 def binding_request(transaction_id: bytes) -> bytes:
@@ -166,6 +176,7 @@ def parse_check_untrusted(
             ``stun_integrity``, ``stun_not_binding``, ``stun_indication``,
             ``stun_missing_attribute``, ``stun_no_remote_credentials``.
     """
+    _check_header(data)
     _check_layout(data)
     msg = parse_stun_untrusted(data)
     if msg.message_method != stun.Method.BINDING:
