@@ -70,6 +70,7 @@ from dataclasses import dataclass
 
 from ice import stun
 from ice.candidate import (
+    TYPE_PREFERENCE,
     Candidate,
     CandidateType,
     TransportAddress,
@@ -823,15 +824,13 @@ class IceAgent:
 
     def _next_work_at(self) -> float | None:
         """When the pacer next has a new transaction to start (ignoring Ta)."""
-        if self._selected is not None and self._next_heartbeat_at is not None:
-            heartbeat: float | None = self._next_heartbeat_at
-        else:
-            heartbeat = None
         if self._remote_credentials is None:
             return None
         if self._triggered or self._reprobes or self._checklist.next_ordinary() is not None:
-            return self._now if heartbeat is None else min(heartbeat, self._now)
-        return heartbeat
+            return self._now
+        if self._selected is not None:
+            return self._next_heartbeat_at
+        return None
 
     def _pace(self, now: float) -> None:
         if self._remote_credentials is None:
@@ -897,8 +896,8 @@ class IceAgent:
 
     def _prflx_priority(self, pair: Pair) -> int:
         """§7.1.1: PRIORITY = the priority a peer-reflexive candidate of this base would get."""
-        local = pair.local
-        return (110 << 24) | (local.priority & 0x00FFFFFF)
+        # Same local preference and component (the low 24 bits), prflx type preference.
+        return (TYPE_PREFERENCE[CandidateType.PRFLX] << 24) | (pair.local.priority & 0xFFFFFF)
 
     # -- re-probing -------------------------------------------------------------------------------
 

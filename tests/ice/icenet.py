@@ -68,6 +68,7 @@ class IceNet:
     owners: dict[TransportAddress, str] = field(default_factory=dict)
     rules: list[DropRule] = field(default_factory=list)
     nat: dict[TransportAddress, TransportAddress] = field(default_factory=dict)
+    _unnat: dict[TransportAddress, TransportAddress] = field(default_factory=dict)
     events: dict[str, list[tuple[float, IceEvent]]] = field(default_factory=dict)
     log: list[Sent] = field(default_factory=list)
     dropped: int = 0
@@ -102,6 +103,11 @@ class IceNet:
         self.rules.append(rule)
         return rule
 
+    def add_nat(self, inside: TransportAddress, outside: TransportAddress) -> None:
+        """Endpoint-independent NAT: ``inside`` appears as ``outside`` and is reachable there."""
+        self.nat[inside] = outside
+        self._unnat[outside] = inside
+
     def step(self) -> bool:
         """Advance to the next timer or delivery; False when nothing is scheduled."""
         deadlines = [t for a in self.agents.values() if (t := a.get_timer()) is not None]
@@ -132,6 +138,7 @@ class IceNet:
         if any(rule(self.now, src, dst, data) for rule in self.rules):
             self.dropped += 1
             return
+        dst = self._unnat.get(dst, dst)
         owner = self.owners.get(dst)
         if owner is None:
             self.dropped += 1
@@ -140,7 +147,9 @@ class IceNet:
         at = self.now + self.latency(self.now, src, dst)
         heapq.heappush(self._queue, (at, next(self._seq), owner, dst, seen_src, data))
 
-    def inject(self, name: str, data: bytes, local: TransportAddress, remote: TransportAddress):
+    def inject(
+        self, name: str, data: bytes, local: TransportAddress, remote: TransportAddress
+    ) -> None:
         self.agents[name].receive_datagram(self.now, data, local, remote)
         self.flush()
 
