@@ -11,10 +11,12 @@ two-way authenticated check on exactly that 5-tuple.
   new transaction per ``ta_s`` (the pacer; retransmissions and answers are not paced); the next
   one is a heartbeat when due, else a triggered check (FIFO, §7.3.1.4), else a re-probe, else
   the best waiting/frozen pair (§6.1.4.2). A check is retransmitted on the RTO ladder ``rto``,
-  ``2 rto``, ``4 rto``, ... (capped at ``rto_max_s``) with ``rto = max(rto_initial_s, ta_s *
-  (waiting + in-progress))`` (§14.3 without N, as libnice), and fails ``max_transmissions`` RTOs
-  after it was first sent. RTT samples come only from transactions answered before any
-  retransmission (Karn); they are smoothed with ``rtt_alpha`` (RFC 6298's 1/8).
+  ``2 rto``, ``4 rto``, ... (each capped at ``rto_max_s``) with ``rto = max(rto_initial_s,
+  ta_s * (waiting + in-progress))`` (§14.3 without N, as libnice): ``max_transmissions`` sends,
+  and the check fails one RTO after the last (defaults: sends at 0, 0.5, 1.5, 3.5 s, failure at
+  7.5 s, where RFC 8489's Rc = 7 / Rm = 16 would wait 39.5 s). RTT samples come only from
+  transactions answered before any retransmission (Karn); they are smoothed with ``rtt_alpha``
+  (RFC 6298's 1/8).
 * **Answers are authenticated both ways**: a request must carry our ufrag first in USERNAME (and
   the peer's second once known) and verify with our password; a response must verify with the
   peer's password, match a transaction of ours, and come from the address the check went to and
@@ -411,7 +413,9 @@ class IceAgent:
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` has something to do (may be in the past)."""
-        deadlines: list[float] = [t.next_at for t in self._transactions.values()]
+        # Heartbeat transactions are only forgotten when they expire (purged on the next
+        # call); the death deadline below is what matters for them.
+        deadlines = [t.next_at for t in self._transactions.values() if not t.heartbeat]
         for pair in self._checklist:
             if pair.consent_expires_at is not None and not pair.consent_lost:
                 deadlines.append(pair.consent_expires_at)
@@ -855,7 +859,11 @@ class IceAgent:
     def _pop(self, queue: deque[Pair]) -> Pair | None:
         while queue:
             pair = queue.popleft()
-            if pair.checkable and pair.transaction is None and self._checklist.get(pair.key):
+            if (
+                pair.checkable
+                and pair.transaction is None
+                and self._checklist.get(pair.key) is pair
+            ):
                 return pair
         return None
 

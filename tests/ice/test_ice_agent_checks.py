@@ -3,6 +3,7 @@ candidates, role conflicts, authentication, budgets. Virtual time, exact deadlin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,7 @@ from ice.agent import (
     IceAgent,
     IceConfig,
     OutgoingDatagram,
+    PathLost,
     PathSelected,
     PeerReflexiveCandidate,
     RoleChanged,
@@ -558,3 +560,86 @@ def test_srflx_local_candidate_is_kept_for_advertising_only() -> None:
     assert srflx in agent.local_candidates()
     with pytest.raises(ValueError):
         agent.add_local_candidate(Candidate(CandidateType.PRFLX, LOCAL, LOCAL, 5, "f"))
+
+
+# -- heartbeats, death, re-probes: exact deadlines ------------------------------------------------
+
+
+def selected_agent() -> tuple[IceAgent, OutgoingDatagram]:
+    """A controlling agent whose only pair was validated at T0 + 0.02."""
+    agent = make()
+    agent.handle_timer(T0)
+    [d] = agent.datagrams_to_send(T0)
+    agent.receive_datagram(T0 + 0.02, answer(d), d.local, d.remote)
+    events(agent)
+    return agent, d
+
+
+def test_heartbeats_every_second_and_death_2_5_s_after_the_last_answer() -> None:
+    agent, d = selected_agent()
+    sent = drive(agent, T0 + 2.52 - 1e-9, start=T0 + 0.02)
+    heartbeats = [(t, x) for t, x in sent]
+    assert [t for t, _ in heartbeats] == pytest.approx([T0 + 0.02, T0 + 1.02, T0 + 2.02])
+    assert all((x.local, x.remote) == (d.local, d.remote) for _, x in heartbeats)
+    assert all(decode_request(x).use_candidate for _, x in heartbeats)
+    assert agent.selected_pair() is not None and events(agent) == []
+    assert agent.get_timer() == pytest.approx(T0 + 0.02 + 2.5)
+    agent.handle_timer(T0 + 2.52)
+    [lost] = events(agent)
+    assert isinstance(lost, PathLost) and lost.reason == "timeout"
+    assert agent.selected_pair() is None
+    pair = agent.pairs()[0]
+    assert not pair.valid and not pair.nominated
+    # Every pair is re-probed at once to look for a way back (here: the same pair).
+    [reprobe] = agent.datagrams_to_send(T0 + 2.52)
+    assert not decode_request(reprobe).use_candidate
+    assert pair.state is PairState.IN_PROGRESS
+
+
+def test_answered_heartbeats_keep_the_pair_and_measure_rtt() -> None:
+    agent, _ = selected_agent()
+
+    def respond(t: float, x: OutgoingDatagram) -> None:
+        agent.receive_datagram(t + 0.05, answer(x), x.local, x.remote)
+
+    drive(agent, T0 + 30, respond, start=T0 + 0.02)
+    pair = agent.selected_pair()
+    assert pair is not None and pair.rtt_s is not None
+    assert 0.02 < pair.rtt_s < 0.05  # smoothed from 20 ms towards 50 ms
+    assert [e for e in events(agent) if not isinstance(e, PathSelected)] == []
+    assert agent.statistics()["heartbeats_sent"] >= 29
+
+
+def test_reprobe_period_is_jittered_within_bounds() -> None:
+    periods = set()
+    for seed in range(8):
+        agent = IceAgent(
+            IceConfig(),
+            controlling=True,
+            credentials=OURS,
+            tie_breaker=1,
+            random_bytes=seeded_bytes(seed),
+        )
+        agent.add_local_candidate(Candidate.host(LOCAL))
+        agent.add_remote_candidate(remote(1))
+        agent.set_remote_credentials(PEER)
+        sent = drive(agent, T0 + 40)
+        seen: set[bytes] = set()
+        starts = []
+        for t, x in sent:
+            if x.data not in seen:
+                seen.add(x.data)
+                starts.append(t)
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert gaps and all(9.6 - 1e-9 <= g <= 14.4 + 1e-9 for g in gaps)
+        periods.update(round(g, 3) for g in gaps)
+    assert len(periods) > 4
+
+
+def test_idle_agent_has_no_timer() -> None:
+    agent = IceAgent(
+        IceConfig(), controlling=True, credentials=OURS, tie_breaker=1, random_bytes=seeded_bytes(1)
+    )
+    assert agent.get_timer() is None
+    agent.handle_timer(T0)
+    assert agent.datagrams_to_send(T0) == [] and agent.next_event() is None
