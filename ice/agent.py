@@ -182,7 +182,12 @@ class IceConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutgoingDatagram:
-    """A STUN datagram to send from ``local`` (a local base) to ``remote``."""
+    """A STUN datagram to send from ``local`` (a local base) to ``remote``.
+
+    The driver sends it exactly like the data of that pair (same socket, same UDP 5-tuple),
+    so checks and heartbeats share the data's fate. With several agents in one process the
+    driver keeps the RFC 8445 §14.2 global rate (one new check per 5 ms) if it must.
+    """
 
     data: bytes
     local: TransportAddress
@@ -543,7 +548,9 @@ class IceAgent:
             pair.nominated = True
             pair.nominated_at = now
         if pair.consent_lost:
-            return  # RFC 7675 §5.1: nothing more on this 5-tuple until a restart
+            # RFC 7675 §5.1: we send nothing of our own on this 5-tuple until a restart. The
+            # answer above was the peer's own authenticated request for one, not our traffic.
+            return
         if pair.state in (PairState.FROZEN, PairState.WAITING, PairState.FAILED) or (
             req.use_candidate and not self._controlling and not self._fresh(now, pair)
         ):
