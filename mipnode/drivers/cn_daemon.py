@@ -45,6 +45,7 @@ from mipnode.drivers.io import (
     wall,
 )
 from mipnode.drivers.packets import ipv6_packet
+from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import build_packet_with_rh2
@@ -56,7 +57,6 @@ from tunnels.ro import (
 
 log = logging.getLogger("mipnode.cn")
 
-NFT_TABLE = "mipnode_cn"
 NH_MH = 135
 NH_DSTOPTS = 60
 KCN_BYTES = 20  # RFC 6275 §5.2.1: Kcn is 20 octets
@@ -70,7 +70,9 @@ class CorrespondentDaemon:
         self.started_at = wall()
         # HoA bytes -> CoA bytes for every binding: the whole per-packet state (a dict hit).
         self.care_of: dict[bytes, bytes] = {}
-        self.route_changes: trio.MemorySendChannel[tuple[str, IPv6Address]]
+        # One table per daemon instance (two CNs in one namespace must not share one).
+        self.nft_table = rawio.table_name("mipnode_cn", config.tun_name)
+        self.host_routes = HostRoutes(config.tun_name, self.drops)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
@@ -95,13 +97,17 @@ class CorrespondentDaemon:
         # Bound to the access interface: bypasses our own HoA/128 routes into the TUN.
         self.sender = rawio.open_raw_sender(self.ifname)
         await trio.to_thread.run_sync(
-            lambda: rawio.install_rx_drops(NFT_TABLE, dstopts=True, routing2=False)
+            lambda: rawio.install_rx_drops(
+                self.nft_table,
+                dstopts=True,
+                routing2=False,
+                iifname=self.ifname,
+                daddrs=tuple(str(a) for a in addresses),
+            )
         )
-        send_routes, recv_routes = trio.open_memory_channel[tuple[str, IPv6Address]](1000)
-        self.route_changes = send_routes
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._route_worker, recv_routes)
+                nursery.start_soon(self.host_routes.run)
                 nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
                 nursery.start_soon(drain_socket, self.tap, self._from_tap, self._flush)
                 nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
@@ -116,7 +122,7 @@ class CorrespondentDaemon:
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(rawio.remove_table, NFT_TABLE)
+                await trio.to_thread.run_sync(rawio.remove_table, self.nft_table)
 
     # -- receive ---------------------------------------------------------------------------
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
@@ -153,9 +159,13 @@ class CorrespondentDaemon:
             )
             return
         # Data: only with a binding for exactly this (HoA, CoA) (RFC 6275 §9.3.1).
-        if self.care_of.get(hoa) != coa or not self.core.check_home_address(
-            wall(), IPv6Address(coa), IPv6Address(hoa)
-        ):
+        # The dict mirrors the core's cache (events keep it in step, expiry included); on a
+        # miss the core decides and queues the rate-limited Binding Error 1 that tells the MN
+        # to stop (e.g. after this CN restarted and lost its bindings).
+        if self.care_of.get(hoa) != coa:
+            self.core.check_home_address(
+                wall(), IPv6Address(coa), IPv6Address(hoa), local=IPv6Address(pkt[24:40])
+            )
             self.drops("hao_without_binding")
             return
         try:
@@ -172,7 +182,9 @@ class CorrespondentDaemon:
             return
         dst = pkt[24:40]
         coa = self.care_of.get(dst)
-        if coa is not None and can_route_optimise(pkt):
+        # Only our own packets get an RH2 (the binding is between the MN and this node's
+        # addresses); anything else to the HoA goes the normal way, through its HA.
+        if coa is not None and pkt[8:24] in self.addresses and can_route_optimise(pkt):
             send_quietly(
                 self.sender,
                 add_type2_routing_header(pkt, coa),
@@ -220,23 +232,11 @@ class CorrespondentDaemon:
                 b.sequence,
             )
             if isinstance(event, CnBindingAdded):
-                self.route_changes.send_nowait(("add", b.home_address))
+                self.host_routes.add(b.home_address)
         elif isinstance(event, CnBindingRemoved):
             self.care_of.pop(event.home_address.packed, None)
             log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
-            self.route_changes.send_nowait(("del", event.home_address))
-
-    async def _route_worker(
-        self, changes: trio.MemoryReceiveChannel[tuple[str, IPv6Address]]
-    ) -> None:
-        name = self.config.tun_name
-        async for op, hoa in changes:
-            fn = netlink.replace_route if op == "add" else netlink.delete_route
-            try:
-                await trio.to_thread.run_sync(fn, f"{hoa}/128", name)
-            except netlink.NetlinkFailure as exc:
-                self.drops("route_update_failed")
-                log.error("route %s %s failed: %s", op, hoa, exc)
+            self.host_routes.remove(event.home_address)
 
     # -- inspection --------------------------------------------------------------------------
     def answer(self, command: str) -> Any:

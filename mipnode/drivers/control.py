@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import struct
@@ -18,6 +19,7 @@ from typing import Any
 import trio
 
 MAX_REQUEST = 4096
+log = logging.getLogger("mipnode.control")
 Handler = Callable[[str], Any]
 
 
@@ -59,6 +61,13 @@ async def serve_control(
 
 
 async def _answer(conn: trio.socket.SocketType, handler: Handler) -> None:
+    """One request. A client that goes away early (Ctrl-C, a closed pipe) or asks nonsense
+    costs this connection only, never the daemon."""
+    with contextlib.suppress(OSError):
+        await _answer_one(conn, handler)
+
+
+async def _answer_one(conn: trio.socket.SocketType, handler: Handler) -> None:
     with conn, trio.move_on_after(5):
         if not _peer_allowed(conn):
             await conn.send(b'{"error": "permission denied"}\n')
@@ -75,6 +84,9 @@ async def _answer(conn: trio.socket.SocketType, handler: Handler) -> None:
             answer = handler(command)
         except (ValueError, KeyError, TypeError) as exc:
             answer = {"error": f"bad request: {exc}"}
+        except Exception:  # a bug in an inspection handler must not stop the daemon
+            log.exception("control request failed")
+            answer = {"error": "internal error (see the daemon's log)"}
         payload = (json.dumps(answer) + "\n").encode()
         view = memoryview(payload)
         while view:

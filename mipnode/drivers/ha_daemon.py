@@ -53,6 +53,7 @@ from mipnode.drivers.io import (
 )
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.packets import address_text, ipv6_packet, udp_in_ipv6, via_json
+from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
@@ -87,7 +88,7 @@ class HomeAgentDaemon:
         self.ratelog = RateLimitedLog()
         # Fast path: inner HoA bytes -> the Via its packets must arrive on / leave by.
         self.routes: dict[bytes, Via] = {}
-        self.route_changes: trio.MemorySendChannel[tuple[str, IPv6Address]]
+        self.host_routes = HostRoutes(config.tun_name, self.drops)
         self.started_at = wall()
         self.timer = TimerPump(self.core.get_timer, self._on_timer)
         self.writer: persist.StateWriter | None = None
@@ -115,14 +116,12 @@ class HomeAgentDaemon:
         self.raw_mh = open_raw(IPPROTO_MH)
         self.udp6 = open_udp(socket.AF_INET6, cfg.udp_port, address=str(cfg.address))
         self.udp4 = open_udp(socket.AF_INET, cfg.udp_port)
-        send_routes, recv_routes = trio.open_memory_channel[tuple[str, IPv6Address]](1000)
-        self.route_changes = send_routes
         if cfg.state_dir is not None:
             await self._restore(cfg.state_dir)
         async with trio.open_nursery() as nursery:
             if self.writer is not None:
                 nursery.start_soon(self.writer.run)
-            nursery.start_soon(self._route_worker, recv_routes)
+            nursery.start_soon(self.host_routes.run)
             nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
             nursery.start_soon(drain_socket, self.raw41, self._from_raw41, self._flush)
             nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
@@ -319,24 +318,11 @@ class HomeAgentDaemon:
                 b.sequence,
             )
             if isinstance(event, BindingAdded):
-                self.route_changes.send_nowait(("add", b.home_address))
+                self.host_routes.add(b.home_address)
         elif isinstance(event, BindingRemoved):
             self.routes.pop(event.home_address.packed, None)
             log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
-            self.route_changes.send_nowait(("del", event.home_address))
-
-    async def _route_worker(
-        self, changes: trio.MemoryReceiveChannel[tuple[str, IPv6Address]]
-    ) -> None:
-        """Routes change in order, off the trio thread (pyroute2 blocks)."""
-        name = self.config.tun_name
-        async for op, hoa in changes:
-            fn = netlink.replace_route if op == "add" else netlink.delete_route
-            try:
-                await trio.to_thread.run_sync(fn, f"{hoa}/128", name)
-            except netlink.NetlinkFailure as exc:
-                self.drops("route_update_failed")
-                log.error("route %s %s failed: %s", op, hoa, exc)
+            self.host_routes.remove(event.home_address)
 
     # -- inspection --------------------------------------------------------------------
     def answer(self, command: str) -> Any:

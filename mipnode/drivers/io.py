@@ -20,6 +20,11 @@ BATCH = 64
 log = logging.getLogger("mipnode")
 # Packets whose handler raised, by handler name: should stay empty; shown in `status` JSON.
 HANDLER_ERRORS: dict[str, int] = {}
+# Receive errors of a socket whose interface went down, by handler name.
+SOCKET_ERRORS: dict[str, int] = {}
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_LINK_ERRNOS = frozenset({errno.ENETDOWN, errno.ENODEV, errno.ENXIO})
+LINK_DOWN_BACKOFF_S = 0.1
 IPPROTO_MH = 135
 SO_BINDTODEVICE = 25
 
@@ -79,6 +84,7 @@ async def drain_socket(
     where = getattr(handle, "__name__", "handler")
     while True:
         await trio.lowlevel.wait_readable(sock)
+        link_down = False
         for _ in range(BATCH):
             try:
                 data, addr = recvfrom(65535)
@@ -86,14 +92,25 @@ async def drain_socket(
                 break
             except OSError as exc:
                 # ICMP errors queued on the socket (e.g. ECONNREFUSED) are not fatal.
-                if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                if exc.errno in _TRANSIENT_ERRNOS:
                     continue
+                # The bound interface went down or away (a move, a link flap): not fatal
+                # either; the MN reopens its sockets on the new access network.
+                if exc.errno in _LINK_ERRNOS:
+                    SOCKET_ERRORS[where] = SOCKET_ERRORS.get(where, 0) + 1
+                    link_down = True
+                    break
                 raise
             try:
                 handle(data, addr)
             except Exception:
                 _handler_failed(where)
-        after_batch()
+        try:
+            after_batch()
+        except Exception:
+            _handler_failed(f"{where}/after_batch")
+        if link_down:
+            await trio.sleep(LINK_DOWN_BACKOFF_S)
 
 
 async def drain_fd(
@@ -112,7 +129,10 @@ async def drain_fd(
                 handle(data)
             except Exception:
                 _handler_failed(where)
-        after_batch()
+        try:
+            after_batch()
+        except Exception:
+            _handler_failed(f"{where}/after_batch")
 
 
 def send_quietly(sock: socket.socket, data: bytes, addr: Any, count: Callable[[str], None]) -> None:

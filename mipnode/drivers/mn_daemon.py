@@ -67,6 +67,7 @@ from mipnode.drivers.packets import (
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import build_packet_with_hao
+from mipnode.wire.mh import BindingError, MhType, decode_mh_untrusted
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ro import (
     add_home_address_option,
@@ -85,10 +86,17 @@ KEEPALIVE_MISSES = 3
 REGISTRATION_STUCK_S = 12.0
 ACCESS_POLL_S = 0.25
 MOVE_OVERLAP_S = 5.0  # the old access network's sockets stay open at most this long
-NFT_TABLE = "mipnode_mn"
 PROBE_IDENT = 0x6D6A  # D-native probe echoes, told apart from the user's pings
 PROBE_TRIES = 5
-PROBE_INTERVAL_S = 0.5
+PROBE_INTERVAL_S = 0.2
+PROBE_NONCES_KEPT = 8
+D_NATIVE_HEARTBEAT_S = 0.5
+D_NATIVE_DEAD_S = 2.0  # + one heartbeat period: back on T within 3 s (DESIGN §4)
+RO_MAX_PEERS = 64  # correspondents route-optimised at once
+RO_GIVE_UP_S = 20.0  # no binding after this long: not a mipnode CN, or blocked
+RO_IDLE_S = 300.0  # no traffic for this long: end the binding
+RO_RETRY_S = 300.0  # after a rejection or an unanswered probe
+RO_RETRY_FAST_S = 2.0  # after a Binding Error 1 or an expiry (the CN lost our binding)
 NH_ROUTING = 43
 
 
@@ -158,10 +166,16 @@ class MobileNodeDaemon:
                 initial_sequence=secrets.randbelow(65536),
             )
             self.ro_timer = TimerPump(self.ro.get_timer, self._on_ro_timer)
-        self.ro_started: set[bytes] = set()
-        self.ro_ready: dict[bytes, float] = {}  # CN address -> since (POSIX time)
-        self.probe_pending: dict[bytes, float] = {}
+        self.ro_peers: dict[bytes, float] = {}  # CN -> when we last sent it traffic
+        self.ro_started_at: dict[bytes, float] = {}
+        self.ro_backoff: dict[bytes, float] = {}  # CN -> no new attempt before
+        self.ro_ready: dict[bytes, float] = {}  # CN -> D-native since (POSIX time)
+        self.ro_heard: dict[bytes, float] = {}  # CN -> last D-native echo answered (trio time)
+        self.probes: dict[bytes, dict[bytes, float]] = {}  # CN -> nonce -> sent (trio time)
+        self.coarse_now = wall()
+        self.probe_seq = 0
         self.tap_enabled = False
+        self.nft_table = rawio.table_name("mipnode_mn", config.tun_name)
         self._nursery: trio.Nursery
         self._access_scope: trio.CancelScope
         self._retire_access: trio.CancelScope | None = None
@@ -181,16 +195,14 @@ class MobileNodeDaemon:
         await trio.to_thread.run_sync(lambda: netlink.replace_route("::/0", cfg.tun_name, metric=1))
         if self.ro is not None:
             # RH2 replies and CoTs come to the care-of address natively (reference/linux.md §4).
-            await trio.to_thread.run_sync(
-                lambda: rawio.install_rx_drops(NFT_TABLE, dstopts=False, routing2=True)
-            )
+            await self._install_rx_drops()
             self.tap_enabled = True
         try:
             await self._run_tasks(task_status)
         finally:
             if self.tap_enabled:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(rawio.remove_table, NFT_TABLE)
+                    await trio.to_thread.run_sync(rawio.remove_table, self.nft_table)
 
     async def _run_tasks(self, task_status: trio.TaskStatus[None]) -> None:
         cfg = self.config
@@ -199,6 +211,7 @@ class MobileNodeDaemon:
             self._access_scope = await nursery.start(self._serve_access, self.access.ifname)
             if self.ro is not None:
                 nursery.start_soon(self.ro_timer.run)
+                nursery.start_soon(self._d_native_heartbeats)
             nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
             nursery.start_soon(self.timer.run)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
@@ -215,6 +228,20 @@ class MobileNodeDaemon:
             )
             sdnotify.notify("READY=1")
             task_status.started()
+
+    async def _install_rx_drops(self) -> None:
+        """The kernel must not reject the RH2 packets our tap takes: drop them in prerouting,
+        but only those for our care-of address on the access interface."""
+        acc = self.access
+        await trio.to_thread.run_sync(
+            lambda: rawio.install_rx_drops(
+                self.nft_table,
+                dstopts=False,
+                routing2=True,
+                iifname=acc.ifname,
+                daddrs=(str(acc.ipv6),) if acc.ipv6 else (),
+            )
+        )
 
     async def _serve_access(
         self, ifname: str | None, *, task_status: trio.TaskStatus[trio.CancelScope]
@@ -273,13 +300,16 @@ class MobileNodeDaemon:
             self.moved_at = wall()
             old_scope = self._access_scope
             self.access = info
+            if self.tap_enabled:
+                await self._install_rx_drops()
             self._access_scope = await self._nursery.start(self._serve_access, info.ifname)
             self._retire_access = old_scope
             self._nursery.start_soon(self._retire_after, old_scope, MOVE_OVERLAP_S)
             # Bindings at correspondents point at the old care-of address: back to the tunnel
             # until return routability and a probe succeed from the new one.
             self.ro_ready.clear()
-            self.probe_pending.clear()
+            self.ro_heard.clear()
+            self.probes.clear()
             if self.ro is not None and info.ipv6 is not None:
                 self.ro.move(wall(), info.ipv6)
             self.reselect.set()
@@ -433,16 +463,18 @@ class MobileNodeDaemon:
             self.drops("tun_no_path")
             return
         dst = pkt[24:40]
-        if dst in self.ro_ready and can_route_optimise(pkt) and self.access.ipv6 is not None:
-            send_quietly(
-                self.raw_sender,
-                add_home_address_option(pkt, self.access.ipv6.packed),
-                (str(IPv6Address(dst)), 0),
-                self.drops,
-            )
-            self.counters("d_native_to_cn")
-            return
-        if self.tap_enabled and dst not in self.ro_started:
+        if dst in self.ro_peers:
+            self.ro_peers[dst] = self.coarse_now
+            if dst in self.ro_ready and can_route_optimise(pkt) and self.access.ipv6 is not None:
+                send_quietly(
+                    self.raw_sender,
+                    add_home_address_option(pkt, self.access.ipv6.packed),
+                    (str(IPv6Address(dst)), 0),
+                    self.drops,
+                )
+                self.counters("d_native_to_cn")
+                return
+        elif self.tap_enabled:
             self._maybe_start_ro(dst)
         self._send_on_path(pkt)
         self.counters("tunnelled_to_ha")
@@ -471,7 +503,9 @@ class MobileNodeDaemon:
             self._on_check_response(cand, data)
 
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
-        self.drops("native_mh_unsupported")
+        # Kept open only so the kernel does not answer MH with Parameter Problem; CoTs and
+        # Binding Errors reach us through the tap, everything else comes in the tunnel.
+        self.counters("mh_seen_by_raw_socket")
 
     def _from_tunnel(self, inner: bytes, kind: str) -> None:
         if len(inner) < 40 or inner[0] >> 4 != 6:
@@ -539,7 +573,7 @@ class MobileNodeDaemon:
         self._flush()
 
     def _flush(self) -> None:
-        now = wall()
+        now = self.coarse_now = wall()
         for out in self.core.datagrams_to_send(now):
             self._send_on_path(ipv6_packet(out.src, out.dst, NH_MH, out.data))
         while (event := self.core.next_event()) is not None:
@@ -596,18 +630,49 @@ class MobileNodeDaemon:
 
     # -- route optimisation (D-native) ------------------------------------------------------
     def _maybe_start_ro(self, dst: bytes) -> None:
-        """First packet to a correspondent: try return routability with it (RFC 6275 §11.6)."""
-        if self.ro is None or self.access.ipv6 is None:
-            return  # no native IPv6 here (an IPv4 access network): the tunnel it is
-        self.ro_started.add(dst)
+        """Traffic to a new correspondent: try return routability with it (RFC 6275 §11.6),
+        once registered with the HA (the HoTI travels through the HA), within bounds."""
+        if self.ro is None or self.access.ipv6 is None or self.core.state != "registered":
+            return  # not yet, or no native IPv6 here (an IPv4 access network)
+        now = self.coarse_now
+        if self.ro_backoff.get(dst, 0.0) > now or len(self.ro_peers) >= RO_MAX_PEERS:
+            return
         cn = IPv6Address(dst)
-        if (not cn.is_global and not cn.is_private) or cn.is_multicast or cn.is_link_local:
+        if cn.is_multicast or cn.is_link_local or cn.is_loopback or cn.is_unspecified:
             return
         if cn in (self.ha, self.hoa):
             return
-        self.ro.start(wall(), cn, self.access.ipv6)
+        self.ro_peers[dst] = now
+        self.ro_started_at[dst] = now
+        self.ro.start(now, cn, self.access.ipv6)
+
+    def _drop_ro(self, cn: bytes, why: str, backoff_s: float) -> None:
+        """Back to the HA tunnel for ``cn``: end the binding there (a deletion BU, if the CN may
+        hold one) and try again no sooner than ``backoff_s`` from now, on new traffic."""
+        was_ready = self.ro_ready.pop(cn, None) is not None
+        self.ro_heard.pop(cn, None)
+        self.probes.pop(cn, None)
+        self.ro_peers.pop(cn, None)
+        self.ro_started_at.pop(cn, None)
+        self.ro_backoff[cn] = self.coarse_now + backoff_s
+        if self.ro is not None:
+            self.ro.stop(self.coarse_now, IPv6Address(cn))
+        self.counters(f"d_native_dropped_{why.replace(' ', '_')}")
+        log.info(
+            "path to %s: %sHA tunnel (%s); next attempt in %.0f s",
+            IPv6Address(cn),
+            "back to the " if was_ready else "staying on the ",
+            why,
+            backoff_s,
+        )
 
     def _send_ro_mh(self, out: OutgoingMh) -> None:
+        if out.care_of is not None and _is_deletion_bu(out.data):
+            # A deletion must reach the CN even when the direct path is what died, so it goes
+            # from the home address through the HA tunnel, without an HAO (RFC 6275 §11.5.4,
+            # §9.5.1: a BU from the HoA deletes; its authenticator is over the HoA, §6.2.7).
+            self._send_on_path(ipv6_packet(out.src, out.dst, NH_MH, out.data))
+            return
         if out.care_of is not None:  # BU: from the CoA with a Home Address option
             pkt = build_packet_with_hao(out.care_of, out.dst, out.src, NH_MH, out.data)
             send_quietly(self.raw_sender, pkt, (str(out.dst), 0), self.drops)
@@ -629,41 +694,103 @@ class MobileNodeDaemon:
 
     def _on_ro_event(self, event: object) -> None:
         if isinstance(event, RouteOptimized):
-            log.info(
-                "route optimisation with %s: binding accepted (care-of %s, %ss); probing",
-                event.cn,
-                event.care_of,
-                event.lifetime_s,
-            )
-            if event.cn.packed not in self.ro_ready:
-                self.probe_pending[event.cn.packed] = 0.0
+            cn = event.cn.packed
+            if cn not in self.ro_ready and cn not in self.probes:
+                log.info(
+                    "route optimisation with %s: binding accepted (care-of %s, %ss); probing",
+                    event.cn,
+                    event.care_of,
+                    event.lifetime_s,
+                )
+                self.probes[cn] = {}
                 self._nursery.start_soon(self._probe, event.cn)
-        elif (
-            isinstance(
-                event, RouteOptimizationFailed | RouteOptimizationEnded | RouteOptimizationExpired
-            )
-            and self.ro_ready.pop(event.cn.packed, None) is not None
-        ):
-            log.info("path to %s: back to the HA tunnel (%s)", event.cn, type(event).__name__)
+        elif isinstance(event, RouteOptimizationFailed):
+            self._drop_ro(event.cn.packed, f"rejected {event.status}", RO_RETRY_S)
+        elif isinstance(event, RouteOptimizationExpired):
+            self._drop_ro(event.cn.packed, "binding expired", RO_RETRY_FAST_S)
+        elif isinstance(event, RouteOptimizationEnded):
+            self.ro_peers.pop(event.cn.packed, None)
+
+    def _send_echo(self, cn: IPv6Address) -> bool:
+        """An echo request in D-native form (HAO out); its reply must come in an RH2. A random
+        nonce in the payload ties the reply to this request (no forged upgrades)."""
+        coa = self.access.ipv6
+        pending = self.probes.setdefault(cn.packed, {})
+        if coa is None:
+            return False
+        nonce = secrets.token_bytes(16)
+        pending[nonce] = trio.current_time()
+        while len(pending) > PROBE_NONCES_KEPT:
+            pending.pop(next(iter(pending)))
+        self.probe_seq = (self.probe_seq + 1) & 0xFFFF
+        probe = echo_request(self.hoa, cn, PROBE_IDENT, self.probe_seq, nonce)
+        send_quietly(
+            self.raw_sender, add_home_address_option(probe, coa.packed), (str(cn), 0), self.drops
+        )
+        return True
 
     async def _probe(self, cn: IPv6Address) -> None:
-        """Echo requests inside HAO packets; the reply must come back inside an RH2 packet."""
-        for seq in range(1, PROBE_TRIES + 1):
-            coa = self.access.ipv6
-            if cn.packed not in self.probe_pending or coa is None:
+        """Move to D-native only when an echo sent that way comes back that way."""
+        for _ in range(PROBE_TRIES):
+            if cn.packed not in self.probes or cn.packed in self.ro_ready:
                 return
-            self.probe_pending[cn.packed] = trio.current_time()
-            probe = echo_request(self.hoa, cn, PROBE_IDENT, seq, b"mipnode d-native probe")
-            send_quietly(
-                self.raw_sender,
-                add_home_address_option(probe, coa.packed),
-                (str(cn), 0),
-                self.drops,
-            )
+            if not self._send_echo(cn):
+                return
             await trio.sleep(PROBE_INTERVAL_S)
-        if self.probe_pending.pop(cn.packed, None) is not None:
-            log.info("path to %s: D-native probe unanswered; staying on the HA tunnel", cn)
-            self.counters("d_native_probe_failed")
+        if cn.packed in self.probes and cn.packed not in self.ro_ready:
+            # The CN holds a binding we cannot use (e.g. our firewall drops its RH2 packets as
+            # conntrack-invalid, reference E4): delete it, or its replies would be lost.
+            self._drop_ro(cn.packed, "probe unanswered", RO_RETRY_S)
+            self._flush()
+
+    async def _d_native_heartbeats(self) -> None:
+        """Keep proving each D-native path in its data form; silence for D_NATIVE_DEAD_S means
+        back to the tunnel (DESIGN §4: fallback within 3 s)."""
+        while True:
+            await trio.sleep(D_NATIVE_HEARTBEAT_S)
+            now = trio.current_time()
+            for cn in list(self.ro_ready):
+                if now - self.ro_heard.get(cn, now) > D_NATIVE_DEAD_S:
+                    self._drop_ro(cn, "D-native silent", RO_RETRY_FAST_S)
+                else:
+                    self._send_echo(IPv6Address(cn))
+            self._ro_janitor()
+            self._flush()  # deletion BUs queued by _drop_ro leave now, not with the next packet
+
+    def _ro_janitor(self) -> None:
+        """Forget correspondents that never answer (a plain host would get a CoTI every 32 s,
+        learning our care-of address) and those we no longer talk to."""
+        now = self.coarse_now
+        for cn, last in list(self.ro_peers.items()):
+            if cn in self.ro_ready or cn in self.probes:
+                if now - last > RO_IDLE_S:
+                    self._drop_ro(cn, "idle", 0.0)
+            elif now - self.ro_started_at.get(cn, now) > RO_GIVE_UP_S:
+                self._drop_ro(cn, "no answer", RO_RETRY_S)
+
+    def _on_binding_error(self, pkt: bytes) -> None:
+        """RFC 6275 §11.3.6: Binding Error 1 from a CN means it has no binding for our HAO
+        packets (it restarted, or the binding expired): back to the tunnel, retry soon."""
+        plen = int.from_bytes(pkt[4:6], "big")
+        try:
+            msg = decode_mh_untrusted(
+                pkt[40 : 40 + plen], IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40])
+            )
+        except BadPacket as exc:
+            self.drops(f"be_{exc.reason}")
+            return
+        cn = pkt[8:24]
+        if not isinstance(msg, BindingError) or cn not in self.ro_peers:
+            self.drops("be_unexpected")
+            return
+        if msg.home_address != self.hoa:
+            self.drops("be_other_home_address")
+            return
+        self.counters(f"binding_error_{int(msg.status)}")
+        if int(msg.status) == 1:
+            self._drop_ro(cn, "binding error 1", RO_RETRY_FAST_S)
+        else:  # 2: the CN does not speak the MH type we sent
+            self._drop_ro(cn, f"binding error {int(msg.status)}", RO_RETRY_S)
 
     def _from_tap(self, pkt: bytes, addr: Any) -> None:
         if rawio.is_outgoing(addr) or len(pkt) < 40 or self.access.ipv6 is None:
@@ -672,8 +799,10 @@ class MobileNodeDaemon:
             self.drops("tap_not_for_coa")
             return
         nh = pkt[6]
-        if nh == NH_MH:  # CoT (or a Binding Error) to the care-of address
-            if self.ro is not None:
+        if nh == NH_MH:  # CoT or a Binding Error, to the care-of address
+            if len(pkt) > 42 and pkt[42] == MhType.BE:
+                self._on_binding_error(pkt)
+            elif self.ro is not None:
                 plen = int.from_bytes(pkt[4:6], "big")
                 self.ro.receive_datagram(
                     wall(), pkt[40 : 40 + plen], IPv6Address(pkt[8:24]), self.access.ipv6
@@ -690,6 +819,9 @@ class MobileNodeDaemon:
         if hoa != self.hoa_bytes:
             # RFC 6275 §11.3.3: the RH2 must carry our own home address; never forward.
             self.drops("rh2_not_our_home_address")
+            return
+        if inner[6] in (0, NH_ROUTING, 60):
+            self.drops("rh2_inner_extension_header")  # nothing we know to deliver
             return
         cn = inner[8:24]
         if inner[6] == NH_MH and self.ro is not None:  # BA from the CN
@@ -708,14 +840,25 @@ class MobileNodeDaemon:
         self.counters("d_native_from_cn")
 
     def _maybe_probe_reply(self, inner: bytes) -> bool:
-        if len(inner) < 48 or inner[40] != ICMPV6_ECHO_REPLY:
+        if len(inner) < 64 or inner[40] != ICMPV6_ECHO_REPLY:
             return False
         if int.from_bytes(inner[44:46], "big") != PROBE_IDENT:
             return False
         cn = inner[8:24]
-        if self.probe_pending.pop(cn, None) is not None:
+        sent = self.probes.get(cn, {}).pop(inner[48:64], None)
+        if sent is None:
+            self.drops("probe_reply_unexpected")
+            return True
+        self.ro_heard[cn] = trio.current_time()
+        if cn not in self.ro_ready:
+            if self.ro is None or self.ro.state(IPv6Address(cn)) != "route-optimized":
+                return True  # the binding went away meanwhile
             self.ro_ready[cn] = wall()
-            log.info("path to %s: D-native (probe answered through an RH2)", IPv6Address(cn))
+            log.info(
+                "path to %s: D-native (probe answered through an RH2, %.1f ms)",
+                IPv6Address(cn),
+                (trio.current_time() - sent) * 1000,
+            )
         return True
 
     # -- keepalives ----------------------------------------------------------------------
@@ -845,6 +988,11 @@ class MobileNodeDaemon:
                 "uptime_s": round(now - self.started_at, 1),
             }
         return {"error": f"unknown command {command!r}"}
+
+
+def _is_deletion_bu(mh: bytes) -> bool:
+    """A Binding Update with lifetime 0 (RFC 6275 §6.1.7: lifetime at octets 10-11)."""
+    return len(mh) >= 12 and mh[2] == MhType.BU and mh[10:12] == b"\0\0"
 
 
 async def run_mobile_node(config: MnConfig) -> None:

@@ -65,17 +65,34 @@ class NftError(Exception):
     pass
 
 
-def install_rx_drops(table: str, *, dstopts: bool, routing2: bool) -> None:
-    """Create (or replace) ``inet <table>`` with the prerouting drops for tapped packets.
+def table_name(prefix: str, tun_name: str) -> str:
+    return prefix + "_" + "".join(c if c.isalnum() else "_" for c in tun_name)
+
+
+def install_rx_drops(
+    table: str,
+    *,
+    dstopts: bool,
+    routing2: bool,
+    iifname: str | None = None,
+    daddrs: tuple[str, ...] = (),
+) -> None:
+    """Create (or replace) ``inet <table>`` with the prerouting drops for tapped packets,
+    limited to what the tap listens to: packets arriving on ``iifname`` for ``daddrs``.
 
     The table is ours alone: created on start, deleted on exit, and replaced when a crashed run
     left it behind.
     """
+    match = ""
+    if iifname:
+        match += f'iifname "{iifname}" '
+    if daddrs:
+        match += f"ip6 daddr {{ {', '.join(daddrs)} }} "
     rules = []
     if routing2:
-        rules.append("meta nfproto ipv6 rt type 2 counter drop")
+        rules.append(f"meta nfproto ipv6 {match}rt type 2 counter drop")
     if dstopts:
-        rules.append("meta nfproto ipv6 exthdr dst exists counter drop")
+        rules.append(f"meta nfproto ipv6 {match}exthdr dst exists counter drop")
     body = "\n".join(f"    {r}" for r in rules)
     script = (
         f"table inet {table}\ndelete table inet {table}\n"

@@ -90,6 +90,15 @@ SCENARIOS = (
         expect_mn_cn="D-native",
     ),
     Scenario(
+        "ro-mn-behind-fw",
+        "mipnode CN, MN behind a stateful firewall (RH2 replies are conntrack-invalid)",
+        "ipv6",
+        "stateful",
+        "T-native",
+        cn="mipnode",
+        expect_mn_cn="T-native",
+    ),
+    Scenario(
         "ro-cn-behind-fw",
         "mipnode CN behind a stateful firewall",
         "ipv6",

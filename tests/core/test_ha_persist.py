@@ -574,9 +574,6 @@ def _daemon(state_dir: Path) -> HomeAgentDaemon:
     )
     daemon = HomeAgentDaemon(config)
     daemon.raw41 = FakeSocket()  # type: ignore[assignment]
-    send, receive = trio.open_memory_channel[tuple[str, IPv6Address]](100)
-    daemon.route_changes = send
-    daemon.route_requests = receive  # type: ignore[attr-defined]
     return daemon
 
 
@@ -590,7 +587,7 @@ async def test_the_daemon_restores_reinstalls_routes_and_sends_brrs(tmp_path: Pa
     await daemon._restore(str(tmp_path))
     assert daemon.restored == 1
     assert daemon.routes == {HOA.packed: VIA}
-    assert daemon.route_requests.receive_nowait() == ("add", HOA)  # type: ignore[attr-defined]
+    assert daemon.host_routes._wanted == {HOA: True}  # the /128 route is asked for
     ((packet, addr),) = daemon.raw41.sent  # type: ignore[attr-defined]
     assert addr == (str(COA), 0)  # inside the binding's tunnel
     assert (IPv6Address(packet[8:24]), IPv6Address(packet[24:40]), packet[6]) == (HA, HOA, 135)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mipnode.lab import runner
+from mipnode.lab import netns, runner
 from mipnode.lab.topology import CN_ADDRESS, HOA, MN_LAN6
 
 from .conftest import Lab, needs_root
@@ -195,3 +195,78 @@ def test_a_mipnode_cn_behind_a_stateful_firewall_stays_on_t_without_flapping(mak
     assert seen == ["T-native"]
     assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
     assert lab.status("cn", "bindings")["bindings"] == []  # the BU never got through
+
+
+def _wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def _d_native_lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
+    lab = make_lab(firewall="open", cn_mipnode=True)
+    runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
+    assert _wait_for(lambda: _cn_path(lab) == "D-native", 10)
+    return lab
+
+
+def test_mn_behind_a_stateful_firewall_deletes_the_binding_it_cannot_use(make_lab) -> None:
+    # RR and the BU pass the MN's firewall, but the CN's RH2 packets are conntrack-invalid
+    # (reference E4): the probe fails, the MN deletes the binding, traffic stays on T both ways.
+    lab = make_lab(firewall="stateful", cn_mipnode=True)
+    runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
+    dropped = _wait_for(
+        lambda: lab.status("mn")["counters"].get("d_native_dropped_probe_unanswered"), 8
+    )
+    assert dropped == 1
+    assert _wait_for(lambda: lab.status("cn", "bindings")["bindings"] == [], 5)
+    assert _cn_path(lab) == "T-native"
+    assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
+    assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
+
+
+def test_a_dead_d_native_path_falls_back_to_t_within_3_s(make_lab) -> None:
+    lab = _d_native_lab(make_lab)
+    # The core router starts dropping route-optimised packets (both directions).
+    rules = """table inet cut {
+  chain f {
+    type filter hook forward priority filter;
+    exthdr dst exists drop
+    rt type 2 drop
+  }
+}
+"""
+    netns.run(["ip", "netns", "exec", lab.t.ns("core"), "nft", "-f", "-"], input=rules)
+    cut = time.monotonic()
+    assert _wait_for(lambda: _cn_path(lab) == "T-native", 5)
+    fallback = time.monotonic() - cut
+    assert fallback <= 3.0, f"fell back after {fallback:.2f} s"
+    assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3  # over the tunnel
+
+
+def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> None:
+    lab = _d_native_lab(make_lab)
+    cn_pid = lab.record.daemons[1]  # HA, CN, MN are started in that order
+    child = netns.CHILDREN[cn_pid]
+    child.send_signal(signal.SIGKILL)  # no goodbye: the MN still sends HAO packets to it
+    child.wait(timeout=10)
+    lab.record.daemons.remove(cn_pid)
+    lab.t.spawn("cn", ["cn", "--config", str(lab.t.workdir / "cn.toml")], "cn.log")
+    assert _wait_for(lambda: runner.daemon_status(lab.t, "cn"), 10)
+    # The MN's next HAO packets meet a CN without a binding: Binding Error 1, back to T,
+    # return routability again, D-native again.
+    runner.ping(lab.t, "mn", CN_ADDRESS, count=3)
+    assert _wait_for(lambda: lab.status("mn")["counters"].get("binding_error_1"), 5)
+
+    def talking_directly_again() -> bool:
+        # Steady traffic: once the short back-off after the Binding Error is over, the next
+        # packets start return routability with the restarted CN.
+        runner.ping(lab.t, "mn", CN_ADDRESS, count=1)
+        return _cn_path(lab) == "D-native"
+
+    assert _wait_for(talking_directly_again, 15, interval=0.2)
+    assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3

@@ -1,0 +1,48 @@
+"""Host routes for bound home addresses, kept in sync off the trio thread.
+
+Binding changes only record the wanted state (add or remove HoA/128) in a dict; one worker
+applies the newest wish per address with pyroute2. Nothing blocks and nothing queues without
+bound: a burst of binding churn for one address costs one route change, and a flood across many
+addresses costs one entry each (capped by the core's binding cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from ipaddress import IPv6Address
+
+import trio
+
+from mipnode.drivers import netlink
+
+log = logging.getLogger("mipnode.routes")
+
+
+class HostRoutes:
+    def __init__(self, tun_name: str, count: Callable[[str], None]) -> None:
+        self.tun_name = tun_name
+        self.count = count
+        self._wanted: dict[IPv6Address, bool] = {}
+        self._changed = trio.Event()
+
+    def add(self, hoa: IPv6Address) -> None:
+        self._wanted[hoa] = True
+        self._changed.set()
+
+    def remove(self, hoa: IPv6Address) -> None:
+        self._wanted[hoa] = False
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            batch, self._wanted = self._wanted, {}
+            for hoa, present in batch.items():
+                fn = netlink.replace_route if present else netlink.delete_route
+                try:
+                    await trio.to_thread.run_sync(fn, f"{hoa}/128", self.tun_name)
+                except netlink.NetlinkFailure as exc:
+                    self.count("route_update_failed")
+                    log.error("route %s %s failed: %s", "add" if present else "del", hoa, exc)
