@@ -54,14 +54,21 @@ def _check_header(data: bytes) -> None:
         raise BadPacket("bad_length", "STUN length field disagrees with the datagram")
 
 
+# A Binding success response with an IPv6 XOR-MAPPED-ADDRESS is 44 octets. Requests to the HA
+# are padded to at least that (a SOFTWARE attribute, comprehension-optional, RFC 8489 §14.14),
+# so the HA can answer only requests at least as large as its answer: amplification <= 1.
+MIN_ANSWERED_REQUEST = 44
+_SOFTWARE = "mipnode"
+
+
 def binding_request(transaction_id: bytes) -> bytes:
-    return bytes(
-        stun.Message(
-            message_method=stun.Method.BINDING,
-            message_class=stun.Class.REQUEST,
-            transaction_id=transaction_id,
-        )
+    msg = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.REQUEST,
+        transaction_id=transaction_id,
     )
+    msg.attributes["SOFTWARE"] = _SOFTWARE + " " * 13  # 20 octets: a 48-octet request
+    return bytes(msg)
 
 
 def binding_response(transaction_id: bytes, mapped: tuple[str, int]) -> bytes:

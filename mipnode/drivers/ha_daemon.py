@@ -266,6 +266,11 @@ class HomeAgentDaemon:
             self.drops("stun_not_binding_request")
             return
         response = stun.binding_response(msg.transaction_id, mapped)
+        if len(response) > len(data):
+            # Unauthenticated requests from anywhere: never answer with more bytes than came
+            # in, or the HA becomes an amplifier toward spoofed sources (DESIGN §4).
+            self.drops("stun_request_smaller_than_answer")
+            return
         self.counters("checks_answered")
         if tunnel is None:
             sock = self.udp6 if ":" in mapped[0] else self.udp4

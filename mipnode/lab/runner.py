@@ -465,9 +465,11 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
                     f"(budget {HA_RESTART_BUDGET_S * 1000:.0f} ms)"
                 )
         for node in ("mn", "ha", "cn") if sc.cn == "mipnode" else ("mn", "ha"):
-            errors = (daemon_status(t, node) or {}).get("internal_errors")
-            if errors:
-                problems.append(f"{node} daemon hit internal errors: {errors}")
+            status = daemon_status(t, node)
+            if status is None:
+                problems.append(f"{node} daemon no longer answers: {_log_tail(t, node + '.log')}")
+            elif status.get("internal_errors"):
+                problems.append(f"{node} daemon hit internal errors: {status['internal_errors']}")
         if ha_kinds != [result["observed"]["mn_ha"]]:
             problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
         if cn_ping["received"] < cn_ping["sent"] - 1:
@@ -480,6 +482,9 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         result["diagnosis"] = "; ".join(problems) or None
     except LabError as exc:
         result["diagnosis"] = str(exc)
+    except (subprocess.SubprocessError, OSError, KeyError, IndexError, ValueError) as exc:
+        # One broken scenario must not end the run or lose the report of the others.
+        result["diagnosis"] = f"lab error: {type(exc).__name__}: {exc}"
     finally:
         record.teardown()
         if result["passed"] and not keep_logs:

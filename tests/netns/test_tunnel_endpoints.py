@@ -122,3 +122,30 @@ def test_ha_forwards_only_packets_from_a_bound_hoa_on_its_binding(make_lab) -> N
     after = lab.status("ha")["drops"]
     assert after.get("ingress_unbound_source", 0) - before.get("ingress_unbound_source", 0) >= 3
     assert after.get("ingress_wrong_endpoint", 0) - before.get("ingress_wrong_endpoint", 0) >= 3
+
+
+BARE_STUN = textwrap.dedent(
+    """
+    import socket, sys
+    from aioice import stun
+    req = bytes(stun.Message(message_method=stun.Method.BINDING,
+                             message_class=stun.Class.REQUEST, transaction_id=b"a" * 12))
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, 25, b"eth0")  # bypass the MN's TUN
+    s.settimeout(1.0)
+    s.sendto(req, (sys.argv[1], 4191))
+    try:
+        print(len(s.recvfrom(2048)[0]))
+    except TimeoutError:
+        print("no answer")
+    """
+)
+
+
+def test_ha_never_answers_a_stun_request_with_more_bytes_than_it_got(make_lab) -> None:
+    lab = make_lab(firewall="open")
+    # A bare 20-octet Binding request would get a 44-octet answer: refused (amplification).
+    assert lab.t.sh("mn", sys.executable, "-c", BARE_STUN, HA_ADDRESS).strip() == "no answer"
+    assert lab.status("ha")["drops"].get("stun_request_smaller_than_answer", 0) >= 1
+    # The MN's own (padded) checks are answered: it registered over a checked path.
+    assert lab.status("mn")["candidates"][0]["checks_answered"] >= 1
