@@ -465,11 +465,11 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
                     f"(budget {HA_RESTART_BUDGET_S * 1000:.0f} ms)"
                 )
         for node in ("mn", "ha", "cn") if sc.cn == "mipnode" else ("mn", "ha"):
-            status = daemon_status(t, node)
-            if status is None:
+            answer = daemon_status(t, node)
+            if answer is None:
                 problems.append(f"{node} daemon no longer answers: {_log_tail(t, node + '.log')}")
-            elif status.get("internal_errors"):
-                problems.append(f"{node} daemon hit internal errors: {status['internal_errors']}")
+            elif answer.get("internal_errors"):
+                problems.append(f"{node} daemon hit internal errors: {answer['internal_errors']}")
         if ha_kinds != [result["observed"]["mn_ha"]]:
             problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
         if cn_ping["received"] < cn_ping["sent"] - 1:
