@@ -33,6 +33,7 @@ from mipnode.core.cn import (
 from mipnode.core.types import OutgoingMh
 from mipnode.drivers import netlink, rawio, sdnotify
 from mipnode.drivers.control import serve_control
+from mipnode.drivers.direct import DirectUdp
 from mipnode.drivers.io import (
     HANDLER_ERRORS,
     IPPROTO_MH,
@@ -44,11 +45,17 @@ from mipnode.drivers.io import (
     send_quietly,
     wall,
 )
-from mipnode.drivers.packets import ipv6_packet
+from mipnode.drivers.packets import (
+    ICMPV6_ECHO_REPLY,
+    ICMPV6_ECHO_REQUEST,
+    ipv6_packet,
+    is_d_native_probe,
+)
 from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import build_packet_with_rh2
+from mipnode.wire.mh import ExperimentalMessage, MhType, decode_mh_untrusted, encode_mh
 from tunnels.ro import (
     add_type2_routing_header,
     can_route_optimise,
@@ -70,6 +77,17 @@ class CorrespondentDaemon:
         self.started_at = wall()
         # HoA bytes -> CoA bytes for every binding: the whole per-packet state (a dict hit).
         self.care_of: dict[bytes, bytes] = {}
+        self.rh2_confirmed: set[bytes] = set()  # HoAs that send us D-native data
+        self.answer_from: dict[bytes, IPv6Address] = {}  # HoA -> our address it offered to
+        # D-udp: a controlled ICE agent per home address that offers direct paths.
+        self.direct = DirectUdp(
+            controlling=False,
+            counters=self.counters,
+            drops=self.drops,
+            deliver=self._deliver_direct,
+            send_signalling=self._send_mice,
+            on_path_change=self._direct_changed,
+        )
         # One table per daemon instance (two CNs in one namespace must not share one).
         self.nft_table = rawio.table_name("mipnode_cn", config.tun_name)
         self.host_routes = HostRoutes(config.tun_name, self.drops)
@@ -112,6 +130,7 @@ class CorrespondentDaemon:
                 nursery.start_soon(drain_socket, self.tap, self._from_tap, self._flush)
                 nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
                 nursery.start_soon(self.timer.run)
+                await nursery.start(self.direct.serve, self.ifname, list(addresses))
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
                 log.info(
                     "correspondent node ready addresses=%s interface=%s",
@@ -135,6 +154,9 @@ class CorrespondentDaemon:
             self.drops("tap_not_for_us")
             return
         nh = pkt[6]
+        if nh == NH_MH and len(pkt) > 42 and pkt[42] == MhType.EXPERIMENTAL:
+            self._on_mice(pkt)
+            return
         if nh == NH_MH:
             plen = int.from_bytes(pkt[4:6], "big")
             self.core.receive_datagram(
@@ -173,18 +195,66 @@ class CorrespondentDaemon:
         except OSError:
             self.drops("tun_write_failed")
             return
+        if hoa not in self.rh2_confirmed and not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):
+            self.rh2_confirmed.add(hoa)
         self.counters("d_native_from_mn")
 
+    def _on_mice(self, pkt: bytes) -> None:
+        """An offer of direct UDP paths from a home address (Experimental MH, via its HA)."""
+        plen = int.from_bytes(pkt[4:6], "big")
+        src, dst = IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40])
+        try:
+            msg = decode_mh_untrusted(pkt[40 : 40 + plen], src, dst)
+        except BadPacket as exc:
+            self.drops(f"mice_{exc.reason}")
+            return
+        if not isinstance(msg, ExperimentalMessage):
+            self.drops("mice_not_experimental")
+            return
+        self.answer_from[src.packed] = dst
+        self.direct.on_signalling(src, msg)
+
+    def _send_mice(self, hoa: IPv6Address, msg: ExperimentalMessage) -> None:
+        """The answer goes to the home address the plain way (through the MN's HA)."""
+        src = self.answer_from.get(hoa.packed) or IPv6Address(next(iter(self.addresses)))
+        pkt = ipv6_packet(src, hoa, NH_MH, encode_mh(msg, src, hoa))
+        send_quietly(self.sender, pkt, (str(hoa), 0), self.drops)
+
+    def _deliver_direct(self, inner: bytes) -> None:
+        if inner[24:40] not in self.addresses:
+            self.drops("direct_not_for_us")
+            return
+        try:
+            os.write(self.tun, inner)
+        except OSError:
+            self.drops("tun_write_failed")
+
+    def _direct_changed(self, hoa: IPv6Address, up: bool) -> None:
+        """Replies to a HoA with a direct UDP pair must come back through our TUN."""
+        if up:
+            self.host_routes.add(hoa)
+        elif hoa.packed not in self.care_of:
+            self.host_routes.remove(hoa)
+
     def _from_tun(self, pkt: bytes) -> None:
-        """A reply to a bound HoA: out with an RH2 to its care-of address."""
+        """A packet of ours to a HoA with a direct path: D-native (RH2 to the care-of address)
+        before D-udp (DESIGN §2 preference), else the normal way through the HA."""
         if len(pkt) < 40 or pkt[0] >> 4 != 6:
             self.drops("tun_not_ipv6")
             return
         dst = pkt[24:40]
+        # Only our own packets take a direct path (the binding and the ICE pair are between
+        # the MN and this node's addresses); anything else to the HoA goes through its HA.
+        ours = pkt[8:24] in self.addresses
         coa = self.care_of.get(dst)
-        # Only our own packets get an RH2 (the binding is between the MN and this node's
-        # addresses); anything else to the HoA goes the normal way, through its HA.
-        if coa is not None and pkt[8:24] in self.addresses and can_route_optimise(pkt):
+        rh2 = (
+            ours
+            and coa is not None
+            and can_route_optimise(pkt)
+            # Probe answers always; other traffic once the MN sends D-native data itself.
+            and (dst in self.rh2_confirmed or is_d_native_probe(pkt, ICMPV6_ECHO_REPLY))
+        )
+        if rh2 and coa is not None:
             send_quietly(
                 self.sender,
                 add_type2_routing_header(pkt, coa),
@@ -192,9 +262,9 @@ class CorrespondentDaemon:
                 self.drops,
             )
             self.counters("d_native_to_mn")
+        elif ours and self.direct.send(dst, pkt):
+            self.counters("d_udp_to_mn")
         else:
-            # Binding just ended (route not yet removed) or not rewritable: the normal way,
-            # to the home address through its home agent.
             send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
             self.counters("plain_to_hoa")
 
@@ -223,6 +293,8 @@ class CorrespondentDaemon:
     def _on_event(self, event: object) -> None:
         if isinstance(event, CnBindingAdded | CnBindingUpdated):
             b = event.binding
+            if self.care_of.get(b.home_address.packed) != b.care_of_address.packed:
+                self.rh2_confirmed.discard(b.home_address.packed)  # a new CoA: prove it again
             self.care_of[b.home_address.packed] = b.care_of_address.packed
             log.info(
                 "binding hoa=%s coa=%s lifetime=%ss seq=%d",
@@ -235,8 +307,10 @@ class CorrespondentDaemon:
                 self.host_routes.add(b.home_address)
         elif isinstance(event, CnBindingRemoved):
             self.care_of.pop(event.home_address.packed, None)
+            self.rh2_confirmed.discard(event.home_address.packed)
             log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
-            self.host_routes.remove(event.home_address)
+            if event.home_address.packed not in self.direct.selected:
+                self.host_routes.remove(event.home_address)
 
     # -- inspection --------------------------------------------------------------------------
     def answer(self, command: str) -> Any:
@@ -266,6 +340,9 @@ class CorrespondentDaemon:
                 "interface": self.ifname,
                 "uptime_s": round(now - self.started_at, 1),
                 "bindings": bindings,
+                "direct_udp": {
+                    str(IPv6Address(hoa)): self.direct.describe(hoa) for hoa in self.direct.peers
+                },
                 "counters": dict(self.counters),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),

@@ -15,7 +15,7 @@ import secrets
 import signal
 import socket
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import trio
@@ -41,6 +41,7 @@ from mipnode.core.mn_ro import (
 from mipnode.core.types import OutgoingMh, Via
 from mipnode.drivers import netlink, rawio, sdnotify
 from mipnode.drivers.control import serve_control
+from mipnode.drivers.direct import DirectUdp
 from mipnode.drivers.io import (
     HANDLER_ERRORS,
     IPPROTO_MH,
@@ -55,6 +56,7 @@ from mipnode.drivers.io import (
 )
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.packets import (
+    D_NATIVE_PROBE_IDENT,
     ICMPV6_ECHO_REPLY,
     NH_ICMPV6,
     NH_UDP,
@@ -67,7 +69,13 @@ from mipnode.drivers.packets import (
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import build_packet_with_hao
-from mipnode.wire.mh import BindingError, MhType, decode_mh_untrusted
+from mipnode.wire.mh import (
+    BindingError,
+    ExperimentalMessage,
+    MhType,
+    decode_mh_untrusted,
+    encode_mh,
+)
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ro import (
     add_home_address_option,
@@ -86,7 +94,7 @@ KEEPALIVE_MISSES = 3
 REGISTRATION_STUCK_S = 12.0
 ACCESS_POLL_S = 0.25
 MOVE_OVERLAP_S = 5.0  # the old access network's sockets stay open at most this long
-PROBE_IDENT = 0x6D6A  # D-native probe echoes, told apart from the user's pings
+PROBE_IDENT = D_NATIVE_PROBE_IDENT  # D-native probe echoes, told apart from the user's pings
 PROBE_TRIES = 5
 PROBE_INTERVAL_S = 0.2
 PROBE_NONCES_KEPT = 8
@@ -174,6 +182,17 @@ class MobileNodeDaemon:
         self.probes: dict[bytes, dict[bytes, float]] = {}  # CN -> nonce -> sent (trio time)
         self.coarse_now = wall()
         self.probe_seq = 0
+        # D-udp: direct UDP pairs to correspondents, checked by an ICE agent per CN (DESIGN §4).
+        self.direct: DirectUdp | None = None
+        if config.route_optimization:
+            self.direct = DirectUdp(
+                controlling=True,
+                counters=self.counters,
+                drops=self.drops,
+                deliver=self._deliver_direct,
+                send_signalling=self._send_mice,
+            )
+        self._direct_scope: trio.CancelScope | None = None
         self.tap_enabled = False
         self.nft_table = rawio.table_name("mipnode_mn", config.tun_name)
         self._nursery: trio.Nursery
@@ -209,6 +228,7 @@ class MobileNodeDaemon:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._access_scope = await nursery.start(self._serve_access, self.access.ifname)
+            await self._serve_direct()
             if self.ro is not None:
                 nursery.start_soon(self.ro_timer.run)
                 nursery.start_soon(self._d_native_heartbeats)
@@ -303,6 +323,7 @@ class MobileNodeDaemon:
             if self.tap_enabled:
                 await self._install_rx_drops()
             self._access_scope = await self._nursery.start(self._serve_access, info.ifname)
+            await self._serve_direct()
             self._retire_access = old_scope
             self._nursery.start_soon(self._retire_after, old_scope, MOVE_OVERLAP_S)
             # Bindings at correspondents point at the old care-of address: back to the tunnel
@@ -313,6 +334,38 @@ class MobileNodeDaemon:
             if self.ro is not None and info.ipv6 is not None:
                 self.ro.move(wall(), info.ipv6)
             self.reselect.set()
+
+    async def _serve_direct(self) -> None:
+        """(Re)open the direct-path sockets on the current access network. After a move every
+        correspondent gets an ICE restart: new credentials, new candidates, a new offer."""
+        if self.direct is None:
+            return
+        peers = [IPv6Address(cn) for cn in self.direct.peers]
+        if self._direct_scope is not None:
+            self._direct_scope.cancel()
+            for cn in peers:
+                self.direct.stop(cn)
+        addrs: list[IPv4Address | IPv6Address] = [
+            a for a in (self.access.ipv6, self.access.ipv4) if a is not None
+        ]
+        self._direct_scope = await self._nursery.start(
+            self.direct.serve, self.access.ifname, addrs
+        )
+        for cn in peers:
+            self.direct.start(cn)
+
+    def _deliver_direct(self, inner: bytes) -> None:
+        if inner[24:40] != self.hoa_bytes:
+            self.drops("direct_not_for_hoa")
+            return
+        try:
+            os.write(self.tun, inner)
+        except OSError:
+            self.drops("tun_write_failed")
+
+    def _send_mice(self, cn: IPv6Address, msg: ExperimentalMessage) -> None:
+        """Offers travel HoA -> CN through the HA tunnel, like a HoTI (DESIGN §3)."""
+        self._send_on_path(ipv6_packet(self.hoa, cn, NH_MH, encode_mh(msg, self.hoa, cn)))
 
     async def _retire_after(self, scope: trio.CancelScope, delay: float) -> None:
         with trio.move_on_after(delay):
@@ -463,17 +516,24 @@ class MobileNodeDaemon:
             self.drops("tun_no_path")
             return
         dst = pkt[24:40]
+        # Best proven path first (DESIGN §2): D-native, then D-udp, then the T path.
+        if dst in self.ro_ready and can_route_optimise(pkt) and self.access.ipv6 is not None:
+            self.ro_peers[dst] = self.coarse_now
+            send_quietly(
+                self.raw_sender,
+                add_home_address_option(pkt, self.access.ipv6.packed),
+                (str(IPv6Address(dst)), 0),
+                self.drops,
+            )
+            self.counters("d_native_to_cn")
+            return
+        if self.direct is not None and self.direct.send(dst, pkt):
+            self.counters("d_udp_to_cn")
+            if dst in self.ro_peers:
+                self.ro_peers[dst] = self.coarse_now
+            return
         if dst in self.ro_peers:
             self.ro_peers[dst] = self.coarse_now
-            if dst in self.ro_ready and can_route_optimise(pkt) and self.access.ipv6 is not None:
-                send_quietly(
-                    self.raw_sender,
-                    add_home_address_option(pkt, self.access.ipv6.packed),
-                    (str(IPv6Address(dst)), 0),
-                    self.drops,
-                )
-                self.counters("d_native_to_cn")
-                return
         elif self.tap_enabled:
             self._maybe_start_ro(dst)
         self._send_on_path(pkt)
@@ -514,6 +574,14 @@ class MobileNodeDaemon:
         dst = inner[24:40]
         nh = inner[6]
         if dst == self.hoa_bytes:
+            if (
+                nh == NH_MH
+                and len(inner) > 42
+                and inner[42] == MhType.EXPERIMENTAL
+                and self.direct is not None
+            ):
+                self._on_mice(inner)
+                return
             if nh == NH_MH and inner[8:24] != self.ha_bytes and self.ro is not None:
                 plen = int.from_bytes(inner[4:6], "big")
                 self.ro.receive_datagram(
@@ -645,6 +713,8 @@ class MobileNodeDaemon:
         self.ro_peers[dst] = now
         self.ro_started_at[dst] = now
         self.ro.start(now, cn, self.access.ipv6)
+        if self.direct is not None:
+            self.direct.start(cn)
 
     def _drop_ro(self, cn: bytes, why: str, backoff_s: float) -> None:
         """Back to the HA tunnel for ``cn``: end the binding there (a deletion BU, if the CN may
@@ -657,6 +727,10 @@ class MobileNodeDaemon:
         self.ro_backoff[cn] = self.coarse_now + backoff_s
         if self.ro is not None:
             self.ro.stop(self.coarse_now, IPv6Address(cn))
+        if self.direct is not None and (
+            why == "idle" or (why == "no answer" and cn not in self.direct.selected)
+        ):
+            self.direct.stop(IPv6Address(cn))  # no mipnode there, or no longer talking
         self.counters(f"d_native_dropped_{why.replace(' ', '_')}")
         log.info(
             "path to %s: %sHA tunnel (%s); next attempt in %.0f s",
@@ -767,6 +841,21 @@ class MobileNodeDaemon:
                     self._drop_ro(cn, "idle", 0.0)
             elif now - self.ro_started_at.get(cn, now) > RO_GIVE_UP_S:
                 self._drop_ro(cn, "no answer", RO_RETRY_S)
+
+    def _on_mice(self, inner: bytes) -> None:
+        """A correspondent's answer to our offer (Experimental MH, through the HA)."""
+        assert self.direct is not None
+        plen = int.from_bytes(inner[4:6], "big")
+        src, dst = IPv6Address(inner[8:24]), IPv6Address(inner[24:40])
+        try:
+            msg = decode_mh_untrusted(inner[40 : 40 + plen], src, dst)
+        except BadPacket as exc:
+            self.drops(f"mice_{exc.reason}")
+            return
+        if not isinstance(msg, ExperimentalMessage):
+            self.drops("mice_not_experimental")
+            return
+        self.direct.on_signalling(src, msg)
 
     def _on_binding_error(self, pkt: bytes) -> None:
         """RFC 6275 §11.3.6: Binding Error 1 from a CN means it has no binding for our HAO
@@ -912,20 +1001,32 @@ class MobileNodeDaemon:
 
     def _correspondents(self, now: float) -> list[dict[str, Any]]:
         """Per correspondent: the path its traffic takes now, and the RO binding behind it."""
-        if self.ro is None:
-            return []
+        bindings = {b.cn.packed: b for b in self.ro.bindings(now)} if self.ro else {}
+        direct_peers = list(self.direct.peers) if self.direct else []
         out = []
-        for b in self.ro.bindings(now):
-            ready = self.ro_ready.get(b.cn.packed)
+        for cn in dict.fromkeys([*bindings, *direct_peers]):
+            b = bindings.get(cn)
+            ready = self.ro_ready.get(cn)
+            direct = self.direct.describe(cn) if self.direct else None
+            udp = direct["selected"] if direct else None
+            path: str | None
+            since: float | None
+            if ready:
+                path, since = "D-native", ready
+            elif udp:
+                path, since = "D-udp", udp["since"]
+            else:
+                path, since = (self.path.kind if self.path else None), None
             out.append(
                 {
-                    "cn": str(b.cn),
-                    "path": "D-native" if ready else (self.path.kind if self.path else None),
-                    "since": ready,
-                    "route_optimization": b.state,
-                    "care_of": str(b.care_of) if b.care_of else None,
-                    "sequence": b.sequence,
-                    "lifetime_remaining_s": round(b.lifetime_remaining, 1),
+                    "cn": str(IPv6Address(cn)),
+                    "path": path,
+                    "since": since,
+                    "route_optimization": b.state if b else None,
+                    "care_of": str(b.care_of) if b and b.care_of else None,
+                    "sequence": b.sequence if b else None,
+                    "lifetime_remaining_s": round(b.lifetime_remaining, 1) if b else None,
+                    "direct_udp": direct,
                 }
             )
         return out

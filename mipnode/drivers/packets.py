@@ -16,6 +16,21 @@ NH_UDP = 17
 NH_ICMPV6 = 58
 ICMPV6_ECHO_REQUEST = 128
 ICMPV6_ECHO_REPLY = 129
+# Echo identifier of the MN's D-native probes and heartbeats (HAO out, RH2 back). A mipnode CN
+# answers these over the RH2 path at once, but sends its other traffic that way only after the
+# MN itself sends D-native data, i.e. after the MN saw a probe come back (no loss window while an
+# MN behind a stateful firewall finds out that RH2 packets cannot reach it).
+D_NATIVE_PROBE_IDENT = 0x6D6A
+
+
+def is_d_native_probe(pkt: bytes, echo_type: int) -> bool:
+    """An ICMPv6 echo (``echo_type``) with the probe identifier, no extension headers."""
+    return (
+        len(pkt) >= 48
+        and pkt[6] == NH_ICMPV6
+        and pkt[40] == echo_type
+        and int.from_bytes(pkt[44:46], "big") == D_NATIVE_PROBE_IDENT
+    )
 
 
 def ipv6_packet(

@@ -216,7 +216,8 @@ def _d_native_lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
 
 def test_mn_behind_a_stateful_firewall_deletes_the_binding_it_cannot_use(make_lab) -> None:
     # RR and the BU pass the MN's firewall, but the CN's RH2 packets are conntrack-invalid
-    # (reference E4): the probe fails, the MN deletes the binding, traffic stays on T both ways.
+    # (reference E4): the probe fails and the MN deletes the binding; the direct UDP pair, which
+    # the MN's outbound checks opened in the firewall, carries the traffic instead.
     lab = make_lab(firewall="stateful", cn_mipnode=True)
     runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
     dropped = _wait_for(
@@ -224,28 +225,44 @@ def test_mn_behind_a_stateful_firewall_deletes_the_binding_it_cannot_use(make_la
     )
     assert dropped == 1
     assert _wait_for(lambda: lab.status("cn", "bindings")["bindings"] == [], 5)
-    assert _cn_path(lab) == "T-native"
+    assert _cn_path(lab) == "D-udp"
     assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
 
 
-def test_a_dead_d_native_path_falls_back_to_t_within_3_s(make_lab) -> None:
-    lab = _d_native_lab(make_lab)
-    # The core router starts dropping route-optimised packets (both directions).
-    rules = """table inet cut {
-  chain f {
+def _cut(lab: Lab, name: str, rule: str) -> float:
+    """Make the core router drop some traffic (both directions); return when it started."""
+    rules = f"""table inet {name} {{
+  chain f {{
     type filter hook forward priority filter;
-    exthdr dst exists drop
-    rt type 2 drop
-  }
-}
+    {rule}
+  }}
+}}
 """
     netns.run(["ip", "netns", "exec", lab.t.ns("core"), "nft", "-f", "-"], input=rules)
-    cut = time.monotonic()
+    return time.monotonic()
+
+
+def test_dead_direct_paths_fall_back_within_3_s_each(make_lab) -> None:
+    lab = _d_native_lab(make_lab)
+    # D-native dies (route-optimised packets dropped): the D-udp pair takes over.
+    cut = _cut(lab, "cut_ro", "exthdr dst exists drop\n    rt type 2 drop")
+    assert _wait_for(lambda: _cn_path(lab) == "D-udp", 5)
+    assert time.monotonic() - cut <= 3.0, "D-native -> D-udp took longer than 3 s"
+    assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
+    # Then direct UDP between the MN's access network and the CN dies too: back to the HA.
+    cut = _cut(
+        lab,
+        "cut_udp",
+        "ip6 saddr 2001:db8:a::/64 ip6 daddr 2001:db8:c::/64 "
+        "meta l4proto udp drop\n    ip6 saddr 2001:db8:c::/64 "
+        "ip6 daddr 2001:db8:a::/64 meta l4proto udp drop",
+    )
     assert _wait_for(lambda: _cn_path(lab) == "T-native", 5)
     fallback = time.monotonic() - cut
-    assert fallback <= 3.0, f"fell back after {fallback:.2f} s"
+    assert fallback <= 3.0, f"D-udp -> T took {fallback:.2f} s"
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3  # over the tunnel
+    assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
 
 
 def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> None:
