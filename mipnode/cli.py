@@ -169,10 +169,54 @@ def inspect(command: str, as_json: bool, socket_name: str | None) -> int:
         print(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
         return 0
     for answer in answers:
-        if "error" in answer:
+        if isinstance(answer, dict) and "error" in answer:
             fail(answer["error"], 1)
-        (print_bindings if command == "bindings" else print_status)(answer)
+        if command == "paths":
+            print_paths(answer)
+        else:
+            (print_bindings if command == "bindings" else print_status)(answer)
     return 0
+
+
+def _endpoint(e: dict[str, Any] | None) -> str:
+    if not e:
+        return "-"
+    a, port = e["address"], e.get("port")
+    return a if port is None else (f"[{a}]:{port}" if ":" in a else f"{a}:{port}")
+
+
+def print_paths(peers: Any) -> None:
+    """One line per peer (its selected path), then one per candidate pair, like
+    `tailscale status`: kind, local -> remote, state, RTT, checks answered/sent."""
+    if not peers:
+        print("no peers")
+    for p in peers:
+        sel = p.get("selected")
+        head = (
+            "-"
+            if not sel
+            else (
+                f"{sel['kind']} {_endpoint(sel.get('local'))} -> {_endpoint(sel.get('remote'))}"
+                + (f"  rtt {sel['rtt_ms']} ms" if sel.get("rtt_ms") is not None else "")
+            )
+        )
+        print(f"{p['peer']:40} {p['role']:14} {head}")
+        for pair in p.get("pairs", []):
+            checks = (
+                f"  checks {pair['checks_answered']}/{pair['checks_sent']}"
+                if pair.get("checks_sent") is not None
+                else ""
+            )
+            rtt = f"  rtt {pair['rtt_ms']} ms" if pair.get("rtt_ms") is not None else ""
+            print(
+                f"    {pair['kind']:9} {_endpoint(pair.get('local'))} -> "
+                f"{_endpoint(pair.get('remote'))}  {pair['state']}{rtt}{checks}"
+            )
+        for change in p.get("changes", [])[-3:]:
+            print(
+                f"    change at {change['at']}: {change['from']} -> {change['to']} "
+                f"({change['reason']})"
+            )
 
 
 # -- argument parsing --------------------------------------------------------------------

@@ -313,6 +313,50 @@ class CorrespondentDaemon:
                 self.host_routes.remove(event.home_address)
 
     # -- inspection --------------------------------------------------------------------------
+    def _paths(self) -> list[dict[str, Any]]:
+        """DESIGN §8 `mipnode paths --json`, one entry per home address talking to us."""
+        peers = []
+        for hoa in dict.fromkeys([*self.care_of, *self.direct.peers]):
+            direct = self.direct.describe(hoa) or {"selected": None, "pairs": [], "changes": []}
+            coa = self.care_of.get(hoa)
+            d_native = {
+                "kind": "D-native",
+                "local": None,
+                "remote": None if coa is None else {"address": str(IPv6Address(coa)), "port": None},
+                "state": "succeeded" if hoa in self.rh2_confirmed else "bound" if coa else "off",
+                "rtt_ms": None,
+                "checks_sent": None,
+                "checks_answered": None,
+            }
+            if hoa in self.rh2_confirmed and coa is not None:
+                selected: dict[str, Any] | None = {
+                    "kind": "D-native",
+                    "local": None,
+                    "remote": d_native["remote"],
+                    "rtt_ms": None,
+                    "since": None,
+                }
+            elif direct["selected"] is not None:
+                selected = direct["selected"]
+            else:
+                selected = {
+                    "kind": "T",
+                    "local": None,
+                    "remote": None,
+                    "rtt_ms": None,
+                    "since": None,
+                }  # through the MN's home agent
+            peers.append(
+                {
+                    "peer": str(IPv6Address(hoa)),
+                    "role": "mobile-node",
+                    "selected": selected,
+                    "pairs": [d_native, *direct["pairs"]],
+                    "changes": direct["changes"],
+                }
+            )
+        return peers
+
     def answer(self, command: str) -> Any:
         now = wall()
         bindings = [
@@ -333,7 +377,9 @@ class CorrespondentDaemon:
         ]
         if command == "bindings":
             return {"role": "cn", "bindings": bindings}
-        if command in ("status", "paths"):
+        if command == "paths":
+            return self._paths()
+        if command == "status":
             return {
                 "role": "cn",
                 "addresses": sorted(str(IPv6Address(a)) for a in self.addresses),

@@ -332,7 +332,7 @@ class HomeAgentDaemon:
     # -- inspection --------------------------------------------------------------------
     def answer(self, command: str) -> Any:
         now = wall()
-        bindings = [
+        bindings: list[dict[str, Any]] = [
             {
                 "hoa": str(b.home_address),
                 "coa": address_text(b.care_of_address),
@@ -345,7 +345,26 @@ class HomeAgentDaemon:
         ]
         if command == "bindings":
             return {"role": "ha", "bindings": bindings}
-        if command in ("status", "paths"):
+        if command == "paths":
+            return [
+                {
+                    "peer": b["hoa"],
+                    "role": "mobile-node",
+                    "selected": dict(b["path"], rtt_ms=None, since=None),
+                    "pairs": [
+                        dict(
+                            b["path"],
+                            state="succeeded",
+                            rtt_ms=None,
+                            checks_sent=None,
+                            checks_answered=None,
+                        )
+                    ],
+                    "changes": [],
+                }
+                for b in bindings
+            ]
+        if command == "status":
             return {
                 "role": "ha",
                 "address": str(self.config.address),

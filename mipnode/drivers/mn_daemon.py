@@ -182,6 +182,9 @@ class MobileNodeDaemon:
         self.probes: dict[bytes, dict[bytes, float]] = {}  # CN -> nonce -> sent (trio time)
         self.coarse_now = wall()
         self.probe_seq = 0
+        self.path_changes: list[dict[str, Any]] = []  # T path to the HA: bounded log
+        self.path_since: float | None = None
+        self.ro_changes: dict[bytes, list[dict[str, Any]]] = {}  # per CN: D-native changes
         # D-udp: direct UDP pairs to correspondents, checked by an ICE agent per CN (DESIGN §4).
         self.direct: DirectUdp | None = None
         if config.route_optimization:
@@ -348,9 +351,7 @@ class MobileNodeDaemon:
         addrs: list[IPv4Address | IPv6Address] = [
             a for a in (self.access.ipv6, self.access.ipv4) if a is not None
         ]
-        self._direct_scope = await self._nursery.start(
-            self.direct.serve, self.access.ifname, addrs
-        )
+        self._direct_scope = await self._nursery.start(self.direct.serve, self.access.ifname, addrs)
         for cn in peers:
             self.direct.start(cn)
 
@@ -491,6 +492,16 @@ class MobileNodeDaemon:
             return
         self.path = c
         self.coa = coa
+        self.path_changes.append(
+            {
+                "at": round(wall(), 3),
+                "from": previous.kind if previous else None,
+                "to": c.kind,
+                "reason": f"check answered over IPv{c.family} in {c.rtt_ms} ms",
+            }
+        )
+        del self.path_changes[:-20]
+        self.path_since = wall()
         log.info(
             "path selected kind=%s family=IPv%d remote=%s rtt_ms=%s previous=%s",
             c.kind,
@@ -732,6 +743,8 @@ class MobileNodeDaemon:
         ):
             self.direct.stop(IPv6Address(cn))  # no mipnode there, or no longer talking
         self.counters(f"d_native_dropped_{why.replace(' ', '_')}")
+        if was_ready:
+            self._ro_change(cn, False, why)
         log.info(
             "path to %s: %sHA tunnel (%s); next attempt in %.0f s",
             IPv6Address(cn),
@@ -739,6 +752,17 @@ class MobileNodeDaemon:
             why,
             backoff_s,
         )
+
+    def _ro_change(self, cn: bytes, to_d_native: bool, reason: str) -> None:
+        other = (
+            "D-udp"
+            if self.direct and cn in self.direct.selected
+            else (self.path.kind if self.path else None)
+        )
+        frm, to = (other, "D-native") if to_d_native else ("D-native", other)
+        log_ = self.ro_changes.setdefault(cn, [])
+        log_.append({"at": round(wall(), 3), "from": frm, "to": to, "reason": reason})
+        del log_[:-20]
 
     def _send_ro_mh(self, out: OutgoingMh) -> None:
         if out.care_of is not None and _is_deletion_bu(out.data):
@@ -943,6 +967,7 @@ class MobileNodeDaemon:
             if self.ro is None or self.ro.state(IPv6Address(cn)) != "route-optimized":
                 return True  # the binding went away meanwhile
             self.ro_ready[cn] = wall()
+            self._ro_change(cn, True, "probe answered through an RH2")
             log.info(
                 "path to %s: D-native (probe answered through an RH2, %.1f ms)",
                 IPv6Address(cn),
@@ -999,6 +1024,79 @@ class MobileNodeDaemon:
         addr = self.access.ipv6 if c.family == 6 else self.access.ipv4
         return (str(addr), sock.getsockname()[1])
 
+    def _paths(self, now: float) -> list[dict[str, Any]]:
+        """DESIGN §8 `mipnode paths --json`: per peer the selected path, every candidate pair
+        and a bounded log of changes. Peers: the HA (T paths), then each correspondent."""
+        t_selected = None
+        if self.path is not None:
+            local = self._local(self.path)
+            t_selected = {
+                "kind": self.path.kind,
+                "local": {"address": local[0], "port": local[1]},
+                "remote": {"address": self.path.remote[0], "port": self.path.remote[1]},
+                "rtt_ms": self.keepalive_rtt_ms or self.path.rtt_ms,
+                "since": self.path_since,
+            }
+        peers: list[dict[str, Any]] = [
+            {
+                "peer": str(self.ha),
+                "role": "home-agent",
+                "selected": t_selected,
+                "pairs": [
+                    {
+                        "kind": c.kind,
+                        "local": dict(zip(("address", "port"), self._local(c), strict=True)),
+                        "remote": {"address": c.remote[0], "port": c.remote[1]},
+                        "state": c.state,
+                        "rtt_ms": c.rtt_ms,
+                        "checks_sent": c.checks_sent,
+                        "checks_answered": c.checks_answered,
+                    }
+                    for c in self.candidates
+                ],
+                "changes": list(self.path_changes),
+            }
+        ]
+        for corr in self._correspondents(now):
+            cn = IPv6Address(corr["cn"]).packed
+            direct = corr["direct_udp"] or {"selected": None, "pairs": [], "changes": []}
+            selected: dict[str, Any] | None
+            if corr["path"] == "D-native":
+                selected = {
+                    "kind": "D-native",
+                    "local": {"address": str(self.access.ipv6), "port": None},
+                    "remote": {"address": corr["cn"], "port": None},
+                    "rtt_ms": None,
+                    "since": corr["since"],
+                }
+            elif corr["path"] == "D-udp":
+                selected = direct["selected"]
+            else:
+                selected = dict(t_selected, since=None) if t_selected else None
+            d_native = {
+                "kind": "D-native",
+                "local": {"address": str(self.access.ipv6), "port": None},
+                "remote": {"address": corr["cn"], "port": None},
+                "state": "succeeded"
+                if corr["path"] == "D-native"
+                else corr["route_optimization"] or "off",
+                "rtt_ms": None,
+                "checks_sent": None,
+                "checks_answered": None,
+            }
+            peers.append(
+                {
+                    "peer": corr["cn"],
+                    "role": "correspondent",
+                    "selected": selected,
+                    "pairs": [d_native, *direct["pairs"]],
+                    "changes": sorted(
+                        self.ro_changes.get(cn, []) + direct["changes"], key=lambda c: c["at"]
+                    ),
+                }
+            )
+        return peers
+
     def _correspondents(self, now: float) -> list[dict[str, Any]]:
         """Per correspondent: the path its traffic takes now, and the RO binding behind it."""
         bindings = {b.cn.packed: b for b in self.ro.bindings(now)} if self.ro else {}
@@ -1050,7 +1148,9 @@ class MobileNodeDaemon:
         bindings = [binding] if binding else []
         if command == "bindings":
             return {"role": "mn", "bindings": bindings}
-        if command in ("status", "paths"):
+        if command == "paths":
+            return self._paths(now)
+        if command == "status":
             return {
                 "role": "mn",
                 "home_address": str(self.hoa),

@@ -115,7 +115,8 @@ STAYS_ON_T_WAIT_S = 4.0
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
-def daemon_status(t: Topology, node: str, command: str = "status") -> dict[str, Any] | None:
+def daemon_status(t: Topology, node: str, command: str = "status") -> Any:
+    """The daemon's JSON answer (an object; a list for `paths`), or None if it does not answer."""
     proc = run(
         ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.cli", command, "--json"],
         check=False,
@@ -127,7 +128,7 @@ def daemon_status(t: Topology, node: str, command: str = "status") -> dict[str, 
         answer = json.loads(proc.stdout)
     except ValueError:
         return None
-    return answer if isinstance(answer, dict) else None
+    return answer if isinstance(answer, dict | list) else None
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:

@@ -36,7 +36,7 @@ class Lab:
         self.mn_status = runner.start_daemons(self.t, cn_mipnode=self.cn_mipnode)
         return self.mn_status
 
-    def status(self, node: str, command: str = "status") -> dict[str, Any]:
+    def status(self, node: str, command: str = "status") -> Any:
         answer = runner.daemon_status(self.t, node, command)
         assert answer is not None, f"{node} daemon does not answer"
         return answer

@@ -127,6 +127,16 @@ def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -
         tcp = runner.tcp_transfer(lab.t)
         assert tcp["ok"], tcp
         assert _udp_echo(lab) == "|".join(f"UDP OVER D-NATIVE {i}" for i in range(3))
+        paths = lab.status("mn", "paths")
+        assert [(p["peer"], p["role"]) for p in paths] == [
+            ("2001:db8:1::1", "home-agent"),
+            (CN_ADDRESS, "correspondent"),
+        ]
+        to_cn = paths[1]
+        assert to_cn["selected"]["kind"] == "D-native"
+        udp_pairs = [p for p in to_cn["pairs"] if p["kind"] == "D-udp"]
+        assert any(p["state"] == "succeeded" and p["checks_answered"] > 0 for p in udp_pairs)
+        assert [c["to"] for c in to_cn["changes"]][-1] == "D-native"
         mn = lab.status("mn")
         cn = lab.status("cn")
         assert mn["counters"]["d_native_to_cn"] > 0 and mn["counters"]["d_native_from_cn"] > 0
