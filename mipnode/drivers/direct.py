@@ -54,6 +54,7 @@ SendSignalling = Callable[[IPv6Address, ExperimentalMessage], None]
 class Peer:
     address: IPv6Address  # the CN (MN side) or the HoA (CN side)
     agent: IceAgent
+    offered: bool = False  # we started it (controlling, offer sent) rather than answered
     answered: bool = False
     offers_sent: int = 0
     selected_remote: TransportAddress | None = None
@@ -141,7 +142,7 @@ class DirectUdp:
             return True
         if len(self.peers) >= MAX_PEERS or not self.local_candidates:
             return False
-        self.peers[key] = Peer(peer, self._new_agent(controlling=True))
+        self.peers[key] = Peer(peer, self._new_agent(controlling=True), offered=True)
         self._send_description(self.peers[key])
         self._kick()
         return True
@@ -169,7 +170,8 @@ class DirectUdp:
         self.send_signalling(p.address, self._description(p.agent))
 
     def on_signalling(self, peer: IPv6Address, msg: ExperimentalMessage) -> None:
-        """An offer (CN side) or an answer (MN side) from ``peer``."""
+        """An answer to our offer, or an offer from ``peer`` (a mobile node answers offers of
+        other mobile nodes like a correspondent, DESIGN §4 / issue 4)."""
         try:
             items = mice.mice_from_options_untrusted(msg.options)
         except BadPacket as exc:
@@ -181,10 +183,11 @@ class DirectUdp:
             return
         key = peer.packed
         p = self.peers.get(key)
-        if self.controlling:
-            if p is None:
-                self.drops("mice_answer_unsolicited")
-                return
+        if p is not None and p.offered:
+            # The answer to our offer -- or the peer's own offer crossing ours (two mobile
+            # nodes starting at once): either way its description; if both agents are
+            # controlling, the ICE role conflict (487, tie-breakers) settles who yields.
+            pass
         else:
             new_offer = p is None or (
                 p.agent.remote_credentials is not None
@@ -194,12 +197,12 @@ class DirectUdp:
                 if p is None and len(self.peers) >= MAX_PEERS:
                     self.drops("mice_too_many_peers")
                     return
-                if p is not None:  # an ICE restart from the MN (it moved): start afresh
+                if p is not None:  # an ICE restart from the peer (it moved): start afresh
                     self.stop(peer)
                 p = Peer(peer, self._new_agent(controlling=False))
                 self.peers[key] = p
             assert p is not None
-            self._send_description(p)  # answer (again: the MN retransmits until answered)
+            self._send_description(p)  # answer (again: offers are repeated until answered)
         if p.agent.remote_credentials is None:
             try:
                 p.agent.set_remote_credentials(Credentials(creds.ufrag, creds.password))
@@ -288,7 +291,7 @@ class DirectUdp:
         while True:
             await trio.sleep(OFFER_RETRY_S)
             for p in list(self.peers.values()):
-                if self.controlling and not p.answered and p.offers_sent < OFFER_TRIES:
+                if p.offered and not p.answered and p.offers_sent < OFFER_TRIES:
                     self._send_description(p)
 
     def _flush(self) -> None:

@@ -35,6 +35,7 @@ class Scenario:
     expect_mn_cn: str | None = None  # checked when set
     restart_ha: bool = False  # restart the HA after the traffic; bindings must come back
     move_to: str | None = None  # firewall profile of a second access network to move to
+    second_mn: str | None = None  # firewall profile in front of a second MN (MN-to-MN paths)
 
     def build(self, record: RunRecord, workdir: Path) -> Topology:
         return topology.build(
@@ -44,6 +45,7 @@ class Scenario:
             firewall=self.firewall,
             cn_firewall=self.cn_firewall,
             second_access=self.move_to,
+            second_mn=self.second_mn,
         )
 
 
@@ -96,6 +98,15 @@ SCENARIOS = (
         "stateful",
         "T-native",
         cn="mipnode",
+        expect_mn_cn="D-udp",
+    ),
+    Scenario(
+        "two-mns-behind-fw",
+        "two MNs, each behind its own stateful firewall: D-udp by simultaneous checks",
+        "ipv6",
+        "stateful",
+        "T-native",
+        second_mn="stateful",
         expect_mn_cn="D-udp",
     ),
     Scenario(
@@ -174,6 +185,14 @@ def start_daemons(t: Topology, *, cn_mipnode: bool = False) -> dict[str, Any]:
             f"home agent unreachable: mobile node state {state} after "
             f"{REGISTRATION_TIMEOUT_S:.0f} s; {_log_tail(t, 'mn.log')}"
         )
+    if t.second_mn:
+        t.spawn("mn2", ["mn", "--config", str(t.workdir / "mn2.toml")], "mn2.log")
+        if not wait_for(
+            lambda: (daemon_status(t, "mn2") or {}).get("state") == "registered",
+            REGISTRATION_TIMEOUT_S,
+            0.2,
+        ):
+            raise LabError(f"second mobile node did not register: {_log_tail(t, 'mn2.log')}")
     return status
 
 
@@ -199,16 +218,17 @@ def ping(t: Topology, node: str, target: str, count: int = 5) -> dict[str, Any]:
     return {"sent": count, "received": got, "rtt_ms": float(rtt.group(1)) if rtt else None}
 
 
-def correspondent_path(t: Topology) -> str | None:
+def correspondent_path(t: Topology, peer: str = CN_ADDRESS) -> str | None:
+    """The path the MN's traffic to ``peer`` (the CN, or the second MN's HoA) takes now."""
     status = daemon_status(t, "mn") or {}
     for c in status.get("correspondents", []):
-        if c["cn"] == CN_ADDRESS:
+        if c["cn"] == peer:
             return str(c["path"])
     return status["bindings"][0]["path"]["kind"] if status.get("bindings") else None
 
 
 def settle_correspondent_path(
-    t: Topology, expected: str, *, from_cn: bool = False
+    t: Topology, expected: str, *, from_cn: bool = False, peer: str = CN_ADDRESS
 ) -> tuple[str | None, list[str]]:
     """Drive first traffic to the CN, then watch the MN-CN path settle.
 
@@ -220,14 +240,14 @@ def settle_correspondent_path(
     if from_cn:
         ping(t, "cn", HOA, count=2)
     else:
-        ping(t, "mn", CN_ADDRESS, count=2)
+        ping(t, "mn", peer, count=2)
     seen: list[str] = []
     deadline = time.monotonic() + (
         D_NATIVE_WAIT_S if expected.startswith("D-") else STAYS_ON_T_WAIT_S
     )
     path = None
     while time.monotonic() < deadline:
-        path = correspondent_path(t)
+        path = correspondent_path(t, peer)
         if path and (not seen or seen[-1] != path):
             seen.append(path)
         if expected.startswith("D-") and path == expected:
@@ -236,13 +256,17 @@ def settle_correspondent_path(
     return path, seen
 
 
-def tcp_transfer(t: Topology, *, from_cn: bool = False) -> dict[str, Any]:
+def tcp_transfer(
+    t: Topology, *, from_cn: bool = False, to_second_mn: bool = False
+) -> dict[str, Any]:
     """A TCP stream of TCP_BYTES between the MN's HoA and the CN, checked with SHA-256.
 
     MN -> CN by default; CN -> HoA when the CN sits behind a firewall that admits only what the
     CN starts (RFC 4487 §5.2).
     """
     server_node, client_node, target = ("mn", "cn", HOA) if from_cn else ("cn", "mn", CN_ADDRESS)
+    if to_second_mn:
+        server_node, client_node, target = ("mn2", "mn", topology.HOA2)
     server = subprocess.Popen(
         [
             "ip",
@@ -394,6 +418,8 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
     try:
         t = sc.build(record, workdir)
         status = start_daemons(t, cn_mipnode=sc.cn == "mipnode")
+        # The MN's partner for MN-CN checks: the CN, or the second MN's home address.
+        peer = topology.HOA2 if sc.second_mn else CN_ADDRESS
         binding = status["bindings"][0]
         result["observed"]["mn_ha"] = binding["path"]["kind"]
         result["timings_ms"]["registration"] = status.get("registration_ms")
@@ -402,7 +428,7 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
         cn_paths: list[str] = []
         if sc.expect_mn_cn is not None:
             settled, cn_paths = settle_correspondent_path(
-                t, sc.expect_mn_cn, from_cn=sc.cn_firewall is not None
+                t, sc.expect_mn_cn, from_cn=sc.cn_firewall is not None, peer=peer
             )
             result["observed"]["mn_cn"] = settled
         # Traffic the CN starts first: through a stateful firewall this only works when the
@@ -413,8 +439,8 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
             result["timings_ms"]["first_data"] = round((time.monotonic() - first) * 1000, 1)
         # A firewall in front of the CN admits only what the CN starts: no MN-initiated traffic.
         cn_only = sc.cn_firewall is not None
-        mn_ping = None if cn_only else ping(t, "mn", CN_ADDRESS, count=3)
-        tcp = tcp_transfer(t, from_cn=cn_only)
+        mn_ping = None if cn_only else ping(t, "mn", peer, count=3)
+        tcp = tcp_transfer(t, from_cn=cn_only, to_second_mn=sc.second_mn is not None)
         result["timings_ms"]["rtt_via_ha"] = cn_ping["rtt_ms"]
         restart = restart_home_agent(t) if sc.restart_ha else None
         move = stream_across_a_move(t) if sc.move_to else None
@@ -426,7 +452,7 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
             result["traffic"]["ha_restart"] = restart
             result["timings_ms"]["ha_restart_to_traffic"] = restart["resumed_ms"]
         if sc.expect_mn_cn is not None:
-            after = correspondent_path(t)  # the path must hold through the traffic
+            after = correspondent_path(t, peer)  # the path must hold through the traffic
             if after != result["observed"]["mn_cn"]:
                 cn_paths.append(f"{after} (after traffic)")
             result["observed"]["mn_cn_changes"] = cn_paths
@@ -468,7 +494,8 @@ def run_scenario(sc: Scenario, *, keep_logs: bool = False) -> dict[str, Any]:
                     f"traffic resumed {resumed} ms after the HA restart "
                     f"(budget {HA_RESTART_BUDGET_S * 1000:.0f} ms)"
                 )
-        for node in ("mn", "ha", "cn") if sc.cn == "mipnode" else ("mn", "ha"):
+        nodes = ["mn", "ha"] + (["cn"] if sc.cn == "mipnode" else [])
+        for node in nodes + (["mn2"] if sc.second_mn else []):
             answer = daemon_status(t, node)
             if answer is None:
                 problems.append(f"{node} daemon no longer answers: {_log_tail(t, node + '.log')}")

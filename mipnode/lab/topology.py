@@ -26,6 +26,9 @@ CN_ADDRESS = "2001:db8:c::2"
 MN_LAN6 = "2001:db8:a::2"
 FW_LAN6 = "2001:db8:a::1"
 MN_LAN6_B = "2001:db8:b::2"  # the second access network, to move to
+HOA2 = "2001:db8:1::200"  # a second mobile node, on its own access network behind fw3
+MN2_LAN6 = "2001:db8:d::2"
+SPI2 = 1001
 FW_LAN6_B = "2001:db8:b::1"
 MN_LAN4 = "10.0.4.2"
 FW_LAN4 = "10.0.4.1"
@@ -36,7 +39,7 @@ NODES = ("mn", "fw", "core", "ha", "cn")
 
 
 def plan(
-    cn_firewall: str | None, second_access: str | None
+    cn_firewall: str | None, second_access: str | None, second_mn: str | None = None
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
     """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
 
@@ -52,6 +55,9 @@ def plan(
     if second_access:
         nodes.append("fw2")
         links += [("mn", "eth1", "fw2", "lan"), ("fw2", "wan", "core", "to-fw2")]
+    if second_mn:
+        nodes += ["fw3", "mn2"]
+        links += [("mn2", "eth0", "fw3", "lan"), ("fw3", "wan", "core", "to-fw3")]
     if cn_firewall:
         nodes.append("fwc")
         links += [("core", "to-fwc", "fwc", "wan"), ("fwc", "lan", "cn", "eth0")]
@@ -111,10 +117,11 @@ class Topology:
     firewall: str
     cn_firewall: str | None = None
     second_access: str | None = None  # firewall profile of fw2, the network to move to
+    second_mn: str | None = None  # firewall profile of fw3, in front of a second MN
 
     @property
     def nodes(self) -> tuple[str, ...]:
-        return plan(self.cn_firewall, self.second_access)[0]
+        return plan(self.cn_firewall, self.second_access, self.second_mn)[0]
 
     def ns(self, node: str) -> str:
         return self.record.ns(node)
@@ -166,19 +173,20 @@ def build(
     firewall: str,
     cn_firewall: str | None = None,
     second_access: str | None = None,
+    second_mn: str | None = None,
 ) -> Topology:
-    for name in (firewall, cn_firewall or "open", second_access or "open"):
+    for name in (firewall, cn_firewall or "open", second_access or "open", second_mn or "open"):
         if name not in FIREWALLS:
             raise LabError(f"unknown firewall profile {name!r}")
-    t = Topology(record, workdir, access, firewall, cn_firewall, second_access)
-    nodes, links = plan(cn_firewall, second_access)
+    t = Topology(record, workdir, access, firewall, cn_firewall, second_access, second_mn)
+    nodes, links = plan(cn_firewall, second_access, second_mn)
     for node in nodes:
         name = record.ns(node)
         record.namespaces.append(name)
         record.save()  # recorded before it exists, so a crash right after leaves no orphan
         run(["ip", "netns", "add", name])
         t.sh(node, "ip", "link", "set", "lo", "up")
-        _sysctls(t, node, router=node in ("fw", "fw2", "core", "fwc"))
+        _sysctls(t, node, router=node in ("fw", "fw2", "fw3", "core", "fwc"))
     for a, ia, b, ib in links:
         run(
             [
@@ -237,6 +245,14 @@ def build(
         addr("core", "to-fw2", "2001:db8:f4::1/64")
         route("core", "2001:db8:b::/64", "via", "2001:db8:f4::2")
         route("fw2", "default", "via", "2001:db8:f4::1")
+    if second_mn:
+        addr("mn2", "eth0", f"{MN2_LAN6}/64")
+        addr("fw3", "lan", "2001:db8:d::1/64")
+        addr("fw3", "wan", "2001:db8:f5::2/64")
+        addr("core", "to-fw3", "2001:db8:f5::1/64")
+        route("mn2", "default", "via", "2001:db8:d::1", "dev", "eth0")
+        route("core", "2001:db8:d::/64", "via", "2001:db8:f5::2")
+        route("fw3", "default", "via", "2001:db8:f5::1")
     if cn_firewall:
         addr("core", "to-fwc", "2001:db8:f3::1/64")
         addr("fwc", "wan", "2001:db8:f3::2/64")
@@ -259,6 +275,7 @@ def build(
         ("fw", firewall),
         ("fwc", cn_firewall),
         ("fw2", second_access),
+        ("fw3", second_mn),
     )
     for node, profile in profiles:
         rules = FIREWALLS[profile] if profile else ""
@@ -269,7 +286,7 @@ def build(
 
 def write_configs(t: Topology) -> tuple[Path, Path]:
     """Generate the HA and MN configuration files for this run (a fresh key every run)."""
-    key = secrets.token_hex(20)
+    key, key2 = secrets.token_hex(20), secrets.token_hex(20)
     ha_cfg = t.workdir / "ha.toml"
     mn_cfg = t.workdir / "mn.toml"
     ha_cfg.write_text(
@@ -284,8 +301,20 @@ state_dir = "{t.workdir}"
 home_address = "{HOA}"
 spi = {SPI}
 key = "{key}"
-"""
+{_second_mn_entry(key2) if t.second_mn else ""}"""
     )
+    if t.second_mn:
+        (t.workdir / "mn2.toml").write_text(
+            f"""[mn]
+home_address = "{HOA2}"
+home_agent = "{HA_ADDRESS}"
+spi = {SPI2}
+key = "{key2}"
+lifetime_s = 600
+interface = "eth0"
+keepalive_interval_s = 5
+"""
+        )
     mn_cfg.write_text(
         f"""[mn]
 home_address = "{HOA}"
@@ -294,13 +323,22 @@ home_agent_ipv4 = "{HA_CORE4}"
 spi = {SPI}
 key = "{key}"
 lifetime_s = 600
-{'' if t.second_access else 'interface = "eth0"'}
+{"" if t.second_access else 'interface = "eth0"'}
 keepalive_interval_s = 5
 """
     )
     for p in (ha_cfg, mn_cfg):
         os.chmod(p, 0o600)
     return ha_cfg, mn_cfg
+
+
+def _second_mn_entry(key: str) -> str:
+    return f"""
+[[mobile_node]]
+home_address = "{HOA2}"
+spi = {SPI2}
+key = "{key}"
+"""
 
 
 def write_cn_config(t: Topology) -> Path:
