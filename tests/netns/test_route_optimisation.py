@@ -136,7 +136,8 @@ def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -
         assert to_cn["selected"]["kind"] == "D-native"
         udp_pairs = [p for p in to_cn["pairs"] if p["kind"] == "D-udp"]
         assert any(p["state"] == "succeeded" and p["checks_answered"] > 0 for p in udp_pairs)
-        assert [c["to"] for c in to_cn["changes"]][-1] == "D-native"
+        # The log holds the D-native upgrade (D-udp pair re-selections may follow it).
+        assert "D-native" in [c["to"] for c in to_cn["changes"]]
         mn = lab.status("mn")
         cn = lab.status("cn")
         assert mn["counters"]["d_native_to_cn"] > 0 and mn["counters"]["d_native_from_cn"] > 0
