@@ -55,7 +55,7 @@ from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.exthdr import build_packet_with_rh2
-from mipnode.wire.mh import ExperimentalMessage, MhType, decode_mh_untrusted, encode_mh
+from mipnode.wire.mh import ExperimentalMessage, MhType, encode_mh
 from tunnels.ro import (
     add_type2_routing_header,
     can_route_optimise,
@@ -201,18 +201,8 @@ class CorrespondentDaemon:
 
     def _on_mice(self, pkt: bytes) -> None:
         """An offer of direct UDP paths from a home address (Experimental MH, via its HA)."""
-        plen = int.from_bytes(pkt[4:6], "big")
-        src, dst = IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40])
-        try:
-            msg = decode_mh_untrusted(pkt[40 : 40 + plen], src, dst)
-        except BadPacket as exc:
-            self.drops(f"mice_{exc.reason}")
-            return
-        if not isinstance(msg, ExperimentalMessage):
-            self.drops("mice_not_experimental")
-            return
-        self.answer_from[src.packed] = dst
-        self.direct.on_signalling(src, msg)
+        self.answer_from[pkt[8:24]] = IPv6Address(pkt[24:40])  # answer from where it came
+        self.direct.on_signalling_packet(pkt)
 
     def _send_mice(self, hoa: IPv6Address, msg: ExperimentalMessage) -> None:
         """The answer goes to the home address the plain way (through the MN's HA)."""

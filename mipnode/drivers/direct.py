@@ -37,7 +37,7 @@ from ice.candidate import Candidate, CandidateType, TransportAddress, transport_
 from mipnode.drivers.io import Counters, drain_socket, open_udp, send_quietly, wall
 from mipnode.wire import mice
 from mipnode.wire.errors import BadPacket
-from mipnode.wire.mh import ExperimentalMessage
+from mipnode.wire.mh import ExperimentalMessage, decode_mh_untrusted
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 
 log = logging.getLogger("mipnode.direct")
@@ -168,6 +168,20 @@ class DirectUdp:
         p.offers_sent += 1
         self.counters("ice_descriptions_sent")
         self.send_signalling(p.address, self._description(p.agent))
+
+    def on_signalling_packet(self, pkt: bytes) -> None:
+        """An IPv6 packet (no extension headers) carrying an Experimental MH from a peer."""
+        plen = int.from_bytes(pkt[4:6], "big")
+        src, dst = IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40])
+        try:
+            msg = decode_mh_untrusted(pkt[40 : 40 + plen], src, dst)
+        except BadPacket as exc:
+            self.drops(f"mice_{exc.reason}")
+            return
+        if not isinstance(msg, ExperimentalMessage):
+            self.drops("mice_not_experimental")
+            return
+        self.on_signalling(src, msg)
 
     def on_signalling(self, peer: IPv6Address, msg: ExperimentalMessage) -> None:
         """An answer to our offer, or an offer from ``peer`` (a mobile node answers offers of

@@ -591,7 +591,7 @@ class MobileNodeDaemon:
                 and inner[42] == MhType.EXPERIMENTAL
                 and self.direct is not None
             ):
-                self._on_mice(inner)
+                self.direct.on_signalling_packet(inner)  # a CN's answer, or another MN's offer
                 return
             if nh == NH_MH and inner[8:24] != self.ha_bytes and self.ro is not None:
                 plen = int.from_bytes(inner[4:6], "big")
@@ -865,21 +865,6 @@ class MobileNodeDaemon:
                     self._drop_ro(cn, "idle", 0.0)
             elif now - self.ro_started_at.get(cn, now) > RO_GIVE_UP_S:
                 self._drop_ro(cn, "no answer", RO_RETRY_S)
-
-    def _on_mice(self, inner: bytes) -> None:
-        """A correspondent's answer to our offer (Experimental MH, through the HA)."""
-        assert self.direct is not None
-        plen = int.from_bytes(inner[4:6], "big")
-        src, dst = IPv6Address(inner[8:24]), IPv6Address(inner[24:40])
-        try:
-            msg = decode_mh_untrusted(inner[40 : 40 + plen], src, dst)
-        except BadPacket as exc:
-            self.drops(f"mice_{exc.reason}")
-            return
-        if not isinstance(msg, ExperimentalMessage):
-            self.drops("mice_not_experimental")
-            return
-        self.direct.on_signalling(src, msg)
 
     def _on_binding_error(self, pkt: bytes) -> None:
         """RFC 6275 §11.3.6: Binding Error 1 from a CN means it has no binding for our HAO
