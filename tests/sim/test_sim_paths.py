@@ -1,0 +1,243 @@
+"""Which path the M-ICE engine ends on, per access network (issue 4's simulated-network list).
+
+Each test builds one topology (tests/sim/simnet.py: MN, HA, a plain CN or a second MN, seeded,
+virtual time), lets the MN register and offer, and reads both agents. The agent decides only
+D-udp versus T: with no selected pair the traffic is on T (T-native or T-udp, the driver's
+choice; with NAT44 it is T-udp). D-native (route optimisation) is decided elsewhere, so "open
+network -> D-native" and "D-native disabled -> D-udp" both mean D-udp here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from simnet import (
+    PeerRole,
+    Session,
+    SiteKind,
+    World,
+    build_world,
+    direct_possible,
+    first_change,
+    max_rate,
+    selections,
+)
+
+from ice.candidate import CandidateType
+
+SEED = 20240604
+MAX_CHECKS_PER_SECOND = 20  # reference/testing.md S6: <= 20 checks/s per agent
+
+
+def run(
+    mn: SiteKind,
+    peer: SiteKind,
+    role: PeerRole,
+    families: str,
+    seconds: float,
+    *,
+    seed: int = SEED,
+) -> World:
+    world = build_world(seed, mn=mn, peer=peer, peer_role=role, families=families)
+    world.net.run_until(seconds)
+    session = world.mn_session()
+    on_direct = session is not None and session.path() is not None
+    assert on_direct == direct_possible(mn, peer, role, families)  # the table agrees
+    return world
+
+
+def both(world: World) -> tuple[Session, Session]:
+    mn, peer = world.mn_session(), world.peer_session()
+    assert mn is not None and peer is not None
+    return mn, peer
+
+
+def assert_healthy(world: World) -> None:
+    """What holds in every scenario: no data on an unvalidated pair, no sending from an
+    address a node does not hold, nothing sent to a relayed candidate, paced checks."""
+    assert world.net.violations == []
+    assert world.ha.stats["unexpected"] == 0
+    for session in world.sessions():
+        assert max_rate(session.check_times) <= MAX_CHECKS_PER_SECOND
+
+
+def assert_direct(world: World, *, within: float) -> tuple[Session, Session]:
+    mn, peer = both(world)
+    assert mn.path() is not None and peer.path() is not None
+    assert world.agree()
+    for session in (mn, peer):
+        changes = selections(session)
+        assert len(changes) == 1, f"flapping: {session.path_log}"  # one selection, kept
+        started = session.path_log[0][0]
+        assert changes[0][0] - started <= within
+        assert session.data_direct > 0 and session.data_received > 0
+    assert_healthy(world)
+    return mn, peer
+
+
+def assert_on_t(world: World, seconds: float) -> None:
+    for session in world.sessions():
+        assert session.path() is None
+        assert selections(session) == [], f"a pair was selected: {session.path_log}"
+        assert session.data_direct == 0
+        if session.check_times:  # re-probes of dead pairs stay a trickle
+            assert len(session.check_times) / seconds <= 1.0
+    assert_healthy(world)
+
+
+# -- open networks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("families", ["6", "4", "46"])
+def test_open_network_selects_d_udp_between_host_candidates(families: str) -> None:
+    """Open -> D-native is not the agent's call; the agent's answer, and the answer with
+    D-native disabled, is D-udp on the host candidates, at once and for good."""
+    world = run("open", "open", "cn", families, 120)
+    mn, peer = assert_direct(world, within=0.5)
+    for session in (mn, peer):
+        pair = session.agent.selected_pair()
+        assert pair is not None
+        assert pair.local.kind is CandidateType.HOST and pair.remote.kind is CandidateType.HOST
+        assert pair.nominated
+
+
+# -- stateful firewalls ---------------------------------------------------------------------------
+
+
+def test_mn_behind_outbound_only_firewall_with_public_cn_selects_d_udp() -> None:
+    world = run("fw", "open", "cn", "6", 300)
+    mn, _ = assert_direct(world, within=1.0)
+    # heartbeats keep the firewall's entry for the pair alive past both conntrack timeouts
+    box = world.mn_site.v6
+    assert box is not None
+    path = mn.path()
+    assert path is not None
+    [conn] = [c for c in box.connections(world.net.now) if (c.inside, c.remote) == path]
+    assert conn.assured and conn.created < 1.0
+    assert not [e for _, e in mn.events if type(e).__name__ == "PathLost"]
+
+
+@pytest.mark.parametrize("mn_site", ["open", "fw"])
+def test_cn_behind_outbound_only_firewall_stays_on_t(mn_site: SiteKind) -> None:
+    """The offer (HoA -> CN through the HA) cannot reach it: no answer, so no checks at all,
+    no flapping, and offers retransmitted on a backoff capped at 8 s."""
+    seconds = 300.0
+    world = run(mn_site, "fw", "cn", "6", seconds)
+    assert world.peer_session() is None
+    mn = world.mn_session()
+    assert mn is not None
+    assert mn.check_times == [] and mn.agent.statistics().get("checks_sent", 0) == 0
+    assert mn.offers_sent <= 4 + seconds / 8
+    assert world.peer_site.v6 is not None
+    assert world.peer_site.v6.drops["no_state"] >= mn.offers_sent - 1
+    assert mn.data_t > 0
+    assert_on_t(world, seconds)
+
+
+@pytest.mark.parametrize("families", ["6", "4"])
+def test_two_mobile_nodes_behind_firewalls_select_d_udp_by_simultaneous_checks(
+    families: str,
+) -> None:
+    """Signalling through the HA reaches the second MN through its own tunnel; it answers like
+    a CN and checks at once. Its first check dies at the first MN's firewall; the first MN's
+    checks open that pinhole, and the second MN's retransmission gets through."""
+    world = run("fw", "fw", "mn", families, 60)
+    mn, peer = assert_direct(world, within=1.5)
+    box = world.mn_site.v6 if families == "6" else world.mn_site.v4
+    assert box is not None and box.drops["no_state"] >= 1
+    assert peer.agent.controlling is False and mn.agent.controlling is True
+
+
+# -- UDP blocked ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mn_site", "peer_site", "role"),
+    [("udp-blocked", "open", "cn"), ("open", "udp-blocked", "mn"), ("udp-blocked", "fw", "mn")],
+)
+def test_udp_blocked_except_to_the_ha_stays_on_t(
+    mn_site: SiteKind, peer_site: SiteKind, role: PeerRole
+) -> None:
+    """The T path to the HA works (registered, offer and answer relayed); every direct pair
+    fails and is only re-probed, never selected."""
+    seconds = 300.0
+    world = run(mn_site, peer_site, role, "46", seconds)
+    mn, peer = both(world)
+    assert world.mn.identity in world.ha.bindings
+    assert mn.check_times and peer.check_times  # the checks were tried
+    assert_on_t(world, seconds)
+
+
+# -- NAT44 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mn_site", "peer_site", "role"),
+    [
+        ("nat-eim", "open", "cn"),
+        ("nat-eim", "fw", "mn"),
+        ("nat-easy", "fw", "mn"),
+        ("nat-easy", "nat-easy", "mn"),
+    ],
+)
+def test_endpoint_independent_nat44_selects_d_udp_via_server_reflexive(
+    mn_site: SiteKind, peer_site: SiteKind, role: PeerRole
+) -> None:
+    """The HA's STUN answer gives the MN its mapping; the peer's selected pair goes to that
+    server-reflexive candidate, and the MN's leaves from its private base."""
+    world = run(mn_site, peer_site, role, "4", 60)
+    mn, peer = assert_direct(world, within=2.0)
+    base = world.mn.hosts[0]
+    srflx = world.mn.srflx[base]
+    mn_pair, peer_pair = mn.agent.selected_pair(), peer.agent.selected_pair()
+    assert mn_pair is not None and peer_pair is not None
+    assert mn_pair.local.base == base and mn_pair.mapped == srflx  # NAT seen in the answer
+    assert peer_pair.remote.kind is CandidateType.SRFLX and peer_pair.remote.address == srflx
+
+
+@pytest.mark.parametrize(("peer_site", "role"), [("open", "cn"), ("nat-eim", "mn")])
+def test_address_and_port_dependent_nat_selects_d_udp_via_peer_reflexive(
+    peer_site: SiteKind, role: PeerRole
+) -> None:
+    """``masquerade fully-random``: the mapping towards the peer is not the one the HA saw, so
+    the peer learns it from the MN's check (peer-reflexive) when the MN's checks reach it."""
+    world = run("nat-hard", peer_site, role, "4", 60)
+    _, peer = assert_direct(world, within=2.0)
+    srflx = world.mn.srflx[world.mn.hosts[0]]
+    peer_pair = peer.agent.selected_pair()
+    assert peer_pair is not None
+    assert peer_pair.remote.kind is CandidateType.PRFLX and peer_pair.remote.address != srflx
+    assert peer_pair.remote.address[0] == srflx[0]
+
+
+@pytest.mark.parametrize("peer_site", ["fw", "nat-easy", "nat-hard"])
+def test_address_and_port_dependent_nat_stays_on_t_udp_when_the_peer_is_unreachable(
+    peer_site: SiteKind,
+) -> None:
+    """Neither side's checks can reach the other: T-udp (through the NAT to the HA) stays."""
+    seconds = 300.0
+    world = run("nat-hard", peer_site, "mn", "4", seconds)
+    mn, peer = both(world)
+    assert mn.check_times and peer.check_times
+    coa = world.ha.bindings[world.mn.identity][1]
+    assert coa[0] == world.mn.srflx[world.mn.hosts[0]][0]  # T-udp through the NAT
+    assert_on_t(world, seconds)
+
+
+def test_first_selection_times_are_reported_for_the_grid() -> None:
+    """One line per cell, to read with ``-s``: when each side first left T."""
+    rows = []
+    cells: list[tuple[SiteKind, SiteKind, PeerRole, str]] = [
+        ("open", "open", "cn", "6"),
+        ("fw", "open", "cn", "6"),
+        ("fw", "fw", "mn", "6"),
+        ("nat-eim", "open", "cn", "4"),
+        ("nat-hard", "open", "cn", "4"),
+    ]
+    for mn_site, peer_site, role, fam in cells:
+        world = run(mn_site, peer_site, role, fam, 10)
+        mn, peer = both(world)
+        times = [first_change(s, 0.0, direct=True) for s in (mn, peer)]
+        assert all(t is not None and t < 2.0 for t in times)
+        shown = " ".join(f"{t:.3f}" for t in times if t is not None)
+        rows.append(f"{mn_site}/{peer_site}({role}) v{fam}: {shown}")
+    print("\n".join(rows))
