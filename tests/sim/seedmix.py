@@ -13,6 +13,7 @@ node does not hold or to a relayed candidate, at most 20 checks in any second, n
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import traceback
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Mix:
     cut: tuple[float, float] | None  # (from, until): every direct path dropped in the core
     reboot: float | None  # the MN's middlebox forgets its state
     move: tuple[float, SiteKind] | None
+    crossing: bool = False  # both MNs offer at once
 
     @property
     def final_mn(self) -> SiteKind:
@@ -79,6 +81,8 @@ class Mix:
             fault.append(f"reboot={self.reboot:.1f}")
         if self.move:
             fault.append(f"move={self.move[0]:.1f}->{self.move[1]}")
+        if self.crossing:
+            fault.append("crossing-offers")
         return (
             f"seed {self.seed}: mn={self.mn} peer={self.peer}({self.role}) v{self.families} "
             + " ".join(fault)
@@ -91,7 +95,7 @@ def mix(seed: int) -> Mix:
     peer: SiteKind = r.choice(SITE_KINDS) if role == "mn" else r.choice(["open", "open", "fw"])
     loss = r.choice([0.0, r.uniform(0.0, 0.05), r.uniform(0.05, 0.12)])
     start = r.uniform(3.0, 30.0)
-    return Mix(
+    m = Mix(
         seed=seed,
         mn=r.choice(SITE_KINDS),
         peer=peer,
@@ -105,6 +109,8 @@ def mix(seed: int) -> Mix:
         reboot=r.uniform(5.0, 40.0) if r.random() < 0.2 else None,
         move=(r.uniform(5.0, 40.0), r.choice(SITE_KINDS)) if r.random() < 0.3 else None,
     )
+    crossing = role == "mn" and r.random() < 0.4  # drawn last: the other draws stay as they were
+    return dataclasses.replace(m, crossing=crossing)
 
 
 def _cut_direct(now: float, pkt: Packet) -> bool:
@@ -145,6 +151,7 @@ def _world(m: Mix) -> World:
         core=core,
         data_interval_s=DATA_INTERVAL_S,
         config=IceConfig(),
+        crossing=m.crossing,
     )
 
 

@@ -697,6 +697,7 @@ class Session:
     next_offer_at: float | None = None
     offer_rto_s: float = SIGNAL_RTO_S
     answer: Signal | None = None
+    peer_generation: int = 0  # of the peer's offers to an offering session (crossing offers)
     last_restart_at: float = -1e9
     restart_pending: bool = False
     restart_timer: bool = False
@@ -1004,7 +1005,7 @@ class MipNode(Endpoint):
             return
         session = self.sessions.get(sig.src)
         if session is not None and session.offerer:
-            self.stats["drop_offer_glare"] += 1
+            self._on_crossing_offer(now, session, sig, remote)
             return
         if session is not None and sig.generation < session.generation:
             self.stats["drop_stale_offer"] += 1
@@ -1033,6 +1034,41 @@ class MipNode(Endpoint):
         answer = Signal("answer", self.identity, sig.src, sig.generation, ice)
         session.answer = answer
         self._send_signal(now, answer, reply_to=remote)
+        self._flush(now, session)
+
+    def _on_crossing_offer(
+        self, now: float, session: Session, sig: Signal, remote: Address
+    ) -> None:
+        """An offer from a peer we offered to: two MNs that started at once (the offers cross:
+        each takes the other's offer as its description, both agents are controlling, and the
+        ICE role conflict settles who yields), or that peer restarting ICE (new credentials)."""
+        if sig.generation < session.peer_generation:
+            self.stats["drop_stale_offer"] += 1
+            return
+        if sig.generation == session.peer_generation:
+            self.stats["offer_repeated"] += 1
+            if session.answer is not None:
+                self._send_signal(now, session.answer, reply_to=remote)
+            return
+        agent = session.agent
+        if agent.remote_credentials is not None:  # the peer restarted
+            agent.restart(now, new_credentials(self.rng.randbytes))
+            session.requests.clear()
+            session.validated.clear()
+            self.stats["restart_by_peer"] += 1
+        else:
+            self.stats["offers_crossed"] += 1
+        session.peer_generation = sig.generation
+        creds, candidates = decode_offer(sig.ice)
+        agent.set_remote_credentials(creds)
+        for candidate in candidates:
+            agent.add_remote_candidate(candidate)
+        agent.end_of_remote_candidates()
+        session.answered = True
+        session.next_offer_at = None
+        ice = encode_offer(agent.local_credentials, agent.local_candidates())
+        session.answer = Signal("answer", self.identity, sig.src, sig.generation, ice)
+        self._send_signal(now, session.answer, reply_to=remote)
         self._flush(now, session)
 
     def _on_answer(self, now: float, sig: Signal) -> None:
@@ -1164,7 +1200,7 @@ class MipNode(Endpoint):
             elif isinstance(event, PathLost):
                 if agent.selected_pair() is None:
                     session.path_log.append((now, None, event.reason))
-            elif isinstance(event, ConsentLost) and session.offerer:
+            elif isinstance(event, ConsentLost) and agent.controlling:
                 session.restart_pending = agent.selected_pair() is None
         if session.restart_pending:
             if agent.selected_pair() is not None:
@@ -1396,9 +1432,11 @@ def build_world(
     access: LinkProfile | None = None,
     core: LinkProfile | None = None,
     start: bool = True,
+    crossing: bool = False,
 ) -> World:
     """MN (HoA ``HOA_MN``) in a ``mn`` site, a plain CN or a second MN in a ``peer`` site,
-    one HA; the MN offers ICE to the peer once registered."""
+    one HA; the MN offers ICE to the peer once registered (and a second MN offers to the first
+    at the same time when ``crossing``)."""
     net = SimNet(seed, core=core)
     home = net.add_site(Site("home", link=LinkProfile(latency_s=0.002)))
     ha = HomeAgent(net, home, ip6=HA_IP6, ip4=HA_IP4, hoas=[HOA_MN, HOA_PEER])
@@ -1420,6 +1458,9 @@ def build_world(
         peer_node.start(net.now)
         mn_node.start(net.now)
         mn_node.connect(peer_node.identity)
+        if crossing:
+            assert peer_role == "mn", "only a mobile node offers"
+            peer_node.connect(mn_node.identity)
     return world
 
 

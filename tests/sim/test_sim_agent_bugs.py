@@ -7,7 +7,7 @@ fail until ``ice/`` is fixed). The many-seed test (test_sim_seeds.py) meets all 
    ``(t + 2.5) - t`` can be a hair below 2.5 (t = 30.320619155939145 gives 2.4999999999999964),
    so at that deadline ``handle_timer`` does nothing and ``get_timer()`` keeps returning the
    same instant: a driver on virtual time (this simulator, trio's ``autojump_clock``) spins
-   forever at one instant; a real-time one busy-loops until its clock moves. 77 of the 1000
+   forever at one instant; a real-time one busy-loops until its clock moves. 73 of the 1000
    seeds stop on it.
 
 2. A peer's check does not re-trigger a pair whose own check is in progress, even when that

@@ -147,6 +147,21 @@ def test_two_mobile_nodes_behind_firewalls_select_d_udp_by_simultaneous_checks(
     assert peer.agent.controlling is False and mn.agent.controlling is True
 
 
+@pytest.mark.parametrize("families", ["6", "46"])
+def test_two_mobile_nodes_offering_at_once_settle_roles_and_select_d_udp(families: str) -> None:
+    """Crossing offers: each MN takes the other's offer as its description, both agents start
+    controlling, and the ICE role conflict (487, tie-breakers) leaves exactly one in control."""
+    world = build_world(SEED, mn="fw", peer="fw", peer_role="mn", families=families, crossing=True)
+    world.net.run_until(60)
+    mn, peer = both(world)
+    assert world.mn.stats["offers_crossed"] + world.peer.stats["offers_crossed"] >= 1
+    assert sorted([mn.agent.controlling, peer.agent.controlling]) == [False, True]
+    assert mn.path() is not None and peer.path() is not None and world.agree()
+    for session in (mn, peer):
+        assert len(selections(session)) <= 2  # at most one re-selection around the role switch
+    assert_healthy(world)
+
+
 # -- UDP blocked ----------------------------------------------------------------------------------
 
 

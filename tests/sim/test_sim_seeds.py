@@ -54,6 +54,7 @@ def test_the_mix_covers_every_access_network_role_family_and_fault() -> None:
     assert sum(m.reboot is not None for m in mixes) > 100
     assert sum(m.loss > 0 for m in mixes) > 500 and sum(m.duplicate > 0 for m in mixes) > 400
     assert sum(m.reorder > 0 for m in mixes) > 400
+    assert sum(m.crossing for m in mixes) > 100
     direct = sum(m.expect_direct for m in mixes)
     assert 300 < direct < 800  # both outcomes are well represented
 
