@@ -79,7 +79,7 @@ from ice.candidate import (
     foundation,
     transport_address,
 )
-from ice.checklist import CandidatePair, CheckList, Pair, PairState
+from ice.checklist import CandidatePair, CheckList, Pair, PairState, pair_key
 from ice.config import (
     TIE_BREAKER_MAX,
     TRANSACTION_ID_LENGTH,
@@ -417,6 +417,14 @@ class IceAgent:
             self._answer(reply, size, local, remote)
             self._counters["role_conflicts_answered"] += 1
             return
+        known = self._remote.get(remote)
+        existing = None if known is None else self._checklist.get(pair_key(base, known))
+        if existing is not None and existing.consent_lost:
+            # RFC 7675 §5.1: nothing of ours on this 5-tuple until an ICE restart -- answers
+            # included, so the peer's checks fail too and both sides leave the pair together
+            # (otherwise the peer keeps it while we are on T, a lasting split).
+            self._drop("consent_lost_pair")
+            return
         reply = stun.build_check_success(
             req.transaction_id, mapped=remote, password=self._local_credentials.password
         )
@@ -428,10 +436,6 @@ class IceAgent:
         if req.use_candidate and not self._controlling:
             pair.nominated = True
             pair.nominated_at = now
-        if pair.consent_lost:
-            # RFC 7675 §5.1: we send nothing of our own on this 5-tuple until a restart. The
-            # answer above was the peer's own authenticated request for one, not our traffic.
-            return
         if pair.state in (PairState.FROZEN, PairState.WAITING, PairState.FAILED) or (
             req.use_candidate and not self._controlling and not self._fresh(now, pair)
         ):
@@ -481,9 +485,19 @@ class IceAgent:
         return self._pair(base, candidate)
 
     def _trigger(self, pair: Pair) -> None:
-        """§7.3.1.4: queue a triggered check (at most one per pair at a time)."""
-        if pair.transaction is not None or pair in self._triggered:
+        """§7.3.1.4: queue a triggered check (at most one per pair at a time). A check of
+        ours that has sent its last retransmission and only waits to fail is cancelled, so
+        the peer's check leads to a fresh one at once (the RFC cancels any in-progress one)."""
+        if pair in self._triggered:
             return
+        if pair.transaction is not None:
+            txn = self._transactions.get(pair.transaction)
+            if txn is not None and txn.transmissions < self._config.max_transmissions:
+                return
+            if txn is not None:
+                self._transactions.pop(txn.transaction_id, None)
+                self._counters["checks_cancelled_for_trigger"] += 1
+            pair.transaction = None
         pair.state = PairState.WAITING
         self._triggered.append(pair)
         self._counters["triggered_checks"] += 1
@@ -586,7 +600,9 @@ class IceAgent:
             pair.valid
             and not pair.consent_lost
             and pair.last_response_at is not None
-            and now - pair.last_response_at < self._config.dead_after_s
+            # Written as a sum so it matches get_timer()'s deadline exactly in floating point
+            # (a difference can land just under dead_after_s and leave the timer due forever).
+            and now < pair.last_response_at + self._config.dead_after_s
         )
 
     def _score(self, pair: Pair) -> PathScore:
@@ -658,7 +674,7 @@ class IceAgent:
         pair = self._selected
         if pair is None or pair.last_response_at is None:
             return
-        if now - pair.last_response_at < self._config.dead_after_s:
+        if now < pair.last_response_at + self._config.dead_after_s:  # same sum as get_timer
             return
         pair.valid = False
         if pair.transaction is None:

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from ice.agent import (
+    ConsentLost,
     Credentials,
     IceAgent,
     IceConfig,
@@ -339,6 +340,13 @@ class DirectUdp:
             )
             if not had:
                 self.on_path_change(p.address, True)
+        elif isinstance(event, ConsentLost) and p.offered:
+            # RFC 7675: the pair may not carry our traffic again without an ICE restart: new
+            # credentials, a new offer through the HA, fresh checks (the peer starts afresh).
+            p.agent.restart(now, new_credentials(secrets.token_bytes))
+            p.answered, p.offers_sent = False, 0
+            self.counters("ice_restarts")
+            self._send_description(p)
         elif isinstance(event, PathLost) and self.selected.pop(key, None) is not None:
             p.selected_remote = p.selected_sock = None
             self._log_change(p, "D-udp", "T", f"selected pair lost ({event.reason})")
