@@ -15,7 +15,7 @@ import secrets
 import signal
 import socket
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import trio
@@ -182,6 +182,8 @@ class MobileNodeDaemon:
         self.probes: dict[bytes, dict[bytes, float]] = {}  # CN -> nonce -> sent (trio time)
         self.coarse_now = wall()
         self.probe_seq = 0
+        self.nat66 = False  # the access network translates IPv6 (observed source != CoA)
+        self.nat44 = False
         self.path_changes: list[dict[str, Any]] = []  # T path to the HA: bounded log
         self.path_since: float | None = None
         self.ro_changes: dict[bytes, list[dict[str, Any]]] = {}  # per CN: D-native changes
@@ -415,6 +417,7 @@ class MobileNodeDaemon:
 
     async def _run_checks(self) -> Candidate | None:
         self.candidates = self._make_candidates()
+        self.nat66 = self.nat44 = False
         if not self.candidates:
             return None
         start = trio.current_time()
@@ -479,8 +482,22 @@ class MobileNodeDaemon:
         c.rtt_ms = round((trio.current_time() - sent) * 1000, 2)
         mapped = msg.attributes.get("XOR-MAPPED-ADDRESS")
         c.mapped = (str(mapped[0]), int(mapped[1])) if mapped else None
+        local = self._local(c)
+        behind_nat = False
+        if c.mapped is not None:
+            # T-native checks carry our UDP port only inside the tunnel: compare addresses.
+            behind_nat = ip_address(c.mapped[0]) != ip_address(local[0]) or (
+                c.kind != "T-native" and c.mapped[1] != local[1]
+            )
+        if behind_nat:
+            # The HA saw another source than ours: a NAT (NAT44, or NAT66 where the observed
+            # source differs from the claimed CoA). DESIGN §4: avoid native paths through it.
+            if c.family == 6:
+                self.nat66 = True
+            else:
+                self.nat44 = True
         if c.state == "in-progress":
-            c.state = "succeeded"
+            c.state = "nat" if behind_nat and c.kind == "T-native" else "succeeded"
 
     def _select(self, c: Candidate) -> None:
         previous = self.path
@@ -723,7 +740,8 @@ class MobileNodeDaemon:
             return
         self.ro_peers[dst] = now
         self.ro_started_at[dst] = now
-        self.ro.start(now, cn, self.access.ipv6)
+        if not self.nat66:  # no HAO/RH2 through a NAT66 (checksums, CoA-bound tokens)
+            self.ro.start(now, cn, self.access.ipv6)
         if self.direct is not None:
             self.direct.start(cn)
 
@@ -1147,6 +1165,7 @@ class MobileNodeDaemon:
                     "ipv4": str(self.access.ipv4) if self.access.ipv4 else None,
                 },
                 "registration_ms": self.first_registration_ms,
+                "nat": {"ipv6": self.nat66, "ipv4": self.nat44},
                 "handover_ms": self.last_handover_ms,
                 "rtt_ms": self.keepalive_rtt_ms,
                 "last_rejection": self.last_rejection,

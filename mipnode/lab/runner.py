@@ -27,7 +27,7 @@ TCP_PORT = 5001
 class Scenario:
     name: str
     description: str
-    access: str  # "ipv6" | "ipv4"
+    access: str  # "ipv6" | "ipv6-nat66" | "ipv4"
     firewall: str  # key of topology.FIREWALLS
     expect_mn_ha: str
     cn: str = "plain"  # "plain" (no mipnode) | "mipnode"
@@ -66,6 +66,15 @@ SCENARIOS = (
         "T-udp",
     ),
     Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
+    Scenario(
+        "nat66",
+        "IPv6 access network behind NAT66 masquerade, mipnode CN",
+        "ipv6-nat66",
+        "nat66",
+        "T-udp",
+        cn="mipnode",
+        expect_mn_cn="D-udp",
+    ),
     Scenario(
         "move-fw-to-fw",
         "TCP stream while the MN moves from behind one stateful firewall to another",

@@ -92,6 +92,21 @@ table inet mipnode_lab {
   }
 }
 """,
+    # IPv6 access network with unique local addresses behind NAT66 masquerade (TC-14).
+    "nat66": """
+table ip6 mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" accept
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    oifname "wan" masquerade
+  }
+}
+""",
     # IPv4-only access network behind NAT44 masquerade (DSMIPv6 scenario 2, TC-12).
     "nat44": """
 table ip mipnode_lab {
@@ -113,7 +128,7 @@ table ip mipnode_lab {
 class Topology:
     record: RunRecord
     workdir: Path
-    access: str  # "ipv6" or "ipv4"
+    access: str  # "ipv6", "ipv6-nat66" or "ipv4"
     firewall: str
     cn_firewall: str | None = None
     second_access: str | None = None  # firewall profile of fw2, the network to move to
@@ -225,6 +240,11 @@ def build(
         addr("mn", "eth0", f"{MN_LAN6}/64")
         addr("fw", "lan", f"{FW_LAN6}/64")
         route("mn", "default", "via", FW_LAN6, "dev", "eth0")
+    elif access == "ipv6-nat66":
+        # Unique local addresses, translated by fw (never routed beyond it).
+        addr("mn", "eth0", "fd00:6::2/64")
+        addr("fw", "lan", "fd00:6::1/64")
+        route("mn", "default", "via", "fd00:6::1", "dev", "eth0")
     else:
         # An IPv4-only access network: the MN also loses its IPv6 link-local address.
         t.sh("mn", "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1")

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from mipnode.lab import runner
 from mipnode.lab.topology import CN_ADDRESS, HA_ADDRESS, HOA, MN_LAN6
 
 from .conftest import Lab, needs_root
@@ -149,3 +150,25 @@ def test_ha_never_answers_a_stun_request_with_more_bytes_than_it_got(make_lab) -
     assert lab.status("ha")["drops"].get("stun_request_smaller_than_answer", 0) >= 1
     # The MN's own (padded) checks are answered: it registered over a checked path.
     assert lab.status("mn")["candidates"][0]["checks_answered"] >= 1
+
+
+def test_nat66_is_detected_and_native_paths_through_it_avoided(make_lab) -> None:
+    # DESIGN §4: the HA's check answers show a source other than the claimed care-of address.
+    lab = make_lab(access="ipv6-nat66", firewall="nat66", cn_mipnode=True)
+    mn = lab.status("mn")
+    assert mn["nat"] == {"ipv6": True, "ipv4": False}
+    states = {c["kind"]: c["state"] for c in mn["candidates"]}
+    assert states == {"T-native": "nat", "T-udp": "succeeded"}
+    assert mn["bindings"][0]["path"]["kind"] == "T-udp"
+    ha = lab.status("ha", "bindings")["bindings"][0]
+    assert ha["coa"] == "fd00:6::2" and ha["path"]["remote"]["address"] == "2001:db8:f1::2"
+    # No return routability (HAO/RH2) through the NAT; the direct UDP pair still works.
+    assert runner.ping(lab.t, "mn", CN_ADDRESS, count=2)["received"] == 2
+    assert runner.wait_for(lambda: runner.correspondent_path(lab.t) == "D-udp", 10)
+    corr = lab.status("mn")["correspondents"][0]
+    assert corr["route_optimization"] is None and corr["path"] == "D-udp"
+
+
+def test_nat44_is_detected(make_lab) -> None:
+    lab = make_lab(access="ipv4", firewall="nat44")
+    assert lab.status("mn")["nat"] == {"ipv6": False, "ipv4": True}
