@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from ice import stun
 from ice.agent import (
     ConsentLost,
     Credentials,
@@ -44,6 +45,7 @@ from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 log = logging.getLogger("mipnode.direct")
 
 OFFER_RETRY_S = 1.0
+GATHER_WAIT_S = 0.5  # for the HA's answers giving our server-reflexive addresses
 OFFER_TRIES = 8
 MAX_PEERS = 64  # agents at once (each up to 100 pairs)
 TIE_BREAKER_BITS = 64
@@ -88,40 +90,106 @@ class DirectUdp:
         self.selected: dict[bytes, tuple[socket.socket, TransportAddress]] = {}
         self._changed = trio.Event()
         self._scope: trio.CancelScope | None = None
+        self._gathering: dict[bytes, tuple[TransportAddress, TransportAddress]] = {}
+        self._gathered: dict[TransportAddress, tuple[TransportAddress, str]] = {}
+        self._gather_done = trio.Event()
 
     # -- sockets -------------------------------------------------------------------------------
     async def serve(
         self,
         ifname: str | None,
         addresses: list[IPv4Address | IPv6Address],
+        stun_servers: dict[int, TransportAddress] | None = None,
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Open one UDP socket per local address (host candidates) and serve them until this
-        task's cancel scope is cancelled (a move: the caller starts a new one)."""
+        """Open one UDP socket per local address (host candidates), learn each socket's
+        server-reflexive address from the HA (``stun_servers`` by address family: 6 or 4), and
+        serve them until this task's cancel scope is cancelled (a move: the caller starts a new
+        one)."""
         opened: list[tuple[TransportAddress, socket.socket]] = []
         for addr in addresses:
             family = socket.AF_INET6 if isinstance(addr, IPv6Address) else socket.AF_INET
             sock = open_udp(family, 0, ifname, address=str(addr))
             opened.append((transport_address(str(addr), sock.getsockname()[1]), sock))
         self.sockets = dict(opened)
-        self.local_candidates = [
+        hosts = [
             Candidate.host(local, local_pref=65535 - 256 * rank)
             for rank, (local, _) in enumerate(opened)
         ]
+        self.local_candidates = hosts
         try:
             with trio.CancelScope() as scope:
-                task_status.started(scope)
                 async with trio.open_nursery() as nursery:
                     for local, sock in opened:
                         nursery.start_soon(
                             drain_socket, sock, self._receiver(local, sock), self._flush
                         )
+                    mapped = await self._gather(opened, stun_servers or {})
+                    srflx = []
+                    for host in hosts:
+                        found = mapped.get(host.address)
+                        if found is not None and found[0] != host.address:  # behind a NAT
+                            srflx.append(
+                                Candidate.server_reflexive(
+                                    found[0],
+                                    host.address,
+                                    server_ip=found[1],
+                                    local_pref=host_pref(host),
+                                )
+                            )
+                    self.local_candidates = hosts + srflx
+                    task_status.started(scope)
                     nursery.start_soon(self._timers)
                     nursery.start_soon(self._offer_retries)
         finally:
             for _, sock in opened:
                 sock.close()
+
+    async def _gather(
+        self,
+        opened: list[tuple[TransportAddress, socket.socket]],
+        servers: dict[int, TransportAddress],
+    ) -> dict[TransportAddress, tuple[TransportAddress, str]]:
+        """One padded Binding request per socket to the HA (RFC 8445 §5.1.1.2: the answer's
+        XOR-MAPPED-ADDRESS is the server-reflexive candidate); wait at most GATHER_WAIT_S."""
+        self._gathering.clear()
+        self._gathered = {}
+        done = trio.Event()
+        self._gather_done = done
+        for local, sock in opened:
+            server = servers.get(6 if ":" in local[0] else 4)
+            if server is None:
+                continue
+            txid = secrets.token_bytes(12)
+            self._gathering[txid] = (local, server)
+            send_quietly(sock, stun.binding_request(txid), server, self.drops)
+        if self._gathering:
+            with trio.move_on_after(GATHER_WAIT_S):
+                await done.wait()
+        self._gathering.clear()
+        return dict(self._gathered)
+
+    def _on_gather_answer(self, data: bytes, remote: TransportAddress) -> bool:
+        if not self._gathering:
+            return False
+        try:
+            msg = stun.parse_stun_untrusted(data)
+        except BadPacket:
+            return False
+        entry = self._gathering.get(msg.transaction_id)
+        if entry is None or entry[1] != remote:
+            return False
+        del self._gathering[msg.transaction_id]
+        mapped = msg.attributes.get("XOR-MAPPED-ADDRESS")
+        if mapped:
+            self._gathered[entry[0]] = (
+                transport_address(str(mapped[0]), int(mapped[1])),
+                remote[0],
+            )
+        if not self._gathering:
+            self._gather_done.set()
+        return True
 
     # -- peers and signalling -------------------------------------------------------------------
     def _new_agent(self, controlling: bool) -> IceAgent:
@@ -261,6 +329,8 @@ class DirectUdp:
                 self.drops(f"direct_{exc.reason}")
                 return
             if kind is UdpPayloadKind.STUN:
+                if self._on_gather_answer(data, remote):
+                    return
                 now = trio.current_time()
                 # The check's USERNAME names the agent; agents drop what is not theirs.
                 for p in self.peers.values():
@@ -369,6 +439,8 @@ class DirectUdp:
                     "kind": pair.kind,
                     "local": _ta(pair.local.base),
                     "remote": _ta(pair.remote.address),
+                    "local_type": pair.local.kind.value,
+                    "remote_type": pair.remote.kind.value,
                     "state": str(pair.state),
                     "rtt_ms": None if pair.rtt_s is None else round(pair.rtt_s * 1000, 2),
                     "checks_sent": pair.checks_sent,
@@ -391,6 +463,11 @@ class DirectUdp:
             "changes": list(p.changes),
             "statistics": p.agent.statistics(),
         }
+
+
+def host_pref(host: Candidate) -> int:
+    """The local preference a host candidate was given (its priority's middle 16 bits)."""
+    return (host.priority >> 8) & 0xFFFF
 
 
 def _ta(addr: TransportAddress) -> dict[str, Any]:

@@ -353,7 +353,12 @@ class MobileNodeDaemon:
         addrs: list[IPv4Address | IPv6Address] = [
             a for a in (self.access.ipv6, self.access.ipv4) if a is not None
         ]
-        self._direct_scope = await self._nursery.start(self.direct.serve, self.access.ifname, addrs)
+        servers = {6: (str(self.ha), self.config.home_agent_udp_port)}
+        if self.config.home_agent_ipv4 is not None:
+            servers[4] = (str(self.config.home_agent_ipv4), self.config.home_agent_udp_port)
+        self._direct_scope = await self._nursery.start(
+            self.direct.serve, self.access.ifname, addrs, servers
+        )
         for cn in peers:
             self.direct.start(cn)
 

@@ -167,6 +167,12 @@ def test_nat66_is_detected_and_native_paths_through_it_avoided(make_lab) -> None
     assert runner.wait_for(lambda: runner.correspondent_path(lab.t) == "D-udp", 10)
     corr = lab.status("mn")["correspondents"][0]
     assert corr["route_optimization"] is None and corr["path"] == "D-udp"
+    # The MN learnt its server-reflexive address from the HA and offered it: the CN holds a
+    # pair toward the NAT's address, as an srflx (offered) or prflx (seen) candidate.
+    cn_pairs = lab.status("cn", "paths")[0]["pairs"]
+    nat_side = [p for p in cn_pairs if p["remote"] and p["remote"]["address"] == "2001:db8:f1::2"]
+    assert {p["remote_type"] for p in nat_side} & {"srflx", "prflx"}
+    assert "srflx" in {p["remote_type"] for p in nat_side}
 
 
 def test_nat44_is_detected(make_lab) -> None:
