@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import signal
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import trio
@@ -130,7 +130,12 @@ class CorrespondentDaemon:
                 nursery.start_soon(drain_socket, self.tap, self._from_tap, self._flush)
                 nursery.start_soon(drain_socket, self.raw_mh, self._from_raw_mh, self._flush)
                 nursery.start_soon(self.timer.run)
-                await nursery.start(self.direct.serve, self.ifname, list(addresses))
+                # Direct UDP also on the access interface's IPv4 address, if any: a mobile node
+                # on an IPv4-only network reaches us that way (IPv6 packets inside UDP/IPv4).
+                direct_addrs: list[IPv4Address | IPv6Address] = list(addresses)
+                if access.ipv4 is not None:
+                    direct_addrs.append(access.ipv4)
+                await nursery.start(self.direct.serve, self.ifname, direct_addrs)
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
                 log.info(
                     "correspondent node ready addresses=%s interface=%s",

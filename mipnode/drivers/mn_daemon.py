@@ -731,10 +731,11 @@ class MobileNodeDaemon:
 
     # -- route optimisation (D-native) ------------------------------------------------------
     def _maybe_start_ro(self, dst: bytes) -> None:
-        """Traffic to a new correspondent: try return routability with it (RFC 6275 §11.6),
-        once registered with the HA (the HoTI travels through the HA), within bounds."""
-        if self.ro is None or self.access.ipv6 is None or self.core.state != "registered":
-            return  # not yet, or no native IPv6 here (an IPv4 access network)
+        """Traffic to a new correspondent: offer it direct UDP paths and try return routability
+        with it (RFC 6275 §11.6), once registered with the HA (the offer and the HoTI travel
+        through the HA), within bounds."""
+        if self.ro is None or self.core.state != "registered":
+            return
         now = self.coarse_now
         if self.ro_backoff.get(dst, 0.0) > now or len(self.ro_peers) >= RO_MAX_PEERS:
             return
@@ -745,7 +746,8 @@ class MobileNodeDaemon:
             return
         self.ro_peers[dst] = now
         self.ro_started_at[dst] = now
-        if not self.nat66:  # no HAO/RH2 through a NAT66 (checksums, CoA-bound tokens)
+        # D-native needs native IPv6 without a NAT66 (checksums, CoA-bound tokens).
+        if self.access.ipv6 is not None and not self.nat66:
             self.ro.start(now, cn, self.access.ipv6)
         if self.direct is not None:
             self.direct.start(cn)
@@ -769,9 +771,9 @@ class MobileNodeDaemon:
         if was_ready:
             self._ro_change(cn, False, why)
         log.info(
-            "path to %s: %sHA tunnel (%s); next attempt in %.0f s",
+            "route optimisation with %s ended%s (%s); next attempt in %.0f s",
             IPv6Address(cn),
-            "back to the " if was_ready else "staying on the ",
+            ", D-native left" if was_ready else "",
             why,
             backoff_s,
         )

@@ -23,6 +23,7 @@ HOME_PREFIX = "2001:db8:1::/64"
 HA_ADDRESS = "2001:db8:1::1"
 HOA = "2001:db8:1::100"
 CN_ADDRESS = "2001:db8:c::2"
+CN_ADDRESS4 = "198.18.0.2"  # benchmarking range (RFC 2544): never routed beyond the lab
 MN_LAN6 = "2001:db8:a::2"
 FW_LAN6 = "2001:db8:a::1"
 MN_LAN6_B = "2001:db8:b::2"  # the second access network, to move to
@@ -108,6 +109,20 @@ table ip6 mipnode_lab {
 }
 """,
     # IPv4-only access network behind NAT44 masquerade (DSMIPv6 scenario 2, TC-12).
+    # The same with destination-dependent mappings (a new port per destination).
+    "nat44-random": """
+table ip mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" accept
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    oifname "wan" masquerade fully-random
+  }
+}
+""",
     "nat44": """
 table ip mipnode_lab {
   chain forward {
@@ -281,6 +296,10 @@ def build(
         route("fwc", "default", "via", "2001:db8:f3::1")
     else:
         addr("core", "to-cn", "2001:db8:c::1/64")
+        # A public IPv4 address too (a dual-stack CN): direct UDP from IPv4-only access.
+        addr("core", "to-cn", "198.18.0.1/24")
+        addr("cn", "eth0", f"{CN_ADDRESS4}/24")
+        route("cn", "default", "via", "198.18.0.1")
     addr("ha", "eth0", "2001:db8:f2::2/64")
     addr("ha", "eth0", f"{HA_CORE4}/24")
     addr("cn", "eth0", f"{CN_ADDRESS}/64")
