@@ -564,6 +564,8 @@ class MobileNodeDaemon:
             self.counters("d_udp_to_cn")
             if dst in self.ro_peers:
                 self.ro_peers[dst] = self.coarse_now
+            elif self.tap_enabled:
+                self._maybe_start_ro(dst)  # D-native may be back: it is the better path
             return
         if dst in self.ro_peers:
             self.ro_peers[dst] = self.coarse_now

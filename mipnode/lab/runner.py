@@ -50,13 +50,14 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario("open", "no firewall", "ipv6", "open", "T-native"),
+    Scenario("open", "no firewall", "ipv6", "open", "T-native", expect_mn_cn="T-native"),
     Scenario(
         "stateful-fw",
         "MN behind a stateful firewall (outbound only)",
         "ipv6",
         "stateful",
         "T-native",
+        expect_mn_cn="T-native",  # a plain CN: its traffic stays on the HA tunnel
     ),
     Scenario(
         "stateful-fw-no41",
@@ -64,8 +65,16 @@ SCENARIOS = (
         "ipv6",
         "stateful-no41",
         "T-udp",
+        expect_mn_cn="T-udp",  # a plain CN: its traffic stays on the HA tunnel
     ),
-    Scenario("ipv4-nat44", "IPv4-only access network behind NAT44", "ipv4", "nat44", "T-udp"),
+    Scenario(
+        "ipv4-nat44",
+        "IPv4-only access network behind NAT44",
+        "ipv4",
+        "nat44",
+        "T-udp",
+        expect_mn_cn="T-udp",  # a plain CN: its traffic stays on the HA tunnel
+    ),
     Scenario(
         "nat44-direct",
         "IPv4-only access network behind NAT44, dual-stack mipnode CN",
@@ -100,6 +109,7 @@ SCENARIOS = (
         "stateful",
         "T-native",
         move_to="stateful",
+        expect_mn_cn="T-native",  # a plain CN: its traffic stays on the HA tunnel
     ),
     Scenario(
         "ha-restart",
@@ -108,6 +118,7 @@ SCENARIOS = (
         "stateful",
         "T-native",
         restart_ha=True,
+        expect_mn_cn="T-native",  # a plain CN: its traffic stays on the HA tunnel
     ),
     Scenario(
         "ro-open",
@@ -126,6 +137,15 @@ SCENARIOS = (
         "T-native",
         cn="mipnode",
         expect_mn_cn="D-udp",
+    ),
+    Scenario(
+        "udp-only-to-ha",
+        "stateful firewall that passes UDP only to the HA, mipnode CN",
+        "ipv6",
+        "stateful-udp-ha-only",
+        "T-native",
+        cn="mipnode",
+        expect_mn_cn="T-native",
     ),
     Scenario(
         "two-mns-behind-fw",

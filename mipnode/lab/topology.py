@@ -93,6 +93,19 @@ table inet mipnode_lab {
   }
 }
 """,
+    # P1, and UDP only to the home agent (RFC 4487 §5.1 style UDP filtering, TC-03-like): no
+    # direct UDP path can exist; T and D-native are what is left to try.
+    "stateful-udp-ha-only": """
+table inet mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    meta l4proto udp ip6 daddr != 2001:db8:1::1 ip6 saddr != 2001:db8:1::1 counter drop
+    ct state established,related accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" accept
+  }
+}
+""",
     # IPv6 access network with unique local addresses behind NAT66 masquerade (TC-14).
     "nat66": """
 table ip6 mipnode_lab {

@@ -274,6 +274,18 @@ def test_dead_direct_paths_fall_back_within_3_s_each(make_lab) -> None:
     assert fallback <= 3.0, f"D-udp -> T took {fallback:.2f} s"
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3  # over the tunnel
     assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
+    # Repair both: the best path (D-native) is taken again within 30 s (issue 4), while
+    # traffic keeps flowing (the MN retries route optimisation on new traffic).
+    lab.t.sh("core", "nft", "delete", "table", "inet", "cut_udp")
+    lab.t.sh("core", "nft", "delete", "table", "inet", "cut_ro")
+    repaired = time.monotonic()
+
+    def upgraded() -> bool:
+        runner.ping(lab.t, "mn", CN_ADDRESS, count=1)
+        return _cn_path(lab) == "D-native"
+
+    assert _wait_for(upgraded, 30, interval=0.5)
+    print(f"D-native again {time.monotonic() - repaired:.1f} s after the repair")
 
 
 def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> None:
