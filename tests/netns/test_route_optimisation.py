@@ -8,6 +8,7 @@ CN behind a stateful firewall, stay on the HA tunnel without flapping.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -310,3 +311,48 @@ def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> N
 
     assert _wait_for(talking_directly_again, 15, interval=0.2)
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
+
+
+def test_a_tcp_stream_survives_the_upgrades_from_t_to_d_udp_to_d_native(make_lab) -> None:
+    lab = make_lab(firewall="open", cn_mipnode=True)
+
+    def traffic(node: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                lab.t.ns(node),
+                sys.executable,
+                "-m",
+                "mipnode.lab.traffic",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    # The stream's own first packets start return routability and the ICE checks: its
+    # packets move from the tunnel to D-udp and then D-native while it runs.
+    server = traffic("cn", "stream-server", "5100")
+    client = None
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "listening"
+        client = traffic("mn", "stream-client", CN_ADDRESS, "5100", "4")
+        out, _ = client.communicate(timeout=40)
+    finally:
+        for proc in (server, client):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["ok"], report
+    mn = lab.status("mn")
+    assert mn["counters"]["tunnelled_to_ha"] > 0 and mn["counters"]["d_native_to_cn"] > 0
+    changes = [c["to"] for c in lab.status("mn", "paths")[1]["changes"]]
+    assert "D-udp" in changes and "D-native" in changes
+    assert report["max_gap_ms"] < 1000, report
