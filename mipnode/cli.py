@@ -238,7 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--socket", help="control socket (default: @mipnode-mn, -ha, -cn)")
     lab = sub.add_parser("lab", help="firewall scenarios in network namespaces (docs/lab.md)")
     lab.add_argument("action", nargs="?", default="run", choices=("run", "up", "down", "list"))
-    lab.add_argument("--scenario", "-s", action="append", help="scenario name (repeatable)")
+    lab.add_argument(
+        "--scenario",
+        "-s",
+        action="append",
+        help="built-in scenario name or a scenario .toml file (repeatable; docs/lab.md)",
+    )
+    lab.add_argument("--repeat", type=int, default=1, help="run everything N times")
     lab.add_argument("--json", action="store_true", help="JSON report (DESIGN §8)")
     lab.add_argument("--verbose", "-v", action="store_true", help="show daemon logs")
     return p

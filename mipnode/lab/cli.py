@@ -14,6 +14,7 @@ from types import FrameType
 
 from mipnode.lab import runner
 from mipnode.lab.netns import LabError, RunRecord, remove_leftovers
+from mipnode.lab.scenario_files import load_scenario
 
 REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool")
 
@@ -40,20 +41,35 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _scenarios(names: list[str] | None) -> list[runner.Scenario]:
+    """Built-in scenarios by name, or the user's scenario files by path (docs/lab.md)."""
     if not names:
         return list(runner.SCENARIOS)
-    unknown = [n for n in names if n not in runner.BY_NAME]
-    if unknown:
-        known = ", ".join(runner.BY_NAME)
-        raise LabError(f"unknown scenario {unknown[0]!r} (known: {known})")
-    return [runner.BY_NAME[n] for n in names]
+    out = []
+    for n in names:
+        if n in runner.BY_NAME:
+            out.append(runner.BY_NAME[n])
+        elif n.endswith(".toml") or os.sep in n or os.path.exists(n):
+            out.append(load_scenario(n))
+        else:
+            known = ", ".join(runner.BY_NAME)
+            raise LabError(f"unknown scenario {n!r} (built-in: {known}; or a .toml file)")
+    return out
 
 
 def run_lab_command(args: argparse.Namespace) -> int:
     if args.action == "list":
         for s in runner.SCENARIOS:
-            print(f"{s.name:18} expect MN-HA {s.expect_mn_ha:9} {s.description}")
+            print(
+                f"{s.name:20} MN-HA {s.expect_mn_ha:9} MN-CN {s.expect_mn_cn or '-':9} "
+                f"{s.description}"
+            )
         return 0
+    if args.repeat < 1:
+        return _fail("--repeat must be at least 1")
+    try:
+        scenarios = _scenarios(args.scenario)  # file errors before any privilege check
+    except LabError as exc:
+        return _fail(str(exc))
     problem = _preflight()
     if problem:
         return _fail(problem)
@@ -64,28 +80,38 @@ def run_lab_command(args: argparse.Namespace) -> int:
             print(f"removed leftovers of earlier lab runs: {', '.join(removed)}")
         if args.action == "down":
             return _down()
-        scenarios = _scenarios(args.scenario)
         if args.action == "up":
             return _up(scenarios[0] if args.scenario else runner.BY_NAME["stateful-fw"])
         results = []
-        for sc in scenarios:
-            if not args.json:
-                print(f"running {sc.name}: {sc.description} ...", flush=True)
-            results.append(runner.run_scenario(sc))
+        for run_no in range(1, args.repeat + 1):
+            for sc in scenarios:
+                if not args.json:
+                    again = f" (run {run_no}/{args.repeat})" if args.repeat > 1 else ""
+                    print(f"running {sc.name}{again}: {sc.description} ...", flush=True)
+                result = runner.run_scenario(sc)
+                result["run"] = run_no
+                results.append(result)
     except LabError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("mipnode lab: interrupted; everything this run created was removed", file=sys.stderr)
         return 130
     passed = sum(r["passed"] for r in results)
+    summary = runner.repeat_summary(results) if args.repeat > 1 else None
     if args.json:
-        print(
-            json.dumps(
-                {"scenarios": results, "passed": passed, "failed": len(results) - passed}, indent=2
-            )
-        )
+        doc: dict[str, object] = {
+            "scenarios": results,
+            "passed": passed,
+            "failed": len(results) - passed,
+        }
+        if summary is not None:
+            doc["repeat"] = args.repeat
+            doc["summary"] = summary
+        print(json.dumps(doc, indent=2))
     else:
         print(runner.report_table(results))
+        if summary is not None:
+            print(runner.summary_table(summary))
     return 0 if passed == len(results) else 1
 
 

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mipnode.lab import topology
 from mipnode.lab.netns import CHILDREN, LabError, RunRecord, run
+from mipnode.lab.scenario_files import Scenario, builtin_scenarios
 from mipnode.lab.topology import CN_ADDRESS, HOA, Topology
 
 REGISTRATION_TIMEOUT_S = 25.0
@@ -23,150 +23,7 @@ TCP_BYTES = 1_000_000
 TCP_PORT = 5001
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    access: str  # "ipv6" | "ipv6-nat66" | "ipv4"
-    firewall: str  # key of topology.FIREWALLS
-    expect_mn_ha: str
-    cn: str = "plain"  # "plain" (no mipnode) | "mipnode"
-    cn_firewall: str | None = None  # key of topology.FIREWALLS for a firewall in front of the CN
-    expect_mn_cn: str | None = None  # checked when set
-    restart_ha: bool = False  # restart the HA after the traffic; bindings must come back
-    move_to: str | None = None  # firewall profile of a second access network to move to
-    second_mn: str | None = None  # firewall profile in front of a second MN (MN-to-MN paths)
-
-    def build(self, record: RunRecord, workdir: Path) -> Topology:
-        return topology.build(
-            record,
-            workdir,
-            access=self.access,
-            firewall=self.firewall,
-            cn_firewall=self.cn_firewall,
-            second_access=self.move_to,
-            second_mn=self.second_mn,
-        )
-
-
-SCENARIOS = (
-    Scenario("open", "no firewall", "ipv6", "open", "T-native", expect_mn_cn="T-native"),
-    Scenario(
-        "stateful-fw",
-        "MN behind a stateful firewall (outbound only)",
-        "ipv6",
-        "stateful",
-        "T-native",
-        expect_mn_cn="T-native",  # a plain CN: its traffic stays on the HA tunnel
-    ),
-    Scenario(
-        "stateful-fw-no41",
-        "stateful firewall that also drops protocol 41",
-        "ipv6",
-        "stateful-no41",
-        "T-udp",
-        expect_mn_cn="T-udp",  # a plain CN: its traffic stays on the HA tunnel
-    ),
-    Scenario(
-        "ipv4-nat44",
-        "IPv4-only access network behind NAT44",
-        "ipv4",
-        "nat44",
-        "T-udp",
-        expect_mn_cn="T-udp",  # a plain CN: its traffic stays on the HA tunnel
-    ),
-    Scenario(
-        "nat44-direct",
-        "IPv4-only access network behind NAT44, dual-stack mipnode CN",
-        "ipv4",
-        "nat44",
-        "T-udp",
-        cn="mipnode",
-        expect_mn_cn="D-udp",
-    ),
-    Scenario(
-        "nat44-random",
-        "IPv4-only access behind NAT44 with random ports per destination, mipnode CN",
-        "ipv4",
-        "nat44-random",
-        "T-udp",
-        cn="mipnode",
-        expect_mn_cn="D-udp",
-    ),
-    Scenario(
-        "nat66",
-        "IPv6 access network behind NAT66 masquerade, mipnode CN",
-        "ipv6-nat66",
-        "nat66",
-        "T-udp",
-        cn="mipnode",
-        expect_mn_cn="D-udp",
-    ),
-    Scenario(
-        "move-fw-to-fw",
-        "TCP stream while the MN moves from behind one stateful firewall to another",
-        "ipv6",
-        "stateful",
-        "T-native",
-        move_to="stateful",
-        expect_mn_cn="T-native",  # a plain CN: its traffic stays on the HA tunnel
-    ),
-    Scenario(
-        "ha-restart",
-        "HA restarts with its persistent binding cache",
-        "ipv6",
-        "stateful",
-        "T-native",
-        restart_ha=True,
-        expect_mn_cn="T-native",  # a plain CN: its traffic stays on the HA tunnel
-    ),
-    Scenario(
-        "ro-open",
-        "open network, mipnode CN: route optimisation",
-        "ipv6",
-        "open",
-        "T-native",
-        cn="mipnode",
-        expect_mn_cn="D-native",
-    ),
-    Scenario(
-        "direct-mn-behind-fw",
-        "mipnode CN, MN behind a stateful firewall: D-native fails, D-udp crosses it",
-        "ipv6",
-        "stateful",
-        "T-native",
-        cn="mipnode",
-        expect_mn_cn="D-udp",
-    ),
-    Scenario(
-        "udp-only-to-ha",
-        "stateful firewall that passes UDP only to the HA, mipnode CN",
-        "ipv6",
-        "stateful-udp-ha-only",
-        "T-native",
-        cn="mipnode",
-        expect_mn_cn="T-native",
-    ),
-    Scenario(
-        "two-mns-behind-fw",
-        "two MNs, each behind its own stateful firewall: D-udp by simultaneous checks",
-        "ipv6",
-        "stateful",
-        "T-native",
-        second_mn="stateful",
-        expect_mn_cn="D-udp",
-    ),
-    Scenario(
-        "ro-cn-behind-fw",
-        "mipnode CN behind a stateful firewall",
-        "ipv6",
-        "open",
-        "T-native",
-        cn="mipnode",
-        cn_firewall="stateful",
-        expect_mn_cn="T-native",
-    ),
-)
+SCENARIOS = builtin_scenarios()
 D_NATIVE_WAIT_S = 10.0
 HA_RESTART_BUDGET_S = 2.0  # issue 3: traffic resumes within 2 s of the HA starting
 STAYS_ON_T_WAIT_S = 4.0
@@ -615,4 +472,37 @@ def report_table(results: list[dict[str, Any]]) -> str:
             lines.append(f"    logs: {r['logs']}")
     passed = sum(r["passed"] for r in results)
     lines.append(f"{passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)
+
+
+def repeat_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario over all runs: pass count and the spread of the main timings."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_name.setdefault(r["name"], []).append(r)
+    out = []
+    for name, runs in by_name.items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "runs": len(runs),
+            "passed": sum(r["passed"] for r in runs),
+        }
+        for key in ("registration", "rtt_via_ha", "handover_gap", "ha_restart_to_traffic"):
+            values = sorted(v for r in runs if (v := r["timings_ms"].get(key)) is not None)
+            if values:
+                entry[key + "_ms"] = {
+                    "min": values[0],
+                    "median": values[len(values) // 2],
+                    "max": values[-1],
+                }
+        out.append(entry)
+    return out
+
+
+def summary_table(summary: list[dict[str, Any]]) -> str:
+    lines = [f"{'scenario':20} {'passed':>8}  registration ms (min / median / max)"]
+    for e in summary:
+        reg = e.get("registration_ms")
+        spread = f"{reg['min']:.0f} / {reg['median']:.0f} / {reg['max']:.0f}" if reg else "-"
+        lines.append(f"{e['name']:20} {e['passed']:>3}/{e['runs']:<4}  {spread}")
     return "\n".join(lines)

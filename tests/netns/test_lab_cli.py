@@ -92,3 +92,23 @@ def test_a_killed_run_is_cleaned_up_by_the_next_lab_command(isolated_lab_state: 
             proc.wait()
         for rec in netns.RunRecord.load_all():
             rec.teardown()
+
+
+def test_a_user_scenario_file_runs_repeatedly_with_a_summary(
+    isolated_lab_state: Path, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "my-firewall.toml"
+    scenario.write_text(
+        'name = "my-firewall"\ndescription = "a user scenario"\n\n[topology]\n'
+        'access = "ipv6"\nfirewall = "stateful-no41"\n\n[expect]\nmn_ha = "T-udp"\n'
+    )
+    proc = _lab("-s", str(scenario), "--repeat", "2", "--json", timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(r["name"], r["run"], r["passed"]) for r in report["scenarios"]] == [
+        ("my-firewall", 1, True),
+        ("my-firewall", 2, True),
+    ]
+    (summary,) = report["summary"]
+    assert (summary["runs"], summary["passed"], report["repeat"]) == (2, 2, 2)
+    assert summary["registration_ms"]["min"] <= summary["registration_ms"]["max"]
