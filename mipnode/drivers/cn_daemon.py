@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import signal
 from ipaddress import IPv4Address, IPv6Address
@@ -44,6 +43,7 @@ from mipnode.drivers.io import (
     open_raw,
     send_quietly,
     wall,
+    write_quietly,
 )
 from mipnode.drivers.packets import (
     ICMPV6_ECHO_REPLY,
@@ -195,10 +195,7 @@ class CorrespondentDaemon:
             )
             self.drops("hao_without_binding")
             return
-        try:
-            os.write(self.tun, inner)
-        except OSError:
-            self.drops("tun_write_failed")
+        if not write_quietly(self.tun, inner, self.drops):
             return
         if hoa not in self.rh2_confirmed and not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):
             self.rh2_confirmed.add(hoa)
@@ -219,10 +216,7 @@ class CorrespondentDaemon:
         if inner[24:40] not in self.addresses:
             self.drops("direct_not_for_us")
             return
-        try:
-            os.write(self.tun, inner)
-        except OSError:
-            self.drops("tun_write_failed")
+        write_quietly(self.tun, inner, self.drops)
 
     def _direct_changed(self, hoa: IPv6Address, up: bool) -> None:
         """Replies to a HoA with a direct UDP pair must come back through our TUN."""

@@ -17,7 +17,6 @@ Packet flow (DESIGN §2, §6):
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 from ipaddress import IPv6Address
@@ -50,6 +49,7 @@ from mipnode.drivers.io import (
     open_udp,
     send_quietly,
     wall,
+    write_quietly,
 )
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.packets import address_text, ipv6_packet, udp_in_ipv6, via_json
@@ -225,10 +225,7 @@ class HomeAgentDaemon:
                 outer=via.remote,
             )
             return
-        try:
-            os.write(self.tun, inner)
-        except OSError:
-            self.drops("tun_write_failed")
+        if not write_quietly(self.tun, inner, self.drops):
             return
         self.counters("forwarded_from_mn")
 

@@ -10,7 +10,6 @@ keepalives or a stuck registration start a new round of checks.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -53,6 +52,7 @@ from mipnode.drivers.io import (
     open_udp,
     send_quietly,
     wall,
+    write_quietly,
 )
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.packets import (
@@ -366,10 +366,7 @@ class MobileNodeDaemon:
         if inner[24:40] != self.hoa_bytes:
             self.drops("direct_not_for_hoa")
             return
-        try:
-            os.write(self.tun, inner)
-        except OSError:
-            self.drops("tun_write_failed")
+        write_quietly(self.tun, inner, self.drops)
 
     def _send_mice(self, cn: IPv6Address, msg: ExperimentalMessage) -> None:
         """Offers travel HoA -> CN through the HA tunnel, like a HoTI (DESIGN §3)."""
@@ -630,10 +627,7 @@ class MobileNodeDaemon:
                     return
                 if nh == NH_ICMPV6 and self._maybe_keepalive_reply(inner):
                     return
-            try:
-                os.write(self.tun, inner)
-            except OSError:
-                self.drops("tun_write_failed")
+            if not write_quietly(self.tun, inner, self.drops):
                 return
             self.counters("delivered_from_ha")
             return
@@ -957,10 +951,7 @@ class MobileNodeDaemon:
         if cn not in self.ro_ready:
             self.drops("rh2_without_binding")
             return
-        try:
-            os.write(self.tun, inner)
-        except OSError:
-            self.drops("tun_write_failed")
+        if not write_quietly(self.tun, inner, self.drops):
             return
         self.counters("d_native_from_cn")
 
