@@ -61,6 +61,7 @@ from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 log = logging.getLogger("mipnode.ha")
 
 NH_UDP = 17
+VIA_CACHE_MAX = 4096
 NH_MH = 135
 # BRA in accepting BAs (issue 3): refresh after 3/4 of the granted lifetime, a little before the
 # MN core's own 80 %, and well before the HA's BRR round (min(10 %, 30 s) before the expiry).
@@ -88,6 +89,7 @@ class HomeAgentDaemon:
         self.ratelog = RateLimitedLog()
         # Fast path: inner HoA bytes -> the Via its packets must arrive on / leave by.
         self.routes: dict[bytes, Via] = {}
+        self._vias: dict[tuple[str, str, int], Via] = {}
         self.host_routes = HostRoutes(config.tun_name, self.drops)
         self.started_at = wall()
         self.timer = TimerPump(self.core.get_timer, self._on_timer)
@@ -183,8 +185,20 @@ class HomeAgentDaemon:
         self._send_via(via, pkt)
         self.counters("tunnelled_to_mn")
 
+    def _via(self, kind: str, addr: Any) -> Via:
+        """The Via of a source address, from a small cache: no per-packet allocation (and no
+        Via validation) for the endpoints of live bindings (DESIGN §5 data-plane rule)."""
+        key = (kind, addr[0], addr[1] if kind == "T-udp" else 0)
+        via = self._vias.get(key)
+        if via is None:
+            if len(self._vias) >= VIA_CACHE_MAX:
+                self._vias.clear()  # spoofed sources must not grow it without bound
+            remote = (_host(addr[0]), addr[1]) if kind == "T-udp" else (_host(addr[0]),)
+            via = self._vias[key] = Via(kind, remote)
+        return via
+
     def _from_raw41(self, inner: bytes, addr: Any) -> None:
-        self._from_tunnel(inner, Via("T-native", (_host(addr[0]),)))
+        self._from_tunnel(inner, self._via("T-native", addr))
 
     def _from_udp(self, data: bytes, addr: Any) -> None:
         try:
@@ -193,7 +207,7 @@ class HomeAgentDaemon:
             self.drops(f"udp_{exc.reason}")
             return
         if kind is UdpPayloadKind.IPV6:
-            self._from_tunnel(data, Via("T-udp", (_host(addr[0]), addr[1])))
+            self._from_tunnel(data, self._via("T-udp", addr))
         else:
             self._answer_stun(data, (_host(addr[0]), addr[1]), None)
 

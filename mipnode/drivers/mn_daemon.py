@@ -136,6 +136,8 @@ class MobileNodeDaemon:
         self.hoa_bytes = config.home_address.packed
         self.ha = config.home_agent
         self.ha_bytes = config.home_agent.packed
+        self.ha_text = str(config.home_agent)
+        self.udp_candidates: dict[tuple[str, int | None], Candidate] = {}  # remote -> T-udp
         self.core = MobileNodeCore(
             MnCoreConfig(
                 home_address=config.home_address,
@@ -419,6 +421,7 @@ class MobileNodeDaemon:
 
     async def _run_checks(self) -> Candidate | None:
         self.candidates = self._make_candidates()
+        self.udp_candidates = {c.remote: c for c in self.candidates if c.kind == "T-udp"}
         self.nat66 = self.nat44 = False
         if not self.candidates:
             return None
@@ -572,15 +575,13 @@ class MobileNodeDaemon:
         self.counters("tunnelled_to_ha")
 
     def _from_raw41(self, inner: bytes, addr: Any) -> None:
-        if addr[0].split("%", 1)[0] != str(self.ha):
+        if addr[0] != self.ha_text and addr[0].split("%", 1)[0] != self.ha_text:
             self.drops("raw41_not_from_ha")
             return
         self._from_tunnel(inner, "T-native")
 
     def _from_udp(self, data: bytes, addr: Any) -> None:
-        host = addr[0].split("%", 1)[0]
-        remote = (host, addr[1])
-        cand = next((c for c in self.candidates if c.kind == "T-udp" and c.remote == remote), None)
+        cand = self.udp_candidates.get((addr[0].split("%", 1)[0], addr[1]))
         if cand is None:
             self.drops("udp_not_from_ha")
             return
