@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -135,6 +136,12 @@ def print_bindings(answer: dict[str, Any]) -> None:
         )
 
 
+def _since(posix: float | None) -> str:
+    if posix is None:
+        return ""
+    return f"  (since {time.strftime('%H:%M:%S', time.localtime(posix))})"
+
+
 def print_status(answer: dict[str, Any]) -> None:
     role = answer["role"]
     if role == "mn":
@@ -143,6 +150,8 @@ def print_status(answer: dict[str, Any]) -> None:
             f"mobile node {answer['home_address']}  home agent {answer['home_agent']}  "
             f"state {answer['state']}"
         )
+        if answer.get("diagnosis"):
+            print(f"  ! {answer['diagnosis']}{_since(answer.get('diagnosis_since'))}")
         print(
             f"  access {acc['interface']}  ipv6 {acc['ipv6']}  ipv4 {acc['ipv4']}  "
             f"rtt {answer['rtt_ms']} ms  registration {answer['registration_ms']} ms"
@@ -247,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--repeat", type=int, default=1, help="run everything N times")
     lab.add_argument("--json", action="store_true", help="JSON report (DESIGN §8)")
     lab.add_argument("--verbose", "-v", action="store_true", help="show daemon logs")
+    lab.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="write a pcap per link of every run into DIR/<scenario>[-run<N>]/ (Wireshark)",
+    )
     return p
 
 

@@ -29,6 +29,14 @@ from mipnode.core.mn import (
     Registered,
     RegistrationRejected,
 )
+from mipnode.core.mn_diagnosis import (
+    UNREACHABLE,
+    AccessFacts,
+    CheckFacts,
+    rejection_text,
+    unacknowledged_text,
+    unreachable_text,
+)
 from mipnode.core.mn_ro import (
     RoConfig,
     RouteOptimizationCore,
@@ -89,6 +97,8 @@ NH_MH = 135
 PREFERENCE = {"T-native": 0, "T-udp": 1}  # DESIGN §2: T-native before T-udp
 CHECK_RTO_S = (0.0, 0.5, 1.5)  # RFC 8445-style ladder from 500 ms, three transmissions
 CHECK_GIVE_UP_S = 2.5  # one second after the last transmission
+CHECK_RETRY_S = 2.0  # pause between rounds while no candidate works: an HA that returns is found
+DIAGNOSIS_LOG_REPEAT_S = 30.0  # an unchanged diagnosis is logged again at most this often
 KEEPALIVE_IDENT = 0x6D69  # "mi": tells our keepalive echo replies from the user's pings
 KEEPALIVE_MISSES = 3
 REGISTRATION_STUCK_S = 12.0
@@ -120,6 +130,7 @@ class Candidate:
     checks_answered: int = 0
     rtt_ms: float | None = None
     mapped: tuple[str, int] | None = None
+    send_error: str | None = None  # errno name of the last check that could not be sent
     txids: dict[bytes, float] = field(default_factory=dict)
 
     @property
@@ -127,6 +138,20 @@ class Candidate:
         if self.kind == "T-native":
             return Via("T-native", (self.remote[0],))
         return Via("T-udp", (self.remote[0], int(self.remote[1] or 0)))
+
+    @property
+    def facts(self) -> CheckFacts:
+        return CheckFacts(
+            kind=self.kind,
+            family=self.family,
+            address=self.remote[0],
+            port=self.remote[1],
+            state=self.state,
+            checks_sent=self.checks_sent,
+            checks_answered=self.checks_answered,
+            mapped=self.mapped[0] if self.mapped else None,
+            send_error=self.send_error,
+        )
 
 
 class MobileNodeDaemon:
@@ -166,6 +191,11 @@ class MobileNodeDaemon:
         self.reselect = trio.Event()
         self.deregistered = trio.Event()
         self.last_rejection: int | None = None
+        # Why there is no working registration (mn_diagnosis), None while things are fine.
+        self.diagnosis: str | None = None
+        self.diagnosis_since: float | None = None  # POSIX time the current text first appeared
+        self._diagnosis_logged = 0.0
+        self._bad_auth_seen = 0  # BAs failing authentication before this registration attempt
         # Route optimisation (D-native) with correspondents: RR and BU in a pure core; data
         # moves to D-native only after a probe in that form came back (ro_ready).
         self.ro: RouteOptimizationCore | None = None
@@ -215,6 +245,14 @@ class MobileNodeDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(self.hoa), 128)]
         )
+        async with trio.open_nursery() as nursery:
+            # `mipnode status` answers (with a diagnosis) while we still wait for a network.
+            await nursery.start(serve_control, cfg.control_socket, self.answer)
+            await self._run_on_access(task_status)
+            nursery.cancel_scope.cancel()
+
+    async def _run_on_access(self, task_status: trio.TaskStatus[None]) -> None:
+        cfg = self.config
         self.access = await self._wait_for_access()
         # Everything that should keep the HoA goes into the TUN (lowest metric); our own outer
         # sockets are bound to the access interface, so they never loop back into it.
@@ -231,7 +269,6 @@ class MobileNodeDaemon:
                     await trio.to_thread.run_sync(rawio.remove_table, self.nft_table)
 
     async def _run_tasks(self, task_status: trio.TaskStatus[None]) -> None:
-        cfg = self.config
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._access_scope = await nursery.start(self._serve_access, self.access.ifname)
@@ -241,7 +278,6 @@ class MobileNodeDaemon:
                 nursery.start_soon(self._d_native_heartbeats)
             nursery.start_soon(drain_fd, self.tun, self._from_tun, self._flush)
             nursery.start_soon(self.timer.run)
-            await nursery.start(serve_control, cfg.control_socket, self.answer)
             nursery.start_soon(self._path_manager)
             nursery.start_soon(self._keepalive_loop)
             nursery.start_soon(self._watch_access)
@@ -381,16 +417,14 @@ class MobileNodeDaemon:
         scope.cancel()
 
     async def _wait_for_access(self) -> netlink.AccessInfo:
-        warned = False
         while True:
             info = await trio.to_thread.run_sync(
                 netlink.access_info, self.config.interface, self.config.tun_name
             )
             if info.ipv6 is not None or (info.ipv4 is not None and self.config.home_agent_ipv4):
                 return info
-            if not warned:
-                log.warning("waiting for an access network (interface=%s)", info.ifname)
-                warned = True
+            # Logged once per new text: "no access network", or an IPv4 one we cannot use.
+            self._set_diagnosis(unreachable_text([], _access_facts(info, self.config.interface)))
             await trio.sleep(ACCESS_POLL_S)
 
     # -- path selection ----------------------------------------------------------------
@@ -409,15 +443,38 @@ class MobileNodeDaemon:
         while True:
             chosen = await self._run_checks()
             if chosen is None:
-                log.warning(
-                    "home agent unreachable: no T path check succeeded (%s); retrying",
-                    ", ".join(f"{c.kind}/IPv{c.family}" for c in self.candidates) or "none",
-                )
-                await trio.sleep(2.0)
+                # Say why (RFC 4487 §5.3), then keep trying: an HA that comes back is found.
+                self._set_diagnosis(self._unreachable_diagnosis())
+                await trio.sleep(CHECK_RETRY_S)
                 continue
-            self._select(chosen)
+            # A fresh event first: _select may ask for another round at once.
             self.reselect = trio.Event()
+            self._select(chosen)
             await self.reselect.wait()
+
+    def _unreachable_diagnosis(self) -> str:
+        return unreachable_text(
+            [c.facts for c in self.candidates], _access_facts(self.access, self.config.interface)
+        )
+
+    def _set_diagnosis(self, text: str | None, level: int = logging.WARNING) -> None:
+        """Record why registration does not work (None: it does). A new text is logged at
+        once; the same text again at most every DIAGNOSIS_LOG_REPEAT_S."""
+        now = wall()
+        if text == self.diagnosis:
+            if text is not None and now - self._diagnosis_logged >= DIAGNOSIS_LOG_REPEAT_S:
+                self._diagnosis_logged = now
+                since = now - (self.diagnosis_since or now)
+                log.log(level, "%s (for %.0f s)", text, since)
+            return
+        if text is None:
+            log.info("diagnosis cleared (was: %s)", self.diagnosis)
+            self.diagnosis_since = None
+        else:
+            log.log(level, "%s", text)
+            self.diagnosis_since = now
+        self.diagnosis = text
+        self._diagnosis_logged = now
 
     async def _run_checks(self) -> Candidate | None:
         self.candidates = self._make_candidates()
@@ -459,6 +516,12 @@ class MobileNodeDaemon:
         txid = secrets.token_bytes(12)
         c.txids[txid] = trio.current_time()
         c.checks_sent += 1
+        c.send_error = None
+
+        def send_failed(reason: str) -> None:
+            self.drops(reason)
+            c.send_error = reason.removeprefix("tx_").upper()  # tx_enetunreach -> ENETUNREACH
+
         request = stun.binding_request(txid)
         if c.kind == "T-native":
             if self.access.ipv6 is None:  # moved to an IPv4-only network meanwhile
@@ -468,10 +531,10 @@ class MobileNodeDaemon:
             pkt = udp_in_ipv6(
                 self.access.ipv6, self.ha, sport, self.config.home_agent_udp_port, request
             )
-            send_quietly(self.raw41, pkt, (str(self.ha), 0), self.drops)
+            send_quietly(self.raw41, pkt, (str(self.ha), 0), send_failed)
         else:
             sock = self.udp6 if c.family == 6 else self.udp4
-            send_quietly(sock, request, c.remote, self.drops)
+            send_quietly(sock, request, c.remote, send_failed)
 
     def _on_check_response(self, c: Candidate, data: bytes) -> None:
         try:
@@ -524,6 +587,9 @@ class MobileNodeDaemon:
         )
         del self.path_changes[:-20]
         self.path_since = wall()
+        if self.diagnosis is not None and self.diagnosis.startswith(UNREACHABLE):
+            # The HA answers again. A rejection or an unanswered BU stays until registered.
+            self._set_diagnosis(None)
         log.info(
             "path selected kind=%s family=IPv%d remote=%s rtt_ms=%s previous=%s",
             c.kind,
@@ -534,6 +600,7 @@ class MobileNodeDaemon:
         )
         now = wall()
         self.registration_started = now
+        self._bad_auth_seen = self.core.statistics().get("drop_bad_auth", 0)
         self.core.register(now, self.coa)
         self._flush()
 
@@ -691,6 +758,14 @@ class MobileNodeDaemon:
                 "registration stuck on %s; checking paths again",
                 self.path.kind if self.path else None,
             )
+            bad_auth = self.core.statistics().get("drop_bad_auth", 0)
+            if self.path is not None:
+                self._set_diagnosis(
+                    unacknowledged_text(
+                        self.path.facts, REGISTRATION_STUCK_S, bad_auth - self._bad_auth_seen
+                    )
+                )
+            self._bad_auth_seen = bad_auth
             self.registration_started = now
             self.reselect.set()
         self.timer.kick()
@@ -706,6 +781,7 @@ class MobileNodeDaemon:
                 self.first_registration_ms = round((now - self.started_at) * 1000, 1)
             self.registered_at = now
             self.last_rejection = None
+            self._set_diagnosis(None)
             log.info(
                 "registered hoa=%s coa=%s path=%s lifetime=%ss seq=%d",
                 self.hoa,
@@ -719,7 +795,7 @@ class MobileNodeDaemon:
             self._send_keepalive()
         elif isinstance(event, RegistrationRejected):
             self.last_rejection = int(event.status)
-            log.error("home agent rejected the registration: status %d", event.status)
+            self._set_diagnosis(rejection_text(self.last_rejection), logging.ERROR)
         elif isinstance(event, BindingLost):
             log.warning("binding expired without a refresh; checking paths again")
             self.reselect.set()
@@ -1170,6 +1246,10 @@ class MobileNodeDaemon:
                 "handover_ms": self.last_handover_ms,
                 "rtt_ms": self.keepalive_rtt_ms,
                 "last_rejection": self.last_rejection,
+                "diagnosis": self.diagnosis,
+                "diagnosis_since": None
+                if self.diagnosis_since is None
+                else round(self.diagnosis_since, 3),
                 "bindings": bindings,
                 "candidates": [
                     {
@@ -1194,6 +1274,14 @@ class MobileNodeDaemon:
                 "uptime_s": round(now - self.started_at, 1),
             }
         return {"error": f"unknown command {command!r}"}
+
+
+def _access_facts(info: netlink.AccessInfo, interface: str | None) -> AccessFacts:
+    return AccessFacts(
+        info.ifname or interface,
+        str(info.ipv6) if info.ipv6 else None,
+        str(info.ipv4) if info.ipv4 else None,
+    )
 
 
 def _is_deletion_bu(mh: bytes) -> bool:
