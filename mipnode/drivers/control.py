@@ -94,9 +94,12 @@ async def _answer_one(conn: trio.socket.SocketType, handler: Handler) -> None:
             view = view[sent:]
 
 
-def query(name: str, command: str, timeout: float = 3.0) -> Any:
-    """Blocking client used by the CLI. Raises OSError when no daemon listens there."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+def query(name: str, command: str, timeout: float = 3.0, sock: socket.socket | None = None) -> Any:
+    """Blocking client used by the CLI. Raises OSError when no daemon listens there.
+
+    ``sock``: an unconnected AF_UNIX stream socket to use (and close), e.g. one created in
+    another network namespace, whose abstract socket names it then resolves."""
+    with sock or socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(socket_address(name))
         s.sendall((json.dumps({"command": command}) + "\n").encode())

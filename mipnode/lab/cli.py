@@ -14,7 +14,7 @@ from types import FrameType
 
 from mipnode.lab import runner
 from mipnode.lab.netns import LabError, RunRecord, remove_leftovers
-from mipnode.lab.scenario_files import load_scenario
+from mipnode.lab.scenario_files import check_rulesets, load_scenario
 
 REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool")
 
@@ -60,8 +60,8 @@ def run_lab_command(args: argparse.Namespace) -> int:
     if args.action == "list":
         for s in runner.SCENARIOS:
             print(
-                f"{s.name:20} MN-HA {s.expect_mn_ha:9} MN-CN {s.expect_mn_cn or '-':9} "
-                f"{s.description}"
+                f"{s.name:22} {s.tc or '-':6} MN-HA {s.expect_mn_ha:9} "
+                f"MN-CN {s.expect_mn_cn or '-':9} {s.description}"
             )
         return 0
     if args.repeat < 1:
@@ -73,6 +73,12 @@ def run_lab_command(args: argparse.Namespace) -> int:
     problem = _preflight()
     if problem:
         return _fail(problem)
+    try:
+        for sc in scenarios:
+            check_rulesets(sc)  # nft judges inline rules before anything is built
+    except LabError as exc:
+        return _fail(str(exc))
+    pcap_root = Path(args.pcap).resolve() if args.pcap else None
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         removed = remove_leftovers()
@@ -88,7 +94,10 @@ def run_lab_command(args: argparse.Namespace) -> int:
                 if not args.json:
                     again = f" (run {run_no}/{args.repeat})" if args.repeat > 1 else ""
                     print(f"running {sc.name}{again}: {sc.description} ...", flush=True)
-                result = runner.run_scenario(sc)
+                pcaps = None
+                if pcap_root is not None:
+                    pcaps = pcap_root / (sc.name + (f"-run{run_no}" if args.repeat > 1 else ""))
+                result = runner.run_scenario(sc, pcap_dir=pcaps)
                 result["run"] = run_no
                 results.append(result)
     except LabError as exc:
@@ -123,12 +132,18 @@ def _up(sc: runner.Scenario) -> int:
     record.save()
     try:
         t = sc.build(record, workdir)
-        status = runner.start_daemons(t, cn_mipnode=sc.cn == "mipnode")
+        if sc.expect_diagnosis is not None:
+            # No path can exist here: the lab stays up with the MN saying why.
+            result = runner.new_result(sc)
+            runner.diagnosis_case(t, sc, result)
+            state = f"MN diagnosis: {result['observed']['mn_diagnosis']}"
+        else:
+            status = runner.start_daemons(t, cn_mipnode=sc.cn == "mipnode")
+            state = f"MN-HA path {status['bindings'][0]['path']['kind']}"
     except BaseException:
         record.teardown()
         raise
-    kind = status["bindings"][0]["path"]["kind"]
-    print(f"lab {record.run_id} is up: scenario {sc.name} ({sc.description}); MN-HA path {kind}")
+    print(f"lab {record.run_id} is up: scenario {sc.name} ({sc.description}); {state}")
     for node in t.nodes:
         print(f"  {node:5} ip netns exec {record.ns(node)} bash")
     print(f"  inspect: ip netns exec {record.ns('mn')} mipnode status --json")

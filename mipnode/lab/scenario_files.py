@@ -1,34 +1,32 @@
 """Scenario files: every lab scenario, built-in or the user's, is a small TOML file.
 
-```toml
-name = "stateful-fw"
-description = "MN behind a stateful firewall (outbound only)"
+The format is documented with examples in docs/lab.md; in short::
 
-[topology]
-access = "ipv6"          # ipv6 | ipv6-nat66 | ipv4
-firewall = "stateful"    # profile of the firewall router in front of the MN
-cn = "plain"             # plain (no mipnode) | mipnode
-cn_firewall = "stateful" # optional: a firewall in front of the CN
-move_to = "stateful"     # optional: a second access network (behind this profile) to move to
-second_mn = "stateful"   # optional: a second MN behind this profile (MN-to-MN paths)
-
-[steps]
-restart_ha = false       # restart the HA after the traffic; its bindings must come back
-
-[expect]
-mn_ha = "T-native"       # T-native | T-udp
-mn_cn = "T-native"       # D-native | D-udp | T-native | T-udp (optional)
-```
+    name, description, tc          what it is (tc: the RFC 4487 test case, reference §5.5)
+    [topology]                     access, firewall, cn, cn_firewall, ha_firewall, move_to,
+                                   second_mn, access_mtu
+    [nft]                          inline rulesets per firewall node (fw, fw2, fw3, fwc, fwh)
+    [sysctl.NODE]                  per-namespace sysctls ("net.netfilter.nf_conntrack_checksum")
+    [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
+                                   wait-for-path
+    [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
+                                   udp_seconds
+    [expect]                       mn_ha, mn_cn, first_data_ms, handover_gap_ms, tcp_survives,
+                                   udp_loss_pct, udp_max_gap_ms, ha_restart_ms, diagnosis,
+                                   diagnosis_within_s
 
 Errors name the file, the key and the problem (like the daemons' configuration files), and an
-expectation the topology cannot meet is an error before anything is built.
+expectation the topology cannot meet is an error before anything is built. nft text is
+checked by nft itself (``check_rulesets``, needs root) before the lab builds anything.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +36,31 @@ from mipnode.lab.topology import FIREWALLS, Topology
 
 ACCESS = ("ipv6", "ipv6-nat66", "ipv4")
 CN_KINDS = ("plain", "mipnode")
-MN_HA_PATHS = ("T-native", "T-udp")
+MN_HA_PATHS = ("T-native", "T-udp", "none")
 MN_CN_PATHS = ("D-native", "D-udp", "T-native", "T-udp")
+INITIATORS = ("both", "mn", "cn")
+STEP_KINDS = ("wait", "move", "block", "unblock", "restart-ha", "restart-mn", "wait-for-path")
+# What a block step can drop; nft's own names (`meta l4proto ...`), "all" for every protocol.
+BLOCK_PROTOCOLS = ("all", "udp", "tcp", "ipv6", "mobility-header", "ipv6-icmp", "icmp", "esp")
+# Names usable in a block step's `between`, with the address they stand for.
+BLOCK_NAMES = {
+    "ha": topology.HA_ADDRESS,
+    "ha4": topology.HA_CORE4,
+    "hoa": topology.HOA,
+    "cn": topology.CN_ADDRESS,
+    "cn4": topology.CN_ADDRESS4,
+    "mn_b": topology.MN_LAN6_B,
+    "mn2": topology.MN2_LAN6,
+}
+FIREWALL_NODES = {
+    "fw": "firewall",
+    "fw2": "move_to",
+    "fw3": "second_mn",
+    "fwc": "cn_firewall",
+    "fwh": "ha_firewall",
+}
+CUSTOM = "custom"  # the profile name of a firewall whose ruleset is inline nft text
+SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_-]+)+$")
 BUILTIN_ORDER = (
     "open",
     "stateful-fw",
@@ -57,11 +78,77 @@ BUILTIN_ORDER = (
     "ro-cn-behind-fw",
 )
 _TABLES = {
-    "": {"name", "description", "topology", "steps", "expect"},
-    "topology": {"access", "firewall", "cn", "cn_firewall", "move_to", "second_mn"},
-    "steps": {"restart_ha"},
-    "expect": {"mn_ha", "mn_cn"},
+    "": {"name", "description", "tc", "topology", "nft", "sysctl", "timeline", "traffic", "expect"},
+    "topology": {
+        "access",
+        "firewall",
+        "cn",
+        "cn_firewall",
+        "ha_firewall",
+        "move_to",
+        "second_mn",
+        "access_mtu",
+    },
+    "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
+    "expect": {
+        "mn_ha",
+        "mn_cn",
+        "first_data_ms",
+        "handover_gap_ms",
+        "tcp_survives",
+        "udp_loss_pct",
+        "udp_max_gap_ms",
+        "ha_restart_ms",
+        "diagnosis",
+        "diagnosis_within_s",
+    },
 }
+_STEP_KEYS = {
+    "wait": {"seconds"},
+    "move": set(),
+    "block": {"on", "proto", "between"},
+    "unblock": {"on", "proto", "between"},
+    "restart-ha": set(),
+    "restart-mn": set(),
+    "wait-for-path": {"mn_ha", "mn_cn", "within_s"},
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One timeline step; ``do`` says which, the other fields belong to some kinds only."""
+
+    do: str
+    seconds: float = 0.0  # wait
+    on: str = "fw"  # block/unblock: the firewall node
+    proto: str = "all"  # block/unblock
+    between: tuple[str, str] | None = None  # block/unblock: both directions between the two
+    mn_ha: str | None = None  # wait-for-path
+    mn_cn: str | None = None  # wait-for-path
+    within_s: float = 10.0  # wait-for-path
+
+    def describe(self) -> str:
+        if self.do == "wait":
+            return f"wait {self.seconds:g} s"
+        if self.do in ("block", "unblock"):
+            pair = " <-> ".join(self.between) if self.between else "any"
+            return f"{self.do} {self.proto} on {self.on} ({pair})"
+        if self.do == "wait-for-path":
+            want = ", ".join(
+                f"{k}={v}" for k, v in (("MN-HA", self.mn_ha), ("MN-CN", self.mn_cn)) if v
+            )
+            return f"wait for {want} within {self.within_s:g} s"
+        return self.do
+
+
+@dataclass(frozen=True)
+class Traffic:
+    initiator: str = "both"  # who opens flows: "both", "mn" (MN->CN only), "cn" (CN->HoA only)
+    ping_count: int = 5  # each way that the initiator allows; 0 for none
+    tcp_bytes: int = 1_000_000  # a TCP transfer checked with SHA-256; 0 for none
+    stream: bool = False  # a TCP stream running through the whole timeline
+    udp_rate_pps: int = 0  # UDP datagrams per second through the timeline (or udp_seconds)
+    udp_seconds: float = 3.0  # how long the UDP flow runs when there is no timeline
 
 
 @dataclass(frozen=True)
@@ -69,14 +156,42 @@ class Scenario:
     name: str
     description: str
     access: str  # "ipv6" | "ipv6-nat66" | "ipv4"
-    firewall: str  # key of topology.FIREWALLS
-    expect_mn_ha: str
+    firewall: str  # key of topology.FIREWALLS, or CUSTOM with nft["fw"]
+    expect_mn_ha: str  # "T-native" | "T-udp" | "none" (with an expected diagnosis)
     cn: str = "plain"  # "plain" (no mipnode) | "mipnode"
-    cn_firewall: str | None = None  # key of topology.FIREWALLS for a firewall in front of the CN
+    cn_firewall: str | None = None  # profile for a firewall in front of the CN
     expect_mn_cn: str | None = None  # checked when set
-    restart_ha: bool = False  # restart the HA after the traffic; bindings must come back
     move_to: str | None = None  # firewall profile of a second access network to move to
     second_mn: str | None = None  # firewall profile in front of a second MN (MN-to-MN paths)
+    ha_firewall: str | None = None  # firewall profile in front of the HA (RFC 4487 §5.3)
+    access_mtu: int | None = None  # MTU of the MN's first access link
+    tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
+    nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
+    sysctl: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> key -> value
+    timeline: tuple[Step, ...] = ()
+    traffic: Traffic = Traffic()
+    expect_first_data_ms: float | None = None
+    expect_handover_gap_ms: float | None = None
+    expect_tcp_survives: bool | None = None
+    expect_udp_loss_pct: float | None = None
+    expect_udp_max_gap_ms: float | None = None  # the longest blackhole the UDP flow may see
+    expect_ha_restart_ms: float | None = None
+    expect_diagnosis: str | None = None  # the MN's status diagnosis must start with this
+    expect_diagnosis_within_s: float = 15.0
+    source: str = ""  # the file it came from
+
+    @property
+    def restart_ha(self) -> bool:
+        return any(s.do == "restart-ha" for s in self.timeline)
+
+    @property
+    def moves(self) -> bool:
+        return any(s.do == "move" for s in self.timeline)
+
+    @property
+    def stream(self) -> bool:
+        """A TCP stream runs through the timeline (and must survive it)."""
+        return self.traffic.stream
 
     def build(self, record: RunRecord, workdir: Path) -> Topology:
         return topology.build(
@@ -87,7 +202,14 @@ class Scenario:
             cn_firewall=self.cn_firewall,
             second_access=self.move_to,
             second_mn=self.second_mn,
+            ha_firewall=self.ha_firewall,
+            nft=self.nft,
+            sysctls=self.sysctl,
+            access_mtu=self.access_mtu,
         )
+
+    def nodes(self) -> tuple[str, ...]:
+        return topology.plan(self.cn_firewall, self.move_to, self.second_mn, self.ha_firewall)[0]
 
 
 class ScenarioError(LabError):
@@ -96,81 +218,301 @@ class ScenarioError(LabError):
         self.file, self.key, self.problem = file, key, problem
 
 
-def _table(file: str, doc: dict[str, Any], name: str) -> dict[str, Any]:
-    table = doc.get(name, {})
-    if not isinstance(table, dict):
-        raise ScenarioError(file, name, "must be a table")
-    for key in table:
-        if key not in _TABLES[name]:
-            raise ScenarioError(file, f"{name}.{key}", "unknown key")
-    return table
+class _Reader:
+    """Typed access to one file's values; every problem names the file and the key."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, problem: str) -> ScenarioError:
+        return ScenarioError(self.file, key, problem)
+
+    def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise self.fail(name, "must be a table")
+        for key in table:
+            if name in _TABLES and key not in _TABLES[name]:
+                raise self.fail(f"{name}.{key}", "unknown key")
+        return table
+
+    def choice(self, key: str, value: Any, choices: tuple[str, ...], optional: bool) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def number(self, key: str, value: Any, low: float, high: float) -> float:
+        # bool is an int in Python; `true` is not a number in a scenario file.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise self.fail(key, f"{value!r} must be a number from {low:g} to {high:g}")
+        return float(value)
+
+    def integer(self, key: str, value: Any, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"{value!r} must be a whole number from {low} to {high}")
+        return value
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
 
 
-def _choice(file: str, key: str, value: Any, choices: tuple[str, ...], optional: bool) -> Any:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or value not in choices:
-        raise ScenarioError(file, key, f"{value!r} is not one of {', '.join(choices)}")
-    return value
+def _profile(r: _Reader, key: str, value: Any, optional: bool) -> str | None:
+    return r.choice(key, value, (*FIREWALLS, CUSTOM), optional)
+
+
+def _block_address(r: _Reader, key: str, name: Any, access: str) -> str:
+    if not isinstance(name, str):
+        raise r.fail(key, "must be a node name or an address")
+    if name == "mn":
+        return topology.placeholders(access)["MN"]
+    if name in BLOCK_NAMES:
+        return BLOCK_NAMES[name]
+    try:
+        return str(ip_address(name))
+    except ValueError:
+        names = ", ".join(("mn", *BLOCK_NAMES))
+        raise r.fail(key, f"{name!r} is neither an address nor one of {names}") from None
+
+
+def _step(r: _Reader, i: int, raw: Any, access: str, firewalls: set[str]) -> Step:
+    where = f"timeline[{i}]"
+    if not isinstance(raw, dict):
+        raise r.fail(where, "must be a table")
+    do = r.choice(f"{where}.do", raw.get("do"), STEP_KINDS, False)
+    for key in raw:
+        if key != "do" and key not in _STEP_KEYS[do]:
+            raise r.fail(f"{where}.{key}", f"unknown key for a {do} step")
+    if do == "wait":
+        if "seconds" not in raw:
+            raise r.fail(f"{where}.seconds", "required for a wait step")
+        return Step(do, seconds=r.number(f"{where}.seconds", raw["seconds"], 0, 120))
+    if do in ("block", "unblock"):
+        on = raw.get("on", "fw")
+        if on not in firewalls:
+            raise r.fail(
+                f"{where}.on",
+                f"{on!r} is not a firewall of this topology ({', '.join(sorted(firewalls))})",
+            )
+        proto = r.choice(f"{where}.proto", raw.get("proto", "all"), BLOCK_PROTOCOLS, False)
+        between = raw.get("between")
+        pair = None
+        if between is not None:
+            if not isinstance(between, list) or len(between) != 2:
+                raise r.fail(f"{where}.between", "must be a list of two nodes or addresses")
+            a = _block_address(r, f"{where}.between", between[0], access)
+            b = _block_address(r, f"{where}.between", between[1], access)
+            if ip_address(a).version != ip_address(b).version:
+                raise r.fail(f"{where}.between", f"{a} and {b} are not the same IP version")
+            pair = (a, b)
+        return Step(do, on=on, proto=proto, between=pair)
+    if do == "wait-for-path":
+        mn_ha = r.choice(f"{where}.mn_ha", raw.get("mn_ha"), MN_HA_PATHS[:2], True)
+        mn_cn = r.choice(f"{where}.mn_cn", raw.get("mn_cn"), MN_CN_PATHS, True)
+        if mn_ha is None and mn_cn is None:
+            raise r.fail(where, "a wait-for-path step needs mn_ha or mn_cn")
+        within = r.number(f"{where}.within_s", raw.get("within_s", 10.0), 0.1, 120)
+        return Step(do, mn_ha=mn_ha, mn_cn=mn_cn, within_s=within)
+    return Step(do)
 
 
 def parse_scenario(text: str, file: str) -> Scenario:
+    r = _Reader(file)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(file, "-", f"not valid TOML: {exc}") from None
+        raise r.fail("-", f"not valid TOML: {exc}") from None
     for key in doc:
         if key not in _TABLES[""]:
-            raise ScenarioError(file, key, "unknown key")
+            raise r.fail(key, "unknown key")
     name = doc.get("name")
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-        raise ScenarioError(file, "name", "required: a name without spaces")
+        raise r.fail("name", "required: a name without spaces")
     description = doc.get("description", "")
     if not isinstance(description, str):
-        raise ScenarioError(file, "description", "must be a string")
-    topo = _table(file, doc, "topology")
-    steps = _table(file, doc, "steps")
-    expect = _table(file, doc, "expect")
-    profiles = tuple(FIREWALLS)
-    access = _choice(file, "topology.access", topo.get("access", "ipv6"), ACCESS, False)
-    firewall = _choice(file, "topology.firewall", topo.get("firewall", "open"), profiles, False)
-    cn = _choice(file, "topology.cn", topo.get("cn", "plain"), CN_KINDS, False)
-    cn_firewall = _choice(file, "topology.cn_firewall", topo.get("cn_firewall"), profiles, True)
-    move_to = _choice(file, "topology.move_to", topo.get("move_to"), profiles, True)
-    second_mn = _choice(file, "topology.second_mn", topo.get("second_mn"), profiles, True)
-    restart_ha = steps.get("restart_ha", False)
-    if not isinstance(restart_ha, bool):
-        raise ScenarioError(file, "steps.restart_ha", "must be true or false")
+        raise r.fail("description", "must be a string")
+    tc = doc.get("tc")
+    if tc is not None and (not isinstance(tc, str) or not re.fullmatch(r"TC-\d\d[a-z]?", tc)):
+        raise r.fail("tc", f"{tc!r} is not a test case name like TC-07")
+    topo = r.table(doc, "topology")
+    traffic_t = r.table(doc, "traffic")
+    expect = r.table(doc, "expect")
+    access = r.choice("topology.access", topo.get("access", "ipv6"), ACCESS, False)
+    cn = r.choice("topology.cn", topo.get("cn", "plain"), CN_KINDS, False)
+
+    # Firewalls: a profile name per node, or inline nft text in [nft] (profile "custom").
+    nft_t = r.table(doc, "nft")
+    profiles: dict[str, str | None] = {}
+    for node, key in FIREWALL_NODES.items():
+        default = "open" if node == "fw" else None
+        value = topo.get(key, CUSTOM if node in nft_t and key not in topo else default)
+        profiles[node] = _profile(r, f"topology.{key}", value, node != "fw")
+    nft: dict[str, str] = {}
+    for node, rules in nft_t.items():
+        if node not in FIREWALL_NODES:
+            raise r.fail(f"nft.{node}", f"not a firewall node ({', '.join(FIREWALL_NODES)})")
+        if not isinstance(rules, str) or not rules.strip():
+            raise r.fail(f"nft.{node}", "must be nft ruleset text")
+        if profiles[node] not in (None, CUSTOM):
+            raise r.fail(
+                f"nft.{node}",
+                f"replaces a profile: set topology.{FIREWALL_NODES[node]} = "
+                '"custom" or leave it out',
+            )
+        nft[node] = rules
+    for node, key in FIREWALL_NODES.items():
+        if profiles[node] == CUSTOM and node not in nft:
+            raise r.fail(f"topology.{key}", f'"custom" needs the ruleset in nft.{node}')
+    firewall = profiles["fw"]
+    assert firewall is not None
+    cn_firewall, move_to = profiles["fwc"], profiles["fw2"]
+    second_mn, ha_firewall = profiles["fw3"], profiles["fwh"]
+    mtu = topo.get("access_mtu")
+    access_mtu = None if mtu is None else r.integer("topology.access_mtu", mtu, 1280, 9000)
+
+    nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall)[0]
+    sysctl_t = r.table(doc, "sysctl")
+    sysctl: dict[str, dict[str, str]] = {}
+    for node, values in sysctl_t.items():
+        if node not in nodes:
+            raise r.fail(f"sysctl.{node}", f"not a node of this topology ({', '.join(nodes)})")
+        if not isinstance(values, dict):
+            raise r.fail(f"sysctl.{node}", 'must be a table of "net.KEY" = value')
+        sysctl[node] = {}
+        for key, value in values.items():
+            where = f'sysctl.{node}."{key}"'
+            if not SYSCTL_KEY.match(key):
+                raise r.fail(where, "only per-namespace net.* sysctls can be set")
+            if isinstance(value, bool) or not isinstance(value, int | str) or " " in str(value):
+                raise r.fail(where, "must be a number or a word")
+            sysctl[node][key] = str(value)
+
+    raw_timeline = doc.get("timeline", [])
+    if not isinstance(raw_timeline, list):
+        raise r.fail("timeline", "must be an array of tables ([[timeline]])")
+    firewall_nodes = {n for n in FIREWALL_NODES if n in nodes}
+    timeline = tuple(_step(r, i, s, access, firewall_nodes) for i, s in enumerate(raw_timeline))
+
+    initiator = r.choice(
+        "traffic.initiator",
+        traffic_t.get("initiator", "cn" if cn_firewall else "both"),
+        INITIATORS,
+        False,
+    )
+    traffic = Traffic(
+        initiator=initiator,
+        ping_count=r.integer("traffic.ping_count", traffic_t.get("ping_count", 5), 0, 100),
+        tcp_bytes=r.integer("traffic.tcp_bytes", traffic_t.get("tcp_bytes", 1_000_000), 0, 10**9),
+        stream=r.boolean("traffic.stream", traffic_t.get("stream", bool(timeline))),
+        udp_rate_pps=r.integer("traffic.udp_rate_pps", traffic_t.get("udp_rate_pps", 0), 0, 10_000),
+        udp_seconds=r.number("traffic.udp_seconds", traffic_t.get("udp_seconds", 3.0), 0.1, 120),
+    )
+
+    diagnosis = expect.get("diagnosis")
+    if diagnosis is not None and (not isinstance(diagnosis, str) or not diagnosis):
+        raise r.fail("expect.diagnosis", "must be the text the MN's diagnosis starts with")
     if "mn_ha" not in expect:
-        raise ScenarioError(file, "expect.mn_ha", "required: the MN-HA path the run must end on")
-    mn_ha = _choice(file, "expect.mn_ha", expect["mn_ha"], MN_HA_PATHS, False)
-    mn_cn = _choice(file, "expect.mn_cn", expect.get("mn_cn"), MN_CN_PATHS, True)
-    # Expectations the topology cannot meet (DESIGN §2: native paths need native IPv6).
-    if access == "ipv4" and mn_ha == "T-native":
-        raise ScenarioError(file, "expect.mn_ha", "T-native needs IPv6 access, not ipv4")
-    if access == "ipv4" and mn_cn in ("D-native", "T-native"):
-        raise ScenarioError(file, "expect.mn_cn", f"{mn_cn} needs IPv6 access, not ipv4")
-    if mn_cn in ("D-native", "D-udp") and cn == "plain" and not second_mn:
-        raise ScenarioError(file, "expect.mn_cn", f'{mn_cn} needs cn = "mipnode"')
-    if mn_cn == "D-native" and access == "ipv6-nat66":
-        raise ScenarioError(file, "expect.mn_cn", "D-native is never used through a NAT66")
-    if move_to and access != "ipv6":
-        raise ScenarioError(file, "topology.move_to", "movement scenarios need ipv6 access")
-    if second_mn and cn_firewall:
-        raise ScenarioError(file, "topology.second_mn", "cannot be combined with cn_firewall")
-    return Scenario(
+        raise r.fail("expect.mn_ha", "required: the MN-HA path the run must end on (or none)")
+    mn_ha = r.choice("expect.mn_ha", expect["mn_ha"], MN_HA_PATHS, False)
+    mn_cn = r.choice("expect.mn_cn", expect.get("mn_cn"), MN_CN_PATHS, True)
+
+    def budget(key: str, high: float) -> float | None:
+        value = expect.get(key)
+        return None if value is None else r.number(f"expect.{key}", value, 0, high)
+
+    tcp_survives = expect.get("tcp_survives")
+    if tcp_survives is not None:
+        r.boolean("expect.tcp_survives", tcp_survives)
+    sc = Scenario(
         name=name,
         description=description,
+        tc=tc,
         access=access,
         firewall=firewall,
         expect_mn_ha=mn_ha,
         cn=cn,
         cn_firewall=cn_firewall,
         expect_mn_cn=mn_cn,
-        restart_ha=restart_ha,
         move_to=move_to,
         second_mn=second_mn,
+        ha_firewall=ha_firewall,
+        access_mtu=access_mtu,
+        nft=nft,
+        sysctl=sysctl,
+        timeline=timeline,
+        traffic=traffic,
+        expect_first_data_ms=budget("first_data_ms", 120_000),
+        expect_handover_gap_ms=budget("handover_gap_ms", 120_000),
+        expect_tcp_survives=tcp_survives,
+        expect_udp_loss_pct=budget("udp_loss_pct", 100),
+        expect_udp_max_gap_ms=budget("udp_max_gap_ms", 120_000),
+        expect_ha_restart_ms=budget("ha_restart_ms", 120_000),
+        expect_diagnosis=diagnosis,
+        expect_diagnosis_within_s=budget("diagnosis_within_s", 120) or 15.0,
+        source=file,
     )
+    _check_meetable(r, sc)
+    return sc
+
+
+def _check_meetable(r: _Reader, sc: Scenario) -> None:
+    """Expectations the topology cannot meet (DESIGN §2: native paths need native IPv6)."""
+    mn_ha, mn_cn, access = sc.expect_mn_ha, sc.expect_mn_cn, sc.access
+    if (mn_ha == "none") != (sc.expect_diagnosis is not None):
+        raise r.fail(
+            "expect.diagnosis" if mn_ha == "none" else "expect.mn_ha",
+            'mn_ha = "none" and an expected diagnosis go together',
+        )
+    if mn_ha == "none" and (mn_cn or sc.timeline):
+        raise r.fail("expect.mn_cn" if mn_cn else "timeline", "nothing to check without an HA path")
+    if access == "ipv4" and mn_ha == "T-native":
+        raise r.fail("expect.mn_ha", "T-native needs IPv6 access, not ipv4")
+    if access == "ipv4" and mn_cn in ("D-native", "T-native"):
+        raise r.fail("expect.mn_cn", f"{mn_cn} needs IPv6 access, not ipv4")
+    if mn_cn in ("D-native", "D-udp") and sc.cn == "plain" and not sc.second_mn:
+        raise r.fail("expect.mn_cn", f'{mn_cn} needs cn = "mipnode"')
+    if mn_cn == "D-native" and access == "ipv6-nat66":
+        raise r.fail("expect.mn_cn", "D-native is never used through a NAT66")
+    if sc.move_to and access != "ipv6":
+        raise r.fail("topology.move_to", "movement scenarios need ipv6 access")
+    if sc.second_mn and sc.cn_firewall:
+        raise r.fail("topology.second_mn", "cannot be combined with cn_firewall")
+    if sc.ha_firewall and sc.second_mn:
+        raise r.fail("topology.ha_firewall", "cannot be combined with second_mn")
+    for i, step in enumerate(sc.timeline):
+        if step.do == "move" and not sc.move_to:
+            raise r.fail(f"timeline[{i}].do", "a move needs topology.move_to")
+        if step.do == "wait-for-path" and step.mn_cn and sc.expect_mn_cn is None:
+            raise r.fail(f"timeline[{i}].mn_cn", "needs expect.mn_cn (an MN-CN pair to watch)")
+        if step.do == "wait-for-path" and step.mn_cn in ("D-native", "D-udp") and sc.cn == "plain":
+            raise r.fail(f"timeline[{i}].mn_cn", f'{step.mn_cn} needs cn = "mipnode"')
+    if sc.expect_handover_gap_ms is not None and not (sc.moves and sc.stream):
+        raise r.fail("expect.handover_gap_ms", "needs a move step and traffic.stream")
+    if sc.expect_tcp_survives is not None and not sc.stream:
+        raise r.fail("expect.tcp_survives", "needs traffic.stream")
+    for key, value in (
+        ("udp_loss_pct", sc.expect_udp_loss_pct),
+        ("udp_max_gap_ms", sc.expect_udp_max_gap_ms),
+    ):
+        if value is not None and not sc.traffic.udp_rate_pps:
+            raise r.fail(f"expect.{key}", "needs traffic.udp_rate_pps")
+    if sc.expect_ha_restart_ms is not None and not sc.restart_ha:
+        raise r.fail("expect.ha_restart_ms", "needs a restart-ha step")
+
+
+def check_rulesets(sc: Scenario) -> None:
+    """Let nft judge every inline ruleset before anything is built (needs root)."""
+    for node, rules in sc.nft.items():
+        problem = topology.check_ruleset(sc.access, rules)
+        if problem:
+            raise ScenarioError(sc.source or sc.name, f"nft.{node}", f"nft rejects it: {problem}")
 
 
 def load_scenario(path: str) -> Scenario:
@@ -192,4 +534,10 @@ def builtin_scenarios() -> tuple[Scenario, ...]:
             sc = parse_scenario(entry.read_text(encoding="utf-8"), f"built-in {entry.name}")
             found[sc.name] = sc
     rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
-    return tuple(sorted(found.values(), key=lambda s: (rank.get(s.name, len(rank)), s.name)))
+    # By RFC 4487 test case (reference/protocol.md §5.5), then the order above; extras last.
+    return tuple(
+        sorted(
+            found.values(),
+            key=lambda s: (s.tc or "TC-99", rank.get(s.name, len(rank)), s.name),
+        )
+    )

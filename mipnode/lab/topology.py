@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mipnode.lab.netns import CHILDREN, LabError, RunRecord, run
@@ -32,6 +32,7 @@ MN2_LAN6 = "2001:db8:d::2"
 SPI2 = 1001
 FW_LAN6_B = "2001:db8:b::1"
 MN_LAN4 = "10.0.4.2"
+MN_LAN_NAT66 = "fd00:6::2"  # unique local, translated by the NAT66 firewall
 FW_LAN4 = "10.0.4.1"
 HA_CORE4 = "203.0.113.2"
 SPI = 1000
@@ -40,19 +41,27 @@ NODES = ("mn", "fw", "core", "ha", "cn")
 
 
 def plan(
-    cn_firewall: str | None, second_access: str | None, second_mn: str | None = None
+    cn_firewall: str | None,
+    second_access: str | None,
+    second_mn: str | None = None,
+    ha_firewall: str | None = None,
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
     """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
 
-    Optional parts: a second access network ``mn --eth1-- fw2 -- core`` to move to, and a
-    firewall in front of the CN (RFC 4487 §5.2) ``core -- fwc -- cn``.
+    Optional parts: a second access network ``mn --eth1-- fw2 -- core`` to move to, a
+    firewall in front of the CN (RFC 4487 §5.2) ``core -- fwc -- cn`` and one in front of the
+    home agent (§5.3) ``core -- fwh -- ha``.
     """
     nodes = ["mn", "fw", "core", "ha"]
     links = [
         ("mn", "eth0", "fw", "lan"),
         ("fw", "wan", "core", "to-fw"),
-        ("core", "to-ha", "ha", "eth0"),
     ]
+    if ha_firewall:
+        nodes.insert(3, "fwh")
+        links += [("core", "to-fwh", "fwh", "wan"), ("fwh", "lan", "ha", "eth0")]
+    else:
+        links.append(("core", "to-ha", "ha", "eth0"))
     if second_access:
         nodes.append("fw2")
         links += [("mn", "eth1", "fw2", "lan"), ("fw2", "wan", "core", "to-fw2")]
@@ -81,6 +90,45 @@ table inet mipnode_lab {
   }
 }
 """,
+    # P2: P1 that also drops conntrack-invalid packets (common best practice). An RH2 reply to
+    # a HAO packet is invalid to conntrack (reference/protocol.md §4, E4/E6): no D-native.
+    "stateful-strict": """
+table inet mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ct state invalid counter drop
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" accept
+  }
+}
+""",
+    # P3, strict variant: only TCP, UDP and ICMP pass (RFC 4487's UDP/TCP filters); the
+    # Mobility Header, ESP, AH and protocol 41 are dropped both ways (TC-03).
+    "tcp-udp-icmp-only": """
+table inet mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    meta l4proto { mobility-header, esp, ah, ipv6 } counter drop
+    ct state established,related accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" meta l4proto { tcp, udp, ipv6-icmp, icmp } accept
+  }
+}
+""",
+    # P5: P1 that drops ESP (RFC 4487 §5.1 I1/I3 literally): IPsec-protected signalling would
+    # fail, mipnode's RFC 4285 authentication does not need ESP (TC-11).
+    "no-esp": """
+table inet mipnode_lab {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    meta l4proto esp counter drop
+    ct state established,related accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan" accept
+  }
+}
+""",
     # P1 that also drops IPv6-in-IPv6 (protocol 41) both ways: T-native cannot work.
     "stateful-no41": """
 table inet mipnode_lab {
@@ -99,7 +147,7 @@ table inet mipnode_lab {
 table inet mipnode_lab {
   chain forward {
     type filter hook forward priority filter; policy drop;
-    meta l4proto udp ip6 daddr != 2001:db8:1::1 ip6 saddr != 2001:db8:1::1 counter drop
+    meta l4proto udp ip6 daddr != $HA ip6 saddr != $HA counter drop
     ct state established,related accept
     icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
     iifname "lan" accept
@@ -152,6 +200,48 @@ table ip mipnode_lab {
 }
 
 
+def placeholders(access: str) -> dict[str, str]:
+    """nft variables every ruleset may use (``$HA``, ``iifname $LAN``), passed with ``nft -D``:
+    nft substitutes and type-checks them itself, so a scenario's rules stay plain nft text."""
+    visited = {"ipv6": "2001:db8:a::/64", "ipv6-nat66": "fd00:6::/64", "ipv4": "10.0.4.0/24"}
+    mn = {"ipv6": MN_LAN6, "ipv6-nat66": MN_LAN_NAT66, "ipv4": MN_LAN4}
+    return {
+        "LAN": '"lan"',  # every firewall's protected side
+        "WAN": '"wan"',  # ... and its side towards the core
+        "HA": HA_ADDRESS,
+        "HA4": HA_CORE4,
+        "HOME": HOME_PREFIX,
+        "HOA": HOA,
+        "HOA2": HOA2,
+        "CN": CN_ADDRESS,
+        "CN4": CN_ADDRESS4,
+        "MN": mn[access],
+        "MN_B": MN_LAN6_B,
+        "MN2": MN2_LAN6,
+        "VISITED": visited[access],
+        "VISITED_B": "2001:db8:b::/64",
+    }
+
+
+def nft_command(access: str, *args: str) -> list[str]:
+    cmd = ["nft"]
+    for name, value in placeholders(access).items():
+        cmd += ["-D", f"{name}={value}"]
+    return [*cmd, *args]
+
+
+def check_ruleset(access: str, rules: str) -> str | None:
+    """nft's own verdict on a ruleset (``nft -c``, in a throwaway network namespace so nothing
+    is ever loaded): None when it is valid, else nft's first error with its caret line."""
+    proc = run(
+        ["unshare", "--net", *nft_command(access, "-c", "-f", "-")], input=rules, check=False
+    )
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return " / ".join(ln.strip() for ln in lines[:3]) or f"nft exited with {proc.returncode}"
+
+
 @dataclass
 class Topology:
     record: RunRecord
@@ -161,17 +251,51 @@ class Topology:
     cn_firewall: str | None = None
     second_access: str | None = None  # firewall profile of fw2, the network to move to
     second_mn: str | None = None  # firewall profile of fw3, in front of a second MN
+    ha_firewall: str | None = None  # firewall profile of fwh, in front of the home agent
+    nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline ruleset
+    pids: dict[str, int] = field(default_factory=dict)  # daemon name (log stem) -> pid
 
     @property
     def nodes(self) -> tuple[str, ...]:
-        return plan(self.cn_firewall, self.second_access, self.second_mn)[0]
+        return self._plan()[0]
+
+    @property
+    def links(self) -> tuple[tuple[str, str, str, str], ...]:
+        return self._plan()[1]
+
+    def _plan(self) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
+        return plan(self.cn_firewall, self.second_access, self.second_mn, self.ha_firewall)
+
+    def firewalls(self) -> dict[str, str]:
+        """Firewall node -> profile name ("custom" for an inline ruleset) of this topology."""
+        out = {"fw": self.firewall}
+        for node, profile in (
+            ("fw2", self.second_access),
+            ("fw3", self.second_mn),
+            ("fwc", self.cn_firewall),
+            ("fwh", self.ha_firewall),
+        ):
+            if profile:
+                out[node] = profile
+        return out
+
+    def mn_address(self) -> str:
+        """The mobile node's address on its first access network."""
+        return {"ipv6": MN_LAN6, "ipv6-nat66": MN_LAN_NAT66, "ipv4": MN_LAN4}[self.access]
 
     def ns(self, node: str) -> str:
         return self.record.ns(node)
 
-    def sh(self, node: str, *cmd: str, check: bool = True, timeout: float = 30) -> str:
+    def sh(
+        self,
+        node: str,
+        *cmd: str,
+        check: bool = True,
+        timeout: float = 30,
+        input: str | None = None,
+    ) -> str:
         return run(
-            ["ip", "netns", "exec", self.ns(node), *cmd], check=check, timeout=timeout
+            ["ip", "netns", "exec", self.ns(node), *cmd], check=check, timeout=timeout, input=input
         ).stdout
 
     def spawn(self, node: str, args: list[str], log_name: str) -> int:
@@ -188,6 +312,7 @@ class Topology:
         )
         log.close()
         CHILDREN[proc.pid] = proc
+        self.pids[log_name.removesuffix(".log")] = proc.pid
         self.record.daemons.append(proc.pid)
         self.record.save()
         return proc.pid
@@ -217,19 +342,40 @@ def build(
     cn_firewall: str | None = None,
     second_access: str | None = None,
     second_mn: str | None = None,
+    ha_firewall: str | None = None,
+    nft: dict[str, str] | None = None,
+    sysctls: dict[str, dict[str, str]] | None = None,
+    access_mtu: int | None = None,
 ) -> Topology:
-    for name in (firewall, cn_firewall or "open", second_access or "open", second_mn or "open"):
-        if name not in FIREWALLS:
-            raise LabError(f"unknown firewall profile {name!r}")
-    t = Topology(record, workdir, access, firewall, cn_firewall, second_access, second_mn)
-    nodes, links = plan(cn_firewall, second_access, second_mn)
+    """Build the namespaces, links, addresses, routes and firewall rules of one topology.
+
+    ``nft`` replaces a firewall's profile with inline rules (profile name "custom");
+    ``sysctls`` are set per namespace after the rules (conntrack's knobs exist once it is
+    loaded); ``access_mtu`` sets the MTU of the MN's first access link (TC-16).
+    """
+    t = Topology(
+        record,
+        workdir,
+        access,
+        firewall,
+        cn_firewall,
+        second_access,
+        second_mn,
+        ha_firewall,
+        dict(nft or {}),
+    )
+    for node, profile in t.firewalls().items():
+        if node not in t.nft and profile not in FIREWALLS:
+            raise LabError(f"unknown firewall profile {profile!r} for {node}")
+    nodes, links = t.nodes, t.links
+    routers = ("fw", "fw2", "fw3", "core", "fwc", "fwh")
     for node in nodes:
         name = record.ns(node)
         record.namespaces.append(name)
         record.save()  # recorded before it exists, so a crash right after leaves no orphan
         run(["ip", "netns", "add", name])
         t.sh(node, "ip", "link", "set", "lo", "up")
-        _sysctls(t, node, router=node in ("fw", "fw2", "fw3", "core", "fwc"))
+        _sysctls(t, node, router=node in routers)
     for a, ia, b, ib in links:
         run(
             [
@@ -270,7 +416,7 @@ def build(
         route("mn", "default", "via", FW_LAN6, "dev", "eth0")
     elif access == "ipv6-nat66":
         # Unique local addresses, translated by fw (never routed beyond it).
-        addr("mn", "eth0", "fd00:6::2/64")
+        addr("mn", "eth0", f"{MN_LAN_NAT66}/64")
         addr("fw", "lan", "fd00:6::1/64")
         route("mn", "default", "via", "fd00:6::1", "dev", "eth0")
     else:
@@ -283,8 +429,21 @@ def build(
     addr("fw", "wan", "198.51.100.2/24")
     addr("core", "to-fw", "2001:db8:f1::1/64")
     addr("core", "to-fw", "198.51.100.1/24")
-    addr("core", "to-ha", "2001:db8:f2::1/64")
-    addr("core", "to-ha", "203.0.113.1/24")
+    if ha_firewall:
+        # fwh takes the core's place on the HA's link, so the HA keeps its addresses.
+        addr("fwh", "lan", "2001:db8:f2::1/64")
+        addr("fwh", "lan", "203.0.113.1/24")
+        addr("fwh", "wan", "2001:db8:f6::2/64")
+        addr("fwh", "wan", "192.0.2.2/24")
+        addr("core", "to-fwh", "2001:db8:f6::1/64")
+        addr("core", "to-fwh", "192.0.2.1/24")
+        route("core", "2001:db8:f2::/64", "via", "2001:db8:f6::2")
+        route("core", "203.0.113.0/24", "via", "192.0.2.2")
+        route("fwh", "default", "via", "2001:db8:f6::1")
+        route("fwh", "default", "via", "192.0.2.1")
+    else:
+        addr("core", "to-ha", "2001:db8:f2::1/64")
+        addr("core", "to-ha", "203.0.113.1/24")
     if second_access:
         # The network to move to: up, addressed, but without the MN's default route.
         addr("mn", "eth1", f"{MN_LAN6_B}/64")
@@ -319,20 +478,32 @@ def build(
     route("fw", "default", "via", "2001:db8:f1::1")
     route("fw", "default", "via", "198.51.100.1")
     route("core", "2001:db8:a::/64", "via", "2001:db8:f1::2")
-    route("core", HOME_PREFIX, "via", "2001:db8:f2::2")
+    if ha_firewall:
+        route("core", HOME_PREFIX, "via", "2001:db8:f6::2")
+        route("fwh", HOME_PREFIX, "via", "2001:db8:f2::2")
+    else:
+        route("core", HOME_PREFIX, "via", "2001:db8:f2::2")
     route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
     route("cn", "default", "via", "2001:db8:c::1")
-    profiles: tuple[tuple[str, str | None], ...] = (
-        ("fw", firewall),
-        ("fwc", cn_firewall),
-        ("fw2", second_access),
-        ("fw3", second_mn),
-    )
-    for node, profile in profiles:
-        rules = FIREWALLS[profile] if profile else ""
-        if rules:
-            run(["ip", "netns", "exec", record.ns(node), "nft", "-f", "-"], input=rules)
+    if access_mtu is not None:
+        t.sh("mn", "ip", "link", "set", "eth0", "mtu", str(access_mtu))
+        t.sh("fw", "ip", "link", "set", "lan", "mtu", str(access_mtu))
+    for node, profile in t.firewalls().items():
+        rules = t.nft.get(node, FIREWALLS.get(profile, ""))
+        if rules.strip():
+            try:
+                t.sh(node, *nft_command(access, "-f", "-"), input=rules)
+            except LabError as exc:
+                raise LabError(f"{node}: the {profile} ruleset does not load: {exc}") from None
+    for node, values in (sysctls or {}).items():
+        for key, value in values.items():
+            proc = run(
+                ["ip", "netns", "exec", t.ns(node), "sysctl", "-q", "-w", f"{key}={value}"],
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise LabError(f"sysctl {node}: {key}={value}: {proc.stderr.strip()}")
     return t
 
 

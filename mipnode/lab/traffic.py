@@ -2,9 +2,12 @@
 
 ``server PORT``: accept one TCP connection, read to EOF, answer with the byte count and SHA-256.
 ``client HOST PORT BYTES``: send BYTES random bytes, check the answer, print one JSON line.
-``stream-server PORT`` / ``stream-client HOST PORT SECONDS``: a steady stream (1 KB every 10 ms)
-for SECONDS; the server measures the longest pause between arrivals (the handover gap) and the
-client checks that every byte arrived on the same connection.
+``stream-server PORT`` / ``stream-client HOST PORT [SECONDS]``: a steady stream (1 KB every
+10 ms) for SECONDS, or until the client's stdin closes (the lab's timeline decides how long);
+the server measures the longest pause between arrivals (the handover gap) and the client checks
+that every byte arrived on the same connection.
+``udp-sink PORT`` / ``udp-send HOST PORT RATE``: numbered datagrams at RATE per second until
+stdin closes; the sink reports what arrived (unique, duplicates, longest pause).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import sys
+import threading
 import time
 
 
@@ -90,12 +95,28 @@ def stream_server(port: int) -> None:
             )
 
 
-def stream_client(host: str, port: int, seconds: float) -> int:
+MAX_RUN_S = 300.0  # a traffic process the lab forgot must still end
+
+
+def _stdin_closed() -> threading.Event:
+    """Set once stdin reaches EOF: the lab closes the pipe to end a flow at a timeline's end."""
+    closed = threading.Event()
+
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        closed.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return closed
+
+
+def stream_client(host: str, port: int, seconds: float | None) -> int:
     sent = 0
+    stop = _stdin_closed() if seconds is None else threading.Event()
     try:
         with socket.create_connection((host, port), timeout=15) as s:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
+            end = time.monotonic() + (MAX_RUN_S if seconds is None else seconds)
+            while time.monotonic() < end and not stop.is_set():
                 s.sendall(b"x" * CHUNK)
                 sent += CHUNK
                 time.sleep(INTERVAL_S)
@@ -112,6 +133,66 @@ def stream_client(host: str, port: int, seconds: float) -> int:
     return 0 if ok else 1
 
 
+UDP_PAYLOAD = 100
+GRACE_S = 0.5  # datagrams still in flight when the sender stops
+
+
+def udp_sink(port: int) -> None:
+    stop = _stdin_closed()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::", port))
+        s.settimeout(0.1)
+        print("listening", flush=True)
+        seen: set[int] = set()
+        duplicates, max_gap, last = 0, 0.0, None
+        stop_at = None
+        while stop_at is None or time.monotonic() < stop_at:
+            if stop_at is None and stop.is_set():
+                stop_at = time.monotonic() + GRACE_S
+            try:
+                data = s.recv(2048)
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            if len(data) < 8:
+                continue
+            (seq,) = struct.unpack_from("!Q", data)
+            if seq in seen:
+                duplicates += 1
+                continue
+            seen.add(seq)
+            if last is not None:
+                max_gap = max(max_gap, now - last)
+            last = now
+    print(
+        json.dumps(
+            {
+                "received": len(seen),
+                "duplicates": duplicates,
+                "max_gap_ms": round(max_gap * 1000, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
+def udp_send(host: str, port: int, rate: float) -> None:
+    stop = _stdin_closed()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    interval, sent, errors = 1.0 / rate, 0, 0
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        start = time.monotonic()
+        while not stop.is_set() and time.monotonic() - start < MAX_RUN_S:
+            try:
+                s.sendto(struct.pack("!Q", sent) + bytes(UDP_PAYLOAD - 8), (host, port))
+            except OSError:
+                errors += 1  # a path that is down for a moment: counted as lost
+            sent += 1
+            # Pace against the start time, so a slow iteration does not lower the rate.
+            time.sleep(max(0.0, start + sent * interval - time.monotonic()))
+    print(json.dumps({"sent": sent, "send_errors": errors}), flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "server":
@@ -119,6 +200,11 @@ if __name__ == "__main__":
     elif mode == "stream-server":
         stream_server(int(sys.argv[2]))
     elif mode == "stream-client":
-        sys.exit(stream_client(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+        seconds = float(sys.argv[4]) if len(sys.argv) > 4 else None
+        sys.exit(stream_client(sys.argv[2], int(sys.argv[3]), seconds))
+    elif mode == "udp-sink":
+        udp_sink(int(sys.argv[2]))
+    elif mode == "udp-send":
+        udp_send(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         sys.exit(client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))

@@ -60,23 +60,51 @@ def test_lab_up_holds_a_topology_that_status_can_inspect_then_down_removes_it(
     assert not list(isolated_lab_state.glob("*.json"))
 
 
-def test_a_killed_run_is_cleaned_up_by_the_next_lab_command(isolated_lab_state: Path) -> None:
+def _host_view() -> tuple[str, str]:
+    """The host namespace's nft tables and interfaces: a lab run must never change them."""
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return tables, "\n".join(sorted(ln.split(":")[1].strip() for ln in links.splitlines()))
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next_lab_command(
+    isolated_lab_state: Path, tmp_path: Path
+) -> None:
+    """SIGKILL mid-run (daemons, packet captures and the scenario's block table all live),
+    then the next lab command removes every namespace, process and nft table of that run."""
+    scenario = tmp_path / "killed.toml"
+    scenario.write_text(
+        'name = "killed"\n[topology]\nfirewall = "stateful"\n'
+        '[[timeline]]\ndo = "block"\nproto = "udp"\n'
+        '[[timeline]]\ndo = "wait"\nseconds = 60\n[expect]\nmn_ha = "T-native"\n'
+    )
+    host_before = _host_view()
     proc = subprocess.Popen(
-        [*CLI, "lab", "-s", "open"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*CLI, "lab", "-s", str(scenario), "--pcap", str(tmp_path / "pcap")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        record = None
-        while time.monotonic() < deadline:
-            records = netns.RunRecord.load_all()
-            if records and len(records[0].daemons) == 2:  # HA and MN both started
-                record = records[0]
-                break
+        deadline = time.monotonic() + 60
+        record, fw_tables = None, ""
+        while time.monotonic() < deadline and record is None:
+            for rec in netns.RunRecord.load_all():
+                fw = rec.ns("fw")
+                if fw in netns.list_namespaces():
+                    fw_tables = subprocess.run(
+                        ["ip", "netns", "exec", fw, "nft", "list", "tables"],
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                    if "mipnode_lab_block" in fw_tables:  # the timeline is running
+                        record = rec
             time.sleep(0.1)
-        assert record is not None, "the lab run never started its daemons"
+        assert record is not None, "the lab run never reached its timeline"
+        assert "mipnode_lab" in fw_tables
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert set(record.namespaces) <= set(netns.list_namespaces())  # left behind
+        assert len(record.daemons) > 2  # captures and daemons
         cleanup = _lab("down")
         assert cleanup.returncode == 0, cleanup.stderr
         assert record.run_id in cleanup.stdout
@@ -85,7 +113,8 @@ def test_a_killed_run_is_cleaned_up_by_the_next_lab_command(isolated_lab_state: 
             deadline = time.monotonic() + 5
             while netns.pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert not netns.pid_alive(pid), f"daemon {pid} survived cleanup"
+            assert not netns.pid_alive(pid), f"process {pid} survived cleanup"
+        assert _host_view() == host_before
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -94,21 +123,94 @@ def test_a_killed_run_is_cleaned_up_by_the_next_lab_command(isolated_lab_state: 
             rec.teardown()
 
 
+def test_bad_nft_text_is_refused_with_file_and_key_before_anything_is_built(
+    isolated_lab_state: Path, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "bad-nft.toml"
+    scenario.write_text(
+        'name = "bad-nft"\n[topology]\nfirewall = "custom"\n[nft]\n'
+        'fw = "table inet t { chain c { ip6 daddr $NOWHERE drop } }"\n'
+        '[expect]\nmn_ha = "T-native"\n'
+    )
+    before = set(netns.list_namespaces())
+    proc = _lab("-s", str(scenario))
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"mipnode lab: {scenario}: nft.fw: nft rejects it: "), line
+    assert "NOWHERE" in line
+    assert set(netns.list_namespaces()) == before and not list(isolated_lab_state.glob("*"))
+
+
 def test_a_user_scenario_file_runs_repeatedly_with_a_summary(
     isolated_lab_state: Path, tmp_path: Path
 ) -> None:
+    """A user's own firewall rules (inline nft with placeholders), a sysctl and a timeline
+    that blocks and unblocks the tunnel's protocol, through the real CLI, twice."""
     scenario = tmp_path / "my-firewall.toml"
     scenario.write_text(
-        'name = "my-firewall"\ndescription = "a user scenario"\n\n[topology]\n'
-        'access = "ipv6"\nfirewall = "stateful-no41"\n\n[expect]\nmn_ha = "T-udp"\n'
+        '''name = "my-firewall"
+description = "a user scenario: no protocol 41 towards the home agent"
+
+[topology]
+firewall = "custom"
+
+[nft]
+fw = """
+table inet mine {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ip6 daddr $HA meta l4proto ipv6 counter drop
+    ct state established,related accept
+    iifname $LAN accept
+  }
+}
+"""
+
+[sysctl.fw]
+"net.netfilter.nf_conntrack_udp_timeout" = 20
+
+[[timeline]]
+do = "block"
+proto = "udp"
+between = ["mn", "ha"]
+
+[[timeline]]
+do = "unblock"
+proto = "udp"
+between = ["mn", "ha"]
+
+[[timeline]]
+do = "wait-for-path"
+mn_ha = "T-udp"
+within_s = 5
+
+[traffic]
+ping_count = 3
+tcp_bytes = 200000
+
+[expect]
+mn_ha = "T-udp"
+first_data_ms = 8000
+tcp_survives = true
+'''
     )
     proc = _lab("-s", str(scenario), "--repeat", "2", "--json", timeout=180)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     report = json.loads(proc.stdout)
     assert [(r["name"], r["run"], r["passed"]) for r in report["scenarios"]] == [
         ("my-firewall", 1, True),
         ("my-firewall", 2, True),
     ]
+    for run in report["scenarios"]:
+        assert run["observed"]["mn_ha"] == "T-udp"
+        assert [s["step"] for s in run["timeline"]] == [
+            "block udp on fw (2001:db8:a::2 <-> 2001:db8:1::1)",
+            "unblock udp on fw (2001:db8:a::2 <-> 2001:db8:1::1)",
+            "wait for MN-HA=T-udp within 5 s",
+        ]
+        assert run["timeline"][1]["rules_removed"] == 2
+        assert run["traffic"]["stream"]["ok"] and run["traffic"]["ping_after_timeline"]
+        assert 0 < run["timings_ms"]["first_data"] <= 8000
     (summary,) = report["summary"]
     assert (summary["runs"], summary["passed"], report["repeat"]) == (2, 2, 2)
     assert summary["registration_ms"]["min"] <= summary["registration_ms"]["max"]

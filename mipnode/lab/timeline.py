@@ -1,0 +1,309 @@
+"""A scenario's timeline: steps run in order while background flows measure what they cost.
+
+Every step waits on an observable event (a daemon's status, a ping answer) rather than a fixed
+sleep; only the ``wait`` step sleeps, because waiting is what it is for.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from mipnode.lab import topology
+from mipnode.lab.netns import CHILDREN, LabError
+from mipnode.lab.scenario_files import Scenario, Step
+from mipnode.lab.status import correspondent_path, daemon_status, log_tail, wait_for
+from mipnode.lab.topology import CN_ADDRESS, HOA, Topology
+
+REGISTRATION_TIMEOUT_S = 25.0
+STREAM_PORT = 5002
+UDP_PORT = 5003
+BLOCK_TABLE = "mipnode_lab_block"
+
+
+def traffic_process(t: Topology, node: str, *args: str) -> subprocess.Popen[str]:
+    """``python -m mipnode.lab.traffic ARGS`` in ``node``; stdin open (closing it ends flows)."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.lab.traffic", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    try:
+        answer = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+class Flow:
+    """A server and a client traffic process; ``finish()`` ends both and returns the report."""
+
+    def __init__(self, t: Topology, server: tuple[str, ...], client: tuple[str, ...]) -> None:
+        self.server = traffic_process(t, server[0], *server[1:])
+        self.client: subprocess.Popen[str] | None = None
+        assert self.server.stdout is not None
+        if self.server.stdout.readline().strip() != "listening":  # the readiness probe
+            self.kill()
+            raise LabError(f"traffic server {' '.join(server[1:])} did not start")
+        self.client = traffic_process(t, client[0], *client[1:])
+
+    def finish(self, timeout: float = 30) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Close the client's stdin (it stops sending), then the server's; both reports."""
+        try:
+            assert self.client is not None
+            client_out, _ = self.client.communicate(input="", timeout=timeout)
+            server_out, _ = self.server.communicate(input="", timeout=timeout)
+            return _last_json(client_out), _last_json(server_out)
+        except subprocess.TimeoutExpired:
+            return None, None
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        for proc in (self.server, self.client):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def flow_ends(sc: Scenario, peer: str) -> tuple[str, str, str]:
+    """(client node, server node, target address): the MN opens flows unless only the CN may."""
+    if sc.traffic.initiator == "cn":
+        return "cn", "mn", HOA
+    return "mn", ("mn2" if sc.second_mn else "cn"), peer
+
+
+def start_stream(t: Topology, sc: Scenario, peer: str) -> Flow:
+    client, server, target = flow_ends(sc, peer)
+    return Flow(
+        t,
+        (server, "stream-server", str(STREAM_PORT)),
+        (client, "stream-client", target, str(STREAM_PORT)),
+    )
+
+
+def start_udp(t: Topology, sc: Scenario, peer: str) -> Flow:
+    client, server, target = flow_ends(sc, peer)
+    return Flow(
+        t,
+        (server, "udp-sink", str(UDP_PORT)),
+        (client, "udp-send", target, str(UDP_PORT), str(sc.traffic.udp_rate_pps)),
+    )
+
+
+def stream_report(client: dict[str, Any] | None) -> dict[str, Any]:
+    return client or {"ok": False, "error": "no report from the stream client"}
+
+
+def udp_report(sender: dict[str, Any] | None, sink: dict[str, Any] | None) -> dict[str, Any]:
+    if sender is None or sink is None:
+        return {"ok": False, "error": "no report from the UDP flow"}
+    sent, got = sender["sent"], sink["received"]
+    return {
+        "ok": True,
+        "sent": sent,
+        "received": got,
+        "loss_pct": round(100.0 * (sent - got) / sent, 2) if sent else 0.0,
+        "max_gap_ms": sink["max_gap_ms"],
+        "duplicates": sink["duplicates"],
+    }
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+
+def _block_rules(step: Step) -> list[str]:
+    proto = "" if step.proto == "all" else f"meta l4proto {step.proto} "
+    if step.between is None:
+        return [f"{proto}drop"]
+    a, b = step.between
+    family = "ip6" if ":" in a else "ip"
+    return [
+        f"{family} saddr {a} {family} daddr {b} {proto}drop",
+        f"{family} saddr {b} {family} daddr {a} {proto}drop",
+    ]
+
+
+def _block_tag(step: Step) -> str:
+    pair = "-".join(step.between) if step.between else "any"
+    return f"{step.proto}:{pair}"
+
+
+def block(t: Topology, step: Step) -> None:
+    """Drop matching forwarded packets on a firewall, ahead of its ruleset (priority -10), so
+    established flows die too: a firewall losing its state, a route moving to another box."""
+    tag = _block_tag(step)
+    rules = "\n".join(f'    {r} comment "{tag}"' for r in _block_rules(step))
+    t.sh(
+        step.on,
+        "nft",
+        "-f",
+        "-",
+        input=f"""table inet {BLOCK_TABLE} {{
+  chain forward {{
+    type filter hook forward priority -10; policy accept;
+{rules}
+  }}
+}}
+""",
+    )
+
+
+def unblock(t: Topology, step: Step) -> int:
+    """Delete the rules an earlier block step with the same protocol and pair added."""
+    listing = t.sh(
+        step.on, "nft", "-a", "list", "chain", "inet", BLOCK_TABLE, "forward", check=False
+    )
+    removed = 0
+    for line in listing.splitlines():
+        if f'comment "{_block_tag(step)}"' in line and "# handle " in line:
+            handle = line.rsplit("# handle ", 1)[1].strip()
+            t.sh(step.on, "nft", "delete", "rule", "inet", BLOCK_TABLE, "forward", "handle", handle)
+            removed += 1
+    if not removed:
+        raise LabError(f"unblock on {step.on}: no block rule for {_block_tag(step)}")
+    return removed
+
+
+def move(t: Topology) -> dict[str, Any]:
+    """Move the MN to the second access network; wait until it says it re-registered there."""
+    started = time.monotonic()
+    before = (daemon_status(t, "mn") or {}).get("handover_ms")
+    topology.move_mn(t)
+
+    def moved() -> dict[str, Any] | None:
+        s = daemon_status(t, "mn")
+        if s is None or not s["bindings"] or s.get("handover_ms") in (None, before):
+            return None
+        return s if s["bindings"][0]["coa"] == topology.MN_LAN6_B else None
+
+    after = wait_for(moved, 10, 0.1) or daemon_status(t, "mn") or {}
+    ha = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+    return {
+        "observed_ms": round((time.monotonic() - started) * 1000, 1),
+        "handover_ms": after.get("handover_ms"),
+        "mn_coa_after": (after.get("bindings") or [{}])[0].get("coa"),
+        "ha_coa_after": ha[0]["coa"] if ha else None,
+    }
+
+
+def _stop(t: Topology, name: str) -> None:
+    pid = t.pids.get(name)
+    child = CHILDREN.get(pid) if pid is not None else None
+    if pid is None or child is None:
+        raise LabError(f"{name} process not found")
+    child.send_signal(signal.SIGTERM)
+    child.wait(timeout=10)
+    t.record.daemons.remove(pid)
+    CHILDREN.pop(pid, None)
+
+
+def restart_home_agent(t: Topology) -> dict[str, Any]:
+    """SIGTERM the HA, start it again with the same configuration, and measure how long after
+    the new process starts a ping from the CN reaches the home address again."""
+    before = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+    _stop(t, "ha")
+    started = time.monotonic()
+    t.spawn("ha", ["ha", "--config", str(t.workdir / "ha.toml")], "ha.log")
+    resumed = None
+    while time.monotonic() - started < 10:
+        out = t.sh("cn", "ping", "-6", "-n", "-c", "1", "-W", "0.2", HOA, check=False)
+        if " 1 received" in out:
+            resumed = time.monotonic() - started
+            break
+    after = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+    return {
+        "resumed_ms": None if resumed is None else round(resumed * 1000, 1),
+        "bindings_before": [(b["hoa"], b["coa"], b["path"]["kind"]) for b in before],
+        "bindings_after": [(b["hoa"], b["coa"], b["path"]["kind"]) for b in after],
+    }
+
+
+def restart_mobile_node(t: Topology) -> dict[str, Any]:
+    """SIGTERM the MN (it deregisters), start it again, and time its new registration."""
+    _stop(t, "mn")
+    started = time.monotonic()
+    t.spawn("mn", ["mn", "--config", str(t.workdir / "mn.toml")], "mn.log")
+    status = wait_for(
+        lambda: (s := daemon_status(t, "mn")) and s.get("state") == "registered" and s,
+        REGISTRATION_TIMEOUT_S,
+        0.1,
+    )
+    return {
+        "registered_ms": None if not status else round((time.monotonic() - started) * 1000, 1),
+        "mn_ha": status["bindings"][0]["path"]["kind"] if status else None,
+    }
+
+
+def wait_for_path(t: Topology, step: Step, peer: str) -> dict[str, Any]:
+    started = time.monotonic()
+    seen: list[str] = []
+
+    def reached() -> bool:
+        status = daemon_status(t, "mn") or {}
+        bindings = status.get("bindings") or []
+        mn_ha = bindings[0]["path"]["kind"] if bindings else None
+        mn_cn = correspondent_path(t, peer, status) if step.mn_cn else None
+        now = f"MN-HA {mn_ha}" + (f", MN-CN {mn_cn}" if step.mn_cn else "")
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        return (step.mn_ha is None or mn_ha == step.mn_ha) and (
+            step.mn_cn is None or mn_cn == step.mn_cn
+        )
+
+    ok = bool(wait_for(reached, step.within_s, 0.1))
+    return {
+        "reached": ok,
+        "after_ms": round((time.monotonic() - started) * 1000, 1) if ok else None,
+        "seen": seen,
+    }
+
+
+def run_step(t: Topology, step: Step, peer: str) -> dict[str, Any]:
+    """Run one step; the returned dict is its entry in the report (``problem`` when it failed)."""
+    entry: dict[str, Any] = {"step": step.describe()}
+    if step.do == "wait":
+        time.sleep(step.seconds)
+    elif step.do == "move":
+        entry.update(move(t))
+        if (
+            entry["mn_coa_after"] != topology.MN_LAN6_B
+            or entry["ha_coa_after"] != entry["mn_coa_after"]
+        ):
+            entry["problem"] = (
+                f"after the move MN care-of {entry['mn_coa_after']}, "
+                f"HA binding {entry['ha_coa_after']}"
+            )
+    elif step.do == "block":
+        block(t, step)
+    elif step.do == "unblock":
+        entry["rules_removed"] = unblock(t, step)
+    elif step.do == "restart-ha":
+        entry.update(restart_home_agent(t))
+        if entry["bindings_after"] != entry["bindings_before"]:
+            entry["problem"] = (
+                f"after the HA restart its bindings are {entry['bindings_after']}, "
+                f"before {entry['bindings_before']}"
+            )
+    elif step.do == "restart-mn":
+        entry.update(restart_mobile_node(t))
+        if entry["registered_ms"] is None:
+            entry["problem"] = f"the MN did not register again: {log_tail(t, 'mn.log')}"
+    elif step.do == "wait-for-path":
+        entry.update(wait_for_path(t, step, peer))
+        if not entry["reached"]:
+            entry["problem"] = f"{step.describe()}: not reached; saw {' -> '.join(entry['seen'])}"
+    return entry
+
+
+def peer_address(sc: Scenario) -> str:
+    return topology.HOA2 if sc.second_mn else CN_ADDRESS

@@ -1,0 +1,109 @@
+"""`mipnode lab --pcap DIR`: a pcap per link, and tshark finds no malformed packet in any.
+
+tshark is the independent oracle: its MIPv6, IPv6-in-IPv6, STUN and TCP dissectors read
+every frame of a route-optimised run and of a UDP-encapsulated one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import needs_root
+
+pytestmark = [
+    needs_root,
+    pytest.mark.netns,
+    pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark"),
+]
+
+STUN_COOKIE = "21:12:a4:42"
+
+
+def _tshark(pcap: Path, display_filter: str, *extra: str) -> list[str]:
+    proc = subprocess.run(
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(pcap),
+            *extra,
+            "-Y",
+            display_filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "pcap"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mipnode.cli",
+            "lab",
+            "-s",
+            "ro-open",
+            "-s",
+            "stateful-fw-no41",
+            "--pcap",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    for run in report["scenarios"]:
+        folder = out / run["name"]
+        pcaps = sorted(folder.glob("*.pcap"))
+        assert [str(p) for p in pcaps] == run["pcaps"]
+        # One file per link: mn-fw, fw-core, core-ha, core-cn.
+        assert {p.stem for p in pcaps} == {
+            "mn-eth0--fw-lan",
+            "fw-wan--core-to-fw",
+            "core-to-ha--ha-eth0",
+            "core-to-cn--cn-eth0",
+        }
+        for name, stats in run["pcap_stats"].items():
+            assert stats["frames"] > 0 and stats["kernel_drops"] == 0, (name, stats)
+        for pcap in pcaps:
+            assert _tshark(pcap, "frame"), f"{pcap} is empty"
+            bad = _tshark(pcap, "_ws.malformed || _ws.expert.severity == error")
+            assert not bad, f"{pcap}: malformed frames {bad[:10]}"
+            # Decoding UDP 4191 as IPv6 (T-udp, D-udp): everything but the STUN checks that
+            # share the port must then be a well-formed inner IPv6 packet.
+            inner_bad = _tshark(
+                pcap,
+                f"_ws.malformed && !(udp.payload[4:4] == {STUN_COOKIE})",
+                "-d",
+                "udp.port==4191,ipv6",
+            )
+            assert not inner_bad, f"{pcap}: malformed tunnelled frames {inner_bad[:10]}"
+
+    ro = out / "ro-open" / "mn-eth0--fw-lan.pcap"
+    # Route optimisation on the MN's link: all four RR messages, BU and BA to and from the
+    # CN, and D-native data (HAO out, RH2 back).
+    for mh_type in (1, 2, 3, 4, 5, 6):
+        assert _tshark(ro, f"mip6.mhtype == {mh_type}"), f"no MH type {mh_type} in {ro}"
+    assert _tshark(ro, "ipv6.opt.mipv6.home_address == 2001:db8:1::100")  # HAO
+    assert _tshark(ro, "ipv6.routing.mipv6.home_address == 2001:db8:1::100")  # RH2
+    no41 = out / "stateful-fw-no41" / "mn-eth0--fw-lan.pcap"
+    assert _tshark(no41, "udp.port == 4191 && stun")  # the T-udp path's checks
+    assert _tshark(no41, "udp.port == 4191 && ipv6.nxt == 135", "-d", "udp.port==4191,ipv6")
