@@ -77,126 +77,74 @@ def plan(
     return tuple(nodes), tuple(links)
 
 
+def _stateful(
+    before: str = "",
+    after_established: str = "",
+    outbound: str = "iifname $LAN accept",
+    family: str = "inet",
+    extra_chains: str = "",
+) -> str:
+    """P1 (protocol.md §5.4): forward policy drop, established/related back in, ICMPv6 errors
+    (RFC 4890) and everything from the protected side out; the other profiles add to it."""
+    icmp = (
+        "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, "
+        "parameter-problem } accept"
+    )
+    rules = [
+        before,
+        "ct state established,related accept",
+        after_established,
+        icmp if family != "ip" else "",
+        outbound,
+    ]
+    body = "\n".join(f"    {r}" for r in rules if r)
+    return f"""
+table {family} mipnode_lab {{
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+{body}
+  }}{extra_chains}
+}}
+"""
+
+
+def _masquerade(options: str = "") -> str:
+    return f"""
+  chain postrouting {{
+    type nat hook postrouting priority srcnat;
+    oifname $WAN masquerade{options}
+  }}"""
+
+
 FIREWALLS = {
     "open": "",
-    # P1: generic stateful firewall, outbound allowed, established back in (protocol.md §5.4).
-    "stateful": """
-table inet mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" accept
-  }
-}
-""",
+    # P1: generic stateful firewall, outbound allowed, established back in.
+    "stateful": _stateful(),
     # P2: P1 that also drops conntrack-invalid packets (common best practice). An RH2 reply to
     # a HAO packet is invalid to conntrack (reference/protocol.md §4, E4/E6): no D-native.
-    "stateful-strict": """
-table inet mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    ct state invalid counter drop
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" accept
-  }
-}
-""",
+    "stateful-strict": _stateful(after_established="ct state invalid counter drop"),
     # P3, strict variant: only TCP, UDP and ICMP pass (RFC 4487's UDP/TCP filters); the
     # Mobility Header, ESP, AH and protocol 41 are dropped both ways (TC-03).
-    "tcp-udp-icmp-only": """
-table inet mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    meta l4proto { mobility-header, esp, ah, ipv6 } counter drop
-    ct state established,related accept
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" meta l4proto { tcp, udp, ipv6-icmp, icmp } accept
-  }
-}
-""",
+    "tcp-udp-icmp-only": _stateful(
+        before="meta l4proto { mobility-header, esp, ah, ipv6 } counter drop",
+        outbound="iifname $LAN meta l4proto { tcp, udp, ipv6-icmp, icmp } accept",
+    ),
     # P5: P1 that drops ESP (RFC 4487 §5.1 I1/I3 literally): IPsec-protected signalling would
     # fail, mipnode's RFC 4285 authentication does not need ESP (TC-11).
-    "no-esp": """
-table inet mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    meta l4proto esp counter drop
-    ct state established,related accept
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" accept
-  }
-}
-""",
+    "no-esp": _stateful(before="meta l4proto esp counter drop"),
     # P1 that also drops IPv6-in-IPv6 (protocol 41) both ways: T-native cannot work.
-    "stateful-no41": """
-table inet mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    meta l4proto ipv6 counter drop
-    ct state established,related accept
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" accept
-  }
-}
-""",
+    "stateful-no41": _stateful(before="meta l4proto ipv6 counter drop"),
     # P1, and UDP only to the home agent (RFC 4487 §5.1 style UDP filtering, TC-03-like): no
     # direct UDP path can exist; T and D-native are what is left to try.
-    "stateful-udp-ha-only": """
-table inet mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    meta l4proto udp ip6 daddr != $HA ip6 saddr != $HA counter drop
-    ct state established,related accept
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" accept
-  }
-}
-""",
+    "stateful-udp-ha-only": _stateful(
+        before="meta l4proto udp ip6 daddr != $HA ip6 saddr != $HA counter drop"
+    ),
     # IPv6 access network with unique local addresses behind NAT66 masquerade (TC-14).
-    "nat66": """
-table ip6 mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
-    iifname "lan" accept
-  }
-  chain postrouting {
-    type nat hook postrouting priority srcnat;
-    oifname "wan" masquerade
-  }
-}
-""",
-    # IPv4-only access network behind NAT44 masquerade (DSMIPv6 scenario 2, TC-12).
-    # The same with destination-dependent mappings (a new port per destination).
-    "nat44-random": """
-table ip mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    iifname "lan" accept
-  }
-  chain postrouting {
-    type nat hook postrouting priority srcnat;
-    oifname "wan" masquerade fully-random
-  }
-}
-""",
-    "nat44": """
-table ip mipnode_lab {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    iifname "lan" accept
-  }
-  chain postrouting {
-    type nat hook postrouting priority srcnat;
-    oifname "wan" masquerade
-  }
-}
-""",
+    "nat66": _stateful(family="ip6", extra_chains=_masquerade()),
+    # IPv4-only access network behind NAT44 masquerade (DSMIPv6 scenario 2, TC-12), and the
+    # same with destination-dependent mappings (a new port per destination, TC-13).
+    "nat44": _stateful(family="ip", extra_chains=_masquerade()),
+    "nat44-random": _stateful(family="ip", extra_chains=_masquerade(" fully-random")),
 }
 
 
