@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,3 +215,22 @@ tcp_survives = true
     (summary,) = report["summary"]
     assert (summary["runs"], summary["passed"], report["repeat"]) == (2, 2, 2)
     assert summary["registration_ms"]["min"] <= summary["registration_ms"]["max"]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_without_root_the_lab_stops_with_one_line_before_creating_anything(
+    isolated_lab_state: Path,
+) -> None:
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*nobody, *CLI, "lab", "list"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot run mipnode here: {probe.stderr.strip()[-200:]}")
+    before = set(netns.list_namespaces())
+    proc = subprocess.run(
+        [*nobody, *CLI, "lab", "-s", "open"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mipnode lab: needs root (it creates network namespaces, veth links and nftables rules)"
+    ]
+    assert set(netns.list_namespaces()) == before and not list(isolated_lab_state.glob("*"))
