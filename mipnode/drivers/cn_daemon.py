@@ -7,7 +7,10 @@
   stops it from answering HAO packets (reference/linux.md §4).
 - Data from a bound MN (CoA + HAO) is accepted only with a valid binding; its source becomes the
   HoA again and it is written into our TUN, so applications see the HoA. Each bound HoA/128 is
-  routed into that TUN; replies read from it leave with a type 2 routing header to the CoA.
+  routed into that TUN; a packet read from it leaves with a type 2 routing header to the CoA
+  only when the MN itself sent D-native data on its flow lately (``mipnode.core.flows``): only
+  those flows have state in a firewall in front of the MN (RFC 4487 §5.1). Other flows, e.g.
+  a ping or a TCP connection this node starts, go the normal way, through the MN's HA.
 - Never forward on an RH2, never act on an HAO without a binding (RFC 6275 §9.3.1).
 """
 
@@ -29,6 +32,7 @@ from mipnode.core.cn import (
     CnCoreConfig,
     CorrespondentCore,
 )
+from mipnode.core.flows import FlowTable, flow_key_untrusted
 from mipnode.core.types import OutgoingMh
 from mipnode.drivers import netlink, rawio, sdnotify
 from mipnode.drivers.control import serve_control
@@ -77,7 +81,8 @@ class CorrespondentDaemon:
         self.started_at = wall()
         # HoA bytes -> CoA bytes for every binding: the whole per-packet state (a dict hit).
         self.care_of: dict[bytes, bytes] = {}
-        self.rh2_confirmed: set[bytes] = set()  # HoAs that send us D-native data
+        # Flows each MN sends us D-native (on trio's clock): only these may go back by RH2.
+        self.flows = FlowTable()
         self.answer_from: dict[bytes, IPv6Address] = {}  # HoA -> our address it offered to
         # D-udp: a controlled ICE agent per home address that offers direct paths.
         self.direct = DirectUdp(
@@ -197,9 +202,27 @@ class CorrespondentDaemon:
             return
         if not write_quietly(self.tun, inner, self.drops):
             return
-        if hoa not in self.rh2_confirmed and not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):
-            self.rh2_confirmed.add(hoa)
         self.counters("d_native_from_mn")
+        if not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):  # probes are answered anyway
+            self._record_flow(inner)
+
+    def _record_flow(self, inner: bytes) -> None:
+        """The MN sent D-native on this flow: a firewall in front of it now holds state that
+        admits the flow's RH2 packets back (RFC 4487 §5.1, I2/I4)."""
+        try:
+            key = flow_key_untrusted(inner, from_mn=True)
+        except BadPacket as exc:
+            self.counters(f"flow_unkeyed_{exc.reason}")  # delivered, but never answered by RH2
+            return
+        self.flows.record(trio.current_time(), key)
+
+    def _flow_is_d_native(self, pkt: bytes) -> bool:
+        try:
+            key = flow_key_untrusted(pkt, from_mn=False)
+        except BadPacket as exc:
+            self.counters(f"flow_unkeyed_{exc.reason}")
+            return False
+        return self.flows.is_live(trio.current_time(), key)
 
     def _on_mice(self, pkt: bytes) -> None:
         """An offer of direct UDP paths from a home address (Experimental MH, via its HA)."""
@@ -227,7 +250,8 @@ class CorrespondentDaemon:
 
     def _from_tun(self, pkt: bytes) -> None:
         """A packet of ours to a HoA with a direct path: D-native (RH2 to the care-of address)
-        before D-udp (DESIGN §2 preference), else the normal way through the HA."""
+        for a flow the MN sends D-native, before D-udp (DESIGN §2 preference), else the normal
+        way through the HA."""
         if len(pkt) < 40 or pkt[0] >> 4 != 6:
             self.drops("tun_not_ipv6")
             return
@@ -236,26 +260,25 @@ class CorrespondentDaemon:
         # the MN and this node's addresses); anything else to the HoA goes through its HA.
         ours = pkt[8:24] in self.addresses
         coa = self.care_of.get(dst)
-        rh2 = (
-            ours
-            and coa is not None
-            and can_route_optimise(pkt)
-            # Probe answers always; other traffic once the MN sends D-native data itself.
-            and (dst in self.rh2_confirmed or is_d_native_probe(pkt, ICMPV6_ECHO_REPLY))
-        )
-        if rh2 and coa is not None:
-            send_quietly(
-                self.sender,
-                add_type2_routing_header(pkt, coa),
-                (str(IPv6Address(coa)), 0),
-                self.drops,
-            )
-            self.counters("d_native_to_mn")
-        elif ours and self.direct.send(dst, pkt):
+        new_flow = False
+        if ours and coa is not None and can_route_optimise(pkt):
+            # Probe answers always (the MN's probe opened their way); other packets only on a
+            # flow the MN sends D-native: the rest would be unsolicited at the CoA's firewall.
+            if is_d_native_probe(pkt, ICMPV6_ECHO_REPLY) or self._flow_is_d_native(pkt):
+                send_quietly(
+                    self.sender,
+                    add_type2_routing_header(pkt, coa),
+                    (str(IPv6Address(coa)), 0),
+                    self.drops,
+                )
+                self.counters("d_native_to_mn")
+                return
+            new_flow = True
+        if ours and self.direct.send(dst, pkt):
             self.counters("d_udp_to_mn")
         else:
             send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
-            self.counters("plain_to_hoa")
+            self.counters("via_ha_new_flow" if new_flow else "plain_to_hoa")
 
     # -- send --------------------------------------------------------------------------------
     def _send_mh(self, out: OutgoingMh) -> None:
@@ -283,7 +306,8 @@ class CorrespondentDaemon:
         if isinstance(event, CnBindingAdded | CnBindingUpdated):
             b = event.binding
             if self.care_of.get(b.home_address.packed) != b.care_of_address.packed:
-                self.rh2_confirmed.discard(b.home_address.packed)  # a new CoA: prove it again
+                # A new CoA, maybe behind another firewall: no flow has state there yet.
+                self.flows.forget(b.home_address.packed)
             self.care_of[b.home_address.packed] = b.care_of_address.packed
             log.info(
                 "binding hoa=%s coa=%s lifetime=%ss seq=%d",
@@ -296,7 +320,7 @@ class CorrespondentDaemon:
                 self.host_routes.add(b.home_address)
         elif isinstance(event, CnBindingRemoved):
             self.care_of.pop(event.home_address.packed, None)
-            self.rh2_confirmed.discard(event.home_address.packed)
+            self.flows.forget(event.home_address.packed)
             log.info("binding removed hoa=%s reason=%s", event.home_address, event.reason)
             if event.home_address.packed not in self.direct.selected:
                 self.host_routes.remove(event.home_address)
@@ -305,19 +329,22 @@ class CorrespondentDaemon:
     def _paths(self) -> list[dict[str, Any]]:
         """DESIGN §8 `mipnode paths --json`, one entry per home address talking to us."""
         peers = []
+        now = trio.current_time()
         for hoa in dict.fromkeys([*self.care_of, *self.direct.peers]):
             direct = self.direct.describe(hoa) or {"selected": None, "pairs": [], "changes": []}
             coa = self.care_of.get(hoa)
+            # D-native is in use for the flows the MN sends that way (others: D-udp or T).
+            d_native_flows = self.flows.live_flows(now, hoa) if coa is not None else 0
             d_native = {
                 "kind": "D-native",
                 "local": None,
                 "remote": None if coa is None else {"address": str(IPv6Address(coa)), "port": None},
-                "state": "succeeded" if hoa in self.rh2_confirmed else "bound" if coa else "off",
+                "state": "succeeded" if d_native_flows else "bound" if coa else "off",
                 "rtt_ms": None,
                 "checks_sent": None,
                 "checks_answered": None,
             }
-            if hoa in self.rh2_confirmed and coa is not None:
+            if d_native_flows:
                 selected: dict[str, Any] | None = {
                     "kind": "D-native",
                     "local": None,
@@ -379,6 +406,7 @@ class CorrespondentDaemon:
                     str(IPv6Address(hoa)): self.direct.describe(hoa) for hoa in self.direct.peers
                 },
                 "counters": dict(self.counters),
+                "d_native_flows": self.flows.statistics(trio.current_time()),
                 "core": self.core.statistics(),
                 "drops": dict(self.drops),
                 "internal_errors": dict(HANDLER_ERRORS),

@@ -21,6 +21,12 @@ import trio
 
 from ice import stun
 from mipnode.config import MnConfig
+from mipnode.core.flows import (
+    CN_OPENED_IDLE_S,
+    FlowTable,
+    flow_key_untrusted,
+    opened_by_cn_untrusted,
+)
 from mipnode.core.mn import (
     BindingLost,
     Deregistered,
@@ -212,6 +218,9 @@ class MobileNodeDaemon:
         self.ro_ready: dict[bytes, float] = {}  # CN -> D-native since (POSIX time)
         self.ro_heard: dict[bytes, float] = {}  # CN -> last D-native echo answered (trio time)
         self.probes: dict[bytes, dict[bytes, float]] = {}  # CN -> nonce -> sent (trio time)
+        # Flows correspondents opened through the tunnel or D-udp: answered that way, never
+        # D-native (mipnode.core.flows; trio time).
+        self.cn_opened = FlowTable(idle_s=CN_OPENED_IDLE_S)
         self.coarse_now = wall()
         self.probe_seq = 0
         self.nat66 = False  # the access network translates IPv6 (observed source != CoA)
@@ -404,7 +413,36 @@ class MobileNodeDaemon:
         if inner[24:40] != self.hoa_bytes:
             self.drops("direct_not_for_hoa")
             return
+        self._note_cn_opened(inner)
         write_quietly(self.tun, inner, self.drops)
+
+    def _note_cn_opened(self, inner: bytes) -> None:
+        """A TCP SYN or echo request from a correspondent, not by RH2: answer its flow the same
+        way. From the care-of address the answer would be the first packet of the flow our
+        firewall sees, and invalid to it (RFC 4487 §5.1; mipnode.core.flows)."""
+        if self.ro is None:
+            return
+        try:
+            key = opened_by_cn_untrusted(inner)
+        except BadPacket:
+            return  # delivered all the same: the kernel judges it
+        if key is not None:
+            self.cn_opened.record(trio.current_time(), key)
+
+    def _cn_opened(self, pkt: bytes) -> bool:
+        """True (and the flow refreshed) for our packet on a flow a correspondent opened."""
+        if not self.cn_opened:
+            return False
+        try:
+            key = flow_key_untrusted(pkt, from_mn=True)
+        except BadPacket:
+            return False
+        now = trio.current_time()
+        if not self.cn_opened.is_live(now, key):
+            return False
+        self.cn_opened.record(now, key)
+        self.counters("cn_opened_flow_not_d_native")
+        return True
 
     def _send_mice(self, cn: IPv6Address, msg: ExperimentalMessage) -> None:
         """Offers travel HoA -> CN through the HA tunnel, like a HoTI (DESIGN §3)."""
@@ -617,7 +655,12 @@ class MobileNodeDaemon:
             return
         dst = pkt[24:40]
         # Best proven path first (DESIGN §2): D-native, then D-udp, then the T path.
-        if dst in self.ro_ready and can_route_optimise(pkt) and self.access.ipv6 is not None:
+        if (
+            dst in self.ro_ready
+            and can_route_optimise(pkt)
+            and self.access.ipv6 is not None
+            and not self._cn_opened(pkt)
+        ):
             self.ro_peers[dst] = self.coarse_now
             send_quietly(
                 self.raw_sender,
@@ -695,6 +738,7 @@ class MobileNodeDaemon:
                     return
                 if nh == NH_ICMPV6 and self._maybe_keepalive_reply(inner):
                     return
+            self._note_cn_opened(inner)
             if not write_quietly(self.tun, inner, self.drops):
                 return
             self.counters("delivered_from_ha")

@@ -53,13 +53,19 @@ def make_lab(tmp_path: Path) -> Iterator[Any]:
         *,
         cn_mipnode: bool = False,
         cn_firewall: str | None = None,
+        sysctls: dict[str, dict[str, str]] | None = None,
     ) -> Lab:
         record = netns.RunRecord.new("run")
         records.append(record)
         workdir = tmp_path / f"lab-{record.run_id}"
         workdir.mkdir()
         t = topology.build(
-            record, workdir, access=access, firewall=firewall, cn_firewall=cn_firewall
+            record,
+            workdir,
+            access=access,
+            firewall=firewall,
+            cn_firewall=cn_firewall,
+            sysctls=sysctls,
         )
         lab = Lab(record, t, cn_mipnode)
         if start:
