@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mipnode.lab import netns, runner
+from mipnode.lab.capture import LinkCaptures
 from mipnode.lab.topology import CN_ADDRESS, HOA, MN_LAN6
 
 from .conftest import Lab, needs_root
@@ -73,20 +74,6 @@ def _cn_path(lab: Lab) -> str | None:
     return runner.correspondent_path(lab.t)
 
 
-def _capture(lab: Lab, node: str, pcap: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.t.ns(node), "tshark", "-n", "-i", "eth0", "-w", str(pcap)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "Capturing on" in line:
-            return proc
-    raise AssertionError("tshark did not start capturing")
-
-
 def _fields(pcap: Path, *fields: str) -> list[list[str]]:
     args = [
         "tshark",
@@ -113,7 +100,9 @@ def _fields(pcap: Path, *fields: str) -> list[list[str]]:
 def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -> None:
     lab = make_lab(firewall="open", start=False, cn_mipnode=True)
     pcap = tmp_path / "cn-eth0.pcap"
-    capture = _capture(lab, "cn", pcap)
+    # The lab's own capture (AF_PACKET to pcap); tshark stays the independent decoder.
+    capture = LinkCaptures(tmp_path)
+    capture.start(lab.t.ns("cn"), "eth0", pcap.stem)
     try:
         lab.start()
         # The first packets to the CN start return routability; data moves once the probe
@@ -145,10 +134,7 @@ def test_mipnode_cn_on_an_open_network_runs_d_native(make_lab, tmp_path: Path) -
         assert [(b["hoa"], b["coa"]) for b in cn["bindings"]] == [(HOA, MN_LAN6)]
         assert cn["counters"]["d_native_from_mn"] > 0 and cn["counters"]["d_native_to_mn"] > 0
     finally:
-        capture.send_signal(signal.SIGINT)
-        capture.wait(timeout=10)
-        if capture.stderr is not None:
-            capture.stderr.close()
+        assert capture.stop() == [pcap]
     rows = _fields(
         pcap,
         "frame.number",
