@@ -16,7 +16,7 @@ from mipnode.lab import runner
 from mipnode.lab.netns import LabError, RunRecord, remove_leftovers
 from mipnode.lab.scenario_files import check_rulesets, load_scenario
 
-REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool")
+REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool", "unshare", "sysctl")
 
 
 def _fail(message: str) -> int:
@@ -29,7 +29,7 @@ def _preflight() -> str | None:
         return "needs root (it creates network namespaces, veth links and nftables rules)"
     missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
     if missing:
-        need = "iproute2, nftables, iputils-ping, ethtool"
+        need = "iproute2, nftables, iputils-ping, ethtool, util-linux, procps"
         return f"missing tools: {', '.join(missing)} (install {need})"
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun is missing (the kernel needs TUN support)"
