@@ -56,7 +56,9 @@ two-way authenticated check on exactly that 5-tuple.
   at least "abcd:efgh" (16), PRIORITY (8), MESSAGE-INTEGRITY (24) and FINGERPRINT (8): 76
   octets; the largest answer, a success with an IPv6 XOR-MAPPED-ADDRESS or a 487, is 76
   octets. Each answer is compared with its request anyway (``amplification_suppressed``). A
-  triggered check is at most one per pair at a time and goes through the pacer.
+  triggered check is at most one per pair at a time and goes through the pacer; a peer's
+  check on a pair we are still checking for the first time cancels our check (§7.3.1.4:
+  its answer still counts) so a check lost at a stateful firewall is repeated at once.
 
 Events (:meth:`IceAgent.next_event`): :class:`PathSelected`, :class:`PathLost`,
 :class:`RoleChanged`, :class:`PeerReflexiveCandidate`, :class:`ConsentLost`.
@@ -128,6 +130,9 @@ class _Transaction:
     next_at: float  # next retransmission, or when it fails / is forgotten
     rto_s: float
     transmissions: int = 1
+    # Cancelled for a triggered check (§7.3.1.4): no retransmission and no failure when it
+    # times out, but its answer still counts.
+    cancelled: bool = False
 
 
 class IceAgent:
@@ -436,8 +441,12 @@ class IceAgent:
         if req.use_candidate and not self._controlling:
             pair.nominated = True
             pair.nominated_at = now
-        if pair.state in (PairState.FROZEN, PairState.WAITING, PairState.FAILED) or (
-            req.use_candidate and not self._controlling and not self._fresh(now, pair)
+        if (
+            pair.state in (PairState.FROZEN, PairState.WAITING, PairState.FAILED)
+            # Our first check of a pair not yet valid may have died at a stateful firewall
+            # the peer's check has just opened: check again now (§7.3.1.4), not after an RTO.
+            or (pair.state is PairState.IN_PROGRESS and not pair.valid)
+            or (req.use_candidate and not self._controlling and not self._fresh(now, pair))
         ):
             self._trigger(pair)
         if req.use_candidate and not self._controlling:
@@ -485,17 +494,23 @@ class IceAgent:
         return self._pair(base, candidate)
 
     def _trigger(self, pair: Pair) -> None:
-        """§7.3.1.4: queue a triggered check (at most one per pair at a time). A check of
-        ours that has sent its last retransmission and only waits to fail is cancelled, so
-        the peer's check leads to a fresh one at once (the RFC cancels any in-progress one)."""
+        """§7.3.1.4: queue a triggered check (at most one per pair at a time). A check of ours
+        still in progress is cancelled: it is not retransmitted and does not fail, but its
+        answer still counts. Behind a stateful firewall this matters: our first check often
+        left before the peer's opened the way and was dropped; the peer's check arriving means
+        the way is open now, and waiting for our retransmission would cost a whole RTO."""
         if pair in self._triggered:
             return
         if pair.transaction is not None:
             txn = self._transactions.get(pair.transaction)
-            if txn is not None and txn.transmissions < self._config.max_transmissions:
-                return
-            if txn is not None:
-                self._transactions.pop(txn.transaction_id, None)
+            if (
+                txn is not None
+                and pair.valid
+                and txn.transmissions < self._config.max_transmissions
+            ):
+                return  # a proven pair's check in progress answers for it: no churn
+            if txn is not None and not txn.heartbeat:
+                txn.cancelled = True
                 self._counters["checks_cancelled_for_trigger"] += 1
             pair.transaction = None
         pair.state = PairState.WAITING
@@ -718,8 +733,10 @@ class IceAgent:
         for txn in sorted(self._transactions.values(), key=lambda t: t.next_at):
             if txn.next_at > now:
                 break
-            if txn.heartbeat:
-                self._transactions.pop(txn.transaction_id, None)  # forgotten; death is timed
+            if txn.heartbeat or txn.cancelled:
+                # Forgotten: death is timed for heartbeats, a triggered check replaced the
+                # cancelled one.
+                self._transactions.pop(txn.transaction_id, None)
                 continue
             if txn.transmissions >= self._config.max_transmissions:
                 self._finish(txn)

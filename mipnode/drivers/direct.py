@@ -216,6 +216,18 @@ class DirectUdp:
         self._kick()
         return True
 
+    def resend_offers(self) -> int:
+        """Offers not answered yet, again now. After a move the first offer can leave before
+        the home agent knows the new care-of address, and its ingress filter rightly drops
+        the tunnelled packet; the caller calls this once the new registration is acknowledged
+        instead of waiting for the next retry (OFFER_RETRY_S)."""
+        resent = 0
+        for p in self.peers.values():
+            if p.offered and not p.answered:
+                self._send_description(p)
+                resent += 1
+        return resent
+
     def stop(self, peer: IPv6Address) -> None:
         p = self.peers.pop(peer.packed, None)
         if p is not None and self.selected.pop(peer.packed, None) is not None:

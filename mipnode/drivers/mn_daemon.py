@@ -821,6 +821,8 @@ class MobileNodeDaemon:
                 log.info("handover done in %s ms (care-of %s)", self.last_handover_ms, self.coa)
                 self.moved_at = None
                 self._retire_access = None  # the old sockets may go now
+                if self.direct is not None and self.direct.resend_offers():
+                    self.counters("offers_resent_after_handover")
             if self.first_registration_ms is None:
                 self.first_registration_ms = round((now - self.started_at) * 1000, 1)
             self.registered_at = now

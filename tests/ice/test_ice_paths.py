@@ -398,3 +398,36 @@ def _mutate(data: bytes, pos: int, value: int) -> bytes:
     buf = bytearray(data)
     buf[pos % len(buf)] = value
     return bytes(buf)
+
+
+def test_a_check_lost_at_a_stateful_firewall_is_repeated_when_the_peer_opens_the_way() -> None:
+    """The CN learns the MN's candidates first and checks at once; the MN's outbound-only
+    firewall drops that check (no state yet). When the MN's own check arrives, the CN checks
+    again right away (§7.3.1.4) instead of waiting for its retransmission one RTO later."""
+    net = network(families=("6",))
+    opened: set[tuple[TransportAddress, TransportAddress]] = set()
+
+    def mn_firewall(now: float, src: TransportAddress, dst: TransportAddress, data: bytes) -> bool:
+        if src == MN6:
+            opened.add((src, dst))
+            return False
+        return dst == MN6 and (dst, src) not in opened
+
+    net.rules.append(mn_firewall)
+    mn, cn = net.agents["mn"], net.agents["cn"]
+    cn.set_remote_credentials(mn.local_credentials)
+    for c in mn.local_candidates():
+        cn.add_remote_candidate(c)
+    net.run_for(0.1)  # the CN's first check leaves now and dies at the firewall
+    assert net.dropped >= 1 and selected(net, "cn") is None
+    mn.set_remote_credentials(cn.local_credentials)
+    for c in cn.local_candidates():
+        mn.add_remote_candidate(c)
+    started = net.now
+    net.run_for(1.0)
+    [(t, _)] = events_of(net, "cn", PathSelected, since=started)
+    # Three one-way trips (MN check, CN triggered check, its answer) plus pacing; without the
+    # triggered check the CN would wait for its retransmission, 0.5 s after the first one.
+    assert t - started < 0.2
+    assert net.agents["cn"].statistics()["checks_cancelled_for_trigger"] == 1
+    assert agree(net)
