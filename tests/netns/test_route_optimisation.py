@@ -195,20 +195,10 @@ def test_a_mipnode_cn_behind_a_stateful_firewall_stays_on_t_without_flapping(mak
     assert lab.status("cn", "bindings")["bindings"] == []  # the BU never got through
 
 
-def _wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def _d_native_lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
     lab = make_lab(firewall="open", cn_mipnode=True)
     runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
-    assert _wait_for(lambda: _cn_path(lab) == "D-native", 10)
+    assert runner.wait_for(lambda: _cn_path(lab) == "D-native", 10)
     return lab
 
 
@@ -218,11 +208,11 @@ def test_mn_behind_a_stateful_firewall_deletes_the_binding_it_cannot_use(make_la
     # the MN's outbound checks opened in the firewall, carries the traffic instead.
     lab = make_lab(firewall="stateful", cn_mipnode=True)
     runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
-    dropped = _wait_for(
+    dropped = runner.wait_for(
         lambda: lab.status("mn")["counters"].get("d_native_dropped_probe_unanswered"), 8
     )
     assert dropped == 1
-    assert _wait_for(lambda: lab.status("cn", "bindings")["bindings"] == [], 5)
+    assert runner.wait_for(lambda: lab.status("cn", "bindings")["bindings"] == [], 5)
     assert _cn_path(lab) == "D-udp"
     assert runner.ping(lab.t, "cn", HOA, count=3)["received"] == 3
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
@@ -245,7 +235,7 @@ def test_dead_direct_paths_fall_back_within_3_s_each(make_lab) -> None:
     lab = _d_native_lab(make_lab)
     # D-native dies (route-optimised packets dropped): the D-udp pair takes over.
     cut = _cut(lab, "cut_ro", "exthdr dst exists drop\n    rt type 2 drop")
-    assert _wait_for(lambda: _cn_path(lab) == "D-udp", 5)
+    assert runner.wait_for(lambda: _cn_path(lab) == "D-udp", 5)
     assert time.monotonic() - cut <= 3.0, "D-native -> D-udp took longer than 3 s"
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
     # Then direct UDP between the MN's access network and the CN dies too: back to the HA.
@@ -256,7 +246,7 @@ def test_dead_direct_paths_fall_back_within_3_s_each(make_lab) -> None:
         "meta l4proto udp drop\n    ip6 saddr 2001:db8:c::/64 "
         "ip6 daddr 2001:db8:a::/64 meta l4proto udp drop",
     )
-    assert _wait_for(lambda: _cn_path(lab) == "T-native", 5)
+    assert runner.wait_for(lambda: _cn_path(lab) == "T-native", 5)
     fallback = time.monotonic() - cut
     assert fallback <= 3.0, f"D-udp -> T took {fallback:.2f} s"
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3  # over the tunnel
@@ -271,7 +261,7 @@ def test_dead_direct_paths_fall_back_within_3_s_each(make_lab) -> None:
         runner.ping(lab.t, "mn", CN_ADDRESS, count=1)
         return _cn_path(lab) == "D-native"
 
-    assert _wait_for(upgraded, 30, interval=0.5)
+    assert runner.wait_for(upgraded, 30, interval=0.5)
     print(f"D-native again {time.monotonic() - repaired:.1f} s after the repair")
 
 
@@ -283,11 +273,11 @@ def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> N
     child.wait(timeout=10)
     lab.record.daemons.remove(cn_pid)
     lab.t.spawn("cn", ["cn", "--config", str(lab.t.workdir / "cn.toml")], "cn.log")
-    assert _wait_for(lambda: runner.daemon_status(lab.t, "cn"), 10)
+    assert runner.wait_for(lambda: runner.daemon_status(lab.t, "cn"), 10)
     # The MN's next HAO packets meet a CN without a binding: Binding Error 1, back to T,
     # return routability again, D-native again.
     runner.ping(lab.t, "mn", CN_ADDRESS, count=3)
-    assert _wait_for(lambda: lab.status("mn")["counters"].get("binding_error_1"), 5)
+    assert runner.wait_for(lambda: lab.status("mn")["counters"].get("binding_error_1"), 5)
 
     def talking_directly_again() -> bool:
         # Steady traffic: once the short back-off after the Binding Error is over, the next
@@ -295,7 +285,7 @@ def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> N
         runner.ping(lab.t, "mn", CN_ADDRESS, count=1)
         return _cn_path(lab) == "D-native"
 
-    assert _wait_for(talking_directly_again, 15, interval=0.2)
+    assert runner.wait_for(talking_directly_again, 15, interval=0.2)
     assert runner.ping(lab.t, "mn", CN_ADDRESS, count=3)["received"] == 3
 
 
