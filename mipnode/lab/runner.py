@@ -89,11 +89,9 @@ class FirstData:
             self.proc.stdout.close()
 
 
-def start_daemons(
-    t: Topology, *, cn_mipnode: bool = False, probe_first_data: bool = False
-) -> dict[str, Any]:
-    """Start HA (and the CN daemon) then MN; return the MN's status once registered (with
-    ``first_data_ms`` when probed)."""
+def start_home_network(t: Topology, *, cn_mipnode: bool) -> Path:
+    """Write the configurations, start the HA (and the CN daemon) and wait until they answer;
+    returns the MN's configuration file."""
     ha_cfg, mn_cfg = topology.write_configs(t)
     t.spawn("ha", ["ha", "--config", str(ha_cfg)], "ha.log")
     if not wait_for(lambda: daemon_status(t, "ha"), 10):
@@ -103,6 +101,15 @@ def start_daemons(
         t.spawn("cn", ["cn", "--config", str(cn_cfg)], "cn.log")
         if not wait_for(lambda: daemon_status(t, "cn"), 10):
             raise LabError(f"correspondent node did not start: {log_tail(t, 'cn.log')}")
+    return mn_cfg
+
+
+def start_daemons(
+    t: Topology, *, cn_mipnode: bool = False, probe_first_data: bool = False
+) -> dict[str, Any]:
+    """Start HA (and the CN daemon) then MN; return the MN's status once registered (with
+    ``first_data_ms`` when probed)."""
+    mn_cfg = start_home_network(t, cn_mipnode=cn_mipnode)
     t.spawn("mn", ["mn", "--config", str(mn_cfg)], "mn.log")
     prober = FirstData(t) if probe_first_data else None
     try:
@@ -204,22 +211,7 @@ def tcp_transfer(
     server_node, client_node, target = ("mn", "cn", HOA) if from_cn else ("cn", "mn", CN_ADDRESS)
     if to_second_mn:
         server_node, client_node, target = ("mn2", "mn", topology.HOA2)
-    server = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            t.ns(server_node),
-            sys.executable,
-            "-m",
-            "mipnode.lab.traffic",
-            "server",
-            str(TCP_PORT),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    server = timeline.traffic_process(t, server_node, "server", str(TCP_PORT))
     try:
         assert server.stdout is not None
         server.stdout.readline()  # "listening": the readiness probe, no fixed sleep
@@ -248,9 +240,7 @@ def tcp_transfer(
         return result
     finally:
         server.kill()
-        server.wait()
-        if server.stdout is not None:
-            server.stdout.close()
+        server.communicate()
 
 
 def new_result(sc: Scenario) -> dict[str, Any]:
@@ -330,12 +320,7 @@ def run_scenario(
 
 def diagnosis_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> list[str]:
     """No path can exist (RFC 4487 §5.3, TC-07): the MN must say so, in bounded time."""
-    ha_cfg, mn_cfg = topology.write_configs(t)
-    t.spawn("ha", ["ha", "--config", str(ha_cfg)], "ha.log")
-    if not wait_for(lambda: daemon_status(t, "ha"), 10):
-        raise LabError(f"home agent did not start: {log_tail(t, 'ha.log')}")
-    if sc.cn == "mipnode":
-        t.spawn("cn", ["cn", "--config", str(topology.write_cn_config(t))], "cn.log")
+    mn_cfg = start_home_network(t, cn_mipnode=sc.cn == "mipnode")
     started = time.monotonic()
     t.spawn("mn", ["mn", "--config", str(mn_cfg)], "mn.log")
 

@@ -22,7 +22,8 @@ import threading
 import time
 
 
-def server(port: int) -> None:
+def _accept_one(port: int) -> socket.socket:
+    """Listen on ``port``, say "listening" (the lab's readiness probe), accept one connection."""
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("::", port))
@@ -30,13 +31,17 @@ def server(port: int) -> None:
         print("listening", flush=True)
         s.settimeout(60)
         conn, _ = s.accept()
-        with conn:
-            conn.settimeout(30)
-            digest, total = hashlib.sha256(), 0
-            while chunk := conn.recv(65536):
-                digest.update(chunk)
-                total += len(chunk)
-            conn.sendall(f"{total} {digest.hexdigest()}\n".encode())
+    conn.settimeout(30)
+    return conn
+
+
+def server(port: int) -> None:
+    with _accept_one(port) as conn:
+        digest, total = hashlib.sha256(), 0
+        while chunk := conn.recv(65536):
+            digest.update(chunk)
+            total += len(chunk)
+        conn.sendall(f"{total} {digest.hexdigest()}\n".encode())
 
 
 def client(host: str, port: int, size: int) -> int:
@@ -73,26 +78,16 @@ INTERVAL_S = 0.01
 
 
 def stream_server(port: int) -> None:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("::", port))
-        s.listen(1)
-        print("listening", flush=True)
-        s.settimeout(60)
-        conn, _ = s.accept()
-        with conn:
-            conn.settimeout(30)
-            total, max_gap, last = 0, 0.0, time.monotonic()
-            while chunk := conn.recv(65536):
-                now = time.monotonic()
-                if total:
-                    max_gap = max(max_gap, now - last)
-                last = now
-                total += len(chunk)
-            conn.sendall(
-                json.dumps({"bytes": total, "max_gap_ms": round(max_gap * 1000, 1)}).encode()
-                + b"\n"
-            )
+    with _accept_one(port) as conn:
+        total, max_gap, last = 0, 0.0, time.monotonic()
+        while chunk := conn.recv(65536):
+            now = time.monotonic()
+            if total:
+                max_gap = max(max_gap, now - last)
+            last = now
+            total += len(chunk)
+        report = {"bytes": total, "max_gap_ms": round(max_gap * 1000, 1)}
+        conn.sendall(json.dumps(report).encode() + b"\n")
 
 
 MAX_RUN_S = 300.0  # a traffic process the lab forgot must still end
