@@ -60,6 +60,23 @@ two-way authenticated check on exactly that 5-tuple.
   check on a pair we are still checking for the first time cancels our check (§7.3.1.4:
   its answer still counts) so a check lost at a stateful firewall is repeated at once.
 
+* **Lite peers** (:meth:`IceAgent.for_lite_peer`): the home path is a check list too (DESIGN
+  §4), against the ICE-lite home agent, which answers plain Binding requests and never checks
+  back. Such an agent has no credentials; its owner adds each pair explicitly with its path
+  kind (:meth:`IceAgent.add_pair`: ``T-native``, ``T-udp``), its checks are unsigned padded
+  Binding requests (:func:`ice.stun.binding_request`) and an answer counts when it matches a
+  transaction of ours (96 random bits, RFC 8489 §5) on the same 5-tuple. Everything else --
+  pacing, the RTO ladder, heartbeats, death, re-probes, selection by kind then RTT with
+  hysteresis -- is the same code as for a full agent. Requests from a lite peer are dropped.
+* **Flap damping** (``flap_*`` in :class:`IceConfig`): a selected pair that dies soon after it
+  was selected, a second time in a row, is held down before it is selected again, longer each
+  time, while the peer is reachable another way; a path that dies once comes back at its next
+  re-probe. ``retry_unselected_s`` re-checks faster while nothing is selected (a lite agent's
+  check list has no T path behind it).
+* **Confirmation** (:meth:`IceAgent.path_confirmed`): an authenticated message that arrived on a
+  pair (the home agent's Binding Acknowledgement on the home path) proves it as an answer to a
+  check would.
+
 Events (:meth:`IceAgent.next_event`): :class:`PathSelected`, :class:`PathLost`,
 :class:`RoleChanged`, :class:`PeerReflexiveCandidate`, :class:`ConsentLost`.
 """
@@ -146,10 +163,14 @@ class IceAgent:
         credentials: Credentials,
         tie_breaker: int,
         random_bytes: Callable[[int], bytes],
+        lite_peer: bool = False,
     ) -> None:
         if not 0 <= tie_breaker <= TIE_BREAKER_MAX:
             raise ValueError("tie_breaker must be a 64-bit unsigned integer")
+        if lite_peer and not controlling:
+            raise ValueError("an agent checking a lite peer is controlling")
         self._config = config
+        self._lite = lite_peer
         self._controlling = controlling
         self._local_credentials = credentials
         self._remote_credentials: Credentials | None = None
@@ -170,6 +191,19 @@ class IceAgent:
         self._outgoing: list[OutgoingDatagram] = []
         self._events: deque[IceEvent] = deque()
         self._counters: Counter[str] = Counter()
+
+    @classmethod
+    def for_lite_peer(cls, config: IceConfig, *, random_bytes: Callable[[int], bytes]) -> IceAgent:
+        """An agent checking an ICE-lite peer without credentials (see the module docstring):
+        add its pairs with :meth:`add_pair`."""
+        return cls(
+            config,
+            controlling=True,
+            credentials=new_credentials(random_bytes),
+            tie_breaker=0,
+            random_bytes=random_bytes,
+            lite_peer=True,
+        )
 
     # -- configuration and signalling -------------------------------------------------------
 
@@ -235,6 +269,52 @@ class IceAgent:
         for local in self._pairable_locals():
             self._pair(local, candidate)
 
+    def add_pair(self, local: Candidate, remote: Candidate, kind: str) -> bool:
+        """Check exactly ``local`` -> ``remote`` as a path of ``kind`` (a DESIGN §2 name).
+
+        For lite peers, whose pairs the owner knows (the home candidates); no automatic pairing
+        follows. False when the pair exists or the check list is full.
+        """
+        if not any(c.address == local.address and c.kind == local.kind for c in self._local):
+            self._local.append(local)
+        self._remote.setdefault(remote.address, remote)
+        pair = Pair(local, remote, self._controlling, kind)
+        return self._checklist.add(pair, protected=self._selected)
+
+    def remove_pair(self, local: TransportAddress, remote: TransportAddress) -> None:
+        """Stop checking ``local`` -> ``remote`` (e.g. a T-native pair found to cross a NAT);
+        if it was selected it is lost (``"removed"``)."""
+        pair = self._checklist.get((transport_address(*local), transport_address(*remote)))
+        if pair is None:
+            return
+        was_selected = pair is self._selected
+        if was_selected:
+            self._deselect("removed")
+        for txn in [t for t in self._transactions.values() if t.pair is pair]:
+            del self._transactions[txn.transaction_id]
+        for queue in (self._triggered, self._reprobes):
+            if pair in queue:
+                queue.remove(pair)
+        self._checklist.remove(pair)
+        self._counters["pairs_removed"] += 1
+        if was_selected and self._controlling:
+            alternative = self._best_fresh(self._now)
+            if alternative is not None:
+                self._select(self._now, alternative)
+
+    def path_confirmed(self, now: float, local: TransportAddress, remote: TransportAddress) -> None:
+        """An authenticated message arrived on ``local`` <- ``remote``: for a valid pair it
+        counts as an answer to a heartbeat (liveness only: no RTT sample, no new selection)."""
+        self._advance(now)
+        pair = self._checklist.get((transport_address(*local), transport_address(*remote)))
+        if pair is None or not pair.valid or pair.consent_lost:
+            return
+        if pair.last_response_at is None or now > pair.last_response_at:
+            pair.last_response_at = now
+            if pair.consent_expires_at is not None:
+                pair.consent_expires_at = now + self._config.consent_timeout_s
+            self._counters["confirmations"] += 1
+
     def end_of_remote_candidates(self) -> None:
         """The peer has signalled all its candidates (RFC 8838 §4)."""
         self._end_of_candidates = True
@@ -273,6 +353,9 @@ class IceAgent:
         if not stun.looks_like_stun(data):
             self._drop("not_stun")
             return
+        if self._lite:
+            self._receive_lite(now, data, local, remote)
+            return
         remote_password = self._remote_credentials.password if self._remote_credentials else None
         try:
             local = transport_address(*local)
@@ -292,6 +375,21 @@ class IceAgent:
             self._handle_request(now, msg, len(data), local, remote)
         else:
             self._handle_response(now, msg, local, remote)
+
+    def _receive_lite(
+        self, now: float, data: bytes, local: TransportAddress, remote: TransportAddress
+    ) -> None:
+        try:
+            local = transport_address(*local)
+            remote = transport_address(*remote)
+            answer = stun.parse_lite_answer_untrusted(data)
+        except BadPacket as exc:
+            self._drop(exc.reason)
+            return
+        except (TypeError, ValueError):
+            self._drop("bad_address")
+            return
+        self._handle_response(now, answer, local, remote)
 
     def handle_timer(self, now: float) -> None:
         """Run everything due at ``now``: consent, death, retransmissions, re-probes, pacing."""
@@ -621,13 +719,26 @@ class IceAgent:
         )
 
     def _score(self, pair: Pair) -> PathScore:
-        return path_score("D-udp", pair.rtt_s)
+        return path_score(pair.kind, pair.rtt_s)
+
+    def _held_down(self, now: float, pair: Pair, current: Pair | None) -> bool:
+        """Flap damping: not selected yet while the peer is reachable another way -- a full
+        agent always has the T path; a lite agent only when another pair is selected."""
+        if now >= pair.holddown_until:
+            return False
+        return current is not None or not self._lite
 
     def _consider(self, now: float, pair: Pair) -> None:
         """Controlling: select ``pair`` when nothing is selected or it beats the selected one."""
         if pair is self._selected or not self._fresh(now, pair):
             return
         current = self._selected
+        if self._held_down(now, pair, current):
+            self._counters["held_down"] += 1
+            # Look again as soon as the hold-down ends, not a whole re-probe period later.
+            if self._next_reprobe_at is None or self._next_reprobe_at > pair.holddown_until:
+                self._next_reprobe_at = pair.holddown_until
+            return
         if current is None or is_better(
             self._score(pair),
             self._score(current),
@@ -640,6 +751,8 @@ class IceAgent:
         best: Pair | None = None
         for pair in self._checklist:
             if pair is self._selected or not self._fresh(now, pair):
+                continue
+            if self._held_down(now, pair, None):
                 continue
             if best is None or (self._score(pair), -pair.priority) < (
                 self._score(best),
@@ -657,6 +770,12 @@ class IceAgent:
             ):
                 latest = pair
         if latest is not None and latest is not self._selected and self._fresh(now, latest):
+            if not self._fresh(now + self._config.rto_initial_s, latest):
+                # Fresh only for a moment (our last answer on it is old): it would be declared
+                # dead before the selection's heartbeat is answered. Check it first; the answer
+                # brings us back here with a fresh pair.
+                self._trigger(latest)
+                return
             self._select(now, latest)
 
     def _select(self, now: float, pair: Pair) -> None:
@@ -664,7 +783,10 @@ class IceAgent:
         if previous is not None and self._controlling:
             previous.nominated = False
         self._selected = pair
-        if pair.last_response_at is not None:
+        pair.selected_at = now
+        if pair.last_response_at is not None and not self._lite:
+            # RFC 7675 consent is the peer's to give; a lite peer (our own home agent) answers
+            # checks without ever checking back, and its pairs must stay re-probed for good.
             pair.consent_expires_at = pair.last_response_at + self._config.consent_timeout_s
         if self._controlling:
             pair.nominated = True
@@ -682,8 +804,27 @@ class IceAgent:
         pair.nominated_at = None
         if self._controlling:
             pair.nominated = False
+        if reason == "timeout":
+            self._damp(pair)
+        retry = self._config.retry_unselected_s
+        if retry is not None and self._next_reprobe_at is not None:
+            self._next_reprobe_at = min(self._next_reprobe_at, self._now + retry)
         self._counters[f"path_lost_{reason}"] += 1
         self._events.append(PathLost(pair.snapshot(False), reason))
+
+    def _damp(self, pair: Pair) -> None:
+        """A selected pair died: count it as a flap when it was selected only briefly."""
+        cfg = self._config
+        selected_for = self._now - (pair.selected_at if pair.selected_at is not None else -1e18)
+        if selected_for >= cfg.flap_window_s:
+            pair.flaps = 0
+            return
+        pair.flaps += 1
+        self._counters["flaps"] += 1
+        if pair.flaps < 2 or cfg.flap_holddown_s <= 0:
+            return  # once is a path that died, not a flapping one
+        hold = min(cfg.flap_holddown_s * 2 ** (pair.flaps - 2), cfg.flap_holddown_max_s)
+        pair.holddown_until = self._now + hold
 
     def _check_selected_alive(self, now: float) -> None:
         pair = self._selected
@@ -749,7 +890,7 @@ class IceAgent:
 
     def _next_work_at(self) -> float | None:
         """When the pacer next has a new transaction to start (ignoring Ta)."""
-        if self._remote_credentials is None:
+        if self._remote_credentials is None and not self._lite:
             return None
         if self._triggered or self._reprobes or self._checklist.next_ordinary() is not None:
             return self._now
@@ -758,7 +899,7 @@ class IceAgent:
         return None
 
     def _pace(self, now: float) -> None:
-        if self._remote_credentials is None:
+        if self._remote_credentials is None and not self._lite:
             return
         if now < self._last_new_transaction_at + self._config.ta_s:
             return
@@ -789,18 +930,21 @@ class IceAgent:
         return None
 
     def _start(self, now: float, pair: Pair, *, heartbeat: bool) -> None:
-        assert self._remote_credentials is not None
         tid = self._random_bytes(TRANSACTION_ID_LENGTH)
-        use_candidate = self._controlling and pair is self._selected
-        data = stun.build_check(
-            tid,
-            username=f"{self._remote_credentials.ufrag}:{self._local_credentials.ufrag}",
-            password=self._remote_credentials.password,
-            priority=self._prflx_priority(pair),
-            controlling=self._controlling,
-            tie_breaker=self._tie_breaker,
-            use_candidate=use_candidate,
-        )
+        use_candidate = self._controlling and pair is self._selected and not self._lite
+        if self._lite:
+            data = stun.binding_request(tid)
+        else:
+            assert self._remote_credentials is not None
+            data = stun.build_check(
+                tid,
+                username=f"{self._remote_credentials.ufrag}:{self._local_credentials.ufrag}",
+                password=self._remote_credentials.password,
+                priority=self._prflx_priority(pair),
+                controlling=self._controlling,
+                tie_breaker=self._tie_breaker,
+                use_candidate=use_candidate,
+            )
         if heartbeat:
             rto, next_at = 0.0, now + self._config.dead_after_s
         else:
@@ -840,6 +984,12 @@ class IceAgent:
         self._reprobe_all(now)
         self._next_reprobe_at = now + self._reprobe_period()
 
+    def _reprobe_period(self) -> float:
+        retry = self._config.retry_unselected_s
+        if self._selected is None and retry is not None:
+            return retry
+        return self._jittered_reprobe_interval()
+
     def _reprobe_all(self, now: float) -> None:
         for pair in self._checklist.by_priority():
             if (
@@ -853,7 +1003,7 @@ class IceAgent:
             self._reprobes.append(pair)
             self._counters["reprobes"] += 1
 
-    def _reprobe_period(self) -> float:
+    def _jittered_reprobe_interval(self) -> float:
         jitter = self._config.reprobe_jitter
         fraction = int.from_bytes(self._random_bytes(2), "big") / 65535
         return self._config.reprobe_interval_s * (1 - jitter + 2 * jitter * fraction)

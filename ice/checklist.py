@@ -63,6 +63,9 @@ class CandidatePair:
         checks_sent: requests sent on it (checks, retransmissions, heartbeats).
         checks_answered: authenticated success responses received on it.
         mapped: our address as the peer saw it (XOR-MAPPED-ADDRESS of the last answer).
+        kind: the path kind it stands for (DESIGN §2): ``"D-udp"`` for a checked direct pair,
+            ``"T"`` for a relayed one, or what the owner named an explicit pair
+            (:meth:`~ice.agent.IceAgent.add_pair`: ``"T-native"``, ``"T-udp"``).
     """
 
     local: Candidate
@@ -80,17 +83,12 @@ class CandidatePair:
     checks_sent: int = 0
     checks_answered: int = 0
     mapped: TransportAddress | None = None
+    kind: str = "D-udp"
 
     @property
     def relayed(self) -> bool:
         """A pair of the T path (a relayed candidate on either side)."""
         return is_relayed(self.local, self.remote)
-
-    @property
-    def kind(self) -> str:
-        """``"D-udp"`` for a checked direct pair; ``"T"`` for a relayed one (the driver knows
-        whether its T path is T-native or T-udp)."""
-        return "T" if self.relayed else "D-udp"
 
 
 def is_relayed(local: Candidate, remote: Candidate) -> bool:
@@ -109,7 +107,10 @@ class Pair:
         "checks_sent",
         "consent_expires_at",
         "consent_lost",
+        "flaps",
         "foundation",
+        "holddown_until",
+        "kind",
         "last_response_at",
         "local",
         "mapped",
@@ -118,18 +119,23 @@ class Pair:
         "priority",
         "remote",
         "rtt_s",
+        "selected_at",
         "state",
         "transaction",
         "valid",
     )
 
-    def __init__(self, local: Candidate, remote: Candidate, controlling: bool) -> None:
+    def __init__(
+        self, local: Candidate, remote: Candidate, controlling: bool, kind: str | None = None
+    ) -> None:
         self.local = local
         self.remote = remote
+        relayed = is_relayed(local, remote)
+        self.kind = kind or ("T" if relayed else "D-udp")
         self.foundation = f"{local.foundation}:{remote.foundation}"
         self.priority = 0
         self.set_role(controlling)
-        self.state = PairState.RELAYED if is_relayed(local, remote) else PairState.FROZEN
+        self.state = PairState.RELAYED if relayed else PairState.FROZEN
         self.valid = False
         self.nominated = False
         self.nominated_at: float | None = None
@@ -141,6 +147,9 @@ class Pair:
         self.checks_answered = 0
         self.mapped: TransportAddress | None = None
         self.transaction: bytes | None = None  # the check in flight (not heartbeats)
+        self.selected_at: float | None = None  # when it last became the selected pair
+        self.flaps = 0  # deaths soon after being selected, in a row (flap damping)
+        self.holddown_until = 0.0  # not selected again before this (flap damping)
 
     @property
     def key(self) -> PairKey:
@@ -172,6 +181,7 @@ class Pair:
             self.checks_sent,
             self.checks_answered,
             self.mapped,
+            self.kind,
         )
 
 

@@ -73,6 +73,19 @@ class IceConfig:
         hysteresis_ratio, hysteresis_min_s: a pair of the same kind replaces the selected one
             only when its smoothed RTT is lower by max(min_s, ratio * current RTT).
         rtt_alpha: weight of a new RTT sample in the smoothed RTT (RFC 6298 alpha).
+        retry_unselected_s: while no pair is selected, re-check the pairs this often instead
+            of every ``reprobe_interval_s`` (``None``: no difference). A full agent has the T
+            path to fall back on and can wait; the home path's check list against the lite HA
+            is the last resort, and an HA that comes back must be found in seconds.
+        flap_window_s, flap_holddown_s, flap_holddown_max_s: flap damping. A selected pair
+            that dies within ``flap_window_s`` of being selected a second time in a row is
+            held down: it is not selected again for ``flap_holddown_s``, doubled for every
+            further such death, at most ``flap_holddown_max_s``, while the peer is reachable
+            another way (the T path, or another fresh pair); it is checked again when the
+            hold-down ends. A pair that dies once, or after being selected longer than the
+            window, returns at its next re-probe. ``flap_holddown_s = 0`` (the default) turns
+            damping off: a D-udp pair that dies falls back to the T path, which costs nothing
+            to fall back to; the home path's check list (no T path behind it) damps.
     """
 
     ta_s: float = 0.020
@@ -88,6 +101,10 @@ class IceConfig:
     hysteresis_ratio: float = 0.2
     hysteresis_min_s: float = 0.010
     rtt_alpha: float = 0.125
+    retry_unselected_s: float | None = None
+    flap_window_s: float = 60.0
+    flap_holddown_s: float = 0.0
+    flap_holddown_max_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.ta_s < MIN_TA_S:
@@ -106,3 +123,9 @@ class IceConfig:
             raise ValueError("hysteresis must not be negative")
         if not 0 < self.rtt_alpha <= 1:
             raise ValueError("rtt_alpha must be in (0, 1]")
+        if self.retry_unselected_s is not None and self.retry_unselected_s <= 0:
+            raise ValueError("retry_unselected_s must be positive")
+        if min(self.flap_window_s, self.flap_holddown_s) < 0 or (
+            self.flap_holddown_max_s < self.flap_holddown_s
+        ):
+            raise ValueError("need 0 <= flap_holddown_s <= flap_holddown_max_s, flap_window_s >= 0")

@@ -204,6 +204,29 @@ def parse_check_untrusted(
         raise BadPacket("stun_missing_attribute", str(exc)) from None
 
 
+def parse_lite_answer_untrusted(data: bytes) -> CheckResponse:
+    """Parse a lite peer's answer to :func:`binding_request` (no credentials: the home agent).
+
+    Nothing in it is signed; what ties it to a check is the 96-bit random transaction id, which
+    an off-path sender cannot guess (RFC 8489 §5: the id is what matches a response).
+
+    Raises:
+        BadPacket: the reasons of :func:`parse_stun_untrusted`, ``stun_not_binding``,
+            ``stun_not_response``, ``stun_missing_attribute``.
+    """
+    msg = parse_stun_untrusted(data)
+    if msg.message_method != stun.Method.BINDING:
+        raise BadPacket("stun_not_binding")
+    if msg.message_class not in (stun.Class.RESPONSE, stun.Class.ERROR):
+        raise BadPacket("stun_not_response")
+    try:
+        answer = _typed(msg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadPacket("stun_missing_attribute", str(exc)) from None
+    assert isinstance(answer, CheckResponse)  # not a request: checked above
+    return answer
+
+
 def _check_layout(data: bytes) -> None:
     """Every attribute fits; MESSAGE-INTEGRITY then FINGERPRINT (verified) end the message."""
     if len(data) < HEADER_LENGTH:
