@@ -36,13 +36,18 @@ class HaConfig:
     path: str
     address: IPv6Address
     home_prefix: IPv6Network
-    udp_port: int
+    udp_ports: tuple[int, ...]
     max_lifetime_s: int
     tun_name: str
     tun_mtu: int
     mobile_nodes: tuple[MobileNodeEntry, ...]
     control_socket: str
     state_dir: str | None
+
+    @property
+    def udp_port(self) -> int:
+        """The first UDP port (the one T-native checks go to)."""
+        return self.udp_ports[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,7 @@ class MnConfig:
     home_address: IPv6Address
     home_agent: IPv6Address
     home_agent_ipv4: IPv4Address | None
-    home_agent_udp_port: int
+    home_agent_udp_ports: tuple[int, ...]
     spi: int
     key: bytes
     lifetime_s: int
@@ -62,6 +67,10 @@ class MnConfig:
     keepalive_interval_s: float
     control_socket: str
     route_optimization: bool = True
+
+    @property
+    def home_agent_udp_port(self) -> int:
+        return self.home_agent_udp_ports[0]
 
 
 _PATH_KINDS = ("T-native", "T-udp")
@@ -176,6 +185,30 @@ class _Reader:
             raise self.error(name, f"must be an absolute directory path: {value!r}")
         return value
 
+    def ports(self, one: str, many: str) -> tuple[int, ...]:
+        """``one = 4191`` or ``many = [4191, 443]`` (not both); default (4191,). Never 4500,
+        which tools decode as ESP-in-UDP (RFC 3948)."""
+        if one in self.table and many in self.table:
+            raise self.error(many, f"set either {self._key(one)} or {self._key(many)}, not both")
+        if many in self.table:
+            raw = self.raw(many, ..., list)
+            if not raw or len(raw) > 8:
+                raise self.error(many, "list 1 to 8 ports")
+            ports = []
+            for i, port in enumerate(raw):
+                if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                    raise self.error(f"{many}[{i}]", f"not a port number: {port!r}")
+                ports.append(port)
+            if len(set(ports)) != len(ports):
+                raise self.error(many, "a port is listed twice")
+            name = many
+        else:
+            ports = [self.integer(one, DEFAULT_UDP_PORT, 1, 65535)]
+            name = one
+        if 4500 in ports:
+            raise self.error(name, "4500 is ESP-in-UDP (RFC 3948); pick another port")
+        return tuple(ports)
+
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
@@ -222,9 +255,7 @@ def load_ha_config(path: str) -> HaConfig:
         raise r.error("home_prefix", "prefix too long (at most /120)")
     if address not in home_prefix:
         raise r.error("address", f"{address} is not inside home_prefix {home_prefix}")
-    cfg_udp = r.integer("udp_port", DEFAULT_UDP_PORT, 1, 65535)
-    if cfg_udp == 4500:
-        raise r.error("udp_port", "4500 is ESP-in-UDP (RFC 3948); pick another port")
+    cfg_udp = r.ports("udp_port", "udp_ports")
     max_lifetime = r.integer("max_lifetime_s", 3600, 4, 262140)
     tun_name = r.ifname("tun_name", "mip-ha0")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
@@ -261,7 +292,7 @@ def load_ha_config(path: str) -> HaConfig:
         path=path,
         address=address,
         home_prefix=home_prefix,
-        udp_port=cfg_udp,
+        udp_ports=cfg_udp,
         max_lifetime_s=max_lifetime,
         tun_name=tun_name,
         tun_mtu=tun_mtu,
@@ -280,9 +311,7 @@ def load_mn_config(path: str) -> MnConfig:
     if hoa == ha:
         raise r.error("home_agent", "equals home_address")
     ha4 = r.ipv4("home_agent_ipv4")
-    port = r.integer("home_agent_udp_port", DEFAULT_UDP_PORT, 1, 65535)
-    if port == 4500:
-        raise r.error("home_agent_udp_port", "4500 is ESP-in-UDP (RFC 3948); pick another port")
+    ports = r.ports("home_agent_udp_port", "home_agent_udp_ports")
     spi = r.spi("spi")
     key = r.key("key")
     # RFC 6275 §6.1.7: lifetime in 4 s units, at most 65535 units.
@@ -309,7 +338,7 @@ def load_mn_config(path: str) -> MnConfig:
         home_address=hoa,
         home_agent=ha,
         home_agent_ipv4=ha4,
-        home_agent_udp_port=port,
+        home_agent_udp_ports=ports,
         spi=spi,
         key=key,
         lifetime_s=lifetime,

@@ -193,3 +193,21 @@ def test_status_shows_the_diagnosis_right_under_the_headline(
 def test_status_without_a_diagnosis_has_no_such_line(capsys: pytest.CaptureFixture[str]) -> None:
     print_status(_mn_status(None, None))
     assert "!" not in capsys.readouterr().out
+
+
+def test_what_the_network_answered_is_named_instead_of_blaming_a_firewall() -> None:
+    """An ICMP error read from the socket's error queue is the network's answer: said as it is,
+    and no firewall hint when every candidate was answered that way."""
+    text = unreachable_text(
+        [
+            native(send_error="administratively prohibited from 2001:db8:f::1"),
+            udp6(send_error="port unreachable from 2001:db8:1::1"),
+        ],
+        ACCESS,
+    )
+    assert (
+        "T-native 2001:db8:1::1 were refused: administratively prohibited from 2001:db8:f::1"
+        in (text)
+    )
+    assert "were refused: port unreachable from 2001:db8:1::1" in text
+    assert "firewall" not in text

@@ -24,9 +24,9 @@ from mipnode.wire.exthdr import (
     build_hao_header,
     build_rh2_header,
 )
+from mipnode.wire.ipv6 import NH_DSTOPTS, NH_ROUTING
 
-NH_ROUTING = 43
-NH_DSTOPTS = 60
+# RFC 8200 §4 and the IANA extension header registry: what can_route_optimise() refuses.
 EXTENSION_HEADERS = frozenset({0, 43, 44, 50, 51, 60, 135, 139, 140})
 EXT_LEN = 24  # both the HAO destination options header and the RH2 are 24 octets
 _PLEN = struct.Struct("!H")

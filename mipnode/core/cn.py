@@ -49,7 +49,9 @@ checksum is then over the HoA, RFC 6275 §6.1.1). Drops are silent and counted a
   as the nonces that authorised the binding are valid). A deleted or expired binding leaves a
   ``deleted`` entry holding its sequence number for MAX_NONCE_LIFETIME: every BU sent before
   the removal used nonces generated before it, so none of them authenticates any more once the
-  entry is purged. An accepted deletion for a HoA without a binding leaves one too.
+  entry is purged. An accepted deletion for a HoA without a binding leaves one too. The cache
+  is a :class:`~mipnode.core.binding_cache.BindingCache` (shared with the home agent) holding
+  expired bindings that long; its entries carry the nonce indices of the accepted BU.
 * **Any other known MH type** → ``drop_unexpected_mh_type``; an **unknown MH type** → Binding
   Error status 2 (§9.2) to the packet's source.
 * :meth:`CorrespondentCore.check_home_address` is the data-path rule of §9.3.1: a packet with an
@@ -71,14 +73,14 @@ verify.
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import IPv6Address
 
+from mipnode.core import binding_cache
 from mipnode.core._options import find_option
+from mipnode.core.binding_cache import BindingCache, BindingState
 from mipnode.core.rr import (
     COOKIE_LENGTH,
     KCN_LENGTH,
@@ -144,9 +146,7 @@ ERROR_RATE_PER_S = 10.0
 DEFAULT_MAX_BINDINGS = 10_000
 
 
-class CnBindingState(StrEnum):
-    REGISTERED = "registered"
-    DELETED = "deleted"
+CnBindingState = BindingState  # the states are the shared cache's
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,34 +199,18 @@ class CnBinding:
 
 
 @dataclass(frozen=True, slots=True)
-class CnBindingAdded:
+class CnBindingAdded(binding_cache.BindingAdded[CnBinding]):
     """A HoA without a binding got one."""
 
-    binding: CnBinding
-
-    @property
-    def home_address(self) -> IPv6Address:
-        return self.binding.home_address
-
 
 @dataclass(frozen=True, slots=True)
-class CnBindingUpdated:
+class CnBindingUpdated(binding_cache.BindingUpdated[CnBinding]):
     """An existing binding was refreshed or moved (compare ``previous``)."""
 
-    binding: CnBinding
-    previous: CnBinding
-
-    @property
-    def home_address(self) -> IPv6Address:
-        return self.binding.home_address
-
 
 @dataclass(frozen=True, slots=True)
-class CnBindingRemoved:
+class CnBindingRemoved(binding_cache.BindingRemoved):
     """A binding ended; ``reason`` is ``"deregistered"`` or ``"expired"``."""
-
-    home_address: IPv6Address
-    reason: str
 
 
 CnEvent = CnBindingAdded | CnBindingUpdated | CnBindingRemoved
@@ -242,7 +226,6 @@ class _Entry:
     home_nonce_index: int
     care_of_nonce_index: int | None
     state: CnBindingState
-    generation: int = 0  # matches the live heap item; older heap items are stale
 
     def snapshot(self) -> CnBinding:
         return CnBinding(
@@ -338,9 +321,10 @@ class CorrespondentCore:
         self._kcn = kcn
         self._nonces = NonceTable(random_bytes)
         self._max_units = config.max_lifetime_s // LIFETIME_UNIT_S
-        self._entries: dict[IPv6Address, _Entry] = {}
-        self._deadlines: list[tuple[float, int, IPv6Address]] = []
-        self._generation = 0
+        # An expired binding keeps its sequence number while nonces that authorised it may live.
+        self._cache: BindingCache[_Entry] = BindingCache(
+            hold_expired_s=self._nonces.lifetime_s, max_entries=config.max_bindings
+        )
         self._be_limiter = ErrorRateLimiter(config.error_interval_s, config.error_rate_per_s)
         self._nonce_ba_limiter = ErrorRateLimiter(config.error_interval_s, config.error_rate_per_s)
         self._outgoing: list[OutgoingMh] = []
@@ -387,10 +371,7 @@ class CorrespondentCore:
 
     def get_timer(self) -> float | None:
         """The next expiry or purge deadline, or ``None``."""
-        heap = self._deadlines
-        while heap and not self._is_live(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return self._cache.next_deadline()
 
     def datagrams_to_send(self, now: float) -> list[OutgoingMh]:
         """HoT, CoT, BA and BE messages queued since the last call."""
@@ -419,12 +400,8 @@ class CorrespondentCore:
         Not for MHs: a BU carrying an HAO goes to :meth:`receive_datagram`.
         """
         self._expire(now)
-        entry = self._entries.get(hoa)
-        if (
-            entry is not None
-            and entry.state is CnBindingState.REGISTERED
-            and entry.care_of_address == coa
-        ):
+        entry = self._cache.registered(hoa)
+        if entry is not None and entry.care_of_address == coa:
             return True
         self._counters["drop_hao_without_binding"] += 1
         source = local if local is not None else self._config.addresses[0]
@@ -437,25 +414,18 @@ class CorrespondentCore:
         """Snapshots of the registered bindings (and deleted entries if asked)."""
         return [
             e.snapshot()
-            for e in self._entries.values()
+            for e in self._cache
             if include_deleted or e.state is CnBindingState.REGISTERED
         ]
 
     def binding_for(self, home_address: IPv6Address) -> CnBinding | None:
         """The registered binding of ``home_address``, or ``None``."""
-        entry = self._entries.get(home_address)
-        if entry is None or entry.state is not CnBindingState.REGISTERED:
-            return None
-        return entry.snapshot()
+        entry = self._cache.registered(home_address)
+        return None if entry is None else entry.snapshot()
 
     def statistics(self) -> dict[str, int]:
         """Counters (``accepted``, ``rejected_<status>``, ``drop_<reason>``, ...) and sizes."""
-        stats = dict(self._counters)
-        live = sum(e.state is CnBindingState.REGISTERED for e in self._entries.values())
-        stats["bindings"] = live
-        stats["deleted_entries"] = len(self._entries) - live
-        stats["nonces"] = len(self._nonces)
-        return stats
+        return {**self._counters, **self._cache.statistics(), "nonces": len(self._nonces)}
 
     # -- return routability ---------------------------------------------------------------
 
@@ -503,7 +473,7 @@ class CorrespondentCore:
         if request is None:
             return
         hoa = request.home_address
-        entry = self._entries.get(hoa)
+        entry = self._cache.get(hoa)
         if entry is not None and not seq_is_newer(bu.sequence, entry.sequence):
             # RFC 6275 §9.5.1: the BA carries the last accepted sequence number.
             self._reply(request, SEQ_OUT_OF_WINDOW, sequence=entry.sequence)
@@ -515,7 +485,7 @@ class CorrespondentCore:
                 self._reply(request, HOME_REGISTRATION_NOT_SUPPORTED)
         elif request.deletion:
             self._deregister(now, request, entry)
-        elif entry is None and len(self._entries) >= self._config.max_bindings:
+        elif entry is None and self._cache.full:
             self._reply(request, INSUFFICIENT_RESOURCES)
         else:
             self._register(now, request, entry)
@@ -571,30 +541,29 @@ class CorrespondentCore:
     def _deregister(self, now: float, request: _Request, entry: _Entry | None) -> None:
         """RFC 6275 §9.5.3; the entry stays ``deleted`` to keep its sequence number."""
         self._counters["deregistrations"] += 1
+        hold_until = now + self._nonces.lifetime_s
         if entry is None:
-            if len(self._entries) < self._config.max_bindings:
+            if not self._cache.full:
                 entry = _Entry(
                     request.home_address,
                     request.care_of,
                     request.bu.sequence,
                     0,
-                    now,
+                    hold_until,
                     request.indices.home_nonce_index,
                     None,
                     CnBindingState.DELETED,
                 )
-                self._entries[entry.home_address] = entry
-                self._schedule(entry, now + self._nonces.lifetime_s)
+                self._cache.put(entry, hold_until)
             self._reply(request, ACCEPTED)
             return
         if entry.state is CnBindingState.REGISTERED:
             self._events.append(CnBindingRemoved(entry.home_address, "deregistered"))
-        entry.state = CnBindingState.DELETED
         entry.sequence = request.bu.sequence
         entry.lifetime_s = 0
         entry.home_nonce_index = request.indices.home_nonce_index
         entry.care_of_nonce_index = None
-        self._schedule(entry, now + self._nonces.lifetime_s)
+        self._cache.hold(entry, hold_until)
         self._reply(request, ACCEPTED)
 
     def _register(self, now: float, request: _Request, entry: _Entry | None) -> None:
@@ -613,7 +582,7 @@ class CorrespondentCore:
                 indices.care_of_nonce_index,
                 CnBindingState.REGISTERED,
             )
-            self._entries[entry.home_address] = entry
+            self._cache.put(entry, now + lifetime_s)
         else:
             entry.care_of_address = request.care_of
             entry.sequence = request.bu.sequence
@@ -621,7 +590,7 @@ class CorrespondentCore:
             entry.home_nonce_index = indices.home_nonce_index
             entry.care_of_nonce_index = indices.care_of_nonce_index
             entry.state = CnBindingState.REGISTERED
-        self._schedule(entry, now + lifetime_s)
+            self._cache.schedule(entry, now + lifetime_s)
         if previous is None:
             self._counters["registrations"] += 1
             self._events.append(CnBindingAdded(entry.snapshot()))
@@ -695,30 +664,10 @@ class CorrespondentCore:
 
     # -- timers ---------------------------------------------------------------------------
 
-    def _schedule(self, entry: _Entry, deadline: float) -> None:
-        self._generation += 1
-        entry.generation = self._generation
-        entry.expires_at = deadline
-        heapq.heappush(self._deadlines, (deadline, self._generation, entry.home_address))
-
-    def _is_live(self, item: tuple[float, int, IPv6Address]) -> bool:
-        entry = self._entries.get(item[2])
-        return entry is not None and entry.generation == item[1]
-
     def _expire(self, now: float) -> None:
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            item = heapq.heappop(heap)
-            if not self._is_live(item):
-                continue
-            entry = self._entries[item[2]]
-            if entry.state is CnBindingState.DELETED:
-                del self._entries[item[2]]
-                continue
-            # Expired: keep the sequence number while nonces that authorised it may live.
-            entry.state = CnBindingState.DELETED
+        """Expired bindings turn ``deleted`` (held, see ``__init__``); held ones are purged."""
+        for entry in self._cache.expire(now).expired:
             entry.lifetime_s = 0
-            self._schedule(entry, item[0] + self._nonces.lifetime_s)
             self._counters["expirations"] += 1
             self._events.append(CnBindingRemoved(entry.home_address, "expired"))
 

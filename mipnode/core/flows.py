@@ -280,3 +280,34 @@ class FlowTable:
                 return
             del last[key]
             self.expired += 1
+
+
+class CnOpenedFlows:
+    """The mobile node's side: flows a correspondent opened through the tunnel or D-udp are
+    answered the way they came, never D-native (module docstring; RFC 4487 §5.1)."""
+
+    def __init__(self, max_flows: int = MAX_FLOWS) -> None:
+        self.table = FlowTable(max_flows, CN_OPENED_IDLE_S)
+
+    def note_untrusted(self, now: float, inner: bytes) -> None:
+        """A packet delivered to us: remember the flow when it opens one (TCP SYN, echo
+        request); anything unparseable is delivered all the same, and not remembered."""
+        try:
+            key = opened_by_cn_untrusted(inner)
+        except BadPacket:
+            return
+        if key is not None:
+            self.table.record(now, key)
+
+    def opened_by_cn(self, now: float, packet: bytes) -> bool:
+        """Our ``packet`` belongs to a live flow a correspondent opened (and refreshes it)."""
+        if not self.table:
+            return False
+        try:
+            key = flow_key_untrusted(packet, from_mn=True)
+        except BadPacket:
+            return False
+        if not self.table.is_live(now, key):
+            return False
+        self.table.record(now, key)
+        return True

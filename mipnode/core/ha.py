@@ -18,10 +18,13 @@ each step either dropping silently (counted as ``drop_<reason>``) or answering w
 7. de-registration (lifetime 0 or CoA = HoA, §10.3.2) or registration (§10.3.1).
 
 Every BA is authenticated with the SA and sent from the HA to the HoA on the BU's ``via``.
-Bindings are bounded by the configured SAs (one HoA each), so the cache needs no size cap.
-A de-registered entry stays ``deleted`` for MAX_DELETE_BCE_TIMEOUT so a delayed older BU still
-meets the sequence check; an expired entry is removed at once (replays of older BUs are then
-stopped by the RFC 4285 timestamp, which outlives the entry).
+The cache is a :class:`~mipnode.core.binding_cache.BindingCache` (entries, deadlines, holding
+and purging, shared with the correspondent node); this module adds the care-of address, via,
+registration time and refresh-request round to each entry. Bindings are bounded by the
+configured SAs (one HoA each), so the cache needs no size cap. A de-registered entry stays
+``deleted`` for MAX_DELETE_BCE_TIMEOUT so a delayed older BU still meets the sequence check; an
+expired entry is removed at once (replays of older BUs are then stopped by the RFC 4285
+timestamp, which outlives the entry).
 
 Refreshing (both off by default; the daemon turns them on). With ``refresh_advice_fraction``
 every accepting BA of a registration carries a Binding Refresh Advice (RFC 6275 §6.2.4,
@@ -33,6 +36,16 @@ answers with a home BU), retransmitted from INITIAL_BINDACK_TIMEOUT doubling, at
 BRR_MAX_TRANSMISSIONS per round and never past the expiry. An accepted BU ends the round. The
 BRR carries the MN-HA option computed with the binding's care-of address, so a mipnode MN can
 tell it from a forged one (RFC 4285 names BU and BA only; this is our use of the same SA).
+
+Traffic from a home address that arrives on another via than its binding's, or with no binding
+at all (the HA restarted without its cache), is answered by the driver's call to
+:meth:`HomeAgentCore.refresh_request_for`: a rate-limited BRR on the via it came from, signed
+over the home address when there is no binding, so the mobile node registers again at once.
+
+Time: ``now`` is monotonic; the wall clock enters as ``wall_offset`` only in RFC 4285
+timestamps and in the snapshot's absolute deadlines. A last accepted timestamp that lies beyond
+the freshness window ahead of the clock (the clock was stepped back) is ignored rather than
+refusing every fresh BU.
 
 Persistence (the core stays pure; the driver owns the file). :meth:`HomeAgentCore.export_state`
 returns a JSON-able snapshot: every entry (registered and held ``deleted`` ones) with HoA, CoA,
@@ -48,15 +61,15 @@ timestamp RFC 6275 §9.5.1 would accept any sequence number.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
+from mipnode.core import binding_cache
 from mipnode.core._options import find_option, ntp_order_key
+from mipnode.core.binding_cache import BindingCache, BindingState, Deadlines
 from mipnode.core.sequence import seq_is_newer
 from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
 from mipnode.wire.auth4285 import encode_mh_authenticated, ntp_from_unix, verify_mh_authenticated
@@ -87,6 +100,8 @@ BRR_LEAD_FRACTION = 0.1  # a BRR round starts when this fraction of the lifetime
 BRR_LEAD_MAX_S = 30.0  # ... or this many seconds, whichever is shorter
 BRR_MAX_TRANSMISSIONS = 3  # per round: at +0, +1 s, +3 s (INITIAL_BINDACK_TIMEOUT doubling)
 STATE_VERSION = 1  # of the export_state() snapshot
+UNBOUND_BRR_INTERVAL_S = 1.0  # refresh_request_for(): at most this often per home address
+IPV6_HEADER = 40
 
 ACCEPTED = BaStatus.ACCEPTED
 PROHIBITED = BaStatus.ADMINISTRATIVELY_PROHIBITED
@@ -96,11 +111,6 @@ SEQ_OUT_OF_WINDOW = BaStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW
 ID_MISMATCH = BaStatus.ID_MISMATCH
 MESG_ID_REQUIRED = BaStatus.MESG_ID_REQUIRED
 AUTH_FAILED = BaStatus.AUTH_FAILED
-
-
-class BindingState(StrEnum):
-    REGISTERED = "registered"
-    DELETED = "deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,34 +180,18 @@ class Binding:
 
 
 @dataclass(frozen=True, slots=True)
-class BindingAdded:
+class BindingAdded(binding_cache.BindingAdded[Binding]):
     """A HoA without a binding got one."""
 
-    binding: Binding
-
-    @property
-    def home_address(self) -> IPv6Address:
-        return self.binding.home_address
-
 
 @dataclass(frozen=True, slots=True)
-class BindingUpdated:
+class BindingUpdated(binding_cache.BindingUpdated[Binding]):
     """An existing binding was re-registered (refresh, or a new CoA / via: compare ``previous``)."""
 
-    binding: Binding
-    previous: Binding
-
-    @property
-    def home_address(self) -> IPv6Address:
-        return self.binding.home_address
-
 
 @dataclass(frozen=True, slots=True)
-class BindingRemoved:
+class BindingRemoved(binding_cache.BindingRemoved):
     """A binding ended; ``reason`` is ``"deregistered"`` or ``"expired"``."""
-
-    home_address: IPv6Address
-    reason: str
 
 
 HaEvent = BindingAdded | BindingUpdated | BindingRemoved
@@ -213,8 +207,6 @@ class _Entry:
     registered_at: float
     expires_at: float
     state: BindingState
-    generation: int = 0  # matches the live heap item; older heap items are stale
-    brr_token: int = 0  # matches the live BRR heap item; 0: no BRR planned
     brr_sent: int = 0  # BRRs sent in the current round
 
     def snapshot(self) -> Binding:
@@ -245,17 +237,21 @@ class _Request:
 class HomeAgentCore:
     """Binding cache and BU/BA processing of a home agent (RFC 6275 §10.3, RFC 4285)."""
 
-    def __init__(self, config: HaCoreConfig) -> None:
+    def __init__(self, config: HaCoreConfig, *, wall_offset: float = 0.0) -> None:
+        """``now`` is monotonic time everywhere; ``wall_offset`` (POSIX time minus monotonic
+        time when the daemon started) gives the RFC 4285 timestamps and the absolute times of
+        :meth:`export_state`. A clock step while running changes no lifetime and no timer."""
         self._config = config
+        self._wall_offset = wall_offset
+        self._unbound_brr_at: dict[IPv6Address, float] = {}  # HoA -> last binding-less BRR
         self._sas = {sa.spi: sa for sa in config.security_associations}
         self._sa_by_hoa = {sa.home_address: sa for sa in config.security_associations}
         self._max_units = min(MAX_LIFETIME_UNITS, config.max_lifetime_s // LIFETIME_UNIT_S)
         self._window = int(config.timestamp_window_s * (1 << 32))
         self._last_timestamp: dict[int, int] = {}  # SPI -> ntp_order_key of the last accepted
-        self._entries: dict[IPv6Address, _Entry] = {}
-        self._deadlines: list[tuple[float, int, IPv6Address]] = []
-        self._brr_deadlines: list[tuple[float, int, IPv6Address]] = []
-        self._generation = 0
+        # Expired registrations go at once; replays are stopped by the RFC 4285 timestamps.
+        self._cache: BindingCache[_Entry] = BindingCache(hold_expired_s=None)
+        self._brr: Deadlines[IPv6Address] = Deadlines()  # HoA -> next BRR of its round
         self._state_version = 0
         self._outgoing: list[OutgoingMh] = []
         self._events: deque[HaEvent] = deque()
@@ -288,14 +284,8 @@ class HomeAgentCore:
 
     def get_timer(self) -> float | None:
         """The next expiry, purge or BRR deadline, or ``None``."""
-        heap = self._deadlines
-        while heap and not self._is_live(heap[0]):
-            heapq.heappop(heap)
-        brr = self._brr_deadlines
-        while brr and not self._brr_is_live(brr[0]):
-            heapq.heappop(brr)
-        deadlines = [h[0][0] for h in (heap, brr) if h]
-        return min(deadlines) if deadlines else None
+        deadlines = (self._cache.next_deadline(), self._brr.next_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def datagrams_to_send(self, now: float) -> list[OutgoingMh]:
         """BAs and BRRs queued since the last call."""
@@ -312,16 +302,14 @@ class HomeAgentCore:
         """Snapshots of the registered bindings (and deleted entries if asked)."""
         return [
             e.snapshot()
-            for e in self._entries.values()
+            for e in self._cache
             if include_deleted or e.state is BindingState.REGISTERED
         ]
 
     def binding_for(self, home_address: IPv6Address) -> Binding | None:
         """The registered binding of ``home_address``, or ``None``."""
-        entry = self._entries.get(home_address)
-        if entry is None or entry.state is not BindingState.REGISTERED:
-            return None
-        return entry.snapshot()
+        entry = self._cache.registered(home_address)
+        return None if entry is None else entry.snapshot()
 
     @property
     def state_version(self) -> int:
@@ -344,14 +332,14 @@ class HomeAgentCore:
                 {
                     "home_address": str(e.home_address),
                     "care_of_address": str(e.care_of_address),
-                    "via": {"kind": e.via.kind, "remote": list(e.via.remote)},
+                    "via": _via_record(e.via),
                     "sequence": e.sequence,
                     "lifetime_s": e.lifetime_s,
-                    "registered_at": e.registered_at,
-                    "expires_at": e.expires_at,
+                    "registered_at": e.registered_at + self._wall_offset,
+                    "expires_at": e.expires_at + self._wall_offset,
                     "state": e.state.value,
                 }
-                for e in self._entries.values()
+                for e in self._cache
             ],
             "timestamps": [
                 {"spi": spi, "mesg_id": key % (1 << 64)}
@@ -373,9 +361,12 @@ class HomeAgentCore:
             ValueError: ``state`` is not a well-formed snapshot; the core is left unchanged.
             RuntimeError: the core already holds entries or timestamps.
         """
-        if self._entries or self._last_timestamp:
+        if len(self._cache) or self._last_timestamp:
             raise RuntimeError("restore() needs a fresh core")
         entries, timestamps = _parse_state(state)
+        for entry in entries:  # absolute POSIX times on disk, monotonic here
+            entry.registered_at -= self._wall_offset
+            entry.expires_at -= self._wall_offset
         for spi, mesg_id in timestamps:
             if spi in self._sas:
                 self._last_timestamp[spi] = ntp_order_key(mesg_id)
@@ -397,8 +388,7 @@ class HomeAgentCore:
                 longest = now + MAX_DELETE_BCE_TIMEOUT
             if entry.expires_at > longest:
                 entry.registered_at = now  # as if (re-)registered or deleted just now
-            self._entries[entry.home_address] = entry
-            self._schedule(entry, min(entry.expires_at, longest))
+            self._cache.put(entry, min(entry.expires_at, longest))
             if entry.state is BindingState.REGISTERED:
                 restored.append(entry)
         for entry in restored:
@@ -412,11 +402,7 @@ class HomeAgentCore:
 
     def statistics(self) -> dict[str, int]:
         """Counters (``accepted``, ``rejected_<status>``, ``drop_<reason>``, ...) and sizes."""
-        stats = dict(self._counters)
-        live = sum(e.state is BindingState.REGISTERED for e in self._entries.values())
-        stats["bindings"] = live
-        stats["deleted_entries"] = len(self._entries) - live
-        return stats
+        return {**self._counters, **self._cache.statistics()}
 
     # -- receive stages -------------------------------------------------------------------
 
@@ -464,8 +450,16 @@ class HomeAgentCore:
         if ts is None:
             return MESG_ID_REQUIRED
         key = ntp_order_key(ts)
+        clock = ntp_order_key(ntp_from_unix(now + self._wall_offset))
         last = self._last_timestamp.get(request.sa.spi)
-        in_window = abs(key - ntp_order_key(ntp_from_unix(now))) <= self._window
+        if last is not None and last > clock + self._window:
+            # Accepted when the clock was ahead (it was stepped back since, or restored from a
+            # state file written before the step): no timestamp inside the window can be above
+            # it, so it would refuse every fresh BU for as long as the step. Anything it could
+            # protect against is outside the window anyway (docs/internals.md, clock steps).
+            self._counters["timestamp_floor_ahead_of_clock"] += 1
+            last = None
+        in_window = abs(key - clock) <= self._window
         if not in_window or (last is not None and key <= last):
             self._counters["stale_timestamp"] += 1
             if in_window:  # recent, but not above one already accepted: a replay
@@ -479,7 +473,7 @@ class HomeAgentCore:
     def _handle_home_bu(self, now: float, request: _Request) -> None:
         """Steps 6-7: sequence window, then de-registration or registration."""
         bu, hoa = request.bu, request.home_address
-        entry = self._entries.get(hoa)
+        entry = self._cache.get(hoa)
         if entry is not None and not seq_is_newer(bu.sequence, entry.sequence):
             # RFC 6275 §9.5.1: the BA carries the last accepted sequence number.
             self._reply(now, request, SEQ_OUT_OF_WINDOW, sequence=entry.sequence)
@@ -498,12 +492,11 @@ class HomeAgentCore:
             return
         # RFC 6275 §10.3.2: keep the entry, invalid, for MAX_DELETE_BCE_TIMEOUT so that a
         # delayed older BU is answered with 135 instead of re-creating the binding.
-        entry.state = BindingState.DELETED
         entry.sequence = request.bu.sequence
         entry.lifetime_s = 0
         entry.registered_at = now
-        entry.brr_token = 0
-        self._schedule(entry, now + MAX_DELETE_BCE_TIMEOUT)
+        self._brr.cancel(entry.home_address)
+        self._cache.hold(entry, now + MAX_DELETE_BCE_TIMEOUT)
         self._state_version += 1
         self._counters["deregistrations"] += 1
         self._events.append(BindingRemoved(entry.home_address, "deregistered"))
@@ -524,7 +517,7 @@ class HomeAgentCore:
                 now + lifetime_s,
                 BindingState.REGISTERED,
             )
-            self._entries[entry.home_address] = entry
+            self._cache.put(entry, now + lifetime_s)
         else:
             entry.care_of_address = request.care_of
             entry.via = request.via
@@ -532,10 +525,10 @@ class HomeAgentCore:
             entry.lifetime_s = lifetime_s
             entry.registered_at = now
             entry.state = BindingState.REGISTERED
-        self._schedule(entry, now + lifetime_s)
+            self._cache.schedule(entry, now + lifetime_s)
         self._state_version += 1
         # A registration ends any BRR round; the next one starts near the new expiry.
-        entry.brr_token = 0
+        self._brr.cancel(entry.home_address)
         if self._config.refresh_requests:
             self._start_brr_round(entry, entry.expires_at - _brr_lead(lifetime_s))
         if previous is None:
@@ -561,7 +554,8 @@ class HomeAgentCore:
         mesg_id = request.mesg_id
         if status == ID_MISMATCH and mesg_id is not None:
             # RFC 4285 §6: the HA's time in the high 32 bits, the MN's low 32 bits kept.
-            mesg_id = (ntp_from_unix(now) & ~NTP_LOW_MASK) | (mesg_id & NTP_LOW_MASK)
+            clock = ntp_from_unix(now + self._wall_offset)
+            mesg_id = (clock & ~NTP_LOW_MASK) | (mesg_id & NTP_LOW_MASK)
         self._send_ba(request, status, sequence, lifetime, mesg_id, advice)
 
     def _reply_unchecked(self, request: _Request, status: BaStatus) -> None:
@@ -617,67 +611,81 @@ class HomeAgentCore:
 
     # -- timers ---------------------------------------------------------------------------
 
-    def _schedule(self, entry: _Entry, deadline: float) -> None:
-        self._generation += 1
-        entry.generation = self._generation
-        entry.expires_at = deadline
-        heapq.heappush(self._deadlines, (deadline, self._generation, entry.home_address))
-
-    def _is_live(self, item: tuple[float, int, IPv6Address]) -> bool:
-        entry = self._entries.get(item[2])
-        return entry is not None and entry.generation == item[1]
-
     def _expire(self, now: float) -> None:
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            item = heapq.heappop(heap)
-            if not self._is_live(item):
-                continue
-            entry = self._entries.pop(item[2])
-            self._state_version += 1
-            if entry.state is BindingState.REGISTERED:
-                self._counters["expirations"] += 1
-                self._events.append(BindingRemoved(entry.home_address, "expired"))
+        """Drop expired registrations and purge held entries whose time is over."""
+        expiry = self._cache.expire(now)
+        self._state_version += len(expiry.expired) + len(expiry.purged)
+        for entry in expiry.expired:
+            self._brr.cancel(entry.home_address)
+            self._counters["expirations"] += 1
+            self._events.append(BindingRemoved(entry.home_address, "expired"))
 
     # -- binding refresh requests ---------------------------------------------------------
 
     def _start_brr_round(self, entry: _Entry, at: float) -> None:
         entry.brr_sent = 0
-        self._schedule_brr(entry, at)
-
-    def _schedule_brr(self, entry: _Entry, at: float) -> None:
-        self._generation += 1
-        entry.brr_token = self._generation
-        heapq.heappush(self._brr_deadlines, (at, self._generation, entry.home_address))
-
-    def _brr_is_live(self, item: tuple[float, int, IPv6Address]) -> bool:
-        entry = self._entries.get(item[2])
-        return (
-            entry is not None
-            and entry.state is BindingState.REGISTERED
-            and entry.brr_token == item[1]
-        )
+        self._brr.schedule(entry.home_address, at)
 
     def _send_due_refresh_requests(self, now: float) -> None:
-        heap = self._brr_deadlines
-        while heap and heap[0][0] <= now:
-            item = heapq.heappop(heap)
-            if not self._brr_is_live(item):
+        # Only registered entries have a round: de-registration and expiry cancel it.
+        for hoa in self._brr.due(now):
+            entry = self._cache.registered(hoa)
+            if entry is None:
                 continue
-            entry = self._entries[item[2]]
             self._send_brr(entry)
-            entry.brr_token = 0
             if entry.brr_sent < BRR_MAX_TRANSMISSIONS:
                 # RFC 6275 §11.8-style back-off: 1 s, then doubling; never past the expiry.
                 retry = now + INITIAL_BINDACK_TIMEOUT * 2 ** (entry.brr_sent - 1)
                 if retry < entry.expires_at:
-                    self._schedule_brr(entry, retry)
+                    self._brr.schedule(hoa, retry)
                     continue
             # The round is over. One that came early (after a restore) leaves the ordinary
             # near-expiry round still to come.
             near = entry.expires_at - _brr_lead(entry.lifetime_s)
             if self._config.refresh_requests and near > now:
                 self._start_brr_round(entry, near)
+
+    def refresh_request_for(
+        self, now: float, home_address: IPv6Address, via: Via, size: int
+    ) -> bool:
+        """In-tunnel traffic from ``home_address`` arrived on ``via``, which is not its binding's
+        (none, or another path): ask the mobile node to register again with a Binding Refresh
+        Request on that via, so a home agent that lost its cache (a restart without state) or
+        a NAT that moved the mobile node's mapping is repaired in one round trip.
+
+        Only for home addresses we hold an SA for, at most one per second per home address, and
+        only when the BRR packet is no larger than the ``size`` octets that triggered it
+        (amplification <= 1: the via may be a spoofed source). It is signed over the bound
+        care-of address, or over the home address when there is no binding (docs/internals.md);
+        a BRR only ever makes the mobile node send an authenticated BU, so a forged trigger
+        tears nothing down. True when one was queued."""
+        sa = self._sa_by_hoa.get(home_address)
+        if sa is None:
+            self._drop("brr_unknown_home_address")
+            return False
+        last = self._unbound_brr_at.get(home_address)
+        if last is not None and now - last < UNBOUND_BRR_INTERVAL_S:
+            self._drop("brr_rate")
+            return False
+        entry = self._cache.registered(home_address)
+        bound = entry is not None
+        coa = entry.care_of_address if entry is not None else home_address
+        data = encode_mh_authenticated(
+            BindingRefreshRequest(),
+            self._config.address,
+            home_address,
+            spi=sa.spi,
+            key=sa.key,
+            coa=coa,
+            hoa=home_address,
+        )
+        if IPV6_HEADER + len(data) > size:
+            self._drop("brr_larger_than_trigger")
+            return False
+        self._unbound_brr_at[home_address] = now
+        self._outgoing.append(OutgoingMh(data, self._config.address, home_address, via))
+        self._counters["brr_sent_unbound" if not bound else "brr_sent_other_via"] += 1
+        return True
 
     def _send_brr(self, entry: _Entry) -> None:
         """A BRR from the HA to the HoA, on the binding's via (RFC 6275 §6.1.2, §11.7.4)."""
@@ -757,18 +765,32 @@ def _parse_entry(item: object) -> _Entry:
         or not 0 < remote[1] < 65536
     ):
         raise ValueError("a T-udp remote is [address, port]")
+    local_port = via.get("local_port")
+    if local_port is not None and (
+        not isinstance(local_port, int)
+        or isinstance(local_port, bool)
+        or not 0 < local_port < 65536
+    ):
+        raise ValueError("a via's local_port is a port number")
     # A registration lasts at least one 4 s unit; a deleted entry has lifetime 0.
     lowest = LIFETIME_UNIT_S if state is BindingState.REGISTERED else 0
     return _Entry(
         hoa,
         coa,
-        Via(kind, tuple(remote)),
+        Via(kind, tuple(remote), local_port),
         _int(item, "sequence", 0, MAX_SEQUENCE),
         _int(item, "lifetime_s", lowest, MAX_LIFETIME_UNITS * LIFETIME_UNIT_S),
         _time(item, "registered_at"),
         _time(item, "expires_at"),
         state,
     )
+
+
+def _via_record(via: Via) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": via.kind, "remote": list(via.remote)}
+    if via.local_port is not None:
+        record["local_port"] = via.local_port
+    return record
 
 
 def _str(item: dict[str, Any], name: str) -> str:

@@ -33,7 +33,8 @@ when we knew of no binding.
 A Binding Refresh Request from the HA (RFC 6275 §11.7.4: the MN SHOULD answer with a BU) starts
 the refresh at once when we are registered and no exchange is under way (one in flight
 already refreshes). It must carry a valid MN-HA authenticator for our SA over the bound
-care-of address, as the HA's BAs do, so nobody else can make us signal; and BRR-started
+care-of address, as the HA's BAs do, or over the home address when the HA has no binding for
+us (it lost its cache; docs/internals.md), so nobody else can make us signal; and BRR-started
 refreshes are at least ``BRR_MIN_INTERVAL_S`` apart, so a replayed BRR costs one BU at most
 that often.
 """
@@ -190,13 +191,20 @@ class _Exchange:
 class MobileNodeCore:
     """Home registration state machine of a mobile node (RFC 6275 §11.7, RFC 4285)."""
 
-    def __init__(self, config: MnCoreConfig, initial_sequence: int) -> None:
-        """``initial_sequence`` should be random (injected), so a restart rarely meets 135."""
+    def __init__(
+        self, config: MnCoreConfig, initial_sequence: int, *, wall_offset: float = 0.0
+    ) -> None:
+        """``initial_sequence`` should be random (injected), so a restart rarely meets 135.
+
+        ``now`` is monotonic time; ``wall_offset`` (POSIX time minus monotonic time when the
+        daemon started) turns it into the RFC 4285 timestamps of Mesg-IDs, until a BA 144 gives
+        the home agent's clock. Nothing else here depends on the wall clock, so a clock step
+        changes no lifetime and no timer."""
         self._config = config
         self._hoa = config.home_address
         self._next_sequence = initial_sequence % (1 << 16)
         self._last_sequence: int | None = None
-        self._clock_offset = 0.0
+        self._clock_offset = wall_offset
         # Mesg-IDs as ntp_order_key values (0: none yet).
         self._timestamp_floor = 0  # every Mesg-ID we send is larger
         self._timestamp_acked = 0  # largest Mesg-ID the HA accepted (echoed in BA 0 / 135)
@@ -357,7 +365,11 @@ class MobileNodeCore:
         if self._state is not MnState.REGISTERED or bound is None or self._expires_at is None:
             self._drop("brr_not_registered")
             return
-        if not self._from_our_ha(msg, data, src, bound):
+        # Signed over the bound care-of address; or over the home address by a home agent that
+        # has no binding for us (it restarted without its cache and saw our traffic).
+        if not (
+            self._from_our_ha(msg, data, src, bound) or self._from_our_ha(msg, data, src, self._hoa)
+        ):
             self._drop("bad_auth")
             return
         if self._exchange is not None:

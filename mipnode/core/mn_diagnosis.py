@@ -47,7 +47,8 @@ class CheckFacts:
         checks_answered: answers received in the round (late ones included).
         mapped: the source address the home agent saw, when it answered.
         send_error: why the last check could not be sent (an errno name such as
-            ``ENETUNREACH``), or None when sending worked.
+            ``ENETUNREACH``), or what an ICMP error answered to it (``administratively
+            prohibited from 2001:db8::1``), or None.
     """
 
     kind: str
@@ -102,7 +103,10 @@ def unreachable_text(candidates: Sequence[CheckFacts], access: AccessFacts) -> s
     if silent:
         parts.append("no answer from " + ", ".join(_evidence(c) for c in silent))
     for c in unsent:
-        parts.append(f"checks on {c.name} could not be sent ({c.send_error})")
+        if c.send_error is not None and c.send_error.isupper():  # an errno name: ours
+            parts.append(f"checks on {c.name} could not be sent ({c.send_error})")
+        else:  # what an ICMP error said: the network's answer, not silence
+            parts.append(f"checks on {c.name} were refused: {c.send_error}")
     for c in candidates:
         if c.checks_answered == 0:
             continue

@@ -16,12 +16,15 @@ class Via:
     """The transport a Mobility Header arrived on, or must leave on.
 
     ``kind`` is a path name of DESIGN §2 (``"T-native"`` or ``"T-udp"``); ``remote`` is the
-    outer peer: ``(address,)`` for IPv6-in-IPv6, ``(address, port)`` for UDP. The cores never
-    interpret ``remote``; they store it and hand it back to the driver.
+    outer peer: ``(address,)`` for IPv6-in-IPv6, ``(address, port)`` for UDP. ``local_port`` is
+    the home agent's UDP port a T-udp via arrived on (it listens on several; answers must leave
+    from the same one, or a NAT's pinhole would not match). The cores never interpret
+    ``remote``; they store it and hand it back to the driver.
     """
 
     kind: str
     remote: tuple[str, ...] | tuple[str, int]
+    local_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in VIA_KINDS:

@@ -18,7 +18,10 @@ from typing import Any
 
 import trio
 
+from mipnode.drivers import pump
+
 MAX_REQUEST = 4096
+CLIENT_TIMEOUT_S = 5.0  # a client that says nothing loses its connection
 log = logging.getLogger("mipnode.control")
 Handler = Callable[[str], Any]
 
@@ -68,7 +71,7 @@ async def _answer(conn: trio.socket.SocketType, handler: Handler) -> None:
 
 
 async def _answer_one(conn: trio.socket.SocketType, handler: Handler) -> None:
-    with conn, trio.move_on_after(5):
+    with conn, pump.time_limit(CLIENT_TIMEOUT_S):
         if not _peer_allowed(conn):
             await conn.send(b'{"error": "permission denied"}\n')
             return

@@ -1,41 +1,52 @@
-"""Sockets, batched draining and the core pump shared by the daemons.
+"""Sockets shared by the daemons: opening, sending without blocking, the ICMP error queue.
 
-Data-plane rule (DESIGN §5): wait for readability once, then drain a batch with non-blocking
-reads; never one ``await`` per packet.
+Reading happens in batches in :mod:`mipnode.drivers.pump` (DESIGN §5: wait for readability
+once, then drain with non-blocking reads; never one ``await`` per packet).
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
-import time
+import struct
 from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-import trio
-
-BATCH = 64
-log = logging.getLogger("mipnode")
-# Packets whose handler raised, by handler name: should stay empty; shown in `status` JSON.
-HANDLER_ERRORS: dict[str, int] = {}
-# Receive errors of a socket whose interface went down, by handler name.
-SOCKET_ERRORS: dict[str, int] = {}
-_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
-_LINK_ERRNOS = frozenset({errno.ENETDOWN, errno.ENODEV, errno.ENXIO})
-LINK_DOWN_BACKOFF_S = 0.1
-IPPROTO_MH = 135
 SO_BINDTODEVICE = 25
+IPV6_RECVERR = 25  # linux/in6.h (not exported by Python 3.11's socket module)
+IP_RECVERR = 11  # linux/in.h
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err (linux/errqueue.h)
+# What the network said, by (origin, ICMP type, code): RFC 4443 §3 and RFC 792.
+_ICMP_WORDS = {
+    (SO_EE_ORIGIN_ICMP6, 1, 0): "no route to destination",
+    (SO_EE_ORIGIN_ICMP6, 1, 1): "administratively prohibited",
+    (SO_EE_ORIGIN_ICMP6, 1, 2): "beyond the scope of the source address",
+    (SO_EE_ORIGIN_ICMP6, 1, 3): "address unreachable",
+    (SO_EE_ORIGIN_ICMP6, 1, 4): "port unreachable",
+    (SO_EE_ORIGIN_ICMP6, 1, 5): "source address failed a policy",
+    (SO_EE_ORIGIN_ICMP6, 1, 6): "reject route",
+    (SO_EE_ORIGIN_ICMP, 3, 0): "network unreachable",
+    (SO_EE_ORIGIN_ICMP, 3, 1): "host unreachable",
+    (SO_EE_ORIGIN_ICMP, 3, 2): "protocol unreachable",
+    (SO_EE_ORIGIN_ICMP, 3, 3): "port unreachable",
+    (SO_EE_ORIGIN_ICMP, 3, 9): "administratively prohibited",
+    (SO_EE_ORIGIN_ICMP, 3, 10): "administratively prohibited",
+    (SO_EE_ORIGIN_ICMP, 3, 13): "administratively prohibited",
+}
+MAX_ERRORS_PER_READ = 16
 
 
-def wall() -> float:
-    """POSIX time: the ``now`` every pure core receives."""
-    return time.time()
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """One ICMP error the kernel queued for a packet we sent to ``destination``."""
 
-
-def trio_deadline(wall_deadline: float) -> float:
-    return trio.current_time() + (wall_deadline - time.time())
+    destination: tuple[str, int]
+    words: str  # "administratively prohibited from 2001:db8::1"
 
 
 def _bind_device(sock: socket.socket, ifname: str | None) -> None:
@@ -67,72 +78,51 @@ def open_udp(
     return sock
 
 
-def _handler_failed(where: str) -> None:
-    """A bug met by one packet must not take the daemon down (DESIGN §5): count it, log it with
-    its traceback at a bounded rate, drop the packet, go on."""
-    HANDLER_ERRORS[where] = HANDLER_ERRORS.get(where, 0) + 1
-    n = HANDLER_ERRORS[where]
-    if n <= 5 or n % 1000 == 0:
-        log.exception("internal error handling a packet in %s (%d so far)", where, n)
+def enable_error_queue(sock: socket.socket) -> None:
+    """Queue ICMP errors for what this socket sends (IPV6_RECVERR / IP_RECVERR), so the
+    diagnosis can say what the network answered; read them with :func:`read_error_queue`."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
 
-async def drain_socket(
-    sock: socket.socket, handle: Callable[[bytes, Any], None], after_batch: Callable[[], None]
-) -> None:
-    """Forever: wait until readable, then hand up to BATCH datagrams to ``handle``."""
-    recvfrom = sock.recvfrom
-    where = getattr(handle, "__name__", "handler")
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        link_down = False
-        for _ in range(BATCH):
-            try:
-                data, addr = recvfrom(65535)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # ICMP errors queued on the socket (e.g. ECONNREFUSED) are not fatal.
-                if exc.errno in _TRANSIENT_ERRNOS:
-                    continue
-                # The bound interface went down or away (a move, a link flap): not fatal
-                # either; the MN reopens its sockets on the new access network.
-                if exc.errno in _LINK_ERRNOS:
-                    SOCKET_ERRORS[where] = SOCKET_ERRORS.get(where, 0) + 1
-                    link_down = True
-                    break
-                raise
-            try:
-                handle(data, addr)
-            except Exception:
-                _handler_failed(where)
+def read_error_queue(sock: socket.socket) -> list[IcmpError]:
+    """Every queued ICMP error (MSG_ERRQUEUE, non-blocking): reading them clears the socket's
+    error state, so a readable socket never spins on an error nobody reads."""
+    out: list[IcmpError] = []
+    for _ in range(MAX_ERRORS_PER_READ):
         try:
-            after_batch()
-        except Exception:
-            _handler_failed(f"{where}/after_batch")
-        if link_down:
-            await trio.sleep(LINK_DOWN_BACKOFF_S)
+            _, ancdata, _, addr = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        for level, kind, data in ancdata:
+            if (level, kind) not in (
+                (socket.IPPROTO_IPV6, IPV6_RECVERR),
+                (socket.IPPROTO_IP, IP_RECVERR),
+            ) or len(data) < _EXTENDED_ERR.size:
+                continue
+            _errno, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
+            words = _ICMP_WORDS.get((origin, icmp_type, code))
+            if words is None:
+                continue
+            offender = _offender(data[_EXTENDED_ERR.size :])
+            text = words if offender is None else f"{words} from {offender}"
+            port = addr[1] if isinstance(addr, tuple) and len(addr) > 1 else 0
+            host = addr[0].split("%", 1)[0] if isinstance(addr, tuple) else "?"
+            out.append(IcmpError((host, port), text))
+    return out
 
 
-async def drain_fd(
-    fd: int, handle: Callable[[bytes], None], after_batch: Callable[[], None]
-) -> None:
-    read = os.read
-    where = getattr(handle, "__name__", "handler")
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        for _ in range(BATCH):
-            try:
-                data = read(fd, 65535)
-            except BlockingIOError:
-                break
-            try:
-                handle(data)
-            except Exception:
-                _handler_failed(where)
-        try:
-            after_batch()
-        except Exception:
-            _handler_failed(f"{where}/after_batch")
+def _offender(sockaddr: bytes) -> str | None:
+    """The address in the SO_EE_OFFENDER sockaddr after the extended error."""
+    if len(sockaddr) >= 24 and int.from_bytes(sockaddr[:2], "little") == socket.AF_INET6:
+        return str(IPv6Address(sockaddr[8:24]))
+    if len(sockaddr) >= 8 and int.from_bytes(sockaddr[:2], "little") == socket.AF_INET:
+        return str(IPv4Address(sockaddr[4:8]))
+    return None
 
 
 def send_quietly(sock: socket.socket, data: bytes, addr: Any, count: Callable[[str], None]) -> None:
@@ -158,26 +148,3 @@ def write_quietly(fd: int, packet: bytes, count: Callable[[str], None]) -> bool:
 class Counters(dict[str, int]):
     def __call__(self, reason: str, n: int = 1) -> None:
         self[reason] = self.get(reason, 0) + n
-
-
-class TimerPump:
-    """Runs a core's ``handle_timer`` at its ``get_timer`` deadline; ``kick()`` re-arms it."""
-
-    def __init__(self, get_timer: Callable[[], float | None], fire: Callable[[float], None]):
-        self._get_timer, self._fire = get_timer, fire
-        self._changed = trio.Event()
-
-    def kick(self) -> None:
-        self._changed.set()
-
-    async def run(self) -> None:
-        while True:
-            deadline = self._get_timer()
-            self._changed = trio.Event()
-            if deadline is None:
-                await self._changed.wait()
-                continue
-            with trio.move_on_at(trio_deadline(deadline)):
-                await self._changed.wait()
-                continue
-            self._fire(max(wall(), deadline))

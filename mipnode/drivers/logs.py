@@ -7,7 +7,8 @@ counted and reported with the next line for that reason.
 from __future__ import annotations
 
 import logging
-import time
+
+from mipnode.drivers.pump import stopwatch
 
 log = logging.getLogger("mipnode")
 
@@ -20,7 +21,7 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def __call__(self, level: int, reason: str, message: str, **fields: object) -> None:
-        now = time.monotonic()
+        now = stopwatch()
         tokens = min(
             self.burst,
             self._tokens.get(reason, self.burst) + (now - self._stamp.get(reason, now)) * self.rate,

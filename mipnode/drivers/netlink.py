@@ -6,6 +6,7 @@ Each function opens and closes its own ``IPRoute`` so it can run in any worker t
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -126,3 +127,41 @@ def access_info(ifname: str | None, exclude: str) -> AccessInfo:
             elif not addr.is_loopback:
                 v4 = v4 or addr
         return AccessInfo(name, v6, v4)
+
+
+# -- change notifications ---------------------------------------------------------------------
+
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+CHANGE_GROUPS = (
+    RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+)
+
+
+def open_change_socket() -> socket.socket:
+    """A non-blocking rtnetlink socket subscribed to link, address and route changes: readable
+    whenever something the access network depends on changed (movement, DESIGN §4)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((0, CHANGE_GROUPS))
+    return sock
+
+
+def drain_changes(sock: socket.socket) -> bool:
+    """Read every pending notification; True when there was any (or some were lost: ENOBUFS
+    means the kernel dropped notifications, so the caller must look again all the same)."""
+    changed = False
+    while True:
+        try:
+            if not sock.recv(65536):
+                return changed
+            changed = True
+        except BlockingIOError:
+            return changed
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            changed = True

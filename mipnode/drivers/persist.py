@@ -24,12 +24,12 @@ import json
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from mipnode.drivers import pump
 from mipnode.drivers.logs import RateLimitedLog
 
 log = logging.getLogger("mipnode.ha")
@@ -169,7 +169,7 @@ class StateWriter:
                     continue
                 if self._pending is None:
                     self._pending = snapshot  # retry it, unless something newer came
-                await trio.sleep(retry)
+                await pump.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX_S)
                 self._wake.set()
         finally:
@@ -179,9 +179,9 @@ class StateWriter:
 
     def _write(self, snapshot: dict[str, Any]) -> str | None:
         """Encode and write one snapshot (runs in a worker thread); the error text or None."""
-        start = time.monotonic()
+        start = pump.stopwatch()
         try:
-            write_atomically(self.path, encode_state(snapshot, time.time()))
+            write_atomically(self.path, encode_state(snapshot, pump.posix_time()))
         except (OSError, ValueError) as exc:
             self.failures += 1
             self.last_error = str(exc)
@@ -195,5 +195,5 @@ class StateWriter:
             return self.last_error
         self.writes += 1
         self.last_error = None
-        self.last_write_ms = round((time.monotonic() - start) * 1000, 2)
+        self.last_write_ms = pump.elapsed_ms(start)
         return None

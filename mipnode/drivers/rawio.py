@@ -16,11 +16,11 @@ import struct
 import subprocess
 
 from mipnode.drivers.io import SO_BINDTODEVICE
+from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH, NH_ROUTING
 
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
-NH_ROUTING, NH_DSTOPTS, NH_MH = 43, 60, 135
 
 # Classic BPF over the network header (SOCK_DGRAM taps start at the IPv6 header):
 #   A = next header (octet 6); accept if 60, 43 or 135; else drop. The filter runs in the kernel,

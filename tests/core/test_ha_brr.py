@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
+
 import pytest
 from coretest_kit import (
     COA,
@@ -234,3 +236,50 @@ def test_the_mn_core_answers_a_brr_with_a_refresh_that_ends_the_round() -> None:
     assert binding is not None and binding.expires_at == brr_at + 600
     assert ha.statistics()["refreshes"] == 1
     assert ha.get_timer() == brr_at + 570  # the round ended with the refresh
+
+
+# -- Binding Refresh Requests for traffic the binding does not cover (issue 11) -----------------
+
+OTHER_VIA = Via("T-udp", ("2001:db8:2::20", 40000), 4191)
+
+
+def test_traffic_from_an_unbound_home_address_gets_one_brr_signed_over_the_home_address() -> None:
+    ha = brr_ha()
+    assert ha.refresh_request_for(T0, HOA, VIA, 200)
+    (out,) = ha.datagrams_to_send(T0)
+    assert_brr(out, coa=HOA)  # no binding: the HA knows no care-of address
+    assert ha.statistics()["brr_sent_unbound"] == 1
+
+
+def test_traffic_on_another_via_than_the_binding_gets_a_brr_over_the_bound_care_of() -> None:
+    ha = brr_ha()
+    stamp = Stamper()
+    send_bu(ha, stamp, T0, 10)
+    assert ha.refresh_request_for(T0 + 1, HOA, OTHER_VIA, 200)
+    (out,) = ha.datagrams_to_send(T0 + 1)
+    assert_brr(out, coa=COA, via=OTHER_VIA)  # back where the traffic came from
+    assert ha.bindings()[0].via == VIA  # nothing changed before the MN's authenticated BU
+
+
+def test_brrs_for_unbound_traffic_are_rate_limited_per_home_address() -> None:
+    ha = brr_ha()
+    sent = sum(ha.refresh_request_for(T0 + i * 0.1, HOA, VIA, 200) for i in range(30))
+    assert sent == 3  # at T0, T0 + 1, T0 + 2 (once a second)
+    assert ha.statistics()["drop_brr_rate"] == 27
+
+
+def test_a_brr_is_never_larger_than_the_packet_that_triggered_it() -> None:
+    ha = brr_ha()
+    assert not ha.refresh_request_for(T0, HOA, VIA, 60)
+    assert ha.datagrams_to_send(T0) == []
+    assert ha.statistics()["drop_brr_larger_than_trigger"] == 1
+    assert ha.refresh_request_for(T0, HOA, VIA, 200)
+    (out,) = ha.datagrams_to_send(T0)
+    assert 40 + len(out.data) <= 200
+
+
+def test_no_brr_for_a_home_address_without_a_security_association() -> None:
+    ha = brr_ha()
+    stranger = IPv6Address("2001:db8:1::99")
+    assert not ha.refresh_request_for(T0, stranger, VIA, 200)
+    assert ha.datagrams_to_send(T0) == []

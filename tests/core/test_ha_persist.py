@@ -564,7 +564,7 @@ def _daemon(state_dir: Path) -> HomeAgentDaemon:
         path="ha.toml",
         address=HA,
         home_prefix=PREFIX,
-        udp_port=4191,
+        udp_ports=(4191,),
         max_lifetime_s=3600,
         tun_name="mip-ha-test",
         tun_mtu=1400,
@@ -605,7 +605,7 @@ async def test_a_corrupt_file_is_set_aside_with_one_log_line_and_the_ha_starts_e
         await daemon._restore(str(tmp_path))
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "starting empty" in errors[0].getMessage()
-    assert daemon.restored == 0 and daemon.core.bindings() == []
+    assert daemon.restored == 0 and daemon.node.core.bindings() == []
     assert (tmp_path / (persist.STATE_FILE + ".corrupt")).read_bytes() == content
     assert not (tmp_path / persist.STATE_FILE).exists()
 

@@ -134,3 +134,31 @@ def test_a_brr_after_a_move_is_checked_against_the_new_binding() -> None:
     mn.receive_datagram(50.0, build_brr(coa=COA2), HA, HOA)
     bu, _ = single_bu(mn, 50.0)
     assert bu.options[0].address == COA2  # type: ignore[attr-defined]
+
+
+# -- a home agent that lost its binding (issue 11) ---------------------------------------------
+
+
+def test_a_brr_signed_over_the_home_address_restarts_registration() -> None:
+    """An HA without our binding (restarted without its cache) signs its BRR over the home
+    address, the one address it knows; the MN answers with a BU at once."""
+    mn, seq = registered_mn()
+    mn.receive_datagram(100.0, build_brr(coa=HOA), HA, HOA)
+    bu, _ = single_bu(mn, 100.0)
+    assert bu.sequence == seq + 1 and bu.lifetime == 150
+    assert mn.statistics()["brr_refreshes"] == 1
+
+
+@pytest.mark.parametrize("key", [OTHER_KEY, KEY], ids=["forged", "genuine-but-replayed-fast"])
+def test_a_forged_or_flooded_home_address_brr_costs_at_most_one_bu_per_interval(
+    key: bytes,
+) -> None:
+    mn, _ = registered_mn()
+    for i in range(10):
+        mn.receive_datagram(100.0 + i * 0.01, build_brr(coa=HOA, key=key), HA, HOA)
+    sent = mn.datagrams_to_send(100.2)
+    if key == OTHER_KEY:
+        assert sent == [] and mn.statistics()["drop_bad_auth"] == 10
+    else:
+        assert len(sent) == 1  # the first starts the refresh, the rest wait for it
+    assert mn.state == "registered"  # a BRR never tears the binding down

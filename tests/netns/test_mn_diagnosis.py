@@ -67,12 +67,15 @@ def test_unreachable_home_agent_is_diagnosed_and_found_when_it_starts(make_lab: 
 
     def recovered() -> dict[str, Any] | None:
         s = runner.daemon_status(lab.t, "mn")
-        return s if s and s["state"] == "registered" and s["diagnosis"] is None else None
+        if not s or s["state"] != "registered" or s["diagnosis"] is not None:
+            return None
+        # Whichever way answers first carries the registration; T-native, the better kind,
+        # takes over as soon as its check is answered too (DESIGN §4 upgrades).
+        return s if s["bindings"][0]["path"]["kind"] == "T-native" else None
 
     status = runner.wait_for(recovered, REGISTER_WITHIN_S, 0.2)
     assert status is not None, (lab.t.workdir / "mn.log").read_text()
     assert status["diagnosis_since"] is None
-    assert status["bindings"][0]["path"]["kind"] == "T-native"
     print(f"registered {time.monotonic() - ha_started:.2f} s after the HA was started")
 
     # One log line per new text, an unchanged one again at most every LOG_REPEAT_S.

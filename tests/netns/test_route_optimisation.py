@@ -209,7 +209,7 @@ def test_mn_behind_a_stateful_firewall_deletes_the_binding_it_cannot_use(make_la
     lab = make_lab(firewall="stateful", cn_mipnode=True)
     runner.ping(lab.t, "mn", CN_ADDRESS, count=2)
     dropped = runner.wait_for(
-        lambda: lab.status("mn")["counters"].get("d_native_dropped_probe_unanswered"), 8
+        lambda: lab.status("mn")["core"].get("d_native_ended_probe_unanswered"), 8
     )
     assert dropped == 1
     assert runner.wait_for(lambda: lab.status("cn", "bindings")["bindings"] == [], 5)
@@ -277,7 +277,7 @@ def test_a_restarted_cn_sends_binding_error_1_and_the_mn_recovers(make_lab) -> N
     # The MN's next HAO packets meet a CN without a binding: Binding Error 1, back to T,
     # return routability again, D-native again.
     runner.ping(lab.t, "mn", CN_ADDRESS, count=3)
-    assert runner.wait_for(lambda: lab.status("mn")["counters"].get("binding_error_1"), 5)
+    assert runner.wait_for(lambda: lab.status("mn")["core"].get("d_native_binding_error_1"), 5)
 
     def talking_directly_again() -> bool:
         # Steady traffic: once the short back-off after the Binding Error is over, the next

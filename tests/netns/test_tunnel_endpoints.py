@@ -19,7 +19,7 @@ SEND_INNER = textwrap.dedent(
     """
     import socket, sys
     from ipaddress import IPv6Address
-    from mipnode.drivers.packets import udp_in_ipv6
+    from mipnode.wire.packets import udp_in_ipv6
     src, dst, ha, dev, marker = sys.argv[1:6]
     pkt = udp_in_ipv6(IPv6Address(src), IPv6Address(dst), 40000, 7777, marker.encode())
     s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)

@@ -13,6 +13,7 @@ from ipaddress import IPv6Address
 
 import pytest
 import wire_goldens as g
+from encap import decapsulate_untrusted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +34,6 @@ from mipnode.wire.ipv6 import (
 from mipnode.wire.mh import BindingAuthorizationData, MnHaAuth, decode_mh_untrusted, encode_mh
 from mipnode.wire.mice import decode_mice_untrusted, encode_mice, mice_from_options_untrusted
 from tunnels.demux import classify_udp_payload_untrusted
-from tunnels.ip6ip6 import decapsulate_untrusted
 
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True)
 

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 import wire_goldens as g
+from encap import build_udp_ipv4, decapsulate_untrusted, encapsulate
 
 from mipnode.wire.auth4285 import (
     encode_mh_authenticated,
@@ -78,9 +79,8 @@ from mipnode.wire.mice import (
     mice_from_options_untrusted,
     mice_options,
 )
+from mipnode.wire.packets import udp_in_ipv6 as build_udp_ipv6
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
-from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
-from tunnels.udp import build_udp_ipv4, build_udp_ipv6
 
 ALT_COA = AlternateCareOfAddress(g.COA)
 NTP_EPOCH_PLUS_HALF = 0x83AA7E80_80000000

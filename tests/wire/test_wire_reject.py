@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 import wire_goldens as g
+from encap import build_udp_ipv4, decapsulate_untrusted, encapsulate
 from wire_goldens import h
 
 from mipnode.wire.auth4285 import encode_mh_authenticated, verify_mh_authenticated
@@ -63,9 +64,8 @@ from mipnode.wire.mice import (
     decode_mice_untrusted,
     encode_mice,
 )
+from mipnode.wire.packets import udp_in_ipv6 as build_udp_ipv6
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
-from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
-from tunnels.udp import build_udp_ipv4, build_udp_ipv6
 
 
 def reason(parse: Callable[[], object]) -> str:

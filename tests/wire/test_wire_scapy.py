@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import wire_goldens as g
+from encap import build_udp_ipv4, decapsulate_untrusted, encapsulate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -70,9 +71,8 @@ from mipnode.wire.mh import (
     encode_mh,
 )
 from mipnode.wire.mice import decode_mice_untrusted, mice_options
+from mipnode.wire.packets import udp_in_ipv6 as build_udp_ipv6
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
-from tunnels.ip6ip6 import decapsulate_untrusted, encapsulate
-from tunnels.udp import build_udp_ipv4, build_udp_ipv6
 
 with warnings.catch_warnings():
     # scapy may warn at import time (e.g. CryptographyDeprecationWarning); that is scapy's

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import wire_goldens as g
+from encap import DSMIP_UDP_PORT, build_udp_ipv4, encapsulate
 
 from mipnode.wire.auth4285 import encode_mh_authenticated
 from mipnode.wire.bad import encode_mh_with_bad
@@ -54,8 +55,7 @@ from mipnode.wire.mh import (
     encode_mh,
 )
 from mipnode.wire.mice import Candidate, Credentials, EndOfCandidates, mice_options
-from tunnels.ip6ip6 import encapsulate
-from tunnels.udp import DSMIP_UDP_PORT, build_udp_ipv4, build_udp_ipv6
+from mipnode.wire.packets import udp_in_ipv6 as build_udp_ipv6
 
 TSHARK = shutil.which("tshark")
 pytestmark = [

@@ -1,0 +1,464 @@
+"""D-udp with every peer: one ICE agent per peer, offers and answers, retries, restarts (sans-IO).
+
+Theory of operation (DESIGN §2, §4). A node keeps one :class:`~ice.agent.IceAgent` per peer: on
+a mobile node one controlling agent per correspondent it offers direct paths to, on a
+correspondent (and on a mobile node answering another mobile node) one controlled agent per home
+address that offered. The mobile node, the correspondent and the mobile node's correspondent role
+all use this one engine; their node cores carry its messages.
+
+* **Local candidates** are the node's UDP sockets (host candidates, :meth:`DirectPaths.
+  set_local_candidates`) and, on a mobile node, the addresses the home agent saw them come from
+  (server-reflexive candidates, learnt from the home path's checks on the same sockets).
+  Offers wait for that gathering (:meth:`DirectPaths.gathering_done`, at most ``gather_wait_s``)
+  so a peer behind a NAT can aim at our mapped address at once.
+* **Offer and answer** carry credentials and candidates as M-ICE TLVs in an Experimental
+  Mobility Header (MH 11, RFC 5096, :mod:`mipnode.wire.mice`). The node core addresses them
+  (home address <-> correspondent, through the home agent, like HoTI/HoT). An offer is repeated
+  every ``offer_retry_s`` until answered, at most ``offer_tries`` times; every offer received
+  is answered (the answer may have been lost). An offer with another ufrag from a peer we
+  answered is an ICE restart (it moved): its agent starts afresh. Offers crossing ours (two
+  mobile nodes starting at once) are taken as the answer; the role conflict of RFC 8445
+  §7.3.1.1 settles who yields.
+* **Selection** is the agent's (two-way authenticated checks, heartbeats, death within 3 s,
+  re-probes within 30 s). :class:`DirectPathChanged` tells the node core which pair, if any,
+  data to a peer uses; without one it goes through the home agent.
+* **Consent lost** on the controlling side means an ICE restart: new credentials, a new offer.
+* **Bounds**: at most ``max_peers`` peers (each agent at most 100 pairs); a new peer beyond it is
+  refused and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from ice.agent import (
+    ConsentLost,
+    Credentials,
+    IceAgent,
+    IceConfig,
+    OutgoingDatagram,
+    PathLost,
+    PathSelected,
+    new_credentials,
+)
+from ice.candidate import Candidate, CandidateType, TransportAddress, transport_address
+from ice.checklist import CandidatePair
+from mipnode.wire import mice
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.mh import ExperimentalMessage
+
+RandomBytes = Callable[[int], bytes]
+
+# Implementation constants
+OFFER_RETRY_S = 1.0
+OFFER_TRIES = 8
+OFFER_PAUSE_S = 30.0  # a round of OFFER_TRIES unanswered: the next round this much later
+GATHER_WAIT_S = 0.5  # an offer waits at most this long for our server-reflexive addresses
+MAX_PEERS = 64  # agents at once (each up to 100 pairs)
+MAX_CHANGES = 20  # per peer, the path change log shown by `mipnode paths`
+OLD_UFRAGS = 8  # per peer, earlier ufrags of its descriptions (late copies are ignored)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectPathChanged:
+    """Data to ``peer`` now uses ``pair`` (``None``: back through the home agent)."""
+
+    peer: IPv6Address
+    pair: CandidatePair | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Signalling:
+    """An offer or answer for ``peer``; the node core sends it as an MH 11 packet."""
+
+    peer: IPv6Address
+    message: ExperimentalMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a path change log (monotonic ``at``; views convert it for people)."""
+
+    at: float
+    old: str | None
+    new: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class _Peer:
+    address: IPv6Address  # the correspondent (MN side) or the home address (CN side)
+    agent: IceAgent
+    offered: bool  # we started it (controlling, offer sent) rather than answered
+    answered: bool = False
+    offers_sent: int = 0
+    next_offer_at: float | None = None
+    pending_offer: bool = False  # waiting for gathering before the first offer
+    replied_at: float | None = None  # our description last sent back to a repeated one
+    old_ufrags: deque[str] = field(default_factory=lambda: deque(maxlen=OLD_UFRAGS))
+    since: float | None = None  # when the selected pair was selected
+    changes: deque[Change] = field(default_factory=lambda: deque(maxlen=MAX_CHANGES))
+
+
+class DirectPaths:
+    """Every peer's ICE agent, the signalling that feeds them, and the selected pairs."""
+
+    def __init__(
+        self,
+        *,
+        controlling: bool,
+        random_bytes: RandomBytes,
+        config: IceConfig | None = None,
+        max_peers: int = MAX_PEERS,
+        offer_retry_s: float = OFFER_RETRY_S,
+        offer_tries: int = OFFER_TRIES,
+    ) -> None:
+        self._controlling = controlling
+        self._random = random_bytes
+        self._config = config or IceConfig()
+        self._max_peers = max_peers
+        self._offer_retry_s = offer_retry_s
+        self._offer_tries = offer_tries
+        self._peers: dict[IPv6Address, _Peer] = {}
+        self._hosts: list[Candidate] = []
+        self._srflx: dict[TransportAddress, Candidate] = {}
+        self._gathering_until: float | None = None
+        self._signalling: list[Signalling] = []
+        self._events: deque[DirectPathChanged] = deque()
+        self._counters: Counter[str] = Counter()
+
+    # -- local candidates ------------------------------------------------------------------
+
+    def set_local_candidates(
+        self, now: float, hosts: list[TransportAddress], *, gathering: bool = False
+    ) -> None:
+        """Our UDP sockets, most preferred first. A move replaces them: every peer gets an ICE
+        restart with the new ones, offered by us (a peer that had offered to us, another mobile
+        node, learns our new candidates at once instead of after its consent runs out).
+
+        ``gathering``: server-reflexive addresses may still come (:meth:`add_server_reflexive`);
+        offers wait for :meth:`gathering_done` or ``GATHER_WAIT_S``.
+        """
+        self._hosts = [
+            Candidate.host(transport_address(*h), local_pref=65535 - 256 * rank)
+            for rank, h in enumerate(hosts)
+        ]
+        self._srflx.clear()
+        self._gathering_until = now + GATHER_WAIT_S if gathering else None
+        for p in list(self._peers.values()):
+            p.offered = True
+            self._restart(now, p, "moved")
+
+    def add_server_reflexive(
+        self, base: TransportAddress, mapped: TransportAddress, server: str
+    ) -> None:
+        """The home agent saw our socket ``base`` as ``mapped``: a server-reflexive candidate,
+        advertised in every offer and answer from now on (RFC 8445 §5.1.1.2)."""
+        host = next((h for h in self._hosts if h.address == transport_address(*base)), None)
+        if host is None or transport_address(*mapped) == host.address:
+            return
+        srflx = Candidate.server_reflexive(
+            transport_address(*mapped),
+            host.address,
+            server_ip=server,
+            local_pref=(host.priority >> 8) & 0xFFFF,
+        )
+        if self._srflx.get(host.address) == srflx:
+            return
+        self._srflx[host.address] = srflx
+        for p in self._peers.values():
+            p.agent.add_local_candidate(srflx)
+
+    def gathering_done(self, now: float) -> None:
+        """Every server-reflexive address we will learn is known: send waiting offers now."""
+        if self._gathering_until is not None:
+            self._gathering_until = None
+            self._send_pending_offers(now)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def start(self, now: float, peer: IPv6Address) -> bool:
+        """Offer direct paths to ``peer`` (controlling). False: no room or no local candidate."""
+        if peer in self._peers:
+            return True
+        if len(self._peers) >= self._max_peers or not self._hosts:
+            self._counters["start_refused"] += 1
+            return False
+        p = _Peer(peer, self._new_agent(self._controlling), offered=True)
+        self._peers[peer] = p
+        self._counters["peers_started"] += 1
+        p.pending_offer = True
+        self._send_pending_offers(now)
+        return True
+
+    def stop(self, now: float, peer: IPv6Address) -> None:
+        """Forget ``peer``; data to it goes through the home agent again."""
+        p = self._peers.pop(peer, None)
+        if p is not None and p.agent.selected_pair() is not None:
+            self._change(now, p, None, "stopped")
+
+    def resend_offers(self, now: float) -> int:
+        """Offers not answered yet, again now (after a move the first offer can leave before
+        the home agent knows the new care-of address; its ingress filter rightly drops it)."""
+        resent = 0
+        for p in self._peers.values():
+            if p.offered and not p.answered and not p.pending_offer:
+                self._send_offer(now, p)
+                resent += 1
+        return resent
+
+    # -- the five verbs --------------------------------------------------------------------
+
+    def receive_signalling(self, now: float, peer: IPv6Address, msg: ExperimentalMessage) -> None:
+        """An answer to our offer, or an offer from ``peer`` (a mobile node answers offers of
+        other mobile nodes like a correspondent)."""
+        try:
+            items = mice.mice_from_options_untrusted(msg.options)
+        except BadPacket as exc:
+            self._drop(f"mice_{exc.reason}")
+            return
+        creds = next((i for i in items if isinstance(i, mice.Credentials)), None)
+        if creds is None:
+            self._drop("mice_without_credentials")
+            return
+        p = self._peers.get(peer)
+        if p is not None and creds.ufrag in p.old_ufrags:
+            self._drop("mice_stale")  # an earlier description of the peer, late or repeated
+            return
+        restarted = (
+            p is not None
+            and p.agent.remote_credentials is not None
+            and p.agent.remote_credentials.ufrag != creds.ufrag
+        )
+        # Another ufrag from a peer whose description we hold is an offer even when we had
+        # offered too (crossing offers at the start): the peer restarted and needs our answer.
+        if p is None or not p.offered or restarted:
+            # An offer: a new peer, a repeated offer, or an ICE restart (another ufrag).
+            if p is None or restarted:
+                if p is None and len(self._peers) >= self._max_peers:
+                    self._drop("mice_too_many_peers")
+                    return
+                old: deque[str] = deque(maxlen=OLD_UFRAGS)
+                if p is not None:
+                    old = p.old_ufrags
+                    _retire_remote(p)
+                    self.stop(now, peer)
+                p = _Peer(peer, self._new_agent(controlling=False), offered=False)
+                p.old_ufrags = old
+                self._peers[peer] = p
+                self._counters["peers_answered"] += 1
+            self._send_description(p)  # answer (again: offers repeat until answered)
+        # else: the answer to our offer, or the peer's own offer crossing ours.
+        elif p.agent.remote_credentials is not None and (
+            p.replied_at is None or now - p.replied_at >= self._offer_retry_s
+        ):
+            # The same description again from a peer we offered to: its offer crossed ours
+            # and it repeats it because ours was lost. Answer (at most once per retry period).
+            p.replied_at = now
+            self._send_description(p)
+        agent = p.agent
+        if agent.remote_credentials is None:
+            try:
+                agent.set_remote_credentials(Credentials(creds.ufrag, creds.password))
+            except ValueError:
+                self._drop("mice_bad_credentials")
+                return
+            for item in items:
+                if isinstance(item, mice.Candidate):
+                    self._add_remote(p, item)
+            if any(isinstance(i, mice.EndOfCandidates) for i in items):
+                agent.end_of_remote_candidates()
+        p.answered = True
+        p.next_offer_at = None
+        self._pump(now, p)
+
+    def receive_datagram(
+        self, now: float, data: bytes, local: TransportAddress, remote: TransportAddress
+    ) -> None:
+        """A STUN datagram on one of our sockets: the USERNAME names the agent; agents drop
+        what is not theirs."""
+        for p in list(self._peers.values()):
+            p.agent.receive_datagram(now, data, local, remote)
+            self._pump(now, p)
+
+    def handle_timer(self, now: float) -> None:
+        if self._gathering_until is not None and now >= self._gathering_until:
+            self.gathering_done(now)
+        for p in list(self._peers.values()):
+            t = p.agent.get_timer()
+            if t is not None and t <= now:
+                p.agent.handle_timer(now)
+            if p.next_offer_at is not None and p.next_offer_at <= now:
+                if p.offers_sent < self._offer_tries:
+                    self._send_offer(now, p)
+                else:  # another round later: every copy of our description may have been lost
+                    p.offers_sent = 0
+                    p.next_offer_at = now + OFFER_PAUSE_S
+                    self._counters["offers_unanswered"] += 1
+            self._pump(now, p)
+
+    def get_timer(self) -> float | None:
+        deadlines = [self._gathering_until] if self._gathering_until is not None else []
+        for p in self._peers.values():
+            t = p.agent.get_timer()
+            if t is not None:
+                deadlines.append(t)
+            if p.next_offer_at is not None:
+                deadlines.append(p.next_offer_at)
+        return min(deadlines, default=None)
+
+    def datagrams_to_send(self, now: float) -> list[OutgoingDatagram]:
+        """STUN checks, heartbeats and answers of every agent."""
+        out: list[OutgoingDatagram] = []
+        for p in self._peers.values():
+            out += p.agent.datagrams_to_send(now)
+        return out
+
+    def signalling_to_send(self) -> list[Signalling]:
+        """Offers and answers queued since the last call."""
+        out, self._signalling = self._signalling, []
+        return out
+
+    def next_event(self) -> DirectPathChanged | None:
+        return self._events.popleft() if self._events else None
+
+    # -- inspection ------------------------------------------------------------------------
+
+    @property
+    def peers(self) -> list[IPv6Address]:
+        return list(self._peers)
+
+    def selected(self, peer: IPv6Address) -> CandidatePair | None:
+        p = self._peers.get(peer)
+        return None if p is None else p.agent.selected_pair()
+
+    def pairs(self, peer: IPv6Address) -> list[CandidatePair]:
+        p = self._peers.get(peer)
+        return [] if p is None else p.agent.pairs()
+
+    def since(self, peer: IPv6Address) -> float | None:
+        p = self._peers.get(peer)
+        return None if p is None else p.since
+
+    def changes(self, peer: IPv6Address) -> list[Change]:
+        p = self._peers.get(peer)
+        return [] if p is None else list(p.changes)
+
+    def agent_statistics(self, peer: IPv6Address) -> dict[str, int]:
+        p = self._peers.get(peer)
+        return {} if p is None else p.agent.statistics()
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(self._counters)
+        stats["peers"] = len(self._peers)
+        stats["selected"] = sum(p.agent.selected_pair() is not None for p in self._peers.values())
+        return stats
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _drop(self, reason: str) -> None:
+        self._counters[f"drop_{reason}"] += 1
+
+    def _new_agent(self, controlling: bool) -> IceAgent:
+        agent = IceAgent(
+            self._config,
+            controlling=controlling,
+            credentials=new_credentials(self._random),
+            tie_breaker=int.from_bytes(self._random(8), "big"),
+            random_bytes=self._random,
+        )
+        for c in self._hosts:
+            agent.add_local_candidate(c)
+        for c in self._srflx.values():
+            agent.add_local_candidate(c)
+        return agent
+
+    def _restart(self, now: float, p: _Peer, reason: str) -> None:
+        """RFC 8445 §9 restart with our current candidates: a new agent, a new offer."""
+        if p.agent.selected_pair() is not None:
+            self._change(now, p, None, reason)
+        _retire_remote(p)
+        p.agent = self._new_agent(self._controlling)
+        p.answered, p.offers_sent, p.next_offer_at = False, 0, None
+        p.pending_offer = True
+        self._counters["ice_restarts"] += 1
+        self._send_pending_offers(now)
+
+    def _send_pending_offers(self, now: float) -> None:
+        if self._gathering_until is not None and now < self._gathering_until:
+            return
+        for p in self._peers.values():
+            if p.pending_offer:
+                p.pending_offer = False
+                self._send_offer(now, p)
+
+    def _send_offer(self, now: float, p: _Peer) -> None:
+        self._send_description(p)
+        p.next_offer_at = now + self._offer_retry_s
+
+    def _send_description(self, p: _Peer) -> None:
+        creds = p.agent.local_credentials
+        items: list[mice.MiceItem] = [mice.Credentials(creds.ufrag, creds.password)]
+        for c in p.agent.local_candidates():
+            items.append(
+                mice.Candidate(
+                    c.foundation, c.priority, c.kind.value, ip_address(c.address[0]), c.address[1]
+                )
+            )
+        items.append(mice.EndOfCandidates())
+        p.offers_sent += 1
+        self._counters["descriptions_sent"] += 1
+        self._signalling.append(
+            Signalling(p.address, ExperimentalMessage(mice.mice_options(items)))
+        )
+
+    def _add_remote(self, p: _Peer, item: mice.Candidate) -> None:
+        try:
+            address = transport_address(str(item.address), item.port)
+            cand = Candidate(
+                CandidateType(item.kind), address, address, item.priority, item.foundation
+            )
+            p.agent.add_remote_candidate(cand)
+        except (ValueError, TypeError):
+            self._drop("mice_bad_candidate")
+
+    def _pump(self, now: float, p: _Peer) -> None:
+        """Turn the agent's events into ours (and restarts)."""
+        while (event := p.agent.next_event()) is not None:
+            if self._peers.get(p.address) is not p:
+                continue
+            if isinstance(event, PathSelected):
+                pair = event.pair
+                self._change(
+                    now, p, pair, f"{_ta(pair.local.base)} -> {_ta(pair.remote.address)} checked"
+                )
+            elif isinstance(event, PathLost):
+                if p.agent.selected_pair() is None:
+                    self._change(now, p, None, f"selected pair lost ({event.reason})")
+            elif isinstance(event, ConsentLost) and p.offered:
+                # RFC 7675: that pair may not carry our traffic again without an ICE restart.
+                self._restart(now, p, "consent lost")
+
+    def _change(self, now: float, p: _Peer, pair: CandidatePair | None, reason: str) -> None:
+        old = p.changes[-1].new if p.changes else None
+        new = "D-udp" if pair is not None else None
+        p.since = now if pair is not None else None
+        p.changes.append(Change(now, old, new, reason))
+        self._events.append(DirectPathChanged(p.address, pair, reason))
+
+
+def _retire_remote(p: _Peer) -> None:
+    """The peer's current description is replaced: a late copy of it must not count again."""
+    creds = p.agent.remote_credentials
+    if creds is not None and creds.ufrag not in p.old_ufrags:
+        p.old_ufrags.append(creds.ufrag)
+
+
+def _ta(address: TransportAddress) -> str:
+    ip = ip_address(address[0])
+    host = f"[{ip}]" if isinstance(ip, IPv6Address) else str(IPv4Address(ip))
+    return f"{host}:{address[1]}"

@@ -1,0 +1,259 @@
+"""The home agent's node core: binding cache, checks, refresh requests and its forwarding table.
+
+Theory of operation (DESIGN §4-§6). :class:`HomeAgentNode` wraps the binding cache
+(:class:`~mipnode.core.ha.HomeAgentCore`) with what the home agent decides about the packets
+its driver does not forward itself:
+
+* **Checks** (the HA is ICE-lite): a Binding request is answered with the source it came from
+  (XOR-MAPPED-ADDRESS): bare on our UDP ports for T-udp, inside the tunnel for T-native (a UDP
+  datagram from the care-of address to the STUN port 3478). The answer is never larger than the
+  request (amplification <= 1: the source may be spoofed); requests are padded by the mobile
+  node so that the answer fits.
+* **The home path's heartbeats in data form**: a check from a *home address* inside the tunnel
+  is answered only when the home address is bound on exactly that via; otherwise (no binding:
+  the HA restarted without its cache; another via: a NAT moved the mobile node's mapping) the
+  answer is a Binding Refresh Request (``HomeAgentCore.refresh_request_for``: authenticated,
+  rate-limited, no larger than the trigger), and the mobile node registers again at once.
+  Data from an unbound home address gets the same answer (the driver reports it:
+  :meth:`HomeAgentNode.unbound_traffic`).
+* **Signalling**: Mobility Headers to the HA inside the tunnel go to the binding cache; its BAs
+  and BRRs leave on their via.
+* **Forwarding**: :class:`HaForwardingChanged` tells the driver, per home address, the via its
+  packets go out on and must come in on (the ingress filter); ``None`` removes it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from ice import stun
+from mipnode.core.ha import (
+    BindingAdded,
+    BindingRemoved,
+    BindingUpdated,
+    HaCoreConfig,
+    HomeAgentCore,
+)
+from mipnode.core.types import Via
+from mipnode.core.views import (
+    BindingView,
+    PairView,
+    PeerView,
+    SelectedView,
+    address_text,
+    via_path,
+)
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.ipv6 import NH_MH, NH_UDP
+from mipnode.wire.packets import STUN_PORT, ipv6_packet, udp_in_ipv6
+
+TransportAddress = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SendVia:
+    """An inner IPv6 packet to a mobile node on ``via`` (tunnelled as the via's kind says)."""
+
+    via: Via
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendFromPort:
+    """A bare UDP payload from our UDP port ``port`` to ``remote``."""
+
+    port: int
+    remote: TransportAddress
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HaForwardingChanged:
+    """Packets of ``home_address`` go out (and must come in) on ``via``; ``None``: unbound."""
+
+    home_address: IPv6Address
+    via: Via | None
+    added: bool  # a new binding (the driver adds the host route)
+    text: str  # for the log
+
+
+HaTransmit = SendVia | SendFromPort
+
+
+class HomeAgentNode:
+    """The home agent's node core (module docstring)."""
+
+    def __init__(
+        self, config: HaCoreConfig, *, ports: tuple[int, ...], wall_offset: float = 0.0
+    ) -> None:
+        self.core = HomeAgentCore(config, wall_offset=wall_offset)
+        self._address = config.address
+        self._address_bytes = config.address.packed
+        self._ports = frozenset(ports)
+        self._prefix = config.home_prefix
+        self._out: list[HaTransmit] = []
+        self._events: deque[HaForwardingChanged] = deque()
+        self._counters: dict[str, int] = {}
+        self.drops: dict[str, int] = {}  # what this node refused, by reason (status "drops")
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def receive_udp(self, now: float, data: bytes, port: int, remote: TransportAddress) -> None:
+        """A bare STUN datagram on our UDP ``port`` (a T-udp check, or gathering)."""
+        response = self._answer(data, remote)
+        if response is not None:
+            self._out.append(SendFromPort(port, remote, response))
+
+    def receive_tunnelled(self, now: float, inner: bytes, via: Via) -> None:
+        """An inner packet to the home agent itself (Mobility Header or a check) that arrived
+        on ``via``."""
+        if len(inner) < 40 or inner[0] >> 4 != 6:
+            self._drop("tunnel_not_ipv6")
+            return
+        nh = inner[6]
+        plen = int.from_bytes(inner[4:6], "big")
+        if 40 + plen > len(inner):
+            self._drop("tunnel_truncated")
+            return
+        src = IPv6Address(inner[8:24])
+        if nh == NH_MH:
+            self.core.receive_datagram(now, inner[40 : 40 + plen], src, self._address, via)
+            self._settle(now)
+            return
+        if nh == NH_UDP and len(inner) >= 48:
+            dport = int.from_bytes(inner[42:44], "big")
+            if dport == STUN_PORT and stun.looks_like_stun(inner[48:]):
+                self._tunnelled_check(now, inner, src, dport, via)
+                return
+        self._drop("tunnel_to_ha_unexpected")
+
+    def unbound_traffic(self, now: float, inner: bytes, via: Via) -> None:
+        """The driver's ingress filter refused a tunnelled packet: its inner source is not bound
+        on ``via``. For a home address of ours: a Binding Refresh Request back."""
+        src = IPv6Address(inner[8:24])
+        if src in self._prefix:
+            self.core.refresh_request_for(now, src, via, len(inner))
+            self._settle(now)
+
+    # -- the five verbs ------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._settle(now)
+
+    def get_timer(self) -> float | None:
+        return self.core.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[HaTransmit]:
+        self._settle(now)
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> HaForwardingChanged | None:
+        return self._events.popleft() if self._events else None
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(self.core.statistics())
+        stats.update(self._counters)
+        return stats
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _tunnelled_check(
+        self, now: float, inner: bytes, src: IPv6Address, dport: int, via: Via
+    ) -> None:
+        sport = int.from_bytes(inner[40:42], "big")
+        if src in self._prefix:
+            # The data form of the home path's heartbeat: proves the binding too.
+            binding = self.core.binding_for(src)
+            if binding is None or binding.via != via:
+                self._counters["checks_for_unbound_home_address"] = (
+                    self._counters.get("checks_for_unbound_home_address", 0) + 1
+                )
+                self.core.refresh_request_for(now, src, via, len(inner))
+                self._settle(now)
+                return
+        # The mapped address is the outer source: what the network in between let through (for
+        # T-udp with its outer port; IPv6-in-IPv6 has none, so the inner port stands in).
+        outer_port = via.remote[1] if via.kind == "T-udp" and len(via.remote) > 1 else sport
+        response = self._answer(inner[48:], (str(via.remote[0]), int(outer_port)))
+        if response is not None:
+            self._out.append(SendVia(via, udp_in_ipv6(self._address, src, dport, sport, response)))
+
+    def _answer(self, data: bytes, mapped: TransportAddress) -> bytes | None:
+        try:
+            msg = stun.parse_stun_untrusted(data)
+        except BadPacket as exc:
+            self._drop(f"stun_{exc.reason}")
+            return None
+        if msg.message_method != stun.Method.BINDING or msg.message_class != stun.Class.REQUEST:
+            self._drop("stun_not_binding_request")
+            return None
+        response = stun.binding_response(msg.transaction_id, mapped)
+        if len(response) > len(data):
+            # Unauthenticated requests from anywhere: never answer with more bytes than came
+            # in, or the HA becomes an amplifier toward spoofed sources (DESIGN §4).
+            self._drop("stun_request_smaller_than_answer")
+            return None
+        self._counters["checks_answered"] = self._counters.get("checks_answered", 0) + 1
+        return response
+
+    def _settle(self, now: float) -> None:
+        for out in self.core.datagrams_to_send(now):
+            if out.via is None:
+                self._drop("mh_without_path")
+                continue
+            self._out.append(SendVia(out.via, ipv6_packet(out.src, out.dst, NH_MH, out.data)))
+        while (event := self.core.next_event()) is not None:
+            if isinstance(event, BindingAdded | BindingUpdated):
+                b = event.binding
+                self._events.append(
+                    HaForwardingChanged(
+                        b.home_address,
+                        b.via,
+                        isinstance(event, BindingAdded),
+                        f"binding hoa={b.home_address} coa={b.care_of_address} "
+                        f"path={b.via.kind} lifetime={b.lifetime_s}s seq={b.sequence}",
+                    )
+                )
+            elif isinstance(event, BindingRemoved):
+                self._events.append(
+                    HaForwardingChanged(
+                        event.home_address,
+                        None,
+                        False,
+                        f"binding removed hoa={event.home_address} reason={event.reason}",
+                    )
+                )
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+def binding_views(node: HomeAgentNode, now: float) -> list[BindingView]:
+    """The bindings as `mipnode bindings` shows them (the HA knows no local endpoint)."""
+    return [
+        BindingView(
+            hoa=str(b.home_address),
+            coa=address_text(b.care_of_address),
+            path=via_path(b.via),
+            sequence=b.sequence,
+            lifetime_remaining_s=max(0.0, round(b.expires_at - now, 1)),
+            state=str(b.state),
+        )
+        for b in node.core.bindings()
+    ]
+
+
+def path_views(node: HomeAgentNode, now: float) -> list[PeerView]:
+    """`mipnode paths` on the HA: each mobile node's path is the via of its binding (the mobile
+    node chose and checked it; the HA only answers)."""
+    out = []
+    for b in binding_views(node, now):
+        p = b.path
+        selected = SelectedView(p.kind, p.local, p.remote, None, None)
+        pair = PairView(p.kind, p.local, p.remote, "succeeded", None, None, None)
+        out.append(PeerView(b.hoa, "mobile-node", selected, [pair], []))
+    return out

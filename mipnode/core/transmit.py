@@ -1,0 +1,49 @@
+"""What a node core asks its driver to send or deliver (pure value types).
+
+A core never touches a socket; it names the way out and hands over finished bytes:
+
+* :class:`SendHome`: an inner IPv6 packet through the home agent, on the home pair named by
+  ``local``/``remote`` (``(care-of, 0)``/``(HA, 0)`` for T-native: IPv6-in-IPv6; an address and
+  port for T-udp: the packet as the UDP payload);
+* :class:`SendUdp`: a UDP payload (STUN, or an IPv6 packet on D-udp) from our socket ``local``;
+* :class:`SendNative`: a complete IPv6 packet sent as it is from the access interface (its own
+  destination; a Home Address option or not is already in it);
+* :class:`Deliver`: a packet the core looked at that belongs to the host (its TUN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TransportAddress = tuple[str, int]
+NATIVE_PORT = 0  # the "port" of a T-native endpoint: IPv6-in-IPv6 has none
+
+
+@dataclass(frozen=True, slots=True)
+class SendHome:
+    """``packet`` (from the home address, or a check from the care-of address) through the home
+    agent on the pair ``local`` -> ``remote``; ``None`` there means the selected home pair."""
+
+    packet: bytes
+    local: TransportAddress | None = None
+    remote: TransportAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendUdp:
+    local: TransportAddress
+    remote: TransportAddress
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendNative:
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    packet: bytes
+
+
+Transmit = SendHome | SendUdp | SendNative | Deliver

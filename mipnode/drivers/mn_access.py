@@ -1,0 +1,81 @@
+"""The sockets of one access network of a mobile node.
+
+After a move the old network's sockets stay open until the node core retires them (the new
+registration is in place, or MOVE_OVERLAP_S passed): make-before-break, DESIGN §4. Each network
+has a raw IPv6-in-IPv6 socket (T-native), one UDP socket per address family (T-udp to the home
+agent and D-udp to correspondents share it, so the address the home agent sees is the
+server-reflexive candidate), a raw MH socket kept open only so the kernel does not answer
+Mobility Headers with Parameter Problem, and, with route optimisation, an AF_PACKET tap and a
+raw sender for packets with a Home Address option or a type 2 routing header. Everything is
+bound to the access interface so nothing loops back into the TUN.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from mipnode.core.home_path import Access
+from mipnode.drivers import netlink, rawio
+from mipnode.drivers.io import enable_error_queue, open_raw, open_udp
+from mipnode.wire.ipv6 import NH_MH
+
+
+@dataclass
+class AccessSockets:
+    info: netlink.AccessInfo
+    raw41: socket.socket
+    raw_mh: socket.socket
+    udp6: socket.socket | None
+    udp4: socket.socket | None
+    tap: socket.socket | None
+    raw_sender: socket.socket | None
+    access: Access = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.access = Access(
+            self.info.ifname,
+            self.info.ipv6,
+            self.info.ipv4,
+            None if self.udp6 is None else self.udp6.getsockname()[1],
+            None if self.udp4 is None else self.udp4.getsockname()[1],
+        )
+
+    @classmethod
+    def open(cls, info: netlink.AccessInfo, *, tap: bool) -> AccessSockets:
+        ifname = info.ifname
+        opened: list[socket.socket] = []
+        try:
+            raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
+            opened.append(raw41)
+            raw_mh = open_raw(NH_MH, ifname)
+            opened.append(raw_mh)
+            udp6 = udp4 = None
+            if info.ipv6 is not None:
+                udp6 = open_udp(socket.AF_INET6, 0, ifname, address=str(info.ipv6))
+                opened.append(udp6)
+            if info.ipv4 is not None:
+                udp4 = open_udp(socket.AF_INET, 0, ifname, address=str(info.ipv4))
+                opened.append(udp4)
+            for sock in (raw41, udp6, udp4):
+                if sock is not None:
+                    enable_error_queue(sock)
+            tap_sock = sender = None
+            if tap:
+                tap_sock = rawio.open_tap(ifname)
+                opened.append(tap_sock)
+                sender = rawio.open_raw_sender(ifname)
+                opened.append(sender)
+        except OSError:
+            for sock in opened:
+                sock.close()
+            raise
+        return cls(info, raw41, raw_mh, udp6, udp4, tap_sock, sender)
+
+    def sockets(self) -> list[socket.socket]:
+        found = [self.raw41, self.raw_mh, self.udp6, self.udp4, self.tap, self.raw_sender]
+        return [s for s in found if s is not None]
+
+    def close(self) -> None:
+        for sock in self.sockets():
+            sock.close()

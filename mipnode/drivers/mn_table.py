@@ -1,0 +1,90 @@
+"""The mobile node's forwarding table: the node core's ``ForwardingChanged`` events, as sockets.
+
+Per packet the daemon does one dict lookup here (DESIGN §5): destination -> the ways to try, in
+the order the core gave (D-native first, then D-udp; empty: the default), each a pre-built
+``(socket, address, care-of or None)``; a miss means the default way, the home pair. The table
+also knows the open sockets of every access network (a move keeps two for a while), and which
+remote may speak for a correspondent on D-udp and which correspondents' RH2 data is proven.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from mipnode.core.mobile_node import ForwardingChanged, Route
+from mipnode.drivers.mn_access import AccessSockets
+
+Way = tuple[socket.socket, Any, bytes | None, str]  # socket, address, care-of, counter
+
+
+class ForwardingTable:
+    def __init__(self) -> None:
+        self.routes: dict[bytes, tuple[Way, ...]] = {}
+        self.default: tuple[socket.socket, Any] | None = None
+        self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN -> its D-udp remote
+        self.d_native: set[bytes] = set()  # CNs whose RH2 data is delivered at once
+        self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
+        self.raw41_by_coa: dict[str, socket.socket] = {}
+        self.accesses: list[AccessSockets] = []
+
+    def add_access(self, s: AccessSockets) -> None:
+        a = s.access
+        self.accesses.append(s)
+        if a.ipv6 is not None:
+            self.raw41_by_coa[str(a.ipv6)] = s.raw41
+        for sock, addr, port in ((s.udp6, a.ipv6, a.udp6_port), (s.udp4, a.ipv4, a.udp4_port)):
+            if sock is not None and addr is not None and port is not None:
+                self.udp_by_local[(str(addr), port)] = sock
+
+    def remove_access(self, s: AccessSockets) -> None:
+        if s in self.accesses:
+            self.accesses.remove(s)
+        mine = s.sockets()
+        for key in [k for k, v in self.udp_by_local.items() if v in mine]:
+            del self.udp_by_local[key]
+        for coa in [k for k, v in self.raw41_by_coa.items() if v in mine]:
+            del self.raw41_by_coa[coa]
+
+    def raw_sender(self) -> socket.socket | None:
+        """The newest access network's sender of HAO / plain IPv6 packets."""
+        for s in reversed(self.accesses):
+            if s.raw_sender is not None:
+                return s.raw_sender
+        return None
+
+    def apply(self, event: ForwardingChanged) -> None:
+        if event.dst is None:
+            way = self.way(event.routes[0]) if event.routes else None
+            self.default = None if way is None else (way[0], way[1])
+            return
+        dst = event.dst
+        self.direct_from.pop(dst, None)
+        self.d_native.discard(dst)
+        if event.routes is None:
+            self.routes.pop(dst, None)
+            return
+        ways = []
+        for route in event.routes:
+            way = self.way(route)
+            if way is None:
+                continue
+            ways.append(way)
+            if route.kind == "D-udp":
+                self.direct_from[dst] = route.remote
+            elif route.kind == "D-native":
+                self.d_native.add(dst)
+        self.routes[dst] = tuple(ways)
+
+    def way(self, route: Route) -> Way | None:
+        if route.kind == "D-native":
+            sender = self.raw_sender()
+            if sender is None:
+                return None
+            return (sender, (route.remote[0], 0), route.care_of, "d_native_to_cn")
+        counter = "d_udp_to_cn" if route.kind == "D-udp" else "tunnelled_to_ha"
+        if route.local[1] == 0:  # T-native: IPv6-in-IPv6 on the raw socket of that care-of
+            sock = self.raw41_by_coa.get(route.local[0])
+            return None if sock is None else (sock, (route.remote[0], 0), None, counter)
+        sock = self.udp_by_local.get(route.local)
+        return None if sock is None else (sock, route.remote, None, counter)
