@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--socket", help="control socket (default: @mipnode-mn, -ha, -cn)")
     lab = sub.add_parser("lab", help="firewall scenarios in network namespaces (docs/lab.md)")
     lab.add_argument("action", nargs="?", default="run", choices=("run", "up", "down", "list"))
+    lab.add_argument("run_id", nargs="?", help="down: the run id `lab up` printed")
+    lab.add_argument("--all", action="store_true", help="down: every topology the lab left up")
     lab.add_argument(
         "--scenario",
         "-s",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mipnode.lab import runner
-from mipnode.lab.scenario_files import ScenarioError, builtin_scenarios, load_scenario
-from mipnode.lab.topology import FIREWALLS
+from mipnode.lab.scenario_files import Scenario, ScenarioError, builtin_scenarios, load_scenario
+from mipnode.lab.topology import FIREWALLS, HA_ADDRESS, MN_LAN6, NAT44_PROFILES
 
 GOOD = """
 name = "mine"
@@ -208,3 +208,262 @@ def test_the_cli_reports_a_bad_file_in_one_line_with_status_2(tmp_path: Path) ->
         f"mipnode lab: {path}: topology.firewall: 'strict' is not one of "
         + ", ".join((*FIREWALLS, "custom"))
     ]
+
+
+IPV4 = """
+name = "v4"
+
+[topology]
+access = "ipv4"
+firewall = "nat44"
+
+[expect]
+mn_ha = "T-udp"
+"""
+
+NAT_RULES = """
+[nft]
+fw = '''
+table ip mine {
+  chain forward { type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname $LAN accept }
+  chain postrouting { type nat hook postrouting priority srcnat;
+    oifname $WAN %s }
+}
+'''
+"""
+
+
+@pytest.mark.parametrize("profile", NAT44_PROFILES)
+def test_ipv4_access_behind_a_nat44_profile_loads(tmp_path: Path, profile: str) -> None:
+    sc = load_scenario(_write(tmp_path, IPV4.replace('"nat44"', f'"{profile}"')))
+    assert (sc.access, sc.firewall) == ("ipv4", profile)
+
+
+def test_the_nat44_profiles_are_the_ones_that_translate_ipv4() -> None:
+    for name, rules in FIREWALLS.items():
+        nat44 = "table ip " in rules and "masquerade" in rules
+        assert nat44 == (name in NAT44_PROFILES), name
+
+
+@pytest.mark.parametrize("profile", [p for p in (*FIREWALLS, None) if p not in NAT44_PROFILES])
+def test_ipv4_access_without_nat44_is_refused_naming_file_and_key(
+    tmp_path: Path, profile: str | None
+) -> None:
+    """The core has no route back to the MN's private IPv4 network: without a NAT44 on fw
+    nothing the MN sends can be answered (nat66 translates IPv6 only; no firewall is open)."""
+    line = "" if profile is None else f'firewall = "{profile}"'
+    path = _write(tmp_path, IPV4.replace('firewall = "nat44"', line))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert (info.value.file, info.value.key) == (path, "topology.firewall")
+    assert info.value.problem.startswith(f"{profile or 'open'!r} does no NAT44")
+    assert "10.0.4.0/24" in info.value.problem and "nat44-random" in info.value.problem
+    assert str(info.value).startswith(f"{path}: topology.firewall: ")
+
+
+@pytest.mark.parametrize(
+    "statement", ["masquerade", "masquerade fully-random", "snat to 198.51.100.2"]
+)
+def test_ipv4_access_behind_inline_nft_with_source_nat_loads(
+    tmp_path: Path, statement: str
+) -> None:
+    text = IPV4.replace('firewall = "nat44"', 'firewall = "custom"') + NAT_RULES % statement
+    sc = load_scenario(_write(tmp_path, text))
+    assert sc.firewall == "custom" and statement in sc.nft["fw"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "accept",
+        'accept comment "no masquerade here"',
+        "accept # masquerade would be needed",
+        "counter accept",  # srcnat, the hook priority, is not a source NAT statement
+    ],
+)
+def test_ipv4_access_behind_inline_nft_without_source_nat_is_refused(
+    tmp_path: Path, statement: str
+) -> None:
+    text = IPV4.replace('firewall = "nat44"', 'firewall = "custom"') + NAT_RULES % statement
+    path = _write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert (info.value.file, info.value.key) == (path, "nft.fw")
+    assert info.value.problem.startswith("the ruleset does no NAT44")
+
+
+def _builtin(name: str) -> Scenario:
+    return runner.BY_NAME[name]
+
+
+def test_the_home_path_scenarios_load_with_their_steps_and_budgets() -> None:
+    dies = _builtin("home-path-dies")
+    block, unblock = (s for s in dies.timeline if s.do in ("block", "unblock"))
+    # Protocol 41 (nft's `ipv6`) between the MN's care-of address and the HA, on the MN's fw.
+    assert (block.on, block.proto, block.between) == ("fw", "ipv6", (MN_LAN6, HA_ADDRESS))
+    assert (unblock.on, unblock.proto, unblock.between) == ("fw", "ipv6", (MN_LAN6, HA_ADDRESS))
+    waits = [(s.mn_ha, s.within_s) for s in dies.timeline if s.do == "wait-for-path"]
+    assert waits == [("T-udp", 5.0), ("T-native", 30.0)]
+    assert dies.cn == "plain" and dies.stream and dies.traffic.udp_rate_pps == 50
+    assert (dies.expect_tcp_survives, dies.expect_udp_max_gap_ms) == (True, 4000.0)
+
+    no_cache = _builtin("ha-restart-no-cache")
+    assert [(s.do, s.keep_state) for s in no_cache.timeline] == [("restart-ha", False)]
+    assert no_cache.timeline[0].describe() == "restart-ha without its binding cache"
+    assert no_cache.expect_ha_answered_to_traffic_ms == 3000.0
+    assert no_cache.expect_ha_restart_ms is None
+    assert _builtin("ha-restart").timeline[0].keep_state  # the default keeps the cache
+
+    direct = _builtin("mn-restart-direct")
+    assert (direct.cn, direct.firewall, direct.expect_mn_cn) == ("mipnode", "stateful", "D-udp")
+    assert [s.do for s in direct.timeline][:2] == ["restart-mn", "wait-for-path"]
+    assert direct.timeline[1].mn_cn == "D-udp" and direct.traffic.udp_rate_pps > 0
+
+    web = _builtin("web-only")
+    assert (web.firewall, web.ha_udp_ports) == ("web-only", (4191, 443))
+    assert (web.expect_mn_ha, web.expect_mn_ha_port) == ("T-udp", 443)
+
+
+PORTS = """
+name = "ports"
+
+[topology]
+firewall = "web-only"
+ha_udp_ports = [4191, 443]
+
+[[timeline]]
+do = "restart-ha"
+keep_state = false
+
+[expect]
+mn_ha = "T-udp"
+mn_ha_port = 443
+ha_answered_to_traffic_ms = 3000
+"""
+
+
+def test_ha_ports_keep_state_and_the_new_budgets_load(tmp_path: Path) -> None:
+    sc = load_scenario(_write(tmp_path, PORTS))
+    assert sc.ha_udp_ports == (4191, 443) and sc.expect_mn_ha_port == 443
+    assert sc.timeline[0].keep_state is False
+    assert (sc.expect_ha_answered_to_traffic_ms, sc.expect_ha_restart_ms) == (3000.0, None)
+    plain = load_scenario(_write(tmp_path, GOOD))
+    assert plain.ha_udp_ports is None and plain.expect_mn_ha_port is None
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        (("[4191, 443]", "4191"), "topology.ha_udp_ports", "a list of 1 to 8 UDP ports"),
+        (("[4191, 443]", "[]"), "topology.ha_udp_ports", "a list of 1 to 8 UDP ports"),
+        (
+            ("[4191, 443]", str(list(range(1000, 1009)))),
+            "topology.ha_udp_ports",
+            "a list of 1 to 8 UDP ports",
+        ),
+        (("[4191, 443]", "[4191, 0]"), "topology.ha_udp_ports[1]", "from 1 to 65535"),
+        (("[4191, 443]", '[4191, "443"]'), "topology.ha_udp_ports[1]", "whole number"),
+        (("[4191, 443]", "[true]"), "topology.ha_udp_ports[0]", "whole number"),
+        (("[4191, 443]", "[443, 443]"), "topology.ha_udp_ports", "listed twice"),
+        (("[4191, 443]", "[4191, 4500]"), "topology.ha_udp_ports", "ESP-in-UDP"),
+        (("keep_state = false", "keep_state = 0"), "timeline[0].keep_state", "true or false"),
+        (
+            ('do = "restart-ha"', 'do = "restart-mn"'),
+            "timeline[0].keep_state",
+            "unknown key for a restart-mn step",
+        ),
+        (("mn_ha_port = 443", "mn_ha_port = 70000"), "expect.mn_ha_port", "from 1 to 65535"),
+        (("mn_ha_port = 443", "mn_ha_port = 53"), "expect.mn_ha_port", "not one of the HA's"),
+        (("ha_udp_ports = [4191, 443]\n", ""), "expect.mn_ha_port", "(4191; set topology."),
+        (
+            ('firewall = "web-only"', 'firewall = "open"\n'),
+            "expect.mn_ha_port",
+            'needs mn_ha = "T-udp"',
+        ),
+        (
+            ('do = "restart-ha"\nkeep_state = false', 'do = "wait"\nseconds = 1'),
+            "expect.ha_answered_to_traffic_ms",
+            "needs a restart-ha step",
+        ),
+        (
+            ("ha_answered_to_traffic_ms = 3000", "ha_answered_to_traffic_ms = -1"),
+            "expect.ha_answered_to_traffic_ms",
+            "from 0 to 120000",
+        ),
+    ],
+)
+def test_ha_ports_keep_state_and_the_new_budgets_are_validated(
+    tmp_path: Path, change: tuple[str, str], key: str, problem: str
+) -> None:
+    text = PORTS.replace(*change, 1)
+    assert text != PORTS
+    if change[0].startswith("firewall"):
+        text = text.replace('mn_ha = "T-udp"', 'mn_ha = "T-native"')
+    path = _write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert (info.value.file, info.value.key) == (path, key), info.value
+    assert problem in info.value.problem
+
+
+RESTART_MN = """
+name = "again"
+
+[topology]
+firewall = "stateful"
+cn = "mipnode"
+
+[[timeline]]
+do = "restart-mn"
+
+[[timeline]]
+do = "wait-for-path"
+mn_cn = "D-udp"
+within_s = 5
+
+[traffic]
+stream = false
+udp_rate_pps = 20
+
+[expect]
+mn_ha = "T-native"
+mn_cn = "D-udp"
+"""
+
+
+@pytest.mark.parametrize(
+    "traffic", ["stream = false\nudp_rate_pps = 20", "stream = true", "udp_rate_pps = 5"]
+)
+def test_a_path_wait_after_an_mn_restart_loads_with_traffic_to_start_it(
+    tmp_path: Path, traffic: str
+) -> None:
+    text = RESTART_MN.replace("stream = false\nudp_rate_pps = 20", traffic)
+    sc = load_scenario(_write(tmp_path, text))
+    assert [s.do for s in sc.timeline] == ["restart-mn", "wait-for-path"]
+
+
+def test_a_path_wait_after_an_mn_restart_without_traffic_is_refused(tmp_path: Path) -> None:
+    """The new MN process knows no correspondent until traffic to it crosses its tunnel: a
+    wait for an MN-CN path after restart-mn with nothing flowing could only time out."""
+    path = _write(tmp_path, RESTART_MN.replace("udp_rate_pps = 20", "udp_rate_pps = 0"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert (info.value.file, info.value.key) == (path, "timeline[1].mn_cn")
+    assert "traffic.udp_rate_pps or traffic.stream" in info.value.problem
+    # Before the restart the MN already knows the CN from the first traffic.
+    before = RESTART_MN.replace("udp_rate_pps = 20", "udp_rate_pps = 0").replace(
+        'do = "restart-mn"', 'do = "wait"\nseconds = 1'
+    )
+    assert load_scenario(_write(tmp_path, before)).timeline[1].mn_cn == "D-udp"
+
+
+def test_the_web_only_profile_is_p1_that_lets_out_web_ports_only() -> None:
+    rules = FIREWALLS["web-only"]
+    assert "policy drop;" in rules and "ct state established,related accept" in rules
+    assert "iifname $LAN accept" not in rules  # P1's "everything out" is replaced
+    assert (
+        "iifname $LAN meta l4proto . th dport { tcp . 80, tcp . 443, udp . 53, udp . 443 } accept"
+        in rules
+    )

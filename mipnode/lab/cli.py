@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from mipnode.lab import runner
-from mipnode.lab.netns import LabError, RunRecord, remove_leftovers
+from mipnode.lab.netns import LabError, RunRecord, pid_alive, remove_leftovers
 from mipnode.lab.scenario_files import check_rulesets, load_scenario
 
 REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool", "unshare", "sysctl")
@@ -57,6 +57,9 @@ def _scenarios(names: list[str] | None) -> list[runner.Scenario]:
 
 
 def run_lab_command(args: argparse.Namespace) -> int:
+    run_id, everything = getattr(args, "run_id", None), getattr(args, "all", False)
+    if args.action != "down" and (run_id or everything):
+        return _fail("a run id and --all go only with `mipnode lab down`")
     if args.action == "list":
         for s in runner.SCENARIOS:
             print(
@@ -64,6 +67,15 @@ def run_lab_command(args: argparse.Namespace) -> int:
                 f"MN-CN {s.expect_mn_cn or '-':9} {s.description}"
             )
         return 0
+    if args.action == "down":
+        if not run_id and not everything:
+            return _fail(f"down needs a run id or --all; {_known(RunRecord.load_all())}")
+        if run_id and everything:
+            return _fail("down takes a run id or --all, not both")
+        problem = _preflight()
+        if problem:
+            return _fail(problem)
+        return _down(run_id, everything)
     if args.repeat < 1:
         return _fail("--repeat must be at least 1")
     try:
@@ -84,8 +96,6 @@ def run_lab_command(args: argparse.Namespace) -> int:
         removed = remove_leftovers()
         if removed and not args.json:
             print(f"removed leftovers of earlier lab runs: {', '.join(removed)}")
-        if args.action == "down":
-            return _down()
         if args.action == "up":
             return _up(scenarios[0] if args.scenario else runner.BY_NAME["stateful-fw"])
         results = []
@@ -143,20 +153,58 @@ def _up(sc: runner.Scenario) -> int:
     except BaseException:
         record.teardown()
         raise
-    print(f"lab {record.run_id} is up: scenario {sc.name} ({sc.description}); {state}")
+    print(f"lab up: run id {record.run_id}, scenario {sc.name} ({sc.description}); {state}")
     for node in t.nodes:
         print(f"  {node:5} ip netns exec {record.ns(node)} bash")
     print(f"  inspect: ip netns exec {record.ns('mn')} mipnode status --json")
     print(f"  logs and configs: {workdir}")
-    print("  remove it: mipnode lab down")
+    print(f"  remove it: mipnode lab down {record.run_id}")
     return 0
 
 
-def _down() -> int:
-    records = [r for r in RunRecord.load_all() if r.mode == "up"]
-    for r in records:
+def _running(r: RunRecord) -> bool:
+    """A `mipnode lab` run still going: it removes its own topology when it ends."""
+    return r.mode == "run" and pid_alive(r.pid)
+
+
+def _describe(r: RunRecord) -> str:
+    if r.mode == "up":
+        return f"{r.run_id} (up: {r.scenario})"
+    if _running(r):
+        return f"{r.run_id} (running: {r.scenario}, pid {r.pid})"
+    return f"{r.run_id} (left over: {r.scenario})"
+
+
+def _known(records: list[RunRecord]) -> str:
+    if not records:
+        return "the lab state knows no topology"
+    return "known: " + ", ".join(_describe(r) for r in records)
+
+
+def _down(run_id: str | None, everything: bool) -> int:
+    """Remove the topology ``run_id`` (or, ``everything``, every one `lab up` left and every
+    left-over of a killed run). Only what a run record names is touched (RunRecord.teardown);
+    a run still going is left to its own process."""
+    records = RunRecord.load_all()
+    if everything:
+        targets = [r for r in records if not _running(r)]
+    else:
+        matches = [r for r in records if r.run_id == run_id]
+        if not matches:
+            return _fail(f"no lab topology {run_id!r}; {_known(records)}")
+        if _running(matches[0]):
+            return _fail(
+                f"{_describe(matches[0])} belongs to a running `mipnode lab`, which removes it "
+                "when it ends"
+            )
+        targets = matches[:1]
+    for r in targets:
         r.teardown()
         print(f"removed lab {r.run_id} ({r.scenario})")
-    if not records:
-        print("no lab topology is up")
+    if everything:
+        if not targets:
+            print("no lab topology is up")
+        for r in records:
+            if _running(r):
+                print(f"left alone: {_describe(r)}, which removes it when it ends")
     return 0

@@ -111,8 +111,10 @@ class RunRecord:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=1)
         existing = set(list_namespaces())
+        ours = f"{PREFIX}{self.run_id}-"
         for name in self.namespaces:
-            if name in existing:
+            # Only this run's names: a damaged or edited record cannot delete anyone else's.
+            if name in existing and name.startswith(ours):
                 run(["ip", "netns", "delete", name], check=False)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

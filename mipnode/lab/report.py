@@ -66,7 +66,13 @@ def _step_text(step: dict[str, Any]) -> str:
     if "handover_ms" in step:
         text += f": re-registered in {step['handover_ms']} ms at {step['mn_coa_after']}"
     elif "resumed_ms" in step:
-        text += f": bindings restored, traffic back after {step['resumed_ms']} ms"
+        text += (
+            f": the new HA answered after {step.get('ha_answered_ms')} ms, had the binding after "
+            f"{step.get('ha_binding_ms')} ms, relayed ping {step.get('probe')} after "
+            f"{step['resumed_ms']} ms"
+        )
+        if step.get("answered_to_traffic_ms") is not None:
+            text += f" ({step['answered_to_traffic_ms']} ms after its first answer)"
     elif "registered_ms" in step:
         text += f": registered again after {step['registered_ms']} ms over {step['mn_ha']}"
     elif step.get("reached"):
@@ -94,6 +100,7 @@ def repeat_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rtt_via_ha",
             "handover_gap",
             "ha_restart_to_traffic",
+            "ha_answered_to_traffic",
             "diagnosis",
         ):
             values = sorted(v for r in runs if (v := r["timings_ms"].get(key)) is not None)

@@ -251,15 +251,17 @@ def new_result(sc: Scenario) -> dict[str, Any]:
         "passed": False,
         "expected": {
             "mn_ha": sc.expect_mn_ha,
+            "mn_ha_port": sc.expect_mn_ha_port,
             "mn_cn": sc.expect_mn_cn,
             "first_data_ms": sc.expect_first_data_ms,
             "handover_gap_ms": sc.expect_handover_gap_ms,
             "tcp_survives": sc.expect_tcp_survives,
             "udp_loss_pct": sc.expect_udp_loss_pct,
             "udp_max_gap_ms": sc.expect_udp_max_gap_ms,
+            "ha_answered_to_traffic_ms": sc.expect_ha_answered_to_traffic_ms,
             "mn_diagnosis": sc.expect_diagnosis,
         },
-        "observed": {"mn_ha": None, "mn_cn": None, "mn_diagnosis": None},
+        "observed": {"mn_ha": None, "mn_ha_port": None, "mn_cn": None, "mn_diagnosis": None},
         "timings_ms": {
             "registration": None,
             "first_data": None,
@@ -370,6 +372,7 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     peer = timeline.peer_address(sc)
     binding = status["bindings"][0]
     result["observed"]["mn_ha"] = binding["path"]["kind"]
+    result["observed"]["mn_ha_port"] = home_port(binding)
     result["timings_ms"]["registration"] = status.get("registration_ms")
     result["timings_ms"]["first_data"] = status.get("first_data_ms")
     ha = daemon_status(t, "ha", "bindings") or {}
@@ -418,6 +421,9 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
             problems.append(f"MN-CN path {after} at the end, expected {_final_mn_cn(sc)}")
     if result["observed"]["mn_ha"] != sc.expect_mn_ha:
         problems.append(f"MN-HA path {result['observed']['mn_ha']}, expected {sc.expect_mn_ha}")
+    port = result["observed"]["mn_ha_port"]
+    if sc.expect_mn_ha_port is not None and port != sc.expect_mn_ha_port:
+        problems.append(f"MN-HA path to the HA's UDP port {port}, expected {sc.expect_mn_ha_port}")
     first_data = result["timings_ms"]["first_data"]
     if sc.expect_first_data_ms is not None and (
         first_data is None or first_data > sc.expect_first_data_ms
@@ -432,6 +438,22 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     if tcp is not None and not tcp.get("ok"):
         problems.append(f"TCP transfer failed: {tcp.get('error', 'digest mismatch')}")
     return problems
+
+
+def home_port(binding: dict[str, Any]) -> int | None:
+    """The HA's UDP port the MN's home path uses (its status ``path.remote.port``; None for
+    T-native, which has no port)."""
+    remote = (binding.get("path") or {}).get("remote") or {}
+    port = remote.get("port")
+    return port if isinstance(port, int) else None
+
+
+def _final_mn_ha(sc: Scenario) -> str:
+    """The MN-HA path a run must end on: the last one a timeline waited for, else expect.mn_ha."""
+    for step in reversed(sc.timeline):
+        if step.do == "wait-for-path" and step.mn_ha:
+            return step.mn_ha
+    return sc.expect_mn_ha
 
 
 def _final_mn_cn(sc: Scenario) -> str | None:
@@ -451,20 +473,14 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
         started = time.monotonic()
         for step in sc.timeline:
             entry: dict[str, Any] = {"at_ms": round((time.monotonic() - started) * 1000, 1)}
-            entry.update(timeline.run_step(t, step, peer))
+            entry.update(timeline.run_step(t, step, peer, sc.traffic.initiator))
             result["timeline"].append(entry)
             if "problem" in entry:
                 problems.append(entry["problem"])
             if step.do == "move":
                 result["timings_ms"]["handover"] = entry["handover_ms"]
             if step.do == "restart-ha":
-                resumed = entry["resumed_ms"]
-                result["timings_ms"]["ha_restart_to_traffic"] = resumed
-                limit = sc.expect_ha_restart_ms or HA_RESTART_BUDGET_MS
-                if resumed is None or resumed > limit:
-                    problems.append(
-                        f"traffic resumed {resumed} ms after the HA restart (budget {limit:g})"
-                    )
+                problems += _restart_budgets(sc, entry, result)
             if step.do == "restart-mn":
                 result["timings_ms"]["mn_restart_to_registration"] = entry["registered_ms"]
         if udp is not None and not sc.timeline:
@@ -505,4 +521,35 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
         result["traffic"]["ping_after_timeline"] = after
         if not after["received"]:
             problems.append(f"no traffic after the timeline: ping {node} -> {target} 0/3")
+        # ... and the home path must be the one the scenario ends on.
+        bindings = (daemon_status(t, "mn") or {}).get("bindings") or []
+        end = bindings[0]["path"]["kind"] if bindings else None
+        result["observed"]["mn_ha_at_end"] = end
+        if end != _final_mn_ha(sc):
+            problems.append(f"MN-HA path {end} at the end, expected {_final_mn_ha(sc)}")
+    return problems
+
+
+def _restart_budgets(sc: Scenario, entry: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """A restart-ha step's timings against the scenario's budgets: HA start to traffic
+    (``ha_restart_ms``; 2000 ms when the scenario sets neither budget) and the new HA's first
+    answer to traffic (``ha_answered_to_traffic_ms``). No traffic at all is the step's own
+    problem, with its evidence."""
+    resumed, after_answer = entry["resumed_ms"], entry.get("answered_to_traffic_ms")
+    result["timings_ms"]["ha_restart_to_traffic"] = resumed
+    result["timings_ms"]["ha_answered_to_traffic"] = after_answer
+    limit = sc.expect_ha_restart_ms
+    if limit is None and sc.expect_ha_answered_to_traffic_ms is None:
+        limit = HA_RESTART_BUDGET_MS
+    problems = []
+    if limit is not None and resumed is not None and resumed > limit:
+        problems.append(
+            f"traffic through the HA resumed {resumed} ms after its restart (budget {limit:g})"
+        )
+    limit = sc.expect_ha_answered_to_traffic_ms
+    if limit is not None and after_answer is not None and after_answer > limit:
+        problems.append(
+            f"traffic through the HA resumed {after_answer} ms after the new HA first answered "
+            f"(budget {limit:g})"
+        )
     return problems

@@ -4,16 +4,16 @@ The format is documented with examples in docs/lab.md; in short::
 
     name, description, tc          what it is (tc: the RFC 4487 test case, reference §5.5)
     [topology]                     access, firewall, cn, cn_firewall, ha_firewall, move_to,
-                                   second_mn, access_mtu
+                                   second_mn, access_mtu, ha_udp_ports
     [nft]                          inline rulesets per firewall node (fw, fw2, fw3, fwc, fwh)
     [sysctl.NODE]                  per-namespace sysctls ("net.netfilter.nf_conntrack_checksum")
     [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
-                                   wait-for-path
+                                   wait-for-path (restart-ha: keep_state)
     [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
                                    udp_seconds
-    [expect]                       mn_ha, mn_cn, first_data_ms, handover_gap_ms, tcp_survives,
-                                   udp_loss_pct, udp_max_gap_ms, ha_restart_ms, diagnosis,
-                                   diagnosis_within_s
+    [expect]                       mn_ha, mn_ha_port, mn_cn, first_data_ms, handover_gap_ms,
+                                   tcp_survives, udp_loss_pct, udp_max_gap_ms, ha_restart_ms,
+                                   ha_answered_to_traffic_ms, diagnosis, diagnosis_within_s
 
 Errors name the file, the key and the problem (like the daemons' configuration files), and an
 expectation the topology cannot meet is an error before anything is built. nft text is
@@ -32,7 +32,7 @@ from typing import Any
 
 from mipnode.lab import topology
 from mipnode.lab.netns import LabError, RunRecord
-from mipnode.lab.topology import FIREWALLS, Topology
+from mipnode.lab.topology import FIREWALLS, NAT44_PROFILES, Topology
 
 ACCESS = ("ipv6", "ipv6-nat66", "ipv4")
 CN_KINDS = ("plain", "mipnode")
@@ -61,6 +61,9 @@ FIREWALL_NODES = {
 }
 CUSTOM = "custom"  # the profile name of a firewall whose ruleset is inline nft text
 SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_-]+)+$")
+# Source NAT in inline nft text: the statement words, outside comments and quoted strings.
+_NFT_SOURCE_NAT = re.compile(r"\b(masquerade|snat)\b")
+_NFT_COMMENTS_AND_STRINGS = re.compile(r'#[^\n]*|"[^"\n]*"')
 BUILTIN_ORDER = (
     "open",
     "stateful-fw",
@@ -71,6 +74,7 @@ BUILTIN_ORDER = (
     "nat66",
     "move-fw-to-fw",
     "ha-restart",
+    "ha-restart-no-cache",
     "ro-open",
     "direct-mn-behind-fw",
     "udp-only-to-ha",
@@ -88,10 +92,12 @@ _TABLES = {
         "move_to",
         "second_mn",
         "access_mtu",
+        "ha_udp_ports",
     },
     "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
     "expect": {
         "mn_ha",
+        "mn_ha_port",
         "mn_cn",
         "first_data_ms",
         "handover_gap_ms",
@@ -99,6 +105,7 @@ _TABLES = {
         "udp_loss_pct",
         "udp_max_gap_ms",
         "ha_restart_ms",
+        "ha_answered_to_traffic_ms",
         "diagnosis",
         "diagnosis_within_s",
     },
@@ -108,7 +115,7 @@ _STEP_KEYS = {
     "move": set(),
     "block": {"on", "proto", "between"},
     "unblock": {"on", "proto", "between"},
-    "restart-ha": set(),
+    "restart-ha": {"keep_state"},
     "restart-mn": set(),
     "wait-for-path": {"mn_ha", "mn_cn", "within_s"},
 }
@@ -126,6 +133,7 @@ class Step:
     mn_ha: str | None = None  # wait-for-path
     mn_cn: str | None = None  # wait-for-path
     within_s: float = 10.0  # wait-for-path
+    keep_state: bool = True  # restart-ha: False deletes the HA's binding cache file first
 
     def describe(self) -> str:
         if self.do == "wait":
@@ -138,6 +146,8 @@ class Step:
                 f"{k}={v}" for k, v in (("MN-HA", self.mn_ha), ("MN-CN", self.mn_cn)) if v
             )
             return f"wait for {want} within {self.within_s:g} s"
+        if self.do == "restart-ha" and not self.keep_state:
+            return "restart-ha without its binding cache"
         return self.do
 
 
@@ -165,6 +175,7 @@ class Scenario:
     second_mn: str | None = None  # firewall profile in front of a second MN (MN-to-MN paths)
     ha_firewall: str | None = None  # firewall profile in front of the HA (RFC 4487 §5.3)
     access_mtu: int | None = None  # MTU of the MN's first access link
+    ha_udp_ports: tuple[int, ...] | None = None  # the HA's UDP ports (None: the default 4191)
     tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
     sysctl: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> key -> value
@@ -176,6 +187,9 @@ class Scenario:
     expect_udp_loss_pct: float | None = None
     expect_udp_max_gap_ms: float | None = None  # the longest blackhole the UDP flow may see
     expect_ha_restart_ms: float | None = None
+    # The new HA's first answer on its control socket to traffic through it (a restart-ha step).
+    expect_ha_answered_to_traffic_ms: float | None = None
+    expect_mn_ha_port: int | None = None  # the HA UDP port of the MN's home path (T-udp)
     expect_diagnosis: str | None = None  # the MN's status diagnosis must start with this
     expect_diagnosis_within_s: float = 15.0
     source: str = ""  # the file it came from
@@ -206,6 +220,7 @@ class Scenario:
             nft=self.nft,
             sysctls=self.sysctl,
             access_mtu=self.access_mtu,
+            ha_udp_ports=self.ha_udp_ports,
         )
 
     def nodes(self) -> tuple[str, ...]:
@@ -262,6 +277,18 @@ class _Reader:
         if not isinstance(value, bool):
             raise self.fail(key, "must be true or false")
         return value
+
+    def ports(self, key: str, value: Any) -> tuple[int, ...]:
+        """UDP ports as the daemons take them (docs/configuration.md, ``udp_ports``): 1 to 8
+        distinct ports, none of them 4500 (ESP-in-UDP, RFC 3948)."""
+        if not isinstance(value, list) or not 1 <= len(value) <= 8:
+            raise self.fail(key, "must be a list of 1 to 8 UDP ports")
+        ports = tuple(self.integer(f"{key}[{i}]", p, 1, 65535) for i, p in enumerate(value))
+        if len(set(ports)) != len(ports):
+            raise self.fail(key, "a port is listed twice")
+        if 4500 in ports:
+            raise self.fail(key, "4500 is ESP-in-UDP (RFC 3948); the daemons refuse it")
+        return ports
 
 
 def _profile(r: _Reader, key: str, value: Any, optional: bool) -> str | None:
@@ -320,6 +347,9 @@ def _step(r: _Reader, i: int, raw: Any, access: str, firewalls: set[str]) -> Ste
             raise r.fail(where, "a wait-for-path step needs mn_ha or mn_cn")
         within = r.number(f"{where}.within_s", raw.get("within_s", 10.0), 0.1, 120)
         return Step(do, mn_ha=mn_ha, mn_cn=mn_cn, within_s=within)
+    if do == "restart-ha":
+        keep = r.boolean(f"{where}.keep_state", raw.get("keep_state", True))
+        return Step(do, keep_state=keep)
     return Step(do)
 
 
@@ -376,6 +406,8 @@ def parse_scenario(text: str, file: str) -> Scenario:
     second_mn, ha_firewall = profiles["fw3"], profiles["fwh"]
     mtu = topo.get("access_mtu")
     access_mtu = None if mtu is None else r.integer("topology.access_mtu", mtu, 1280, 9000)
+    raw_ports = topo.get("ha_udp_ports")
+    ha_udp_ports = None if raw_ports is None else r.ports("topology.ha_udp_ports", raw_ports)
 
     nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall)[0]
     sysctl_t = r.table(doc, "sysctl")
@@ -430,6 +462,9 @@ def parse_scenario(text: str, file: str) -> Scenario:
     tcp_survives = expect.get("tcp_survives")
     if tcp_survives is not None:
         r.boolean("expect.tcp_survives", tcp_survives)
+    mn_ha_port = expect.get("mn_ha_port")
+    if mn_ha_port is not None:
+        r.integer("expect.mn_ha_port", mn_ha_port, 1, 65535)
     sc = Scenario(
         name=name,
         description=description,
@@ -444,6 +479,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
         second_mn=second_mn,
         ha_firewall=ha_firewall,
         access_mtu=access_mtu,
+        ha_udp_ports=ha_udp_ports,
         nft=nft,
         sysctl=sysctl,
         timeline=timeline,
@@ -454,6 +490,8 @@ def parse_scenario(text: str, file: str) -> Scenario:
         expect_udp_loss_pct=budget("udp_loss_pct", 100),
         expect_udp_max_gap_ms=budget("udp_max_gap_ms", 120_000),
         expect_ha_restart_ms=budget("ha_restart_ms", 120_000),
+        expect_ha_answered_to_traffic_ms=budget("ha_answered_to_traffic_ms", 120_000),
+        expect_mn_ha_port=mn_ha_port,
         expect_diagnosis=diagnosis,
         expect_diagnosis_within_s=budget("diagnosis_within_s", 120) or 15.0,
         source=file,
@@ -476,6 +514,14 @@ def _check_meetable(r: _Reader, sc: Scenario) -> None:
         raise r.fail("expect.mn_ha", "T-native needs IPv6 access, not ipv4")
     if access == "ipv4" and mn_cn in ("D-native", "T-native"):
         raise r.fail("expect.mn_cn", f"{mn_cn} needs IPv6 access, not ipv4")
+    if access == "ipv4" and not _translates_ipv4(sc):
+        what = "the ruleset" if sc.firewall == CUSTOM else repr(sc.firewall)
+        raise r.fail(
+            "nft.fw" if sc.firewall == CUSTOM else "topology.firewall",
+            f'{what} does no NAT44, which access = "ipv4" needs: the core has no route back '
+            f"to the MN's private {topology.placeholders('ipv4')['VISITED']} (use "
+            f"{', '.join(NAT44_PROFILES)}, or nft with masquerade or snat)",
+        )
     if mn_cn in ("D-native", "D-udp") and sc.cn == "plain" and not sc.second_mn:
         raise r.fail("expect.mn_cn", f'{mn_cn} needs cn = "mipnode"')
     if mn_cn == "D-native" and access == "ipv6-nat66":
@@ -493,6 +539,14 @@ def _check_meetable(r: _Reader, sc: Scenario) -> None:
             raise r.fail(f"timeline[{i}].mn_cn", "needs expect.mn_cn (an MN-CN pair to watch)")
         if step.do == "wait-for-path" and step.mn_cn in ("D-native", "D-udp") and sc.cn == "plain":
             raise r.fail(f"timeline[{i}].mn_cn", f'{step.mn_cn} needs cn = "mipnode"')
+        restarted = any(s.do == "restart-mn" for s in sc.timeline[:i])
+        if step.do == "wait-for-path" and step.mn_cn and restarted and not _flows(sc):
+            # A new MN process knows no correspondent until traffic to it crosses its tunnel.
+            raise r.fail(
+                f"timeline[{i}].mn_cn",
+                "after restart-mn the MN knows the CN only from traffic: set "
+                "traffic.udp_rate_pps or traffic.stream",
+            )
     if sc.expect_handover_gap_ms is not None and not (sc.moves and sc.stream):
         raise r.fail("expect.handover_gap_ms", "needs a move step and traffic.stream")
     if sc.expect_tcp_survives is not None and not sc.stream:
@@ -503,8 +557,36 @@ def _check_meetable(r: _Reader, sc: Scenario) -> None:
     ):
         if value is not None and not sc.traffic.udp_rate_pps:
             raise r.fail(f"expect.{key}", "needs traffic.udp_rate_pps")
-    if sc.expect_ha_restart_ms is not None and not sc.restart_ha:
-        raise r.fail("expect.ha_restart_ms", "needs a restart-ha step")
+    for key, value in (
+        ("ha_restart_ms", sc.expect_ha_restart_ms),
+        ("ha_answered_to_traffic_ms", sc.expect_ha_answered_to_traffic_ms),
+    ):
+        if value is not None and not sc.restart_ha:
+            raise r.fail(f"expect.{key}", "needs a restart-ha step")
+    if sc.expect_mn_ha_port is not None:
+        if mn_ha != "T-udp":
+            raise r.fail("expect.mn_ha_port", 'needs mn_ha = "T-udp" (T-native has no port)')
+        ports = sc.ha_udp_ports or topology.DEFAULT_HA_UDP_PORTS
+        if sc.expect_mn_ha_port not in ports:
+            raise r.fail(
+                "expect.mn_ha_port",
+                f"{sc.expect_mn_ha_port} is not one of the HA's UDP ports "
+                f"({', '.join(map(str, ports))}; set topology.ha_udp_ports)",
+            )
+
+
+def _flows(sc: Scenario) -> bool:
+    """Whether background flows run through the timeline (the TCP stream or the UDP flow)."""
+    return sc.stream or bool(sc.traffic.udp_rate_pps)
+
+
+def _translates_ipv4(sc: Scenario) -> bool:
+    """Whether ``fw`` does source NAT for the MN's IPv4 access network: a NAT44 profile, or
+    inline nft with a masquerade or snat statement (nft itself checks the rest)."""
+    if sc.firewall != CUSTOM:
+        return sc.firewall in NAT44_PROFILES
+    rules = _NFT_COMMENTS_AND_STRINGS.sub(" ", sc.nft.get("fw", ""))
+    return _NFT_SOURCE_NAT.search(rules) is not None
 
 
 def check_rulesets(sc: Scenario) -> None:

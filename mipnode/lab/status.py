@@ -82,13 +82,23 @@ def log_tail(t: Topology, name: str, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
+NO_PATH = "none"  # what correspondent_path says for a peer the MN does not list
+
+
 def correspondent_path(
     t: Topology, peer: str = CN_ADDRESS, status: dict[str, Any] | None = None
 ) -> str | None:
-    """The path the MN's traffic to ``peer`` (the CN, or the second MN's HoA) takes now."""
+    """The path the MN's traffic to ``peer`` (the CN, or the second MN's HoA) takes now, as the
+    MN lists it under ``correspondents`` in its status; None when the MN does not answer.
+
+    A peer the MN does not list (or lists without a path) has no path: ``NO_PATH``, never the
+    home path. The MN lists every destination it sends to, so an unlisted peer means its
+    traffic has not reached the MN's daemon, and the lab must not guess where it would go."""
     if status is None:
-        status = daemon_status(t, "mn") or {}
-    for c in status.get("correspondents", []):
-        if c["cn"] == peer:
-            return str(c["path"])
-    return status["bindings"][0]["path"]["kind"] if status.get("bindings") else None
+        status = daemon_status(t, "mn")
+    if not status:  # the MN did not answer
+        return None
+    for c in status.get("correspondents") or []:
+        if c.get("cn") == peer:
+            return str(c["path"]) if c.get("path") else NO_PATH
+    return NO_PATH

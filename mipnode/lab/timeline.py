@@ -11,8 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
+from mipnode.drivers.persist import STATE_FILE
 from mipnode.lab import topology
 from mipnode.lab.netns import CHILDREN, LabError
 from mipnode.lab.scenario_files import Scenario, Step
@@ -207,25 +209,184 @@ def _stop(t: Topology, name: str) -> None:
     CHILDREN.pop(pid, None)
 
 
-def restart_home_agent(t: Topology) -> dict[str, Any]:
-    """SIGTERM the HA, start it again with the same configuration, and measure how long after
-    the new process starts a ping from the CN reaches the home address again."""
-    before = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
-    _stop(t, "ha")
-    started = time.monotonic()
-    t.spawn("ha", ["ha", "--config", str(t.workdir / "ha.toml")], "ha.log")
-    resumed = None
-    while time.monotonic() - started < 10:
-        out = t.sh("cn", "ping", "-6", "-n", "-c", "1", "-W", "0.2", HOA, check=False)
-        if " 1 received" in out:
-            resumed = time.monotonic() - started
+HA_RESTART_TIMEOUT_S = 10.0
+# What the HA daemon counts for the data it relays (docs/cli.md, HA `status` "counters"): a
+# packet routed to a home address and tunnelled to the MN, and one tunnelled from the MN and
+# delivered. The new process starts them from nothing.
+HA_RELAY_COUNTERS = ("tunnelled_to_mn", "forwarded_from_mn")
+# The probe's far end: the core router, a plain host on every topology's path to the home
+# prefix. It runs no mipnode, so the MN has no direct path to it (no return routability, no
+# ICE): its packets to and from the home address can only go through the home agent.
+PROBE_NODE = "core"
+PROBE_ADDRESS = "2001:db8:f1::1"  # the core's address towards fw, present in every topology
+
+
+def _has_binding(status: dict[str, Any], hoa: str) -> bool:
+    return any(
+        b.get("hoa") == hoa and b.get("state", "registered") == "registered"
+        for b in status.get("bindings") or []
+    )
+
+
+def _binding_keys(status: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """The registered bindings (a deregistered entry lingers 10 s and is not restored)."""
+    bindings = (status or {}).get("bindings") or []
+    return [
+        (b["hoa"], b["coa"], b["path"]["kind"])
+        for b in bindings
+        if b.get("state", "registered") == "registered"
+    ]
+
+
+def _relayed(status: dict[str, Any] | None) -> dict[str, int]:
+    counters = (status or {}).get("counters") or {}
+    return {k: int(counters.get(k, 0)) for k in HA_RELAY_COUNTERS}
+
+
+def await_home_agent(
+    ha_status: Callable[[], dict[str, Any] | None],
+    probe: Callable[[], bool],
+    *,
+    hoa: str = HOA,
+    timeout: float = HA_RESTART_TIMEOUT_S,
+    interval: float = 0.05,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Time a freshly started home agent, from this call, by its own view of itself.
+
+    ``ha_status`` asks the new HA over its control socket (None while it does not answer);
+    ``probe`` sends one ping through it and says whether it was answered (it bounds its own
+    wait). Readiness is the first answer on the control socket, never a sleep. Traffic counts
+    as back (``resumed_ms``) once the HA reports a registered binding for ``hoa`` AND a probe
+    was answered AND both relay counters grew since the HA's first answer: the ping went to
+    the MN through the HA's tunnel and its answer came back through it. A ping answer alone
+    proves nothing about the HA when a direct path carries it (a correspondent running mipnode
+    reaches the MN without the HA), and counters alone may be other traffic.
+    """
+    started = clock()
+
+    def since() -> float:
+        return round((clock() - started) * 1000, 1)
+
+    answered_ms = binding_ms = resumed_ms = None
+    baseline: dict[str, int] = {}
+    last: dict[str, Any] | None = None
+    sent = received = 0
+    while clock() - started < timeout:
+        status = ha_status()
+        if status is None:  # not started yet, or not listening yet
+            sleep(interval)
+            continue
+        last = status
+        if answered_ms is None:
+            answered_ms = since()
+            baseline = _relayed(status)
+        if not _has_binding(status, hoa):
+            sleep(interval)
+            continue
+        if binding_ms is None:
+            binding_ms = since()
+        answered = probe()
+        sent += 1
+        received += answered
+        after = ha_status()
+        if after is not None:
+            last = after
+        grew = all(_relayed(after)[k] > baseline[k] for k in HA_RELAY_COUNTERS)
+        if answered and after is not None and grew and _has_binding(after, hoa):
+            resumed_ms = since()
             break
-    after = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+        sleep(interval)  # an unreachable probe may fail at once: no busy loop of pings
+    relayed = _relayed(last)
     return {
-        "resumed_ms": None if resumed is None else round(resumed * 1000, 1),
-        "bindings_before": [(b["hoa"], b["coa"], b["path"]["kind"]) for b in before],
-        "bindings_after": [(b["hoa"], b["coa"], b["path"]["kind"]) for b in after],
+        "resumed_ms": resumed_ms,
+        "ha_answered_ms": answered_ms,
+        "ha_binding_ms": binding_ms,
+        "probe_pings": {"sent": sent, "received": received},
+        "ha_relayed": {k: relayed[k] - baseline.get(k, 0) for k in HA_RELAY_COUNTERS},
+        "bindings_after": _binding_keys(last),
     }
+
+
+def ha_restart_probe(initiator: str) -> tuple[str, str, str]:
+    """(node, source address or "", target) of the ping that must pass the restarted HA: from
+    the core to the home address, or, when only the MN may start flows (a firewall in front of
+    the HA admits nothing else), from the home address to the core."""
+    if initiator == "mn":
+        return "mn", HOA, PROBE_ADDRESS
+    return PROBE_NODE, "", HOA
+
+
+def forget_bindings(t: Topology) -> bool:
+    """Delete the stopped HA's binding cache file (``state_dir`` is the run's workdir): the
+    next process starts empty, as one without ``state_dir`` or with a lost disk would. True
+    when there was a file to delete."""
+    path = t.workdir / STATE_FILE
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def restart_home_agent(
+    t: Topology, initiator: str = "both", keep_state: bool = True
+) -> dict[str, Any]:
+    """SIGTERM the HA, start it again with the same configuration, and time the new process:
+    when its control socket answers, when it reports the MN's binding, when traffic passes
+    through it again. With ``keep_state`` its persistent binding cache restores the bindings;
+    without, the cache file is deleted between the two processes and the binding comes back
+    only when the MN registers again (the new HA answers its heartbeat with a Binding Refresh
+    Request)."""
+    before = daemon_status(t, "ha")
+    _stop(t, "ha")
+    removed = None if keep_state else forget_bindings(t)
+    node, source, target = ha_restart_probe(initiator)
+    ping = ["ping", "-6", "-n", "-c", "1", "-W", "0.2", *(["-I", source] if source else [])]
+
+    def probe() -> bool:
+        return " 1 received" in t.sh(node, *ping, target, check=False)
+
+    t.spawn("ha", ["ha", "--config", str(t.workdir / "ha.toml")], "ha.log")
+    measured = await_home_agent(lambda: daemon_status(t, "ha"), probe)
+    resumed, answered = measured["resumed_ms"], measured["ha_answered_ms"]
+    return {
+        "resumed_ms": measured.pop("resumed_ms"),
+        # From the new HA's first answer to traffic through it: what the HA's own start-up
+        # (Python, restoring the cache) does not cost, i.e. how fast the binding comes back.
+        "answered_to_traffic_ms": (
+            None if resumed is None or answered is None else round(resumed - answered, 1)
+        ),
+        "kept_state": keep_state,
+        **({} if removed is None else {"state_file_removed": removed}),
+        "bindings_before": _binding_keys(before),
+        "bindings_after": measured.pop("bindings_after"),
+        "probe": f"{node} {source} -> {target}" if source else f"{node} -> {target}",
+        **measured,
+    }
+
+
+def restart_problem(entry: dict[str, Any], t: Topology) -> str | None:
+    """Why a restart-ha step failed, from its entry (None: it did not)."""
+    if entry["ha_answered_ms"] is None:
+        return (
+            f"the new home agent did not answer on its control socket within "
+            f"{HA_RESTART_TIMEOUT_S:g} s: {log_tail(t, 'ha.log')}"
+        )
+    if entry["bindings_after"] != entry["bindings_before"]:
+        return (
+            f"after the HA restart its bindings are {entry['bindings_after']}, "
+            f"before {entry['bindings_before']}"
+        )
+    if entry["resumed_ms"] is None:
+        pings, relayed = entry["probe_pings"], entry["ha_relayed"]
+        return (
+            f"no traffic through the new home agent within {HA_RESTART_TIMEOUT_S:g} s: ping "
+            f"{entry['probe']} {pings['received']}/{pings['sent']}, the HA relayed "
+            + ", ".join(f"{k} {v}" for k, v in relayed.items())
+        )
+    return None
 
 
 def restart_mobile_node(t: Topology) -> dict[str, Any]:
@@ -268,8 +429,9 @@ def wait_for_path(t: Topology, step: Step, peer: str) -> dict[str, Any]:
     }
 
 
-def run_step(t: Topology, step: Step, peer: str) -> dict[str, Any]:
-    """Run one step; the returned dict is its entry in the report (``problem`` when it failed)."""
+def run_step(t: Topology, step: Step, peer: str, initiator: str = "both") -> dict[str, Any]:
+    """Run one step; the returned dict is its entry in the report (``problem`` when it failed).
+    ``initiator`` is the scenario's traffic.initiator: who may start flows."""
     entry: dict[str, Any] = {"step": step.describe()}
     if step.do == "wait":
         time.sleep(step.seconds)
@@ -288,12 +450,10 @@ def run_step(t: Topology, step: Step, peer: str) -> dict[str, Any]:
     elif step.do == "unblock":
         entry["rules_removed"] = unblock(t, step)
     elif step.do == "restart-ha":
-        entry.update(restart_home_agent(t))
-        if entry["bindings_after"] != entry["bindings_before"]:
-            entry["problem"] = (
-                f"after the HA restart its bindings are {entry['bindings_after']}, "
-                f"before {entry['bindings_before']}"
-            )
+        entry.update(restart_home_agent(t, initiator, step.keep_state))
+        problem = restart_problem(entry, t)
+        if problem:
+            entry["problem"] = problem
     elif step.do == "restart-mn":
         entry.update(restart_mobile_node(t))
         if entry["registered_ms"] is None:

@@ -36,6 +36,9 @@ MN_LAN_NAT66 = "fd00:6::2"  # unique local, translated by the NAT66 firewall
 FW_LAN4 = "10.0.4.1"
 HA_CORE4 = "203.0.113.2"
 SPI = 1000
+# The HA's UDP ports when a scenario names none: the daemons' default (docs/configuration.md),
+# written as the legacy one-port keys so that form keeps being exercised.
+DEFAULT_HA_UDP_PORTS = (4191,)
 
 NODES = ("mn", "fw", "core", "ha", "cn")
 
@@ -139,6 +142,13 @@ FIREWALLS = {
     "stateful-udp-ha-only": _stateful(
         before="meta l4proto udp ip6 daddr != $HA ip6 saddr != $HA counter drop"
     ),
+    # P1 that lets only web traffic leave `lan` (hotels, guest Wi-Fi): TCP 80 and 443, UDP 53
+    # (DNS) and 443 (QUIC); replies come back as established. No protocol 41, no UDP 4191:
+    # only a home agent that also listens on UDP 443 is reachable (T-udp).
+    "web-only": _stateful(
+        outbound="iifname $LAN meta l4proto . th dport "
+        "{ tcp . 80, tcp . 443, udp . 53, udp . 443 } accept"
+    ),
     # IPv6 access network with unique local addresses behind NAT66 masquerade (TC-14).
     "nat66": _stateful(family="ip6", extra_chains=_masquerade()),
     # IPv4-only access network behind NAT44 masquerade (DSMIPv6 scenario 2, TC-12), and the
@@ -146,6 +156,10 @@ FIREWALLS = {
     "nat44": _stateful(family="ip", extra_chains=_masquerade()),
     "nat44-random": _stateful(family="ip", extra_chains=_masquerade(" fully-random")),
 }
+# The profiles that translate IPv4 (masquerade in an `ip` table). The MN's IPv4 access network
+# 10.0.4.0/24 is private: the core has no route back to it, so IPv4 access needs one of them
+# (nat66 masquerades IPv6 only).
+NAT44_PROFILES = ("nat44", "nat44-random")
 
 
 def placeholders(access: str) -> dict[str, str]:
@@ -201,6 +215,7 @@ class Topology:
     second_mn: str | None = None  # firewall profile of fw3, in front of a second MN
     ha_firewall: str | None = None  # firewall profile of fwh, in front of the home agent
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline ruleset
+    ha_udp_ports: tuple[int, ...] | None = None  # the HA's udp_ports (None: the default 4191)
     pids: dict[str, int] = field(default_factory=dict)  # daemon name (log stem) -> pid
 
     @property
@@ -294,12 +309,15 @@ def build(
     nft: dict[str, str] | None = None,
     sysctls: dict[str, dict[str, str]] | None = None,
     access_mtu: int | None = None,
+    ha_udp_ports: tuple[int, ...] | None = None,
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
     ``nft`` replaces a firewall's profile with inline rules (profile name "custom");
     ``sysctls`` are set per namespace after the rules (conntrack's knobs exist once it is
-    loaded); ``access_mtu`` sets the MTU of the MN's first access link (TC-16).
+    loaded); ``access_mtu`` sets the MTU of the MN's first access link (TC-16);
+    ``ha_udp_ports`` are the UDP ports the HA listens on (and the MNs check), for
+    :func:`write_configs`.
     """
     t = Topology(
         record,
@@ -311,6 +329,7 @@ def build(
         second_mn,
         ha_firewall,
         dict(nft or {}),
+        ha_udp_ports,
     )
     for node, profile in t.firewalls().items():
         if node not in t.nft and profile not in FIREWALLS:
@@ -464,7 +483,7 @@ def write_configs(t: Topology) -> tuple[Path, Path]:
         f"""[ha]
 address = "{HA_ADDRESS}"
 home_prefix = "{HOME_PREFIX}"
-udp_port = 4191
+{_ports_line(t, "udp_port", "udp_ports")}
 max_lifetime_s = 600
 state_dir = "{t.workdir}"
 
@@ -479,6 +498,7 @@ key = "{key}"
             f"""[mn]
 home_address = "{HOA2}"
 home_agent = "{HA_ADDRESS}"
+{_ports_line(t, "home_agent_udp_port", "home_agent_udp_ports")}
 spi = {SPI2}
 key = "{key2}"
 lifetime_s = 600
@@ -491,6 +511,7 @@ keepalive_interval_s = 5
 home_address = "{HOA}"
 home_agent = "{HA_ADDRESS}"
 home_agent_ipv4 = "{HA_CORE4}"
+{_ports_line(t, "home_agent_udp_port", "home_agent_udp_ports")}
 spi = {SPI}
 key = "{key}"
 lifetime_s = 600
@@ -501,6 +522,14 @@ keepalive_interval_s = 5
     for p in (ha_cfg, mn_cfg):
         os.chmod(p, 0o600)
     return ha_cfg, mn_cfg
+
+
+def _ports_line(t: Topology, one: str, many: str) -> str:
+    """The HA's UDP ports as a configuration line: ``one = 4191`` (the legacy key) by default,
+    ``many = [4191, 443]`` when the scenario names them; the same list for the HA and MNs."""
+    if t.ha_udp_ports is None:
+        return f"{one} = {DEFAULT_HA_UDP_PORTS[0]}"
+    return f"{many} = [{', '.join(map(str, t.ha_udp_ports))}]"
 
 
 def _second_mn_entry(key: str) -> str:

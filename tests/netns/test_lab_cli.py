@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,12 +39,18 @@ def _ours(state: Path) -> list[str]:
 def test_lab_up_holds_a_topology_that_status_can_inspect_then_down_removes_it(
     isolated_lab_state: Path,
 ) -> None:
+    run_id = None
     try:
         up = _lab("up", "-s", "open")
         assert up.returncode == 0, up.stderr
+        named = re.match(r"lab up: run id (\w+), scenario open ", up.stdout)
+        assert named, up.stdout
+        run_id = named.group(1)
+        assert f"remove it: mipnode lab down {run_id}\n" in up.stdout
         match = re.search(r"ip netns exec (mipl-\w+-mn) mipnode status --json", up.stdout)
         assert match, up.stdout
         ns = match.group(1)
+        assert ns == f"mipl-{run_id}-mn"
         created = _ours(isolated_lab_state)
         assert ns in created and ns in netns.list_namespaces()
         status = subprocess.run(
@@ -55,10 +63,86 @@ def test_lab_up_holds_a_topology_that_status_can_inspect_then_down_removes_it(
         binding = json.loads(status.stdout)["bindings"][0]
         assert binding["state"] == "registered" and binding["path"]["kind"] == "T-native"
     finally:
-        down = _lab("down")
+        # --all only reaches this test's own records (isolated_lab_state)
+        down = _lab("down", run_id) if run_id else _lab("down", "--all")
     assert down.returncode == 0, down.stderr
+    assert down.stdout == f"removed lab {run_id} (open)\n"
     assert not set(created) & set(netns.list_namespaces())
     assert not list(isolated_lab_state.glob("*.json"))
+
+
+def _make_namespace(name: str, made: list[str]) -> str:
+    made.append(name)
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    return name
+
+
+def _record(run_id: str, mode: str, pid: int, namespaces: list[str]) -> netns.RunRecord:
+    record = netns.RunRecord(run_id, pid, mode, namespaces, [], f"scenario-{run_id}", "")
+    record.save()
+    return record
+
+
+def test_lab_down_removes_the_named_topology_only_and_all_only_what_the_lab_recorded(
+    isolated_lab_state: Path,
+) -> None:
+    """Topologies left up (run records with their namespaces, no daemons: down does not care),
+    a run still going, the leftovers of a killed run, and namespaces the lab did not create:
+    one looking like a lab's, and one a damaged record names. `down ID` takes one topology,
+    `down --all` every one the lab left up and the leftovers; nothing else is ever deleted."""
+    tag = secrets.token_hex(3)
+    made: list[str] = []
+    try:
+        a, b, live, killed = f"a{tag}", f"b{tag}", f"c{tag}", f"d{tag}"
+        a_ns = [_make_namespace(f"mipl-{a}-{n}", made) for n in ("mn", "fw")]
+        b_ns = [_make_namespace(f"mipl-{b}-{n}", made) for n in ("mn", "fw")]
+        live_ns = _make_namespace(f"mipl-{live}-mn", made)
+        killed_ns = _make_namespace(f"mipl-{killed}-mn", made)
+        foreign = _make_namespace(f"mipl-{tag}f-mn", made)  # no record names it
+        stranger = _make_namespace(f"mipnode-test-{tag}", made)  # named by a damaged record
+        _record(a, "up", 1, a_ns)
+        _record(b, "up", 1, [*b_ns, stranger])
+        _record(live, "run", os.getpid(), [live_ns])  # a run going on: this process
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        _record(killed, "run", gone.pid, [killed_ns])  # a run killed outright
+
+        down = _lab("down", a)
+        assert (down.returncode, down.stdout) == (0, f"removed lab {a} (scenario-{a})\n")
+        left = set(netns.list_namespaces())
+        assert not set(a_ns) & left and {*b_ns, live_ns, foreign, stranger} <= left
+        assert sorted(r.run_id for r in netns.RunRecord.load_all()) == [b, live, killed]
+
+        refused = _lab("down")
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines() == [
+            f"mipnode lab: down needs a run id or --all; known: {b} (up: scenario-{b}), "
+            f"{live} (running: scenario-{live}, pid {os.getpid()}), "
+            f"{killed} (left over: scenario-{killed})"
+        ]
+        unknown = _lab("down", a)
+        assert unknown.returncode == 2
+        assert unknown.stderr.startswith(f"mipnode lab: no lab topology '{a}'; known: {b} ")
+        busy = _lab("down", live)
+        assert busy.returncode == 2 and "belongs to a running `mipnode lab`" in busy.stderr
+        assert set(made) - set(a_ns) <= set(netns.list_namespaces())
+
+        everything = _lab("down", "--all")
+        assert everything.returncode == 0, everything.stderr
+        assert everything.stdout.splitlines() == [
+            f"removed lab {b} (scenario-{b})",
+            f"removed lab {killed} (scenario-{killed})",
+            f"left alone: {live} (running: scenario-{live}, pid {os.getpid()}), "
+            "which removes it when it ends",
+        ]
+        left = set(netns.list_namespaces())
+        assert not {*b_ns, killed_ns} & left and {live_ns, foreign, stranger} <= left
+        assert [r.run_id for r in netns.RunRecord.load_all()] == [live]
+    finally:
+        existing = set(netns.list_namespaces())
+        for name in made:  # only what this test made, by name
+            if name in existing:
+                subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def _host_view() -> tuple[str, str]:
@@ -106,7 +190,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next_lab_command(
         proc.wait()
         assert set(record.namespaces) <= set(netns.list_namespaces())  # left behind
         assert len(record.daemons) > 2  # captures and daemons
-        cleanup = _lab("down")
+        cleanup = _lab("down", "--all")
         assert cleanup.returncode == 0, cleanup.stderr
         assert record.run_id in cleanup.stdout
         assert not set(record.namespaces) & set(netns.list_namespaces())

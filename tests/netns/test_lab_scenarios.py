@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mipnode.lab import runner
+from mipnode.lab import runner, topology
 
 from .conftest import needs_root
 
@@ -16,6 +16,8 @@ def test_builtin_scenario_passes(scenario: runner.Scenario) -> None:
     result = runner.run_scenario(scenario)
     assert result["passed"], result["diagnosis"]
     assert result["observed"]["mn_ha"] == scenario.expect_mn_ha
+    if scenario.expect_mn_ha_port is not None:
+        assert result["observed"]["mn_ha_port"] == scenario.expect_mn_ha_port
     if scenario.expect_diagnosis is not None:
         # No path can exist: the MN said why, and nothing was registered.
         assert result["observed"]["mn_diagnosis"].startswith(scenario.expect_diagnosis)
@@ -29,3 +31,13 @@ def test_builtin_scenario_passes(scenario: runner.Scenario) -> None:
     assert len(result["timeline"]) == len(scenario.timeline)
     if scenario.stream:
         assert traffic["stream"]["ok"] and traffic["stream"]["bytes"] > 0
+    if scenario.timeline:
+        assert result["observed"]["mn_ha_at_end"] == runner._final_mn_ha(scenario)
+
+
+@pytest.mark.parametrize("profile", [p for p, rules in topology.FIREWALLS.items() if rules])
+def test_every_firewall_profile_is_valid_nft(profile: str) -> None:
+    """nft itself accepts every profile's ruleset (``nft -c`` in a throwaway namespace), with
+    the placeholders of each access network it can sit in front of."""
+    access = "ipv4" if profile in topology.NAT44_PROFILES else "ipv6"
+    assert topology.check_ruleset(access, topology.FIREWALLS[profile]) is None

@@ -1,0 +1,132 @@
+"""The runner's verdicts that need no daemons: the home path's HA port, the path a timeline
+ends on, and the restart budgets; and how the report shows them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mipnode.lab import runner
+from mipnode.lab.report import repeat_summary, report_table
+from mipnode.lab.scenario_files import Scenario, Step, parse_scenario
+
+
+def _scenario(expect: str, timeline: str = "") -> Scenario:
+    return parse_scenario(
+        f'name = "t"\n[topology]\nfirewall = "stateful"\n{timeline}\n[expect]\n{expect}\n', "t"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "port"),
+    [
+        ({"kind": "T-udp", "remote": {"address": "2001:db8:1::1", "port": 443}}, 443),
+        ({"kind": "T-native", "remote": {"address": "2001:db8:1::1", "port": None}}, None),
+        ({"kind": "T-native", "remote": None}, None),
+        ({"kind": "T-native"}, None),
+    ],
+)
+def test_the_home_port_is_the_remote_port_of_the_mns_binding(
+    path: dict[str, Any], port: int | None
+) -> None:
+    assert runner.home_port({"hoa": "2001:db8:1::100", "path": path}) == port
+
+
+def test_the_mn_ha_path_a_run_ends_on_is_the_last_one_waited_for() -> None:
+    assert runner._final_mn_ha(_scenario('mn_ha = "T-native"')) == "T-native"
+    steps = """
+[[timeline]]
+do = "wait-for-path"
+mn_ha = "T-udp"
+
+[[timeline]]
+do = "wait-for-path"
+mn_ha = "T-native"
+
+[[timeline]]
+do = "wait"
+seconds = 1
+"""
+    sc = _scenario('mn_ha = "T-native"', steps)
+    assert runner._final_mn_ha(sc) == "T-native"
+    sc = _scenario('mn_ha = "T-native"', steps.replace('mn_ha = "T-native"', 'mn_ha = "T-udp"'))
+    assert runner._final_mn_ha(sc) == "T-udp"
+
+
+RESTART = '\n[[timeline]]\ndo = "restart-ha"\nkeep_state = false\n'
+
+
+def _budgets(sc: Scenario, resumed: float | None, after_answer: float | None) -> list[str]:
+    result: dict[str, Any] = {"timings_ms": {}}
+    entry = {"resumed_ms": resumed, "answered_to_traffic_ms": after_answer}
+    problems = runner._restart_budgets(sc, entry, result)
+    assert result["timings_ms"] == {
+        "ha_restart_to_traffic": resumed,
+        "ha_answered_to_traffic": after_answer,
+    }
+    return problems
+
+
+def test_without_budgets_ha_start_to_traffic_gets_the_default() -> None:
+    sc = _scenario('mn_ha = "T-native"', RESTART)
+    assert _budgets(sc, 1900.0, 1500.0) == []
+    assert _budgets(sc, 2100.0, 300.0) == [
+        "traffic through the HA resumed 2100.0 ms after its restart (budget 2000)"
+    ]
+    assert _budgets(sc, None, None) == []  # no traffic at all is the step's own problem
+
+
+def test_the_budget_from_the_new_has_first_answer_replaces_the_default() -> None:
+    sc = _scenario('mn_ha = "T-native"\nha_answered_to_traffic_ms = 3000', RESTART)
+    assert _budgets(sc, 3500.0, 2900.0) == []  # the HA's own start-up is not counted
+    assert _budgets(sc, 3500.0, 3100.0) == [
+        "traffic through the HA resumed 3100.0 ms after the new HA first answered (budget 3000)"
+    ]
+
+
+def test_both_budgets_are_checked_when_both_are_set() -> None:
+    sc = _scenario(
+        'mn_ha = "T-native"\nha_restart_ms = 1000\nha_answered_to_traffic_ms = 500', RESTART
+    )
+    assert len(_budgets(sc, 1200.0, 600.0)) == 2
+    assert _budgets(sc, 900.0, 400.0) == []
+
+
+def test_a_result_expects_and_observes_the_ha_port_and_the_new_budget() -> None:
+    sc = _scenario('mn_ha = "T-native"\nha_answered_to_traffic_ms = 3000', RESTART)
+    result = runner.new_result(sc)
+    assert result["expected"]["ha_answered_to_traffic_ms"] == 3000.0
+    assert result["expected"]["mn_ha_port"] is None
+    assert result["observed"]["mn_ha_port"] is None
+
+
+def _run(**timings: float | None) -> dict[str, Any]:
+    sc = _scenario('mn_ha = "T-native"', RESTART)
+    result = runner.new_result(sc)
+    result["timings_ms"].update(timings)
+    result["timeline"] = [
+        {
+            "at_ms": 0.0,
+            "step": Step("restart-ha", keep_state=False).describe(),
+            "resumed_ms": timings.get("ha_restart_to_traffic"),
+            "answered_to_traffic_ms": timings.get("ha_answered_to_traffic"),
+            "ha_answered_ms": 400.0,
+            "ha_binding_ms": 700.0,
+            "probe": "core -> 2001:db8:1::100",
+        }
+    ]
+    return result
+
+
+def test_the_report_shows_the_time_from_the_first_answer_and_summarises_it() -> None:
+    runs = [
+        _run(ha_restart_to_traffic=800.0 + d, ha_answered_to_traffic=300.0 + d)
+        for d in (0.0, 100.0, 50.0)
+    ]
+    table = report_table(runs[:1])
+    assert "restart-ha without its binding cache: the new HA answered after 400.0 ms" in table
+    assert "after 800.0 ms (300.0 ms after its first answer)" in table
+    (summary,) = repeat_summary(runs)
+    assert summary["ha_answered_to_traffic_ms"] == {"min": 300.0, "median": 350.0, "max": 400.0}
+    assert summary["ha_restart_to_traffic_ms"] == {"min": 800.0, "median": 850.0, "max": 900.0}
