@@ -14,11 +14,14 @@ all use this one engine; their node cores carry its messages.
 * **Offer and answer** carry credentials and candidates as M-ICE TLVs in an Experimental
   Mobility Header (MH 11, RFC 5096, :mod:`mipnode.wire.mice`). The node core addresses them
   (home address <-> correspondent, through the home agent, like HoTI/HoT). An offer is repeated
-  every ``offer_retry_s`` until answered, at most ``offer_tries`` times; every offer received
-  is answered (the answer may have been lost). An offer with another ufrag from a peer we
-  answered is an ICE restart (it moved): its agent starts afresh. Offers crossing ours (two
-  mobile nodes starting at once) are taken as the answer; the role conflict of RFC 8445
-  §7.3.1.1 settles who yields.
+  every ``offer_retry_s`` until answered, at most ``offer_tries`` times in a row, then again
+  after ``OFFER_PAUSE_S``; every offer received is answered (the answer may have been lost).
+  An offer with another ufrag from a peer whose description we hold is an ICE restart (it
+  moved, or lost consent): its agent starts afresh, even when we had offered too; a late copy
+  of an earlier description (a ufrag it replaced) is ignored. Offers crossing ours (two mobile
+  nodes starting at once) are taken as the answer, and a peer that repeats its crossing offer
+  lacks ours: it gets our description again (at most once per ``offer_retry_s``); the role
+  conflict of RFC 8445 §7.3.1.1 settles who yields.
 * **Selection** is the agent's (two-way authenticated checks, heartbeats, death within 3 s,
   re-probes within 30 s). :class:`DirectPathChanged` tells the node core which pair, if any,
   data to a peer uses; without one it goes through the home agent.

@@ -455,8 +455,10 @@ class MobileNode:
             self._notice("warning", "home-path", "home path lost: no pair answers; checking all")
             return
         registering = self._registering_on
-        if old is not None and old.key == pair.key and (
-            registering is None or registering.key == pair.key
+        if (
+            old is not None
+            and old.key == pair.key
+            and (registering is None or registering.key == pair.key)
         ):
             return  # a BU started on another pair would be acknowledged for that pair: redo it
         snap = self.home.agent.selected_pair()

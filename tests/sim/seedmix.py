@@ -1,14 +1,22 @@
 """Random scenario mixes for the many-seed test (importable by worker processes).
 
-Each seed picks a topology (the MN's access network, a plain CN or a second MN and its access
+Each seed picks a topology (the MN's access network, a CN or a second MN and its access
 network, IPv6/IPv4/dual stack), link faults (loss, duplication, reordering, jitter on the
 access links and the core) and scripted faults (every direct path cut for a while, a middlebox
-reboot that forgets its conntrack/NAT state, a move of the MN to another access network). Faults
-last until ``T_SETTLE``; then the links are calm and every rule is gone, and after
-``SETTLE_BOUND`` both agents must agree, on a direct pair exactly when the final topology allows
-one (:func:`simnet.direct_possible`), and stay there. Throughout: no data on a pair without a
-fresh two-way authenticated check (the simulator's own oracle), nothing sent from an address a
-node does not hold or to a relayed candidate, at most 20 checks in any second, no exception.
+reboot that forgets its conntrack/NAT state, a move of the MN to another access network); the
+nodes are the real cores (tests/sim/simnet.py). Faults last until ``T_SETTLE``; then the links
+are calm and every rule is gone, and after ``SETTLE_BOUND`` both agents must agree, on a direct
+pair exactly when the final topology allows one (:func:`simnet.direct_possible`), and stay
+there; the MN must be registered. Throughout: no data on a pair without a fresh two-way
+authenticated check (the simulator's own oracle), nothing sent from an address a node does not
+hold or to a relayed candidate, at most 20 checks in any second, no exception.
+
+Flap damping may hold a pair down past ``SETTLE_BOUND``: a pair that died (timeout) twice within
+60 s of being selected under the random loss is not taken again for 30 s (then 60, 120 s), and
+while the controlling agent waits, the controlled one keeps the pair that works. The check then
+waits until that hold-down and one re-probe are over (:meth:`simnet.Session.damped_until`, from
+the deaths seen in the agents' events and the documented ``IceConfig`` damping) and records how
+much longer that was (``Outcome.damped_extra``).
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ from simnet import (
     HOA_MN,
     HOA_PEER,
     SITE_KINDS,
-    IceConfig,
     LinkProfile,
     Packet,
     PeerRole,
@@ -127,6 +134,7 @@ class Outcome:
     paths: str
     agreed: bool
     settled_after: float | None  # last path change after T_SETTLE (None: none)
+    damped_extra: float  # how much later than SETTLE_BOUND flap damping let the check happen
     max_checks_per_second: int
     restarts: int
     selections: int
@@ -150,7 +158,6 @@ def _world(m: Mix) -> World:
         access=access,
         core=core,
         data_interval_s=DATA_INTERVAL_S,
-        config=IceConfig(),
         crossing=m.crossing,
     )
 
@@ -162,28 +169,36 @@ def _calm(world: World) -> None:
     world.net.rules.clear()
 
 
+def prepare(m: Mix) -> World:
+    """The world of ``m`` with its faults scheduled (``world.net.run_until`` replays it)."""
+    world = _world(m)
+    net = world.net
+    if m.cut is not None:
+        net.at(m.cut[0], lambda: net.rules.append(_cut_direct))
+        net.at(m.cut[1], lambda: net.rules.remove(_cut_direct))
+    if m.reboot is not None:
+
+        def reboot() -> None:
+            for box in (world.mn_site.v4, world.mn_site.v6):
+                if box is not None:
+                    box.flush()
+
+        net.at(m.reboot, reboot)
+    if m.move is not None:
+        net.at(m.move[0], partial(move_mn, world, m.move[1], m.families))
+    net.at(T_SETTLE, partial(_calm, world))
+    return world
+
+
 def run_mix(m: Mix) -> Outcome:
     """Run one seed and check its invariants; never raises (the error is in the outcome)."""
-    world: World | None = None
     try:
-        world = _world(m)
+        world = prepare(m)
         net = world.net
-        if m.cut is not None:
-            net.at(m.cut[0], lambda: net.rules.append(_cut_direct))
-            net.at(m.cut[1], lambda: net.rules.remove(_cut_direct))
-        if m.reboot is not None:
-
-            def reboot() -> None:
-                assert world is not None
-                for box in (world.mn_site.v4, world.mn_site.v6):
-                    if box is not None:
-                        box.flush()
-
-            net.at(m.reboot, reboot)
-        if m.move is not None:
-            net.at(m.move[0], partial(move_mn, world, m.move[1], m.families))
-        net.at(T_SETTLE, partial(_calm, world))
         net.run_until(T_SETTLE + SETTLE_BOUND)
+        # hold-downs delay the controlling agent only (the controlled one follows nominations)
+        damped = max((s.damped_until() for s in world.sessions() if s.controlling), default=0.0)
+        net.run_until(max(net.now, damped))
         checked_at = net.now
         paths_then = world.paths()
         agreed = world.agree()
@@ -191,7 +206,7 @@ def run_mix(m: Mix) -> Outcome:
         return _judge(m, world, checked_at, paths_then, agreed)
     except Exception:
         return Outcome(
-            m.seed, str(m), traceback.format_exc(), m.expect_direct, "", False, None, 0, 0, 0
+            m.seed, str(m), traceback.format_exc(), m.expect_direct, "", False, None, 0.0, 0, 0, 0
         )
 
 
@@ -202,6 +217,9 @@ def _judge(m: Mix, world: World, checked_at: float, paths_then: object, agreed: 
         problems.append(f"violations: {world.net.violations[:3]}")
     if world.ha.stats["unexpected"]:
         problems.append(f"{world.ha.stats['unexpected']} packets to a relayed candidate")
+    unknown = world.mn.stats["check_for_unknown_peer"] + world.peer.stats["check_for_unknown_peer"]
+    if unknown:  # the check-rate oracle must see every check
+        problems.append(f"{unknown} checks with a ufrag never advertised on the wire")
     rate = max((max_rate(s.check_times) for s in sessions), default=0)
     if rate > MAX_CHECKS_PER_SECOND:
         problems.append(f"check storm: {rate} checks in one second")
@@ -215,7 +233,9 @@ def _judge(m: Mix, world: World, checked_at: float, paths_then: object, agreed: 
         problems.append(f"expected T, got {paths}")
     if paths != paths_then or not world.agree():
         problems.append(f"not stable: {paths_then} then {paths}")
-    changes = [t for s in sessions for t, _, _ in s.path_log if t > T_SETTLE]
+    if not world.registered():
+        problems.append("not registered at the end")
+    changes = [t for s in sessions for t, _, r in s.path_log if t > T_SETTLE and r != "start"]
     late = [t for t in changes if t > checked_at]
     if late:
         problems.append(f"path changed at {late} after agreeing")
@@ -227,8 +247,9 @@ def _judge(m: Mix, world: World, checked_at: float, paths_then: object, agreed: 
         paths=str(paths),
         agreed=agreed,
         settled_after=(max(changes) - T_SETTLE) if changes else None,
+        damped_extra=checked_at - (T_SETTLE + SETTLE_BOUND),
         max_checks_per_second=rate,
-        restarts=world.mn.stats["restart_consent"],
+        restarts=world.mn.direct_statistics().get("ice_restarts", 0),
         selections=sum(1 for s in sessions for _, _, reason in s.path_log if reason == "selected"),
     )
 

@@ -1,16 +1,22 @@
-"""Which path the M-ICE engine ends on, per access network (issue 4's simulated-network list).
+"""Which path the node cores end on, per access network (issue 4's simulated-network list).
 
-Each test builds one topology (tests/sim/simnet.py: MN, HA, a plain CN or a second MN, seeded,
-virtual time), lets the MN register and offer, and reads both agents. The agent decides only
-D-udp versus T: with no selected pair the traffic is on T (T-native or T-udp, the driver's
-choice; with NAT44 it is T-udp). D-native (route optimisation) is decided elsewhere, so "open
-network -> D-native" and "D-native disabled -> D-udp" both mean D-udp here.
+Each test builds one topology (tests/sim/simnet.py: the real MobileNode and HomeAgentNode, a
+CorrespondentNode or a second MobileNode, seeded, virtual time), lets the MN register and
+offer, and reads both D-udp engines (``DirectPaths.selected``), their forwarding events and
+the wire. D-udp versus T is the ICE agents' call; D-native (route optimisation) runs beside it
+and is preferred where it works (DESIGN §2): on an open IPv6 network with a CN the MN's data
+goes D-native and the D-udp pair stays selected underneath ("open network -> D-native",
+"D-native impossible -> D-udp").
 """
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
+
 import pytest
 from simnet import (
+    HOA_MN,
+    CorrespondentHost,
     PeerRole,
     Session,
     SiteKind,
@@ -19,6 +25,7 @@ from simnet import (
     direct_possible,
     first_change,
     max_rate,
+    native_possible,
     selections,
 )
 
@@ -56,6 +63,8 @@ def assert_healthy(world: World) -> None:
     address a node does not hold, nothing sent to a relayed candidate, paced checks."""
     assert world.net.violations == []
     assert world.ha.stats["unexpected"] == 0
+    for host in (world.mn, world.peer):  # every check was attributed to its peer
+        assert host.stats["check_for_unknown_peer"] == 0
     for session in world.sessions():
         assert max_rate(session.check_times) <= MAX_CHECKS_PER_SECOND
 
@@ -69,7 +78,13 @@ def assert_direct(world: World, *, within: float) -> tuple[Session, Session]:
         assert len(changes) == 1, f"flapping: {session.path_log}"  # one selection, kept
         started = session.path_log[0][0]
         assert changes[0][0] - started <= within
-        assert session.data_direct > 0 and session.data_received > 0
+        # data went direct both ways: D-udp, or D-native where it works (DESIGN §2 prefers it)
+        assert session.data_direct + session.data_native > 0
+        assert session.data_received + session.data_received_native > 0
+    # the MN's data to a peer with a D-udp pair and no D-native is on that very pair
+    if mn.data_native == 0:
+        assert mn.data_direct > 0 and peer.data_received > 0
+    assert peer.data_direct > 0 and mn.data_received > 0  # a flow the peer opens: never RH2
     assert_healthy(world)
     return mn, peer
 
@@ -89,15 +104,27 @@ def assert_on_t(world: World, seconds: float) -> None:
 
 @pytest.mark.parametrize("families", ["6", "4", "46"])
 def test_open_network_selects_d_udp_between_host_candidates(families: str) -> None:
-    """Open -> D-native is not the agent's call; the agent's answer, and the answer with
-    D-native disabled, is D-udp on the host candidates, at once and for good."""
+    """Open -> D-native where there is IPv6 (the MN's data goes D-native, proven by a probe
+    through the RH2); the agents' answer underneath, and the answer without IPv6, is D-udp on
+    the host candidates, at once and for good."""
     world = run("open", "open", "cn", families, 120)
     mn, peer = assert_direct(world, within=0.5)
     for session in (mn, peer):
-        pair = session.agent.selected_pair()
+        pair = session.selected()
         assert pair is not None
         assert pair.local.kind is CandidateType.HOST and pair.remote.kind is CandidateType.HOST
         assert pair.nominated
+    cn = IPv6Address(world.peer.identity)
+    routes = world.mn.table[cn.packed]
+    kinds = [r.kind for r in routes]
+    if native_possible("open", "open", "cn", families):
+        assert kinds == ["D-native", "D-udp"], routes
+        assert mn.data_native > 0 and peer.data_received_native > 0
+        assert world.mn.node is not None
+        assert world.mn.node.correspondent_path(cn) == "D-native"
+    else:
+        assert kinds == ["D-udp"], routes
+        assert mn.data_native == 0 and mn.data_direct > 0
 
 
 # -- stateful firewalls ---------------------------------------------------------------------------
@@ -113,7 +140,9 @@ def test_mn_behind_outbound_only_firewall_with_public_cn_selects_d_udp() -> None
     assert path is not None
     [conn] = [c for c in box.connections(world.net.now) if (c.inside, c.remote) == path]
     assert conn.assured and conn.created < 1.0
-    assert not [e for _, e in mn.events if type(e).__name__ == "PathLost"]
+    assert [r for _, _, r in mn.path_log if r == "lost"] == []
+    # D-native was tried and given up: the firewall drops HAO probes as conntrack-invalid
+    assert box.drops["invalid"] >= 1 and mn.data_native == 0
 
 
 @pytest.mark.parametrize("mn_site", ["open", "fw"])
@@ -122,10 +151,11 @@ def test_cn_behind_outbound_only_firewall_stays_on_t(mn_site: SiteKind) -> None:
     no flapping, and offers retransmitted on a backoff capped at 8 s."""
     seconds = 300.0
     world = run(mn_site, "fw", "cn", "6", seconds)
-    assert world.peer_session() is None
+    assert world.peer_session() is None  # no offer ever reached it
+    assert isinstance(world.peer, CorrespondentHost) and world.peer.node.direct.peers == []
     mn = world.mn_session()
     assert mn is not None
-    assert mn.check_times == [] and mn.agent.statistics().get("checks_sent", 0) == 0
+    assert mn.check_times == [] and mn.agent_statistics().get("checks_sent", 0) == 0
     assert mn.offers_sent <= 4 + seconds / 8
     assert world.peer_site.v6 is not None
     assert world.peer_site.v6.drops["no_state"] >= mn.offers_sent - 1
@@ -144,7 +174,8 @@ def test_two_mobile_nodes_behind_firewalls_select_d_udp_by_simultaneous_checks(
     mn, peer = assert_direct(world, within=1.5)
     box = world.mn_site.v6 if families == "6" else world.mn_site.v4
     assert box is not None and box.drops["no_state"] >= 1
-    assert peer.agent.controlling is False and mn.agent.controlling is True
+    assert mn.offered_first and not peer.offered_first  # only the MN offered
+    assert peer.controlling is False and mn.controlling is True  # the roles their checks carry
 
 
 @pytest.mark.parametrize("families", ["6", "46"])
@@ -154,8 +185,9 @@ def test_two_mobile_nodes_offering_at_once_settle_roles_and_select_d_udp(familie
     world = build_world(SEED, mn="fw", peer="fw", peer_role="mn", families=families, crossing=True)
     world.net.run_until(60)
     mn, peer = both(world)
-    assert world.mn.stats["offers_crossed"] + world.peer.stats["offers_crossed"] >= 1
-    assert sorted([mn.agent.controlling, peer.agent.controlling]) == [False, True]
+    assert mn.offered_first and peer.offered_first  # the offers crossed on the wire
+    assert sorted([mn.controlling, peer.controlling]) == [False, True]  # type: ignore[type-var]
+    assert any(not c for _, c in mn.roles + peer.roles)  # one of them yielded
     assert mn.path() is not None and peer.path() is not None and world.agree()
     for session in (mn, peer):
         assert len(selections(session)) <= 2  # at most one re-selection around the role switch
@@ -177,7 +209,7 @@ def test_udp_blocked_except_to_the_ha_stays_on_t(
     seconds = 300.0
     world = run(mn_site, peer_site, role, "46", seconds)
     mn, peer = both(world)
-    assert world.mn.identity in world.ha.bindings
+    assert world.registered() and world.ha.binding(HOA_MN) is not None
     assert mn.check_times and peer.check_times  # the checks were tried
     assert_on_t(world, seconds)
 
@@ -202,8 +234,8 @@ def test_endpoint_independent_nat44_selects_d_udp_via_server_reflexive(
     world = run(mn_site, peer_site, role, "4", 60)
     mn, peer = assert_direct(world, within=2.0)
     base = world.mn.hosts[0]
-    srflx = world.mn.srflx[base]
-    mn_pair, peer_pair = mn.agent.selected_pair(), peer.agent.selected_pair()
+    srflx = world.mn.srflx()[base]
+    mn_pair, peer_pair = mn.selected(), peer.selected()
     assert mn_pair is not None and peer_pair is not None
     assert mn_pair.local.base == base and mn_pair.mapped == srflx  # NAT seen in the answer
     assert peer_pair.remote.kind is CandidateType.SRFLX and peer_pair.remote.address == srflx
@@ -217,8 +249,8 @@ def test_address_and_port_dependent_nat_selects_d_udp_via_peer_reflexive(
     the peer learns it from the MN's check (peer-reflexive) when the MN's checks reach it."""
     world = run("nat-hard", peer_site, role, "4", 60)
     _, peer = assert_direct(world, within=2.0)
-    srflx = world.mn.srflx[world.mn.hosts[0]]
-    peer_pair = peer.agent.selected_pair()
+    srflx = world.mn.srflx()[world.mn.hosts[0]]
+    peer_pair = peer.selected()
     assert peer_pair is not None
     assert peer_pair.remote.kind is CandidateType.PRFLX and peer_pair.remote.address != srflx
     assert peer_pair.remote.address[0] == srflx[0]
@@ -233,8 +265,9 @@ def test_address_and_port_dependent_nat_stays_on_t_udp_when_the_peer_is_unreacha
     world = run("nat-hard", peer_site, "mn", "4", seconds)
     mn, peer = both(world)
     assert mn.check_times and peer.check_times
-    coa = world.ha.bindings[world.mn.identity][1]
-    assert coa[0] == world.mn.srflx[world.mn.hosts[0]][0]  # T-udp through the NAT
+    via = world.ha.via(HOA_MN)
+    assert via is not None and via.kind == "T-udp"
+    assert via.remote[0] == world.mn.srflx()[world.mn.hosts[0]][0]  # T-udp through the NAT
     assert_on_t(world, seconds)
 
 

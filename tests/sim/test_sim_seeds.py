@@ -34,7 +34,7 @@ def run_all(seeds: list[int]) -> list[Outcome]:
 def cause(outcome: Outcome) -> str:
     error = outcome.error or ""
     keys = ["no progress", "no agreement", "expected D-udp", "expected T", "violations"]
-    keys += ["check storm", "relayed candidate", "not stable", "path changed"]
+    keys += ["check storm", "relayed candidate", "not stable", "path changed", "not registered"]
     for key in keys:
         if key in error:
             return key
@@ -68,7 +68,9 @@ def test_1000_seeds_with_loss_duplication_and_reordering_end_consistent() -> Non
     if bad:
         pytest.fail(f"{len(bad)} of {len(SEEDS)} seeds failed {dict(causes)}:\n{report}")
     settled = [o.settled_after for o in outcomes if o.settled_after is not None]
-    assert max(settled, default=0.0) <= SETTLE_BOUND
+    late = [o for o in outcomes if (o.settled_after or 0.0) > SETTLE_BOUND + o.damped_extra]
+    assert late == []
+    damped = [o.damped_extra for o in outcomes if o.damped_extra > 0]
     direct = [o for o in outcomes if o.expected_direct]
     assert all("None" not in o.paths for o in direct)
     assert max(o.max_checks_per_second for o in outcomes) <= 20
@@ -76,5 +78,7 @@ def test_1000_seeds_with_loss_duplication_and_reordering_end_consistent() -> Non
         f"\n{len(SEEDS)} seeds: {len(direct)} on D-udp, {len(SEEDS) - len(direct)} on T; "
         f"last path change {max(settled, default=0.0):.2f} s after the network settled; "
         f"at most {max(o.max_checks_per_second for o in outcomes)} checks in one second; "
-        f"{sum(o.restarts for o in outcomes)} ICE restarts after consent loss"
+        f"{sum(o.restarts for o in outcomes)} ICE restarts (consent lost or moved); "
+        f"{len(damped)} seeds checked later for flap damping (at most "
+        f"{max(damped, default=0.0):.1f} s after the {SETTLE_BOUND:.0f} s bound)"
     )

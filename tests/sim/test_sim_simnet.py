@@ -1,21 +1,23 @@
-"""The simulator's own models, checked before any scenario relies on them: conntrack timeouts,
-outbound-only filtering, NAT mapping and filtering behaviours, link faults and seeding, the HA's
-STUN answers and the signalling relay."""
+"""The simulator's own models, checked before any scenario relies on them: conntrack timeouts
+(UDP, protocol 41 and the Mobility Header, ICMPv6), outbound-only filtering, RFC 4487 §5.1
+(HAO/RH2 packets are conntrack-invalid at a stateful middlebox), NAT mapping and filtering
+behaviours, link faults and seeding, the HA's STUN answers and the signalling through it."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from functools import partial
+from ipaddress import IPv6Address
 
 from simnet import (
+    GENERIC_TIMEOUT_S,
     HA_IP4,
     HA_IP6,
     HA_PORT,
-    SIG_PORT,
     Address,
     Endpoint,
-    HomeAgent,
+    HomeAgentHost,
     LinkProfile,
     Middlebox,
     Packet,
@@ -23,11 +25,15 @@ from simnet import (
     Site,
     build_world,
     nat44,
+    native_facts,
     stateful_firewall,
     udp_only_to,
 )
 
 from ice import stun
+from mipnode.wire.ipv6 import NH_MH, NH_UDP
+from mipnode.wire.packets import echo_request, ipv6_packet, udp_in_ipv6
+from tunnels.ro import add_home_address_option, add_type2_routing_header
 
 IN = ("10.0.0.2", 5000)
 OUT = ("192.0.2.9", 6000)
@@ -86,6 +92,66 @@ def test_egress_rule_blocks_udp_except_to_the_ha() -> None:
     assert out(fw, 0.0, dst=(HA_IP6, HA_PORT)) is not None
     assert out(fw, 0.0) is None
     assert fw.connections(0.0)[0].remote == (HA_IP6, HA_PORT)
+    mh = ipv6_packet(IPv6Address(MN6), IPv6Address(CN6), NH_MH, bytes(8))
+    assert fw.outbound(0.0, Packet((MN6, 0), (CN6, 0), mh, "t", "ip6")) is not None  # not UDP
+
+
+# -- protocol 41 and plain IPv6 (generic conntrack, RFC 4487 §5.1) --------------------------------
+
+MN6 = "2001:db8:1::10"
+CN6 = "2001:db8:2::10"
+HOA = "2001:db8:aaaa::1"
+
+
+def p41(src: str, dst: str) -> Packet:
+    inner = ipv6_packet(IPv6Address(HOA), IPv6Address(HA_IP6), 59, b"")
+    return Packet((src, 0), (dst, 0), inner, "t", "41")
+
+
+def test_protocol_41_has_generic_state_for_600_s() -> None:
+    """Outbound creates it, inbound passes only on it; Linux's generic timeout is 600 s."""
+    fw = stateful_firewall(rng())
+    assert fw.inbound(0.0, p41(HA_IP6, MN6)) is None  # no state yet
+    assert fw.outbound(1.0, p41(MN6, HA_IP6)) is not None
+    assert fw.inbound(1.1, p41(HA_IP6, MN6)) is not None
+    assert fw.inbound(1.2, p41("2001:db8:9::1", MN6)) is None  # another remote
+    [conn] = fw.connections(1.2, proto=41)
+    assert conn.expires == 1.1 + GENERIC_TIMEOUT_S
+    assert fw.inbound(1.1 + GENERIC_TIMEOUT_S - 0.1, p41(HA_IP6, MN6)) is not None
+    assert fw.inbound(1.0 + 2 * GENERIC_TIMEOUT_S, p41(HA_IP6, MN6)) is None
+    assert fw.connections(0.0, proto=NH_UDP) == []  # protocol 41 state is no UDP state
+
+
+def test_plain_ipv6_is_tracked_by_upper_protocol_and_ports() -> None:
+    """A Mobility Header has generic state; a UDP datagram inside plain IPv6 its ports."""
+    fw = stateful_firewall(rng())
+    mn, cn = IPv6Address(MN6), IPv6Address(CN6)
+    coti = ipv6_packet(mn, cn, NH_MH, bytes(16))
+    cot = ipv6_packet(cn, mn, NH_MH, bytes(24))
+    assert fw.inbound(0.0, Packet((CN6, 0), (MN6, 0), cot, "t", "ip6")) is None
+    assert fw.outbound(0.1, Packet((MN6, 0), (CN6, 0), coti, "t", "ip6")) is not None
+    assert fw.inbound(0.2, Packet((CN6, 0), (MN6, 0), cot, "t", "ip6")) is not None
+    data = udp_in_ipv6(IPv6Address(CN6), IPv6Address(MN6), 7, 9, b"x")
+    assert fw.inbound(0.3, Packet((CN6, 0), (MN6, 0), data, "t", "ip6")) is None  # no UDP state
+    assert native_facts(data) == (NH_UDP, 7, 9, False)
+
+
+def test_hao_and_rh2_packets_are_conntrack_invalid_at_a_stateful_middlebox() -> None:
+    """RFC 4487 §5.1: the checksum of an echo with a Home Address option (out) or a type 2
+    routing header (back) is over the home address, not the header's address: invalid at a
+    stateful firewall, both ways. A Mobility Header with an HAO (a BU) is not checksummed by
+    conntrack and passes; without a middlebox everything passes."""
+    fw = stateful_firewall(rng())
+    hoa, mn, cn = IPv6Address(HOA), IPv6Address(MN6), IPv6Address(CN6)
+    probe = echo_request(hoa, cn, 1, 1, b"nonce")
+    with_hao = add_home_address_option(probe, mn.packed)
+    assert native_facts(with_hao)[3]
+    assert fw.outbound(0.0, Packet((MN6, 0), (CN6, 0), with_hao, "t", "ip6")) is None
+    reply = add_type2_routing_header(echo_request(cn, hoa, 1, 1, b"x"), mn.packed)
+    assert fw.inbound(0.1, Packet((CN6, 0), (MN6, 0), reply, "t", "ip6")) is None
+    assert fw.drops["invalid"] == 2
+    bu = add_home_address_option(ipv6_packet(hoa, cn, NH_MH, bytes(16)), mn.packed)
+    assert fw.outbound(0.2, Packet((MN6, 0), (CN6, 0), bu, "t", "ip6")) is not None
 
 
 # -- NAT44 ----------------------------------------------------------------------------------------
@@ -188,6 +254,29 @@ def test_a_seed_replays_exactly() -> None:
     assert blast(3, link) != blast(4, link)
 
 
+def test_a_world_of_node_cores_replays_exactly() -> None:
+    """Same seed, same wire, whether run in one go or in pieces; another seed differs."""
+
+    def wire(seed: int, stops: list[float]) -> list[tuple[float, str, object, object, str]]:
+        world = build_world(seed, mn="nat-easy", peer="fw", peer_role="mn", families="46")
+        seen: list[tuple[float, str, object, object, str]] = []
+        send = world.net.send
+
+        def record(origin: Endpoint, src: Address, dst: Address, data: bytes, proto="udp"):  # type: ignore[no-untyped-def]
+            seen.append((world.net.now, origin.name, src, dst, proto))
+            send(origin, src, dst, data, proto)
+
+        world.net.send = record  # type: ignore[method-assign]
+        for t in stops:
+            world.net.run_until(t)
+        return seen
+
+    once = wire(5, [20.0])
+    assert len(once) > 200
+    assert wire(5, [3.0, 7.5, 20.0]) == once
+    assert wire(6, [20.0]) != once
+
+
 def test_core_rules_drop_between_the_middleboxes() -> None:
     net, a, b = two_hosts(1, LinkProfile())
     net.rules.append(lambda now, pkt: pkt.dst[1] == 2)
@@ -209,7 +298,7 @@ def test_sending_from_an_address_one_does_not_hold_is_a_violation() -> None:
 def test_ha_answers_stun_with_the_source_it_saw_and_only_large_enough_requests() -> None:
     net = SimNet(1)
     home = net.add_site(Site("home"))
-    ha = HomeAgent(net, home, ip6=HA_IP6, ip4=HA_IP4, hoas=[])
+    ha = HomeAgentHost(net, home, ip6=HA_IP6, ip4=HA_IP4, hoas=[])
     client = Sink("client")
     site = net.add_site(Site("nat", v4=nat44(net.rng, "203.0.113.7")))
     net.attach(site, "10.9.0.1", client)
@@ -221,18 +310,47 @@ def test_ha_answers_stun_with_the_source_it_saw_and_only_large_enough_requests()
     [(_, answer)] = client.got
     msg = stun.parse_stun_untrusted(answer)
     assert msg.attributes["XOR-MAPPED-ADDRESS"] == ("203.0.113.7", 5000)
-    assert ha.stats["stun_answered"] == 1 and ha.stats["drop_stun"] == 1
+    assert ha.node.statistics()["checks_answered"] == 1
+    refused = ha.node.drops.get("stun_request_smaller_than_answer", 0)
+    refused += ha.node.statistics().get("drop_stun_request_smaller_than_answer", 0)
+    assert refused == 1
 
 
 def test_offer_reaches_a_firewalled_mobile_node_but_not_a_firewalled_cn() -> None:
+    """The offer is a Mobility Header HoA -> peer through the HA: into the second MN's tunnel
+    (its firewall has state for it), plain IPv6 to the CN (its firewall has none)."""
     via_tunnel = build_world(1, mn="open", peer="fw", peer_role="mn")
     via_tunnel.net.run_until(5)
     assert via_tunnel.peer_session() is not None
     plain = build_world(1, mn="open", peer="fw", peer_role="cn")
     plain.net.run_until(5)
     assert plain.peer_session() is None
-    assert plain.ha.stats["relayed_to_cn"] >= 2  # sent, retransmitted, dropped at the CN's edge
+    assert plain.ha.stats["forwarded_offers"] >= 2  # sent, repeated, dropped at the CN's edge
     assert plain.peer_site.v6 is not None and plain.peer_site.v6.drops["no_state"] >= 2
     session = plain.mn_session()
     assert session is not None and session.offers_sent >= 2
-    assert SIG_PORT  # the HoA <-> CN leg stands for the Mobility Header
+
+
+def test_home_agent_forwards_only_what_its_ingress_filter_admits() -> None:
+    """Data from the home address on the bound via goes out natively; the same inner packet on
+    another via is the core's (a Binding Refresh Request comes back, nothing is forwarded)."""
+    world = build_world(1, mn="fw", peer="fw", peer_role="cn", families="46")
+    world.net.run_until(5)
+    via = world.ha.via(world.mn.hoa)
+    assert via is not None and via.kind == "T-native"
+    world.mn.flows.clear()
+    world.peer.flows.clear()
+    world.net.run_until(6)
+    forwarded = world.ha.stats["forwarded"]
+    unbound_before = world.ha.node.statistics().get("brr_sent_other_via", 0)
+    hoa, cn = IPv6Address(world.mn.hoa), IPv6Address(world.peer.identity)
+    data = udp_in_ipv6(hoa, cn, 1, 2, bytes(200))
+    v4 = next(h for h in world.mn.hosts if ":" not in h[0])
+    world.net.send(world.mn, v4, (HA_IP4, HA_PORT), data)  # T-udp: not its via
+    world.net.run_until(6.1)
+    assert world.net.violations == []
+    assert world.ha.stats["forwarded"] == forwarded
+    assert world.ha.node.statistics().get("brr_sent_other_via", 0) == unbound_before + 1
+    world.net.send(world.mn, (world.mn.hosts[0][0], 0), (HA_IP6, 0), data, "41")  # its via
+    world.net.run_until(6.2)
+    assert world.ha.stats["forwarded"] == forwarded + 1
