@@ -46,7 +46,7 @@ ALL_NAMES = set().union(*FORBIDDEN.values())
 
 
 def clock_uses(source: str, filename: str = "<string>") -> list[str]:
-    """"line: what" for every clock or timed wait ``source`` touches."""
+    """ "line: what" for every clock or timed wait ``source`` touches."""
     found: list[str] = []
     tree = ast.parse(source, filename)
     for node in ast.walk(tree):
