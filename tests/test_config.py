@@ -197,8 +197,8 @@ def test_examples_pair_up() -> None:
 def test_examples_show_every_key_with_its_default(write: Writer) -> None:
     """Each example mentions every key it may hold, and commenting every optional key out
     gives the same configuration: the values shown are the defaults."""
-    optional_ha = ["udp_port", "max_lifetime_s", "tun_name", "tun_mtu", "control_socket"]
-    optional_mn = ["home_agent_udp_port", "lifetime_s", "tun_name", "tun_mtu", "paths",
+    optional_ha = ["udp_ports", "max_lifetime_s", "tun_name", "tun_mtu", "control_socket"]
+    optional_mn = ["home_agent_udp_ports", "lifetime_s", "tun_name", "tun_mtu", "paths",
                    "keepalive_interval_s", "control_socket"]
     for name, optional, also, load in (
         ("ha.toml", optional_ha, ["state_dir", "address", "home_prefix", "home_address", "spi",
