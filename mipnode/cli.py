@@ -102,10 +102,23 @@ def _query_daemons(command: str, socket_name: str | None) -> list[dict[str, Any]
             continue
         except OSError as exc:
             fail(f"control socket {name}: {exc.strerror or exc}")
+    answers = [_printable(a) for a in answers]
     if not answers:
         where = socket_name or "@mipnode-mn, @mipnode-ha, @mipnode-cn"
         fail(f"no mipnode daemon answers on {where} in this network namespace", 1)
     return answers
+
+
+def _printable(value: Any) -> Any:
+    """Control characters in strings from a daemon, escaped: nothing it says can drive the
+    terminal (an ANSI sequence, a carriage return over an earlier line)."""
+    if isinstance(value, str):
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    return value
 
 
 def _fmt_path(path: dict[str, Any] | None) -> str:

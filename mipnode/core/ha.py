@@ -9,8 +9,11 @@ each step either dropping silently (counted as ``drop_<reason>``) or answering w
 1. decode (``BadPacket`` → drop by reason); anything but a BU → ``drop_unexpected_mh_type``;
 2. RFC 4285 MN-HA auth option, which must be the last option → else ``drop_missing_auth``;
    unknown SPI → ``drop_unknown_spi`` (RFC 4285: no SA, silent drop);
-3. authenticator over (Alt-CoA or source) ‖ HoA ‖ MH → else BA 146; the SA's home address must
-   be the BU's HoA (RFC 6275 §15: credentials bound to a HoA) → else BA 146 (``hoa_mismatch``);
+3. authenticator over (Alt-CoA or source) ‖ HoA ‖ MH, and the SA's home address must be the
+   BU's HoA (RFC 6275 §15: credentials bound to a HoA) → else dropped silently and counted
+   (``bad_auth`` / ``hoa_mismatch``). DESIGN §3: never a signed 146 in answer to an
+   unauthenticated packet: an off-path sender guessing the next sequence number could make it
+   a rejection of the genuine registration, and the answer would cost us a MAC per forgery;
 4. Mesg-ID option → else BA 145; timestamp within ``timestamp_window_s`` of ``now`` and strictly
    greater than any accepted with this SA → else BA 144 (RFC 4285);
 5. H flag → else 129 (we are no correspondent node); HoA in the home prefix → else 132;
@@ -436,11 +439,9 @@ class HomeAgentCore:
         request = _Request(msg, sa, src, care_of, via, mesg.timestamp if mesg else None)
         if not verify_mh_authenticated(data, key=sa.key, coa=care_of, hoa=src):
             self._counters["bad_auth"] += 1
-            self._reply_unchecked(request, AUTH_FAILED)
             return None
         if sa.home_address != src:
             self._counters["hoa_mismatch"] += 1
-            self._reply_unchecked(request, AUTH_FAILED)
             return None
         return request
 
@@ -557,9 +558,6 @@ class HomeAgentCore:
             clock = ntp_from_unix(now + self._wall_offset)
             mesg_id = (clock & ~NTP_LOW_MASK) | (mesg_id & NTP_LOW_MASK)
         self._send_ba(request, status, sequence, lifetime, mesg_id, advice)
-
-    def _reply_unchecked(self, request: _Request, status: BaStatus) -> None:
-        self._send_ba(request, status, None, 0, request.mesg_id, None)
 
     def _refresh_advice(self, units: int) -> int | None:
         """The BRA refresh interval for a granted lifetime (4 s units), or ``None``.
@@ -809,11 +807,12 @@ def _int(item: dict[str, Any], name: str, lo: int, hi: int) -> int:
 
 def _time(item: dict[str, Any], name: str) -> float:
     value = item.get(name)
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueError(f"{name} must be a finite POSIX time")
-    return float(value)
+    try:
+        seconds = float(value)  # an integer too large for a float raises OverflowError
+    except OverflowError:
+        raise ValueError(f"{name} is out of range") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a finite POSIX time")
+    return seconds

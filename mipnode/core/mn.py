@@ -11,7 +11,8 @@ that interval (§11.8). There is no retry limit for registrations.
 
 A BA counts only if its MN-HA authenticator verifies and it answers a BU of the current
 exchange: its Mesg-ID echoes one we sent (the low 32 bits for 144, whose high half is the HA's
-clock), or, without a Mesg-ID, its sequence number is one we sent. Then:
+clock). A BA without a Mesg-ID answers nothing: every BU we send carries one, and a sequence
+number alone (sent in clear, one more each time) is no proof. Then:
 
 * status < 128: the binding lasts ``lifetime`` from when the acknowledged BU was *sent*
   (RFC 6275 §11.7.3: the MN cannot know when the HA processed it). The refresh starts when
@@ -21,7 +22,11 @@ clock), or, without a Mesg-ID, its sequence number is one we sent. Then:
 * 135: continue from the HA's last accepted number + 1 and resend at once;
 * 144: take the HA's clock from the high 32 bits and resend at once;
 * 133 while de-registering: the HA holds no binding, which is what we asked for;
-* any other status >= 128 (146 included: RFC 4285 says the MN SHOULD stop): rejected, stop.
+* 146: counted, and the exchange goes on at its ordinary retransmission pace (RFC 4285 says the
+  MN SHOULD stop, but a mipnode HA never sends it: it drops a BU that fails authentication, so
+  a 146 can only be a stale or confused answer, and stopping for good would let it take the
+  registration down);
+* any other status >= 128: rejected, stop (the node core tries again a minute later).
 
 Immediate resends (135/144) are limited to ``MAX_IMMEDIATE_RESENDS`` per exchange so that a
 confused HA cannot make us loop; after that the ordinary retransmission timer paces us.
@@ -74,6 +79,7 @@ STATUS_REJECT_MIN = 128
 STATUS_NOT_HOME_AGENT = 133
 STATUS_SEQ_OUT_OF_WINDOW = 135
 STATUS_ID_MISMATCH = 144  # RFC 4285
+STATUS_AUTH_FAILED = 146
 NTP_LOW_MASK = 0xFFFF_FFFF
 
 # Implementation constants
@@ -304,6 +310,8 @@ class MobileNodeCore:
             self._resend_at_once(now, exchange)
         elif status == STATUS_NOT_HOME_AGENT and exchange.deregistration:
             self._finish_deregistration(confirmed=True)
+        elif status == STATUS_AUTH_FAILED:
+            self._counters[f"rejected_{status}"] += 1  # retried on the ladder, see above
         else:
             self._reject(status)
 
@@ -543,19 +551,14 @@ class MobileNodeCore:
 
 
 def _match(exchange: _Exchange, ack: BindingAck) -> _Sent | None:
-    """The transmission ``ack`` answers: by Mesg-ID echo, else (not for 135) by sequence."""
+    """The transmission ``ack`` answers, by its Mesg-ID echo (the low half for 144)."""
     mesg = find_option(ack.options, MesgId)
-    if mesg is not None:
-        low_only = int(ack.status) == STATUS_ID_MISMATCH
-        for sent in exchange.sent:
-            if sent.timestamp == mesg.timestamp or (
-                low_only and sent.timestamp & NTP_LOW_MASK == mesg.timestamp & NTP_LOW_MASK
-            ):
-                return sent
-        return None
-    if int(ack.status) == STATUS_SEQ_OUT_OF_WINDOW:
-        return None
+    if mesg is None:
+        return None  # it answers no BU of ours (module docstring)
+    low_only = int(ack.status) == STATUS_ID_MISMATCH
     for sent in exchange.sent:
-        if sent.sequence == ack.sequence:
+        if sent.timestamp == mesg.timestamp or (
+            low_only and sent.timestamp & NTP_LOW_MASK == mesg.timestamp & NTP_LOW_MASK
+        ):
             return sent
     return None

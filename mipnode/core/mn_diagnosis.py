@@ -156,5 +156,6 @@ def unacknowledged_text(path: CheckFacts, waited_s: float, failed_auth: int = 0)
     return (
         f"{UNACKNOWLEDGED}no Binding Acknowledgement within {waited_s:.0f} s over {path.name}, "
         "whose checks the home agent answers; it may not know this mobile node's SPI or home "
-        "address"
+        "address, or the MN-HA key differs (a home agent drops a Binding Update that fails "
+        "authentication without answering, RFC 4285)"
     )

@@ -8,6 +8,7 @@ any path juggling. Only root or the daemon's own user may ask (SO_PEERCRED).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -48,7 +49,10 @@ async def serve_control(
         await listener.bind(address)
     except OSError as exc:
         listener.close()
-        raise OSError(exc.errno, f"control socket {name}: {exc.strerror}") from None
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f" (another process holds it: `ss -xlp | grep {name.lstrip('@')}` shows which)"
+        raise OSError(exc.errno, f"control socket {name}: {exc.strerror}{hint}") from None
     listener.listen(16)
     task_status.started()
     try:
@@ -97,14 +101,28 @@ async def _answer_one(conn: trio.socket.SocketType, handler: Handler) -> None:
             view = view[sent:]
 
 
+class NotOurDaemon(OSError):
+    """The control socket is held by a process of another user: a squatter, not a daemon."""
+
+
 def query(name: str, command: str, timeout: float = 3.0, sock: socket.socket | None = None) -> Any:
-    """Blocking client used by the CLI. Raises OSError when no daemon listens there.
+    """Blocking client used by the CLI. Raises OSError when no daemon listens there, and
+    :class:`NotOurDaemon` when the listener is neither root nor our own user (any local user
+    can bind an abstract name first; its answers must never reach root's terminal).
 
     ``sock``: an unconnected AF_UNIX stream socket to use (and close), e.g. one created in
     another network namespace, whose abstract socket names it then resolves."""
     with sock or socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(socket_address(name))
+        creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+        if uid not in (0, os.geteuid()):
+            raise NotOurDaemon(
+                errno.EPERM,
+                f"held by process {pid} of uid {uid}, not a mipnode daemon of root or yours; "
+                "not reading it",
+            )
         s.sendall((json.dumps({"command": command}) + "\n").encode())
         chunks = []
         while True:

@@ -154,7 +154,7 @@ class HomeAgentDaemon:
                 log.info("no binding cache at %s; starting empty", path)
                 return
             self.restored = self.node.core.restore(self.pump.stamp(), state)
-        except (persist.StateFileError, ValueError) as exc:
+        except Exception as exc:  # whatever is wrong with the file, the HA starts (DESIGN §5)
             kept = await trio.to_thread.run_sync(persist.set_aside, path)
             log.error("binding cache %s unusable (%s); starting empty, kept as %s", path, exc, kept)
             return

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from mipnode.drivers import sdnotify
+from mipnode.drivers.tun import TunError
 
 BATCH = 64
 LINK_DOWN_BACKOFF_S = 0.1
@@ -246,6 +247,12 @@ async def drain_fd(
                 data = read(fd, 65535)
             except BlockingIOError:
                 break
+            except OSError as exc:
+                # The TUN device was deleted under us (EBADFD, EIO...): nothing to read from
+                # any more. One clear line, not a traceback (the CLI prints TunError as is).
+                raise TunError(
+                    f"the TUN device went away ({exc.strerror or exc}); stopping"
+                ) from None
             try:
                 handle(data)
             except Exception:

@@ -634,3 +634,23 @@ def test_state_dir_must_be_an_absolute_path(tmp_path: Path, value: str, ok: bool
     else:
         with pytest.raises(ConfigError, match="absolute"):
             load_ha_config(str(config))
+
+
+@pytest.mark.parametrize(
+    "field", ["expires_at", "registered_at"], ids=["huge-expiry", "huge-registration"]
+)
+async def test_a_huge_number_in_the_state_file_is_set_aside_not_a_crash_loop(
+    tmp_path: Path, field: str
+) -> None:
+    """Issue 12: an integer too large for a float raised OverflowError out of restore(); the
+    HA crashed at every start and never set the file aside."""
+    ha, _ = registered_ha(Stamper(), now=time.time() - 5)
+    state = ha.export_state()
+    state["bindings"][0][field] = 10**400
+    (tmp_path / persist.STATE_FILE).write_text(
+        json.dumps({"format": persist.FORMAT, "saved_at": T0, "core": state})
+    )
+    daemon = _daemon(tmp_path)
+    await daemon._restore(str(tmp_path))
+    assert daemon.restored == 0
+    assert (tmp_path / (persist.STATE_FILE + ".corrupt")).exists()

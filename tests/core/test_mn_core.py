@@ -261,12 +261,12 @@ def test_immediate_resends_are_bounded_per_exchange() -> None:
     assert mn.get_timer() == pytest.approx(1.6)
 
 
-@pytest.mark.parametrize("status", [146, 129, 132, 133, 145])
+@pytest.mark.parametrize("status", [129, 132, 133, 145])
 def test_a_rejection_stops_retransmission(status: int) -> None:
     mn = make_mn(initial_sequence=10)
     mn.register(0.0, COA)
     _, ts = single_bu(mn, 0.0)
-    deliver(mn, 0.2, build_ba(status, 10, ts if status != 145 else None, lifetime=0))
+    deliver(mn, 0.2, build_ba(status, 10, ts, lifetime=0))
     assert events(mn) == [RegistrationRejected(status, COA)]
     assert mn.state == "failed"
     assert mn.get_timer() is None
@@ -274,11 +274,42 @@ def test_a_rejection_stops_retransmission(status: int) -> None:
     assert mn.statistics()[f"rejected_{status}"] == 1
 
 
-def test_register_after_failure_starts_again() -> None:
+def test_a_146_is_retried_on_the_ladder_not_a_failure() -> None:
+    """Issue 12: a mipnode HA never answers a forged BU; a 146 (stale, or from a confused HA)
+    must not take the registration down for good."""
     mn = make_mn(initial_sequence=10)
     mn.register(0.0, COA)
     _, ts = single_bu(mn, 0.0)
     deliver(mn, 0.2, build_ba(146, 10, ts))
+    assert mn.state == "registering" and events(mn) == []
+    assert mn.statistics()["rejected_146"] == 1
+    assert mn.get_timer() == pytest.approx(1.5)  # the ordinary retransmission, not at once
+    mn.handle_timer(1.5)
+    bu, ts2 = single_bu(mn, 1.5)
+    assert bu.sequence == 11
+    deliver(mn, 1.6, build_ba(0, 11, ts2))
+    assert mn.state == "registered"
+
+
+def test_a_ba_without_mesg_id_matches_nothing_even_with_the_right_sequence() -> None:
+    """Attack (issue 12): sequence numbers travel in clear and go up by one; a BA that names
+    one but no Mesg-ID of ours is no answer, whatever its status."""
+    mn = make_mn(initial_sequence=10)
+    mn.register(0.0, COA)
+    _, ts = single_bu(mn, 0.0)
+    for status in (146, 129, 0):
+        deliver(mn, 0.1, build_ba(status, 10, None))
+    assert mn.state == "registering" and events(mn) == []
+    assert mn.statistics()["drop_unmatched_ba"] == 3
+    deliver(mn, 0.2, build_ba(0, 10, ts))  # the genuine answer still counts
+    assert mn.state == "registered"
+
+
+def test_register_after_failure_starts_again() -> None:
+    mn = make_mn(initial_sequence=10)
+    mn.register(0.0, COA)
+    _, ts = single_bu(mn, 0.0)
+    deliver(mn, 0.2, build_ba(129, 10, ts))
     mn.register(5.0, COA)
     bu, _ = single_bu(mn, 5.0)
     assert bu.sequence == 11
@@ -310,7 +341,9 @@ def test_bas_that_fail_authentication_or_do_not_match_are_ignored() -> None:
     assert stats["drop_truncated"] == 1
     assert stats["drop_bad_checksum"] == 1
 
-    deliver(mn, 0.2, build_ba(0, 10, None))  # matched by sequence when no Mesg-ID
+    deliver(mn, 0.2, build_ba(0, 10, None))  # no Mesg-ID: no answer of ours, even signed
+    assert mn.state == "registering"
+    deliver(mn, 0.2, build_ba(0, 10, ts))
     assert mn.state == "registered"
 
 
