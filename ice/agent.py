@@ -23,6 +23,12 @@ two-way authenticated check on exactly that 5-tuple.
   arrive where it left from (§7.2.5.2.1), else the check fails. Anything else is dropped and
   counted (``drop_<reason>`` in :meth:`IceAgent.statistics`); nothing unauthenticated changes
   state, and bytes that are not STUN never raise.
+* **Proof** (issue 12): an answer to our check is signed with the password the peer's
+  description brought, which any sender of a description can make up. So no pair is selected
+  until the peer has proved it holds *our* password, by a check of its own that verifies with
+  it (checks, answers and role switches go on: a role alone selects nothing, and behind an
+  address-dependent NAT a 487 may be the first thing we hear). A forged offer thus gets no
+  path, and an off-path sender, who never sees our description, cannot prove anything.
 * **Roles** (§7.3.1.1, §7.2.5.1): the MN is controlling. A request with the same role as ours is
   answered 487 when our tie-breaker is greater or equal, else we switch. A 487 answer switches
   us (unless we already switched since that check was sent) and re-triggers the check.
@@ -171,6 +177,12 @@ class IceAgent:
             raise ValueError("an agent checking a lite peer is controlling")
         self._config = config
         self._lite = lite_peer
+        # The peer proved it holds our password (a check signed with it arrived): until then
+        # nothing is selected, whatever answers our checks got --
+        # answers are signed with the password a description brought, which anyone can make
+        # up (issue 12). A lite peer has no password of ours to prove: its answers match our
+        # transaction ids instead.
+        self._peer_proven = lite_peer
         self._controlling = controlling
         self._local_credentials = credentials
         self._remote_credentials: Credentials | None = None
@@ -506,6 +518,13 @@ class IceAgent:
         if prefix != ours or not sep or (theirs is not None and suffix != theirs):
             self._drop("username")
             return
+        if not self._peer_proven:
+            self._peer_proven = True  # MESSAGE-INTEGRITY verified with our password
+            self._counters["peer_proven"] += 1
+            if self._controlling:
+                best = self._best_fresh(now)
+                if best is not None:
+                    self._consider(now, best)  # what answered before now counts
         base = self._local_host(local)
         if base is None:
             self._drop("unknown_local_address")
@@ -639,6 +658,10 @@ class IceAgent:
         self._finish(txn)
         if resp.error_code == stun.ROLE_CONFLICT:
             self._counters["role_conflicts_received"] += 1
+            if not self._peer_proven:
+                # A role switch alone selects nothing (selection waits for the proof), and
+                # behind an address-dependent NAT this 487 may be all we ever hear first.
+                self._counters["role_conflict_unproven"] += 1
             if txn.controlling == self._controlling:
                 self._switch_role(not txn.controlling)
             if not pair.consent_lost:
@@ -731,6 +754,9 @@ class IceAgent:
     def _consider(self, now: float, pair: Pair) -> None:
         """Controlling: select ``pair`` when nothing is selected or it beats the selected one."""
         if pair is self._selected or not self._fresh(now, pair):
+            return
+        if not self._peer_proven:
+            self._counters["selection_unproven"] += 1  # selected once the peer proves itself
             return
         current = self._selected
         if self._held_down(now, pair, current):

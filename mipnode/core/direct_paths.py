@@ -63,6 +63,10 @@ GATHER_WAIT_S = 0.5  # an offer waits at most this long for our server-reflexive
 MAX_PEERS = 64  # agents at once (each up to 100 pairs)
 MAX_CHANGES = 20  # per peer, the path change log shown by `mipnode paths`
 OLD_UFRAGS = 8  # per peer, earlier ufrags of its descriptions (late copies are ignored)
+MAX_REMOTE_CANDIDATES = 8  # per description: no peer makes us check dozens of addresses
+NEW_PEERS_PER_S = 2.0  # peers created by offers, on average ...
+NEW_PEERS_BURST = 16.0  # ... with this burst
+ANSWERED_IDLE_S = 60.0  # a peer that offered, never got a pair and fell silent is forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,7 @@ class _Peer:
     next_offer_at: float | None = None
     pending_offer: bool = False  # waiting for gathering before the first offer
     replied_at: float | None = None  # our description last sent back to a repeated one
+    heard_at: float = 0.0  # its last description
     old_ufrags: deque[str] = field(default_factory=lambda: deque(maxlen=OLD_UFRAGS))
     since: float | None = None  # when the selected pair was selected
     changes: deque[Change] = field(default_factory=lambda: deque(maxlen=MAX_CHANGES))
@@ -131,6 +136,8 @@ class DirectPaths:
         self._srflx: dict[TransportAddress, Candidate] = {}
         self._gathering_until: float | None = None
         self._signalling: list[Signalling] = []
+        self._bucket = NEW_PEERS_BURST
+        self._bucket_at: float | None = None
         self._events: deque[DirectPathChanged] = deque()
         self._counters: Counter[str] = Counter()
 
@@ -217,8 +224,10 @@ class DirectPaths:
     # -- the five verbs --------------------------------------------------------------------
 
     def receive_signalling(self, now: float, peer: IPv6Address, msg: ExperimentalMessage) -> None:
-        """An answer to our offer, or an offer from ``peer`` (a mobile node answers offers of
-        other mobile nodes like a correspondent)."""
+        """An offer from ``peer``, or the answer to ours (a mobile node answers offers of other
+        mobile nodes like a correspondent). Rules (issue 12, module docstring): an answer
+        counts only for the offer it names (AnswerTo our current ufrag); an answer is never
+        answered; new peers from offers come within a budget."""
         try:
             items = mice.mice_from_options_untrusted(msg.options)
         except BadPacket as exc:
@@ -228,56 +237,114 @@ class DirectPaths:
         if creds is None:
             self._drop("mice_without_credentials")
             return
+        answer_to = next((i.ufrag for i in items if isinstance(i, mice.AnswerTo)), None)
         p = self._peers.get(peer)
+        if answer_to is not None:
+            self._on_answer(now, p, creds, answer_to, items)
+        else:
+            self._on_offer(now, peer, p, creds, items)
+
+    def _on_answer(
+        self,
+        now: float,
+        p: _Peer | None,
+        creds: mice.Credentials,
+        answer_to: str,
+        items: tuple[mice.MiceItem, ...],
+    ) -> None:
+        if p is None or not p.offered or answer_to != p.agent.local_credentials.ufrag:
+            # Not the offer we have outstanding: forged (an off-path sender never saw our
+            # ufrag), or late (it answers an offer a restart replaced). Never answered back.
+            self._drop("mice_unmatched_answer")
+            return
+        remote = p.agent.remote_credentials
+        if remote is not None and remote.ufrag != creds.ufrag:
+            self._drop("mice_second_answer")  # the first answer to this offer stands
+            return
+        if remote is None and not self._take(p, creds, items):
+            return
+        p.answered = True
+        p.next_offer_at = None
+        p.heard_at = now
+        self._pump(now, p)
+
+    def _on_offer(
+        self,
+        now: float,
+        peer: IPv6Address,
+        p: _Peer | None,
+        creds: mice.Credentials,
+        items: tuple[mice.MiceItem, ...],
+    ) -> None:
         if p is not None and creds.ufrag in p.old_ufrags:
             self._drop("mice_stale")  # an earlier description of the peer, late or repeated
             return
-        restarted = (
-            p is not None
-            and p.agent.remote_credentials is not None
-            and p.agent.remote_credentials.ufrag != creds.ufrag
-        )
-        # Another ufrag from a peer whose description we hold is an offer even when we had
-        # offered too (crossing offers at the start): the peer restarted and needs our answer.
-        if p is None or not p.offered or restarted:
-            # An offer: a new peer, a repeated offer, or an ICE restart (another ufrag).
-            if p is None or restarted:
-                if p is None and len(self._peers) >= self._max_peers:
-                    self._drop("mice_too_many_peers")
-                    return
-                old: deque[str] = deque(maxlen=OLD_UFRAGS)
-                if p is not None:
-                    old = p.old_ufrags
-                    _retire_remote(p)
-                    self.stop(now, peer)
-                p = _Peer(peer, self._new_agent(controlling=False), offered=False)
-                p.old_ufrags = old
-                self._peers[peer] = p
-                self._counters["peers_answered"] += 1
-            self._send_description(p)  # answer (again: offers repeat until answered)
-        # else: the answer to our offer, or the peer's own offer crossing ours.
-        elif p.agent.remote_credentials is not None and (
-            p.replied_at is None or now - p.replied_at >= self._offer_retry_s
-        ):
-            # The same description again from a peer we offered to: its offer crossed ours
-            # and it repeats it because ours was lost. Answer (at most once per retry period).
-            p.replied_at = now
-            self._send_description(p)
-        agent = p.agent
-        if agent.remote_credentials is None:
-            try:
-                agent.set_remote_credentials(Credentials(creds.ufrag, creds.password))
-            except ValueError:
-                self._drop("mice_bad_credentials")
+        remote = None if p is None else p.agent.remote_credentials
+        if p is not None and remote is not None and remote.ufrag == creds.ufrag:
+            # The same offer again: our answer was lost. Answer it again, once per retry period.
+            if p.replied_at is None or now - p.replied_at >= self._offer_retry_s:
+                p.replied_at = now
+                self._send_description(p, answer_to=creds.ufrag)
+            p.heard_at = now
+            return
+        if p is None or remote is not None:
+            # A new peer, or an ICE restart of a known one (another ufrag: it moved).
+            if p is None and not self._may_add_peer(now):
                 return
-            for item in items:
-                if isinstance(item, mice.Candidate):
-                    self._add_remote(p, item)
-            if any(isinstance(i, mice.EndOfCandidates) for i in items):
-                agent.end_of_remote_candidates()
-        p.answered = True
-        p.next_offer_at = None
+            old: deque[str] = deque(maxlen=OLD_UFRAGS)
+            if p is not None:
+                old = p.old_ufrags
+                _retire_remote(p)
+                self.stop(now, peer)
+            p = _Peer(peer, self._new_agent(controlling=False), offered=False)
+            p.old_ufrags = old
+            self._peers[peer] = p
+            self._counters["peers_answered"] += 1
+        # else: the peer's offer crossing ours (two mobile nodes starting at once): it is the
+        # peer's description for our agent too; the role conflict of RFC 8445 §7.3.1.1 settles
+        # who yields, once the peer has proved it holds our password (ice/agent.py).
+        if not self._take(p, creds, items):
+            return
+        p.heard_at = now
+        p.replied_at = now
+        self._send_description(p, answer_to=creds.ufrag)
         self._pump(now, p)
+
+    def _take(self, p: _Peer, creds: mice.Credentials, items: tuple[mice.MiceItem, ...]) -> bool:
+        """The peer's credentials and candidates into its agent (the first description only)."""
+        agent = p.agent
+        try:
+            agent.set_remote_credentials(Credentials(creds.ufrag, creds.password))
+        except ValueError:
+            self._drop("mice_bad_credentials")
+            return False
+        added = 0
+        for item in items:
+            if not isinstance(item, mice.Candidate):
+                continue
+            if added == MAX_REMOTE_CANDIDATES:
+                self._counters["mice_candidates_cut"] += 1
+            elif self._add_remote(p, item):
+                added += 1
+        if any(isinstance(i, mice.EndOfCandidates) for i in items):
+            agent.end_of_remote_candidates()
+        return True
+
+    def _may_add_peer(self, now: float) -> bool:
+        """Unsolicited offers create state only within budget: MAX_PEERS at once, and new ones
+        at most NEW_PEERS_PER_S on average (a burst of NEW_PEERS_BURST)."""
+        if len(self._peers) >= self._max_peers:
+            self._drop("mice_too_many_peers")
+            return False
+        if self._bucket_at is not None:
+            refill = (now - self._bucket_at) * NEW_PEERS_PER_S
+            self._bucket = min(NEW_PEERS_BURST, self._bucket + max(0.0, refill))
+        self._bucket_at = now
+        if self._bucket < 1:
+            self._drop("mice_new_peer_rate")
+            return False
+        self._bucket -= 1
+        return True
 
     def receive_datagram(
         self, now: float, data: bytes, local: TransportAddress, remote: TransportAddress
@@ -292,6 +359,10 @@ class DirectPaths:
         if self._gathering_until is not None and now >= self._gathering_until:
             self.gathering_done(now)
         for p in list(self._peers.values()):
+            if self._idle(now, p):
+                self.stop(now, p.address)  # frees its slot for peers that talk
+                self._counters["answered_peers_expired"] += 1
+                continue
             t = p.agent.get_timer()
             if t is not None and t <= now:
                 p.agent.handle_timer(now)
@@ -312,7 +383,19 @@ class DirectPaths:
                 deadlines.append(t)
             if p.next_offer_at is not None:
                 deadlines.append(p.next_offer_at)
+            if not p.offered:
+                deadlines.append(p.heard_at + ANSWERED_IDLE_S)
         return min(deadlines, default=None)
+
+    def _idle(self, now: float, p: _Peer) -> bool:
+        """A peer that offered (no traffic of ours depends on it) and has had no pair and no
+        description for ANSWERED_IDLE_S: a spoofed offer, or a peer that went away."""
+        if p.offered or now < p.heard_at + ANSWERED_IDLE_S:
+            return False
+        if p.agent.selected_pair() is not None:
+            p.heard_at = now  # in use: look again a period later
+            return False
+        return True
 
     def datagrams_to_send(self, now: float) -> list[OutgoingDatagram]:
         """STUN checks, heartbeats and answers of every agent."""
@@ -342,6 +425,11 @@ class DirectPaths:
     def pairs(self, peer: IPv6Address) -> list[CandidatePair]:
         p = self._peers.get(peer)
         return [] if p is None else p.agent.pairs()
+
+    def offer_ufrag(self, peer: IPv6Address) -> str | None:
+        """The ufrag of our description for ``peer`` (what an answer must name)."""
+        p = self._peers.get(peer)
+        return None if p is None else p.agent.local_credentials.ufrag
 
     def since(self, peer: IPv6Address) -> float | None:
         p = self._peers.get(peer)
@@ -403,9 +491,12 @@ class DirectPaths:
         self._send_description(p)
         p.next_offer_at = now + self._offer_retry_s
 
-    def _send_description(self, p: _Peer) -> None:
+    def _send_description(self, p: _Peer, *, answer_to: str | None = None) -> None:
+        """Our credentials and candidates: an offer, or (``answer_to``) the answer to one."""
         creds = p.agent.local_credentials
         items: list[mice.MiceItem] = [mice.Credentials(creds.ufrag, creds.password)]
+        if answer_to is not None:
+            items.append(mice.AnswerTo(answer_to))
         for c in p.agent.local_candidates():
             items.append(
                 mice.Candidate(
@@ -419,7 +510,13 @@ class DirectPaths:
             Signalling(p.address, ExperimentalMessage(mice.mice_options(items)))
         )
 
-    def _add_remote(self, p: _Peer, item: mice.Candidate) -> None:
+    def _add_remote(self, p: _Peer, item: mice.Candidate) -> bool:
+        addr = item.address
+        if addr.is_loopback or addr.is_multicast or addr.is_unspecified or addr.is_link_local:
+            # Nothing a peer elsewhere can be reached at; checks there would only aim our
+            # packets where the sender of the description chose (issue 12: amplification).
+            self._drop("mice_unusable_candidate")
+            return False
         try:
             address = transport_address(str(item.address), item.port)
             cand = Candidate(
@@ -428,6 +525,8 @@ class DirectPaths:
             p.agent.add_remote_candidate(cand)
         except (ValueError, TypeError):
             self._drop("mice_bad_candidate")
+            return False
+        return True
 
     def _pump(self, now: float, p: _Peer) -> None:
         """Turn the agent's events into ours (and restarts)."""

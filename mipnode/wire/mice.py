@@ -11,6 +11,7 @@ reference/protocol.md §3.4 for why). The data is a sequence of TLVs, no padding
     Type 2  Candidate         Priority 32 | Port 16 | Kind 8 | Family 8 | Address 32 or 128
                               | foundation (the rest of the value)
     Type 3  EndOfCandidates   empty value
+    Type 4  AnswerTo          ufrag of the offer this description answers (absent: an offer)
 
 Kind: 1 host, 2 srflx, 3 prflx, 4 relay. Family: 4 (IPv4, 4 address octets) or 6 (IPv6, 16).
 Integers are big-endian; strings are ASCII. Unknown TLV types are skipped (a newer peer may add
@@ -40,6 +41,7 @@ from mipnode.wire.mh import ExperimentalOption, MobilityOption
 TLV_CREDENTIALS = 1
 TLV_CANDIDATE = 2
 TLV_END_OF_CANDIDATES = 3
+TLV_ANSWER_TO = 4
 
 CANDIDATE_KINDS = ("host", "srflx", "prflx", "relay")  # wire codes 1-4, in this order
 FAMILY_IPV4 = 4
@@ -80,7 +82,17 @@ class EndOfCandidates:
     """The sender has no more candidates to offer."""
 
 
-MiceItem = Credentials | Candidate | EndOfCandidates
+@dataclass(frozen=True, slots=True)
+class AnswerTo:
+    """This description answers the offer whose ufrag is ``ufrag``. An answer is accepted only
+    by the node with that offer outstanding (an off-path sender never saw the ufrag: offers
+    travel between the home address and the correspondent, through the home agent), and an
+    answer is never answered, so two nodes cannot trade descriptions for ever."""
+
+    ufrag: str
+
+
+MiceItem = Credentials | Candidate | EndOfCandidates | AnswerTo
 
 # Encoding -----------------------------------------------------------------------------------
 
@@ -120,6 +132,8 @@ def _encode_item(item: MiceItem) -> bytes:
             tlv_type, value = TLV_CANDIDATE, fixed + address.packed + found
         case EndOfCandidates():
             tlv_type, value = TLV_END_OF_CANDIDATES, b""
+        case AnswerTo(ufrag=ufrag):
+            tlv_type, value = TLV_ANSWER_TO, _ice_string(ufrag, UFRAG_MIN, UFRAG_MAX, "ufrag")
         case _:
             raise ValueError(f"not an M-ICE item: {item!r}")
     if len(value) > 255:
@@ -211,6 +225,8 @@ def decode_mice_untrusted(data: bytes) -> tuple[MiceItem, ...]:
             if length:
                 raise BadPacket("bad_mice", f"end-of-candidates of length {length}")
             items.append(EndOfCandidates())
+        elif tlv_type == TLV_ANSWER_TO:
+            items.append(AnswerTo(_decode_ice_string(value, UFRAG_MIN, UFRAG_MAX, "ufrag")))
         offset += 2 + length
     return tuple(items)
 

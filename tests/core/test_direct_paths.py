@@ -12,7 +12,10 @@ import random
 from ipaddress import IPv6Address
 
 from mipnode.core.direct_paths import (
+    ANSWERED_IDLE_S,
     GATHER_WAIT_S,
+    MAX_REMOTE_CANDIDATES,
+    NEW_PEERS_BURST,
     OFFER_RETRY_S,
     OFFER_TRIES,
     DirectPathChanged,
@@ -102,14 +105,98 @@ def test_an_unanswered_offer_is_repeated_then_given_up() -> None:
     assert mn.statistics()["offers_unanswered"] == 1
 
 
-def test_every_offer_is_answered_even_when_repeated() -> None:
+def test_every_offer_is_answered_even_when_repeated_at_most_once_a_retry_period() -> None:
     mn, cn = engines()
     mn.start(T0, CN)
     (offer,) = mn.signalling_to_send()
     for _ in range(3):
         cn.receive_signalling(T0, HOA, offer.message)
-    assert len(cn.signalling_to_send()) == 3
+    assert len(cn.signalling_to_send()) == 1  # copies of one offer: one answer
+    cn.receive_signalling(T0 + OFFER_RETRY_S, HOA, offer.message)  # the answer was lost
+    (again,) = cn.signalling_to_send()
+    items = mice.mice_from_options_untrusted(again.message.options)
+    assert mice.AnswerTo(mn.offer_ufrag(CN)) in items
     assert cn.statistics()["peers"] == 1  # one agent, however often the offer came
+
+
+def test_a_forged_answer_is_refused_and_never_answered() -> None:
+    """Attack (issue 12): the first description received used to win. An answer must name the
+    ufrag of the offer we have outstanding, which an off-path sender never saw."""
+    mn, _ = engines()
+    mn.start(T0, CN)
+    mn.signalling_to_send()
+    attacker = DirectPaths(controlling=False, random_bytes=random.Random(66).randbytes)
+    attacker.set_local_candidates(T0, [("2001:db8:66::6", 666)])
+    # The attacker answers an offer of its own making (it cannot know ours).
+    bait = DirectPaths(controlling=True, random_bytes=random.Random(67).randbytes)
+    bait.set_local_candidates(T0, [("2001:db8:67::7", 667)])
+    bait.start(T0, HOA)
+    (bait_offer,) = bait.signalling_to_send()
+    attacker.receive_signalling(T0, CN, bait_offer.message)
+    (forged,) = attacker.signalling_to_send()
+    mn.receive_signalling(T0 + 0.1, CN, forged.message)
+    assert mn.signalling_to_send() == []  # no answer to an answer
+    assert mn.statistics()["drop_mice_unmatched_answer"] == 1
+    assert mn.pairs(CN) == []  # nothing of the attacker's was taken
+
+
+def test_a_forged_offer_starts_no_description_ping_pong() -> None:
+    """Attack (issue 12): one forged offer, claiming to be the CN, used to start an endless
+    exchange of descriptions between the MN and the real CN. Answers are never answered."""
+    mn, cn = engines()
+    bait = DirectPaths(controlling=True, random_bytes=random.Random(68).randbytes)
+    bait.set_local_candidates(T0, [("2001:db8:66::6", 666)])
+    bait.start(T0, HOA)
+    (forged,) = bait.signalling_to_send()
+    mn.receive_signalling(T0, CN, forged.message)
+    sent = 0
+    for _ in range(50):
+        moved = False
+        for s in mn.signalling_to_send():
+            sent, moved = sent + 1, True
+            cn.receive_signalling(T0, HOA, s.message)
+        for s in cn.signalling_to_send():
+            sent, moved = sent + 1, True
+            mn.receive_signalling(T0, CN, s.message)
+        if not moved:
+            break
+    assert sent == 1  # the MN's answer, which the CN drops: it offered nothing
+    assert cn.statistics()["drop_mice_unmatched_answer"] == 1
+
+
+def test_unsolicited_offers_create_peers_only_within_budget_and_idle_ones_expire() -> None:
+    _, cn = engines()
+    offerer = DirectPaths(controlling=True, random_bytes=random.Random(69).randbytes)
+    offerer.set_local_candidates(T0, [MN_SOCK])
+    offerer.start(T0, CN)
+    (offer,) = offerer.signalling_to_send()
+    for i in range(40):  # a burst of spoofed home addresses
+        cn.receive_signalling(T0, IPv6Address(f"2001:db8:aaaa::{i + 100:x}"), offer.message)
+    stats = cn.statistics()
+    assert stats["peers"] == NEW_PEERS_BURST
+    assert stats["drop_mice_new_peer_rate"] == 40 - NEW_PEERS_BURST
+    # None of them ever checks: a minute later they are gone, and the slots are free again.
+    cn.handle_timer(T0 + ANSWERED_IDLE_S + 1)
+    assert cn.statistics()["peers"] == 0
+    assert cn.statistics()["answered_peers_expired"] == NEW_PEERS_BURST
+
+
+def test_a_description_adds_a_few_reachable_candidates_only() -> None:
+    _, cn = engines()
+    cands = [mice.Candidate("a", 100, "host", IPv6Address("::1"), 1)]  # loopback
+    cands += [mice.Candidate("b", 100, "host", IPv6Address("ff02::1"), 1)]  # multicast
+    cands += [mice.Candidate("c", 100, "host", IPv6Address("fe80::1"), 1)]  # link-local
+    cands += [
+        mice.Candidate(f"x{i}", 100 + i, "host", IPv6Address(f"2001:db8:77::{i + 1:x}"), 7)
+        for i in range(30)
+    ]
+    offer = mice.mice_options([mice.Credentials("abcd", "p" * 22), *cands, mice.EndOfCandidates()])
+    cn.receive_signalling(T0, HOA, ExperimentalMessage(offer))
+    remotes = {p.remote.address for p in cn.pairs(HOA)}
+    assert len(remotes) == MAX_REMOTE_CANDIDATES
+    assert not {("::1", 1), ("ff02::1", 1), ("fe80::1", 1)} & remotes
+    stats = cn.statistics()
+    assert stats["drop_mice_unusable_candidate"] == 3
 
 
 def test_an_offer_with_a_new_ufrag_restarts_the_answering_agent() -> None:

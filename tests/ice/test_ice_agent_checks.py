@@ -79,6 +79,15 @@ def peer_check(
     )
 
 
+def prove(agent: IceAgent, at: float = T0 - 10) -> None:
+    """The peer proves it holds our password (a check of its own, signed with it) long before
+    the test starts; without that, answers select nothing and a 487 moves no role."""
+    agent.receive_datagram(at, peer_check(tid=b"proof-txn-01"), LOCAL, remote(1).address)
+    agent.datagrams_to_send(at)
+    events(agent)
+    assert agent.statistics()["peer_proven"] == 1
+
+
 def answer(dgram: OutgoingDatagram, password: str = PEER.password) -> bytes:
     tid = stun.parse_stun_untrusted(dgram.data).transaction_id
     return stun.build_check_success(tid, mapped=dgram.local, password=password)
@@ -243,6 +252,7 @@ def test_karn_no_rtt_sample_from_a_retransmitted_check() -> None:
 
 def test_success_validates_selects_and_nominates() -> None:
     agent = make(remotes=2)
+    prove(agent)
     agent.handle_timer(T0)
     [d] = agent.datagrams_to_send(T0)
     agent.receive_datagram(T0 + 0.03, answer(d), d.local, d.remote)
@@ -374,6 +384,7 @@ def test_role_conflict_on_an_incoming_check(
 
 def test_487_answer_switches_role_and_retries() -> None:
     agent = make(controlling=True, tie=3, remotes=1)
+    prove(agent)
     agent.handle_timer(T0)
     [d] = agent.datagrams_to_send(T0)
     tid = stun.parse_stun_untrusted(d.data).transaction_id
@@ -393,6 +404,7 @@ def test_487_answer_switches_role_and_retries() -> None:
 
 def test_stale_487_after_a_role_switch_is_ignored() -> None:
     agent = make(controlling=True, tie=3, remotes=2)
+    prove(agent)
     agent.handle_timer(T0)
     [a] = agent.datagrams_to_send(T0)
     agent.handle_timer(T0 + 0.02)
@@ -403,6 +415,28 @@ def test_stale_487_after_a_role_switch_is_ignored() -> None:
         agent.receive_datagram(T0 + 0.03, err, d.local, d.remote)
     assert agent.controlling is False
     assert events(agent) == [RoleChanged(False)]
+
+
+def test_an_unproven_peer_gets_no_pair_selected_by_its_answers_or_a_487() -> None:
+    """Attack (issue 12): a forged description brings a password its sender knows, so it can
+    answer our checks and send us a 487 signed with it (which flipped a controlled agent to
+    controlling, and a controlling agent selects on answers). Until the peer proves it holds
+    our password no pair is selected, whatever our role; a proof selects at once."""
+    agent = make(controlling=True, tie=3, remotes=2)
+    agent.handle_timer(T0)
+    [a] = agent.datagrams_to_send(T0)
+    agent.receive_datagram(T0 + 0.01, answer(a), a.local, a.remote)
+    assert agent.selected_pair() is None and events(agent) == []
+    agent.handle_timer(T0 + 0.02)
+    [b] = agent.datagrams_to_send(T0 + 0.02)
+    tid = stun.parse_stun_untrusted(b.data).transaction_id
+    err = stun.build_check_error(tid, code=487, reason="Role Conflict", password=PEER.password)
+    agent.receive_datagram(T0 + 0.03, err, b.local, b.remote)
+    stats = agent.statistics()
+    assert stats["role_conflict_unproven"] == 1 and stats["selection_unproven"] >= 1
+    assert agent.selected_pair() is None
+    agent.receive_datagram(T0 + 0.05, answer(a), a.local, a.remote)  # answered again: no
+    assert agent.selected_pair() is None
 
 
 # -- authentication failures are ignored ---------------------------------------------------------
@@ -568,6 +602,7 @@ def test_srflx_local_candidate_is_kept_for_advertising_only() -> None:
 def selected_agent() -> tuple[IceAgent, OutgoingDatagram]:
     """A controlling agent whose only pair was validated at T0 + 0.02."""
     agent = make()
+    prove(agent)
     agent.handle_timer(T0)
     [d] = agent.datagrams_to_send(T0)
     agent.receive_datagram(T0 + 0.02, answer(d), d.local, d.remote)

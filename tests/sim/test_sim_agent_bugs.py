@@ -73,6 +73,17 @@ def test_get_timer_never_stays_due_while_handle_timer_does_nothing() -> None:
     """The peer answers one check, then goes silent; a driver follows get_timer() as DESIGN §5
     says. The selected pair must be lost at the deadline (within 3 s), not spin there."""
     a = agent(controlling=True)
+    # The peer proved it holds our password (its own check), so an answer selects the pair.
+    proof = stun.build_check(
+        b"proof-txn-01",
+        username=f"{OURS.ufrag}:{PEER.ufrag}",
+        password=OURS.password,
+        priority=1,
+        controlling=False,
+        tie_breaker=0,
+    )
+    a.receive_datagram(ANSWERED_AT - 0.05, proof, LOCAL, REMOTE)
+    a.datagrams_to_send(ANSWERED_AT - 0.05)
     a.handle_timer(ANSWERED_AT - 0.04)
     [check] = a.datagrams_to_send(ANSWERED_AT - 0.04)
     answer = stun.build_check_success(check.data[8:20], mapped=LOCAL, password=PEER.password)

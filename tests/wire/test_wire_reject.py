@@ -57,6 +57,7 @@ from mipnode.wire.mh import (
     fill_mh_checksum,
 )
 from mipnode.wire.mice import (
+    AnswerTo,
     Candidate,
     Credentials,
     EndOfCandidates,
@@ -586,6 +587,10 @@ def test_mice_limits_are_inclusive_and_unknown_types_skipped() -> None:
     assert decode_mice_untrusted(h("7f 02 abcd 03 00 80 00")) == (EndOfCandidates(),)
     assert decode_mice_untrusted(b"") == ()
     assert decode_mice_untrusted(bytearray(h("03 00"))) == (EndOfCandidates(),)
+    # AnswerTo (type 4) carries the offer's ufrag, 4-32 ice-chars like any ufrag.
+    assert decode_mice_untrusted(h("04 04 6d6e3031")) == (AnswerTo("mn01"),)
+    assert reason(lambda: decode_mice_untrusted(h("04 03 6d6e30"))) == "bad_mice"
+    assert reason(lambda: decode_mice_untrusted(h("04 04 6d6e30ff"))) == "bad_mice"
 
 
 PASSWORD = "p" * 22

@@ -64,6 +64,7 @@ from mipnode.wire.mh import (
 )
 from mipnode.wire.mice import (
     CANDIDATE_KINDS,
+    AnswerTo,
     Candidate,
     Credentials,
     EndOfCandidates,
@@ -258,6 +259,7 @@ mice_items: st.SearchStrategy[MiceItem] = st.one_of(
         port=st.integers(1, 65535),
     ),
     st.just(EndOfCandidates()),
+    st.builds(AnswerTo, ice_strings(4, 32)),
 )
 
 
