@@ -359,10 +359,12 @@ class DirectPaths:
         if self._gathering_until is not None and now >= self._gathering_until:
             self.gathering_done(now)
         for p in list(self._peers.values()):
-            if self._idle(now, p):
-                self.stop(now, p.address)  # frees its slot for peers that talk
-                self._counters["answered_peers_expired"] += 1
-                continue
+            if not p.offered and now >= p.heard_at + ANSWERED_IDLE_S:
+                if p.agent.selected_pair() is None:
+                    self.stop(now, p.address)  # frees its slot for peers that talk
+                    self._counters["answered_peers_expired"] += 1
+                    continue
+                p.heard_at = now  # in use: look again a period later
             t = p.agent.get_timer()
             if t is not None and t <= now:
                 p.agent.handle_timer(now)
@@ -383,19 +385,9 @@ class DirectPaths:
                 deadlines.append(t)
             if p.next_offer_at is not None:
                 deadlines.append(p.next_offer_at)
-            if not p.offered:
+            if not p.offered:  # a peer that offered, got no pair and fell silent is forgotten
                 deadlines.append(p.heard_at + ANSWERED_IDLE_S)
         return min(deadlines, default=None)
-
-    def _idle(self, now: float, p: _Peer) -> bool:
-        """A peer that offered (no traffic of ours depends on it) and has had no pair and no
-        description for ANSWERED_IDLE_S: a spoofed offer, or a peer that went away."""
-        if p.offered or now < p.heard_at + ANSWERED_IDLE_S:
-            return False
-        if p.agent.selected_pair() is not None:
-            p.heard_at = now  # in use: look again a period later
-            return False
-        return True
 
     def datagrams_to_send(self, now: float) -> list[OutgoingDatagram]:
         """STUN checks, heartbeats and answers of every agent."""

@@ -85,13 +85,10 @@ HaTransmit = SendVia | SendFromPort
 class HomeAgentNode:
     """The home agent's node core (module docstring)."""
 
-    def __init__(
-        self, config: HaCoreConfig, *, ports: tuple[int, ...], wall_offset: float = 0.0
-    ) -> None:
+    def __init__(self, config: HaCoreConfig, *, wall_offset: float = 0.0) -> None:
         self.core = HomeAgentCore(config, wall_offset=wall_offset)
         self._address = config.address
         self._address_bytes = config.address.packed
-        self._ports = frozenset(ports)
         self._prefix = config.home_prefix
         self._out: list[HaTransmit] = []
         self._events: deque[HaForwardingChanged] = deque()

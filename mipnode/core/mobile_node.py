@@ -236,7 +236,6 @@ class MobileNode:
         self._gathered_from: tuple[HomePath, dict[object, TransportAddress]] | None = None
         self._events: deque[MobileNodeEvent] = deque()
         self._counters: Counter[str] = Counter()
-        self._now = now
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -244,7 +243,6 @@ class MobileNode:
         """The access network (first call), or a new one (movement, DESIGN §4): check the home
         agent from it, register over its best pair (the old one keeps carrying data until the
         home agent acknowledges), restart ICE with every correspondent, route-optimise anew."""
-        self._advance(now)
         old = self.access
         if old == access:
             return
@@ -273,7 +271,6 @@ class MobileNode:
     def deregister(self, now: float) -> bool:
         """Shutting down (RFC 6275 §11.5.4-style goodbye): delete the bindings at
         correspondents and at the home agent. False when there is nothing to deregister."""
-        self._advance(now)
         self._deregistering = True
         if self.d_native is not None:
             self.d_native.stop_all(now)
@@ -291,7 +288,6 @@ class MobileNode:
         self, now: float, data: bytes, local: TransportAddress, remote: TransportAddress
     ) -> None:
         """A STUN datagram on one of our UDP sockets (the driver demultiplexed DESIGN §3)."""
-        self._advance(now)
         if self.home is not None and self.home.receive_answer(now, data, local, remote):
             pass
         elif self.direct is not None:
@@ -306,7 +302,6 @@ class MobileNode:
         """An inner packet from the home agent on the home pair ``local`` <- ``remote`` that
         the driver's fast path did not deliver itself: signalling, answers to checks and
         keepalives, ICMPv6 errors, and anything unusual."""
-        self._advance(now)
         self._tunnelled(now, inner, local, remote)
         self._settle(now)
 
@@ -314,13 +309,11 @@ class MobileNode:
         """A packet to our care-of address the driver's tap saw: a Care-of Test, a Binding
         Error, or something carrying a type 2 routing header (a BA or a probe answer from a
         correspondent, or data before its D-native path is proven)."""
-        self._advance(now)
         self._native(now, pkt)
         self._settle(now)
 
     def new_destination(self, now: float, dst: bytes) -> None:
         """The data plane has no entry for ``dst``: decide its routes once."""
-        self._advance(now)
         if dst not in self._dests:
             self._counters["destinations_seen"] += 1
             self._maybe_start(now, dst)
@@ -329,7 +322,6 @@ class MobileNode:
 
     def traffic_seen(self, now: float, dsts: set[bytes]) -> None:
         """Destinations with a direct route that carried data since the last report."""
-        self._advance(now)
         for dst in dsts:
             self._last_traffic[dst] = now
             if self.d_native is not None:
@@ -344,7 +336,6 @@ class MobileNode:
     ) -> None:
         """The driver could not send on ``local`` -> ``remote`` (an errno name), or the network
         answered with an ICMP error (its words); the diagnosis names it."""
-        self._advance(now)
         if self.home is not None:
             self.home.send_failed(local, remote, reason)
         self._counters["send_failures"] += 1
@@ -352,7 +343,6 @@ class MobileNode:
     # -- the five verbs ------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
-        self._advance(now)
         self.registration.handle_timer(now)
         if self.home is not None:
             self.home.agent.handle_timer(now)
@@ -995,9 +985,6 @@ class MobileNode:
 
     def _rand16(self) -> int:
         return int.from_bytes(self._random(2), "big")
-
-    def _advance(self, now: float) -> None:
-        self._now = max(self._now, now)
 
 
 def _ta(address: TransportAddress) -> str:

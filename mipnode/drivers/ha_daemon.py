@@ -74,7 +74,6 @@ class HomeAgentDaemon:
                 refresh_advice_fraction=REFRESH_ADVICE_FRACTION,
                 refresh_requests=True,
             ),
-            ports=config.udp_ports,
             wall_offset=pump.wall_offset(),
         )
         self.ha_bytes = config.address.packed

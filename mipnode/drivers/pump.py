@@ -144,9 +144,6 @@ class Pump:
             self._after_flush()
         self._changed.set()
 
-    def kick(self) -> None:
-        self._changed.set()
-
     async def run(self) -> None:
         while True:
             deadline = self.core.get_timer()

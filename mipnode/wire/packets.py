@@ -18,7 +18,6 @@ from mipnode.wire.ipv6 import (
 
 _UDP = struct.Struct("!HHHH")
 _ECHO = struct.Struct("!BBHHH")
-ICMPV6_DEST_UNREACHABLE = 1
 ICMPV6_PARAMETER_PROBLEM = 4
 ICMPV6_ECHO_REQUEST = 128
 ICMPV6_ECHO_REPLY = 129

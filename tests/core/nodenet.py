@@ -139,7 +139,6 @@ class NodeNet:
                 max_lifetime_s=600,
                 refresh_requests=True,
             ),
-            ports=self.ha_ports,
             wall_offset=WALL_OFFSET,
         )
 

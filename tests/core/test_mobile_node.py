@@ -234,7 +234,6 @@ def test_a_day_of_clock_step_on_the_ha_locks_no_mn_out() -> None:
             home_prefix=net.ha.core._config.home_prefix,
             security_associations=(SecurityAssociation(SPI, KEY, HOA),),
         ),
-        ports=net.ha_ports,
         wall_offset=WALL_OFFSET,
     )
     fresh.core.restore(net.now, state)

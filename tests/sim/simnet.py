@@ -1066,7 +1066,6 @@ class HomeAgentHost(NodeHost):
                 max_lifetime_s=600,
                 refresh_requests=True,
             ),
-            ports=self.ports,
             wall_offset=WALL_OFFSET,
         )
 
