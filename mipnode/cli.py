@@ -155,6 +155,13 @@ def _since(posix: float | None) -> str:
     return f"  (since {time.strftime('%H:%M:%S', time.localtime(posix))})"
 
 
+def _print_protection(protection: Any, keyed: Any) -> None:
+    if protection == "none":
+        print("  ! protection none: tunnelled data is neither encrypted nor authenticated")
+    elif protection == "esp":
+        print(f"  protection esp{'' if keyed else ' (not keyed yet: no registration)'}")
+
+
 def print_status(answer: dict[str, Any]) -> None:
     role = answer["role"]
     if role == "mn":
@@ -165,6 +172,7 @@ def print_status(answer: dict[str, Any]) -> None:
         )
         if answer.get("diagnosis"):
             print(f"  ! {answer['diagnosis']}{_since(answer.get('diagnosis_since'))}")
+        _print_protection(answer.get("protection"), answer.get("esp_keyed"))
         print(
             f"  access {acc['interface']}  ipv6 {acc['ipv6']}  ipv4 {acc['ipv4']}  "
             f"rtt {answer['rtt_ms']} ms  registration {answer['registration_ms']} ms"
@@ -179,6 +187,7 @@ def print_status(answer: dict[str, Any]) -> None:
             f"home agent {answer['address']}  home prefix {answer['home_prefix']}  "
             f"udp {answer['udp_port']}  up {answer['uptime_s']} s"
         )
+        _print_protection(answer.get("protection"), True)
     print_bindings(answer)
     drops = answer.get("drops", {})
     if drops:

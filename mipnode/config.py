@@ -16,6 +16,10 @@ DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as
 DEFAULT_TUN_MTU = 1400  # fits IPv6 + UDP + inner IPv6 (88 B) under a 1500-byte access link
 
 
+PROTECTIONS = ("esp", "none")  # DESIGN §3: ESP by default, "none" for plain RFC 6275 interop
+CIPHERS = {"aes-gcm": 1, "chacha20-poly1305": 2}  # tunnels.esp suites
+
+
 class ConfigError(Exception):
     def __init__(self, file: str, key: str, problem: str) -> None:
         super().__init__(f"{file}: {key}: {problem}")
@@ -43,6 +47,7 @@ class HaConfig:
     mobile_nodes: tuple[MobileNodeEntry, ...]
     control_socket: str
     state_dir: str | None
+    protection: str = "esp"
 
     @property
     def udp_port(self) -> int:
@@ -67,6 +72,13 @@ class MnConfig:
     keepalive_interval_s: float
     control_socket: str
     route_optimization: bool = True
+    protection: str = "esp"
+    cipher: str = "aes-gcm"
+
+    @property
+    def suite(self) -> int | None:
+        """The ESP suite keyed by every registration, or ``None`` without protection."""
+        return CIPHERS[self.cipher] if self.protection == "esp" else None
 
     @property
     def home_agent_udp_port(self) -> int:
@@ -104,6 +116,12 @@ class _Reader:
             want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             raise self.error(name, f"expected {want}, got {type(value).__name__}")
         return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.raw(name, default, str)
+        if value not in allowed:
+            raise self.error(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return str(value)
 
     def ipv6(self, name: str, default: Any = ...) -> Any:
         value = self.raw(name, default, str)
@@ -261,6 +279,7 @@ def load_ha_config(path: str) -> HaConfig:
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
     control = r.socket_name("control_socket", "@mipnode-ha")
     state_dir = r.state_dir("state_dir")
+    protection = r.choice("protection", "esp", PROTECTIONS)
     r.finish()
 
     entries = doc.get("mobile_node", [])
@@ -299,6 +318,7 @@ def load_ha_config(path: str) -> HaConfig:
         mobile_nodes=tuple(mns),
         control_socket=control,
         state_dir=state_dir,
+        protection=protection,
     )
 
 
@@ -332,6 +352,8 @@ def load_mn_config(path: str) -> MnConfig:
     keepalive = r.number("keepalive_interval_s", 15.0, 1.0, 300.0)
     control = r.socket_name("control_socket", "@mipnode-mn")
     route_optimization = r.raw("route_optimization", True, bool)
+    protection = r.choice("protection", "esp", PROTECTIONS)
+    cipher = r.choice("cipher", "aes-gcm", tuple(CIPHERS))
     r.finish()
     return MnConfig(
         path=path,
@@ -349,6 +371,8 @@ def load_mn_config(path: str) -> MnConfig:
         keepalive_interval_s=keepalive,
         control_socket=control,
         route_optimization=route_optimization,
+        protection=protection,
+        cipher=cipher,
     )
 
 

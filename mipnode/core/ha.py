@@ -20,6 +20,13 @@ each step either dropping silently (counted as ``drop_<reason>``) or answering w
 6. sequence number newer than the cache entry's (RFC 6275 §9.5.1) → else 135 with the last one;
 7. de-registration (lifetime 0 or CoA = HoA, §10.3.2) or registration (§10.3.1).
 
+Data protection (DESIGN §3, core/esp_keys.py): a registration BU with a key share gets a
+fresh X25519 key and inbound SPI from the home agent in its accepting BA, and the binding's
+``keys`` become the new ESP keys (every re-registration rekeys; the driver keeps the previous
+inbound SA a little while for packets in flight). With ``require_protection`` a registration
+without a share is refused with 129 (administratively prohibited); de-registrations need none.
+Keys are never exported with the state: after a restart the mobile nodes register again.
+
 Every BA is authenticated with the SA and sent from the HA to the HoA on the BU's ``via``.
 The cache is a :class:`~mipnode.core.binding_cache.BindingCache` (entries, deadlines, holding
 and purging, shared with the correspondent node); this module adds the care-of address, via,
@@ -66,6 +73,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
@@ -73,10 +81,12 @@ from typing import Any
 from mipnode.core import binding_cache
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.binding_cache import BindingCache, BindingState, Deadlines
+from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi, spi_tag
 from mipnode.core.sequence import seq_is_newer
 from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
 from mipnode.wire.auth4285 import encode_mh_authenticated, ntp_from_unix, verify_mh_authenticated
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.keyshare import KeyShare, key_share_from_options_untrusted, key_share_option
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
     BaStatus,
@@ -86,6 +96,7 @@ from mipnode.wire.mh import (
     BindingUpdate,
     MesgId,
     MnHaAuth,
+    MobilityOption,
     decode_mh_untrusted,
 )
 
@@ -149,6 +160,7 @@ class HaCoreConfig:
     timestamp_window_s: float = 7.0
     refresh_advice_fraction: float | None = None
     refresh_requests: bool = False
+    require_protection: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "security_associations", tuple(self.security_associations))
@@ -180,6 +192,7 @@ class Binding:
     registered_at: float
     expires_at: float
     state: BindingState
+    keys: EspKeys | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +224,7 @@ class _Entry:
     expires_at: float
     state: BindingState
     brr_sent: int = 0  # BRRs sent in the current round
+    keys: EspKeys | None = None  # of the latest registration (never exported)
 
     def snapshot(self) -> Binding:
         return Binding(
@@ -222,6 +236,7 @@ class _Entry:
             self.registered_at,
             self.expires_at,
             self.state,
+            self.keys,
         )
 
 
@@ -235,16 +250,24 @@ class _Request:
     care_of: IPv6Address
     via: Via
     mesg_id: int | None
+    share: KeyShare | None = None  # the mobile node's ESP key share
 
 
 class HomeAgentCore:
     """Binding cache and BU/BA processing of a home agent (RFC 6275 §10.3, RFC 4285)."""
 
-    def __init__(self, config: HaCoreConfig, *, wall_offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: HaCoreConfig,
+        *,
+        wall_offset: float = 0.0,
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
         """``now`` is monotonic time everywhere; ``wall_offset`` (POSIX time minus monotonic
         time when the daemon started) gives the RFC 4285 timestamps and the absolute times of
         :meth:`export_state`. A clock step while running changes no lifetime and no timer."""
         self._config = config
+        self._random = random_bytes
         self._wall_offset = wall_offset
         self._unbound_brr_at: dict[IPv6Address, float] = {}  # HoA -> last binding-less BRR
         self._sas = {sa.spi: sa for sa in config.security_associations}
@@ -443,7 +466,12 @@ class HomeAgentCore:
         if sa.home_address != src:
             self._counters["hoa_mismatch"] += 1
             return None
-        return request
+        try:
+            share = key_share_from_options_untrusted(msg.options)
+        except BadPacket as exc:
+            self._drop(exc.reason)
+            return None
+        return _Request(msg, sa, src, care_of, via, request.mesg_id, share)
 
     def _check_freshness(self, now: float, request: _Request) -> BaStatus | None:
         """Step 4 (RFC 4285 §6): the Mesg-ID timestamp must be recent and increasing."""
@@ -481,6 +509,9 @@ class HomeAgentCore:
             return
         if bu.lifetime == 0 or request.care_of == hoa:
             self._deregister(now, request, entry)
+        elif request.share is None and self._config.require_protection:
+            self._counters["refused_without_key_share"] += 1
+            self._reply(now, request, PROHIBITED)
         else:
             self._register(now, request, entry)
 
@@ -495,6 +526,7 @@ class HomeAgentCore:
         # delayed older BU is answered with 135 instead of re-creating the binding.
         entry.sequence = request.bu.sequence
         entry.lifetime_s = 0
+        entry.keys = None
         entry.registered_at = now
         self._brr.cancel(entry.home_address)
         self._cache.hold(entry, now + MAX_DELETE_BCE_TIMEOUT)
@@ -527,6 +559,7 @@ class HomeAgentCore:
             entry.registered_at = now
             entry.state = BindingState.REGISTERED
             self._cache.schedule(entry, now + lifetime_s)
+        ours = self._key_up(request, entry)
         self._state_version += 1
         # A registration ends any BRR round; the next one starts near the new expiry.
         self._brr.cancel(entry.home_address)
@@ -538,7 +571,43 @@ class HomeAgentCore:
         else:
             self._counters["refreshes"] += 1
             self._events.append(BindingUpdated(entry.snapshot(), previous))
-        self._reply(now, request, ACCEPTED, lifetime=units, advice=self._refresh_advice(units))
+        self._reply(
+            now,
+            request,
+            ACCEPTED,
+            lifetime=units,
+            advice=self._refresh_advice(units),
+            share=ours,
+        )
+
+    def _key_up(self, request: _Request, entry: _Entry) -> KeyShare | None:
+        """New ESP keys for ``entry`` from the mobile node's share; our share for the BA."""
+        theirs = request.share
+        if theirs is None or self._random is None:
+            entry.keys = None
+            return None
+        ephemeral = Ephemeral(self._random(32))
+        shared = ephemeral.shared(theirs.public)
+        if shared is None:  # authenticated, so the MN's own doing; no keys, no data
+            self._drop("low_order_key_share")
+            entry.keys = None
+            return None
+        tag = spi_tag(entry.home_address)
+        spi = inbound_spi(self._random(2), tag)
+        if entry.keys is not None and spi == entry.keys.spi_in:
+            spi = inbound_spi(((spi + 1) & 0xFFFF).to_bytes(2, "big"), tag)  # never reuse
+        ours = KeyShare(theirs.suite, spi, ephemeral.public)
+        entry.keys = derive(
+            shared=shared,
+            psk=request.sa.key,
+            suite=theirs.suite,
+            home_address=entry.home_address,
+            mn=theirs,
+            ha=ours,
+            we_are_mn=False,
+        )
+        self._counters["rekeys"] += 1
+        return ours
 
     # -- sending --------------------------------------------------------------------------
 
@@ -551,13 +620,14 @@ class HomeAgentCore:
         sequence: int | None = None,
         lifetime: int = 0,
         advice: int | None = None,
+        share: KeyShare | None = None,
     ) -> None:
         mesg_id = request.mesg_id
         if status == ID_MISMATCH and mesg_id is not None:
             # RFC 4285 §6: the HA's time in the high 32 bits, the MN's low 32 bits kept.
             clock = ntp_from_unix(now + self._wall_offset)
             mesg_id = (clock & ~NTP_LOW_MASK) | (mesg_id & NTP_LOW_MASK)
-        self._send_ba(request, status, sequence, lifetime, mesg_id, advice)
+        self._send_ba(request, status, sequence, lifetime, mesg_id, advice, share)
 
     def _refresh_advice(self, units: int) -> int | None:
         """The BRA refresh interval for a granted lifetime (4 s units), or ``None``.
@@ -582,10 +652,13 @@ class HomeAgentCore:
         lifetime: int,
         mesg_id: int | None,
         advice: int | None,
+        share: KeyShare | None,
     ) -> None:
-        options: tuple[BindingRefreshAdvice | MesgId, ...] = ()
+        options: tuple[MobilityOption, ...] = ()
         if advice is not None:
             options += (BindingRefreshAdvice(advice),)
+        if share is not None:  # before the Mesg-ID and the authenticator, which covers it
+            options += (key_share_option(share),)
         if mesg_id is not None:
             options += (MesgId(mesg_id),)
         ba = BindingAck(
@@ -683,6 +756,15 @@ class HomeAgentCore:
         self._unbound_brr_at[home_address] = now
         self._outgoing.append(OutgoingMh(data, self._config.address, home_address, via))
         self._counters["brr_sent_unbound" if not bound else "brr_sent_other_via"] += 1
+        return True
+
+    def request_refresh(self, home_address: IPv6Address) -> bool:
+        """One BRR to a registered mobile node now (its SA needs replacing); False if unbound."""
+        entry = self._cache.registered(home_address)
+        if entry is None:
+            return False
+        self._counters["brr_sent_rekey"] += 1
+        self._send_brr(entry)
         return True
 
     def _send_brr(self, entry: _Entry) -> None:

@@ -19,16 +19,25 @@ its driver does not forward itself:
 * **Signalling**: Mobility Headers to the HA inside the tunnel go to the binding cache; its BAs
   and BRRs leave on their via.
 * **Forwarding**: :class:`HaForwardingChanged` tells the driver, per home address, the via its
-  packets go out on and must come in on (the ingress filter); ``None`` removes it.
+  packets go out on and must come in on (the ingress filter); ``None`` removes it. It also
+  carries the binding's ESP keys (DESIGN §3), new with every registration.
+* **Protection**: the driver says which home address's SA opened a packet
+  (``protected_for``); a check that came protected is answered protected (``SendVia.protect``),
+  so the mobile node learns whether the path's protected form works. ESP the driver cannot
+  open for want of an SA (the HA restarted) is reported by :meth:`HomeAgentNode.unknown_spi`:
+  our inbound SPIs carry a 15-bit tag of the home address (``esp_keys.spi_tag``), which is
+  enough to send that mobile node an authenticated BRR, and it registers (and rekeys) at once.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from ice import stun
+from mipnode.core.esp_keys import EspKeys, spi_tag
 from mipnode.core.ha import (
     BindingAdded,
     BindingRemoved,
@@ -58,6 +67,7 @@ class SendVia:
 
     via: Via
     packet: bytes
+    protect: IPv6Address | None = None  # seal with this home address's SA (None: clear)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,7 @@ class HaForwardingChanged:
     via: Via | None
     added: bool  # a new binding (the driver adds the host route)
     text: str  # for the log
+    keys: EspKeys | None = field(default=None, repr=False)  # of this registration
 
 
 HaTransmit = SendVia | SendFromPort
@@ -85,8 +96,17 @@ HaTransmit = SendVia | SendFromPort
 class HomeAgentNode:
     """The home agent's node core (module docstring)."""
 
-    def __init__(self, config: HaCoreConfig, *, wall_offset: float = 0.0) -> None:
-        self.core = HomeAgentCore(config, wall_offset=wall_offset)
+    def __init__(
+        self,
+        config: HaCoreConfig,
+        *,
+        wall_offset: float = 0.0,
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.core = HomeAgentCore(config, wall_offset=wall_offset, random_bytes=random_bytes)
+        self._by_tag: dict[int, list[IPv6Address]] = {}
+        for sa in config.security_associations:
+            self._by_tag.setdefault(spi_tag(sa.home_address), []).append(sa.home_address)
         self._address = config.address
         self._address_bytes = config.address.packed
         self._prefix = config.home_prefix
@@ -103,9 +123,11 @@ class HomeAgentNode:
         if response is not None:
             self._out.append(SendFromPort(port, remote, response))
 
-    def receive_tunnelled(self, now: float, inner: bytes, via: Via) -> None:
+    def receive_tunnelled(
+        self, now: float, inner: bytes, via: Via, protected_for: IPv6Address | None = None
+    ) -> None:
         """An inner packet to the home agent itself (Mobility Header or a check) that arrived
-        on ``via``."""
+        on ``via``, opened by the ESP SA of ``protected_for`` (``None``: it came in clear)."""
         if len(inner) < 40 or inner[0] >> 4 != 6:
             self._drop("tunnel_not_ipv6")
             return
@@ -122,9 +144,22 @@ class HomeAgentNode:
         if nh == NH_UDP and len(inner) >= 48:
             dport = int.from_bytes(inner[42:44], "big")
             if dport == STUN_PORT and stun.looks_like_stun(inner[48:]):
-                self._tunnelled_check(now, inner, src, dport, via)
+                self._tunnelled_check(now, inner, src, dport, via, protected_for)
                 return
         self._drop("tunnel_to_ha_unexpected")
+
+    def unknown_spi(self, now: float, spi: int, via: Via, size: int) -> None:
+        """``size`` octets of ESP arrived on ``via`` under an SPI we hold no SA for: ask the
+        mobile node whose tag it carries to register again (module docstring)."""
+        for hoa in self._by_tag.get((spi >> 16) & 0x7FFF, ()):
+            self.core.refresh_request_for(now, hoa, via, size)
+        self._settle(now)
+
+    def request_rekey(self, now: float, home_address: IPv6Address) -> None:
+        """The driver's outbound SA toward ``home_address`` nears the end of its sequence
+        numbers: a Binding Refresh Request makes the mobile node register, which rekeys."""
+        self.core.request_refresh(home_address)
+        self._settle(now)
 
     def unbound_traffic(self, now: float, inner: bytes, via: Via) -> None:
         """The driver's ingress filter refused a tunnelled packet: its inner source is not bound
@@ -159,7 +194,13 @@ class HomeAgentNode:
     # -- internals -----------------------------------------------------------------------------
 
     def _tunnelled_check(
-        self, now: float, inner: bytes, src: IPv6Address, dport: int, via: Via
+        self,
+        now: float,
+        inner: bytes,
+        src: IPv6Address,
+        dport: int,
+        via: Via,
+        protected_for: IPv6Address | None,
     ) -> None:
         sport = int.from_bytes(inner[40:42], "big")
         if src in self._prefix:
@@ -177,7 +218,8 @@ class HomeAgentNode:
         outer_port = via.remote[1] if via.kind == "T-udp" and len(via.remote) > 1 else sport
         response = self._answer(inner[48:], (str(via.remote[0]), int(outer_port)))
         if response is not None:
-            self._out.append(SendVia(via, udp_in_ipv6(self._address, src, dport, sport, response)))
+            packet = udp_in_ipv6(self._address, src, dport, sport, response)
+            self._out.append(SendVia(via, packet, protected_for))
 
     def _answer(self, data: bytes, mapped: TransportAddress) -> bytes | None:
         try:
@@ -212,7 +254,9 @@ class HomeAgentNode:
                         b.via,
                         isinstance(event, BindingAdded),
                         f"binding hoa={b.home_address} coa={b.care_of_address} "
-                        f"path={b.via.kind} lifetime={b.lifetime_s}s seq={b.sequence}",
+                        f"path={b.via.kind} lifetime={b.lifetime_s}s seq={b.sequence}"
+                        f"{'' if b.keys is None else ' esp=keyed'}",
+                        b.keys,
                     )
                 )
             elif isinstance(event, BindingRemoved):

@@ -35,6 +35,13 @@ retransmissions go on. A de-registration ends with ``Deregistered(confirmed=Fals
 binding it wanted to remove has expired anyway, or after ``MAX_UNBOUND_DEREG_TRANSMISSIONS``
 when we knew of no binding.
 
+Data protection (DESIGN §3, core/esp_keys.py). With ``suite`` set, every registration exchange
+gets a fresh ephemeral X25519 key and inbound SPI (from the injected randomness); each of its
+BUs carries them in a key share, and an accepting BA counts only with the HA's share: then
+``Registered.keys`` holds the new ESP keys. A BA 0 without a share (an HA with protection off)
+is dropped and counted (``drop_ba_without_key_share``): the mobile node never falls back to
+clear data on its own. De-registrations carry no share.
+
 A Binding Refresh Request from the HA (RFC 6275 §11.7.4: the MN SHOULD answer with a BU) starts
 the refresh at once when we are registered and no exchange is under way (one in flight
 already refreshes). It must carry a valid MN-HA authenticator for our SA over the bound
@@ -47,11 +54,13 @@ that often.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv6Address
 
 from mipnode.core._options import find_option, ntp_order_key
+from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi
 from mipnode.core.sequence import seq_add
 from mipnode.core.types import OutgoingMh
 from mipnode.wire.auth4285 import (
@@ -61,6 +70,7 @@ from mipnode.wire.auth4285 import (
     verify_mh_authenticated,
 )
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.keyshare import KeyShare, key_share_from_options_untrusted, key_share_option
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
     BindingAck,
@@ -113,6 +123,8 @@ class MnCoreConfig:
         max_bindack_timeout_s: cap of the doubling retransmission interval.
         refresh_fraction: refresh when this fraction of the granted lifetime has elapsed ...
         refresh_margin_s: ... but at least this long before the binding expires.
+        suite: ESP suite to key on every registration (tunnels.esp), or ``None`` for no
+            protection (plain RFC 6275).
     """
 
     home_address: IPv6Address
@@ -125,6 +137,7 @@ class MnCoreConfig:
     max_bindack_timeout_s: float = 32.0
     refresh_fraction: float = 0.8
     refresh_margin_s: float = 2.0
+    suite: int | None = None
 
     def __post_init__(self) -> None:
         if not LIFETIME_UNIT_S <= self.lifetime_s <= MAX_LIFETIME_UNITS * LIFETIME_UNIT_S:
@@ -145,6 +158,7 @@ class Registered:
     lifetime_s: int
     expires_at: float
     sequence: int
+    keys: EspKeys | None = None  # the ESP keys this registration set up (protection on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +205,8 @@ class _Exchange:
     next_send: float = 0.0
     transmissions: int = 0
     immediate_resends: int = 0
+    ephemeral: Ephemeral | None = None  # this exchange's X25519 key (protection on)
+    share: KeyShare | None = None
     sent: deque[_Sent] = field(default_factory=lambda: deque(maxlen=MAX_REMEMBERED_TRANSMISSIONS))
 
 
@@ -198,7 +214,12 @@ class MobileNodeCore:
     """Home registration state machine of a mobile node (RFC 6275 §11.7, RFC 4285)."""
 
     def __init__(
-        self, config: MnCoreConfig, initial_sequence: int, *, wall_offset: float = 0.0
+        self,
+        config: MnCoreConfig,
+        initial_sequence: int,
+        *,
+        wall_offset: float = 0.0,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         """``initial_sequence`` should be random (injected), so a restart rarely meets 135.
 
@@ -206,7 +227,10 @@ class MobileNodeCore:
         daemon started) turns it into the RFC 4285 timestamps of Mesg-IDs, until a BA 144 gives
         the home agent's clock. Nothing else here depends on the wall clock, so a clock step
         changes no lifetime and no timer."""
+        if config.suite is not None and random_bytes is None:
+            raise ValueError("protection needs random_bytes for its ephemeral keys")
         self._config = config
+        self._random = random_bytes
         self._hoa = config.home_address
         self._next_sequence = initial_sequence % (1 << 16)
         self._last_sequence: int | None = None
@@ -438,6 +462,11 @@ class MobileNodeCore:
         if lifetime_s == 0:
             self._drop("zero_lifetime")  # undefined for a registration; keep retrying
             return
+        keys = None
+        if exchange.ephemeral is not None and exchange.share is not None:
+            keys = self._keys(exchange.ephemeral, exchange.share, ack)
+            if keys is None:
+                return  # counted; the exchange goes on (an HA with protection off, or worse)
         # RFC 6275 §11.7.3: count the lifetime from when the acknowledged BU was sent.
         expires_at = sent.sent_at + lifetime_s
         cfg = self._config
@@ -451,7 +480,36 @@ class MobileNodeCore:
         self._expires_at = expires_at
         self._refresh_at = sent.sent_at + max(0.0, after)
         self._counters["registered"] += 1
-        self._events.append(Registered(exchange.care_of, lifetime_s, expires_at, sent.sequence))
+        self._events.append(
+            Registered(exchange.care_of, lifetime_s, expires_at, sent.sequence, keys)
+        )
+
+    def _keys(self, ephemeral: Ephemeral, share: KeyShare, ack: BindingAck) -> EspKeys | None:
+        """The ESP keys from the HA's share in an authenticated, accepting BA."""
+        try:
+            theirs = key_share_from_options_untrusted(ack.options)
+        except BadPacket as exc:
+            self._drop(exc.reason)
+            return None
+        if theirs is None:
+            self._drop("ba_without_key_share")
+            return None
+        if theirs.suite != share.suite:
+            self._drop("ba_other_suite")
+            return None
+        shared = ephemeral.shared(theirs.public)
+        if shared is None:
+            self._drop("ba_low_order_key")
+            return None
+        return derive(
+            shared=shared,
+            psk=self._config.key,
+            suite=share.suite,
+            home_address=self._hoa,
+            mn=share,
+            ha=theirs,
+            we_are_mn=True,
+        )
 
     def _note_accepted_timestamp(self, timestamp: int) -> None:
         """The HA passed this Mesg-ID's freshness check (it answered 0 or 135 to it)."""
@@ -500,7 +558,14 @@ class MobileNodeCore:
         first = self._expires_at is None and not deregistration
         timeout = cfg.first_reg_timeout_s if first else cfg.rereg_timeout_s
         units = 0 if deregistration else min(MAX_LIFETIME_UNITS, cfg.lifetime_s // 4)
-        self._exchange = _Exchange(deregistration, care_of, units, timeout, timeout)
+        self._exchange = exchange = _Exchange(deregistration, care_of, units, timeout, timeout)
+        suite = cfg.suite
+        if suite is not None and not deregistration and self._random is not None:
+            # A fresh key per exchange (not per retransmission): a BA to any BU of it matches.
+            exchange.ephemeral = Ephemeral(self._random(32))
+            exchange.share = KeyShare(
+                suite, inbound_spi(self._random(2)), exchange.ephemeral.public
+            )
         self._transmit(now)
 
     def _resend_at_once(self, now: float, exchange: _Exchange) -> None:
@@ -526,12 +591,14 @@ class MobileNodeCore:
         self._next_sequence = seq_add(sequence, 1)
         self._last_sequence = sequence
         timestamp = self._next_timestamp(now)
+        share = () if exchange.share is None else (key_share_option(exchange.share),)
         bu = BindingUpdate(
             sequence=sequence,
             lifetime=exchange.lifetime_units,
             ack=True,
             home=True,
-            options=(AlternateCareOfAddress(exchange.care_of), MesgId(timestamp)),
+            # The share before the Mesg-ID and the authenticator: the MAC covers it.
+            options=(AlternateCareOfAddress(exchange.care_of), *share, MesgId(timestamp)),
         )
         data = encode_mh_authenticated(
             bu,

@@ -85,6 +85,8 @@ class MnStatus:
     correspondents: list[CorrespondentView]
     core: dict[str, int]
     uptime_s: float
+    protection: str  # "esp" (keyed or not yet: see esp_keyed) or "none"
+    esp_keyed: bool
 
 
 def binding(node: MobileNode, now: float) -> BindingView | None:
@@ -240,6 +242,8 @@ def status(node: MobileNode, now: float) -> MnStatus:
         correspondents=[correspondent(node, now, cn) for cn in node.correspondents()],
         core=node.statistics(),
         uptime_s=round(now - node.started_at, 1),
+        protection="none" if node.config.suite is None else "esp",
+        esp_keyed=node.keyed,
     )
 
 

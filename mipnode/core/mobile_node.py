@@ -25,6 +25,18 @@ also an authenticated answer on its pair (``IceAgent.path_confirmed``). Keepaliv
 the home agent from the home address every ``keepalive_interval_s`` and right after each BA)
 keep NATs and conntrack fresh and measure the RTT through the tunnel.
 
+Protection (DESIGN §3). With ``suite`` set, every registration keys a new pair of ESP SAs
+(core/esp_keys.py) and :class:`EspKeyed` hands them to the driver, which seals everything it
+sends through the home agent except Binding Updates (they must work when the home agent lost
+its SAs, and RFC 4285 authenticates them) and opens what comes back. Checks before the first
+registration run in clear; from the first BA on, the home path's checks and heartbeats go
+sealed, so a pair whose protected form does not cross the firewalls (ESP dropped) dies like any
+dead pair and the next one takes over. What arrives from the home agent in clear then reaches
+this core only if it is authenticated on its own (a BA or BRR with the MN-HA authenticator, a
+check answer with STUN integrity); clear data, offers and return-routability messages are
+dropped (``drop_clear_from_home_agent``): an off-path sender can forge the home agent's outer
+address, not its SA.
+
 Everything is driven by ``now`` (monotonic seconds) and injected randomness; wall time enters
 only as ``wall_offset`` for RFC 4285 timestamps and for the POSIX times views show.
 """
@@ -65,6 +77,7 @@ from mipnode.core.mn_diagnosis import (
 from mipnode.core.transmit import (
     NATIVE_PORT,
     Deliver,
+    EspKeyed,
     SendHome,
     SendUdp,
     Transmit,
@@ -112,6 +125,7 @@ class MobileNodeConfig:
     lifetime_s: int = 600
     route_optimization: bool = True
     keepalive_interval_s: float = 15.0
+    suite: int | None = None  # ESP suite (tunnels.esp) keyed by every registration; None: off
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +200,13 @@ class MobileNode:
                 spi=config.spi,
                 key=config.key,
                 lifetime_s=config.lifetime_s,
+                suite=config.suite,
             ),
             initial_sequence=self._rand16(),
             wall_offset=wall_offset,
+            random_bytes=random_bytes,
         )
+        self.keyed = False  # a registration keyed ESP SAs (protection on)
         self.direct: DirectPaths | None = None
         self.d_native: DNativePaths | None = None
         if config.route_optimization:
@@ -297,13 +314,29 @@ class MobileNode:
         self._settle(now)
 
     def receive_tunnelled(
-        self, now: float, inner: bytes, local: TransportAddress, remote: TransportAddress
+        self,
+        now: float,
+        inner: bytes,
+        local: TransportAddress,
+        remote: TransportAddress,
+        protected: bool = False,
     ) -> None:
         """An inner packet from the home agent on the home pair ``local`` <- ``remote`` that
         the driver's fast path did not deliver itself: signalling, answers to checks and
-        keepalives, ICMPv6 errors, and anything unusual."""
-        self._tunnelled(now, inner, local, remote)
+        keepalives, ICMPv6 errors, and anything unusual; ``protected``: it came in ESP."""
+        if protected or self.config.suite is None or self._authenticated_alone(inner):
+            self._tunnelled(now, inner, local, remote)
+        else:
+            self._drop("clear_from_home_agent")
         self._settle(now)
+
+    def request_rekey(self, now: float) -> None:
+        """The driver's outbound SA nears the end of its sequence numbers: register again on
+        the same pair now, which keys a new one (DESIGN §3)."""
+        if self.registration.state == "registered" and self._home_pair is not None:
+            self._counters["rekeys_for_sequence"] += 1
+            self._register_on(now, self._home_pair)
+            self._settle(now)
 
     def receive_native(self, now: float, pkt: bytes) -> None:
         """A packet to our care-of address the driver's tap saw: a Care-of Test, a Binding
@@ -483,6 +516,11 @@ class MobileNode:
         self.home_since = now if new is not None else None
 
     def _on_registered(self, now: float, event: Registered) -> None:
+        if event.keys is not None:
+            # Before anything else is sent: the keepalive below already goes sealed.
+            self.keyed = True
+            self._counters["esp_rekeys"] += 1
+            self._out.append(EspKeyed(event.keys))  # in order with what it seals
         pair = self._registering_on
         if pair is None or self.home is None:
             return
@@ -621,6 +659,15 @@ class MobileNode:
         ):
             return
         self._drop("tunnel_wrong_destination")
+
+    def _authenticated_alone(self, inner: bytes) -> bool:
+        """A clear packet from the home agent that needs no ESP to be believed (module
+        docstring): MH from the home agent (BA, BRR: MN-HA authenticator) and check answers
+        (STUN integrity) from its STUN port."""
+        if len(inner) < 48 or inner[8:24] != self._ha_bytes:
+            return False
+        nh = inner[6]
+        return nh == NH_MH or (nh == NH_UDP and int.from_bytes(inner[40:42], "big") == STUN_PORT)
 
     def _mh_to_home(
         self,
@@ -819,7 +866,7 @@ class MobileNode:
             moved = False
             if self.home is not None:
                 for out in self.home.agent.datagrams_to_send(now):
-                    self._out.append(self.home.form(out))
+                    self._out.append(self._protected(self.home.form(out)))
                     moved = True
                 changed = False
                 while self.home.agent.next_event() is not None:
@@ -941,7 +988,17 @@ class MobileNode:
         if pair is None:
             self._drop("no_home_path")
             return
-        self._out.append(SendHome(packet, pair.local, pair.remote))
+        self._out.append(self._protected(SendHome(packet, pair.local, pair.remote)))
+
+    def _protected(self, out: Transmit) -> Transmit:
+        """Seal what goes through the home agent once keyed, except Binding Updates: they
+        must reach a home agent that lost its SAs, and RFC 4285 authenticates them."""
+        if not self.keyed or not isinstance(out, SendHome):
+            return out
+        p = out.packet
+        if len(p) >= 40 and p[6] == NH_MH and p[24:40] == self._ha_bytes:
+            return out
+        return SendHome(p, out.local, out.remote, protect=True)
 
     def _set_diagnosis(self, now: float, text: str | None, level: str = "warning") -> None:
         """Why registration does not work (None: it does); told once, repeated rarely."""

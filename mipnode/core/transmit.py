@@ -8,12 +8,16 @@ A core never touches a socket; it names the way out and hands over finished byte
 * :class:`SendUdp`: a UDP payload (STUN, or an IPv6 packet on D-udp) from our socket ``local``;
 * :class:`SendNative`: a complete IPv6 packet sent as it is from the access interface (its own
   destination; a Home Address option or not is already in it);
-* :class:`Deliver`: a packet the core looked at that belongs to the host (its TUN).
+* :class:`Deliver`: a packet the core looked at that belongs to the host (its TUN);
+* :class:`EspKeyed`: new ESP keys for the home path, in order with the packets: what follows
+  it with ``protect`` set is sealed with them (DESIGN §3).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mipnode.core.esp_keys import EspKeys
 
 TransportAddress = tuple[str, int]
 NATIVE_PORT = 0  # the "port" of a T-native endpoint: IPv6-in-IPv6 has none
@@ -27,6 +31,7 @@ class SendHome:
     packet: bytes
     local: TransportAddress | None = None
     remote: TransportAddress | None = None
+    protect: bool = False  # seal with the home path's ESP SA (set by the node core)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,4 +51,12 @@ class Deliver:
     packet: bytes
 
 
-Transmit = SendHome | SendUdp | SendNative | Deliver
+@dataclass(frozen=True, slots=True)
+class EspKeyed:
+    """A registration keyed new ESP SAs: seal with ``keys.spi_out`` from here on; accept the
+    new inbound SA and keep the previous one a little while for packets in flight."""
+
+    keys: EspKeys = field(repr=False)
+
+
+Transmit = SendHome | SendUdp | SendNative | Deliver | EspKeyed

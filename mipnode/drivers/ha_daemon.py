@@ -10,6 +10,13 @@ Packet flow (DESIGN §2, §6):
   Binding Refresh Request (it may have lost its state, or a NAT moved the mobile node).
 - Signalling and checks to the HA itself (Mobility Headers, STUN on our UDP ports, bare or in
   the tunnel) go to the core (the HA is ICE-lite, DESIGN §4).
+- Protection (DESIGN §3, drivers/esp_plane.py): each binding's registration keyed a pair of ESP
+  SAs. Data for a home address is sealed with its SA and leaves as ESP-in-UDP (T-udp) or as
+  IPv6 next header 50 (T-native, raw socket 50); ESP that arrives is opened by SPI, and its inner
+  source must be the home address whose SA opened it, bound on that via. With protection on, the
+  only clear tunnelled packets taken are those to the HA itself (BUs, checks); clear data is
+  dropped (``clear_data_refused``). ESP under an SPI we hold no SA for (we restarted) is
+  reported to the core, which asks that mobile node to register again.
 - Persistence (``state_dir``): the binding cache is restored before the daemon reports ready
   (expired entries dropped, routes reinstalled, a BRR to every restored MN) and written again,
   atomically and off the trio thread, whenever the core's state changes (drivers/persist.py).
@@ -18,6 +25,7 @@ Packet flow (DESIGN §2, §6):
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -39,6 +47,7 @@ from mipnode.core.types import Via
 from mipnode.core.views import to_json
 from mipnode.drivers import netlink, persist, pump, sdnotify
 from mipnode.drivers.control import serve_control
+from mipnode.drivers.esp_plane import IPPROTO_ESP, EspSas
 from mipnode.drivers.io import (
     Counters,
     open_raw,
@@ -73,9 +82,13 @@ class HomeAgentDaemon:
                 max_lifetime_s=config.max_lifetime_s,
                 refresh_advice_fraction=REFRESH_ADVICE_FRACTION,
                 refresh_requests=True,
+                require_protection=config.protection == "esp",
             ),
             wall_offset=pump.wall_offset(),
+            random_bytes=secrets.token_bytes,
         )
+        self.protected = config.protection == "esp"
+        self.esp = EspSas()
         self.ha_bytes = config.address.packed
         self.drops, self.counters = Counters(), Counters()
         self.ratelog = RateLimitedLog()
@@ -105,6 +118,7 @@ class HomeAgentDaemon:
             lambda: netlink.replace_route(str(cfg.home_prefix), cfg.tun_name)
         )
         self.raw41 = open_raw(socket.IPPROTO_IPV6, address=str(cfg.address))  # RFC 2473
+        self.raw50 = open_raw(IPPROTO_ESP, address=str(cfg.address))  # T-native protected
         # Kept open so the kernel does not answer MH with Parameter Problem (reference E10).
         self.raw_mh = open_raw(NH_MH)
         for port in cfg.udp_ports:
@@ -120,19 +134,25 @@ class HomeAgentDaemon:
             nursery.start_soon(p.run)
             nursery.start_soon(_drain, self.tun, self._from_tun, p, True)
             nursery.start_soon(_drain, self.raw41, self._from_raw41, p, False)
+            nursery.start_soon(_drain, self.raw50, self._from_raw50, p, False)
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p, False)
             for (_, port), sock in self.udp.items():
                 nursery.start_soon(_drain, sock, self._udp(port), p, False)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_ports=%s mobile_nodes=%d "
-                "restored=%d",
+                "restored=%d protection=%s",
                 cfg.address,
                 cfg.home_prefix,
                 ",".join(map(str, cfg.udp_ports)),
                 len(cfg.mobile_nodes),
                 self.restored,
+                cfg.protection,
             )
+            if not self.protected:
+                log.warning(
+                    "protection = none: tunnelled data is neither encrypted nor authenticated"
+                )
             sdnotify.notify("READY=1")
             task_status.started()
 
@@ -168,11 +188,23 @@ class HomeAgentDaemon:
     # -- the data plane --------------------------------------------------------------------
     def _from_tun(self, pkt: bytes) -> None:
         """Kernel-routed packet toward a HoA: tunnel it to the binding's via."""
-        via = self.routes.get(pkt[24:40]) if len(pkt) >= 40 else None
+        hoa = pkt[24:40]
+        via = self.routes.get(hoa) if len(pkt) >= 40 else None
         if via is None:
             self.drops("tun_no_binding")
             return
-        self._send_via(via, pkt)
+        if hoa in self.esp.outbound:
+            sealed = self.esp.seal(hoa, pkt, self.drops)
+            if sealed is None:
+                return
+            self._send_sealed(via, sealed)
+            if self.esp.wants_rekey(hoa):
+                self.node.request_rekey(self.pump.now, IPv6Address(hoa))
+        elif self.protected:
+            self.drops("esp_not_keyed")  # restored after a restart: the MN registers again
+            return
+        else:
+            self._send_via(via, pkt)
         self.counters("tunnelled_to_mn")
 
     def _via(self, kind: str, addr: Any, local_port: int) -> Via:
@@ -191,10 +223,16 @@ class HomeAgentDaemon:
     def _from_raw41(self, inner: bytes, addr: Any) -> None:
         self._from_tunnel(inner, self._via("T-native", addr, 0))
 
+    def _from_raw50(self, data: bytes, addr: Any) -> None:
+        self._from_esp(data, self._via("T-native", addr, 0))
+
     def _udp(self, port: int) -> Any:
         def from_udp(data: bytes, addr: Any) -> None:
             if data[:1] and data[0] >> 4 == 6:
                 self._from_tunnel(data, self._via("T-udp", addr, port))
+                return
+            if data[:1] and data[0] & 0x80:  # ESP: our SPIs have the top bit set (DESIGN §3)
+                self._from_esp(data, self._via("T-udp", addr, port))
                 return
             try:
                 kind = classify_udp_payload_untrusted(data)
@@ -210,12 +248,33 @@ class HomeAgentDaemon:
         # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop.
         self.drops("native_mh_unsupported")
 
-    def _from_tunnel(self, inner: bytes, via: Via) -> None:
+    def _from_esp(self, data: bytes, via: Via) -> None:
+        spi = int.from_bytes(data[:4], "big")
+        if spi not in self.esp.inbound and len(data) >= 8:
+            self.drops("esp_unknown_spi")
+            self.node.unknown_spi(self.pump.now, spi, via, len(data))
+            return
+        opened = self.esp.open(data, self.pump.now, self.drops)
+        if opened is None:
+            return
+        inner, owner = opened
+        if inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
+            self.node.receive_tunnelled(self.pump.now, inner, via, IPv6Address(owner))
+            return
+        if inner[8:24] != owner:  # an SA speaks for its own home address only
+            self.drops("esp_inner_source_not_owner")
+            return
+        self._from_tunnel(inner, via, sealed=True)
+
+    def _from_tunnel(self, inner: bytes, via: Via, sealed: bool = False) -> None:
         if len(inner) < 40 or inner[0] >> 4 != 6:
             self.drops("tunnel_not_ipv6")
             return
-        if inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
+        if not sealed and inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
             self.node.receive_tunnelled(self.pump.now, inner, via)
+            return
+        if not sealed and (self.protected or inner[8:24] in self.esp.outbound):
+            self.drops("clear_data_refused")
             return
         # Ingress filter (DESIGN §6): inner source must be a bound HoA arriving on its binding.
         bound = self.routes.get(inner[8:24])
@@ -237,7 +296,10 @@ class HomeAgentDaemon:
     # -- what the core asks for ------------------------------------------------------------
     def _send(self, out: object) -> None:
         if isinstance(out, SendVia):
-            self._send_via(out.via, out.packet)
+            if out.protect is None:
+                self._send_via(out.via, out.packet)
+            elif (sealed := self.esp.seal(out.protect.packed, out.packet, self.drops)) is not None:
+                self._send_sealed(out.via, sealed)
         elif isinstance(out, SendFromPort):
             sock = self.udp.get((6 if ":" in out.remote[0] else 4, out.port))
             if sock is not None:
@@ -254,15 +316,24 @@ class HomeAgentDaemon:
             return
         send_quietly(sock, pkt, (host, via.remote[1]), self.drops)
 
+    def _send_sealed(self, via: Via, esp: bytes) -> None:
+        if via.kind == "T-native":
+            send_quietly(self.raw50, esp, (via.remote[0], 0), self.drops)
+        else:
+            self._send_via(via, esp)
+
     def _on_event(self, event: object) -> None:
         if not isinstance(event, HaForwardingChanged):
             return
         log.info("%s", event.text)
         if event.via is None:
             self.routes.pop(event.home_address.packed, None)
+            self.esp.forget(event.home_address.packed)
             self.host_routes.remove(event.home_address)
             return
         self.routes[event.home_address.packed] = event.via
+        if event.keys is not None:
+            self.esp.keyed(event.home_address.packed, event.keys, self.pump.now)
         if event.added:
             self.host_routes.add(event.home_address)
 
@@ -290,6 +361,7 @@ class HomeAgentDaemon:
                 "home_prefix": str(self.config.home_prefix),
                 "udp_port": self.config.udp_port,
                 "udp_ports": list(self.config.udp_ports),
+                "protection": self.config.protection,
                 "uptime_s": round(now - self.started_at, 1),
                 "bindings": bindings,
                 "counters": dict(self.counters),

@@ -2,12 +2,14 @@
 
 After a move the old network's sockets stay open until the node core retires them (the new
 registration is in place, or MOVE_OVERLAP_S passed): make-before-break, DESIGN §4. Each network
-has a raw IPv6-in-IPv6 socket (T-native), one UDP socket per address family (T-udp to the home
-agent and D-udp to correspondents share it, so the address the home agent sees is the
-server-reflexive candidate), a raw MH socket kept open only so the kernel does not answer
-Mobility Headers with Parameter Problem, and, with route optimisation, an AF_PACKET tap and a
-raw sender for packets with a Home Address option or a type 2 routing header. Everything is
-bound to the access interface so nothing loops back into the TUN.
+has a raw IPv6-in-IPv6 socket (T-native in clear: BUs, checks before the first registration, and
+everything with protection off), a raw ESP socket (T-native protected, next header 50), one UDP
+socket per address family (T-udp to the home agent and D-udp to correspondents share it, so the
+address the home agent sees is the server-reflexive candidate), a raw MH socket kept open only
+so the kernel does not answer Mobility Headers with Parameter Problem, and, with route
+optimisation, an AF_PACKET tap and a raw sender for packets with a Home Address option or a type
+2 routing header. Everything is bound to the access interface so nothing loops back into the
+TUN.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 from mipnode.core.home_path import Access
 from mipnode.drivers import netlink, rawio
+from mipnode.drivers.esp_plane import IPPROTO_ESP
 from mipnode.drivers.io import enable_error_queue, open_raw, open_udp
 from mipnode.wire.ipv6 import NH_MH
 
@@ -25,6 +28,7 @@ from mipnode.wire.ipv6 import NH_MH
 class AccessSockets:
     info: netlink.AccessInfo
     raw41: socket.socket
+    raw50: socket.socket
     raw_mh: socket.socket
     udp6: socket.socket | None
     udp4: socket.socket | None
@@ -48,6 +52,8 @@ class AccessSockets:
         try:
             raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
             opened.append(raw41)
+            raw50 = open_raw(IPPROTO_ESP, ifname)
+            opened.append(raw50)
             raw_mh = open_raw(NH_MH, ifname)
             opened.append(raw_mh)
             udp6 = udp4 = None
@@ -57,7 +63,7 @@ class AccessSockets:
             if info.ipv4 is not None:
                 udp4 = open_udp(socket.AF_INET, 0, ifname, address=str(info.ipv4))
                 opened.append(udp4)
-            for sock in (raw41, udp6, udp4):
+            for sock in (raw41, raw50, udp6, udp4):
                 if sock is not None:
                     enable_error_queue(sock)
             tap_sock = sender = None
@@ -70,10 +76,18 @@ class AccessSockets:
             for sock in opened:
                 sock.close()
             raise
-        return cls(info, raw41, raw_mh, udp6, udp4, tap_sock, sender)
+        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender)
 
     def sockets(self) -> list[socket.socket]:
-        found = [self.raw41, self.raw_mh, self.udp6, self.udp4, self.tap, self.raw_sender]
+        found = [
+            self.raw41,
+            self.raw50,
+            self.raw_mh,
+            self.udp6,
+            self.udp4,
+            self.tap,
+            self.raw_sender,
+        ]
         return [s for s in found if s is not None]
 
     def close(self) -> None:

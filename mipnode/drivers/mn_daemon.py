@@ -6,7 +6,9 @@ notifications that reveal movement, and a forwarding table the core's ``Forwardi
 events rewrite. Per packet the data plane does one dict lookup and a send: a miss goes out on
 the default route (the home path) and is reported to the core once per batch; packets that are
 not plain data (signalling, answers to checks, ICMP errors, unproven RH2 packets) go to the
-core.
+core. Under protection (DESIGN §3) what goes through the home agent is sealed with the SA the
+core's ``EspKeyed`` installed (drivers/esp_plane.py), and only what the SA opened is delivered
+from the home agent without the core looking at it.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from mipnode.core.mobile_node import (
     MobileNodeConfig,
     Notice,
 )
-from mipnode.core.transmit import Deliver, SendHome, SendNative, SendUdp
+from mipnode.core.transmit import Deliver, EspKeyed, SendHome, SendNative, SendUdp
 from mipnode.core.views import to_json
 from mipnode.drivers import netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
+from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, read_error_queue, send_quietly, write_quietly
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_table import ForwardingTable
@@ -68,7 +71,8 @@ class MobileNodeDaemon:
         self.ro = config.route_optimization
         self.node: MobileNode | None = None
         self.accesses: list[tuple[AccessSockets, trio.CancelScope]] = []
-        self.fwd = ForwardingTable()
+        self.fwd = ForwardingTable(protected=config.suite is not None)
+        self.esp = EspSas()
         self.misses: set[bytes] = set()
         self.used: set[bytes] = set()
         self.reported_at = 0.0
@@ -98,6 +102,7 @@ class MobileNodeDaemon:
                 lifetime_s=cfg.lifetime_s,
                 route_optimization=cfg.route_optimization,
                 keepalive_interval_s=cfg.keepalive_interval_s,
+                suite=cfg.suite,
             ),
             now=pump.now(),
             random_bytes=secrets.token_bytes,
@@ -175,6 +180,7 @@ class MobileNodeDaemon:
                 async with trio.open_nursery() as n:
                     drain = partial(pump.drain_socket, pump=p, on_error=self._icmp)
                     n.start_soon(drain, s.raw41, self._raw41((str(a.ipv6), 0)), p.flush)
+                    n.start_soon(drain, s.raw50, self._raw41((str(a.ipv6), 0), True), p.flush)
                     n.start_soon(pump.drain_socket, s.raw_mh, self._from_raw_mh, p.flush)
                     for sock, addr, port in (
                         (s.udp6, a.ipv6, a.udp6_port),
@@ -198,9 +204,9 @@ class MobileNodeDaemon:
         if routes is None:
             self.misses.add(dst)
         elif routes:
-            for sock, addr, care_of, counter in routes:
+            for sock, addr, care_of, counter, seal in routes:
                 if care_of is None:
-                    send_quietly(sock, pkt, addr, self.drops)
+                    self._tunnel(sock, addr, seal, pkt)
                     self.used.add(dst)
                     self.counters(counter)
                     return
@@ -218,8 +224,13 @@ class MobileNodeDaemon:
         if default is None:
             self.drops("no_home_path")
             return
-        send_quietly(default[0], pkt, default[1], self.drops)
+        self._tunnel(default[0], default[1], default[4], pkt)
         self.counters("tunnelled_to_ha")
+
+    def _tunnel(self, sock: socket.socket, addr: Any, seal: bool, pkt: bytes) -> None:
+        out = self.esp.seal(b"", pkt, self.drops) if seal else pkt
+        if out is not None:
+            send_quietly(sock, out, addr, self.drops)
 
     def _after_tun(self) -> None:
         assert self.node is not None
@@ -228,22 +239,27 @@ class MobileNodeDaemon:
             for dst in self.misses:
                 self.node.new_destination(now, dst)
             self.misses.clear()
+        if self.esp.wants_rekey(b""):
+            self.node.request_rekey(now)
         if self.used and now - self.reported_at >= TRAFFIC_REPORT_S:
             self.reported_at = now
             self.node.traffic_seen(now, self.used)
             self.used = set()
         self.pump.flush()
 
-    def _raw41(self, local: tuple[str, int]) -> Any:
+    def _raw41(self, local: tuple[str, int], esp: bool = False) -> Any:
+        """T-native from the home agent: IPv6-in-IPv6, or (``esp``) ESP in tunnel mode."""
         remote = (str(self.config.home_agent), 0)
 
-        def from_raw41(inner: bytes, addr: Any) -> None:
+        def from_raw(data: bytes, addr: Any) -> None:
             if addr[0] not in self.ha_hosts:
-                self.drops("raw41_not_from_ha")
-                return
-            self._from_home(inner, local, remote)
+                self.drops("raw50_not_from_ha" if esp else "raw41_not_from_ha")
+            elif esp:
+                self._from_esp(data, local, remote)
+            else:
+                self._from_home(data, local, remote)
 
-        return from_raw41
+        return from_raw
 
     def _udp(self, local: tuple[str, int]) -> Any:
         def from_udp(data: bytes, addr: Any) -> None:
@@ -257,6 +273,14 @@ class MobileNodeDaemon:
                     return
                 self._deliver(data, "d_udp_from_cn")
                 return
+            if (
+                data[:1]
+                and data[0] & 0x80
+                and addr[0] in self.ha_hosts
+                and addr[1] in self.ha_ports
+            ):
+                self._from_esp(data, local, addr)  # ESP-in-UDP: SPIs have the top bit set
+                return
             try:
                 kind = classify_udp_payload_untrusted(data)
             except BadPacket as exc:
@@ -268,19 +292,29 @@ class MobileNodeDaemon:
 
         return from_udp
 
-    def _from_home(self, inner: bytes, local: tuple[str, int], remote: Any) -> None:
+    def _from_esp(self, data: bytes, local: tuple[str, int], remote: Any) -> None:
+        opened = self.esp.open(data, self.pump.now, self.drops)
+        if opened is not None:
+            self._from_home(opened[0], local, remote, True)
+
+    def _from_home(
+        self, inner: bytes, local: tuple[str, int], remote: Any, sealed: bool = False
+    ) -> None:
         """Tunnelled from the HA: data for the HoA to the TUN, the rest to the node core
-        (``remote``: the HA's address as recvfrom gave it, a tuple is built only for the core)."""
+        (``remote``: the HA's address as recvfrom gave it, a tuple is built only for the core).
+        Under protection only what came sealed takes the fast way."""
         nh = inner[6] if len(inner) >= 41 else -1
         if (
-            inner[24:40] == self.hoa
+            (sealed or not self.fwd.protected)
+            and inner[24:40] == self.hoa
             and nh != NH_MH
             and inner[8:24] != self.ha
             and not (nh == NH_ICMPV6 and inner[40] < 128)
         ):
             self._deliver(inner, "delivered_from_ha")
         elif self.node is not None:
-            self.node.receive_tunnelled(self.pump.now, inner, local, (remote[0], remote[1]))
+            remote = (remote[0], remote[1])
+            self.node.receive_tunnelled(self.pump.now, inner, local, remote, sealed)
 
     def _deliver(self, inner: bytes, counter: str) -> None:
         if self.ro:
@@ -326,11 +360,16 @@ class MobileNodeDaemon:
     # -- what the core asks for ------------------------------------------------------------
     def _send(self, out: object) -> None:
         if isinstance(out, SendHome) and out.local is not None and out.remote is not None:
-            if out.local[1] == 0:  # T-native: IPv6-in-IPv6
-                sock = self.fwd.raw41_by_coa.get(out.local[0])
-                self._send_on(sock, out.packet, (out.remote[0], 0), out)
+            packet = self.esp.seal(b"", out.packet, self.drops) if out.protect else out.packet
+            if packet is None:
+                return
+            if out.local[1] == 0:  # T-native: IPv6-in-IPv6, or ESP when sealed
+                sock = self.fwd.native_socket(out.local[0], out.protect)
+                self._send_on(sock, packet, (out.remote[0], 0), out)
             else:
-                self._send_on(self.fwd.udp_by_local.get(out.local), out.packet, out.remote, out)
+                self._send_on(self.fwd.udp_by_local.get(out.local), packet, out.remote, out)
+        elif isinstance(out, EspKeyed):
+            self.esp.keyed(b"", out.keys, self.pump.now)
         elif isinstance(out, SendUdp):
             self._send_on(self.fwd.udp_by_local.get(out.local), out.payload, out.remote, out)
         elif isinstance(out, SendNative):

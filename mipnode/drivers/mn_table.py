@@ -2,7 +2,9 @@
 
 Per packet the daemon does one dict lookup here (DESIGN §5): destination -> the ways to try, in
 the order the core gave (D-native first, then D-udp; empty: the default), each a pre-built
-``(socket, address, care-of or None)``; a miss means the default way, the home pair. The table
+``(socket, address, care-of or None, counter, seal)``; ``seal``: the way goes through the home
+agent under protection, so the packet is sealed with the ESP SA and T-native uses the raw ESP
+socket instead of IPv6-in-IPv6; a miss means the default way, the home pair. The table
 also knows the open sockets of every access network (a move keeps two for a while), and which
 remote may speak for a correspondent on D-udp and which correspondents' RH2 data is proven.
 """
@@ -15,17 +17,19 @@ from typing import Any
 from mipnode.core.mobile_node import ForwardingChanged, Route
 from mipnode.drivers.mn_access import AccessSockets
 
-Way = tuple[socket.socket, Any, bytes | None, str]  # socket, address, care-of, counter
+Way = tuple[socket.socket, Any, bytes | None, str, bool]  # socket, address, care-of, counter, seal
 
 
 class ForwardingTable:
-    def __init__(self) -> None:
+    def __init__(self, protected: bool = False) -> None:
+        self.protected = protected
         self.routes: dict[bytes, tuple[Way, ...]] = {}
-        self.default: tuple[socket.socket, Any] | None = None
+        self.default: Way | None = None
         self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN -> its D-udp remote
         self.d_native: set[bytes] = set()  # CNs whose RH2 data is delivered at once
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
         self.raw41_by_coa: dict[str, socket.socket] = {}
+        self.raw50_by_coa: dict[str, socket.socket] = {}
         self.accesses: list[AccessSockets] = []
 
     def add_access(self, s: AccessSockets) -> None:
@@ -33,6 +37,7 @@ class ForwardingTable:
         self.accesses.append(s)
         if a.ipv6 is not None:
             self.raw41_by_coa[str(a.ipv6)] = s.raw41
+            self.raw50_by_coa[str(a.ipv6)] = s.raw50
         for sock, addr, port in ((s.udp6, a.ipv6, a.udp6_port), (s.udp4, a.ipv4, a.udp4_port)):
             if sock is not None and addr is not None and port is not None:
                 self.udp_by_local[(str(addr), port)] = sock
@@ -45,6 +50,7 @@ class ForwardingTable:
             del self.udp_by_local[key]
         for coa in [k for k, v in self.raw41_by_coa.items() if v in mine]:
             del self.raw41_by_coa[coa]
+            self.raw50_by_coa.pop(coa, None)
 
     def raw_sender(self) -> socket.socket | None:
         """The newest access network's sender of HAO / plain IPv6 packets."""
@@ -55,8 +61,7 @@ class ForwardingTable:
 
     def apply(self, event: ForwardingChanged) -> None:
         if event.dst is None:
-            way = self.way(event.routes[0]) if event.routes else None
-            self.default = None if way is None else (way[0], way[1])
+            self.default = self.way(event.routes[0]) if event.routes else None
             return
         dst = event.dst
         self.direct_from.pop(dst, None)
@@ -81,10 +86,15 @@ class ForwardingTable:
             sender = self.raw_sender()
             if sender is None:
                 return None
-            return (sender, (route.remote[0], 0), route.care_of, "d_native_to_cn")
-        counter = "d_udp_to_cn" if route.kind == "D-udp" else "tunnelled_to_ha"
-        if route.local[1] == 0:  # T-native: IPv6-in-IPv6 on the raw socket of that care-of
-            sock = self.raw41_by_coa.get(route.local[0])
-            return None if sock is None else (sock, (route.remote[0], 0), None, counter)
+            return (sender, (route.remote[0], 0), route.care_of, "d_native_to_cn", False)
+        home = route.kind != "D-udp"
+        counter = "tunnelled_to_ha" if home else "d_udp_to_cn"
+        seal = home and self.protected
+        if route.local[1] == 0:  # T-native: the raw socket of that care-of (41, or 50 sealed)
+            sock = self.native_socket(route.local[0], seal)
+            return None if sock is None else (sock, (route.remote[0], 0), None, counter, seal)
         sock = self.udp_by_local.get(route.local)
-        return None if sock is None else (sock, route.remote, None, counter)
+        return None if sock is None else (sock, route.remote, None, counter, seal)
+
+    def native_socket(self, care_of: str, sealed: bool) -> socket.socket | None:
+        return (self.raw50_by_coa if sealed else self.raw41_by_coa).get(care_of)

@@ -217,6 +217,7 @@ class Topology:
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline ruleset
     ha_udp_ports: tuple[int, ...] | None = None  # the HA's udp_ports (None: the default 4191)
     pids: dict[str, int] = field(default_factory=dict)  # daemon name (log stem) -> pid
+    esp_keylog: Path | None = None  # MIPNODE_ESP_KEYLOG for the daemons (lab --pcap)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -266,12 +267,16 @@ class Topology:
         import subprocess
 
         log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - handed to the child
+        env = None
+        if self.esp_keylog is not None:
+            env = {**os.environ, "MIPNODE_ESP_KEYLOG": str(self.esp_keylog)}
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), sys.executable, "-m", "mipnode.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
         log.close()
         CHILDREN[proc.pid] = proc

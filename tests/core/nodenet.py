@@ -8,6 +8,11 @@ fast paths do and nothing more: the home agent's ingress filter (an inner source
 only when it is bound on the via it came on, else the node core hears of it), the mobile node's
 forwarding table (``ForwardingChanged``) and its delivery of tunnelled data to the TUN.
 
+With ``protected=True`` both nodes run with ESP (DESIGN §3): the registration keys the SAs,
+the "drivers" hold them in the daemons' own SA table (drivers/esp_plane.py) and seal and open
+exactly where the daemons do; T-native then carries protocol 50 besides 41 (BUs and checks in
+clear), and clear data is refused both ways.
+
 Data flows are counted where they arrive: :attr:`NodeNet.home_rx` (mobile node -> home network,
 past the ingress filter) and :attr:`NodeNet.mn_rx` (home network -> mobile node, into its TUN).
 """
@@ -36,8 +41,10 @@ from mipnode.core.mobile_node import (
     MobileNodeConfig,
     Route,
 )
-from mipnode.core.transmit import Deliver, SendHome, SendNative, SendUdp
+from mipnode.core.transmit import Deliver, EspKeyed, SendHome, SendNative, SendUdp
 from mipnode.core.types import Via
+from mipnode.drivers.esp_plane import EspSas
+from mipnode.drivers.io import Counters
 from mipnode.wire.ipv6 import NH_ICMPV6, NH_MH, NH_UDP
 from mipnode.wire.packets import ipv6_packet
 
@@ -57,7 +64,7 @@ WALL_OFFSET = 1_796_000_000.0 - START  # a POSIX clock in 2026 at START
 
 @dataclass(frozen=True, slots=True)
 class Wire:
-    """One packet on the network: ``proto`` is "41" or "udp"; ports are 0 for protocol 41."""
+    """One packet on the network: ``proto`` is "41", "50" or "udp"; ports are 0 for 41/50."""
 
     proto: str
     src: tuple[str, int]
@@ -70,6 +77,10 @@ Rule = Callable[[float, Wire], bool]
 
 def drop_protocol_41(now: float, wire: Wire) -> bool:
     return wire.proto == "41"
+
+
+def drop_esp(now: float, wire: Wire) -> bool:
+    return wire.proto == "50"
 
 
 def drop_udp_port(port: int) -> Rule:
@@ -105,9 +116,13 @@ class NodeNet:
     ha_routes: dict[bytes, Via] = field(default_factory=dict)
     retired: list[Access] = field(default_factory=list)
     notices: list[tuple[float, str, str]] = field(default_factory=list)
+    protected: bool = False
+    ha_random: bool = True  # False: a home agent that cannot key ESP (protection off)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.mn_esp, self.ha_esp = EspSas(keylog=""), EspSas(keylog="")
+        self.mn_drops, self.ha_drops = Counters(), Counters()
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self.ha_up = True
@@ -120,6 +135,7 @@ class NodeNet:
             home_agent_ipv4=HA4 if self.ipv4 else None,
             home_agent_ports=self.ha_ports,
             route_optimization=False,
+            suite=1 if self.protected else None,
         )
         self.mn = MobileNode(
             cfg, now=self.now, random_bytes=self.rng.randbytes, wall_offset=WALL_OFFSET
@@ -138,14 +154,17 @@ class NodeNet:
                 security_associations=(SecurityAssociation(SPI, KEY, HOA),),
                 max_lifetime_s=600,
                 refresh_requests=True,
+                require_protection=self.protected,
             ),
             wall_offset=WALL_OFFSET,
+            random_bytes=self.rng.randbytes if self.ha_random else None,
         )
 
     def restart_ha(self, *, down_s: float = 0.5) -> None:
         """The home agent dies and comes back ``down_s`` later without its binding cache."""
         self.ha_up = False
         self.ha_routes.clear()
+        self.ha_esp = EspSas(keylog="")  # SAs die with the process
 
         def back() -> None:
             self.ha = self._new_ha()
@@ -158,18 +177,39 @@ class NodeNet:
             return
         if wire.proto == "41":
             self._ha_tunnel(wire.payload, Via("T-native", (wire.src[0],)))
+        elif wire.proto == "50":
+            self._ha_esp(wire.payload, Via("T-native", (wire.src[0],)))
         elif wire.payload[:1] and wire.payload[0] >> 4 == 6:
             via = Via("T-udp", wire.src, local_port=wire.dst[1])
             self._ha_tunnel(wire.payload, via)
+        elif wire.payload[:1] and wire.payload[0] & 0x80:
+            self._ha_esp(wire.payload, Via("T-udp", wire.src, local_port=wire.dst[1]))
         else:
             self.ha.receive_udp(self.now, wire.payload, wire.dst[1], wire.src)
         self._drain()
 
-    def _ha_tunnel(self, inner: bytes, via: Via) -> None:
+    def _ha_esp(self, data: bytes, via: Via) -> None:
+        spi = int.from_bytes(data[:4], "big")
+        if spi not in self.ha_esp.inbound:
+            self.ha_drops("esp_unknown_spi")
+            self.ha.unknown_spi(self.now, spi, via, len(data))
+            return
+        opened = self.ha_esp.open(data, self.now, self.ha_drops)
+        if opened is None:
+            return
+        inner, owner = opened
+        if inner[24:40] == HA6.packed and inner[6] in (NH_MH, NH_UDP):
+            self.ha.receive_tunnelled(self.now, inner, via, IPv6Address(owner))
+        elif inner[8:24] == owner:
+            self._ha_tunnel(inner, via, sealed=True)
+
+    def _ha_tunnel(self, inner: bytes, via: Via, sealed: bool = False) -> None:
         """The HA daemon's fast path: signalling and checks to the node core, data through the
         ingress filter."""
-        if inner[24:40] == HA6.packed and inner[6] in (NH_MH, NH_UDP):
+        if not sealed and inner[24:40] == HA6.packed and inner[6] in (NH_MH, NH_UDP):
             self.ha.receive_tunnelled(self.now, inner, via)
+        elif not sealed and self.protected:
+            self.ha_drops("clear_data_refused")
         elif self.ha_routes.get(inner[8:24]) == via:
             self.home_rx.append(self.now)
         else:
@@ -180,13 +220,23 @@ class NodeNet:
     def _mn_receive(self, wire: Wire) -> None:
         if wire.proto == "41":
             self._mn_tunnel(wire.payload, (wire.dst[0], 0), (wire.src[0], 0))
+        elif wire.proto == "50":
+            opened = self.mn_esp.open(wire.payload, self.now, self.mn_drops)
+            if opened is not None:
+                self._mn_tunnel(opened[0], (wire.dst[0], 0), (wire.src[0], 0), sealed=True)
         elif wire.src[0] in (str(HA6), str(HA4)) and wire.payload[0] >> 4 == 6:
             self._mn_tunnel(wire.payload, wire.dst, wire.src)
+        elif wire.src[0] in (str(HA6), str(HA4)) and wire.payload[0] & 0x80:
+            opened = self.mn_esp.open(wire.payload, self.now, self.mn_drops)
+            if opened is not None:
+                self._mn_tunnel(opened[0], wire.dst, wire.src, sealed=True)
         else:
             self.mn.receive_udp(self.now, wire.payload, wire.dst, wire.src)
         self._drain()
 
-    def _mn_tunnel(self, inner: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+    def _mn_tunnel(
+        self, inner: bytes, local: tuple[str, int], remote: tuple[str, int], sealed: bool = False
+    ) -> None:
         """The MN daemon's fast path: data for the HoA to the TUN, the rest to the node core."""
         nh = inner[6]
         control = (
@@ -194,10 +244,10 @@ class NodeNet:
             or inner[8:24] == HA6.packed
             or (nh == NH_ICMPV6 and len(inner) > 40 and inner[40] < 128)
         )
-        if inner[24:40] == HOA.packed and not control:
+        if inner[24:40] == HOA.packed and not control and (sealed or not self.protected):
             self.mn_rx.append(self.now)
         else:
-            self.mn.receive_tunnelled(self.now, inner, local, remote)
+            self.mn.receive_tunnelled(self.now, inner, local, remote, sealed)
 
     # -- traffic -------------------------------------------------------------------------------
 
@@ -208,14 +258,17 @@ class NodeNet:
             return
         route = routes[0]
         pkt = ipv6_packet(HOA, CN, NH_UDP, b"\0" * 8 + b"data")
-        self._mn_send(SendHome(pkt, route.local, route.remote))
+        self._mn_send(SendHome(pkt, route.local, route.remote, protect=self.protected))
 
     def send_down(self) -> None:
         """One data packet CN -> HoA through the home agent's binding."""
         via = self.ha_routes.get(HOA.packed)
         if via is None or not self.ha_up:
             return
-        self._ha_send(SendVia(via, ipv6_packet(CN, HOA, NH_UDP, b"\0" * 8 + b"data")))
+        keyed = HOA if HOA.packed in self.ha_esp.outbound else None
+        if self.protected and keyed is None:
+            return  # the daemon drops it: esp_not_keyed
+        self._ha_send(SendVia(via, ipv6_packet(CN, HOA, NH_UDP, b"\0" * 8 + b"data"), keyed))
 
     def flow(self, until: float, interval_s: float = 0.02) -> None:
         """A two-way flow of one packet each way every ``interval_s`` (50/s) until ``until``."""
@@ -233,8 +286,13 @@ class NodeNet:
     def _mn_send(self, out: object) -> None:
         if isinstance(out, SendHome):
             assert out.local is not None and out.remote is not None
-            proto = "41" if out.local[1] == 0 else "udp"
-            self._transmit("mn", Wire(proto, out.local, out.remote, out.packet))
+            packet = self.mn_esp.seal(b"", out.packet, self.mn_drops) if out.protect else out.packet
+            if packet is None:
+                return
+            proto = ("50" if out.protect else "41") if out.local[1] == 0 else "udp"
+            self._transmit("mn", Wire(proto, out.local, out.remote, packet))
+        elif isinstance(out, EspKeyed):
+            self.mn_esp.keyed(b"", out.keys, self.now)
         elif isinstance(out, SendUdp):
             self._transmit("mn", Wire("udp", out.local, out.remote, out.payload))
         elif isinstance(out, Deliver):
@@ -244,13 +302,19 @@ class NodeNet:
 
     def _ha_send(self, out: object) -> None:
         if isinstance(out, SendVia):
-            via = out.via
+            via, packet = out.via, out.packet
+            if out.protect is not None:
+                sealed = self.ha_esp.seal(out.protect.packed, packet, self.ha_drops)
+                if sealed is None:
+                    return
+                packet = sealed
             if via.kind == "T-native":
-                wire = Wire("41", (str(HA6), 0), (str(via.remote[0]), 0), out.packet)
+                proto = "41" if out.protect is None else "50"
+                wire = Wire(proto, (str(HA6), 0), (str(via.remote[0]), 0), packet)
             else:
                 ha = str(HA6) if ":" in str(via.remote[0]) else str(HA4)
                 port = via.local_port or self.ha_ports[0]
-                wire = Wire("udp", (ha, port), (str(via.remote[0]), int(via.remote[1])), out.packet)
+                wire = Wire("udp", (ha, port), (str(via.remote[0]), int(via.remote[1])), packet)
             self._transmit("ha", wire)
         elif isinstance(out, SendFromPort):
             ha = str(HA6) if ":" in out.remote[0] else str(HA4)
@@ -290,8 +354,11 @@ class NodeNet:
             assert isinstance(ha_event, HaForwardingChanged)
             if ha_event.via is None:
                 self.ha_routes.pop(ha_event.home_address.packed, None)
+                self.ha_esp.forget(ha_event.home_address.packed)
             else:
                 self.ha_routes[ha_event.home_address.packed] = ha_event.via
+                if ha_event.keys is not None:
+                    self.ha_esp.keyed(ha_event.home_address.packed, ha_event.keys, self.now)
 
     # -- time ----------------------------------------------------------------------------------
 

@@ -44,8 +44,14 @@ CHECKSUMS = [
 ERRORS = "_ws.expert.severity >= error && !(icmpv6.type < 128)"
 
 
-def _count(pcap: Path, display_filter: str = "") -> int:
+def _count(pcap: Path, display_filter: str = "", keys: Path | None = None) -> int:
+    """Frames matching ``display_filter``; with ``keys`` (the daemons' ESP key log) tshark
+    decrypts ESP and verifies its ICVs first."""
     args = ["tshark", "-n", "-r", str(pcap), *DECODE, *CHECKSUMS, "-T", "fields"]
+    if keys is not None:
+        args += ["-o", "esp.enable_encryption_decode:TRUE"]
+        args += ["-o", "esp.enable_authentication_check:TRUE"]
+        args += [x for line in keys.read_text().splitlines() for x in ("-o", f"uat:esp_sa:{line}")]
     args += ["-e", "frame.number"]
     if display_filter:
         args += ["-Y", display_filter]
@@ -55,6 +61,7 @@ def _count(pcap: Path, display_filter: str = "") -> int:
 
 def test_one_pcap_per_link_holds_registration_and_traffic(make_lab, tmp_path: Path) -> None:
     lab = make_lab(firewall="stateful", start=False)
+    keys = lab.t.esp_keylog = tmp_path / "esp-keys.txt"
     captures = LinkCaptures(tmp_path / "pcap")
     captures.start_for_links(lab.t)
     pids = captures.pids
@@ -94,18 +101,21 @@ def test_one_pcap_per_link_holds_registration_and_traffic(make_lab, tmp_path: Pa
         return tmp_path / "pcap" / f"{link_name(link)}.pcap"
 
     mn, ha = pcap_touching("mn"), pcap_touching("ha")
-    # The access link: the MN-HA tunnel (T-native, IPv6-in-IPv6), its STUN checks, and the
-    # ping and the transfer inside the tunnel.
-    assert _count(mn, "ipv6.nxt == 41") > 700  # ~700 full segments make 1 MB
+    # The access link: the MN-HA tunnel (T-native under protection: ESP, protocol 50), its STUN
+    # checks, and the ping and the transfer inside it, decrypted with the daemons' key log.
+    assert _count(mn, "esp") > 700  # ~700 full segments make 1 MB
+    assert _count(mn, "esp.icv_good == 1", keys) > 700
+    assert _count(mn, "esp.icv_bad == 1", keys) == 0
     assert _count(mn, "stun.type == 0x0001") >= 1 and _count(mn, "stun.type == 0x0101") >= 1
-    tunnelled_echo = f"ipv6.nxt == 41 && icmpv6.type == 128 && ipv6.dst == {HOA}"
-    assert _count(mn, tunnelled_echo) >= ping["received"]
+    tunnelled_echo = f"esp && icmpv6.type == 128 && ipv6.dst == {HOA}"
+    assert _count(mn, tunnelled_echo) == 0  # nothing readable without the keys
+    assert _count(mn, tunnelled_echo, keys) >= ping["received"]
     # The HA's link: the CN's echo requests arrive bare, leave tunnelled; replies come back.
     bare = 'frame.protocols matches "^eth:ethertype:ipv6:icmpv6"'  # no outer IPv6 header
     bare_echo = f"{bare} && icmpv6.type == 128 && ipv6.dst == {HOA}"
     assert _count(ha, bare_echo) >= ping["received"]
-    assert _count(ha, tunnelled_echo) >= ping["received"]
-    assert _count(ha, "icmpv6.type == 129") >= 2 * ping["received"]
+    assert _count(ha, tunnelled_echo, keys) >= ping["received"]
+    assert _count(ha, "icmpv6.type == 129", keys) >= 2 * ping["received"]
     # The captures ran before the daemons: the registration is in the files.
     assert _count(ha, "mip6.mhtype == 5") >= 1 and _count(ha, "mip6.mhtype == 6") >= 1
 

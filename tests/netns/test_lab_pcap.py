@@ -93,14 +93,22 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
             bad = _tshark(pcap, "_ws.malformed || _ws.expert.severity == error")
             assert not bad, f"{pcap}: malformed frames {bad[:10]}"
             # Decoding UDP 4191 as IPv6 (T-udp, D-udp): everything but the STUN checks that
-            # share the port must then be a well-formed inner IPv6 packet.
+            # share the port (and ESP-in-UDP, whose SPI has the top bit set) must then be a
+            # well-formed inner IPv6 packet.
             inner_bad = _tshark(
                 pcap,
-                f"_ws.malformed && !(udp.payload[4:4] == {STUN_COOKIE})",
+                f"_ws.malformed && !(udp.payload[4:4] == {STUN_COOKIE})"
+                " && !(udp.payload[0] & 0x80)",
                 "-d",
                 "udp.port==4191,ipv6",
             )
             assert not inner_bad, f"{pcap}: malformed tunnelled frames {inner_bad[:10]}"
+            # Protected runs (the default): the key log beside the pcaps opens every ESP frame.
+            records = (folder / "esp-keys.txt").read_text().splitlines()
+            keys = ["-o", "esp.enable_encryption_decode:TRUE"]
+            keys += ["-o", "esp.enable_authentication_check:TRUE"]
+            keys += [x for r in records for x in ("-o", f"uat:esp_sa:{r}")]
+            assert not _tshark(pcap, "esp.icv_bad == 1", *keys), f"{pcap}: ESP not opened"
 
     ro = out / "ro-open" / "mn-eth0--fw-lan.pcap"
     # Route optimisation on the MN's link: all four RR messages, BU and BA to and from the

@@ -1,0 +1,141 @@
+"""The ESP security associations of the tunnels between a mobile node and its home agent.
+
+The node cores decide the keys (core/esp_keys.py: an X25519 exchange inside every registration)
+and say which packets are sealed; this module holds the SAs themselves (tunnels/esp.py) for the
+data plane: one outbound SA per direction, the inbound SAs by SPI. A replaced inbound SA keeps
+opening packets for ``GRACE_S`` (packets in flight and reordered across a rekey; a home agent
+that switched first) and is then forgotten; at most one replaced SA is kept per peer.
+
+What goes on the wire (DESIGN §3): on T-udp the UDP payload is the ESP packet (RFC 3948
+framing, no marker: our SPIs have the top bit set, so the first octet tells ESP from an IPv6
+packet or STUN); on T-native the ESP packet is the payload of an IPv6 packet with next header
+50, carrying the inner IPv6 packet in tunnel mode (ESP next header 41).
+
+Key log (opt-in, for oracles like Wireshark): with ``MIPNODE_ESP_KEYLOG`` set to a file name,
+every new SA is appended to that file as one record of Wireshark's ``esp_sa`` table, for IPv6
+and IPv4 outer headers (any address): ``tshark -o esp.enable_encryption_decode:TRUE -o
+'uat:esp_sa:<record>'`` decrypts with it. The file is created mode 0600. Never on by default:
+whoever reads it can decrypt the traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from mipnode.core.esp_keys import EspKeys
+from mipnode.drivers.io import Counters
+from mipnode.wire.errors import BadPacket
+from tunnels.esp import (
+    MIN_PACKET_LENGTH,
+    SEQ_SOFT_LIMIT,
+    EspInbound,
+    EspOutbound,
+    esp_sa_uat_line,
+)
+
+log = logging.getLogger("mipnode.esp")
+GRACE_S = 10.0
+NH_IPV6 = 41
+IPPROTO_ESP = 50
+KEYLOG_ENV = "MIPNODE_ESP_KEYLOG"
+
+
+@dataclass(slots=True)
+class _In:
+    sa: EspInbound
+    owner: bytes  # the peer's home address (packed), or b"" on the mobile node
+    retire_at: float | None = None
+
+
+class EspSas:
+    """Outbound SAs by owner, inbound SAs by SPI (module docstring). The mobile node has one
+    owner (``b""``: its home agent); the home agent one per home address."""
+
+    def __init__(self, keylog: str | None = None) -> None:
+        """``keylog``: the key log file; ``None``: from the environment; "": none."""
+        self.outbound: dict[bytes, EspOutbound] = {}
+        self.inbound: dict[int, _In] = {}
+        self.rekey_asked: set[bytes] = set()
+        self.keylog = (keylog if keylog is not None else os.environ.get(KEYLOG_ENV)) or None
+
+    def keyed(self, owner: bytes, keys: EspKeys, now: float) -> None:
+        """``owner``'s new SAs: seal with the new one at once, open with both for a while."""
+        self.outbound[owner] = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
+        self.rekey_asked.discard(owner)
+        for spi, entry in list(self.inbound.items()):
+            if entry.owner != owner:
+                continue
+            if entry.retire_at is None:
+                entry.retire_at = now + GRACE_S
+            else:
+                del self.inbound[spi]  # only the latest replaced SA is kept
+        self.inbound[keys.spi_in] = _In(EspInbound(keys.suite, keys.spi_in, keys.keymat_in), owner)
+        if self.keylog is not None:
+            self._log_keys(keys)
+
+    def forget(self, owner: bytes) -> None:
+        """``owner`` has no binding any more: its SAs go."""
+        self.outbound.pop(owner, None)
+        self.rekey_asked.discard(owner)
+        for spi in [s for s, e in self.inbound.items() if e.owner == owner]:
+            del self.inbound[spi]
+
+    def seal(self, owner: bytes, inner: bytes, drops: Counters) -> bytes | None:
+        """``inner`` (an IPv6 packet) as ESP under ``owner``'s outbound SA, or ``None`` (no SA
+        yet, or its sequence numbers are spent: counted)."""
+        sa = self.outbound.get(owner)
+        if sa is None:
+            drops("esp_not_keyed")
+            return None
+        sealed = sa.seal(inner, NH_IPV6)
+        if sealed is None:
+            drops("esp_sequence_exhausted")
+        return sealed
+
+    def wants_rekey(self, owner: bytes) -> bool:
+        """True once per SA, when its sequence numbers pass the soft limit."""
+        sa = self.outbound.get(owner)
+        if sa is None or sa.seq < SEQ_SOFT_LIMIT or owner in self.rekey_asked:
+            return False
+        self.rekey_asked.add(owner)
+        return True
+
+    def open(self, data: bytes, now: float, drops: Counters) -> tuple[bytes, bytes] | None:
+        """The inner IPv6 packet of an ESP packet and its SA's owner, or ``None`` (counted by
+        reason; ``esp_unknown_spi`` is for the caller to act on: see :meth:`owner_of`)."""
+        if len(data) < MIN_PACKET_LENGTH:
+            drops("esp_truncated")
+            return None
+        entry = self.inbound.get(int.from_bytes(data[:4], "big"))
+        if entry is None:
+            drops("esp_unknown_spi")
+            return None
+        if entry.retire_at is not None and now > entry.retire_at:
+            del self.inbound[entry.sa.spi]
+            drops("esp_sa_retired")
+            return None
+        try:
+            nh, inner = entry.sa.open_untrusted(data)
+        except BadPacket as exc:
+            drops(exc.reason)
+            return None
+        if nh != NH_IPV6 or len(inner) < 40 or inner[0] >> 4 != 6:
+            drops("esp_not_ipv6")
+            return None
+        return inner, entry.owner
+
+    def _log_keys(self, keys: EspKeys) -> None:
+        assert self.keylog is not None
+        lines = [
+            esp_sa_uat_line("*", "*", spi, keys.suite, keymat, ipv4=ipv4)
+            for spi, keymat in ((keys.spi_out, keys.keymat_out), (keys.spi_in, keys.keymat_in))
+            for ipv4 in (False, True)
+        ]
+        try:
+            fd = os.open(self.keylog, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write("".join(line + "\n" for line in lines))
+        except OSError as exc:
+            log.error("cannot write the ESP key log %s: %s", self.keylog, exc)
