@@ -113,8 +113,13 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
     ro = out / "ro-open" / "mn-eth0--fw-lan.pcap"
     # Route optimisation on the MN's link: all four RR messages, BU and BA to and from the
     # CN, and D-native data (HAO out, RH2 back).
+    # (HoTI and HoT ride the tunnel sealed: read with the run's key log.)
+    ro_keys = ["-o", "esp.enable_encryption_decode:TRUE"]
+    for record in (out / "ro-open" / "esp-keys.txt").read_text().splitlines():
+        ro_keys += ["-o", f"uat:esp_sa:{record}"]
     for mh_type in (1, 2, 3, 4, 5, 6):
-        assert _tshark(ro, f"mip6.mhtype == {mh_type}"), f"no MH type {mh_type} in {ro}"
+        found = _tshark(ro, f"mip6.mhtype == {mh_type}", *ro_keys)
+        assert found, f"no MH type {mh_type} in {ro}"
     assert _tshark(ro, "ipv6.opt.mipv6.home_address == 2001:db8:1::100")  # HAO
     assert _tshark(ro, "ipv6.routing.mipv6.home_address == 2001:db8:1::100")  # RH2
     no41 = out / "stateful-fw-no41" / "mn-eth0--fw-lan.pcap"
