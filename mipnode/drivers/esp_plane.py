@@ -57,13 +57,13 @@ class EspSas:
         """``keylog``: the key log file; ``None``: from the environment; "": none."""
         self.outbound: dict[bytes, EspOutbound] = {}
         self.inbound: dict[int, _In] = {}
-        self.rekey_asked: set[bytes] = set()
+        self.rekey_due: set[bytes] = set()  # owners whose SA passed SEQ_SOFT_LIMIT
         self.keylog = (keylog if keylog is not None else os.environ.get(KEYLOG_ENV)) or None
 
     def keyed(self, owner: bytes, keys: EspKeys, now: float) -> None:
         """``owner``'s new SAs: seal with the new one at once, open with both for a while."""
         self.outbound[owner] = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
-        self.rekey_asked.discard(owner)
+        self.rekey_due.discard(owner)
         for spi, entry in list(self.inbound.items()):
             if entry.owner != owner:
                 continue
@@ -78,13 +78,15 @@ class EspSas:
     def forget(self, owner: bytes) -> None:
         """``owner`` has no binding any more: its SAs go."""
         self.outbound.pop(owner, None)
-        self.rekey_asked.discard(owner)
+        self.rekey_due.discard(owner)
         for spi in [s for s, e in self.inbound.items() if e.owner == owner]:
             del self.inbound[spi]
 
     def seal(self, owner: bytes, inner: bytes, drops: Counters) -> bytes | None:
         """``inner`` (an IPv6 packet) as ESP under ``owner``'s outbound SA, or ``None`` (no SA
-        yet, or its sequence numbers are spent: counted)."""
+        yet, or its sequence numbers are spent: counted). An SA that reaches the soft limit
+        puts its owner in :attr:`rekey_due` (exactly once: the sequence number passes it once);
+        the driver asks its core for a new registration after the batch."""
         sa = self.outbound.get(owner)
         if sa is None:
             drops("esp_not_keyed")
@@ -92,26 +94,29 @@ class EspSas:
         sealed = sa.seal(inner, NH_IPV6)
         if sealed is None:
             drops("esp_sequence_exhausted")
+        elif sa.seq == SEQ_SOFT_LIMIT:
+            self.rekey_due.add(owner)
         return sealed
 
-    def wants_rekey(self, owner: bytes) -> bool:
-        """True once per SA, when its sequence numbers pass the soft limit."""
-        sa = self.outbound.get(owner)
-        if sa is None or sa.seq < SEQ_SOFT_LIMIT or owner in self.rekey_asked:
-            return False
-        self.rekey_asked.add(owner)
-        return True
-
-    def open(self, data: bytes, now: float, drops: Counters) -> tuple[bytes, bytes] | None:
-        """The inner IPv6 packet of an ESP packet and its SA's owner, or ``None`` (counted by
-        reason; ``esp_unknown_spi`` is for the caller to act on: see :meth:`owner_of`)."""
+    def inbound_sa(self, data: bytes, drops: Counters) -> _In | None:
+        """The SA an ESP packet names, or ``None`` (counted: truncated or unknown SPI)."""
         if len(data) < MIN_PACKET_LENGTH:
             drops("esp_truncated")
             return None
         entry = self.inbound.get(int.from_bytes(data[:4], "big"))
         if entry is None:
             drops("esp_unknown_spi")
-            return None
+        return entry
+
+    def open(self, data: bytes, now: float, drops: Counters) -> tuple[bytes, bytes] | None:
+        """The inner IPv6 packet of an ESP packet and its SA's owner, or ``None`` (counted)."""
+        entry = self.inbound_sa(data, drops)
+        return None if entry is None else self.open_with(entry, data, now, drops)
+
+    def open_with(
+        self, entry: _In, data: bytes, now: float, drops: Counters
+    ) -> tuple[bytes, bytes] | None:
+        """:meth:`open` with the SA already found by :meth:`inbound_sa`."""
         if entry.retire_at is not None and now > entry.retire_at:
             del self.inbound[entry.sa.spi]
             drops("esp_sa_retired")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+from functools import partial
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_MH, NH_UDP
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
+from tunnels.esp import MIN_PACKET_LENGTH, spi_of
 
 log = logging.getLogger("mipnode.ha")
 VIA_CACHE_MAX = 4096
@@ -132,12 +134,14 @@ class HomeAgentDaemon:
                 nursery.start_soon(self.writer.run)
             nursery.start_soon(self.host_routes.run)
             nursery.start_soon(p.run)
-            nursery.start_soon(_drain, self.tun, self._from_tun, p, True)
-            nursery.start_soon(_drain, self.raw41, self._from_raw41, p, False)
-            nursery.start_soon(_drain, self.raw50, self._from_raw50, p, False)
-            nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p, False)
+            nursery.start_soon(
+                partial(pump.drain_fd, pump=p), self.tun, self._from_tun, self._after_tun
+            )
+            nursery.start_soon(_drain, self.raw41, self._from_raw41, p)
+            nursery.start_soon(_drain, self.raw50, self._from_raw50, p)
+            nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
             for (_, port), sock in self.udp.items():
-                nursery.start_soon(_drain, sock, self._udp(port), p, False)
+                nursery.start_soon(_drain, sock, self._udp(port), p)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_ports=%s mobile_nodes=%d "
@@ -198,14 +202,18 @@ class HomeAgentDaemon:
             if sealed is None:
                 return
             self._send_sealed(via, sealed)
-            if self.esp.wants_rekey(hoa):
-                self.node.request_rekey(self.pump.now, IPv6Address(hoa))
         elif self.protected:
             self.drops("esp_not_keyed")  # restored after a restart: the MN registers again
             return
         else:
             self._send_via(via, pkt)
         self.counters("tunnelled_to_mn")
+
+    def _after_tun(self) -> None:
+        """After a batch from the TUN: SAs that passed their soft limit get a BRR (rekey)."""
+        while self.esp.rekey_due:
+            self.node.request_rekey(self.pump.now, IPv6Address(self.esp.rekey_due.pop()))
+        self.pump.flush()
 
     def _via(self, kind: str, addr: Any, local_port: int) -> Via:
         """The Via of a source, from a small cache: no per-packet allocation or validation for
@@ -249,12 +257,12 @@ class HomeAgentDaemon:
         self.drops("native_mh_unsupported")
 
     def _from_esp(self, data: bytes, via: Via) -> None:
-        spi = int.from_bytes(data[:4], "big")
-        if spi not in self.esp.inbound and len(data) >= 8:
-            self.drops("esp_unknown_spi")
-            self.node.unknown_spi(self.pump.now, spi, via, len(data))
+        entry = self.esp.inbound_sa(data, self.drops)
+        if entry is None:
+            if len(data) >= MIN_PACKET_LENGTH:  # unknown SPI: we may have restarted
+                self.node.unknown_spi(self.pump.now, spi_of(data), via, len(data))
             return
-        opened = self.esp.open(data, self.pump.now, self.drops)
+        opened = self.esp.open_with(entry, data, self.pump.now, self.drops)
         if opened is None:
             return
         inner, owner = opened
@@ -386,11 +394,8 @@ class HomeAgentDaemon:
         }
 
 
-async def _drain(source: Any, handle: Any, p: pump.Pump, is_fd: bool) -> None:
-    if is_fd:
-        await pump.drain_fd(source, handle, p.flush, pump=p)
-    else:
-        await pump.drain_socket(source, handle, p.flush, pump=p)
+async def _drain(sock: socket.socket, handle: Any, p: pump.Pump) -> None:
+    await pump.drain_socket(sock, handle, p.flush, pump=p)
 
 
 def _enable_forwarding() -> None:

@@ -179,8 +179,8 @@ class MobileNodeDaemon:
                 task_status.started(scope)
                 async with trio.open_nursery() as n:
                     drain = partial(pump.drain_socket, pump=p, on_error=self._icmp)
-                    n.start_soon(drain, s.raw41, self._raw41((str(a.ipv6), 0)), p.flush)
-                    n.start_soon(drain, s.raw50, self._raw41((str(a.ipv6), 0), True), p.flush)
+                    n.start_soon(drain, s.raw41, self._raw_native((str(a.ipv6), 0)), p.flush)
+                    n.start_soon(drain, s.raw50, self._raw_native((str(a.ipv6), 0), True), p.flush)
                     n.start_soon(pump.drain_socket, s.raw_mh, self._from_raw_mh, p.flush)
                     for sock, addr, port in (
                         (s.udp6, a.ipv6, a.udp6_port),
@@ -239,7 +239,8 @@ class MobileNodeDaemon:
             for dst in self.misses:
                 self.node.new_destination(now, dst)
             self.misses.clear()
-        if self.esp.wants_rekey(b""):
+        if self.esp.rekey_due:
+            self.esp.rekey_due.clear()
             self.node.request_rekey(now)
         if self.used and now - self.reported_at >= TRAFFIC_REPORT_S:
             self.reported_at = now
@@ -247,7 +248,7 @@ class MobileNodeDaemon:
             self.used = set()
         self.pump.flush()
 
-    def _raw41(self, local: tuple[str, int], esp: bool = False) -> Any:
+    def _raw_native(self, local: tuple[str, int], esp: bool = False) -> Any:
         """T-native from the home agent: IPv6-in-IPv6, or (``esp``) ESP in tunnel mode."""
         remote = (str(self.config.home_agent), 0)
 

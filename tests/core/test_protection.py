@@ -309,3 +309,28 @@ def test_unknown_spi_asks_only_the_tagged_mobile_node_to_register_and_never_ampl
     assert len(brr.packet) <= 200
     ha.unknown_spi(START + 0.5, ours, via, 200)  # rate-limited per home address
     assert ha.datagrams_to_send(START + 0.5) == []
+
+
+def test_an_sa_near_the_end_of_its_sequence_numbers_is_replaced_by_a_new_registration() -> None:
+    """The driver's SA table flags the owner once, at the soft limit; the MN core then
+    registers again on the same pair, which rekeys (tunnels/esp.py: no ESN, never wraps)."""
+    from mipnode.drivers.esp_plane import EspSas
+    from mipnode.drivers.io import Counters
+    from tunnels.esp import SEQ_SOFT_LIMIT, EspOutbound
+
+    sas, drops = EspSas(keylog=""), Counters()
+    sas.outbound[b""] = EspOutbound(1, 0x8000_0001, bytes(20), next_seq=SEQ_SOFT_LIMIT - 1)
+    assert sas.seal(b"", b"\x60" + bytes(39), drops) is not None and not sas.rekey_due
+    assert sas.seal(b"", b"\x60" + bytes(39), drops) is not None and sas.rekey_due == {b""}
+    sas.rekey_due.clear()
+    assert sas.seal(b"", b"\x60" + bytes(39), drops) is not None and not sas.rekey_due
+
+    net = NodeNet(protected=True)
+    registered(net)
+    before = net.mn_esp.outbound[b""].spi
+    net.mn.request_rekey(net.now)
+    net._drain()
+    net.run_for(1.0)
+    assert net.mn.statistics()["rekeys_for_sequence"] == 1
+    assert net.mn_esp.outbound[b""].spi != before
+    assert net.mn.state == "registered"

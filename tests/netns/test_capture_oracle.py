@@ -40,40 +40,20 @@ def _tshark_fields(pcap: Path, *fields: str, stun: bool = False) -> list[list[st
     """UDP 4191 carries whole IPv6 packets and STUN checks (DESIGN §3 demux); tshark can only
     decode a port one way, so STUN frames are found by its heuristic first, IPv6 by decode-as."""
     decode = ["--enable-heuristic", "stun_udp"] if stun else ["-d", "udp.port==4191,ipv6"]
-    args = [
-        "tshark",
-        "-n",
-        "-r",
-        str(pcap),
-        "-o",
-        "udp.check_checksum:TRUE",
-        *decode,
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-    ]
-    for f in fields:
-        args += ["-e", f]
+    return _fields(pcap, fields, "-o", "udp.check_checksum:TRUE", *decode)
+
+
+def _fields(pcap: Path, fields: list[str] | tuple[str, ...], *options: str) -> list[list[str]]:
+    """tshark's ``fields`` output of ``pcap`` with ``options``, one list per frame."""
+    args = ["tshark", "-n", "-r", str(pcap), *options, "-T", "fields", "-E", "separator=|"]
+    args += [x for f in fields for x in ("-e", f)]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
     return [line.split("|") for line in out.splitlines()]
 
 
 def _esp_frames(pcap: Path) -> set[str]:
     """Frames carrying mipnode's ESP (SPI top bit set, DESIGN §3): decoded elsewhere."""
-    rows = _tshark(
-        pcap,
-        "-d",
-        "udp.port==4191,udpencap",
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-        "-e",
-        "frame.number",
-        "-e",
-        "esp.spi",
-    )
+    rows = _fields(pcap, ["frame.number", "esp.spi"], "-d", "udp.port==4191,udpencap")
     return {r[0] for r in rows if r[1] and int(r[1].split(",")[0], 16) & 0x8000_0000}
 
 
@@ -165,12 +145,6 @@ def test_captured_signalling_and_data_decode_cleanly(
     assert all(status == 0 for t, status, _ in mhs if t == 6)
 
 
-def _tshark(pcap: Path, *options: str) -> list[list[str]]:
-    args = ["tshark", "-n", "-r", str(pcap), *options]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
-    return [line.split("|") for line in out.splitlines()]
-
-
 @pytest.mark.parametrize(("firewall", "kind"), [("open", "T-native"), ("stateful-no41", "T-udp")])
 def test_protected_run_decrypts_with_the_key_log_and_shows_nothing_without_it(
     make_lab, tmp_path: Path, firewall: str, kind: str
@@ -196,12 +170,10 @@ def test_protected_run_decrypts_with_the_key_log_and_shows_nothing_without_it(
     assert len(records) >= 4  # both directions, IPv6 and IPv4 records, from both daemons
     fields = ["frame.number", "_ws.malformed", "esp.spi", "esp.icv_good", "icmpv6.type"]
     fields += ["ipv6.src", "ipv6.dst"]
-    decode = ["-d", "udp.port==4191,udpencap", "-T", "fields", "-E", "separator=|"]
-    decode += [x for f in fields for x in ("-e", f)]
     keys = ["-o", "esp.enable_encryption_decode:TRUE"]
     keys += ["-o", "esp.enable_authentication_check:TRUE"]
     keys += [x for record in records for x in ("-o", f"uat:esp_sa:{record}")]
-    opened = [r for r in _tshark(pcap, *keys, *decode) if r[2]]
+    opened = [r for r in _fields(pcap, fields, *keys, "-d", "udp.port==4191,udpencap") if r[2]]
     assert len(opened) >= 10, "no ESP captured"
     assert not [r for r in opened if r[1]], "tshark found malformed ESP packets"
     # STUN on UDP 4191 is not ESP; every real ESP frame (top SPI bit) verifies and decodes.
@@ -210,22 +182,7 @@ def test_protected_run_decrypts_with_the_key_log_and_shows_nothing_without_it(
     echoes = [r for r in ours if set(r[4].split(",")) & {"128", "129"} and HOA in r[5] + r[6]]
     assert len(echoes) >= 8, "the pings to the home address did not decrypt"
     # Without the keys: any frame with the home address visible must be a Mobility Header.
-    clear = _tshark(
-        pcap,
-        "-d",
-        "udp.port==4191,ipv6",
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-        "-e",
-        "frame.number",
-        "-e",
-        "ipv6.src",
-        "-e",
-        "ipv6.dst",
-        "-e",
-        "mip6.mhtype",
-    )
+    shown = ["frame.number", "ipv6.src", "ipv6.dst", "mip6.mhtype"]
+    clear = _fields(pcap, shown, "-d", "udp.port==4191,ipv6")
     leaked = [r for r in clear if HOA in (r[1] + "," + r[2]).split(",") and not r[3]]
     assert not leaked, f"home-address packets in clear on the access link: {leaked[:3]}"
