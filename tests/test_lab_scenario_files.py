@@ -301,9 +301,10 @@ def _builtin(name: str) -> Scenario:
 def test_the_home_path_scenarios_load_with_their_steps_and_budgets() -> None:
     dies = _builtin("home-path-dies")
     block, unblock = (s for s in dies.timeline if s.do in ("block", "unblock"))
-    # Protocol 41 (nft's `ipv6`) between the MN's care-of address and the HA, on the MN's fw.
-    assert (block.on, block.proto, block.between) == ("fw", "ipv6", (MN_LAN6, HA_ADDRESS))
-    assert (unblock.on, unblock.proto, unblock.between) == ("fw", "ipv6", (MN_LAN6, HA_ADDRESS))
+    # ESP (what a protected T-native carries) between the MN's care-of address and the HA, on
+    # the MN's fw.
+    assert (block.on, block.proto, block.between) == ("fw", "esp", (MN_LAN6, HA_ADDRESS))
+    assert (unblock.on, unblock.proto, unblock.between) == ("fw", "esp", (MN_LAN6, HA_ADDRESS))
     waits = [(s.mn_ha, s.within_s) for s in dies.timeline if s.do == "wait-for-path"]
     assert waits == [("T-udp", 5.0), ("T-native", 30.0)]
     assert dies.cn == "plain" and dies.stream and dies.traffic.udp_rate_pps == 50
