@@ -35,8 +35,14 @@ def _env() -> dict[str, str]:
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL, check=False,
+        argv,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -55,16 +61,32 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int = 
 @pytest.mark.parametrize(
     ("role", "text", "key", "words"),
     [
-        ("ha", '[ha]\naddress = "2001:db8:1::1"\nhome_prefix = "2001:db8:1::1/64"\n',
-         "ha.home_prefix", "not an IPv6 prefix"),
-        ("ha", '[ha]\naddress = "2001:db8:1::1"\nhome_prefix = "2001:db8:1::/64"\n'
-               'udp_port = 4500\n', "ha.udp_port", "ESP-in-UDP"),
-        ("mn", '[mn]\nhome_address = "2001:db8:1::100"\nhome_agent = "2001:db8:1::1"\n'
-               'spi = 7\nkey = "00112233445566778899aabbccddeeff"\n', "mn.spi",
-         "between 256 and"),
-        ("mn", '[mn]\nhome_address = "2001:db8:1::100"\nhome_agent = "2001:db8:1::1"\n'
-               'spi = 1000\nkey = "00112233445566778899aabbccddeeff"\nlifetime = 60\n',
-         "mn.lifetime", "unknown key"),
+        (
+            "ha",
+            '[ha]\naddress = "2001:db8:1::1"\nhome_prefix = "2001:db8:1::1/64"\n',
+            "ha.home_prefix",
+            "not an IPv6 prefix",
+        ),
+        (
+            "ha",
+            '[ha]\naddress = "2001:db8:1::1"\nhome_prefix = "2001:db8:1::/64"\nudp_port = 4500\n',
+            "ha.udp_port",
+            "ESP-in-UDP",
+        ),
+        (
+            "mn",
+            '[mn]\nhome_address = "2001:db8:1::100"\nhome_agent = "2001:db8:1::1"\n'
+            'spi = 7\nkey = "00112233445566778899aabbccddeeff"\n',
+            "mn.spi",
+            "between 256 and",
+        ),
+        (
+            "mn",
+            '[mn]\nhome_address = "2001:db8:1::100"\nhome_agent = "2001:db8:1::1"\n'
+            'spi = 1000\nkey = "00112233445566778899aabbccddeeff"\nlifetime = 60\n',
+            "mn.lifetime",
+            "unknown key",
+        ),
         ("mn", "[mn]\nspi = \n", "-", "not valid TOML"),
         # A quoted TOML key may hold a line break; the message must stay on one line.
         ("mn", '"bad\\nkey" = 1\n[mn]\n', "bad key", "unknown key"),
@@ -184,9 +206,7 @@ def _nobody_can_run_mipnode(netns: str) -> None:
 
 
 @pytest.mark.parametrize("role", ["ha", "mn"])
-def test_unprivileged_user_gets_one_line(
-    netns: str, shared_configs: Path, role: str
-) -> None:
+def test_unprivileged_user_gets_one_line(netns: str, shared_configs: Path, role: str) -> None:
     _need("setpriv")
     _nobody_can_run_mipnode(netns)
     config = shared_configs / f"{role}.toml"
@@ -205,8 +225,17 @@ def test_root_without_capabilities_gets_one_line(
     drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
     # Pre-set forwarding so the HA does not log "enabled IPv6 forwarding" first (uid 0 may
     # write network sysctls of its own namespace even without capabilities).
-    run(["ip", "netns", "exec", netns, "sh", "-c",
-         "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"])
+    run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+        ]
+    )
     proc = run(["ip", "netns", "exec", netns, *drop, *CLI, role, "--config", str(config)])
     line = assert_one_line_error(proc)
     assert "CAP_NET_ADMIN" in line, line
@@ -217,12 +246,37 @@ def test_missing_tun_device_gets_one_line(netns: str, shared_configs: Path, role
     """/dev/net/tun hidden by a tmpfs in a private mount namespace (the host's is untouched)."""
     _need("unshare", "mount")
     host_has_tun = os.path.exists("/dev/net/tun")
-    run(["ip", "netns", "exec", netns, "sh", "-c",
-         "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"])
+    run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+        ]
+    )
     config = shared_configs / f"{role}.toml"
     script = 'mount -t tmpfs none /dev/net && exec "$0" -m mipnode.cli "$1" --config "$2"'
-    proc = run(["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
-                "sh", "-c", script, PYTHON, role, str(config)])
+    proc = run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            PYTHON,
+            role,
+            str(config),
+        ]
+    )
     if "mount" in proc.stderr and "mipnode:" not in proc.stderr:
         pytest.skip(f"cannot hide /dev/net/tun here: {proc.stderr.strip()}")
     line = assert_one_line_error(proc)
@@ -233,8 +287,10 @@ def test_missing_tun_device_gets_one_line(netns: str, shared_configs: Path, role
 def test_status_in_an_empty_namespace(netns: str) -> None:
     proc = run(["ip", "netns", "exec", netns, *CLI, "status"])
     line = assert_one_line_error(proc, status=1)
-    assert line == ("mipnode: no mipnode daemon answers on @mipnode-mn, @mipnode-ha, "
-                    "@mipnode-cn in this network namespace")
+    assert line == (
+        "mipnode: no mipnode daemon answers on @mipnode-mn, @mipnode-ha, "
+        "@mipnode-cn in this network namespace"
+    )
 
 
 def test_config_unreadable_for_the_service_user(netns: str, shared_configs: Path) -> None:

@@ -198,13 +198,28 @@ def test_examples_show_every_key_with_its_default(write: Writer) -> None:
     """Each example mentions every key it may hold, and commenting every optional key out
     gives the same configuration: the values shown are the defaults."""
     optional_ha = ["udp_ports", "max_lifetime_s", "tun_name", "tun_mtu", "control_socket"]
-    optional_mn = ["home_agent_udp_ports", "lifetime_s", "tun_name", "tun_mtu", "paths",
-                   "keepalive_interval_s", "control_socket"]
+    optional_mn = [
+        "home_agent_udp_ports",
+        "lifetime_s",
+        "tun_name",
+        "tun_mtu",
+        "paths",
+        "keepalive_interval_s",
+        "control_socket",
+    ]
     for name, optional, also, load in (
-        ("ha.toml", optional_ha, ["state_dir", "address", "home_prefix", "home_address", "spi",
-                                  "key"], load_ha_config),
-        ("mn.toml", optional_mn, ["interface", "home_agent_ipv4", "home_address", "home_agent",
-                                  "spi", "key"], load_mn_config),
+        (
+            "ha.toml",
+            optional_ha,
+            ["state_dir", "address", "home_prefix", "home_address", "spi", "key"],
+            load_ha_config,
+        ),
+        (
+            "mn.toml",
+            optional_mn,
+            ["interface", "home_agent_ipv4", "home_address", "home_agent", "spi", "key"],
+            load_mn_config,
+        ),
     ):
         text = (EXAMPLES / name).read_text()
         for key in optional + also:
@@ -221,29 +236,76 @@ def test_examples_show_every_key_with_its_default(write: Writer) -> None:
 
 def test_minimal_configs_get_the_defaults(write: Writer) -> None:
     ha = load_ha_config(write(ha_doc()))
-    assert (ha.udp_port, ha.max_lifetime_s, ha.tun_name, ha.tun_mtu, ha.control_socket,
-            ha.state_dir) == (4191, 3600, "mip-ha0", 1400, "@mipnode-ha", None)
+    assert (
+        ha.udp_port,
+        ha.max_lifetime_s,
+        ha.tun_name,
+        ha.tun_mtu,
+        ha.control_socket,
+        ha.state_dir,
+    ) == (4191, 3600, "mip-ha0", 1400, "@mipnode-ha", None)
     assert [m.spi for m in ha.mobile_nodes] == [1000, 1001]
     mn = load_mn_config(write(mn_doc()))
-    assert (mn.home_agent_ipv4, mn.home_agent_udp_port, mn.lifetime_s, mn.interface,
-            mn.tun_name, mn.tun_mtu, mn.paths, mn.keepalive_interval_s, mn.control_socket) == (
-        None, 4191, 600, None, "mip0", 1400, ("T-native", "T-udp"), 15.0, "@mipnode-mn")
+    assert (
+        mn.home_agent_ipv4,
+        mn.home_agent_udp_port,
+        mn.lifetime_s,
+        mn.interface,
+        mn.tun_name,
+        mn.tun_mtu,
+        mn.paths,
+        mn.keepalive_interval_s,
+        mn.control_socket,
+    ) == (None, 4191, 600, None, "mip0", 1400, ("T-native", "T-udp"), 15.0, "@mipnode-mn")
 
 
 def test_all_optional_keys_are_accepted(write: Writer) -> None:
-    ha = load_ha_config(write(with_ha(udp_port=5555, max_lifetime_s=4, tun_name="ha-tun",
-                                      tun_mtu=1280, control_socket="/run/mipnode/ha.sock",
-                                      state_dir="/var/lib/mipnode-ha")))
-    assert (ha.udp_port, ha.max_lifetime_s, ha.tun_name, ha.tun_mtu, ha.control_socket,
-            ha.state_dir) == (5555, 4, "ha-tun", 1280, "/run/mipnode/ha.sock",
-                              "/var/lib/mipnode-ha")
-    mn = load_mn_config(write(with_mn(home_agent_ipv4="192.0.2.1", home_agent_udp_port=5555,
-                                      lifetime_s=262140, interface="wlan0", tun_name="t0",
-                                      tun_mtu=9000, paths=["T-udp"], keepalive_interval_s=2.5,
-                                      control_socket="@mn-test")))
-    assert (mn.home_agent_ipv4, mn.home_agent_udp_port, mn.lifetime_s, mn.interface,
-            mn.tun_name, mn.tun_mtu, mn.paths, mn.keepalive_interval_s, mn.control_socket) == (
-        IPv4Address("192.0.2.1"), 5555, 262140, "wlan0", "t0", 9000, ("T-udp",), 2.5, "@mn-test")
+    ha = load_ha_config(
+        write(
+            with_ha(
+                udp_port=5555,
+                max_lifetime_s=4,
+                tun_name="ha-tun",
+                tun_mtu=1280,
+                control_socket="/run/mipnode/ha.sock",
+                state_dir="/var/lib/mipnode-ha",
+            )
+        )
+    )
+    assert (
+        ha.udp_port,
+        ha.max_lifetime_s,
+        ha.tun_name,
+        ha.tun_mtu,
+        ha.control_socket,
+        ha.state_dir,
+    ) == (5555, 4, "ha-tun", 1280, "/run/mipnode/ha.sock", "/var/lib/mipnode-ha")
+    mn = load_mn_config(
+        write(
+            with_mn(
+                home_agent_ipv4="192.0.2.1",
+                home_agent_udp_port=5555,
+                lifetime_s=262140,
+                interface="wlan0",
+                tun_name="t0",
+                tun_mtu=9000,
+                paths=["T-udp"],
+                keepalive_interval_s=2.5,
+                control_socket="@mn-test",
+            )
+        )
+    )
+    assert (
+        mn.home_agent_ipv4,
+        mn.home_agent_udp_port,
+        mn.lifetime_s,
+        mn.interface,
+        mn.tun_name,
+        mn.tun_mtu,
+        mn.paths,
+        mn.keepalive_interval_s,
+        mn.control_socket,
+    ) == (IPv4Address("192.0.2.1"), 5555, 262140, "wlan0", "t0", 9000, ("T-udp",), 2.5, "@mn-test")
     # An int is a fine number of seconds.
     assert load_mn_config(write(with_mn(keepalive_interval_s=300))).keepalive_interval_s == 300.0
 
@@ -480,25 +542,33 @@ def test_home_prefix_too_long(write: Writer) -> None:
 def test_home_prefix_with_zone_index(write: Writer) -> None:
     _, err = ha_error(write, with_ha(home_prefix="2001:db8:1::%eth0/64"))
     assert (err.key, err.problem) == (
-        "ha.home_prefix", "must not carry a zone index: 2001:db8:1::%eth0/64")
+        "ha.home_prefix",
+        "must not carry a zone index: 2001:db8:1::%eth0/64",
+    )
 
 
 def test_ha_address_outside_the_home_prefix(write: Writer) -> None:
     _, err = ha_error(write, with_ha(address="2001:db8:2::1"))
     assert (err.key, err.problem) == (
-        "ha.address", "2001:db8:2::1 is not inside home_prefix 2001:db8:1::/64")
+        "ha.address",
+        "2001:db8:2::1 is not inside home_prefix 2001:db8:1::/64",
+    )
 
 
 def test_home_address_outside_the_home_prefix(write: Writer) -> None:
     _, err = ha_error(write, with_entry(1, home_address="2001:db8:2::101"))
     assert (err.key, err.problem) == (
-        "mobile_node[1].home_address", "2001:db8:2::101 is not inside home_prefix 2001:db8:1::/64")
+        "mobile_node[1].home_address",
+        "2001:db8:2::101 is not inside home_prefix 2001:db8:1::/64",
+    )
 
 
 def test_home_address_equal_to_the_ha_address(write: Writer) -> None:
     _, err = ha_error(write, with_entry(0, home_address="2001:db8:1::1"))
     assert (err.key, err.problem) == (
-        "mobile_node[0].home_address", "equals the home agent's own address")
+        "mobile_node[0].home_address",
+        "equals the home agent's own address",
+    )
 
 
 def test_mn_home_agent_equal_to_home_address(write: Writer) -> None:
@@ -514,7 +584,9 @@ def test_short_key(write: Writer, length: int) -> None:
     assert (err.key, err.problem) == ("mn.key", f"too short: {length} bytes, need at least 16")
     _, err = ha_error(write, with_entry(1, key=key))
     assert (err.key, err.problem) == (
-        "mobile_node[1].key", f"too short: {length} bytes, need at least 16")
+        "mobile_node[1].key",
+        f"too short: {length} bytes, need at least 16",
+    )
 
 
 def test_sixteen_byte_key_is_enough(write: Writer) -> None:
@@ -552,12 +624,10 @@ def test_duplicate_spi(write: Writer) -> None:
 
 def test_duplicate_home_address(write: Writer) -> None:
     _, err = ha_error(write, with_entry(1, home_address="2001:db8:1::100"))
-    assert (err.key, err.problem) == (
-        "mobile_node[1].home_address", "2001:db8:1::100 listed twice")
+    assert (err.key, err.problem) == ("mobile_node[1].home_address", "2001:db8:1::100 listed twice")
     # The same address written differently is still the same address.
     _, err = ha_error(write, with_entry(1, home_address="2001:0db8:0001:0000::0100"))
-    assert (err.key, err.problem) == (
-        "mobile_node[1].home_address", "2001:db8:1::100 listed twice")
+    assert (err.key, err.problem) == ("mobile_node[1].home_address", "2001:db8:1::100 listed twice")
 
 
 # -- ports, ranges -------------------------------------------------------------------------------
@@ -575,7 +645,9 @@ def test_port_out_of_range(write: Writer, port: int) -> None:
     assert (err.key, err.problem) == ("ha.udp_port", f"must be between 1 and 65535, got {port}")
     _, err = mn_error(write, with_mn(home_agent_udp_port=port))
     assert (err.key, err.problem) == (
-        "mn.home_agent_udp_port", f"must be between 1 and 65535, got {port}")
+        "mn.home_agent_udp_port",
+        f"must be between 1 and 65535, got {port}",
+    )
 
 
 @pytest.mark.parametrize(
@@ -618,7 +690,8 @@ def test_bad_interface_name(write: Writer, name: str) -> None:
 
 def test_fifteen_byte_interface_name_is_fine(write: Writer) -> None:
     assert load_mn_config(write(with_mn(interface="fifteen-chars-x"))).interface == (
-        "fifteen-chars-x")
+        "fifteen-chars-x"
+    )
 
 
 def test_access_interface_is_not_the_tun(write: Writer) -> None:
@@ -629,10 +702,14 @@ def test_access_interface_is_not_the_tun(write: Writer) -> None:
 def test_unknown_path_kind(write: Writer) -> None:
     _, err = mn_error(write, with_mn(paths=["T-udp", "T-tcp"]))
     assert (err.key, err.problem) == (
-        "mn.paths", "unknown path kind 'T-tcp' (known: T-native, T-udp)")
+        "mn.paths",
+        "unknown path kind 'T-tcp' (known: T-native, T-udp)",
+    )
     _, err = mn_error(write, with_mn(paths=["t-udp"]))
     assert (err.key, err.problem) == (
-        "mn.paths", "unknown path kind 't-udp' (known: T-native, T-udp)")
+        "mn.paths",
+        "unknown path kind 't-udp' (known: T-native, T-udp)",
+    )
     _, err = mn_error(write, with_mn(paths=[1]))
     assert (err.key, err.problem) == ("mn.paths", "unknown path kind 1 (known: T-native, T-udp)")
 
@@ -660,8 +737,12 @@ def test_bad_control_socket(write: Writer, value: str) -> None:
 
 def test_config_error_fields() -> None:
     err = ConfigError("f.toml", "mn.spi", "bad")
-    assert (err.file, err.key, err.problem, str(err)) == ("f.toml", "mn.spi", "bad",
-                                                          "f.toml: mn.spi: bad")
+    assert (err.file, err.key, err.problem, str(err)) == (
+        "f.toml",
+        "mn.spi",
+        "bad",
+        "f.toml: mn.spi: bad",
+    )
 
 
 def test_docs_describe_exactly_the_keys_the_loader_knows() -> None:

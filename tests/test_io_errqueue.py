@@ -88,3 +88,18 @@ async def test_the_reader_hands_the_error_over_and_keeps_reading() -> None:
         sock.close()
         peer.close()
     assert seen == ["port unreachable from ::1"] and got == [b"data"]
+
+
+def test_data_sockets_get_receive_buffers_that_hold_a_tcp_burst() -> None:
+    """A full raw socket makes the kernel answer ESP and protocol 41 with a Parameter Problem
+    (io.DATA_RCVBUF): every data socket asks for 4 MB (Linux reports twice what was set)."""
+    from mipnode.drivers.io import DATA_RCVBUF, open_raw, open_udp
+
+    socks = [open_udp(socket.AF_INET6, 0, address="::1"), open_udp(socket.AF_INET, 0)]
+    socks.append(open_raw(50))
+    try:
+        for sock in socks:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= DATA_RCVBUF
+    finally:
+        for sock in socks:
+            sock.close()

@@ -58,10 +58,12 @@ def test_systemd_analyze_verify_is_silent(role: str, tmp_path: Path) -> None:
     assert sum(line.startswith(prefix) for line in lines) == 1
     binary = _mipnode_binary()
     unit = tmp_path / UNITS[role].name
-    unit.write_text("".join(
-        f"ExecStart={binary} {line[len(prefix):]}" if line.startswith(prefix) else line
-        for line in lines
-    ))
+    unit.write_text(
+        "".join(
+            f"ExecStart={binary} {line[len(prefix) :]}" if line.startswith(prefix) else line
+            for line in lines
+        )
+    )
     env = dict(os.environ, SYSTEMD_LOG_LEVEL="notice", SYSTEMD_PAGER="", LC_ALL="C")
     proc = subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, env=env, timeout=30
@@ -118,8 +120,15 @@ def test_unit_hardening(role: str) -> None:
     if role in ("mn", "cn"):
         expected.add("AF_PACKET")  # the tap for route-optimised packets (HAO / RH2)
     assert set(families.split()) == expected
-    for key in ("ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
-                "ProtectClock", "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality"):
+    for key in (
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "RestrictNamespaces",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+    ):
         assert service[key] == ["yes"], key
     assert service["SystemCallArchitectures"] == ["native"]
     assert "@system-service" in service["SystemCallFilter"]
@@ -135,11 +144,15 @@ def test_systemd_analyze_security_exposure_is_low(role: str, tmp_path: Path) -> 
         pytest.skip("systemd-analyze is not installed")
     unit = tmp_path / UNITS[role].name
     shutil.copy(UNITS[role], unit)
-    env = dict(os.environ, SYSTEMD_LOG_LEVEL="err", SYSTEMD_PAGER="", SYSTEMD_COLORS="0",
-               LC_ALL="C.UTF-8")
+    env = dict(
+        os.environ, SYSTEMD_LOG_LEVEL="err", SYSTEMD_PAGER="", SYSTEMD_COLORS="0", LC_ALL="C.UTF-8"
+    )
     proc = subprocess.run(
         [analyze, "security", "--offline=yes", "--no-pager", str(unit)],
-        capture_output=True, text=True, env=env, timeout=30,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
     )
     if "--offline" in proc.stderr and "unrecognized" in proc.stderr:
         pytest.skip("this systemd-analyze has no offline security check")

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from tunnels.esp import key_length
 
 from mipnode.wire.keyshare import SPI_TOP_BIT, KeyShare
+from tunnels.esp import key_length
 
 INFO_LABEL = b"mipnode esp v1"
 

@@ -22,8 +22,9 @@ its driver does not forward itself:
   packets go out on and must come in on (the ingress filter); ``None`` removes it. It also
   carries the binding's ESP keys (DESIGN §3), new with every registration.
 * **Protection**: the driver says which home address's SA opened a packet
-  (``protected_for``); a check that came protected is answered protected (``SendVia.protect``),
-  so the mobile node learns whether the path's protected form works. ESP the driver cannot
+  (``protected_for``); a check or a BU that came protected is answered protected
+  (``SendVia.protect``), so the mobile node learns whether the path's protected form works and
+  a firewall that passes only ESP carries the registration too. ESP the driver cannot
   open for want of an SA (the HA restarted) is reported by :meth:`HomeAgentNode.unknown_spi`:
   our inbound SPIs carry a 15-bit tag of the home address (``esp_keys.spi_tag``), which is
   enough to send that mobile node an authenticated BRR, and it registers (and rekeys) at once.
@@ -113,6 +114,7 @@ class HomeAgentNode:
         self._out: list[HaTransmit] = []
         self._events: deque[HaForwardingChanged] = deque()
         self._counters: dict[str, int] = {}
+        self._reply_protect: IPv6Address | None = None  # answers to a sealed BU go sealed
         self.drops: dict[str, int] = {}  # what this node refused, by reason (status "drops")
 
     # -- inputs --------------------------------------------------------------------------------
@@ -138,8 +140,12 @@ class HomeAgentNode:
             return
         src = IPv6Address(inner[8:24])
         if nh == NH_MH:
+            # A BU that came sealed by its own home address's SA is answered sealed (by the SA
+            # in force: the driver applies this registration's new keys after sending the BA).
+            self._reply_protect = protected_for if protected_for == src else None
             self.core.receive_datagram(now, inner[40 : 40 + plen], src, self._address, via)
             self._settle(now)
+            self._reply_protect = None
             return
         if nh == NH_UDP and len(inner) >= 48:
             dport = int.from_bytes(inner[42:44], "big")
@@ -244,7 +250,9 @@ class HomeAgentNode:
             if out.via is None:
                 self._drop("mh_without_path")
                 continue
-            self._out.append(SendVia(out.via, ipv6_packet(out.src, out.dst, NH_MH, out.data)))
+            packet = ipv6_packet(out.src, out.dst, NH_MH, out.data)
+            protect = self._reply_protect if out.dst == self._reply_protect else None
+            self._out.append(SendVia(out.via, packet, protect))
         while (event := self.core.next_event()) is not None:
             if isinstance(event, BindingAdded | BindingUpdated):
                 b = event.binding

@@ -27,8 +27,10 @@ keep NATs and conntrack fresh and measure the RTT through the tunnel.
 
 Protection (DESIGN §3). With ``suite`` set, every registration keys a new pair of ESP SAs
 (core/esp_keys.py) and :class:`EspKeyed` hands them to the driver, which seals everything it
-sends through the home agent except Binding Updates (they must work when the home agent lost
-its SAs, and RFC 4285 authenticates them) and opens what comes back. Checks before the first
+sends through the home agent and opens what comes back. Binding Updates too (RFC 6275 §5.1
+protects them with ESP, and a firewall that passes only ESP must carry the refreshes of a
+T-native registration), but every other one goes in clear: a home agent that lost its SAs
+hears the next transmission, which RFC 4285 authenticates on its own. Checks before the first
 registration run in clear; from the first BA on, the home path's checks and heartbeats go
 sealed, so a pair whose protected form does not cross the firewalls (ESP dropped) dies like any
 dead pair and the next one takes over. What arrives from the home agent in clear then reaches
@@ -207,6 +209,7 @@ class MobileNode:
             random_bytes=random_bytes,
         )
         self.keyed = False  # a registration keyed ESP SAs (protection on)
+        self._bu_in_clear = False  # the next BU goes in clear (every other one once keyed)
         self.direct: DirectPaths | None = None
         self.d_native: DNativePaths | None = None
         if config.route_optimization:
@@ -519,6 +522,7 @@ class MobileNode:
         if event.keys is not None:
             # Before anything else is sent: the keepalive below already goes sealed.
             self.keyed = True
+            self._bu_in_clear = False  # the next exchange starts sealed
             self._counters["esp_rekeys"] += 1
             self._out.append(EspKeyed(event.keys))  # in order with what it seals
         pair = self._registering_on
@@ -991,13 +995,16 @@ class MobileNode:
         self._out.append(self._protected(SendHome(packet, pair.local, pair.remote)))
 
     def _protected(self, out: Transmit) -> Transmit:
-        """Seal what goes through the home agent once keyed, except Binding Updates: they
-        must reach a home agent that lost its SAs, and RFC 4285 authenticates them."""
+        """Seal what goes through the home agent once keyed; Binding Updates alternate, sealed
+        first (module docstring: a firewall passing only ESP, a home agent without SAs)."""
         if not self.keyed or not isinstance(out, SendHome):
             return out
         p = out.packet
         if len(p) >= 40 and p[6] == NH_MH and p[24:40] == self._ha_bytes:
-            return out
+            clear, self._bu_in_clear = self._bu_in_clear, not self._bu_in_clear
+            if clear:
+                self._counters["bu_sent_clear"] += 1
+                return out
         return SendHome(p, out.local, out.remote, protect=True)
 
     def _set_diagnosis(self, now: float, text: str | None, level: str = "warning") -> None:

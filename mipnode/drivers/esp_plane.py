@@ -6,6 +6,13 @@ data plane: one outbound SA per direction, the inbound SAs by SPI. A replaced in
 opening packets for ``GRACE_S`` (packets in flight and reordered across a rekey; a home agent
 that switched first) and is then forgotten; at most one replaced SA is kept per peer.
 
+Who switches when (the home agent's side of a rekey): the home agent derives the new keys when
+it sends the BA, but the mobile node holds them only once that BA arrives. So the home agent
+opens with the new inbound SA at once and goes on sealing with the old outbound SA until the
+first packet opened under the new inbound SA proves the mobile node has the keys
+(``switch_on_proof``, as WireGuard confirms a handshake with the first data packet). A lost BA
+then costs nothing: the mobile node retransmits its BU and still opens what the HA seals.
+
 What goes on the wire (DESIGN §3): on T-udp the UDP payload is the ESP packet (RFC 3948
 framing, no marker: our SPIs have the top bit set, so the first octet tells ESP from an IPv6
 packet or STUN); on T-native the ESP packet is the payload of an IPv6 packet with next header
@@ -47,6 +54,7 @@ class _In:
     sa: EspInbound
     owner: bytes  # the peer's home address (packed), or b"" on the mobile node
     retire_at: float | None = None
+    promote: EspOutbound | None = None  # the outbound SA the first packet opened here proves
 
 
 class EspSas:
@@ -60,18 +68,28 @@ class EspSas:
         self.rekey_due: set[bytes] = set()  # owners whose SA passed SEQ_SOFT_LIMIT
         self.keylog = (keylog if keylog is not None else os.environ.get(KEYLOG_ENV)) or None
 
-    def keyed(self, owner: bytes, keys: EspKeys, now: float) -> None:
-        """``owner``'s new SAs: seal with the new one at once, open with both for a while."""
-        self.outbound[owner] = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
-        self.rekey_due.discard(owner)
+    def keyed(
+        self, owner: bytes, keys: EspKeys, now: float, *, switch_on_proof: bool = False
+    ) -> None:
+        """``owner``'s new SAs: open with both for a while; seal with the new one at once, or
+        (``switch_on_proof``, with an old SA to go on with) from the first packet the new
+        inbound SA opens (module docstring)."""
+        outbound = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
+        fresh = _In(EspInbound(keys.suite, keys.spi_in, keys.keymat_in), owner)
+        if switch_on_proof and owner in self.outbound:
+            fresh.promote = outbound
+        else:
+            self.outbound[owner] = outbound
+            self.rekey_due.discard(owner)
         for spi, entry in list(self.inbound.items()):
             if entry.owner != owner:
                 continue
+            entry.promote = None  # a newer exchange replaces keys never confirmed
             if entry.retire_at is None:
                 entry.retire_at = now + GRACE_S
             else:
                 del self.inbound[spi]  # only the latest replaced SA is kept
-        self.inbound[keys.spi_in] = _In(EspInbound(keys.suite, keys.spi_in, keys.keymat_in), owner)
+        self.inbound[keys.spi_in] = fresh
         if self.keylog is not None:
             self._log_keys(keys)
 
@@ -129,6 +147,10 @@ class EspSas:
         if nh != NH_IPV6 or len(inner) < 40 or inner[0] >> 4 != 6:
             drops("esp_not_ipv6")
             return None
+        if entry.promote is not None:  # the peer has the new keys: seal with them from now on
+            self.outbound[entry.owner] = entry.promote
+            self.rekey_due.discard(entry.owner)
+            entry.promote = None
         return inner, entry.owner
 
     def _log_keys(self, keys: EspKeys) -> None:

@@ -341,7 +341,9 @@ class HomeAgentDaemon:
             return
         self.routes[event.home_address.packed] = event.via
         if event.keys is not None:
-            self.esp.keyed(event.home_address.packed, event.keys, self.pump.now)
+            self.esp.keyed(
+                event.home_address.packed, event.keys, self.pump.now, switch_on_proof=True
+            )
         if event.added:
             self.host_routes.add(event.home_address)
 

@@ -16,6 +16,12 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 SO_BINDTODEVICE = 25
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h: root may go past net.core.rmem_max
+# A data socket's receive buffer: the default (~208 KB) holds ~90 full packets, less than one
+# TCP window burst while the daemon is busy sealing a batch. A full raw socket does worse than
+# drop: current kernels then count the packet as undelivered (ipv6_raw_deliver) and answer
+# its sender with an ICMPv6 Parameter Problem ("unrecognized next header") for ESP and 41.
+DATA_RCVBUF = 4 << 20
 IPV6_RECVERR = 25  # linux/in6.h (not exported by Python 3.11's socket module)
 IP_RECVERR = 11  # linux/in.h
 SO_EE_ORIGIN_ICMP = 2
@@ -58,6 +64,7 @@ def _bind_device(sock: socket.socket, ifname: str | None) -> None:
 def open_raw(proto: int, ifname: str | None = None, address: str | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
     sock.setblocking(False)
+    grow_receive_buffer(sock)
     _bind_device(sock, ifname)
     if address:
         # The HA answers from its own address, whatever interface the route uses.
@@ -73,9 +80,19 @@ def open_udp(
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    grow_receive_buffer(sock)
     _bind_device(sock, ifname)
     sock.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
     return sock
+
+
+def grow_receive_buffer(sock: socket.socket, size: int = DATA_RCVBUF) -> None:
+    """``size`` bytes of receive buffer (DATA_RCVBUF); without the privilege to force it, as
+    much as net.core.rmem_max allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def enable_error_queue(sock: socket.socket) -> None:

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 REGISTRATION_TIMEOUT_S = timeline.REGISTRATION_TIMEOUT_S
+HOME_SETTLE_S = 5.0  # from the first registration to the path the firewalls leave
 TCP_BYTES = 1_000_000
 TCP_PORT = 5001
 SCENARIOS = builtin_scenarios()
@@ -371,12 +372,11 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     initiator = sc.traffic.initiator
     status = start_daemons(t, cn_mipnode=sc.cn == "mipnode", probe_first_data=initiator != "mn")
     peer = timeline.peer_address(sc)
-    binding = status["bindings"][0]
-    # Once data flows the home path has settled: under protection the first registration may
-    # ride a pair whose sealed form the firewall then drops (ESP blocked: T-native -> T-udp).
-    settled = (daemon_status(t, "mn", "bindings") or {}).get("bindings") or []
-    if settled and status.get("first_data_ms") is not None:
-        binding = settled[0]
+    # Under protection the home path settles after the first registration: the checks before
+    # it run in clear, the ones after it sealed, so a firewall that drops ESP moves it from
+    # T-native to T-udp and one that drops only protocol 41 from T-udp to T-native (within
+    # about a second). Wait for the expected kind on both ends, at most HOME_SETTLE_S.
+    binding = _settled_binding(t, sc.expect_mn_ha) or status["bindings"][0]
     result["observed"]["mn_ha"] = binding["path"]["kind"]
     result["observed"]["mn_ha_port"] = home_port(binding)
     result["timings_ms"]["registration"] = status.get("registration_ms")
@@ -527,13 +527,40 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
         result["traffic"]["ping_after_timeline"] = after
         if not after["received"]:
             problems.append(f"no traffic after the timeline: ping {node} -> {target} 0/3")
-        # ... and the home path must be the one the scenario ends on.
-        bindings = (daemon_status(t, "mn") or {}).get("bindings") or []
-        end = bindings[0]["path"]["kind"] if bindings else None
-        result["observed"]["mn_ha_at_end"] = end
-        if end != _final_mn_ha(sc):
-            problems.append(f"MN-HA path {end} at the end, expected {_final_mn_ha(sc)}")
+    # Every run ends on the home path it expects (a path that settled and then flapped away
+    # during the traffic is a failure too), on the MN and on the HA alike.
+    bindings = (daemon_status(t, "mn") or {}).get("bindings") or []
+    end = bindings[0]["path"]["kind"] if bindings else None
+    ha_end = [
+        b["path"]["kind"]
+        for b in (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+        if b["hoa"] == HOA
+    ]
+    result["observed"]["mn_ha_at_end"] = end
+    if end != _final_mn_ha(sc) or ha_end != [end]:
+        problems.append(
+            f"MN-HA path {end} at the end (the HA's binding: {ha_end}), expected {_final_mn_ha(sc)}"
+        )
     return problems
+
+
+def _settled_binding(t: Topology, expected: str | None) -> dict[str, Any] | None:
+    """The MN's binding once the MN and the HA both hold it on ``expected`` (or the last one
+    seen, after HOME_SETTLE_S)."""
+    last: list[dict[str, Any]] = []
+
+    def settled() -> dict[str, Any] | None:
+        bindings = (daemon_status(t, "mn", "bindings") or {}).get("bindings") or []
+        if not bindings:
+            return None
+        last[:] = bindings[:1]
+        if bindings[0]["path"]["kind"] != expected:
+            return None
+        ha = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+        kinds = [b["path"]["kind"] for b in ha if b["hoa"] == HOA]
+        return bindings[0] if kinds == [expected] else None
+
+    return wait_for(settled, HOME_SETTLE_S, 0.1) or (last[0] if last else None)
 
 
 def _restart_budgets(sc: Scenario, entry: dict[str, Any], result: dict[str, Any]) -> list[str]:

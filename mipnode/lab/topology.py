@@ -135,8 +135,11 @@ FIREWALLS = {
     # P5: P1 that drops ESP (RFC 4487 §5.1 I1/I3 literally): IPsec-protected signalling would
     # fail, mipnode's RFC 4285 authentication does not need ESP (TC-11).
     "no-esp": _stateful(before="meta l4proto esp counter drop"),
-    # P1 that also drops IPv6-in-IPv6 (protocol 41) both ways: T-native cannot work.
-    "stateful-no41": _stateful(before="meta l4proto ipv6 counter drop"),
+    # P1 that also drops the native tunnel both ways, in both its forms: IPv6-in-IPv6
+    # (protocol 41: the checks and the BU before the first BA) and ESP (protocol 50: the
+    # protected tunnel after it). T-native cannot work. (Dropping 41 alone leaves a protected
+    # mobile node T-native after a T-udp start: see `ha-pinholes`.)
+    "stateful-no41": _stateful(before="meta l4proto { ipv6, esp } counter drop"),
     # P1, and UDP only to the home agent (RFC 4487 §5.1 style UDP filtering, TC-03-like): no
     # direct UDP path can exist; T and D-native are what is left to try.
     "stateful-udp-ha-only": _stateful(

@@ -358,7 +358,9 @@ class NodeNet:
             else:
                 self.ha_routes[ha_event.home_address.packed] = ha_event.via
                 if ha_event.keys is not None:
-                    self.ha_esp.keyed(ha_event.home_address.packed, ha_event.keys, self.now)
+                    self.ha_esp.keyed(
+                        ha_event.home_address.packed, ha_event.keys, self.now, switch_on_proof=True
+                    )
 
     # -- time ----------------------------------------------------------------------------------
 

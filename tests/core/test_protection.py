@@ -24,6 +24,7 @@ from nodenet import (
     NodeNet,
     Wire,
     drop_esp,
+    drop_protocol_41,
     longest_gap,
 )
 
@@ -102,7 +103,8 @@ def test_every_refresh_rekeys_without_losing_data() -> None:
 
 def test_home_agent_restart_without_state_rekeys_from_the_unknown_spi() -> None:
     """The restarted HA cannot open the MN's ESP; the SPI's tag names the MN, which gets an
-    authenticated BRR and registers again (it never sends BUs sealed)."""
+    authenticated BRR and registers again (its sealed BU is lost on the HA too; the next
+    transmission goes in clear)."""
     net = NodeNet(protected=True)
     registered(net)
     net.flow(until=START + 30.0)
@@ -334,3 +336,55 @@ def test_an_sa_near_the_end_of_its_sequence_numbers_is_replaced_by_a_new_registr
     assert net.mn.statistics()["rekeys_for_sequence"] == 1
     assert net.mn_esp.outbound[b""].spi != before
     assert net.mn.state == "registered"
+
+
+def test_a_firewall_that_passes_esp_but_not_41_carries_a_t_native_registration() -> None:
+    """RFC 4487 §5's ESP pinhole without protocol 41: the clear checks fail, so the MN
+    registers over T-udp; the sealed re-check of T-native passes, and the BUs that move the
+    binding there and refresh it ride ESP too (sent in clear, they would be dropped and the
+    binding would lapse at the HA while the MN sends T-native)."""
+    net = NodeNet(protected=True, rules=[drop_protocol_41])
+    net.run_until(START + 10)
+    assert net.home_kind() == "T-native/6"
+    via = net.ha_via()
+    assert via is not None and via.kind == "T-native"
+    start = net.now
+    net.flow(until=start + 1300.0, interval_s=0.1)
+    net.run_for(1300.0)  # lifetime 600 s: two refreshes and more
+    assert net.mn.state == "registered" and net.ha_via() == via
+    assert net.mn.statistics()["esp_rekeys"] >= 3
+    assert longest_gap(net.home_rx, start + 1, start + 1299) < 0.5
+    assert longest_gap(net.mn_rx, start + 1, start + 1299) < 0.5
+
+
+def test_a_lost_ba_costs_the_mobile_node_no_data_from_the_home_agent() -> None:
+    """The HA keys the new SAs when it sends the BA; had it sealed with them at once, losing
+    that BA would leave the MN unable to open anything until its BU retransmission (1 s).
+    It goes on with the old SA until the MN's first packet under the new one."""
+    net = NodeNet(protected=True)
+    registered(net)
+    lost: list[float] = []
+    seen = {"bu": False}
+    real = net.ha.receive_tunnelled
+
+    def spy(now: float, inner: bytes, via: Via, protected_for: IPv6Address | None = None) -> None:
+        if inner[6] == NH_MH and inner[42] == 5:  # a BU arrives: its BA is what leaves next
+            seen["bu"] = True
+        real(now, inner, via, protected_for)
+
+    def lose_the_ba(now: float, wire: Wire) -> bool:
+        if seen["bu"] and wire.src[0] == str(HA6) and now > START + 20 and not lost:
+            lost.append(now)
+            return True
+        return False
+
+    net.ha.receive_tunnelled = spy  # type: ignore[method-assign]
+    net.rules.append(lose_the_ba)
+    start = net.now
+    net.flow(until=start + 20.0)
+    net.at(START + 21.0, lambda: net.mn.request_rekey(net.now))
+    net.run_for(20.5)
+    assert lost, "no BA was lost"
+    assert net.mn.statistics()["esp_rekeys"] == 2  # the retransmitted BU was answered
+    assert longest_gap(net.mn_rx, start + 1, start + 19.5) < 0.1
+    assert longest_gap(net.home_rx, start + 1, start + 19.5) < 0.1

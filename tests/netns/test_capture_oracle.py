@@ -93,6 +93,8 @@ def test_captured_signalling_and_data_decode_cleanly(
     make_lab, tmp_path: Path, firewall: str, kind: str
 ) -> None:
     lab = make_lab(firewall=firewall, start=False)
+    keylog = tmp_path / "esp-keys.txt"
+    lab.t.esp_keylog = keylog
     pcap = tmp_path / "ha-eth0.pcap"
     # The lab's own AF_PACKET capture (tshark's live capture lost frames mid-test under load,
     # twice); tshark and scapy stay the independent decoders.
@@ -138,7 +140,15 @@ def test_captured_signalling_and_data_decode_cleanly(
     assert ha_macs
     assert not [r for r in rows if r[5] == HOA and r[6] in ha_macs], "untunnelled HoA packet"
     mh_types = [int(t) for r in rows for t in r[2].split(",") if t]
-    assert mh_types.count(5) >= 2 and mh_types.count(6) >= 2  # register + deregister
+    assert mh_types.count(5) >= 1 and mh_types.count(6) >= 1  # the first registration
+    # Once keyed, BUs and BAs ride ESP (RFC 6275 §5.1): the deregistration is found sealed.
+    keys = ["-o", "esp.enable_encryption_decode:TRUE"]
+    keys += [
+        x for record in keylog.read_text().splitlines() for x in ("-o", f"uat:esp_sa:{record}")
+    ]
+    sealed = _fields(pcap, ["esp.spi", "mip6.mhtype"], *keys, "-d", "udp.port==4191,udpencap")
+    sealed_mh = [t for r in sealed if r[0] for t in r[1].split(",") if t]
+    assert "5" in sealed_mh and "6" in sealed_mh, sealed_mh
     mhs = _scapy_mobility_headers(pcap)
     assert mhs and all(good for _, _, good in mhs), mhs
     assert [t for t, _, _ in mhs] == mh_types  # both decoders saw the same signalling
