@@ -51,7 +51,13 @@ def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
 def run_daemon(role: str, config_path: str, verbose: bool) -> int:
     import trio
 
-    from mipnode.config import ConfigError, load_cn_config, load_ha_config, load_mn_config
+    from mipnode.config import (
+        ConfigError,
+        check_daemon_files,
+        load_cn_config,
+        load_ha_config,
+        load_mn_config,
+    )
     from mipnode.drivers.logs import setup_logging
 
     setup_logging(verbose)
@@ -60,11 +66,13 @@ def run_daemon(role: str, config_path: str, verbose: bool) -> int:
             from mipnode.drivers.ha_daemon import run_home_agent
 
             ha_cfg = load_ha_config(config_path)
+            check_daemon_files(config_path, "mobile_node.key", ha_cfg.state_dir)
             main: Callable[[], Any] = lambda: run_home_agent(ha_cfg)  # noqa: E731
         elif role == "mn":
             from mipnode.drivers.mn_daemon import run_mobile_node
 
             mn_cfg = load_mn_config(config_path)
+            check_daemon_files(config_path, "mn.key")
             main = lambda: run_mobile_node(mn_cfg)  # noqa: E731
         else:
             from mipnode.drivers.cn_daemon import run_correspondent

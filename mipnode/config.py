@@ -6,8 +6,10 @@ Every problem is reported as ``ConfigError(file, key, problem)`` so the CLI can 
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ class MobileNodeEntry:
 
     home_address: IPv6Address
     spi: int
-    key: bytes
+    key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ class MnConfig:
     home_agent_ipv4: IPv4Address | None
     home_agent_udp_ports: tuple[int, ...]
     spi: int
-    key: bytes
+    key: bytes = field(repr=False)
     lifetime_s: int
     interface: str | None
     tun_name: str
@@ -231,6 +233,57 @@ class _Reader:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise self.error(unknown[0], "unknown key")
+
+
+def check_daemon_files(path: str, key: str, state_dir: str | None = None) -> None:
+    """What a daemon checks before it trusts its files, as ssh does for its keys: the
+    configuration file ``path`` holds keys (``key`` names them in the error), so it must belong
+    to the daemon's user or root and be closed to group and others; ``state_dir``, whose file
+    decides the bindings restored, must belong to the daemon's user and be writable by no one
+    else.
+
+    Raises:
+        ConfigError: one line naming the file, the fix, and what is wrong.
+    """
+    euid = os.geteuid()
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read: {exc.strerror}") from None
+    if st.st_uid not in (euid, 0):
+        raise ConfigError(
+            path, key, f"holds keys but belongs to uid {st.st_uid}, not to uid {euid} or root"
+        )
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            path,
+            key,
+            f"holds keys but is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"chmod 600 {path}",
+        )
+    if state_dir is None:
+        return
+    try:
+        st = os.stat(state_dir)
+    except FileNotFoundError:
+        return  # created mode 0700 by the daemon
+    except OSError as exc:
+        raise ConfigError(path, "ha.state_dir", f"{state_dir}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(path, "ha.state_dir", f"{state_dir} is not a directory")
+    if st.st_uid != euid:
+        raise ConfigError(
+            path,
+            "ha.state_dir",
+            f"{state_dir} belongs to uid {st.st_uid}, not to the daemon's user (uid {euid})",
+        )
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            path,
+            "ha.state_dir",
+            f"{state_dir} is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod 700 {state_dir}",
+        )
 
 
 def _load(path: str) -> dict[str, Any]:

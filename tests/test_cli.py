@@ -185,15 +185,20 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
 
 
+NOBODY_UID = 65534
+EXAMPLE_STATE_DIR = "/var/lib/mipnode-ha"  # examples/ha.toml
+
+
 @pytest.fixture
 def shared_configs() -> Iterator[Path]:
-    """The example configs in a directory any user can read (pytest's tmp_path is 0700)."""
+    """The example configs (mode 0600: they hold keys) in a directory any user can enter
+    (pytest's tmp_path is 0700); a test run as nobody makes them nobody's."""
     directory = Path(tempfile.mkdtemp(prefix="mipt-cfg-"))
     try:
         directory.chmod(0o755)
         for name in ("ha.toml", "mn.toml"):
             shutil.copy(EXAMPLES / name, directory / name)
-            (directory / name).chmod(0o644)
+            (directory / name).chmod(0o600)
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -210,6 +215,7 @@ def test_unprivileged_user_gets_one_line(netns: str, shared_configs: Path, role:
     _need("setpriv")
     _nobody_can_run_mipnode(netns)
     config = shared_configs / f"{role}.toml"
+    os.chown(config, NOBODY_UID, NOBODY_UID)  # the service user's own key file
     proc = run(["ip", "netns", "exec", netns, *NOBODY, *CLI, role, "--config", str(config)])
     line = assert_one_line_error(proc)
     assert "permission denied" in line.lower() and "CAP_NET_ADMIN" in line, line
@@ -302,3 +308,62 @@ def test_config_unreadable_for_the_service_user(netns: str, shared_configs: Path
     proc = run(["ip", "netns", "exec", netns, *NOBODY, *CLI, "mn", "--config", str(config)])
     line = assert_one_line_error(proc)
     assert line == f"mipnode: {config}: -: cannot read: Permission denied"
+
+
+# -- files that hold keys (issue 12: local hardening) -------------------------------------------
+def _key_file(tmp_path: Path, role: str, mode: int) -> Path:
+    config = tmp_path / f"{role}.toml"
+    shutil.copy(EXAMPLES / f"{role}.toml", config)
+    config.chmod(mode)
+    return config
+
+
+@pytest.mark.parametrize(("role", "key"), [("mn", "mn.key"), ("ha", "mobile_node.key")])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_file_open_to_others_is_refused_in_one_line(
+    tmp_path: Path, role: str, key: str, mode: int
+) -> None:
+    config = _key_file(tmp_path, role, mode)
+    line = assert_one_line_error(run([*CLI, role, "--config", str(config)]))
+    assert line == (
+        f"mipnode: {config}: {key}: holds keys but is open to group or others "
+        f"(mode {mode:04o}): chmod 600 {config}"
+    )
+
+
+def test_a_key_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    config = _key_file(tmp_path, "mn", 0o600)
+    os.chown(config, NOBODY_UID, NOBODY_UID)  # nobody could rewrite the keys root trusts
+    line = assert_one_line_error(run([*CLI, "mn", "--config", str(config)]))
+    assert line == (
+        f"mipnode: {config}: mn.key: holds keys but belongs to uid {NOBODY_UID}, "
+        f"not to uid {os.geteuid()} or root"
+    )
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o722])
+def test_a_state_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Its file decides which bindings a restarted HA restores."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    config = _key_file(tmp_path, "ha", 0o600)
+    config.write_text(config.read_text().replace(EXAMPLE_STATE_DIR, str(state)))
+    line = assert_one_line_error(run([*CLI, "ha", "--config", str(config)]))
+    assert line == (
+        f"mipnode: {config}: ha.state_dir: {state} is writable by group or others "
+        f"(mode {mode:04o}): chmod 700 {state}"
+    )
+
+
+def test_a_state_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, NOBODY_UID, NOBODY_UID)
+    config = _key_file(tmp_path, "ha", 0o600)
+    config.write_text(config.read_text().replace(EXAMPLE_STATE_DIR, str(state)))
+    line = assert_one_line_error(run([*CLI, "ha", "--config", str(config)]))
+    assert line == (
+        f"mipnode: {config}: ha.state_dir: {state} belongs to uid {NOBODY_UID}, "
+        f"not to the daemon's user (uid {os.geteuid()})"
+    )

@@ -762,3 +762,14 @@ def test_docs_describe_exactly_the_keys_the_loader_knows() -> None:
     assert rows("### `[ha]`") == ha_keys
     assert rows("### `[[mobile_node]]`") == entry_keys
     assert rows("### `[mn]`") == mn_keys
+
+
+def test_keys_never_show_in_a_configuration_repr() -> None:
+    """Configs end up in logs and tracebacks; the MN-HA keys must not (issue 12)."""
+    mn = load_mn_config(str(EXAMPLES / "mn.toml"))
+    ha = load_ha_config(str(EXAMPLES / "ha.toml"))
+    keys = [mn.key] + [e.key for e in ha.mobile_nodes]
+    assert keys and all(len(k) >= 16 for k in keys)
+    for text in (repr(mn), repr(ha), str(mn), str(ha)):
+        for key in keys:
+            assert key.hex() not in text and repr(key) not in text
