@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from ice.candidate import TransportAddress
@@ -32,6 +32,7 @@ from mipnode.core.cn import (
     CorrespondentCore,
 )
 from mipnode.core.direct_paths import DirectPaths
+from mipnode.core.esp_keys import EspKeys
 from mipnode.core.transmit import SendNative, SendUdp, Transmit
 from mipnode.core.views import Endpoint, PathView
 from mipnode.wire.errors import BadPacket
@@ -39,6 +40,7 @@ from mipnode.wire.exthdr import build_packet_with_rh2
 from mipnode.wire.ipv6 import NH_MH
 from mipnode.wire.mh import ExperimentalMessage, MhType, decode_mh_untrusted, encode_mh
 from mipnode.wire.packets import ipv6_packet
+from tunnels.esp import SUITE_AES_GCM
 
 RandomBytes = Callable[[int], bytes]
 
@@ -52,6 +54,8 @@ class CnForwardingChanged:
     care_of: IPv6Address | None
     direct: tuple[TransportAddress, TransportAddress] | None
     text: str
+    sealed: bool = False  # the D-udp pair carries ESP (the mobile node sent a key share)
+    keys: EspKeys | None = field(default=None, repr=False)  # new SAs to install first
 
 
 class CorrespondentNode:
@@ -66,7 +70,9 @@ class CorrespondentNode:
         wall_offset: float = 0.0,
     ) -> None:
         self.core = CorrespondentCore(config, kcn=kcn, random_bytes=random_bytes)
-        self.direct = DirectPaths(controlling=False, random_bytes=random_bytes)
+        # Every answer carries a key share: a mobile node with protection keys the pair, one
+        # without (its offer has no share) gets clear D-udp, which is its choice to make.
+        self.direct = DirectPaths(controlling=False, random_bytes=random_bytes, suite=SUITE_AES_GCM)
         self.wall_offset = wall_offset
         self._addresses = frozenset(config.addresses)
         self._default_address = config.addresses[0]
@@ -186,6 +192,7 @@ class CorrespondentNode:
             mh = encode_mh(sig.message, src, sig.peer)
             self._out.append(SendNative(ipv6_packet(src, sig.peer, NH_MH, mh)))
         changed: dict[IPv6Address, str] = {}
+        keys: dict[IPv6Address, EspKeys] = {}
         while (event := self.core.next_event()) is not None:
             if isinstance(event, CnBindingAdded | CnBindingUpdated):
                 b = event.binding
@@ -198,6 +205,8 @@ class CorrespondentNode:
                     f"binding removed hoa={event.home_address} reason={event.reason}"
                 )
         while (d_event := self.direct.next_event()) is not None:
+            if d_event.keys is not None:
+                keys[d_event.peer] = d_event.keys
             changed[d_event.peer] = (
                 f"path to {d_event.peer}: {'D-udp' if d_event.pair else 'not D-udp'} "
                 f"({d_event.reason})"
@@ -211,6 +220,8 @@ class CorrespondentNode:
                     None if binding is None else binding.care_of_address,
                     None if sel is None else (sel.local.base, sel.remote.address),
                     text,
+                    self.direct.keyed(hoa),
+                    keys.get(hoa),
                 )
             )
 

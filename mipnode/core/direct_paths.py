@@ -28,6 +28,12 @@ all use this one engine; their node cores carry its messages.
 * **Consent lost** on the controlling side means an ICE restart: new credentials, a new offer.
 * **Bounds**: at most ``max_peers`` peers (each agent at most 100 pairs); a new peer beyond it is
   refused and counted.
+* **Protection** (``suite``): every agent gets a fresh ephemeral X25519 key and inbound SPI, and
+  every description it sends carries them (M-ICE KeyShare). With the peer's share the keys of
+  the pair's ESP SAs follow (core/esp_keys.py ``derive_direct``) and ride on
+  :class:`DirectPathChanged`; the private key is dropped at once. ``require_keys`` (a mobile
+  node with protection) refuses a description without a usable share, so no clear D-udp path
+  ever forms; an answerer adopts the offer's suite. An ICE restart rekeys.
 """
 
 from __future__ import annotations
@@ -49,8 +55,10 @@ from ice.agent import (
 )
 from ice.candidate import Candidate, CandidateType, TransportAddress, transport_address
 from ice.checklist import CandidatePair
+from mipnode.core.esp_keys import DirectSide, Ephemeral, EspKeys, derive_direct, inbound_spi
 from mipnode.wire import mice
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.keyshare import KeyShare
 from mipnode.wire.mh import ExperimentalMessage
 
 RandomBytes = Callable[[int], bytes]
@@ -76,6 +84,7 @@ class DirectPathChanged:
     peer: IPv6Address
     pair: CandidatePair | None
     reason: str
+    keys: EspKeys | None = field(default=None, repr=False, compare=False)  # seal with these
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,10 @@ class _Peer:
     old_ufrags: deque[str] = field(default_factory=lambda: deque(maxlen=OLD_UFRAGS))
     since: float | None = None  # when the selected pair was selected
     changes: deque[Change] = field(default_factory=lambda: deque(maxlen=MAX_CHANGES))
+    ephemeral: Ephemeral | None = None  # this agent's X25519 key, until the peer's share came
+    share: KeyShare | None = None  # ours, in every description of this agent
+    keys: EspKeys | None = field(default=None, repr=False)  # once both shares are known
+    keys_told: bool = False  # handed out once: installing an SA twice would reuse its nonces
 
 
 class DirectPaths:
@@ -124,7 +137,13 @@ class DirectPaths:
         max_peers: int = MAX_PEERS,
         offer_retry_s: float = OFFER_RETRY_S,
         offer_tries: int = OFFER_TRIES,
+        suite: int | None = None,
+        require_keys: bool = False,
     ) -> None:
+        """``suite``: key every pair for ESP with this suite (None: no key exchange);
+        ``require_keys``: refuse descriptions without a usable key share (module docstring)."""
+        self._suite = suite
+        self._require_keys = require_keys and suite is not None
         self._controlling = controlling
         self._random = random_bytes
         self._config = config or IceConfig()
@@ -199,6 +218,7 @@ class DirectPaths:
             self._counters["start_refused"] += 1
             return False
         p = _Peer(peer, self._new_agent(self._controlling), offered=True)
+        self._arm(p)
         self._peers[peer] = p
         self._counters["peers_started"] += 1
         p.pending_offer = True
@@ -210,6 +230,13 @@ class DirectPaths:
         p = self._peers.pop(peer, None)
         if p is not None and p.agent.selected_pair() is not None:
             self._change(now, p, None, "stopped")
+
+    def restart(self, now: float, peer: IPv6Address, reason: str) -> None:
+        """An ICE restart toward ``peer`` (new credentials, new keys), as the offerer."""
+        p = self._peers.get(peer)
+        if p is not None:
+            p.offered = True
+            self._restart(now, p, reason)
 
     def resend_offers(self, now: float) -> int:
         """Offers not answered yet, again now (after a move the first offer can leave before
@@ -241,6 +268,8 @@ class DirectPaths:
         p = self._peers.get(peer)
         if answer_to is not None:
             self._on_answer(now, p, creds, answer_to, items)
+        elif self._require_keys and not any(isinstance(i, KeyShare) for i in items):
+            self._drop("mice_without_key_share")  # never a clear D-udp path (no agent either)
         else:
             self._on_offer(now, peer, p, creds, items)
 
@@ -297,6 +326,7 @@ class DirectPaths:
                 _retire_remote(p)
                 self.stop(now, peer)
             p = _Peer(peer, self._new_agent(controlling=False), offered=False)
+            self._arm(p)
             p.old_ufrags = old
             self._peers[peer] = p
             self._counters["peers_answered"] += 1
@@ -312,6 +342,9 @@ class DirectPaths:
 
     def _take(self, p: _Peer, creds: mice.Credentials, items: tuple[mice.MiceItem, ...]) -> bool:
         """The peer's credentials and candidates into its agent (the first description only)."""
+        share = next((i for i in items if isinstance(i, KeyShare)), None)
+        if not self._key(p, creds, share):
+            return False
         agent = p.agent
         try:
             agent.set_remote_credentials(Credentials(creds.ufrag, creds.password))
@@ -329,6 +362,48 @@ class DirectPaths:
         if any(isinstance(i, mice.EndOfCandidates) for i in items):
             agent.end_of_remote_candidates()
         return True
+
+    def _key(self, p: _Peer, creds: mice.Credentials, theirs: KeyShare | None) -> bool:
+        """The pair's ESP keys from the peer's share (module docstring); False: refused."""
+        p.keys, p.keys_told = None, False
+        ours = p.share
+        if ours is None or p.ephemeral is None:
+            return True  # no protection here: the pair carries data in clear
+        if theirs is None:
+            if self._require_keys:
+                self._drop("mice_without_key_share")
+                return False
+            return True
+        if theirs.suite != ours.suite:
+            if p.offered:
+                if self._require_keys:
+                    self._drop("mice_other_suite")
+                    return False
+                return True
+            ours = p.share = KeyShare(theirs.suite, ours.spi, ours.public)  # the offer's suite
+        shared = p.ephemeral.shared(theirs.public)
+        if shared is None:
+            self._drop("mice_low_order_key")
+            return False
+        local = p.agent.local_credentials
+        p.keys = derive_direct(
+            shared=shared,
+            ours=DirectSide(ours, local.ufrag, local.password),
+            theirs=DirectSide(theirs, creds.ufrag, creds.password),
+        )
+        p.ephemeral = None  # forward secrecy: the private key is not needed any more
+        self._counters["keyed"] += 1
+        return True
+
+    def _arm(self, p: _Peer) -> None:
+        """A fresh key share for ``p``'s new agent (protection on)."""
+        if self._suite is None:
+            return
+        p.ephemeral = Ephemeral(self._random(32))
+        r = self._random(4)
+        spi = inbound_spi(r[:2], int.from_bytes(r[2:], "big"))  # 31 random bits
+        p.share = KeyShare(self._suite, spi, p.ephemeral.public)
+        p.keys, p.keys_told = None, False
 
     def _may_add_peer(self, now: float) -> bool:
         """Unsolicited offers create state only within budget: MAX_PEERS at once, and new ones
@@ -423,6 +498,11 @@ class DirectPaths:
         p = self._peers.get(peer)
         return None if p is None else p.agent.local_credentials.ufrag
 
+    def keyed(self, peer: IPv6Address) -> bool:
+        """Whether the pairs with ``peer`` carry ESP (both shares known)."""
+        p = self._peers.get(peer)
+        return p is not None and p.keys is not None
+
     def since(self, peer: IPv6Address) -> float | None:
         p = self._peers.get(peer)
         return None if p is None else p.since
@@ -466,6 +546,7 @@ class DirectPaths:
             self._change(now, p, None, reason)
         _retire_remote(p)
         p.agent = self._new_agent(self._controlling)
+        self._arm(p)
         p.answered, p.offers_sent, p.next_offer_at = False, 0, None
         p.pending_offer = True
         self._counters["ice_restarts"] += 1
@@ -496,6 +577,8 @@ class DirectPaths:
                 )
             )
         items.append(mice.EndOfCandidates())
+        if p.share is not None:
+            items.append(p.share)
         p.offers_sent += 1
         self._counters["descriptions_sent"] += 1
         self._signalling.append(
@@ -542,7 +625,9 @@ class DirectPaths:
         new = "D-udp" if pair is not None else None
         p.since = now if pair is not None else None
         p.changes.append(Change(now, old, new, reason))
-        self._events.append(DirectPathChanged(p.address, pair, reason))
+        keys = p.keys if pair is not None and not p.keys_told else None
+        p.keys_told = p.keys_told or keys is not None
+        self._events.append(DirectPathChanged(p.address, pair, reason, keys))
 
 
 def _retire_remote(p: _Peer) -> None:

@@ -19,6 +19,20 @@ later but lacks the pre-shared key; the ephemeral keys give forward secrecy: a s
 does not decrypt traffic of past registrations, whose private keys are gone. Private keys come
 from injected random octets (the core holds no randomness) and live only as long as the
 exchange that uses them.
+
+Direct paths (D-udp, :func:`derive_direct`): an offer and its answer each carry a share the
+same way (an ICE restart brings new ones). There is no pre-shared key between a mobile node and
+a correspondent; the salt is both ICE passwords instead, which travel only inside the same
+descriptions, so the keys are as strong as the descriptions' own authentication
+(return-routability strength, docs/internals.md "Direct paths under protection"). The two sides
+are ordered by their public keys, not by who offered: two mobile nodes whose offers cross each
+take the other's offer as the answer, and must still agree::
+
+    lo, hi  = the two sides ordered by public key
+    keymat  = HKDF-SHA256(salt = lo password | hi password, ikm = shared,
+                          info = "mipnode d-udp esp v1" | suite | lo ufrag | hi ufrag
+                                 | lo public | hi public | lo SPI | hi SPI)
+    lo -> hi: the first key_length(suite) octets; hi -> lo: the next
 """
 
 from __future__ import annotations
@@ -95,7 +109,6 @@ def derive(
     we_are_mn: bool,
 ) -> EspKeys:
     """Both directions' keying material (module docstring), from one side's point of view."""
-    n = key_length(suite)
     info = (
         INFO_LABEL
         + bytes((suite,))
@@ -105,8 +118,62 @@ def derive(
         + mn.spi.to_bytes(4, "big")
         + ha.spi.to_bytes(4, "big")
     )
-    okm = HKDF(hashes.SHA256(), 2 * n, salt=psk, info=info).derive(shared)
-    to_ha, to_mn = okm[:n], okm[n:]
-    if we_are_mn:
-        return EspKeys(suite, ha.spi, to_ha, mn.spi, to_mn)
-    return EspKeys(suite, mn.spi, to_mn, ha.spi, to_ha)
+    return _pair(shared, psk, info, suite, first=mn, second=ha, we_are_first=we_are_mn)
+
+
+DIRECT_INFO_LABEL = b"mipnode d-udp esp v1"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectSide:
+    """One side of a D-udp exchange: its key share and the ICE credentials it described."""
+
+    share: KeyShare
+    ufrag: str
+    password: str = field(repr=False)
+
+
+def derive_direct(*, shared: bytes, ours: DirectSide, theirs: DirectSide) -> EspKeys:
+    """Both directions' keying material of a D-udp pair (module docstring), from our side."""
+    suite = ours.share.suite
+    we_are_lo = ours.share.public < theirs.share.public
+    lo, hi = (ours, theirs) if we_are_lo else (theirs, ours)
+    info = (
+        DIRECT_INFO_LABEL
+        + bytes((suite,))
+        + _counted(lo.ufrag)
+        + _counted(hi.ufrag)
+        + lo.share.public
+        + hi.share.public
+        + lo.share.spi.to_bytes(4, "big")
+        + hi.share.spi.to_bytes(4, "big")
+    )
+    salt = _counted(lo.password) + _counted(hi.password)
+    return _pair(shared, salt, info, suite, first=lo.share, second=hi.share, we_are_first=we_are_lo)
+
+
+def _counted(text: str) -> bytes:
+    """A length-prefixed string: ufrags and passwords vary in length, the fields must not run
+    into each other."""
+    raw = text.encode()
+    return bytes((len(raw),)) + raw
+
+
+def _pair(
+    shared: bytes,
+    salt: bytes,
+    info: bytes,
+    suite: int,
+    *,
+    first: KeyShare,
+    second: KeyShare,
+    we_are_first: bool,
+) -> EspKeys:
+    """HKDF-SHA256 to 2 x key_length(suite) octets: first -> second, then second -> first;
+    each direction is sent under the receiver's inbound SPI."""
+    n = key_length(suite)
+    okm = HKDF(hashes.SHA256(), 2 * n, salt=salt, info=info).derive(shared)
+    to_second, to_first = okm[:n], okm[n:]
+    if we_are_first:
+        return EspKeys(suite, second.spi, to_second, first.spi, to_first)
+    return EspKeys(suite, first.spi, to_first, second.spi, to_second)

@@ -138,6 +138,7 @@ class Route:
     local: TransportAddress
     remote: TransportAddress
     care_of: bytes | None = None
+    sealed: bool = False  # D-udp: ESP under the SA of EspKeyed(peer=dst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,12 @@ class MobileNode:
         self.direct: DirectPaths | None = None
         self.d_native: DNativePaths | None = None
         if config.route_optimization:
-            self.direct = DirectPaths(controlling=True, random_bytes=random_bytes)
+            self.direct = DirectPaths(
+                controlling=True,
+                random_bytes=random_bytes,
+                suite=config.suite,
+                require_keys=config.suite is not None,
+            )
             self.d_native = DNativePaths(
                 config.home_address,
                 config.home_agent,
@@ -339,6 +345,14 @@ class MobileNode:
         if self.registration.state == "registered" and self._home_pair is not None:
             self._counters["rekeys_for_sequence"] += 1
             self._register_on(now, self._home_pair)
+            self._settle(now)
+
+    def rekey_direct(self, now: float, peer: IPv6Address) -> None:
+        """The driver's SA of the D-udp pair with ``peer`` nears the end of its sequence
+        numbers: an ICE restart brings new descriptions, new shares, new keys."""
+        if self.direct is not None:
+            self._counters["direct_rekeys_for_sequence"] += 1
+            self.direct.restart(now, peer, "esp rekey")
             self._settle(now)
 
     def receive_native(self, now: float, pkt: bytes) -> None:
@@ -808,14 +822,20 @@ class MobileNode:
         cn = IPv6Address(dst)
         routes: list[Route] = []
         coa = None if self.access is None else self.access.ipv6
-        if self.d_native is not None and coa is not None and self.d_native.ready_since(cn):
+        # D-native carries plain packets (an HAO, an RH2: what an RFC 6275 correspondent reads);
+        # under protection data takes sealed D-udp instead (docs/internals.md, "Direct paths
+        # under protection"). Return routability still runs: it tells a correspondent that
+        # speaks the Mobility Header from one that does not.
+        native = self.config.suite is None and self.d_native is not None
+        if native and coa is not None and self.d_native and self.d_native.ready_since(cn):
             routes.append(
                 Route("D-native", (str(coa), NATIVE_PORT), (str(cn), NATIVE_PORT), coa.packed)
             )
         if self.direct is not None:
             sel = self.direct.selected(cn)
             if sel is not None:
-                routes.append(Route("D-udp", sel.local.base, sel.remote.address))
+                sealed = self.direct.keyed(cn)
+                routes.append(Route("D-udp", sel.local.base, sel.remote.address, None, sealed))
         routes.sort(key=lambda r: PATH_KIND_RANK[r.kind])
         return tuple(routes)
 
@@ -986,6 +1006,8 @@ class MobileNode:
             f"path to {event.peer}: {'D-udp' if event.pair else 'not D-udp'} ({event.reason})",
         )
         dst = event.peer.packed
+        if event.keys is not None:
+            self._out.append(EspKeyed(event.keys, dst))  # before the route that seals with it
         if event.pair is not None or dst in self._dests:
             self._install(now, dst)
 

@@ -53,10 +53,13 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class EspKeyed:
-    """A registration keyed new ESP SAs: seal with ``keys.spi_out`` from here on; accept the
-    new inbound SA and keep the previous one a little while for packets in flight."""
+    """A registration (or, ``peer`` set, a direct path's offer and answer) keyed new ESP SAs:
+    seal with ``keys.spi_out`` from here on; accept the new inbound SA and keep the previous
+    one a little while for packets in flight. ``peer``: the correspondent (16 octets) whose
+    D-udp pair they protect; ``b""``: the home agent's."""
 
     keys: EspKeys = field(repr=False)
+    peer: bytes = b""
 
 
 Transmit = SendHome | SendUdp | SendNative | Deliver | EspKeyed

@@ -11,6 +11,8 @@
   routing header to the CoA only when the MN itself sent D-native data on its flow lately
   (``mipnode.core.flows``: only those flows have state in a firewall in front of the MN, RFC
   4487 §5.1), else on the selected D-udp pair, else the normal way, through the MN's HA.
+- D-udp under protection (the MN's offer carried a key share): both ways ESP-in-UDP under the
+  pair's SAs (drivers/esp_plane.py); clear packets for a keyed pair are refused.
 - Never forward on an RH2, never act on an HAO without a binding (RFC 6275 §9.3.1).
 """
 
@@ -46,6 +48,7 @@ from mipnode.core.views import (
 )
 from mipnode.drivers import netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
+from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, open_raw, open_udp, send_quietly, write_quietly
 from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_tun
@@ -61,6 +64,7 @@ from tunnels.ro import (
 
 log = logging.getLogger("mipnode.cn")
 KCN_BYTES = 20  # RFC 6275 §5.2.1: Kcn is 20 octets
+MAX_KEYED_PEERS = 256  # home addresses with D-udp SAs (4 x the ICE engine's peers)
 
 
 class CorrespondentDaemon:
@@ -69,8 +73,9 @@ class CorrespondentDaemon:
         self.drops, self.counters = Counters(), Counters()
         # HoA bytes -> CoA bytes for every binding: the whole per-packet state (a dict hit).
         self.care_of: dict[bytes, bytes] = {}
-        # HoA bytes -> (socket, remote) of the selected D-udp pair.
-        self.direct: dict[bytes, tuple[socket.socket, tuple[str, int]]] = {}
+        # HoA bytes -> (socket, remote, sealed) of the selected D-udp pair.
+        self.direct: dict[bytes, tuple[socket.socket, tuple[str, int], bool]] = {}
+        self.esp = EspSas()  # the SAs of keyed D-udp pairs, owner = the HoA
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
         # Flows each MN sends us D-native: only these may go back by RH2.
         self.flows = FlowTable()
@@ -195,12 +200,26 @@ class CorrespondentDaemon:
                 sel = self.direct.get(data[8:24])
                 if sel is None or sel[1][0] != addr[0] or sel[1][1] != addr[1]:
                     self.drops("direct_not_from_selected_pair")
+                elif sel[2]:
+                    self.drops("clear_direct_refused")  # its pair is keyed: ESP only
+                else:
+                    self._from_direct(data)
+                return
+            if data[:1] and data[0] & 0x80:  # ESP-in-UDP (RFC 3948): SPIs have the top bit set
+                entry = self.esp.inbound_sa(data, self.drops)
+                if entry is None:
                     return
-                if data[24:40] not in self.addresses:
-                    self.drops("direct_not_for_us")
+                sel = self.direct.get(entry.owner)
+                if sel is None or sel[1][0] != addr[0] or sel[1][1] != addr[1]:
+                    self.drops("direct_not_from_selected_pair")  # before any decryption
                     return
-                if write_quietly(self.tun, data, self.drops):
-                    self.counters("d_udp_from_mn")
+                opened = self.esp.open_with(entry, data, self.pump.now, self.drops)
+                if opened is None:
+                    return
+                if opened[0][8:24] != opened[1]:
+                    self.drops("esp_inner_source_not_owner")  # an SA speaks for its HoA only
+                    return
+                self._from_direct(opened[0])
                 return
             try:
                 kind = classify_udp_payload_untrusted(data)
@@ -212,6 +231,12 @@ class CorrespondentDaemon:
                 self.node.receive_udp(self.pump.now, data, local, (host, addr[1]))
 
         return from_udp
+
+    def _from_direct(self, inner: bytes) -> None:
+        if inner[24:40] not in self.addresses:
+            self.drops("direct_not_for_us")
+        elif write_quietly(self.tun, inner, self.drops):
+            self.counters("d_udp_from_mn")
 
     def _record_flow(self, inner: bytes) -> None:
         """The MN sent D-native on this flow: a firewall in front of it now holds state that
@@ -248,8 +273,10 @@ class CorrespondentDaemon:
             new_flow = True
         sel = self.direct.get(dst) if ours else None
         if sel is not None:
-            send_quietly(sel[0], pkt, sel[1], self.drops)
-            self.counters("d_udp_to_mn")
+            out = self.esp.seal(dst, pkt, self.drops) if sel[2] else pkt
+            if out is not None:
+                send_quietly(sel[0], out, sel[1], self.drops)
+                self.counters("d_udp_to_mn")
         else:
             send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
             self.counters("via_ha_new_flow" if new_flow else "plain_to_hoa")
@@ -288,11 +315,18 @@ class CorrespondentDaemon:
                 # A new CoA, maybe behind another firewall: no flow has state there yet.
                 self.flows.forget(hoa)
             self.care_of[hoa] = event.care_of.packed
+        if event.keys is not None:
+            self.esp.keyed(hoa, event.keys, self.pump.now)
+            if len(self.esp.outbound) > MAX_KEYED_PEERS:
+                # Bounded: SAs of home addresses without a pair now go (they are kept while a
+                # pair is merely lost, because the same keys must never be installed twice).
+                for owner in [o for o in self.esp.outbound if o not in self.direct]:
+                    self.esp.forget(owner)
         sock = None if event.direct is None else self.udp_by_local.get(event.direct[0])
         if event.direct is None or sock is None:
             self.direct.pop(hoa, None)
         else:
-            self.direct[hoa] = (sock, event.direct[1])
+            self.direct[hoa] = (sock, event.direct[1], event.sealed)
         # Replies to a HoA with a binding or a direct pair must come back through our TUN.
         if hoa in self.care_of or hoa in self.direct:
             self.host_routes.add(event.home_address)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mipnode.core.esp_keys import EspKeys
 from mipnode.drivers.io import Counters
@@ -55,6 +55,7 @@ class _In:
     owner: bytes  # the peer's home address (packed), or b"" on the mobile node
     retire_at: float | None = None
     promote: EspOutbound | None = None  # the outbound SA the first packet opened here proves
+    keymat: bytes = field(default=b"", repr=False)  # tells the same keys handed in again
 
 
 class EspSas:
@@ -73,9 +74,14 @@ class EspSas:
     ) -> None:
         """``owner``'s new SAs: open with both for a while; seal with the new one at once, or
         (``switch_on_proof``, with an old SA to go on with) from the first packet the new
-        inbound SA opens (module docstring)."""
+        inbound SA opens (module docstring). The same keys again change nothing: a new SA
+        on old keys would start its sequence numbers, and so its AEAD nonces, over."""
+        known = self.inbound.get(keys.spi_in)
+        if known is not None and known.owner == owner and known.keymat == keys.keymat_in:
+            return
         outbound = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
         fresh = _In(EspInbound(keys.suite, keys.spi_in, keys.keymat_in), owner)
+        fresh.keymat = keys.keymat_in
         if switch_on_proof and owner in self.outbound:
             fresh.promote = outbound
         else:

@@ -227,8 +227,8 @@ class MobileNodeDaemon:
         self._tunnel(default[0], default[1], default[4], pkt)
         self.counters("tunnelled_to_ha")
 
-    def _tunnel(self, sock: socket.socket, addr: Any, seal: bool, pkt: bytes) -> None:
-        out = self.esp.seal(b"", pkt, self.drops) if seal else pkt
+    def _tunnel(self, sock: socket.socket, addr: Any, seal: bytes | None, pkt: bytes) -> None:
+        out = pkt if seal is None else self.esp.seal(seal, pkt, self.drops)
         if out is not None:
             send_quietly(sock, out, addr, self.drops)
 
@@ -240,8 +240,12 @@ class MobileNodeDaemon:
                 self.node.new_destination(now, dst)
             self.misses.clear()
         if self.esp.rekey_due:
+            for owner in self.esp.rekey_due:
+                if owner:
+                    self.node.rekey_direct(now, IPv6Address(owner))
+                else:
+                    self.node.request_rekey(now)
             self.esp.rekey_due.clear()
-            self.node.request_rekey(now)
         if self.used and now - self.reported_at >= TRAFFIC_REPORT_S:
             self.reported_at = now
             self.node.traffic_seen(now, self.used)
@@ -268,19 +272,16 @@ class MobileNodeDaemon:
                 if addr[0] in self.ha_hosts and addr[1] in self.ha_ports:
                     self._from_home(data, local, addr)
                     return
-                sel = self.fwd.direct_from.get(data[8:24])  # only the selected pair speaks for it
-                if sel is None or sel[0] != addr[0] or sel[1] != addr[1] or data[24:40] != self.hoa:
-                    self.drops("direct_not_from_selected_pair")
-                    return
-                self._deliver(data, "d_udp_from_cn")
+                if self.fwd.direct_clear_ok(data, addr, self.hoa, self.drops):
+                    self._deliver(data, "d_udp_from_cn")
                 return
-            if (
-                data[:1]
-                and data[0] & 0x80
-                and addr[0] in self.ha_hosts
-                and addr[1] in self.ha_ports
-            ):
-                self._from_esp(data, local, addr)  # ESP-in-UDP: SPIs have the top bit set
+            if data[:1] and data[0] & 0x80:  # ESP-in-UDP: SPIs have the top bit set
+                if addr[0] in self.ha_hosts and addr[1] in self.ha_ports:
+                    self._from_esp(data, local, addr)
+                elif inner := self.fwd.open_direct(
+                    self.esp, data, addr, self.hoa, self.pump.now, self.drops
+                ):
+                    self._deliver(inner, "d_udp_from_cn")
                 return
             try:
                 kind = classify_udp_payload_untrusted(data)
@@ -295,8 +296,12 @@ class MobileNodeDaemon:
 
     def _from_esp(self, data: bytes, local: tuple[str, int], remote: Any) -> None:
         opened = self.esp.open(data, self.pump.now, self.drops)
-        if opened is not None:
-            self._from_home(opened[0], local, remote, True)
+        if opened is None:
+            return
+        if opened[1]:
+            self.drops("esp_direct_sa_from_ha")  # a correspondent's SA never speaks for the HA
+            return
+        self._from_home(opened[0], local, remote, True)
 
     def _from_home(
         self, inner: bytes, local: tuple[str, int], remote: Any, sealed: bool = False
@@ -370,7 +375,7 @@ class MobileNodeDaemon:
             else:
                 self._send_on(self.fwd.udp_by_local.get(out.local), packet, out.remote, out)
         elif isinstance(out, EspKeyed):
-            self.esp.keyed(b"", out.keys, self.pump.now)
+            self.esp.keyed(out.peer, out.keys, self.pump.now)
         elif isinstance(out, SendUdp):
             self._send_on(self.fwd.udp_by_local.get(out.local), out.payload, out.remote, out)
         elif isinstance(out, SendNative):

@@ -2,9 +2,10 @@
 
 Per packet the daemon does one dict lookup here (DESIGN §5): destination -> the ways to try, in
 the order the core gave (D-native first, then D-udp; empty: the default), each a pre-built
-``(socket, address, care-of or None, counter, seal)``; ``seal``: the way goes through the home
-agent under protection, so the packet is sealed with the ESP SA and T-native uses the raw ESP
-socket instead of IPv6-in-IPv6; a miss means the default way, the home pair. The table
+``(socket, address, care-of or None, counter, seal)``; ``seal`` names the owner of the ESP SA
+that seals the packet (``b""``: the home agent's, and T-native then uses the raw ESP socket
+instead of IPv6-in-IPv6; a correspondent's address: its keyed D-udp pair) or is ``None``
+(clear); a miss means the default way, the home pair. The table
 also knows the open sockets of every access network (a move keeps two for a while), and which
 remote may speak for a correspondent on D-udp and which correspondents' RH2 data is proven.
 """
@@ -15,9 +16,12 @@ import socket
 from typing import Any
 
 from mipnode.core.mobile_node import ForwardingChanged, Route
+from mipnode.drivers.esp_plane import EspSas
+from mipnode.drivers.io import Counters
 from mipnode.drivers.mn_access import AccessSockets
 
-Way = tuple[socket.socket, Any, bytes | None, str, bool]  # socket, address, care-of, counter, seal
+# socket, address, care-of, counter, seal (the SA owner, or None)
+Way = tuple[socket.socket, Any, bytes | None, str, bytes | None]
 
 
 class ForwardingTable:
@@ -26,6 +30,7 @@ class ForwardingTable:
         self.routes: dict[bytes, tuple[Way, ...]] = {}
         self.default: Way | None = None
         self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN -> its D-udp remote
+        self.direct_sealed: set[bytes] = set()  # CNs whose D-udp pair carries ESP only
         self.d_native: set[bytes] = set()  # CNs whose RH2 data is delivered at once
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
         self.raw41_by_coa: dict[str, socket.socket] = {}
@@ -65,36 +70,75 @@ class ForwardingTable:
             return
         dst = event.dst
         self.direct_from.pop(dst, None)
+        self.direct_sealed.discard(dst)
         self.d_native.discard(dst)
         if event.routes is None:
             self.routes.pop(dst, None)
             return
         ways = []
         for route in event.routes:
-            way = self.way(route)
+            way = self.way(route, dst)
             if way is None:
                 continue
             ways.append(way)
             if route.kind == "D-udp":
                 self.direct_from[dst] = route.remote
+                if route.sealed:
+                    self.direct_sealed.add(dst)
             elif route.kind == "D-native":
                 self.d_native.add(dst)
         self.routes[dst] = tuple(ways)
 
-    def way(self, route: Route) -> Way | None:
+    def way(self, route: Route, dst: bytes = b"") -> Way | None:
         if route.kind == "D-native":
             sender = self.raw_sender()
             if sender is None:
                 return None
-            return (sender, (route.remote[0], 0), route.care_of, "d_native_to_cn", False)
+            return (sender, (route.remote[0], 0), route.care_of, "d_native_to_cn", None)
         home = route.kind != "D-udp"
         counter = "tunnelled_to_ha" if home else "d_udp_to_cn"
-        seal = home and self.protected
+        sealed = self.protected if home else route.sealed
+        seal = (b"" if home else dst) if sealed else None  # the SA owner: HA b"", or the CN
         if route.local[1] == 0:  # T-native: the raw socket of that care-of (41, or 50 sealed)
-            sock = self.native_socket(route.local[0], seal)
+            sock = self.native_socket(route.local[0], seal is not None)
             return None if sock is None else (sock, (route.remote[0], 0), None, counter, seal)
         sock = self.udp_by_local.get(route.local)
         return None if sock is None else (sock, route.remote, None, counter, seal)
 
     def native_socket(self, care_of: str, sealed: bool) -> socket.socket | None:
         return (self.raw50_by_coa if sealed else self.raw41_by_coa).get(care_of)
+
+    # -- what may arrive on a D-udp pair -------------------------------------------------------
+    def direct_clear_ok(self, data: bytes, addr: Any, hoa: bytes, drops: Counters) -> bool:
+        """A clear IPv6 packet on UDP: only from the correspondent's selected pair, to us, and
+        only while that pair is not keyed (then it must come sealed)."""
+        sel = self.direct_from.get(data[8:24])
+        if sel is None or sel[0] != addr[0] or sel[1] != addr[1] or data[24:40] != hoa:
+            drops("direct_not_from_selected_pair")
+            return False
+        if data[8:24] in self.direct_sealed:
+            drops("clear_direct_refused")
+            return False
+        return True
+
+    def open_direct(
+        self, esp: EspSas, data: bytes, addr: Any, hoa: bytes, now: float, drops: Counters
+    ) -> bytes | None:
+        """ESP on a D-udp pair: the inner packet if that correspondent's SA opened it, it came
+        from its selected pair, and it goes from the correspondent to us; else None (counted).
+        """
+        entry = esp.inbound_sa(data, drops)
+        if entry is None:
+            return None
+        sel = self.direct_from.get(entry.owner)
+        if sel is None or sel[0] != addr[0] or sel[1] != addr[1]:
+            drops("direct_not_from_selected_pair")  # before any decryption work
+            return None
+        opened = esp.open_with(entry, data, now, drops)
+        if opened is None:
+            return None
+        inner, owner = opened
+        if inner[8:24] != owner or inner[24:40] != hoa:
+            drops("esp_direct_wrong_addresses")
+            return None
+        return inner

@@ -4,7 +4,7 @@ The format is documented with examples in docs/lab.md; in short::
 
     name, description, tc          what it is (tc: the RFC 4487 test case, reference §5.5)
     [topology]                     access, firewall, cn, cn_firewall, ha_firewall, move_to,
-                                   second_mn, access_mtu, ha_udp_ports
+                                   second_mn, access_mtu, ha_udp_ports, protection
     [nft]                          inline rulesets per firewall node (fw, fw2, fw3, fwc, fwh)
     [sysctl.NODE]                  per-namespace sysctls ("net.netfilter.nf_conntrack_checksum")
     [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
@@ -36,6 +36,7 @@ from mipnode.lab.topology import FIREWALLS, NAT44_PROFILES, Topology
 
 ACCESS = ("ipv6", "ipv6-nat66", "ipv4")
 CN_KINDS = ("plain", "mipnode")
+PROTECTIONS = ("esp", "none")
 MN_HA_PATHS = ("T-native", "T-udp", "none")
 MN_CN_PATHS = ("D-native", "D-udp", "T-native", "T-udp")
 INITIATORS = ("both", "mn", "cn")
@@ -93,6 +94,7 @@ _TABLES = {
         "second_mn",
         "access_mtu",
         "ha_udp_ports",
+        "protection",
     },
     "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
     "expect": {
@@ -176,6 +178,7 @@ class Scenario:
     ha_firewall: str | None = None  # firewall profile in front of the HA (RFC 4487 §5.3)
     access_mtu: int | None = None  # MTU of the MN's first access link
     ha_udp_ports: tuple[int, ...] | None = None  # the HA's UDP ports (None: the default 4191)
+    protection: str = "esp"  # the MN's and the HA's protection ("none": plain RFC 6275)
     tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
     sysctl: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> key -> value
@@ -221,6 +224,7 @@ class Scenario:
             sysctls=self.sysctl,
             access_mtu=self.access_mtu,
             ha_udp_ports=self.ha_udp_ports,
+            protection=self.protection,
         )
 
     def nodes(self) -> tuple[str, ...]:
@@ -408,6 +412,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
     access_mtu = None if mtu is None else r.integer("topology.access_mtu", mtu, 1280, 9000)
     raw_ports = topo.get("ha_udp_ports")
     ha_udp_ports = None if raw_ports is None else r.ports("topology.ha_udp_ports", raw_ports)
+    protection = r.choice("topology.protection", topo.get("protection", "esp"), PROTECTIONS, False)
 
     nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall)[0]
     sysctl_t = r.table(doc, "sysctl")
@@ -480,6 +485,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
         ha_firewall=ha_firewall,
         access_mtu=access_mtu,
         ha_udp_ports=ha_udp_ports,
+        protection=protection,
         nft=nft,
         sysctl=sysctl,
         timeline=timeline,

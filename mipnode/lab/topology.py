@@ -221,6 +221,7 @@ class Topology:
     ha_udp_ports: tuple[int, ...] | None = None  # the HA's udp_ports (None: the default 4191)
     pids: dict[str, int] = field(default_factory=dict)  # daemon name (log stem) -> pid
     esp_keylog: Path | None = None  # MIPNODE_ESP_KEYLOG for the daemons (lab --pcap)
+    protection: str = "esp"  # [ha] and [mn] protection in the generated configs
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -318,14 +319,15 @@ def build(
     sysctls: dict[str, dict[str, str]] | None = None,
     access_mtu: int | None = None,
     ha_udp_ports: tuple[int, ...] | None = None,
+    protection: str = "esp",
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
     ``nft`` replaces a firewall's profile with inline rules (profile name "custom");
     ``sysctls`` are set per namespace after the rules (conntrack's knobs exist once it is
     loaded); ``access_mtu`` sets the MTU of the MN's first access link (TC-16);
-    ``ha_udp_ports`` are the UDP ports the HA listens on (and the MNs check), for
-    :func:`write_configs`.
+    ``ha_udp_ports`` are the UDP ports the HA listens on (and the MNs check), and
+    ``protection`` the HA's and the MNs' setting, for :func:`write_configs`.
     """
     t = Topology(
         record,
@@ -338,6 +340,7 @@ def build(
         ha_firewall,
         dict(nft or {}),
         ha_udp_ports,
+        protection=protection,
     )
     for node, profile in t.firewalls().items():
         if node not in t.nft and profile not in FIREWALLS:
@@ -494,6 +497,7 @@ home_prefix = "{HOME_PREFIX}"
 {_ports_line(t, "udp_port", "udp_ports")}
 max_lifetime_s = 600
 state_dir = "{t.workdir}"
+protection = "{t.protection}"
 
 [[mobile_node]]
 home_address = "{HOA}"
@@ -512,6 +516,7 @@ key = "{key2}"
 lifetime_s = 600
 interface = "eth0"
 keepalive_interval_s = 5
+protection = "{t.protection}"
 """
         )
     mn_cfg.write_text(
@@ -525,6 +530,7 @@ key = "{key}"
 lifetime_s = 600
 {"" if t.second_access else 'interface = "eth0"'}
 keepalive_interval_s = 5
+protection = "{t.protection}"
 """
     )
     for p in (ha_cfg, mn_cfg, t.workdir / "mn2.toml"):

@@ -51,9 +51,27 @@ class KeyShare:
 
 def key_share_option(share: KeyShare) -> ExperimentalOption:
     """The Experimental Mobility Option carrying ``share``."""
-    return ExperimentalOption(
-        _FIXED.pack(TLV_KEY_SHARE, VALUE_LENGTH, share.suite, share.spi) + share.public
-    )
+    return ExperimentalOption(bytes((TLV_KEY_SHARE, VALUE_LENGTH)) + key_share_value(share))
+
+
+def key_share_value(share: KeyShare) -> bytes:
+    """The TLV's value: suite, SPI, public key (also an M-ICE item of offers and answers)."""
+    return _FIXED.pack(TLV_KEY_SHARE, VALUE_LENGTH, share.suite, share.spi)[2:] + share.public
+
+
+def key_share_from_value_untrusted(value: bytes) -> KeyShare:
+    """The share in a TLV value (:func:`key_share_value`).
+
+    Raises:
+        BadPacket: ``bad_key_share`` (length, suite, or an SPI without its top bit).
+    """
+    if len(value) != VALUE_LENGTH:
+        raise BadPacket("bad_key_share", f"{len(value)} octets")
+    suite, spi = value[0], int.from_bytes(value[1:5], "big")
+    try:
+        return KeyShare(suite, spi, bytes(value[5:]))
+    except ValueError as exc:
+        raise BadPacket("bad_key_share", str(exc)) from None
 
 
 def key_share_from_options_untrusted(options: Iterable[MobilityOption]) -> KeyShare | None:
@@ -72,9 +90,5 @@ def key_share_from_options_untrusted(options: Iterable[MobilityOption]) -> KeySh
             continue  # another experiment's option: not ours to judge
         if found is not None or len(data) != 2 + VALUE_LENGTH or data[1] != VALUE_LENGTH:
             raise BadPacket("bad_key_share", f"{len(data)} octets")
-        _, _, suite, spi = _FIXED.unpack_from(data)
-        try:
-            found = KeyShare(suite, spi, bytes(data[_FIXED.size :]))
-        except ValueError as exc:
-            raise BadPacket("bad_key_share", str(exc)) from None
+        found = key_share_from_value_untrusted(data[2:])
     return found

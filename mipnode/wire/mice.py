@@ -12,6 +12,8 @@ reference/protocol.md §3.4 for why). The data is a sequence of TLVs, no padding
                               | foundation (the rest of the value)
     Type 3  EndOfCandidates   empty value
     Type 4  AnswerTo          ufrag of the offer this description answers (absent: an offer)
+    Type 5  KeyShare          Suite 8 | SPI 32 | X25519 public key 256 (wire/keyshare.py): the
+                              ESP key exchange of a protected D-udp path
 
 Kind: 1 host, 2 srflx, 3 prflx, 4 relay. Family: 4 (IPv4, 4 address octets) or 6 (IPv6, 16).
 Integers are big-endian; strings are ASCII. Unknown TLV types are skipped (a newer peer may add
@@ -36,6 +38,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.keyshare import (
+    TLV_KEY_SHARE,
+    KeyShare,
+    key_share_from_value_untrusted,
+    key_share_value,
+)
 from mipnode.wire.mh import ExperimentalOption, MobilityOption
 
 TLV_CREDENTIALS = 1
@@ -92,7 +100,7 @@ class AnswerTo:
     ufrag: str
 
 
-MiceItem = Credentials | Candidate | EndOfCandidates | AnswerTo
+MiceItem = Credentials | Candidate | EndOfCandidates | AnswerTo | KeyShare
 
 # Encoding -----------------------------------------------------------------------------------
 
@@ -134,6 +142,8 @@ def _encode_item(item: MiceItem) -> bytes:
             tlv_type, value = TLV_END_OF_CANDIDATES, b""
         case AnswerTo(ufrag=ufrag):
             tlv_type, value = TLV_ANSWER_TO, _ice_string(ufrag, UFRAG_MIN, UFRAG_MAX, "ufrag")
+        case KeyShare():
+            tlv_type, value = TLV_KEY_SHARE, key_share_value(item)
         case _:
             raise ValueError(f"not an M-ICE item: {item!r}")
     if len(value) > 255:
@@ -227,6 +237,11 @@ def decode_mice_untrusted(data: bytes) -> tuple[MiceItem, ...]:
             items.append(EndOfCandidates())
         elif tlv_type == TLV_ANSWER_TO:
             items.append(AnswerTo(_decode_ice_string(value, UFRAG_MIN, UFRAG_MAX, "ufrag")))
+        elif tlv_type == TLV_KEY_SHARE:
+            try:
+                items.append(key_share_from_value_untrusted(value))
+            except BadPacket as exc:
+                raise BadPacket("bad_mice", exc.detail) from None
         offset += 2 + length
     return tuple(items)
 

@@ -23,6 +23,7 @@ pytestmark = [
 ]
 
 STUN_COOKIE = "21:12:a4:42"
+CN, HA, HOA = "2001:db8:c::2", "2001:db8:1::1", "2001:db8:1::100"
 UDPENCAP = ("-d", "udp.port==4191,udpencap")
 
 
@@ -66,6 +67,8 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
             "ro-open",
             "-s",
             "stateful-fw-no41",
+            "-s",
+            "direct-mn-behind-fw",
             "--pcap",
             str(out),
             "--json",
@@ -107,8 +110,10 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
                 "udp.port==4191,ipv6",
             )
             assert not inner_bad, f"{pcap}: malformed tunnelled frames {inner_bad[:10]}"
-            # Protected runs (the default): the key log beside the pcaps opens every ESP frame.
-            records = (folder / "esp-keys.txt").read_text().splitlines()
+            # Protected runs (the default): the key log beside the pcaps opens every ESP frame
+            # (ro-open runs without protection: no SA, no key log).
+            log = folder / "esp-keys.txt"
+            records = log.read_text().splitlines() if log.exists() else []
             keys = ["-o", "esp.enable_encryption_decode:TRUE"]
             keys += ["-o", "esp.enable_authentication_check:TRUE"]
             keys += [x for r in records for x in ("-o", f"uat:esp_sa:{r}")]
@@ -120,14 +125,44 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
     # Route optimisation on the MN's link: all four RR messages, BU and BA to and from the
     # CN, and D-native data (HAO out, RH2 back).
     # (HoTI and HoT ride the tunnel sealed: read with the run's key log.)
-    ro_keys = ["-o", "esp.enable_encryption_decode:TRUE"]
-    for record in (out / "ro-open" / "esp-keys.txt").read_text().splitlines():
-        ro_keys += ["-o", f"uat:esp_sa:{record}"]
+    # (ro-open runs with protection "none": D-native is plain RFC 6275, all of it in clear.)
     for mh_type in (1, 2, 3, 4, 5, 6):
-        found = _tshark(ro, f"mip6.mhtype == {mh_type}", *ro_keys)
+        found = _tshark(ro, f"mip6.mhtype == {mh_type}", "-d", "udp.port==4191,ipv6")
         assert found, f"no MH type {mh_type} in {ro}"
     assert _tshark(ro, "ipv6.opt.mipv6.home_address == 2001:db8:1::100")  # HAO
     assert _tshark(ro, "ipv6.routing.mipv6.home_address == 2001:db8:1::100")  # RH2
     no41 = out / "stateful-fw-no41" / "mn-eth0--fw-lan.pcap"
     assert _tshark(no41, "udp.port == 4191 && stun")  # the T-udp path's checks
     assert _tshark(no41, "udp.port == 4191 && ipv6.nxt == 135", "-d", "udp.port==4191,ipv6")
+
+    # Protected D-udp (issue 12): between the MN's link and the CN's, the direct pair carries
+    # ESP-in-UDP only. Read without the keys no packet to or from the home address is in
+    # clear on either segment; with the run's key log every ESP frame verifies.
+    direct = out / "direct-mn-behind-fw"
+    cn_ports = sorted(set(_tshark_field(direct / "core-to-cn--cn-eth0.pcap", "udp.srcport")))
+    assert cn_ports, "no UDP from the CN"
+    for name in ("mn-eth0--fw-lan.pcap", "core-to-cn--cn-eth0.pcap"):
+        pcap = direct / name
+        pair = f"udp && ipv6.addr == {CN} && ipv6.addr != {HA}"
+        assert not _tshark(pcap, f"{pair} && udp.payload[0] & 0xf0 == 0x60"), f"{pcap}: clear"
+        assert len(_tshark(pcap, f"{pair} && udp.payload[0] & 0x80")) >= 100, f"{pcap}: no ESP"
+        keys = ["-o", "esp.enable_encryption_decode:TRUE"]
+        keys += ["-o", "esp.enable_authentication_check:TRUE"]
+        for record in (direct / "esp-keys.txt").read_text().splitlines():
+            keys += ["-o", f"uat:esp_sa:{record}"]
+        for port in cn_ports:
+            keys += ["-d", f"udp.port=={port},udpencap"]
+        assert not _tshark(pcap, "esp.icv_bad == 1", *keys), f"{pcap}: ESP not opened"
+        inner = f"esp.icv_good == 1 && ipv6.addr == {HOA} && tcp"
+        assert len(_tshark(pcap, inner, *keys)) >= 100, f"{pcap}: the transfer did not decrypt"
+
+
+def _tshark_field(pcap: Path, field: str) -> list[str]:
+    proc = subprocess.run(
+        ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", field],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [v for v in proc.stdout.split() if v]
