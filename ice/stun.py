@@ -247,7 +247,11 @@ def _check_layout(data: bytes) -> None:
         if attr_type == _ATTR_MESSAGE_INTEGRITY:
             if attr_len != _MI_LENGTH:
                 raise BadPacket("stun_attribute_length", "MESSAGE-INTEGRITY")
-            mi_at = len(types)
+            # The first one counts: it is the one aioice verifies, ignoring what follows it. Were
+            # it the last one, a second MESSAGE-INTEGRITY before FINGERPRINT (a CRC anyone can
+            # recompute) would let unauthenticated attributes follow the verified one.
+            if mi_at < 0:
+                mi_at = len(types)
         elif attr_type == _ATTR_FINGERPRINT:
             if attr_len != 4:
                 raise BadPacket("stun_attribute_length", "FINGERPRINT")
