@@ -228,6 +228,11 @@ class IceAgent:
         return self._local_credentials
 
     @property
+    def peer_proven(self) -> bool:
+        """The peer has shown it holds our password (a check of its own verified with it)."""
+        return self._peer_proven
+
+    @property
     def remote_credentials(self) -> Credentials | None:
         return self._remote_credentials
 

@@ -18,7 +18,12 @@ all use this one engine; their node cores carry its messages.
   after ``OFFER_PAUSE_S``; every offer received is answered (the answer may have been lost).
   An offer with another ufrag from a peer whose description we hold is an ICE restart (it
   moved, or lost consent): its agent starts afresh, even when we had offered too; a late copy
-  of an earlier description (a ufrag it replaced) is ignored. Offers crossing ours (two mobile
+  of an earlier description (a ufrag it replaced) is ignored. While the current agent has a
+  selected pair the restart is make-before-break: nothing authenticates an offer (anyone can
+  forge the peer's address), so the new agent runs beside the old one (``_Peer.pending``, one
+  at most) and replaces it only when it selects a pair, i.e. when the peer has proved it holds
+  the password of our answer, which went to the peer's own address; or when the old pair dies.
+  A forged offer thus costs a working pair nothing. Offers crossing ours (two mobile
   nodes starting at once) are taken as the answer, and a peer that repeats its crossing offer
   lacks ours: it gets our description again (at most once per ``offer_retry_s``); the role
   conflict of RFC 8445 §7.3.1.1 settles who yields.
@@ -27,7 +32,11 @@ all use this one engine; their node cores carry its messages.
   data to a peer uses; without one it goes through the home agent.
 * **Consent lost** on the controlling side means an ICE restart: new credentials, a new offer.
 * **Bounds**: at most ``max_peers`` peers (each agent at most 100 pairs); a new peer beyond it is
-  refused and counted.
+  refused and counted. Amplification at most 1 (issue 12): until a peer that offered has proved
+  it holds our password, its agent's checks may add up to no more octets than that peer's
+  descriptions did (``_Peer.budget``); the rest are not sent (``checks_over_budget``). A forged
+  offer naming someone else's addresses thus draws no more than it brought; a genuine peer
+  proves itself with its first check, usually within a round trip of our answer.
 * **Protection** (``suite``): every agent gets a fresh ephemeral X25519 key and inbound SPI, and
   every description it sends carries them (M-ICE KeyShare). With the peer's share the keys of
   the pair's ESP SAs follow (core/esp_keys.py ``derive_direct``) and ride on
@@ -59,7 +68,7 @@ from mipnode.core.esp_keys import DirectSide, Ephemeral, EspKeys, derive_direct,
 from mipnode.wire import mice
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.keyshare import KeyShare
-from mipnode.wire.mh import ExperimentalMessage
+from mipnode.wire.mh import ExperimentalMessage, ExperimentalOption
 
 RandomBytes = Callable[[int], bytes]
 
@@ -75,6 +84,8 @@ MAX_REMOTE_CANDIDATES = 8  # per description: no peer makes us check dozens of a
 NEW_PEERS_PER_S = 2.0  # peers created by offers, on average ...
 NEW_PEERS_BURST = 16.0  # ... with this burst
 ANSWERED_IDLE_S = 60.0  # a peer that offered, never got a pair and fell silent is forgotten
+IPV6_MH_OVERHEAD = 40 + 8  # an offer's IPv6 and Mobility Header around its options
+IPV6_UDP_OVERHEAD = 40 + 8  # a check's IPv6 and UDP headers around its STUN message
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,8 @@ class _Peer:
     share: KeyShare | None = None  # ours, in every description of this agent
     keys: EspKeys | None = field(default=None, repr=False)  # once both shares are known
     keys_told: bool = False  # handed out once: installing an SA twice would reuse its nonces
+    pending: _Peer | None = None  # a restart's new agent, until its peer proves itself
+    budget: int | None = None  # octets its checks may still send unproven (None: no limit)
 
 
 class DirectPaths:
@@ -159,6 +172,7 @@ class DirectPaths:
         self._bucket_at: float | None = None
         self._events: deque[DirectPathChanged] = deque()
         self._counters: Counter[str] = Counter()
+        self._size = 0  # octets of the description being handled (receive_signalling)
 
     # -- local candidates ------------------------------------------------------------------
 
@@ -251,6 +265,12 @@ class DirectPaths:
     # -- the five verbs --------------------------------------------------------------------
 
     def receive_signalling(self, now: float, peer: IPv6Address, msg: ExperimentalMessage) -> None:
+        self._size = IPV6_MH_OVERHEAD + sum(
+            2 + len(o.data) for o in msg.options if isinstance(o, ExperimentalOption)
+        )
+        self._receive_signalling(now, peer, msg)
+
+    def _receive_signalling(self, now: float, peer: IPv6Address, msg: ExperimentalMessage) -> None:
         """An offer from ``peer``, or the answer to ours (a mobile node answers offers of other
         mobile nodes like a correspondent). Rules (issue 12, module docstring): an answer
         counts only for the offer it names (AnswerTo our current ufrag); an answer is never
@@ -309,12 +329,21 @@ class DirectPaths:
             self._drop("mice_stale")  # an earlier description of the peer, late or repeated
             return
         remote = None if p is None else p.agent.remote_credentials
+        pend = None if p is None else p.pending
+        if pend is not None and _remote_ufrag(pend) == creds.ufrag:
+            p = pend  # the restart we are answering beside the working pair, offered again
+            remote = p.agent.remote_credentials
         if p is not None and remote is not None and remote.ufrag == creds.ufrag:
+            if p.budget is not None:
+                p.budget += self._size  # it spent these octets: its checks may spend as many
             # The same offer again: our answer was lost. Answer it again, once per retry period.
             if p.replied_at is None or now - p.replied_at >= self._offer_retry_s:
                 p.replied_at = now
                 self._send_description(p, answer_to=creds.ufrag)
             p.heard_at = now
+            return
+        if p is not None and remote is not None and p.agent.selected_pair() is not None:
+            self._answer_beside(now, p, creds, items)  # make-before-break (module docstring)
             return
         if p is None or remote is not None:
             # A new peer, or an ICE restart of a known one (another ufrag: it moved).
@@ -327,6 +356,7 @@ class DirectPaths:
                 self.stop(now, peer)
             p = _Peer(peer, self._new_agent(controlling=False), offered=False)
             self._arm(p)
+            p.budget = self._size
             p.old_ufrags = old
             self._peers[peer] = p
             self._counters["peers_answered"] += 1
@@ -339,6 +369,49 @@ class DirectPaths:
         p.replied_at = now
         self._send_description(p, answer_to=creds.ufrag)
         self._pump(now, p)
+
+    def _answer_beside(
+        self, now: float, p: _Peer, creds: mice.Credentials, items: tuple[mice.MiceItem, ...]
+    ) -> None:
+        """A restart offered while ``p``'s pair works: a new agent beside the old one."""
+        if p.pending is not None:
+            self._counters["restart_pending_replaced"] += 1
+        pend = _Peer(p.address, self._new_agent(controlling=False), offered=False)
+        self._arm(pend)
+        pend.budget = self._size
+        p.pending = None
+        if not self._take(pend, creds, items):
+            return
+        pend.heard_at = pend.replied_at = now
+        p.pending = pend
+        self._counters["restart_pending"] += 1
+        self._send_description(pend, answer_to=creds.ufrag)
+        self._pump_pending(now, p)
+
+    def _pump_pending(self, now: float, p: _Peer) -> None:
+        """The pending agent's events: its first selected pair makes it the peer's agent."""
+        pend = p.pending
+        if pend is None or self._peers.get(p.address) is not p:
+            return
+        while (event := pend.agent.next_event()) is not None:
+            if isinstance(event, PathSelected):
+                self._promote(now, p, pend)
+                self._change(
+                    now,
+                    pend,
+                    event.pair,
+                    f"{_ta(event.pair.local.base)} -> {_ta(event.pair.remote.address)} "
+                    "checked (restart)",
+                )
+                return
+
+    def _promote(self, now: float, p: _Peer, pend: _Peer) -> None:
+        """``pend`` replaces ``p`` (the restart is genuine, or the old pair is gone)."""
+        _retire_remote(p)
+        pend.old_ufrags, pend.changes = p.old_ufrags, p.changes
+        p.pending = None
+        self._peers[p.address] = pend
+        self._counters["restarts_taken"] += 1
 
     def _take(self, p: _Peer, creds: mice.Credentials, items: tuple[mice.MiceItem, ...]) -> bool:
         """The peer's credentials and candidates into its agent (the first description only)."""
@@ -428,6 +501,9 @@ class DirectPaths:
         what is not theirs."""
         for p in list(self._peers.values()):
             p.agent.receive_datagram(now, data, local, remote)
+            if p.pending is not None:
+                p.pending.agent.receive_datagram(now, data, local, remote)
+                self._pump_pending(now, p)
             self._pump(now, p)
 
     def handle_timer(self, now: float) -> None:
@@ -443,6 +519,15 @@ class DirectPaths:
             t = p.agent.get_timer()
             if t is not None and t <= now:
                 p.agent.handle_timer(now)
+            pend = p.pending
+            if pend is not None and now >= pend.heard_at + ANSWERED_IDLE_S:
+                p.pending = None  # never proved itself: a forged offer, or a peer that gave up
+                self._counters["restart_pending_expired"] += 1
+            elif pend is not None:
+                t = pend.agent.get_timer()
+                if t is not None and t <= now:
+                    pend.agent.handle_timer(now)
+                self._pump_pending(now, p)
             if p.next_offer_at is not None and p.next_offer_at <= now:
                 if p.offers_sent < self._offer_tries:
                     self._send_offer(now, p)
@@ -462,14 +547,39 @@ class DirectPaths:
                 deadlines.append(p.next_offer_at)
             if not p.offered:  # a peer that offered, got no pair and fell silent is forgotten
                 deadlines.append(p.heard_at + ANSWERED_IDLE_S)
+            if p.pending is not None:
+                deadlines.append(p.pending.heard_at + ANSWERED_IDLE_S)
+                t = p.pending.agent.get_timer()
+                if t is not None:
+                    deadlines.append(t)
         return min(deadlines, default=None)
 
     def datagrams_to_send(self, now: float) -> list[OutgoingDatagram]:
         """STUN checks, heartbeats and answers of every agent."""
         out: list[OutgoingDatagram] = []
         for p in self._peers.values():
-            out += p.agent.datagrams_to_send(now)
+            out += self._within_budget(p, p.agent.datagrams_to_send(now))
+            if p.pending is not None:
+                out += self._within_budget(p.pending, p.pending.agent.datagrams_to_send(now))
         return out
+
+    def _within_budget(self, p: _Peer, out: list[OutgoingDatagram]) -> list[OutgoingDatagram]:
+        """What ``p``'s agent may send: all of it once the peer is proven, else what its
+        descriptions paid for (module docstring, "Bounds")."""
+        if p.budget is None or not out:
+            return out
+        if p.agent.peer_proven:
+            p.budget = None
+            return out
+        kept = []
+        for d in out:
+            size = len(d.data) + IPV6_UDP_OVERHEAD
+            if size <= p.budget:
+                p.budget -= size
+                kept.append(d)
+            else:
+                self._counters["checks_over_budget"] += 1
+        return kept
 
     def signalling_to_send(self) -> list[Signalling]:
         """Offers and answers queued since the last call."""
@@ -545,6 +655,7 @@ class DirectPaths:
         if p.agent.selected_pair() is not None:
             self._change(now, p, None, reason)
         _retire_remote(p)
+        p.pending = None
         p.agent = self._new_agent(self._controlling)
         self._arm(p)
         p.answered, p.offers_sent, p.next_offer_at = False, 0, None
@@ -616,6 +727,9 @@ class DirectPaths:
             elif isinstance(event, PathLost):
                 if p.agent.selected_pair() is None:
                     self._change(now, p, None, f"selected pair lost ({event.reason})")
+                    if p.pending is not None:  # the old pair is gone: the restart takes over
+                        self._promote(now, p, p.pending)
+                        return
             elif isinstance(event, ConsentLost) and p.offered:
                 # RFC 7675: that pair may not carry our traffic again without an ICE restart.
                 self._restart(now, p, "consent lost")
@@ -628,6 +742,11 @@ class DirectPaths:
         keys = p.keys if pair is not None and not p.keys_told else None
         p.keys_told = p.keys_told or keys is not None
         self._events.append(DirectPathChanged(p.address, pair, reason, keys))
+
+
+def _remote_ufrag(p: _Peer) -> str | None:
+    creds = p.agent.remote_credentials
+    return None if creds is None else creds.ufrag
 
 
 def _retire_remote(p: _Peer) -> None:

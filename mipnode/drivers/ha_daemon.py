@@ -44,6 +44,7 @@ from mipnode.core.home_agent import (
     binding_views,
     path_views,
 )
+from mipnode.core.token_bucket import TokenBucket
 from mipnode.core.types import Via
 from mipnode.core.views import to_json
 from mipnode.drivers import netlink, persist, pump, sdnotify
@@ -69,6 +70,11 @@ VIA_CACHE_MAX = 4096
 # BRA in accepting BAs (issue 3): refresh after 3/4 of the granted lifetime, a little before the
 # MN core's own 80 %, and well before the HA's BRR round (min(10 %, 30 s) before the expiry).
 REFRESH_ADVICE_FRACTION = 0.75
+# Clear Mobility Headers to the HA from outside any binding's path, verified per second (and at
+# once): every one costs a parse and an HMAC on the thread that forwards. Genuine ones are rare
+# (a first registration, a move: one BU, retransmitted after 1, 2, 4 s).
+UNBOUND_MH_PER_S = 500.0
+UNBOUND_MH_BURST = 16.0
 
 
 class HomeAgentDaemon:
@@ -96,6 +102,7 @@ class HomeAgentDaemon:
         self.ratelog = RateLimitedLog()
         # The forwarding table: inner HoA bytes -> the via its packets leave by / must arrive on.
         self.routes: dict[bytes, Via] = {}
+        self.unbound_mh = TokenBucket(UNBOUND_MH_PER_S, UNBOUND_MH_BURST)
         self._vias: dict[tuple[str, str, int, int], Via] = {}
         self.udp: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
         self.host_routes = HostRoutes(config.tun_name, self.drops)
@@ -279,6 +286,17 @@ class HomeAgentDaemon:
             self.drops("tunnel_not_ipv6")
             return
         if not sealed and inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
+            # Signalling must not starve forwarding (issue 12): a clear Mobility Header that
+            # does not come on its home address's binding (a first registration, a move, or a
+            # forgery from anywhere) is verified only within UNBOUND_MH_PER_S; one on its
+            # binding's path, or sealed by its SA, always is.
+            if (
+                inner[6] == NH_MH
+                and self.routes.get(inner[8:24]) != via
+                and not self.unbound_mh.take(self.pump.now)
+            ):
+                self.drops("unbound_mh_rate_limited")
+                return
             self.node.receive_tunnelled(self.pump.now, inner, via)
             return
         if not sealed and (self.protected or inner[8:24] in self.esp.outbound):

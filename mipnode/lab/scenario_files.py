@@ -4,11 +4,12 @@ The format is documented with examples in docs/lab.md; in short::
 
     name, description, tc          what it is (tc: the RFC 4487 test case, reference §5.5)
     [topology]                     access, firewall, cn, cn_firewall, ha_firewall, move_to,
-                                   second_mn, access_mtu, ha_udp_ports, protection
+                                   second_mn, access_mtu, ha_udp_ports, protection, attacker
     [nft]                          inline rulesets per firewall node (fw, fw2, fw3, fwc, fwh)
     [sysctl.NODE]                  per-namespace sysctls ("net.netfilter.nf_conntrack_checksum")
     [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
-                                   wait-for-path (restart-ha: keep_state)
+                                   wait-for-path, attack (restart-ha: keep_state; attack:
+                                   kind, count, rate, seconds, latency_ratio)
     [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
                                    udp_seconds
     [expect]                       mn_ha, mn_ha_port, mn_cn, first_data_ms, handover_gap_ms,
@@ -40,7 +41,25 @@ PROTECTIONS = ("esp", "none")
 MN_HA_PATHS = ("T-native", "T-udp", "none")
 MN_CN_PATHS = ("D-native", "D-udp", "T-native", "T-udp")
 INITIATORS = ("both", "mn", "cn")
-STEP_KINDS = ("wait", "move", "block", "unblock", "restart-ha", "restart-mn", "wait-for-path")
+STEP_KINDS = (
+    "wait",
+    "move",
+    "block",
+    "unblock",
+    "restart-ha",
+    "restart-mn",
+    "wait-for-path",
+    "attack",
+)
+ATTACKS = (
+    "forged-bu",
+    "bu-flood",
+    "inject-to-ha",
+    "inject-to-mn",
+    "forged-offer",
+    "forged-answer",
+    "offer-flood",
+)
 # What a block step can drop; nft's own names (`meta l4proto ...`), "all" for every protocol.
 BLOCK_PROTOCOLS = ("all", "udp", "tcp", "ipv6", "mobility-header", "ipv6-icmp", "icmp", "esp")
 # Names usable in a block step's `between`, with the address they stand for.
@@ -95,6 +114,7 @@ _TABLES = {
         "access_mtu",
         "ha_udp_ports",
         "protection",
+        "attacker",
     },
     "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
     "expect": {
@@ -120,6 +140,7 @@ _STEP_KEYS = {
     "restart-ha": {"keep_state"},
     "restart-mn": set(),
     "wait-for-path": {"mn_ha", "mn_cn", "within_s"},
+    "attack": {"kind", "count", "rate", "seconds", "latency_ratio"},
 }
 
 
@@ -136,6 +157,10 @@ class Step:
     mn_cn: str | None = None  # wait-for-path
     within_s: float = 10.0  # wait-for-path
     keep_state: bool = True  # restart-ha: False deletes the HA's binding cache file first
+    kind: str = ""  # attack: what lab.attack sends
+    count: int = 1  # attack: rounds (when seconds is 0)
+    rate: float = 0.0  # attack: rounds per second (0: as fast as it can)
+    latency_ratio: float | None = None  # attack: the data path's p99 under it / unloaded p99
 
     def describe(self) -> str:
         if self.do == "wait":
@@ -150,6 +175,9 @@ class Step:
             return f"wait for {want} within {self.within_s:g} s"
         if self.do == "restart-ha" and not self.keep_state:
             return "restart-ha without its binding cache"
+        if self.do == "attack":
+            how = f"{self.rate:g}/s for {self.seconds:g} s" if self.seconds else f"x{self.count}"
+            return f"attack {self.kind} {how}"
         return self.do
 
 
@@ -179,6 +207,7 @@ class Scenario:
     access_mtu: int | None = None  # MTU of the MN's first access link
     ha_udp_ports: tuple[int, ...] | None = None  # the HA's UDP ports (None: the default 4191)
     protection: str = "esp"  # the MN's and the HA's protection ("none": plain RFC 6275)
+    attacker: bool = False  # an off-path `atk` node on the core (attack steps)
     tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
     sysctl: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> key -> value
@@ -225,10 +254,13 @@ class Scenario:
             access_mtu=self.access_mtu,
             ha_udp_ports=self.ha_udp_ports,
             protection=self.protection,
+            attacker=self.attacker,
         )
 
     def nodes(self) -> tuple[str, ...]:
-        return topology.plan(self.cn_firewall, self.move_to, self.second_mn, self.ha_firewall)[0]
+        return topology.plan(
+            self.cn_firewall, self.move_to, self.second_mn, self.ha_firewall, self.attacker
+        )[0]
 
 
 class ScenarioError(LabError):
@@ -313,7 +345,9 @@ def _block_address(r: _Reader, key: str, name: Any, access: str) -> str:
         raise r.fail(key, f"{name!r} is neither an address nor one of {names}") from None
 
 
-def _step(r: _Reader, i: int, raw: Any, access: str, firewalls: set[str]) -> Step:
+def _step(
+    r: _Reader, i: int, raw: Any, access: str, firewalls: set[str], attacker: bool = False
+) -> Step:
     where = f"timeline[{i}]"
     if not isinstance(raw, dict):
         raise r.fail(where, "must be a table")
@@ -354,6 +388,23 @@ def _step(r: _Reader, i: int, raw: Any, access: str, firewalls: set[str]) -> Ste
     if do == "restart-ha":
         keep = r.boolean(f"{where}.keep_state", raw.get("keep_state", True))
         return Step(do, keep_state=keep)
+    if do == "attack":
+        if not attacker:
+            raise r.fail(where, "an attack step needs topology.attacker = true")
+        if access != "ipv6":
+            raise r.fail(where, 'attacks forge the MN\'s care-of address: access = "ipv6" only')
+        kind = r.choice(f"{where}.kind", raw.get("kind"), ATTACKS, False)
+        ratio = raw.get("latency_ratio")
+        return Step(
+            do,
+            kind=kind,
+            count=r.integer(f"{where}.count", raw.get("count", 1), 1, 100_000),
+            rate=r.number(f"{where}.rate", raw.get("rate", 0.0), 0, 100_000),
+            seconds=r.number(f"{where}.seconds", raw.get("seconds", 0.0), 0, 60),
+            latency_ratio=None
+            if ratio is None
+            else r.number(f"{where}.latency_ratio", ratio, 1, 100),
+        )
     return Step(do)
 
 
@@ -413,8 +464,9 @@ def parse_scenario(text: str, file: str) -> Scenario:
     raw_ports = topo.get("ha_udp_ports")
     ha_udp_ports = None if raw_ports is None else r.ports("topology.ha_udp_ports", raw_ports)
     protection = r.choice("topology.protection", topo.get("protection", "esp"), PROTECTIONS, False)
+    attacker = r.boolean("topology.attacker", topo.get("attacker", False))
 
-    nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall)[0]
+    nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall, attacker)[0]
     sysctl_t = r.table(doc, "sysctl")
     sysctl: dict[str, dict[str, str]] = {}
     for node, values in sysctl_t.items():
@@ -435,7 +487,9 @@ def parse_scenario(text: str, file: str) -> Scenario:
     if not isinstance(raw_timeline, list):
         raise r.fail("timeline", "must be an array of tables ([[timeline]])")
     firewall_nodes = {n for n in FIREWALL_NODES if n in nodes}
-    timeline = tuple(_step(r, i, s, access, firewall_nodes) for i, s in enumerate(raw_timeline))
+    timeline = tuple(
+        _step(r, i, s, access, firewall_nodes, attacker) for i, s in enumerate(raw_timeline)
+    )
 
     initiator = r.choice(
         "traffic.initiator",
@@ -486,6 +540,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
         access_mtu=access_mtu,
         ha_udp_ports=ha_udp_ports,
         protection=protection,
+        attacker=attacker,
         nft=nft,
         sysctl=sysctl,
         timeline=timeline,

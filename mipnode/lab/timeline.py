@@ -16,6 +16,7 @@ from typing import Any
 
 from mipnode.drivers.persist import STATE_FILE
 from mipnode.lab import topology
+from mipnode.lab.attack_step import run_attack
 from mipnode.lab.netns import CHILDREN, LabError
 from mipnode.lab.scenario_files import Scenario, Step
 from mipnode.lab.status import correspondent_path, daemon_status, log_tail, wait_for
@@ -458,6 +459,8 @@ def run_step(t: Topology, step: Step, peer: str, initiator: str = "both") -> dic
         entry.update(restart_mobile_node(t))
         if entry["registered_ms"] is None:
             entry["problem"] = f"the MN did not register again: {log_tail(t, 'mn.log')}"
+    elif step.do == "attack":
+        entry.update(run_attack(t, step, peer))
     elif step.do == "wait-for-path":
         entry.update(wait_for_path(t, step, peer))
         if not entry["reached"]:

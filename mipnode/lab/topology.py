@@ -48,6 +48,7 @@ def plan(
     second_access: str | None,
     second_mn: str | None = None,
     ha_firewall: str | None = None,
+    attacker: bool = False,
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
     """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
 
@@ -77,6 +78,11 @@ def plan(
     else:
         links.append(("core", "to-cn", "cn", "eth0"))
     nodes.append("cn")
+    if attacker:
+        # An off-path host on the core (issue 12): it can send anything from any address, and
+        # sees only what is routed to it (its address and the REFLECT prefix of lab.attack).
+        nodes.append("atk")
+        links.append(("core", "to-atk", "atk", "eth0"))
     return tuple(nodes), tuple(links)
 
 
@@ -222,6 +228,7 @@ class Topology:
     pids: dict[str, int] = field(default_factory=dict)  # daemon name (log stem) -> pid
     esp_keylog: Path | None = None  # MIPNODE_ESP_KEYLOG for the daemons (lab --pcap)
     protection: str = "esp"  # [ha] and [mn] protection in the generated configs
+    attacker: bool = False  # an `atk` node on the core (lab.attack)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -232,7 +239,9 @@ class Topology:
         return self._plan()[1]
 
     def _plan(self) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
-        return plan(self.cn_firewall, self.second_access, self.second_mn, self.ha_firewall)
+        return plan(
+            self.cn_firewall, self.second_access, self.second_mn, self.ha_firewall, self.attacker
+        )
 
     def firewalls(self) -> dict[str, str]:
         """Firewall node -> profile name ("custom" for an inline ruleset) of this topology."""
@@ -320,6 +329,7 @@ def build(
     access_mtu: int | None = None,
     ha_udp_ports: tuple[int, ...] | None = None,
     protection: str = "esp",
+    attacker: bool = False,
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
@@ -341,6 +351,7 @@ def build(
         dict(nft or {}),
         ha_udp_ports,
         protection=protection,
+        attacker=attacker,
     )
     for node, profile in t.firewalls().items():
         if node not in t.nft and profile not in FIREWALLS:
@@ -450,6 +461,11 @@ def build(
         addr("core", "to-cn", "198.18.0.1/24")
         addr("cn", "eth0", f"{CN_ADDRESS4}/24")
         route("cn", "default", "via", "198.18.0.1")
+    if attacker:
+        addr("core", "to-atk", "2001:db8:e::1/64")
+        addr("atk", "eth0", "2001:db8:e::2/64")
+        route("atk", "default", "via", "2001:db8:e::1")
+        route("core", "2001:db8:e:1::/64", "via", "2001:db8:e::2")  # lab.attack REFLECT
     addr("ha", "eth0", "2001:db8:f2::2/64")
     addr("ha", "eth0", f"{HA_CORE4}/24")
     addr("cn", "eth0", f"{CN_ADDRESS}/64")

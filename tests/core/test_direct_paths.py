@@ -208,8 +208,16 @@ def test_an_offer_with_a_new_ufrag_restarts_the_answering_agent() -> None:
     mn.set_local_candidates(T0 + 3, [("2001:db8:9::10", 5000)])  # moved: an ICE restart
     (offer,) = mn.signalling_to_send()
     cn.receive_signalling(T0 + 3, HOA, offer.message)
-    assert cn.selected(HOA) is None  # the old pair is gone with the old agent
-    assert [e.pair for e in events(cn)][-1] is None
+    # Make-before-break: the old pair carries on until the peer proves the restart is its own
+    # (nothing authenticates an offer), then the new agent's pair takes over.
+    assert cn.selected(HOA) is not None
+    events(cn)
+    exchange(mn, cn, T0 + 3)
+    run(mn, cn, T0 + 6)
+    sel = cn.selected(HOA)
+    assert sel is not None and sel.remote.address == ("2001:db8:9::10", 5000)
+    assert [e.pair is not None for e in events(cn)][-1]
+    assert cn.statistics()["restarts_taken"] == 1
 
 
 def test_the_answering_side_holds_at_most_max_peers() -> None:

@@ -181,3 +181,73 @@ def test_the_same_keys_handed_in_again_never_restart_the_sequence_numbers() -> N
     sas.keyed(CN.packed, event.keys, T0 + 1)
     again = sas.seal(CN.packed, packet, drops)
     assert again is not None and int.from_bytes(again[4:8], "big") == 4
+
+
+def _forged_offer(ufrag: str) -> ExperimentalMessage:
+    return ExperimentalMessage(
+        mice.mice_options(
+            [
+                mice.Credentials(ufrag, "f" * 24),
+                mice.Candidate("1", 1000, "host", IPv6Address("2001:db8:e:1::7"), 40000),
+                mice.EndOfCandidates(),
+                KeyShare(SUITE_AES_GCM, 0x8000_0002, bytes(range(1, 33))),
+            ]
+        )
+    )
+
+
+def test_a_forged_restart_offer_costs_the_working_pair_nothing() -> None:
+    """An off-path sender forges an offer from the home address (a new ufrag: a restart, as
+    far as the correspondent can tell). Seen in the lab: it used to replace the agent at once,
+    and the mobile node's D-udp pair died. Now the new agent runs beside the old one, never
+    proves itself (the attacker never sees our answer), and expires; the pair carries on."""
+    mn, cn = protected_engines()
+    mn.start(T0, CN)
+    exchange(mn, cn, T0)
+    run(mn, cn, T0 + 3)
+    pair = cn.selected(HOA)
+    assert pair is not None
+    key = (pair.local.base, pair.remote.address)
+    events(cn)
+    cn.receive_signalling(T0 + 3, HOA, _forged_offer("forge"))
+    cn.signalling_to_send()  # the answer goes to the home address: the attacker never sees it
+    assert cn.statistics()["restart_pending"] == 1
+    run(mn, cn, T0 + 3 + 90)  # heartbeats go on; the forged agent's checks go unanswered
+    now = cn.selected(HOA)
+    assert now is not None and (now.local.base, now.remote.address) == key
+    assert mn.selected(CN) is not None
+    assert not [e for e in events(cn) if e.pair is None]
+    assert cn.statistics()["restart_pending_expired"] == 1
+    assert "restarts_taken" not in cn.statistics()
+
+
+def test_a_forged_offer_draws_no_more_octets_than_it_brought() -> None:
+    """Issue 12: one forged offer used to make the answering agent check its candidates for a
+    minute, ~10x its size in three seconds (lab attack-descriptions). Until the peer proves it
+    holds our password, the checks spend only what its descriptions brought."""
+    _, cn = protected_engines()
+    offer = _forged_offer("forge")
+    offer_octets = 48 + sum(2 + len(o.data) for o in offer.options)  # type: ignore[union-attr]
+    cn.receive_signalling(T0, HOA, offer)
+    cn.signalling_to_send()
+    sent = 0
+    now = T0
+    while now < T0 + 120:
+        cn.handle_timer(now)
+        sent += sum(len(d.data) + 48 for d in cn.datagrams_to_send(now))
+        t = cn.get_timer()
+        if t is None:
+            break
+        now = max(now + 0.001, t)
+    assert 0 < sent <= offer_octets
+    assert cn.statistics()["checks_over_budget"] > 0
+
+
+def test_a_genuine_peer_is_checked_without_limit_once_it_proves_itself() -> None:
+    mn, cn = protected_engines()
+    mn.start(T0, CN)
+    exchange(mn, cn, T0)
+    run(mn, cn, T0 + 60)  # heartbeats for a minute: far more octets than the offer
+    assert cn.selected(HOA) is not None and mn.selected(CN) is not None
+    stats = cn.agent_statistics(HOA)
+    assert stats.get("checks_sent", 0) + stats.get("heartbeats_sent", 0) > 20

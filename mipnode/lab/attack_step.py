@@ -1,0 +1,175 @@
+"""A timeline's ``attack`` step: the attacker node fires one attack (lab/attack.py) and the
+lab measures what it did to the victims, from their own views and on the wire.
+
+Measured around every attack: the MN's registration and its paths to the HA and to the peer
+before and after (they must not change), injected data that reached an application (a
+listener on the home address in the MN and one on the CN, port ``MARK_PORT``: must be 0), and
+what came back to the addresses the attacker used (``reflected_octets``: must not exceed what
+it sent, the amplification bound of issue 12). Under ``bu-flood`` the data path through the HA
+is timed too: pings from the CN to the home address (through the HA's forwarding) before and
+during the flood; ``latency_ratio`` bounds p99 during / p99 before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+from mipnode.lab.attack import MARK_PORT
+from mipnode.lab.netns import LabError
+from mipnode.lab.scenario_files import Step
+from mipnode.lab.status import correspondent_path, daemon_status
+from mipnode.lab.topology import HOA, Topology
+
+PINGS = 300  # per measurement: p99 is the third-highest RTT
+PING_INTERVAL_S = 0.01
+LISTEN_S = 3.0  # after the attack: answers to it still on their way
+
+
+def _attack_process(t: Topology, node: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.lab.attack", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _snapshot(t: Topology, peer: str) -> dict[str, Any]:
+    mn = daemon_status(t, "mn") or {}
+    bindings = mn.get("bindings") or []
+    ha = daemon_status(t, "ha") or {}
+    return {
+        "mn_state": mn.get("state"),
+        "mn_ha": bindings[0]["path"]["kind"] if bindings else None,
+        "mn_cn": correspondent_path(t, peer, mn),
+        # What the HA counted (its data plane's drops and counters, its core's statistics):
+        # the attack's packets arrived and were refused, by reason.
+        "ha_drops": {
+            **{f"core.{k}": v for k, v in (ha.get("core") or {}).items()},
+            **{f"counters.{k}": v for k, v in (ha.get("counters") or {}).items()},
+            **dict(ha.get("drops") or {}),
+        },
+        "ha_bindings": len((daemon_status(t, "ha", "bindings") or {}).get("bindings") or []),
+    }
+
+
+def rtts(t: Topology, node: str, target: str) -> list[float]:
+    """Per-packet RTTs (ms) of PINGS pings, PING_INTERVAL_S apart; lost ones are left out."""
+    out = t.sh(
+        node,
+        "ping",
+        "-6",
+        "-n",
+        "-c",
+        str(PINGS),
+        "-i",
+        str(PING_INTERVAL_S),
+        "-W",
+        "1",
+        target,
+        check=False,
+        timeout=60,
+    )
+    return [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def _listener(t: Topology, node: str) -> subprocess.Popen[str]:
+    proc = _attack_process(t, node, "listen", str(MARK_PORT))
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "listening":
+        proc.kill()
+        raise LabError(f"the injection listener in {node} did not start")
+    return proc
+
+
+def _received(proc: subprocess.Popen[str]) -> int | None:
+    try:
+        out, _ = proc.communicate(input="", timeout=10)
+        return int(json.loads(out.strip().splitlines()[-1])["injected_received"])
+    except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
+        proc.kill()
+        return None
+
+
+def run_attack(t: Topology, step: Step, peer: str) -> dict[str, Any]:
+    """Fire ``step``'s attack; the entry for the report (``problem`` when a bound broke)."""
+    before = _snapshot(t, peer)
+    listeners = [_listener(t, "mn"), _listener(t, "cn")]
+    flood = step.kind == "bu-flood"
+    baseline = rtts(t, "cn", HOA) if flood else []
+    args = [step.kind, "--count", str(step.count), "--rate", f"{step.rate:g}"]
+    args += ["--seconds", f"{step.seconds:g}", "--listen", f"{LISTEN_S:g}"]
+    attacker = _attack_process(t, "atk", *args)
+    during = rtts(t, "cn", HOA) if flood else []  # while the flood runs
+    err = ""
+    try:
+        out, err = attacker.communicate(timeout=step.seconds + LISTEN_S + 60)
+        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        attacker.kill()
+        raise LabError(f"the attacker failed: {err.strip()[-300:]}") from None
+    injected = [_received(p) for p in listeners]
+    after = _snapshot(t, peer)
+    drops = {
+        k: v - before["ha_drops"].get(k, 0)
+        for k, v in after["ha_drops"].items()
+        if v != before["ha_drops"].get(k, 0)
+    }
+    entry: dict[str, Any] = {
+        "attack": report,
+        "injected_received": {"mn": injected[0], "cn": injected[1]},
+        "ha_counted_during": drops,
+        "before": {k: before[k] for k in ("mn_state", "mn_ha", "mn_cn")},
+        "after": {k: after[k] for k in ("mn_state", "mn_ha", "mn_cn")},
+    }
+    if flood:
+        entry["latency_ms"] = {
+            "before": {"p50": _percentile(baseline, 0.5), "p99": _percentile(baseline, 0.99)},
+            "during": {"p50": _percentile(during, 0.5), "p99": _percentile(during, 0.99)},
+            "answered": {"before": len(baseline), "during": len(during), "of": PINGS},
+        }
+    problems = _problems(step, entry)
+    if problems:
+        entry["problem"] = f"attack {step.kind}: " + "; ".join(problems)
+    return entry
+
+
+def _problems(step: Step, entry: dict[str, Any]) -> list[str]:
+    out = []
+    before, after, report = entry["before"], entry["after"], entry["attack"]
+    if after["mn_state"] != "registered":
+        out.append(f"the MN is {after['mn_state']}, no longer registered")
+    for key in ("mn_ha", "mn_cn"):
+        if after[key] != before[key]:
+            out.append(f"{key} moved from {before[key]} to {after[key]}")
+    for node, got in entry["injected_received"].items():
+        if got != 0:
+            out.append(f"{got} injected datagrams reached an application on {node}")
+    if report["reflected_octets"] > report["sent_octets"]:
+        out.append(
+            f"amplification: {report['reflected_octets']} octets back for "
+            f"{report['sent_octets']} sent"
+        )
+    latency = entry.get("latency_ms")
+    if latency is not None and step.latency_ratio is not None:
+        p99_before, p99_during = latency["before"]["p99"], latency["during"]["p99"]
+        if p99_before is None or p99_during is None:
+            out.append("no ping answered to time the data path")
+        elif p99_during > step.latency_ratio * p99_before:
+            out.append(
+                f"data path p99 {p99_during} ms under the flood, {p99_before} ms without "
+                f"(bound {step.latency_ratio:g}x)"
+            )
+    return out
