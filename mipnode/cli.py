@@ -286,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in scenario name or a scenario .toml file (repeatable; docs/lab.md)",
     )
     lab.add_argument("--repeat", type=int, default=1, help="run everything N times")
+    lab.add_argument(
+        "--compare-protection",
+        action="store_true",
+        help='after each protected run, the same scenario with protection = "none" '
+        "(its throughput is shown next to the protected one)",
+    )
     lab.add_argument("--json", action="store_true", help="JSON report (DESIGN §8)")
     lab.add_argument("--verbose", "-v", action="store_true", help="show daemon logs")
     lab.add_argument(

@@ -130,3 +130,19 @@ def test_the_report_shows_the_time_from_the_first_answer_and_summarises_it() -> 
     (summary,) = repeat_summary(runs)
     assert summary["ha_answered_to_traffic_ms"] == {"min": 300.0, "median": 350.0, "max": 400.0}
     assert summary["ha_restart_to_traffic_ms"] == {"min": 800.0, "median": 850.0, "max": 900.0}
+
+
+def test_the_table_shows_the_unprotected_throughput_next_to_the_protected_one() -> None:
+    protected = _run()
+    protected["traffic"]["tcp"] = {"ok": True, "mbit_s": 150.2}
+    plain = _run()
+    plain["traffic"]["tcp"] = {"ok": True, "mbit_s": 201.7}
+    plain["observed"]["mn_ha"] = "T-native"
+    protected["unprotected"] = runner.comparison(plain)
+    other = _run()  # a scenario run without a comparison
+    table = report_table([protected, other])
+    header, _, first, *_ = table.splitlines()
+    assert "no ESP" in header
+    assert "150.2 Mb/s" in first and "201.7 Mb/s" in first
+    assert protected["unprotected"]["tcp_mbit_s"] == 201.7
+    assert "no ESP" not in report_table([other])

@@ -68,7 +68,7 @@ from mipnode.core.esp_keys import DirectSide, Ephemeral, EspKeys, derive_direct,
 from mipnode.wire import mice
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.keyshare import KeyShare
-from mipnode.wire.mh import ExperimentalMessage, ExperimentalOption
+from mipnode.wire.mh import ExperimentalMessage, ExperimentalOption, MobilityOption
 
 RandomBytes = Callable[[int], bytes]
 
@@ -86,6 +86,10 @@ NEW_PEERS_BURST = 16.0  # ... with this burst
 ANSWERED_IDLE_S = 60.0  # a peer that offered, never got a pair and fell silent is forgotten
 IPV6_MH_OVERHEAD = 40 + 8  # an offer's IPv6 and Mobility Header around its options
 IPV6_UDP_OVERHEAD = 40 + 8  # a check's IPv6 and UDP headers around its STUN message
+# An offer's size, padded: what the answering side may spend on checks before we prove
+# ourselves (about eight). Inner packet of the tunnel to the HA: room for ESP-in-UDP over IPv6
+# (~100 octets) under the 1,280 octets every IPv6 path carries.
+OFFER_SIZE = 1100
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +269,7 @@ class DirectPaths:
     # -- the five verbs --------------------------------------------------------------------
 
     def receive_signalling(self, now: float, peer: IPv6Address, msg: ExperimentalMessage) -> None:
-        self._size = IPV6_MH_OVERHEAD + sum(
-            2 + len(o.data) for o in msg.options if isinstance(o, ExperimentalOption)
-        )
+        self._size = IPV6_MH_OVERHEAD + _size(msg.options)
         self._receive_signalling(now, peer, msg)
 
     def _receive_signalling(self, now: float, peer: IPv6Address, msg: ExperimentalMessage) -> None:
@@ -313,7 +315,11 @@ class DirectPaths:
         if remote is None and not self._take(p, creds, items):
             return
         p.answered = True
-        p.next_offer_at = None
+        if p.agent.selected_pair() is not None:
+            p.next_offer_at = None
+        # else the offer goes on at its pace until a pair is selected: each copy lets the
+        # answering side's unproven agent check as many more octets ("Bounds"), which a peer
+        # behind a firewall of its own needs to open it toward us.
         p.heard_at = now
         self._pump(now, p)
 
@@ -692,9 +698,12 @@ class DirectPaths:
             items.append(p.share)
         p.offers_sent += 1
         self._counters["descriptions_sent"] += 1
-        self._signalling.append(
-            Signalling(p.address, ExperimentalMessage(mice.mice_options(items)))
-        )
+        options = mice.mice_options(items)
+        if answer_to is None:
+            # An offer pays for the checks it asks of the other side ("Bounds"): padded, as
+            # QUIC pads its Initial, to OFFER_SIZE octets of IPv6 packet.
+            options += mice.padding_options(OFFER_SIZE - IPV6_MH_OVERHEAD - _size(options))
+        self._signalling.append(Signalling(p.address, ExperimentalMessage(options)))
 
     def _add_remote(self, p: _Peer, item: mice.Candidate) -> bool:
         addr = item.address
@@ -735,6 +744,8 @@ class DirectPaths:
                 self._restart(now, p, "consent lost")
 
     def _change(self, now: float, p: _Peer, pair: CandidatePair | None, reason: str) -> None:
+        if pair is not None and p.answered:
+            p.next_offer_at = None  # answered and checked: no more copies of our offer
         old = p.changes[-1].new if p.changes else None
         new = "D-udp" if pair is not None else None
         p.since = now if pair is not None else None
@@ -742,6 +753,11 @@ class DirectPaths:
         keys = p.keys if pair is not None and not p.keys_told else None
         p.keys_told = p.keys_told or keys is not None
         self._events.append(DirectPathChanged(p.address, pair, reason, keys))
+
+
+def _size(options: tuple[MobilityOption, ...]) -> int:
+    """Octets of a description's M-ICE options on the wire (the rest is ours to ignore)."""
+    return sum(2 + len(o.data) for o in options if isinstance(o, ExperimentalOption))
 
 
 def _remote_ufrag(p: _Peer) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -109,6 +110,11 @@ def run_lab_command(args: argparse.Namespace) -> int:
                     pcaps = pcap_root / (sc.name + (f"-run{run_no}" if args.repeat > 1 else ""))
                 result = runner.run_scenario(sc, pcap_dir=pcaps)
                 result["run"] = run_no
+                if args.compare_protection and sc.protection == "esp":
+                    # Right after it, the same scenario without protection: its throughput
+                    # and paths are reported next to the protected run's (never its verdict).
+                    plain = runner.run_scenario(dataclasses.replace(sc, protection="none"))
+                    result["unprotected"] = runner.comparison(plain)
                 results.append(result)
     except LabError as exc:
         return _fail(str(exc))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+NO_ESP = f"{'no ESP':>12}"  # the column --compare-protection adds
+
 
 def report_table(results: list[dict[str, Any]]) -> str:
     """One line per scenario: observed path (expected in brackets when it differs), then one
@@ -18,9 +20,10 @@ def report_table(results: list[dict[str, Any]]) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f} ms"
 
+    compare = any("unprotected" in r for r in results)
     header = (
         f"{'scenario':22} {'TC':6} {'MN-HA':9} {'MN-CN':9} {'register':>8} {'1st data':>8} "
-        f"{'RTT':>8} {'TCP 1 MB':>11}  result"
+        f"{'RTT':>8} {'TCP 1 MB':>11}{NO_ESP if compare else ''}  result"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -31,8 +34,8 @@ def report_table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['name']:22} {r.get('tc') or '-':6} {path(r, 'mn_ha'):9} {path(r, 'mn_cn'):9} "
             f"{ms(timings['registration']):>8} {ms(timings['first_data']):>8} "
-            f"{(str(rtt) + ' ms') if rtt is not None else '-':>8} {tcp_text:>11}  "
-            f"{'PASS' if r['passed'] else 'FAIL'}"
+            f"{(str(rtt) + ' ms') if rtt is not None else '-':>8} {tcp_text:>11}"
+            f"{_unprotected(r) if compare else ''}  {'PASS' if r['passed'] else 'FAIL'}"
         )
         if r["observed"].get("mn_diagnosis"):
             lines.append(
@@ -131,3 +134,12 @@ def summary_table(summary: list[dict[str, Any]]) -> str:
             f"{spread(e, 'first_data'):>14} {spread(e, 'handover_gap'):>14}"
         )
     return "\n".join(lines)
+
+
+def _unprotected(r: dict[str, Any]) -> str:
+    """The TCP figure of the same scenario run without protection (--compare-protection)."""
+    plain = r.get("unprotected")
+    if plain is None:
+        return f"{'-':>12}"
+    mbit = plain.get("tcp_mbit_s")
+    return f"{f'{mbit} Mb/s' if mbit is not None else '-':>12}"

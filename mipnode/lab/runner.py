@@ -25,6 +25,7 @@ __all__ = [
     "BY_NAME",
     "SCENARIOS",
     "Scenario",
+    "comparison",
     "correspondent_path",
     "daemon_status",
     "ping",
@@ -275,6 +276,18 @@ def new_result(sc: Scenario) -> dict[str, Any]:
         # namespace of the run (and its pcap directory).
         "seed": None,
         "run_id": None,
+    }
+
+
+def comparison(plain: dict[str, Any]) -> dict[str, Any]:
+    """What a run without protection measured, to stand next to the protected run's."""
+    tcp = plain["traffic"].get("tcp") or {}
+    return {
+        "mn_ha": plain["observed"]["mn_ha"],
+        "mn_cn": plain["observed"]["mn_cn"],
+        "rtt_ms": plain["timings_ms"].get("rtt_via_ha"),
+        "tcp_mbit_s": tcp.get("mbit_s") if tcp.get("ok") else None,
+        "passed": plain["passed"],
     }
 
 

@@ -14,6 +14,7 @@ reference/protocol.md §3.4 for why). The data is a sequence of TLVs, no padding
     Type 4  AnswerTo          ufrag of the offer this description answers (absent: an offer)
     Type 5  KeyShare          Suite 8 | SPI 32 | X25519 public key 256 (wire/keyshare.py): the
                               ESP key exchange of a protected D-udp path
+    Type 6  Padding           zeros: an offer pays for the checks it asks for (amplification)
 
 Kind: 1 host, 2 srflx, 3 prflx, 4 relay. Family: 4 (IPv4, 4 address octets) or 6 (IPv6, 16).
 Integers are big-endian; strings are ASCII. Unknown TLV types are skipped (a newer peer may add
@@ -50,6 +51,7 @@ TLV_CREDENTIALS = 1
 TLV_CANDIDATE = 2
 TLV_END_OF_CANDIDATES = 3
 TLV_ANSWER_TO = 4
+TLV_PADDING = 6
 
 CANDIDATE_KINDS = ("host", "srflx", "prflx", "relay")  # wire codes 1-4, in this order
 FAMILY_IPV4 = 4
@@ -158,6 +160,17 @@ def encode_mice(items: Iterable[MiceItem]) -> bytes:
         ValueError: an item is not an M-ICE item, or breaks a limit of the module docstring.
     """
     return b"".join(_encode_item(item) for item in items)
+
+
+def padding_options(octets: int) -> tuple[ExperimentalOption, ...]:
+    """Experimental options of Padding TLVs (skipped by every decoder as unknown-to-use) that
+    add about ``octets`` on the wire (nothing for ``octets`` < 4)."""
+    out = []
+    while octets >= 4:
+        value = min(octets - 4, MAX_OPTION_DATA - 2)
+        out.append(ExperimentalOption(bytes((TLV_PADDING, value)) + bytes(value)))
+        octets -= value + 4
+    return tuple(out)
 
 
 def mice_options(items: Iterable[MiceItem]) -> tuple[ExperimentalOption, ...]:

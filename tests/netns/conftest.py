@@ -54,6 +54,7 @@ def make_lab(tmp_path: Path) -> Iterator[Any]:
         cn_mipnode: bool = False,
         cn_firewall: str | None = None,
         sysctls: dict[str, dict[str, str]] | None = None,
+        protection: str = "esp",
     ) -> Lab:
         record = netns.RunRecord.new("run")
         records.append(record)
@@ -66,6 +67,7 @@ def make_lab(tmp_path: Path) -> Iterator[Any]:
             firewall=firewall,
             cn_firewall=cn_firewall,
             sysctls=sysctls,
+            protection=protection,
         )
         lab = Lab(record, t, cn_mipnode)
         if start:

@@ -234,7 +234,7 @@ def test_a_user_scenario_file_runs_repeatedly_with_a_summary(
     scenario = tmp_path / "my-firewall.toml"
     scenario.write_text(
         '''name = "my-firewall"
-description = "a user scenario: no protocol 41 towards the home agent"
+description = "a user scenario: no native tunnel (41, ESP) towards the home agent"
 
 [topology]
 firewall = "custom"
@@ -244,7 +244,7 @@ fw = """
 table inet mine {
   chain forward {
     type filter hook forward priority filter; policy drop;
-    ip6 daddr $HA meta l4proto ipv6 counter drop
+    ip6 daddr $HA meta l4proto { ipv6, esp } counter drop
     ct state established,related accept
     iifname $LAN accept
   }

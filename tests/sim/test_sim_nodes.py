@@ -309,18 +309,24 @@ def test_mn_restart_replaces_the_correspondents_ice_agent_and_d_udp_comes_back()
         assert world.registered()
         assert mn.generation == 2  # the new core's offer: new credentials on the wire
         assert cn.generation == 2  # the CN answered from a new agent
-        assert world.peer.direct_statistics()["peers_answered"] == 2  # the old one replaced
+        stats = world.peer.direct_statistics()
+        # The old agent is replaced once the restarted MN proves the new offer is its own
+        # (make-before-break: until then an offer could be forged).
+        assert (stats["peers_answered"], stats["restarts_taken"]) == (1, 1)
         assert mn.path() is not None and cn.path() is not None and world.agree()
-        back = max(first_selected(s, restart_at) for s in (mn, cn)) - restart_at
+        # The CN's pair may carry on across the restart (make-before-break, the same
+        # addresses): then it has no new selection to wait for, and the MN's is the one.
+        cn_back = first_selected(cn, restart_at, required=False) or restart_at
+        back = max(first_selected(mn, restart_at), cn_back) - restart_at
         assert back <= 5.0, (seed, back)
         assert_clean(world)
         backs.append(back)
     print(f"\nMN restart: D-udp selected again on both sides {spread(backs)} s later")
 
 
-def first_selected(session: Session, since: float) -> float:
+def first_selected(session: Session, since: float, required: bool = True) -> float | None:
     t = next((t for t, p, r in session.path_log if t >= since and r == "selected"), None)
-    assert t is not None, session.path_log
+    assert t is not None or not required, session.path_log
     return t
 
 
