@@ -14,8 +14,9 @@ all use this one engine; their node cores carry its messages.
 * **Offer and answer** carry credentials and candidates as M-ICE TLVs in an Experimental
   Mobility Header (MH 11, RFC 5096, :mod:`mipnode.wire.mice`). The node core addresses them
   (home address <-> correspondent, through the home agent, like HoTI/HoT). An offer is repeated
-  every ``offer_retry_s`` until answered, at most ``offer_tries`` times in a row, then again
-  after ``OFFER_PAUSE_S``; every offer received is answered (the answer may have been lost).
+  every ``offer_retry_s`` until answered and a pair is checked, at most ``offer_tries`` times in
+  a row, then again after ``OFFER_PAUSE_S``; every offer received is answered (the answer may
+  have been lost). Offers are padded to OFFER_SIZE ("Bounds").
   An offer with another ufrag from a peer whose description we hold is an ICE restart (it
   moved, or lost consent): its agent starts afresh, even when we had offered too; a late copy
   of an earlier description (a ufrag it replaced) is ignored. While the current agent has a
