@@ -146,3 +146,21 @@ def test_the_table_shows_the_unprotected_throughput_next_to_the_protected_one() 
     assert "150.2 Mb/s" in first and "201.7 Mb/s" in first
     assert protected["unprotected"]["tcp_mbit_s"] == 201.7
     assert "no ESP" not in report_table([other])
+
+
+def test_an_attack_step_reads_as_what_it_did() -> None:
+    result = _run()
+    result["timeline"] = [
+        {
+            "at_ms": 0.0,
+            "step": Step("attack", kind="bu-flood", rate=11000, seconds=4).describe(),
+            "attack": {"sent_packets": 44000, "sent_octets": 6336000, "reflected_octets": 0},
+            "injected_received": {"mn": 0, "cn": 0},
+            "ha_counted_during": {"core.bad_auth": 2010, "unbound_mh_rate_limited": 41990},
+            "latency_ms": {"before": {"p99": 1.5}, "during": {"p99": 3.8}},
+        }
+    ]
+    line = [x for x in report_table([result]).splitlines() if "attack" in x][0]
+    assert "attack bu-flood 11000/s for 4 s: sent 44000 (6336000 B), back 0 B" in line
+    assert "injected delivered 0, HA bad_auth 2010, unbound_mh_rate_limited 41990" in line
+    assert line.endswith("p99 1.5 -> 3.8 ms")

@@ -80,8 +80,32 @@ def _step_text(step: dict[str, Any]) -> str:
         text += f": registered again after {step['registered_ms']} ms over {step['mn_ha']}"
     elif step.get("reached"):
         text += f": reached after {step['after_ms']} ms"
+    elif "attack" in step:
+        text += _attack_text(step)
     if "problem" in step:
         text += f"  <- {step['problem']}"
+    return text
+
+
+def _attack_text(step: dict[str, Any]) -> str:
+    """What an attack sent, what came back to it, what reached an application, what the HA
+    counted, and (floods) the data path's p99 before and during."""
+    a, got = step["attack"], step["injected_received"]
+    text = (
+        f": sent {a['sent_packets']} ({a['sent_octets']} B), back {a['reflected_octets']} B, "
+        f"injected delivered {(got['mn'] or 0) + (got['cn'] or 0)}"
+    )
+    counted = step.get("ha_counted_during") or {}
+    refused = {
+        k.removeprefix("core."): v
+        for k, v in counted.items()
+        if k in ("core.bad_auth", "unbound_mh_rate_limited", "clear_data_refused")
+    }
+    if refused:
+        text += ", HA " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items()))
+    latency = step.get("latency_ms")
+    if latency:
+        text += f", p99 {latency['before']['p99']} -> {latency['during']['p99']} ms"
     return text
 
 
