@@ -160,7 +160,7 @@ def test_an_attack_step_reads_as_what_it_did() -> None:
             "latency_ms": {"before": {"p99": 1.5}, "during": {"p99": 3.8}},
         }
     ]
-    line = [x for x in report_table([result]).splitlines() if "attack" in x][0]
+    (line,) = [x for x in report_table([result]).splitlines() if "attack" in x]
     assert "attack bu-flood 11000/s for 4 s: sent 44000 (6336000 B), back 0 B" in line
     assert "injected delivered 0, HA bad_auth 2010, unbound_mh_rate_limited 41990" in line
     assert line.endswith("p99 1.5 -> 3.8 ms")
