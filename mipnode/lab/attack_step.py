@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from typing import Any
 
 from mipnode.lab.attack import MARK_PORT
 from mipnode.lab.netns import LabError
 from mipnode.lab.scenario_files import Step
-from mipnode.lab.status import correspondent_path, daemon_status
+from mipnode.lab.status import correspondent_path, daemon_status, module_process
 from mipnode.lab.topology import HOA, Topology
 
 PINGS = 300  # per measurement: p99 is the third-highest RTT
@@ -30,13 +29,7 @@ LISTEN_S = 3.0  # after the attack: answers to it still on their way
 
 
 def _attack_process(t: Topology, node: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.lab.attack", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return module_process(t, node, "mipnode.lab.attack", *args, stderr=subprocess.PIPE)
 
 
 def _snapshot(t: Topology, peer: str) -> dict[str, Any]:

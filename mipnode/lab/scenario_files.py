@@ -31,7 +31,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from mipnode.lab import topology
+from mipnode.lab import attack, topology
 from mipnode.lab.netns import LabError, RunRecord
 from mipnode.lab.topology import FIREWALLS, NAT44_PROFILES, Topology
 
@@ -51,15 +51,7 @@ STEP_KINDS = (
     "wait-for-path",
     "attack",
 )
-ATTACKS = (
-    "forged-bu",
-    "bu-flood",
-    "inject-to-ha",
-    "inject-to-mn",
-    "forged-offer",
-    "forged-answer",
-    "offer-flood",
-)
+ATTACKS = attack.KINDS  # what an attack step's kind may be (lab/attack.py)
 # What a block step can drop; nft's own names (`meta l4proto ...`), "all" for every protocol.
 BLOCK_PROTOCOLS = ("all", "udp", "tcp", "ipv6", "mobility-header", "ipv6-icmp", "icmp", "esp")
 # Names usable in a block step's `between`, with the address they stand for.

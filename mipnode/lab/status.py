@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -102,3 +104,17 @@ def correspondent_path(
         if c.get("cn") == peer:
             return str(c["path"]) if c.get("path") else NO_PATH
     return NO_PATH
+
+
+def module_process(
+    t: Topology, node: str, module: str, *args: str, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """``python -m MODULE ARGS`` in ``node``'s namespace, stdin and stdout piped (text): the
+    lab's traffic generators and its attacker."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", module, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )

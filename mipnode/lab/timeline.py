@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,13 @@ from mipnode.lab import topology
 from mipnode.lab.attack_step import run_attack
 from mipnode.lab.netns import CHILDREN, LabError
 from mipnode.lab.scenario_files import Scenario, Step
-from mipnode.lab.status import correspondent_path, daemon_status, log_tail, wait_for
+from mipnode.lab.status import (
+    correspondent_path,
+    daemon_status,
+    log_tail,
+    module_process,
+    wait_for,
+)
 from mipnode.lab.topology import CN_ADDRESS, HOA, Topology
 
 REGISTRATION_TIMEOUT_S = 25.0
@@ -30,13 +35,7 @@ BLOCK_TABLE = "mipnode_lab_block"
 
 def traffic_process(t: Topology, node: str, *args: str) -> subprocess.Popen[str]:
     """``python -m mipnode.lab.traffic ARGS`` in ``node``; stdin open (closing it ends flows)."""
-    return subprocess.Popen(
-        ["ip", "netns", "exec", t.ns(node), sys.executable, "-m", "mipnode.lab.traffic", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    return module_process(t, node, "mipnode.lab.traffic", *args)
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
