@@ -279,6 +279,11 @@ class MobileNodeCore:
         """Counters: ``bu_sent``, ``retransmissions``, ``drop_<reason>``, ``rejected_<status>``."""
         return dict(self._counters)
 
+    @property
+    def brr_refreshes(self) -> int:
+        """Registrations an authenticated Binding Refresh Request started."""
+        return self._counters["brr_refreshes"]
+
     # -- commands -------------------------------------------------------------------------
 
     def register(self, now: float, care_of: IPv6Address) -> None:

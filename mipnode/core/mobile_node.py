@@ -697,9 +697,9 @@ class MobileNode:
     ) -> None:
         peer = IPv6Address(src)
         if src == self._ha_bytes:
-            refreshes = self.registration.statistics().get("brr_refreshes", 0)
+            refreshes = self.registration.brr_refreshes
             self.registration.receive_datagram(now, mh, self._ha, self._hoa)
-            if self.registration.statistics().get("brr_refreshes", 0) != refreshes:
+            if self.registration.brr_refreshes != refreshes:
                 # An authenticated BRR: the home agent asks us to register, typically because
                 # it cannot open our ESP (it restarted): this BU goes in clear first.
                 self._bu_in_clear = True
