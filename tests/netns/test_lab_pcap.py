@@ -24,7 +24,6 @@ pytestmark = [
 
 STUN_COOKIE = "21:12:a4:42"
 CN, HA, HOA = "2001:db8:c::2", "2001:db8:1::1", "2001:db8:1::100"
-UDPENCAP = ("-d", "udp.port==4191,udpencap")
 
 
 def _tshark(pcap: Path, display_filter: str, *extra: str) -> list[str]:
@@ -94,10 +93,12 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
             assert stats["frames"] > 0 and stats["kernel_drops"] == 0, (name, stats)
         for pcap in pcaps:
             assert _tshark(pcap, "frame"), f"{pcap} is empty"
-            # UDP 4191 is told to tshark as ESP-in-UDP (RFC 3948): left to guess, tshark hands
-            # a datagram to whatever protocol claims the MN's ephemeral port (31 of them do)
-            # or a heuristic, and random ciphertext is then "malformed" for that protocol.
-            bad = _tshark(pcap, "_ws.malformed || _ws.expert.severity == error", *UDPENCAP)
+            # Every UDP port of the run is told to tshark as ESP-in-UDP (RFC 3948): left to
+            # guess, tshark hands a datagram to whatever protocol claims one of its ports (31
+            # ephemeral ports are claimed, and a D-udp pair runs between two ephemeral ports)
+            # or to a heuristic, and random ciphertext is then "malformed" for that protocol.
+            as_esp = _udp_ports_as_esp(pcap)
+            bad = _tshark(pcap, "_ws.malformed || _ws.expert.severity == error", *as_esp)
             assert not bad, f"{pcap}: malformed frames {bad[:10]}"
             # Decoding UDP 4191 as IPv6 (T-udp, D-udp): everything but the STUN checks that
             # share the port (and ESP-in-UDP, whose SPI has the top bit set) must then be a
@@ -117,9 +118,7 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
             keys = ["-o", "esp.enable_encryption_decode:TRUE"]
             keys += ["-o", "esp.enable_authentication_check:TRUE"]
             keys += [x for r in records for x in ("-o", f"uat:esp_sa:{r}")]
-            assert not _tshark(pcap, "esp.icv_bad == 1", *keys, *UDPENCAP), (
-                f"{pcap}: ESP not opened"
-            )
+            assert not _tshark(pcap, "esp.icv_bad == 1", *keys, *as_esp), f"{pcap}: ESP not opened"
 
     ro = out / "ro-open" / "mn-eth0--fw-lan.pcap"
     # Route optimisation on the MN's link: all four RR messages, BU and BA to and from the
@@ -155,6 +154,13 @@ def test_every_link_of_every_run_is_captured_and_decodes_cleanly(tmp_path: Path)
         assert not _tshark(pcap, "esp.icv_bad == 1", *keys), f"{pcap}: ESP not opened"
         inner = f"esp.icv_good == 1 && ipv6.addr == {HOA} && tcp"
         assert len(_tshark(pcap, inner, *keys)) >= 100, f"{pcap}: the transfer did not decrypt"
+
+
+def _udp_ports_as_esp(pcap: Path) -> list[str]:
+    ports = {4191}
+    for field in ("udp.srcport", "udp.dstport"):
+        ports.update(int(p) for v in _tshark_field(pcap, field) for p in v.split(","))
+    return [arg for port in sorted(ports) for arg in ("-d", f"udp.port=={port},udpencap")]
 
 
 def _tshark_field(pcap: Path, field: str) -> list[str]:
