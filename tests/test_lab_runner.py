@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mipnode.lab import runner
+from mipnode.lab.attack_step import problems as attack_problems
 from mipnode.lab.report import repeat_summary, report_table
 from mipnode.lab.scenario_files import Scenario, Step, parse_scenario
 
@@ -157,10 +158,38 @@ def test_an_attack_step_reads_as_what_it_did() -> None:
             "attack": {"sent_packets": 44000, "sent_octets": 6336000, "reflected_octets": 0},
             "injected_received": {"mn": 0, "cn": 0},
             "ha_counted_during": {"core.bad_auth": 2010, "unbound_mh_rate_limited": 41990},
-            "latency_ms": {"before": {"p99": 1.5}, "during": {"p99": 3.8}},
+            "latency_ms": {
+                "before": {"p99": 1.5},
+                "during": {"p99": 3.8},
+                "control": {"p99": 3.1},
+            },
         }
     ]
     (line,) = [x for x in report_table([result]).splitlines() if "attack" in x]
     assert "attack bu-flood 11000/s for 4 s: sent 44000 (6336000 B), back 0 B" in line
     assert "injected delivered 0, HA bad_auth 2010, unbound_mh_rate_limited 41990" in line
-    assert line.endswith("p99 1.5 -> 3.8 ms")
+    assert line.endswith("p99 1.5 -> 3.8 ms (control 3.1 ms)")
+
+
+def test_a_flood_verdict_weighs_the_data_path_against_the_control_flood() -> None:
+    # The control (the same flood dropped by the kernel before the daemon) is the yardstick,
+    # not the idle p99: the sender itself loads a small machine.
+    step = Step("attack", kind="bu-flood", rate=11000, seconds=8, latency_ratio=2)
+    paths = {"mn_state": "registered", "mn_ha": "T-native", "mn_cn": "T-native"}
+
+    def entry(during: float, control: float) -> dict[str, Any]:
+        return {
+            "before": paths,
+            "after": paths,
+            "attack": {"sent_octets": 100, "reflected_octets": 0},
+            "injected_received": {"mn": 0, "cn": 0},
+            "latency_ms": {
+                "before": {"p99": 1.0},
+                "during": {"p99": during},
+                "control": {"p99": control},
+            },
+        }
+
+    assert attack_problems(step, entry(3.9, 2.0)) == []
+    (problem,) = attack_problems(step, entry(4.1, 2.0))
+    assert "4.1 ms under the flood, 2.0 ms under the control" in problem

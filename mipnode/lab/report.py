@@ -105,7 +105,10 @@ def _attack_text(step: dict[str, Any]) -> str:
         text += ", HA " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items()))
     latency = step.get("latency_ms")
     if latency:
-        text += f", p99 {latency['before']['p99']} -> {latency['during']['p99']} ms"
+        text += (
+            f", p99 {latency['before']['p99']} -> {latency['during']['p99']} ms"
+            f" (control {latency['control']['p99']} ms)"
+        )
     return text
 
 

@@ -70,8 +70,9 @@ def test_forged_bus_injection_and_forged_descriptions_change_nothing() -> None:
 
 def test_a_bu_flood_is_mostly_refused_before_any_hmac() -> None:
     """11,000 forged BUs a second from sources all over a prefix: the HA verifies at most 500 a
-    second (the rest are dropped unparsed) and keeps forwarding. The latency under the flood is
-    measured and reported by the scenario; this test asserts the work the HA did."""
+    second (the rest are dropped unparsed) and keeps forwarding: its data path's p99 under the
+    flood stays within 2x of the p99 under a control flood the kernel drops before the daemon
+    (the scenario's verdict; the sender itself loads the machine's two cores)."""
     report = _lab("attack-bu-flood")
     (entry,) = _attacks(report)["attack-bu-flood"]
     assert entry["after"] == entry["before"] and entry["injected_received"]["mn"] == 0
@@ -79,6 +80,11 @@ def test_a_bu_flood_is_mostly_refused_before_any_hmac() -> None:
     counted = entry["ha_counted_during"]
     assert sent >= 20_000
     assert counted.get("core.bad_auth", 0) <= 500 * entry["attack"]["seconds"] + 16 + 500, counted
-    assert counted.get("unbound_mh_rate_limited", 0) >= sent * 0.8, counted
+    # Half the flood's time the control rule keeps it from the daemon.
+    assert 0.25 * sent <= entry["control_dropped"] <= 0.75 * sent, entry
+    reached = sent - entry["control_dropped"]
+    assert counted.get("unbound_mh_rate_limited", 0) >= reached * 0.8, counted
     latency = entry["latency_ms"]
-    assert latency["answered"]["during"] >= 0.95 * latency["answered"]["of"], latency
+    for phase in ("during", "control"):
+        assert latency["answered"][phase] >= 0.95 * latency["answered"]["of"], latency
+    assert "problem" not in entry, entry["problem"]
