@@ -22,7 +22,10 @@ full cache means (the correspondent node answers a new home address with BA 130)
 Deadlines live in :class:`Deadlines`, a heap of ``(deadline, generation, key)`` with at most one
 live item per key: re-scheduling or cancelling a key only changes the generation its live item
 must carry, and stale items are skipped where they surface (lazy deletion, O(log n) per change
-and no search). The home agent uses a second one for its Binding Refresh Requests.
+and no search). Stale items are bounded too: when they outnumber the live ones (every refresh
+leaves one behind, and it surfaces only at the old deadline) the heap is rebuilt from the live
+items, O(n) once per n changes, so a cache of n keys holds at most about 2n items. The home
+agent uses a second one for its Binding Refresh Requests.
 
 Entries are the cores' own mutable dataclasses: the store needs only ``home_address``,
 ``state`` and ``expires_at`` (:class:`CacheEntry`) and sets the last two; care-of addresses,
@@ -61,6 +64,7 @@ class CacheEntry(HasHomeAddress, Protocol):
 
 
 KeyT = TypeVar("KeyT", bound=Hashable)
+COMPACT_SLACK = 64  # stale heap items always tolerated (a small heap is never rebuilt)
 EntryT = TypeVar("EntryT", bound=CacheEntry)
 SnapshotT = TypeVar("SnapshotT", bound=HasHomeAddress)
 
@@ -123,11 +127,20 @@ class Deadlines(Generic[KeyT]):
         """Set the deadline of ``key``, replacing any pending one."""
         self._generation += 1
         self._live[key] = self._generation
-        heapq.heappush(self._heap, (deadline, self._generation, key))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, self._generation, key))
+        if len(heap) > 2 * len(self._live) + COMPACT_SLACK:
+            self._compact()
 
     def cancel(self, key: KeyT) -> None:
         """Forget the pending deadline of ``key``, if any."""
         self._live.pop(key, None)
+
+    def _compact(self) -> None:
+        """Drop every stale item. In place: a running :meth:`due` holds the list."""
+        heap, live = self._heap, self._live
+        heap[:] = [item for item in heap if live.get(item[2]) == item[1]]
+        heapq.heapify(heap)
 
     def next_deadline(self) -> float | None:
         """The earliest pending deadline, or ``None``."""

@@ -84,8 +84,13 @@ from mipnode.core.binding_cache import BindingCache, BindingState, Deadlines
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi, spi_tag
 from mipnode.core.sequence import seq_is_newer
 from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
-from mipnode.wire.auth4285 import encode_mh_authenticated, ntp_from_unix, verify_mh_authenticated
+from mipnode.wire.auth4285 import (
+    encode_mh_authenticated,
+    ntp_from_unix,
+    verify_decoded_mh_authenticated,
+)
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.ipv6 import AddressLike, address_bytes
 from mipnode.wire.keyshare import KeyShare, key_share_from_options_untrusted, key_share_option
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
@@ -97,7 +102,7 @@ from mipnode.wire.mh import (
     MesgId,
     MnHaAuth,
     MobilityOption,
-    decode_mh_untrusted,
+    decode_mh_with_offsets_untrusted,
 )
 
 # Specification constants
@@ -240,9 +245,12 @@ class _Entry:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Request:
-    """A BU that passed authentication: enough to address and sign the answer."""
+    """A BU that passed authentication: enough to address and sign the answer.
+
+    ``home_address`` is the SA's own (equal to the packet's source, checked): entries and
+    answers share that one object instead of one per BU."""
 
     bu: BindingUpdate
     sa: SecurityAssociation
@@ -273,6 +281,13 @@ class HomeAgentCore:
         self._sas = {sa.spi: sa for sa in config.security_associations}
         self._sa_by_hoa = {sa.home_address: sa for sa in config.security_associations}
         self._max_units = min(MAX_LIFETIME_UNITS, config.max_lifetime_s // LIFETIME_UNIT_S)
+        self._lifetimes: dict[int, int] = {}  # granted units -> seconds, one int shared by all
+        self._address_octets = config.address.packed
+        prefix = config.home_prefix
+        self._prefix_mask = int(prefix.netmask)
+        self._prefix_bits = int(prefix.network_address)
+        self._clock_at: float | None = None  # the `now` of _clock_key (a batch shares one)
+        self._clock_key = 0
         self._window = int(config.timestamp_window_s * (1 << 32))
         self._last_timestamp: dict[int, int] = {}  # SPI -> ntp_order_key of the last accepted
         # Expired registrations go at once; replays are stopped by the RFC 4285 timestamps.
@@ -286,9 +301,11 @@ class HomeAgentCore:
     # -- the five verbs -------------------------------------------------------------------
 
     def receive_datagram(
-        self, now: float, data: bytes, src: IPv6Address, dst: IPv6Address, via: Via
+        self, now: float, data: bytes, src: AddressLike, dst: AddressLike, via: Via
     ) -> None:
-        """Process one Mobility Header; never raises for bad input (drops are counted)."""
+        """Process one Mobility Header; never raises for bad input (drops are counted).
+
+        ``src`` and ``dst`` may be given as their 16 packed octets (what a driver has)."""
         self._expire(now)
         request = self._authenticate(data, src, dst, via)
         if request is None:
@@ -298,7 +315,7 @@ class HomeAgentCore:
             return
         if not request.bu.home:
             self._reply(now, request, PROHIBITED)
-        elif request.home_address not in self._config.home_prefix:
+        elif int(request.home_address) & self._prefix_mask != self._prefix_bits:
             self._reply(now, request, NOT_HOME_SUBNET)
         else:
             self._handle_home_bu(now, request)
@@ -407,6 +424,7 @@ class HomeAgentCore:
             if entry.expires_at <= now:
                 self._counters["restore_expired"] += 1
                 continue
+            entry.home_address = sa.home_address  # one address object per SA, as registered
             if entry.state is BindingState.REGISTERED:
                 entry.lifetime_s = min(entry.lifetime_s, self._max_units * LIFETIME_UNIT_S)
                 longest = now + entry.lifetime_s
@@ -436,11 +454,13 @@ class HomeAgentCore:
         self._counters[f"drop_{reason}"] += 1
 
     def _authenticate(
-        self, data: bytes, src: IPv6Address, dst: IPv6Address, via: Via
+        self, data: bytes, src: AddressLike, dst: AddressLike, via: Via
     ) -> _Request | None:
-        """Steps 1-3: decode, find the SA, verify the MAC and the SA's HoA."""
+        """Steps 1-3: decode (once: the MAC is checked on the decoded message), find the SA,
+        verify the MAC and the SA's HoA."""
+        src_octets = address_bytes(src)
         try:
-            msg = decode_mh_untrusted(data, src, dst)
+            msg, offsets = decode_mh_with_offsets_untrusted(data, src_octets, dst)
         except BadPacket as exc:
             self._drop(exc.reason)
             return None
@@ -448,7 +468,8 @@ class HomeAgentCore:
             self._drop("unexpected_mh_type")
             return None
         # RFC 4285 §4: when MN-HA is the only authentication option it MUST be the last one.
-        auth = msg.options[-1] if msg.options else None
+        options = msg.options
+        auth = options[-1] if options else None
         if not isinstance(auth, MnHaAuth) or auth.subtype != MNHA_SUBTYPE:
             self._drop("missing_auth")
             return None
@@ -456,22 +477,32 @@ class HomeAgentCore:
         if sa is None:
             self._drop("unknown_spi")
             return None
-        alt = find_option(msg.options, AlternateCareOfAddress)
-        care_of = alt.address if alt is not None else src
-        mesg = find_option(msg.options, MesgId)
-        request = _Request(msg, sa, src, care_of, via, mesg.timestamp if mesg else None)
-        if not verify_mh_authenticated(data, key=sa.key, coa=care_of, hoa=src):
+        alt = find_option(options, AlternateCareOfAddress)
+        mac_coa = alt.address.packed if alt is not None else src_octets
+        if not verify_decoded_mh_authenticated(
+            data, msg, offsets, key=sa.key, coa=mac_coa, hoa=src_octets
+        ):
             self._counters["bad_auth"] += 1
             return None
-        if sa.home_address != src:
+        home_address = sa.home_address
+        if home_address.packed != src_octets:
             self._counters["hoa_mismatch"] += 1
             return None
         try:
-            share = key_share_from_options_untrusted(msg.options)
+            share = key_share_from_options_untrusted(options)
         except BadPacket as exc:
             self._drop(exc.reason)
             return None
-        return _Request(msg, sa, src, care_of, via, request.mesg_id, share)
+        mesg = find_option(options, MesgId)
+        return _Request(
+            msg,
+            sa,
+            home_address,
+            alt.address if alt is not None else home_address,
+            via,
+            mesg.timestamp if mesg is not None else None,
+            share,
+        )
 
     def _check_freshness(self, now: float, request: _Request) -> BaStatus | None:
         """Step 4 (RFC 4285 §6): the Mesg-ID timestamp must be recent and increasing."""
@@ -479,7 +510,10 @@ class HomeAgentCore:
         if ts is None:
             return MESG_ID_REQUIRED
         key = ntp_order_key(ts)
-        clock = ntp_order_key(ntp_from_unix(now + self._wall_offset))
+        if now != self._clock_at:
+            self._clock_at = now
+            self._clock_key = ntp_order_key(ntp_from_unix(now + self._wall_offset))
+        clock = self._clock_key
         last = self._last_timestamp.get(request.sa.spi)
         if last is not None and last > clock + self._window:
             # Accepted when the clock was ahead (it was stepped back since, or restored from a
@@ -537,7 +571,11 @@ class HomeAgentCore:
 
     def _register(self, now: float, request: _Request, entry: _Entry | None) -> None:
         units = min(request.bu.lifetime, self._max_units)
-        lifetime_s = units * LIFETIME_UNIT_S
+        lifetime_s = self._lifetimes.get(units)
+        if lifetime_s is None:
+            lifetime_s = units * LIFETIME_UNIT_S
+            if len(self._lifetimes) < 64:
+                self._lifetimes[units] = lifetime_s
         previous = entry.snapshot() if entry and entry.state is BindingState.REGISTERED else None
         if entry is None:
             entry = _Entry(
@@ -668,14 +706,15 @@ class HomeAgentCore:
             options=options,
         )
         hoa, sa = request.home_address, request.sa
+        hoa_octets = hoa.packed
         data = encode_mh_authenticated(
             ba,
-            self._config.address,
-            hoa,
+            self._address_octets,
+            hoa_octets,
             spi=sa.spi,
             key=sa.key,
-            coa=request.care_of,
-            hoa=hoa,
+            coa=hoa_octets if request.care_of is hoa else request.care_of.packed,
+            hoa=hoa_octets,
         )
         self._outgoing.append(OutgoingMh(data, self._config.address, hoa, request.via))
         self._counters["accepted" if status < 128 else f"rejected_{int(status)}"] += 1
@@ -684,6 +723,9 @@ class HomeAgentCore:
 
     def _expire(self, now: float) -> None:
         """Drop expired registrations and purge held entries whose time is over."""
+        deadline = self._cache.next_deadline()
+        if deadline is None or deadline > now:
+            return
         expiry = self._cache.expire(now)
         self._state_version += len(expiry.expired) + len(expiry.purged)
         for entry in expiry.expired:

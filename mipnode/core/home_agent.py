@@ -40,6 +40,7 @@ from ipaddress import IPv6Address
 from ice import stun
 from mipnode.core.esp_keys import EspKeys, spi_tag
 from mipnode.core.ha import (
+    Binding,
     BindingAdded,
     BindingRemoved,
     BindingUpdated,
@@ -82,13 +83,32 @@ class SendFromPort:
 
 @dataclass(frozen=True, slots=True)
 class HaForwardingChanged:
-    """Packets of ``home_address`` go out (and must come in) on ``via``; ``None``: unbound."""
+    """Packets of ``home_address`` go out (and must come in) on ``via``; ``None``: unbound.
+
+    ``text`` is the log line, formatted only when read (``str(event)`` too): a driver whose
+    log is off pays nothing for it."""
 
     home_address: IPv6Address
     via: Via | None
     added: bool  # a new binding (the driver adds the host route)
-    text: str  # for the log
     keys: EspKeys | None = field(default=None, repr=False)  # of this registration
+    binding: Binding | None = field(default=None, repr=False)  # what changed; None: removed
+    reason: str = ""  # why a binding was removed
+
+    @property
+    def text(self) -> str:
+        """For the log."""
+        b = self.binding
+        if b is None:
+            return f"binding removed hoa={self.home_address} reason={self.reason}"
+        return (
+            f"binding hoa={b.home_address} coa={b.care_of_address} "
+            f"path={b.via.kind} lifetime={b.lifetime_s}s seq={b.sequence}"
+            f"{'' if b.keys is None else ' esp=keyed'}"
+        )
+
+    def __str__(self) -> str:
+        return self.text
 
 
 HaTransmit = SendVia | SendFromPort
@@ -138,18 +158,22 @@ class HomeAgentNode:
         if 40 + plen > len(inner):
             self._drop("tunnel_truncated")
             return
-        src = IPv6Address(inner[8:24])
         if nh == NH_MH:
-            # A BU that came sealed by its own home address's SA is answered sealed (by the SA
-            # in force: the driver applies this registration's new keys after sending the BA).
-            self._reply_protect = protected_for if protected_for == src else None
-            self.core.receive_datagram(now, inner[40 : 40 + plen], src, self._address, via)
+            # The core takes the source as octets (no address object per BU); a BU that came
+            # sealed by its own home address's SA is answered sealed (by the SA in force: the
+            # driver applies this registration's new keys after sending the BA).
+            src_octets = inner[8:24]
+            if protected_for is not None and protected_for.packed == src_octets:
+                self._reply_protect = protected_for
+            mh = inner[40 : 40 + plen]
+            self.core.receive_datagram(now, mh, src_octets, self._address_bytes, via)
             self._settle(now)
             self._reply_protect = None
             return
         if nh == NH_UDP and len(inner) >= 48:
             dport = int.from_bytes(inner[42:44], "big")
             if dport == STUN_PORT and stun.looks_like_stun(inner[48:]):
+                src = IPv6Address(inner[8:24])
                 self._tunnelled_check(now, inner, src, dport, via, protected_for)
                 return
         self._drop("tunnel_to_ha_unexpected")
@@ -258,23 +282,12 @@ class HomeAgentNode:
                 b = event.binding
                 self._events.append(
                     HaForwardingChanged(
-                        b.home_address,
-                        b.via,
-                        isinstance(event, BindingAdded),
-                        f"binding hoa={b.home_address} coa={b.care_of_address} "
-                        f"path={b.via.kind} lifetime={b.lifetime_s}s seq={b.sequence}"
-                        f"{'' if b.keys is None else ' esp=keyed'}",
-                        b.keys,
+                        b.home_address, b.via, isinstance(event, BindingAdded), b.keys, b
                     )
                 )
             elif isinstance(event, BindingRemoved):
                 self._events.append(
-                    HaForwardingChanged(
-                        event.home_address,
-                        None,
-                        False,
-                        f"binding removed hoa={event.home_address} reason={event.reason}",
-                    )
+                    HaForwardingChanged(event.home_address, None, False, reason=event.reason)
                 )
 
     def _drop(self, reason: str) -> None:

@@ -66,6 +66,9 @@ class EspSas:
         """``keylog``: the key log file; ``None``: from the environment; "": none."""
         self.outbound: dict[bytes, EspOutbound] = {}
         self.inbound: dict[int, _In] = {}
+        # The SPIs of each owner's inbound SAs (at most two: the current and one replaced), so
+        # a registration never walks every SA of the home agent.
+        self._spis: dict[bytes, list[int]] = {}
         self.rekey_due: set[bytes] = set()  # owners whose SA passed SEQ_SOFT_LIMIT
         self.keylog = (keylog if keylog is not None else os.environ.get(KEYLOG_ENV)) or None
 
@@ -87,15 +90,21 @@ class EspSas:
         else:
             self.outbound[owner] = outbound
             self.rekey_due.discard(owner)
-        for spi, entry in list(self.inbound.items()):
-            if entry.owner != owner:
-                continue
+        spis = self._spis.setdefault(owner, [])
+        for spi in list(spis):
+            entry = self.inbound[spi]
             entry.promote = None  # a newer exchange replaces keys never confirmed
             if entry.retire_at is None:
                 entry.retire_at = now + GRACE_S
             else:
                 del self.inbound[spi]  # only the latest replaced SA is kept
+                spis.remove(spi)
+        old = self.inbound.get(keys.spi_in)
+        if old is not None and old.owner != owner:  # an SPI reused for another owner
+            self._spis[old.owner].remove(keys.spi_in)
         self.inbound[keys.spi_in] = fresh
+        if keys.spi_in not in spis:
+            spis.append(keys.spi_in)
         if self.keylog is not None:
             self._log_keys(keys)
 
@@ -103,7 +112,7 @@ class EspSas:
         """``owner`` has no binding any more: its SAs go."""
         self.outbound.pop(owner, None)
         self.rekey_due.discard(owner)
-        for spi in [s for s, e in self.inbound.items() if e.owner == owner]:
+        for spi in self._spis.pop(owner, ()):
             del self.inbound[spi]
 
     def seal(self, owner: bytes, inner: bytes, drops: Counters) -> bytes | None:
@@ -143,6 +152,7 @@ class EspSas:
         """:meth:`open` with the SA already found by :meth:`inbound_sa`."""
         if entry.retire_at is not None and now > entry.retire_at:
             del self.inbound[entry.sa.spi]
+            self._spis[entry.owner].remove(entry.sa.spi)
             drops("esp_sa_retired")
             return None
         try:

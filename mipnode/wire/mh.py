@@ -27,9 +27,11 @@ whose data is not a well-formed option sequence is ``bad_option``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv6Address
+from typing import Any
 
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_MH, NH_NONE, AddressLike, internet_checksum, pseudo_header
@@ -333,52 +335,104 @@ def _padding(n: int) -> bytes:
     return bytes((OptionType.PADN, n - 2)) + bytes(n - 2)
 
 
+def _encode_pad1(option: Pad1) -> tuple[bytes, int, int]:
+    return b"\x00", 1, 0
+
+
+def _encode_padn(option: PadN) -> tuple[bytes, int, int]:
+    if not 2 <= option.length <= 257:
+        raise ValueError(f"PadN length out of range: {option.length}")
+    return _padding(option.length), 1, 0
+
+
+def _encode_refresh_advice(option: BindingRefreshAdvice) -> tuple[bytes, int, int]:
+    return _BRA.pack(OptionType.BINDING_REFRESH_ADVICE, 2, option.refresh_interval), 2, 0
+
+
+def _encode_alternate_care_of(option: AlternateCareOfAddress) -> tuple[bytes, int, int]:
+    return b"\x03\x10" + option.address.packed, 8, 6
+
+
+def _encode_nonce_indices(option: NonceIndices) -> tuple[bytes, int, int]:
+    data = struct.pack(
+        "!BBHH", OptionType.NONCE_INDICES, 4, option.home_nonce_index, option.care_of_nonce_index
+    )
+    return data, 2, 0
+
+
+def _encode_authorization_data(option: BindingAuthorizationData) -> tuple[bytes, int, int]:
+    authenticator = option.authenticator
+    if len(authenticator) > 255:
+        raise ValueError("authenticator too long")
+    head = bytes((OptionType.BINDING_AUTHORIZATION_DATA, len(authenticator)))
+    return head + authenticator, 8, 2
+
+
+def _encode_experimental(option: ExperimentalOption) -> tuple[bytes, int, int]:
+    # RFC 5096 §4 states no alignment requirement.
+    data = option.data
+    if len(data) > 255:
+        raise ValueError(f"experimental option data of {len(data)} octets")
+    return bytes((OptionType.EXPERIMENTAL, len(data))) + data, 1, 0
+
+
+def _encode_mesg_id(option: MesgId) -> tuple[bytes, int, int]:
+    return _MESG_ID.pack(OptionType.MESG_ID, 8, option.timestamp), 8, 2
+
+
+def _encode_auth(option: MnHaAuth) -> tuple[bytes, int, int]:
+    authenticator = option.authenticator
+    length = 5 + len(authenticator)
+    if length > 255:
+        raise ValueError("authenticator too long")
+    return (
+        _AUTH_HEAD.pack(OptionType.AUTH, length, option.subtype, option.spi) + authenticator,
+        4,
+        1,
+    )
+
+
+def _encode_unknown(option: UnknownOption) -> tuple[bytes, int, int]:
+    option_type, data = option.type, option.data
+    if option_type == OptionType.PAD1 or len(data) > 255:
+        raise ValueError(f"cannot encode option type {option_type} of {len(data)} octets")
+    return bytes((option_type, len(data))) + data, 1, 0
+
+
+_BRA = struct.Struct("!BBH")
+_MESG_ID = struct.Struct("!BBQ")
+_AUTH_HEAD = struct.Struct("!BBBI")
+# Each option class's encoder: (octets, x, y) with its "xn+y" alignment requirement (§6.2).
+_OPTION_ENCODERS: dict[type, Callable[[Any], tuple[bytes, int, int]]] = {
+    Pad1: _encode_pad1,
+    PadN: _encode_padn,
+    BindingRefreshAdvice: _encode_refresh_advice,
+    AlternateCareOfAddress: _encode_alternate_care_of,
+    NonceIndices: _encode_nonce_indices,
+    BindingAuthorizationData: _encode_authorization_data,
+    ExperimentalOption: _encode_experimental,
+    MesgId: _encode_mesg_id,
+    MnHaAuth: _encode_auth,
+    UnknownOption: _encode_unknown,
+}
+
+
 def _encode_option(option: MobilityOption) -> tuple[bytes, int, int]:
     """Return (octets, x, y) with the option's "xn+y" alignment requirement (§6.2)."""
-    match option:
-        case Pad1():
-            return b"\x00", 1, 0
-        case PadN(length=length):
-            if not 2 <= length <= 257:
-                raise ValueError(f"PadN length out of range: {length}")
-            return _padding(length), 1, 0
-        case BindingRefreshAdvice(refresh_interval=interval):
-            return struct.pack("!BBH", OptionType.BINDING_REFRESH_ADVICE, 2, interval), 2, 0
-        case AlternateCareOfAddress(address=address):
-            data = bytes((OptionType.ALTERNATE_CARE_OF_ADDRESS, 16)) + address.packed
-            return data, 8, 6
-        case NonceIndices(home_nonce_index=home, care_of_nonce_index=care_of):
-            return struct.pack("!BBHH", OptionType.NONCE_INDICES, 4, home, care_of), 2, 0
-        case BindingAuthorizationData(authenticator=authenticator):
-            if len(authenticator) > 255:
-                raise ValueError("authenticator too long")
-            head = bytes((OptionType.BINDING_AUTHORIZATION_DATA, len(authenticator)))
-            return head + authenticator, 8, 2
-        case ExperimentalOption(data=data):
-            # RFC 5096 §4 states no alignment requirement.
-            if len(data) > 255:
-                raise ValueError(f"experimental option data of {len(data)} octets")
-            return bytes((OptionType.EXPERIMENTAL, len(data))) + data, 1, 0
-        case MesgId(timestamp=timestamp):
-            return struct.pack("!BBQ", OptionType.MESG_ID, 8, timestamp), 8, 2
-        case MnHaAuth(spi=spi, authenticator=authenticator, subtype=subtype):
-            length = 5 + len(authenticator)
-            if length > 255:
-                raise ValueError("authenticator too long")
-            head = struct.pack("!BBBI", OptionType.AUTH, length, subtype, spi)
-            return head + authenticator, 4, 1
-        case UnknownOption(type=option_type, data=data):
-            if option_type == OptionType.PAD1 or len(data) > 255:
-                raise ValueError(f"cannot encode option type {option_type} of {len(data)} octets")
-            return bytes((option_type, len(data))) + data, 1, 0
-    raise ValueError(f"not a mobility option: {option!r}")
+    encoder = _OPTION_ENCODERS.get(type(option))
+    if encoder is None:  # a subclass of an option class, or not an option at all
+        kind = next((k for k in _OPTION_ENCODERS if isinstance(option, k)), None)
+        if kind is None:
+            raise ValueError(f"not a mobility option: {option!r}")
+        encoder = _OPTION_ENCODERS[kind]
+    return encoder(option)
 
 
-def _encode_options(fixed: bytes, options: tuple[MobilityOption, ...]) -> bytes:
+def _encode_options(fixed: bytes, options: tuple[MobilityOption, ...]) -> bytearray:
     out = bytearray(fixed)
     for index, option in enumerate(options):
         data, x, y = _encode_option(option)
-        if isinstance(option, MnHaAuth | BindingAuthorizationData):
+        if isinstance(option, _LAST_OPTIONS):
             # RFC 4285 §5 (MN-HA) and RFC 6275 §6.2.7 (BAD): the option is the last one and
             # nothing follows it, so the MH must end right after it: pad before it to reach a
             # multiple of 8 at its end. Both alignments then fix the authenticator length
@@ -390,10 +444,15 @@ def _encode_options(fixed: bytes, options: tuple[MobilityOption, ...]) -> bytes:
                 raise ValueError(f"{type(option).__name__} of this length cannot end the MH")
         else:
             pad = (y - len(out)) % x
-        out += _padding(pad)
+        if pad:
+            out += _padding(pad)
         out += data
-    out += _padding(-len(out) % 8)
-    return bytes(out)
+    if len(out) % 8:
+        out += _padding(-len(out) % 8)
+    return out
+
+
+_LAST_OPTIONS = (MnHaAuth, BindingAuthorizationData)  # must end the MH (see _encode_options)
 
 
 def _common_header(mh_type: int) -> bytes:
@@ -402,7 +461,31 @@ def _common_header(mh_type: int) -> bytes:
 
 
 def _fixed_part(msg: MobilityMessage) -> bytes:
+    # The home agent's and mobile node's messages first: they are the frequent ones.
     match msg:
+        case BindingAck():
+            return _BA_FIXED.pack(
+                NH_NONE,
+                0,
+                MhType.BA,
+                0,
+                0,
+                msg.status,
+                BA_FLAG_K if msg.key_mgmt else 0,
+                msg.sequence,
+                msg.lifetime,
+            )
+        case BindingUpdate():
+            flags = (
+                (BU_FLAG_A if msg.ack else 0)
+                | (BU_FLAG_H if msg.home else 0)
+                | (BU_FLAG_L if msg.link_local else 0)
+                | (BU_FLAG_K if msg.key_mgmt else 0)
+                | (BU_FLAG_F if msg.force_udp else 0)
+            )
+            return _common_header(MhType.BU) + struct.pack(
+                "!HHH", msg.sequence, flags, msg.lifetime
+            )
         case BindingRefreshRequest():
             return _common_header(MhType.BRR) + b"\x00\x00"
         case HomeTestInit(cookie=cookie) | CareOfTestInit(cookie=cookie):
@@ -416,26 +499,14 @@ def _fixed_part(msg: MobilityMessage) -> bytes:
                 + _fixed_octets(msg.cookie, COOKIE_LENGTH)
                 + _fixed_octets(msg.keygen_token, KEYGEN_TOKEN_LENGTH)
             )
-        case BindingUpdate():
-            flags = (
-                (BU_FLAG_A if msg.ack else 0)
-                | (BU_FLAG_H if msg.home else 0)
-                | (BU_FLAG_L if msg.link_local else 0)
-                | (BU_FLAG_K if msg.key_mgmt else 0)
-                | (BU_FLAG_F if msg.force_udp else 0)
-            )
-            return _common_header(MhType.BU) + struct.pack(
-                "!HHH", msg.sequence, flags, msg.lifetime
-            )
-        case BindingAck():
-            return _common_header(MhType.BA) + struct.pack(
-                "!BBHH", msg.status, BA_FLAG_K if msg.key_mgmt else 0, msg.sequence, msg.lifetime
-            )
         case BindingError():
             return _common_header(MhType.BE) + bytes((msg.status, 0)) + msg.home_address.packed
         case ExperimentalMessage():
             return _common_header(MhType.EXPERIMENTAL)
     raise ValueError(f"not an encodable mobility message: {msg!r}")
+
+
+_BA_FIXED = struct.Struct("!BBBBHBBHH")  # common header (checksum 0), status, flags, seq, life
 
 
 def _fixed_octets(value: bytes, length: int) -> bytes:
@@ -444,8 +515,11 @@ def _fixed_octets(value: bytes, length: int) -> bytes:
     return bytes(value)
 
 
-def encode_mh_without_checksum(msg: MobilityMessage) -> bytes:
-    """The MH octets of ``msg`` with a zero checksum (see :func:`encode_mh`).
+def encode_mh_without_checksum(
+    msg: MobilityMessage, *, append: tuple[MobilityOption, ...] = ()
+) -> bytes:
+    """The MH octets of ``msg`` with a zero checksum (see :func:`encode_mh`); ``append``: options
+    encoded after the message's own (as if they ended ``msg.options``).
 
     Raises:
         ValueError: a field out of range, a cookie or keygen token not of 8 octets, a misplaced
@@ -453,22 +527,26 @@ def encode_mh_without_checksum(msg: MobilityMessage) -> bytes:
     """
     try:
         if isinstance(msg, UnknownMobilityMessage):
-            raw = _common_header(msg.mh_type) + msg.body
+            raw = bytearray(_common_header(msg.mh_type) + msg.body)
             raw += bytes(-len(raw) % 8)
         else:
-            raw = _encode_options(_fixed_part(msg), msg.options)
+            fixed = _fixed_part(msg)
+            raw = _encode_options(fixed, (*msg.options, *append) if append else msg.options)
     except struct.error as exc:
         raise ValueError(str(exc)) from exc
     if len(raw) > MAX_MH_LENGTH:
         raise ValueError(f"mobility header of {len(raw)} octets is too long")
-    return raw[:1] + bytes((len(raw) // 8 - 1,)) + raw[2:]
+    raw[1] = len(raw) // 8 - 1
+    return bytes(raw)
 
 
 def fill_mh_checksum(data: bytes, src: AddressLike, dst: AddressLike) -> bytes:
     """Return ``data`` (an MH whose checksum field is zero) with its checksum computed over the
     RFC 8200 §8.1 pseudo-header (RFC 6275 §6.1.1)."""
     checksum = internet_checksum(pseudo_header(src, dst, NH_MH, len(data)) + data)
-    return data[:MH_CHECKSUM_OFFSET] + struct.pack("!H", checksum) + data[MH_CHECKSUM_OFFSET + 2 :]
+    return b"".join(
+        (data[:MH_CHECKSUM_OFFSET], checksum.to_bytes(2, "big"), data[MH_CHECKSUM_OFFSET + 2 :])
+    )
 
 
 def encode_mh(msg: MobilityMessage, src: AddressLike, dst: AddressLike) -> bytes:
@@ -488,14 +566,23 @@ def encode_mh(msg: MobilityMessage, src: AddressLike, dst: AddressLike) -> bytes
 
 def _decode_option(option_type: int, body: bytes) -> MobilityOption:
     length = len(body)
+    # The options of a home registration first (Mesg-ID, MN-HA, Alternate CoA).
+    if option_type == _MESG_ID_TYPE:
+        if length != 8:
+            raise BadPacket("bad_option", f"mesg-id option of length {length}")
+        return MesgId(int.from_bytes(body, "big"))
+    if option_type == _AUTH_TYPE:
+        if length < 5:
+            raise BadPacket("bad_option", f"authentication option of length {length}")
+        return MnHaAuth(int.from_bytes(body[1:5], "big"), body[5:], body[0])
+    if option_type == _ALTERNATE_CARE_OF_TYPE:
+        if length != 16:
+            raise BadPacket("bad_option", f"alternate care-of address of length {length}")
+        return AlternateCareOfAddress(IPv6Address(body))
     if option_type == OptionType.BINDING_REFRESH_ADVICE:
         if length != 2:
             raise BadPacket("bad_option", f"binding refresh advice of length {length}")
         return BindingRefreshAdvice(int.from_bytes(body, "big"))
-    if option_type == OptionType.ALTERNATE_CARE_OF_ADDRESS:
-        if length != 16:
-            raise BadPacket("bad_option", f"alternate care-of address of length {length}")
-        return AlternateCareOfAddress(IPv6Address(body))
     if option_type == OptionType.NONCE_INDICES:
         if length != 4:
             raise BadPacket("bad_option", f"nonce indices of length {length}")
@@ -505,17 +592,14 @@ def _decode_option(option_type: int, body: bytes) -> MobilityOption:
         return BindingAuthorizationData(body)
     if option_type == OptionType.EXPERIMENTAL:
         return ExperimentalOption(body)
-    if option_type == OptionType.AUTH:
-        if length < 5:
-            raise BadPacket("bad_option", f"authentication option of length {length}")
-        return MnHaAuth(
-            spi=int.from_bytes(body[1:5], "big"), authenticator=body[5:], subtype=body[0]
-        )
-    if option_type == OptionType.MESG_ID:
-        if length != 8:
-            raise BadPacket("bad_option", f"mesg-id option of length {length}")
-        return MesgId(int.from_bytes(body, "big"))
     return UnknownOption(option_type, body)
+
+
+_MESG_ID_TYPE = int(OptionType.MESG_ID)
+_AUTH_TYPE = int(OptionType.AUTH)
+_ALTERNATE_CARE_OF_TYPE = int(OptionType.ALTERNATE_CARE_OF_ADDRESS)
+_PAD1_TYPE = int(OptionType.PAD1)
+_PADN_TYPE = int(OptionType.PADN)
 
 
 def _decode_options(data: bytes, start: int) -> tuple[tuple[MobilityOption, ...], tuple[int, ...]]:
@@ -524,16 +608,16 @@ def _decode_options(data: bytes, start: int) -> tuple[tuple[MobilityOption, ...]
     offset, end = start, len(data)
     while offset < end:
         option_type = data[offset]
-        if option_type == OptionType.PAD1:
+        if option_type == _PAD1_TYPE:
             offset += 1
             continue
         if end - offset < 2 or end - offset - 2 < data[offset + 1]:
             raise BadPacket("bad_option", f"option {option_type} at {offset} overruns the MH")
-        length = data[offset + 1]
-        if option_type != OptionType.PADN:
-            options.append(_decode_option(option_type, data[offset + 2 : offset + 2 + length]))
+        body_end = offset + 2 + data[offset + 1]
+        if option_type != _PADN_TYPE:
+            options.append(_decode_option(option_type, data[offset + 2 : body_end]))
             offsets.append(offset)
-        offset += 2 + length
+        offset = body_end
     return tuple(options), tuple(offsets)
 
 
@@ -545,6 +629,21 @@ def _options_start(data: bytes, fixed_length: int) -> int:
 
 def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
     mh_type = data[2]
+    if mh_type == _BU_TYPE:  # what a home agent receives most
+        start = _options_start(data, 12)
+        sequence, flags, lifetime = _BU_FIXED.unpack_from(data, 6)
+        options, offsets = _decode_options(data, start)
+        bu = BindingUpdate(
+            sequence,
+            lifetime,
+            bool(flags & BU_FLAG_A),
+            bool(flags & BU_FLAG_H),
+            bool(flags & BU_FLAG_L),
+            bool(flags & BU_FLAG_K),
+            bool(flags & BU_FLAG_F),
+            options,
+        )
+        return bu, offsets
     if mh_type == MhType.BRR:
         options, offsets = _decode_options(data, _options_start(data, 8))
         return BindingRefreshRequest(options), offsets
@@ -561,21 +660,6 @@ def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
     if mh_type == MhType.EXPERIMENTAL:
         options, offsets = _decode_options(data, MH_COMMON_HEADER_LENGTH)
         return ExperimentalMessage(options), offsets
-    if mh_type == MhType.BU:
-        start = _options_start(data, 12)
-        sequence, flags, lifetime = struct.unpack_from("!HHH", data, 6)
-        options, offsets = _decode_options(data, start)
-        bu = BindingUpdate(
-            sequence=sequence,
-            lifetime=lifetime,
-            ack=bool(flags & BU_FLAG_A),
-            home=bool(flags & BU_FLAG_H),
-            link_local=bool(flags & BU_FLAG_L),
-            key_mgmt=bool(flags & BU_FLAG_K),
-            force_udp=bool(flags & BU_FLAG_F),
-            options=options,
-        )
-        return bu, offsets
     if mh_type == MhType.BA:
         start = _options_start(data, 12)
         status, flags, sequence, lifetime = struct.unpack_from("!BBHH", data, 6)
@@ -598,6 +682,10 @@ def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
         return be, offsets
     # §9.2: an unrecognised MH type is not a framing error; the receiver answers BE status 2.
     return UnknownMobilityMessage(mh_type, data[MH_COMMON_HEADER_LENGTH:]), ()
+
+
+_BU_TYPE = int(MhType.BU)
+_BU_FIXED = struct.Struct("!HHH")
 
 
 def _enum_or_int(enum: type[BaStatus] | type[BeStatus], value: int) -> int:

@@ -530,6 +530,36 @@ async def test_the_writer_keeps_order_coalesces_and_flushes_on_shutdown(tmp_path
     assert json.loads(path.read_text())["core"] == {"n": "last"}
 
 
+async def test_a_storm_of_changes_makes_few_snapshots_and_the_newest_is_written(
+    tmp_path: Path,
+) -> None:
+    """Submitted as a function, a snapshot is made only when its write comes: 500 changes
+    during writes make a handful of exports, not 500 walks of the binding cache."""
+    path = persist.prepare_state_dir(str(tmp_path))
+    writer = persist.StateWriter(path)
+    exports: list[int] = []
+    state = {"n": 0}
+
+    def export() -> dict[str, Any]:
+        exports.append(state["n"])
+        return dict(state)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        for i in range(1, 501):
+            state["n"] = i
+            writer.submit(export)
+            if i % 50 == 0:
+                await trio.sleep(0.01)
+        with trio.fail_after(5):
+            while writer.pending or exports[-1] != 500:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert json.loads(path.read_text())["core"] == {"n": 500}
+    assert len(exports) <= 20, exports
+    assert writer.last_export_ms is not None
+
+
 async def test_the_writer_retries_a_failed_write(tmp_path: Path) -> None:
     directory = tmp_path / "gone"
     path = persist.prepare_state_dir(str(directory))
