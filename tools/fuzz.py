@@ -3,8 +3,9 @@
 
     .venv/bin/python tools/fuzz.py --minutes N [--seed S] [--scale K]
 
-Runs the properties of tests/wire/test_wire_fuzz_more.py and tests/core/test_core_fuzz.py, which
-the test suite runs derandomized, with random examples: one round is one pytest run with
+Runs the properties of tests/wire/test_wire_fuzz_more.py, tests/wire/test_offload.py and
+tests/core/test_core_fuzz.py, which the test suite runs derandomized, with random examples: one
+round is one pytest run with
 MIPNODE_FUZZ_SCALE=K (each property runs K times its suite's examples, tests/fuzzkit.py), seeded
 with ``--hypothesis-seed`` (S, S+1, ... per round; S random unless given) and the properties in
 an order shuffled by that seed. Rounds repeat until N minutes are up; the round running then
@@ -32,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ("tests/wire/test_wire_fuzz_more.py", "tests/core/test_core_fuzz.py")
+FILES = (
+    "tests/wire/test_wire_fuzz_more.py",
+    "tests/wire/test_offload.py",
+    "tests/core/test_core_fuzz.py",
+)
 SCALE_ENV = "MIPNODE_FUZZ_SCALE"  # read by tests/fuzzkit.py
 DEADLINE_ENV = "MIPNODE_FUZZ_DEADLINE"  # POSIX time after which no property starts
 REPORT_ENV = "MIPNODE_FUZZ_REPORT"  # where the plugin writes {property: examples}

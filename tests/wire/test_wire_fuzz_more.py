@@ -26,7 +26,7 @@ from typing import TypeVar
 import pytest
 import wire_goldens as g
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from fuzzkit import fuzz_settings
+from fuzzkit import fuzz_settings, mutations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -104,35 +104,6 @@ def accepts(parser: Callable[[In], Out], data: In) -> Out | None:
     except BadPacket as exc:
         assert exc.reason and exc.reason == exc.reason.strip().lower(), exc.reason
         return None
-
-
-def mutations(seeds: Sequence[bytes]) -> st.SearchStrategy[bytes]:
-    """A seed with 1-4 structure-blind mutations (those of test_wire_fuzz.py)."""
-
-    @st.composite
-    def mutated(draw: st.DrawFn) -> bytes:
-        data = bytearray(draw(st.sampled_from(seeds)))
-        for _ in range(draw(st.integers(1, 4))):
-            if not data:
-                break
-            kind = draw(st.sampled_from(["flip", "set", "length", "truncate", "extend", "splice"]))
-            position = draw(st.integers(0, len(data) - 1))
-            if kind == "flip":
-                data[position] ^= 1 << draw(st.integers(0, 7))
-            elif kind == "set":
-                data[position] = draw(st.integers(0, 255))
-            elif kind == "length":
-                data[position] = draw(st.sampled_from([0, 1, 2, 0xFF, data[position] ^ 8]))
-            elif kind == "truncate":
-                del data[position:]
-            elif kind == "extend":
-                data += draw(st.binary(min_size=1, max_size=24))
-            else:
-                other = draw(st.sampled_from(seeds))
-                data[position:] = other[draw(st.integers(0, max(len(other) - 1, 0))) :]
-        return bytes(data)
-
-    return mutated()
 
 
 # -- STUN (ice/stun.py) -----------------------------------------------------------------------
