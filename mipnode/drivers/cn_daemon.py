@@ -47,9 +47,17 @@ from mipnode.core.views import (
     to_json,
 )
 from mipnode.drivers import netlink, pump, rawio, sdnotify
+from mipnode.drivers.batch_tx import BatchSender
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
-from mipnode.drivers.io import Counters, open_raw, open_udp, send_quietly, write_quietly
+from mipnode.drivers.io import (
+    Counters,
+    kernel_drops,
+    open_raw,
+    open_udp,
+    send_quietly,
+    write_quietly,
+)
 from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_tun
 from mipnode.wire.errors import BadPacket
@@ -71,6 +79,7 @@ class CorrespondentDaemon:
     def __init__(self, config: CnConfig) -> None:
         self.config = config
         self.drops, self.counters = Counters(), Counters()
+        self.tx = BatchSender(self.drops)
         # HoA bytes -> CoA bytes for every binding: the whole per-packet state (a dict hit).
         self.care_of: dict[bytes, bytes] = {}
         # HoA bytes -> (socket, remote, sealed) of the selected D-udp pair.
@@ -131,14 +140,16 @@ class CorrespondentDaemon:
                 nursery.start_soon(self.host_routes.run)
                 nursery.start_soon(p.run)
                 nursery.start_soon(
-                    partial(pump.drain_fd, pump=p), self.tun, self._from_tun, p.flush
+                    partial(pump.drain_fd, pump=p), self.tun, self._from_tun, self._after_tun
                 )
                 for sock, handle in (
                     (self.tap, self._from_tap),
                     (self.raw_mh, self._from_raw_mh),
                     *((s, self._udp(local)) for local, s in self.udp_by_local.items()),
                 ):
-                    nursery.start_soon(partial(pump.drain_socket, pump=p), sock, handle, p.flush)
+                    gro = sock.type == socket.SOCK_DGRAM and pump.enable_gro(sock)
+                    drain = partial(pump.drain_socket, pump=p, gro=gro)
+                    nursery.start_soon(drain, sock, handle, p.flush)
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
                 log.info(
                     "correspondent node ready addresses=%s interface=%s",
@@ -275,11 +286,15 @@ class CorrespondentDaemon:
         if sel is not None:
             out = self.esp.seal(dst, pkt, self.drops) if sel[2] else pkt
             if out is not None:
-                send_quietly(sel[0], out, sel[1], self.drops)
+                self.tx.add(sel[0], sel[1], out)
                 self.counters("d_udp_to_mn")
         else:
             send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
             self.counters("via_ha_new_flow" if new_flow else "plain_to_hoa")
+
+    def _after_tun(self) -> None:
+        self.tx.flush()  # D-udp: a batch per sendmsg
+        self.pump.flush()
 
     def _flow_is_d_native(self, pkt: bytes) -> bool:
         try:
@@ -380,6 +395,11 @@ class CorrespondentDaemon:
                 "d_native_flows": self.flows.statistics(now),
                 "core": self.node.statistics(),
                 "drops": dict(self.drops),
+                "kernel_drops": kernel_drops(
+                    {"tap": self.tap, "raw_mh": self.raw_mh}
+                    | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()}
+                ),
+                "offloads": self.tx.status(),
                 "internal_errors": dict(pump.HANDLER_ERRORS),
             }
         return {"error": f"unknown command {command!r}"}

@@ -48,10 +48,12 @@ from mipnode.core.token_bucket import TokenBucket
 from mipnode.core.types import Via
 from mipnode.core.views import to_json
 from mipnode.drivers import netlink, persist, pump, sdnotify
+from mipnode.drivers.batch_tx import BatchSender
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import IPPROTO_ESP, EspSas
 from mipnode.drivers.io import (
     Counters,
+    kernel_drops,
     open_raw,
     open_udp,
     send_quietly,
@@ -99,6 +101,7 @@ class HomeAgentDaemon:
         self.esp = EspSas()
         self.ha_bytes = config.address.packed
         self.drops, self.counters = Counters(), Counters()
+        self.tx = BatchSender(self.drops)  # T-udp data from the TUN: a batch per sendmsg
         self.ratelog = RateLimitedLog()
         # The forwarding table: inner HoA bytes -> the via its packets leave by / must arrive on.
         self.routes: dict[bytes, Via] = {}
@@ -148,7 +151,7 @@ class HomeAgentDaemon:
             nursery.start_soon(_drain, self.raw50, self._from_raw50, p)
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
             for (_, port), sock in self.udp.items():
-                nursery.start_soon(_drain, sock, self._udp(port), p)
+                nursery.start_soon(_drain, sock, self._udp(port), p, pump.enable_gro(sock))
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_ports=%s mobile_nodes=%d "
@@ -208,16 +211,18 @@ class HomeAgentDaemon:
             sealed = self.esp.seal(hoa, pkt, self.drops)
             if sealed is None:
                 return
-            self._send_sealed(via, sealed)
+            self._send_sealed(via, sealed, batched=True)
         elif self.protected:
             self.drops("esp_not_keyed")  # restored after a restart: the MN registers again
             return
         else:
-            self._send_via(via, pkt)
+            self._send_via(via, pkt, batched=True)
         self.counters("tunnelled_to_mn")
 
     def _after_tun(self) -> None:
-        """After a batch from the TUN: SAs that passed their soft limit get a BRR (rekey)."""
+        """After a batch from the TUN: what it queued for UDP goes out; SAs that passed their
+        soft limit get a BRR (rekey)."""
+        self.tx.flush()
         while self.esp.rekey_due:
             self.node.request_rekey(self.pump.now, IPv6Address(self.esp.rekey_due.pop()))
         self.pump.flush()
@@ -236,6 +241,16 @@ class HomeAgentDaemon:
         return via
 
     def _from_raw41(self, inner: bytes, addr: Any) -> None:
+        if len(inner) >= 40 and inner[6] == NH_MH and inner[24:40] == self.ha_bytes:
+            # A forged-BU flood's cost is what each packet costs before it is refused: check
+            # the rate limit (below) before any lookup that allocates.
+            bound = self.routes.get(inner[8:24])
+            if bound is None or bound.kind != "T-native" or bound.remote[0] != addr[0]:
+                if not self.unbound_mh.take(self.pump.now):
+                    self.drops("unbound_mh_rate_limited")
+                    return
+                self._from_tunnel(inner, self._via("T-native", addr, 0), mh_admitted=True)
+                return
         self._from_tunnel(inner, self._via("T-native", addr, 0))
 
     def _from_raw50(self, data: bytes, addr: Any) -> None:
@@ -281,7 +296,9 @@ class HomeAgentDaemon:
             return
         self._from_tunnel(inner, via, sealed=True)
 
-    def _from_tunnel(self, inner: bytes, via: Via, sealed: bool = False) -> None:
+    def _from_tunnel(
+        self, inner: bytes, via: Via, sealed: bool = False, mh_admitted: bool = False
+    ) -> None:
         if len(inner) < 40 or inner[0] >> 4 != 6:
             self.drops("tunnel_not_ipv6")
             return
@@ -292,6 +309,7 @@ class HomeAgentDaemon:
             # binding's path, or sealed by its SA, always is.
             if (
                 inner[6] == NH_MH
+                and not mh_admitted
                 and self.routes.get(inner[8:24]) != via
                 and not self.unbound_mh.take(self.pump.now)
             ):
@@ -331,7 +349,8 @@ class HomeAgentDaemon:
             if sock is not None:
                 send_quietly(sock, out.payload, out.remote, self.drops)
 
-    def _send_via(self, via: Via, pkt: bytes) -> None:
+    def _send_via(self, via: Via, pkt: bytes, batched: bool = False) -> None:
+        """``pkt`` to ``via``; ``batched`` (data from the TUN): over UDP, at the batch's end."""
         if via.kind == "T-native":
             send_quietly(self.raw41, pkt, (via.remote[0], 0), self.drops)
             return
@@ -340,18 +359,21 @@ class HomeAgentDaemon:
         if sock is None:
             self.drops("tx_no_socket")
             return
-        send_quietly(sock, pkt, (host, via.remote[1]), self.drops)
+        if batched:
+            self.tx.add(sock, (host, via.remote[1]), pkt)
+        else:
+            send_quietly(sock, pkt, (host, via.remote[1]), self.drops)
 
-    def _send_sealed(self, via: Via, esp: bytes) -> None:
+    def _send_sealed(self, via: Via, esp: bytes, batched: bool = False) -> None:
         if via.kind == "T-native":
             send_quietly(self.raw50, esp, (via.remote[0], 0), self.drops)
         else:
-            self._send_via(via, esp)
+            self._send_via(via, esp, batched)
 
     def _on_event(self, event: object) -> None:
         if not isinstance(event, HaForwardingChanged):
             return
-        log.info("%s", event.text)
+        log.info("%s", event)  # formatted only if the line is written
         if event.via is None:
             self.routes.pop(event.home_address.packed, None)
             self.esp.forget(event.home_address.packed)
@@ -369,7 +391,7 @@ class HomeAgentDaemon:
         core = self.node.core
         if self.writer is not None and core.state_version != self.saved_version:
             self.saved_version = core.state_version
-            self.writer.submit(core.export_state())
+            self.writer.submit(core.export_state)  # made when its write comes
 
     async def shutdown(self) -> None:
         """Bindings outlive the daemon (state_dir) or expire at the MNs: nothing to send."""
@@ -395,10 +417,17 @@ class HomeAgentDaemon:
                 "counters": dict(self.counters),
                 "core": self.node.statistics(),
                 "drops": {**self.drops, **self.node.drops},
+                "kernel_drops": kernel_drops(self._sockets()),
+                "offloads": self.tx.status(),
                 "internal_errors": dict(pump.HANDLER_ERRORS),
                 "persistence": self._persistence_status(),
             }
         return {"error": f"unknown command {command!r}"}
+
+    def _sockets(self) -> dict[str, socket.socket]:
+        named = {"raw41": self.raw41, "raw50": self.raw50, "raw_mh": self.raw_mh}
+        named.update({f"udp{family}:{port}": s for (family, port), s in self.udp.items()})
+        return named
 
     def _persistence_status(self) -> dict[str, Any] | None:
         w = self.writer
@@ -414,8 +443,8 @@ class HomeAgentDaemon:
         }
 
 
-async def _drain(sock: socket.socket, handle: Any, p: pump.Pump) -> None:
-    await pump.drain_socket(sock, handle, p.flush, pump=p)
+async def _drain(sock: socket.socket, handle: Any, p: pump.Pump, gro: bool = False) -> None:
+    await pump.drain_socket(sock, handle, p.flush, pump=p, gro=gro)
 
 
 def _enable_forwarding() -> None:

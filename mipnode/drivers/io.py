@@ -16,12 +16,18 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 SO_BINDTODEVICE = 25
+SO_SNDBUFFORCE = 32  # asm-generic/socket.h: root may go past net.core.wmem_max
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h: root may go past net.core.rmem_max
 # A data socket's receive buffer: the default (~208 KB) holds ~90 full packets, less than one
 # TCP window burst while the daemon is busy sealing a batch. A full raw socket does worse than
 # drop: current kernels then count the packet as undelivered (ipv6_raw_deliver) and answer
 # its sender with an ICMPv6 Parameter Problem ("unrecognized next header") for ESP and 41.
 DATA_RCVBUF = 4 << 20
+# Sending a batch must not meet a full send buffer halfway (tx_would_block drops).
+DATA_SNDBUF = 4 << 20
+# Where the kernel counts what it dropped at each socket (full receive buffer, bad checksum):
+# the last column of these tables, found by the socket's inode (proc_net(5)).
+PROC_NET_TABLES = ("/proc/net/udp", "/proc/net/udp6", "/proc/net/raw", "/proc/net/raw6")
 IPV6_RECVERR = 25  # linux/in6.h (not exported by Python 3.11's socket module)
 IP_RECVERR = 11  # linux/in.h
 SO_EE_ORIGIN_ICMP = 2
@@ -64,7 +70,7 @@ def _bind_device(sock: socket.socket, ifname: str | None) -> None:
 def open_raw(proto: int, ifname: str | None = None, address: str | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
     sock.setblocking(False)
-    grow_receive_buffer(sock)
+    grow_buffers(sock)
     _bind_device(sock, ifname)
     if address:
         # The HA answers from its own address, whatever interface the route uses.
@@ -80,10 +86,20 @@ def open_udp(
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    grow_receive_buffer(sock)
+    grow_buffers(sock)
     _bind_device(sock, ifname)
     sock.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
     return sock
+
+
+def grow_buffers(sock: socket.socket) -> None:
+    """DATA_RCVBUF and DATA_SNDBUF bytes of buffers; without the privilege to force them, as
+    much as net.core.rmem_max and wmem_max allow."""
+    grow_receive_buffer(sock)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, DATA_SNDBUF)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DATA_SNDBUF)
 
 
 def grow_receive_buffer(sock: socket.socket, size: int = DATA_RCVBUF) -> None:
@@ -93,6 +109,29 @@ def grow_receive_buffer(sock: socket.socket, size: int = DATA_RCVBUF) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def kernel_drops(sockets: dict[str, socket.socket]) -> dict[str, int]:
+    """What the kernel dropped at each of ``sockets`` (by name) since it was opened: a full
+    receive buffer above all. Read on demand (``status``), never per packet."""
+    inodes = {}
+    for name, sock in sockets.items():
+        try:
+            inodes[os.fstat(sock.fileno()).st_ino] = name
+        except (OSError, ValueError):  # closed under us
+            continue
+    out = dict.fromkeys(inodes.values(), 0)
+    for table in PROC_NET_TABLES:
+        try:
+            with open(table) as f:
+                next(f, None)  # the header line
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 13 and int(fields[9]) in inodes:
+                        out[inodes[int(fields[9])]] = int(fields[-1])
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def enable_error_queue(sock: socket.socket) -> None:

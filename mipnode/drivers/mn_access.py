@@ -90,6 +90,18 @@ class AccessSockets:
         ]
         return [s for s in found if s is not None]
 
+    def by_name(self) -> dict[str, socket.socket]:
+        """The receiving sockets, named for ``status`` (``eth0/udp6``...)."""
+        named: dict[str, socket.socket | None] = {
+            "raw41": self.raw41,
+            "raw50": self.raw50,
+            "raw_mh": self.raw_mh,
+            "udp6": self.udp6,
+            "udp4": self.udp4,
+            "tap": self.tap,
+        }
+        return {f"{self.info.ifname}/{k}": s for k, s in named.items() if s is not None}
+
     def close(self) -> None:
         for sock in self.sockets():
             sock.close()

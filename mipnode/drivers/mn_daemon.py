@@ -71,7 +71,7 @@ class MobileNodeDaemon:
         self.ro = config.route_optimization
         self.node: MobileNode | None = None
         self.accesses: list[tuple[AccessSockets, trio.CancelScope]] = []
-        self.fwd = ForwardingTable(protected=config.suite is not None)
+        self.fwd = ForwardingTable(protected=config.suite is not None, drops=self.drops)
         self.esp = EspSas()
         self.misses: set[bytes] = set()
         self.used: set[bytes] = set()
@@ -187,7 +187,8 @@ class MobileNodeDaemon:
                         (s.udp4, a.ipv4, a.udp4_port),
                     ):
                         if sock is not None and port is not None:
-                            n.start_soon(drain, sock, self._udp((str(addr), port)), p.flush)
+                            gro = partial(drain, gro=pump.enable_gro(sock))
+                            n.start_soon(gro, sock, self._udp((str(addr), port)), p.flush)
                     if s.tap is not None:
                         n.start_soon(drain, s.tap, self._from_tap, p.flush)
         finally:
@@ -230,10 +231,11 @@ class MobileNodeDaemon:
     def _tunnel(self, sock: socket.socket, addr: Any, seal: bytes | None, pkt: bytes) -> None:
         out = pkt if seal is None else self.esp.seal(seal, pkt, self.drops)
         if out is not None:
-            send_quietly(sock, out, addr, self.drops)
+            self.fwd.send(sock, addr, out)
 
     def _after_tun(self) -> None:
         assert self.node is not None
+        self.fwd.tx.flush()
         now = self.pump.stamp()
         if self.misses:
             for dst in self.misses:
@@ -436,6 +438,8 @@ class MobileNodeDaemon:
             answer.update(
                 counters=dict(self.counters),
                 drops=dict(self.drops),
+                kernel_drops=self.fwd.kernel_drops(),
+                offloads=self.fwd.tx.status(),
                 internal_errors=dict(pump.HANDLER_ERRORS),
             )
             return answer

@@ -16,8 +16,9 @@ import socket
 from typing import Any
 
 from mipnode.core.mobile_node import ForwardingChanged, Route
+from mipnode.drivers.batch_tx import BatchSender
 from mipnode.drivers.esp_plane import EspSas
-from mipnode.drivers.io import Counters
+from mipnode.drivers.io import Counters, kernel_drops, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
 
 # socket, address, care-of, counter, seal (the SA owner, or None)
@@ -25,8 +26,10 @@ Way = tuple[socket.socket, Any, bytes | None, str, bytes | None]
 
 
 class ForwardingTable:
-    def __init__(self, protected: bool = False) -> None:
+    def __init__(self, protected: bool = False, drops: Counters | None = None) -> None:
         self.protected = protected
+        self.drops = Counters() if drops is None else drops
+        self.tx = BatchSender(self.drops)  # UDP ways: sent a batch at a time (flush_tx)
         self.routes: dict[bytes, tuple[Way, ...]] = {}
         self.default: Way | None = None
         self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN -> its D-udp remote
@@ -56,6 +59,18 @@ class ForwardingTable:
         for coa in [k for k, v in self.raw41_by_coa.items() if v in mine]:
             del self.raw41_by_coa[coa]
             self.raw50_by_coa.pop(coa, None)
+
+    def send(self, sock: socket.socket, addr: Any, packet: bytes) -> None:
+        """One packet out on a way: over UDP (a port) queued for the batch's end, on a raw
+        socket at once."""
+        if addr[1]:
+            self.tx.add(sock, addr, packet)
+        else:
+            send_quietly(sock, packet, addr, self.drops)
+
+    def kernel_drops(self) -> dict[str, int]:
+        """What the kernel dropped at the sockets of every open access network (``status``)."""
+        return kernel_drops({k: v for s in self.accesses for k, v in s.by_name().items()})
 
     def raw_sender(self) -> socket.socket | None:
         """The newest access network's sender of HAO / plain IPv6 packets."""

@@ -74,6 +74,16 @@ def test_registration_over_t_native_reports_the_care_of_address(make_lab) -> Non
         (b["hoa"], b["coa"], b["path"]["kind"], b["path"]["remote"]["address"]) for b in ha
     ] == [(HOA, MN_LAN6, "T-native", MN_LAN6)]
     assert ha[0]["sequence"] == binding["sequence"]
+    # Every receiving socket is listed with what the kernel dropped at it: nothing, here.
+    assert lab.status("ha")["kernel_drops"] == {
+        "raw41": 0,
+        "raw50": 0,
+        "raw_mh": 0,
+        "udp6:4191": 0,
+        "udp4:4191": 0,
+    }
+    assert set(mn["kernel_drops"]) >= {"eth0/raw41", "eth0/raw50", "eth0/udp6"}
+    assert set(mn["kernel_drops"].values()) == {0}
 
 
 def test_registration_over_t_udp_records_the_udp_endpoint(make_lab) -> None:
