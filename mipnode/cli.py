@@ -292,13 +292,34 @@ def build_parser() -> argparse.ArgumentParser:
         help='after each protected run, the same scenario with protection = "none" '
         "(its throughput is shown next to the protected one)",
     )
-    lab.add_argument("--json", action="store_true", help="JSON report (DESIGN §8)")
+    lab.add_argument("--json", action="store_true", help="JSON report (docs/lab.md)")
     lab.add_argument("--verbose", "-v", action="store_true", help="show daemon logs")
     lab.add_argument(
         "--pcap",
         metavar="DIR",
         help="write a pcap per link of every run into DIR/<scenario>[-run<N>]/ (Wireshark)",
     )
+    bench = sub.add_parser(
+        "bench", help="throughput, packet rate, RTT and CPU of every path (docs/performance.md)"
+    )
+    bench.add_argument(
+        "--path",
+        action="append",
+        help="T-native, T-udp, T-udp-v4, D-udp, D-native or kernel (repeatable; default all)",
+    )
+    bench.add_argument(
+        "--protection", choices=("esp", "none", "both"), default="both", help="default: both"
+    )
+    bench.add_argument("--seconds", type=float, default=3.0, help="per iperf3 test (default 3)")
+    bench.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    bench.add_argument(
+        "--control-mns",
+        type=int,
+        action="append",
+        help="time the HA core with N mobile nodes (repeatable; default 10000 and 100000; "
+        "0 skips it)",
+    )
+    bench.add_argument("--json", action="store_true", help="stable JSON (docs/performance.md)")
     return p
 
 
@@ -308,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_daemon(args.command, args.config, args.verbose)
     if args.command in ("status", "bindings", "paths"):
         return inspect(args.command, args.json, args.socket)
+    if args.command == "bench":
+        from mipnode.lab.cli import run_bench_command
+
+        return run_bench_command(args)
     from mipnode.lab.cli import run_lab_command
 
     return run_lab_command(args)

@@ -397,7 +397,8 @@ class CorrespondentDaemon:
                 "drops": dict(self.drops),
                 "kernel_drops": kernel_drops(
                     {"tap": self.tap, "raw_mh": self.raw_mh}
-                    | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()}
+                    | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()},
+                    self.config.tun_name,
                 ),
                 "offloads": self.tx.status(),
                 "internal_errors": dict(pump.HANDLER_ERRORS),

@@ -417,7 +417,7 @@ class HomeAgentDaemon:
                 "counters": dict(self.counters),
                 "core": self.node.statistics(),
                 "drops": {**self.drops, **self.node.drops},
-                "kernel_drops": kernel_drops(self._sockets()),
+                "kernel_drops": kernel_drops(self._sockets(), self.config.tun_name),
                 "offloads": self.tx.status(),
                 "internal_errors": dict(pump.HANDLER_ERRORS),
                 "persistence": self._persistence_status(),

@@ -111,16 +111,17 @@ def grow_receive_buffer(sock: socket.socket, size: int = DATA_RCVBUF) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def kernel_drops(sockets: dict[str, socket.socket]) -> dict[str, int]:
+def kernel_drops(sockets: dict[str, socket.socket], tun: str | None = None) -> dict[str, int]:
     """What the kernel dropped at each of ``sockets`` (by name) since it was opened: a full
-    receive buffer above all. Read on demand (``status``), never per packet."""
+    receive buffer above all; with ``tun``, also under "tun" what overflowed that TUN's queue
+    toward us (its tx_dropped). Read on demand (``status``), never per packet."""
     inodes = {}
     for name, sock in sockets.items():
         try:
             inodes[os.fstat(sock.fileno()).st_ino] = name
         except (OSError, ValueError):  # closed under us
             continue
-    out = dict.fromkeys(inodes.values(), 0)
+    out: dict[str, int] = {}  # an AF_PACKET tap has no such table: left out, never a false 0
     for table in PROC_NET_TABLES:
         try:
             with open(table) as f:
@@ -131,6 +132,12 @@ def kernel_drops(sockets: dict[str, socket.socket]) -> dict[str, int]:
                         out[inodes[int(fields[9])]] = int(fields[-1])
         except (OSError, ValueError):
             continue
+    if tun is not None:
+        try:
+            with open(f"/sys/class/net/{tun}/statistics/tx_dropped") as f:
+                out["tun"] = int(f.read())
+        except (OSError, ValueError):
+            pass
     return out
 
 

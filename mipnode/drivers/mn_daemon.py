@@ -438,7 +438,7 @@ class MobileNodeDaemon:
             answer.update(
                 counters=dict(self.counters),
                 drops=dict(self.drops),
-                kernel_drops=self.fwd.kernel_drops(),
+                kernel_drops=self.fwd.kernel_drops(self.config.tun_name),
                 offloads=self.fwd.tx.status(),
                 internal_errors=dict(pump.HANDLER_ERRORS),
             )

@@ -68,9 +68,10 @@ class ForwardingTable:
         else:
             send_quietly(sock, packet, addr, self.drops)
 
-    def kernel_drops(self) -> dict[str, int]:
-        """What the kernel dropped at the sockets of every open access network (``status``)."""
-        return kernel_drops({k: v for s in self.accesses for k, v in s.by_name().items()})
+    def kernel_drops(self, tun: str) -> dict[str, int]:
+        """What the kernel dropped at the sockets of every open access network and at the TUN
+        (``status``)."""
+        return kernel_drops({k: v for s in self.accesses for k, v in s.by_name().items()}, tun)
 
     def raw_sender(self) -> socket.socket | None:
         """The newest access network's sender of HAO / plain IPv6 packets."""

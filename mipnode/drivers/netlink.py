@@ -31,12 +31,18 @@ def _index(ipr: IPRoute, ifname: str) -> int:
     return int(found[0])
 
 
+# Packets the kernel routes into a TUN wait in a ring of txqueuelen packets until the daemon
+# reads them; the default 500 overflows while a daemon seals a batch, and every packet dropped
+# there is a TCP retransmission (tx_dropped of the TUN, in status as kernel_drops "tun").
+TUN_TXQUEUELEN = 4000
+
+
 def configure_tun(ifname: str, mtu: int, addresses: list[tuple[str, int]]) -> int:
     """Bring ``ifname`` up with ``mtu`` and the given addresses (no DAD); return its index."""
     with IPRoute() as ipr:
         idx = _index(ipr, ifname)
         try:
-            ipr.link("set", index=idx, mtu=mtu, state="up")
+            ipr.link("set", index=idx, mtu=mtu, txqlen=TUN_TXQUEUELEN, state="up")
             for addr, plen in addresses:
                 ipr.addr("add", index=idx, address=addr, prefixlen=plen, flags=IFA_F_NODAD)
         except NetlinkError as exc:

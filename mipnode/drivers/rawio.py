@@ -15,7 +15,7 @@ import socket
 import struct
 import subprocess
 
-from mipnode.drivers.io import SO_BINDTODEVICE
+from mipnode.drivers.io import SO_BINDTODEVICE, grow_buffers
 from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH, NH_ROUTING
 
 ETH_P_IPV6 = 0x86DD
@@ -45,6 +45,7 @@ def open_tap(ifname: str | None) -> socket.socket:
     if ifname:
         sock.bind((ifname, ETH_P_IPV6))
     sock.setblocking(False)
+    grow_buffers(sock)  # D-native data arrives here: as deep as a data socket
     return sock
 
 
@@ -56,6 +57,7 @@ def is_outgoing(address: tuple[object, ...]) -> bool:
 def open_raw_sender(ifname: str | None) -> socket.socket:
     sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sock.setblocking(False)
+    grow_buffers(sock)
     if ifname:
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
     return sock

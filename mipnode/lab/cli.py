@@ -25,12 +25,12 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _preflight() -> str | None:
+def _preflight(tools: tuple[str, ...] = REQUIRED_TOOLS) -> str | None:
     if os.geteuid() != 0:
         return "needs root (it creates network namespaces, veth links and nftables rules)"
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        need = "iproute2, nftables, iputils-ping, ethtool, util-linux, procps"
+        need = "iproute2, nftables, iputils-ping, ethtool, util-linux, procps, iperf3"
         return f"missing tools: {', '.join(missing)} (install {need})"
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun is missing (the kernel needs TUN support)"
@@ -213,4 +213,40 @@ def _down(run_id: str | None, everything: bool) -> int:
         for r in records:
             if _running(r):
                 print(f"left alone: {_describe(r)}, which removes it when it ends")
+    return 0
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """`mipnode bench`: docs/performance.md."""
+    from mipnode.lab import bench
+
+    paths = args.path or list(bench.ALL_PATHS)
+    unknown = [p for p in paths if p not in bench.ALL_PATHS]
+    if unknown:
+        return _fail(f"unknown path {unknown[0]!r} (known: {', '.join(bench.ALL_PATHS)})")
+    if args.rounds < 1 or not 0.5 <= args.seconds <= 60:
+        return _fail("--rounds must be at least 1 and --seconds within 0.5-60")
+    sizes = [n for n in (args.control_mns or [10_000, 100_000]) if n > 0]
+    if any(n > 1_000_000 for n in sizes):
+        return _fail("--control-mns is at most 1000000")
+    protections = ["esp", "none"] if args.protection == "both" else [args.protection]
+    problem = _preflight(bench.BENCH_TOOLS)
+    if problem:
+        return _fail(problem)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
+    try:
+        remove_leftovers()
+        doc = bench.run_bench(paths, protections, seconds=args.seconds, rounds=args.rounds, say=say)
+        doc["control_plane"] = bench.control_plane(sizes, say=say)
+    except LabError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("mipnode bench: interrupted; everything it created was removed", file=sys.stderr)
+        return 130
+    print(json.dumps(doc, indent=2) if args.json else bench.table(doc))
     return 0

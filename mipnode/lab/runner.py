@@ -389,7 +389,7 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     # it run in clear, the ones after it sealed, so a firewall that drops ESP moves it from
     # T-native to T-udp and one that drops only protocol 41 from T-udp to T-native (within
     # about a second). Wait for the expected kind on both ends, at most HOME_SETTLE_S.
-    binding = _settled_binding(t, sc.expect_mn_ha) or status["bindings"][0]
+    binding = settled_binding(t, sc.expect_mn_ha) or status["bindings"][0]
     result["observed"]["mn_ha"] = binding["path"]["kind"]
     result["observed"]["mn_ha_port"] = home_port(binding)
     result["timings_ms"]["registration"] = status.get("registration_ms")
@@ -557,7 +557,7 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
     return problems
 
 
-def _settled_binding(t: Topology, expected: str | None) -> dict[str, Any] | None:
+def settled_binding(t: Topology, expected: str | None) -> dict[str, Any] | None:
     """The MN's binding once the MN and the HA both hold it on ``expected`` (or the last one
     seen, after HOME_SETTLE_S)."""
     last: list[dict[str, Any]] = []

@@ -81,9 +81,13 @@ def test_registration_over_t_native_reports_the_care_of_address(make_lab) -> Non
         "raw_mh": 0,
         "udp6:4191": 0,
         "udp4:4191": 0,
+        "tun": 0,
     }
-    assert set(mn["kernel_drops"]) >= {"eth0/raw41", "eth0/raw50", "eth0/udp6"}
+    assert set(mn["kernel_drops"]) >= {"eth0/raw41", "eth0/raw50", "eth0/udp6", "tun"}
     assert set(mn["kernel_drops"].values()) == {0}
+    # The TUN queues 4,000 packets toward the daemon (the default 500 overflows under TCP).
+    for node, tun in (("mn", "mip0"), ("ha", "mip-ha0")):
+        assert lab.t.sh(node, "cat", f"/sys/class/net/{tun}/tx_queue_len").strip() == "4000"
 
 
 def test_registration_over_t_udp_records_the_udp_endpoint(make_lab) -> None:
