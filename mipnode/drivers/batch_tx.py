@@ -20,7 +20,7 @@ import socket
 import struct
 from typing import Any
 
-from mipnode.drivers.io import Counters
+from mipnode.drivers.io import Counters, send_quietly, tx_error
 from mipnode.drivers.pump import GRO_STATS
 
 SOL_UDP = 17
@@ -98,18 +98,13 @@ class BatchSender:
                 for d in run:
                     self._sendto(sock, d, addr)
                 return
-            self._count(f"tx_{errno.errorcode.get(exc.errno or 0, 'error').lower()}", len(run))
+            self._count(tx_error(exc), len(run))
             return
         self.calls += 1
         self.datagrams += len(run)
 
     def _sendto(self, sock: socket.socket, datagram: bytes, addr: Any) -> None:
-        try:
-            sock.sendto(datagram, addr)
-        except BlockingIOError:
-            self._count("tx_would_block")
-        except OSError as exc:
-            self._count(f"tx_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
+        send_quietly(sock, datagram, addr, self._count)
 
 
 def _runs(datagrams: list[bytes]) -> list[list[bytes]]:

@@ -195,7 +195,12 @@ def send_quietly(sock: socket.socket, data: bytes, addr: Any, count: Callable[[s
     except BlockingIOError:
         count("tx_would_block")
     except OSError as exc:
-        count(f"tx_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
+        count(tx_error(exc))
+
+
+def tx_error(exc: OSError) -> str:
+    """The drop reason of a failed send: ``tx_`` and the errno's name (``tx_enetunreach``)."""
+    return f"tx_{errno.errorcode.get(exc.errno or 0, 'error').lower()}"
 
 
 def write_quietly(fd: int, packet: bytes, count: Callable[[str], None]) -> bool:

@@ -163,10 +163,7 @@ def _stand_down(stand: Stand) -> None:
         with contextlib.suppress(subprocess.SubprocessError):
             stand.server.communicate(timeout=5)
     stand.record.teardown()
-    with contextlib.suppress(OSError):
-        for p in Path(stand.t.workdir).iterdir():
-            p.unlink()
-        Path(stand.t.workdir).rmdir()
+    runner.remove_workdir(Path(stand.t.workdir))
 
 
 def _iperf_server(t: Topology) -> subprocess.Popen[str]:

@@ -326,13 +326,18 @@ def run_scenario(
             result["pcap_stats"] = captures.stats
         record.teardown()
         if result["passed"] and not keep_logs:
-            with contextlib.suppress(OSError):
-                for p in workdir.iterdir():
-                    p.unlink()
-                workdir.rmdir()
+            remove_workdir(workdir)
         else:
             result["logs"] = str(workdir)
     return result
+
+
+def remove_workdir(workdir: Path) -> None:
+    """A run's configurations and logs, once nobody needs them (left alone on any error)."""
+    with contextlib.suppress(OSError):
+        for p in workdir.iterdir():
+            p.unlink()
+        workdir.rmdir()
 
 
 def diagnosis_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> list[str]:
