@@ -242,16 +242,27 @@ class HomeAgentDaemon:
 
     def _from_raw41(self, inner: bytes, addr: Any) -> None:
         if len(inner) >= 40 and inner[6] == NH_MH and inner[24:40] == self.ha_bytes:
-            # A forged-BU flood's cost is what each packet costs before it is refused: check
-            # the rate limit (below) before any lookup that allocates.
+            # A forged-BU flood costs what each packet costs before it is refused: admit it
+            # before the Via lookup, which allocates for every new (spoofed) source.
             bound = self.routes.get(inner[8:24])
-            if bound is None or bound.kind != "T-native" or bound.remote[0] != addr[0]:
-                if not self.unbound_mh.take(self.pump.now):
-                    self.drops("unbound_mh_rate_limited")
-                    return
-                self._from_tunnel(inner, self._via("T-native", addr, 0), mh_admitted=True)
+            on_binding = (
+                bound is not None and bound.kind == "T-native" and bound.remote[0] == addr[0]
+            )
+            if not self._admits_mh(on_binding):
                 return
+            self._from_tunnel(inner, self._via("T-native", addr, 0), mh_admitted=True)
+            return
         self._from_tunnel(inner, self._via("T-native", addr, 0))
+
+    def _admits_mh(self, on_binding: bool) -> bool:
+        """Signalling must not starve forwarding (issue 12): a clear Mobility Header that does
+        not come on its home address's binding (a first registration, a move, or a forgery
+        from anywhere) is verified only within UNBOUND_MH_PER_S; one on its binding's path,
+        or sealed by its SA, always is."""
+        if on_binding or self.unbound_mh.take(self.pump.now):
+            return True
+        self.drops("unbound_mh_rate_limited")
+        return False
 
     def _from_raw50(self, data: bytes, addr: Any) -> None:
         self._from_esp(data, self._via("T-native", addr, 0))
@@ -303,17 +314,11 @@ class HomeAgentDaemon:
             self.drops("tunnel_not_ipv6")
             return
         if not sealed and inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
-            # Signalling must not starve forwarding (issue 12): a clear Mobility Header that
-            # does not come on its home address's binding (a first registration, a move, or a
-            # forgery from anywhere) is verified only within UNBOUND_MH_PER_S; one on its
-            # binding's path, or sealed by its SA, always is.
             if (
                 inner[6] == NH_MH
                 and not mh_admitted
-                and self.routes.get(inner[8:24]) != via
-                and not self.unbound_mh.take(self.pump.now)
+                and not self._admits_mh(self.routes.get(inner[8:24]) == via)
             ):
-                self.drops("unbound_mh_rate_limited")
                 return
             self.node.receive_tunnelled(self.pump.now, inner, via)
             return
