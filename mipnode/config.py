@@ -50,6 +50,7 @@ class HaConfig:
     control_socket: str
     state_dir: str | None
     protection: str = "esp"
+    tun_offloads: bool = True
 
     @property
     def udp_port(self) -> int:
@@ -76,6 +77,7 @@ class MnConfig:
     route_optimization: bool = True
     protection: str = "esp"
     cipher: str = "aes-gcm"
+    tun_offloads: bool = True
 
     @property
     def suite(self) -> int | None:
@@ -330,6 +332,7 @@ def load_ha_config(path: str) -> HaConfig:
     max_lifetime = r.integer("max_lifetime_s", 3600, 4, 262140)
     tun_name = r.ifname("tun_name", "mip-ha0")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
+    tun_offloads = r.raw("tun_offloads", True, bool)
     control = r.socket_name("control_socket", "@mipnode-ha")
     state_dir = r.state_dir("state_dir")
     protection = r.choice("protection", "esp", PROTECTIONS)
@@ -372,6 +375,7 @@ def load_ha_config(path: str) -> HaConfig:
         control_socket=control,
         state_dir=state_dir,
         protection=protection,
+        tun_offloads=tun_offloads,
     )
 
 
@@ -394,6 +398,7 @@ def load_mn_config(path: str) -> MnConfig:
     if interface is not None and interface == tun_name:
         raise r.error("interface", f"{interface!r} is the TUN device itself (tun_name)")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
+    tun_offloads = r.raw("tun_offloads", True, bool)
     paths_raw = r.raw("paths", list(_PATH_KINDS), list)
     for p in paths_raw:
         if p not in _PATH_KINDS:
@@ -426,6 +431,7 @@ def load_mn_config(path: str) -> MnConfig:
         route_optimization=route_optimization,
         protection=protection,
         cipher=cipher,
+        tun_offloads=tun_offloads,
     )
 
 
@@ -438,6 +444,7 @@ class CnConfig:
     tun_mtu: int
     max_lifetime_s: int
     control_socket: str
+    tun_offloads: bool = True
 
 
 def load_cn_config(path: str) -> CnConfig:
@@ -459,6 +466,7 @@ def load_cn_config(path: str) -> CnConfig:
     interface = r.ifname("interface", None)
     tun_name = r.ifname("tun_name", "mip-cn0")
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
+    tun_offloads = r.raw("tun_offloads", True, bool)
     # RFC 6275 §12: MAX_RR_BINDING_LIFETIME 420 s caps every return-routability binding.
     max_lifetime = r.integer("max_lifetime_s", 420, 4, 420)
     control = r.socket_name("control_socket", "@mipnode-cn")
@@ -471,4 +479,5 @@ def load_cn_config(path: str) -> CnConfig:
         tun_mtu=tun_mtu,
         max_lifetime_s=max_lifetime,
         control_socket=control,
+        tun_offloads=tun_offloads,
     )

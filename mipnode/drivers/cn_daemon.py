@@ -56,10 +56,9 @@ from mipnode.drivers.io import (
     open_raw,
     open_udp,
     send_quietly,
-    write_quietly,
 )
 from mipnode.drivers.routes import HostRoutes
-from mipnode.drivers.tun import open_tun
+from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH
 from mipnode.wire.packets import ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, is_d_native_probe
@@ -108,9 +107,9 @@ class CorrespondentDaemon:
             random_bytes=secrets.token_bytes,
             wall_offset=pump.wall_offset(),
         )
-        self.pump = p = pump.Pump(self.node, self._send, self._on_event)
+        self.tun = open_daemon_tun(cfg.tun_name, cfg.tun_offloads, self.drops)
+        self.pump = p = pump.Pump(self.node, self._send, self._on_event, after_flush=self.tun.flush)
         self.started_at = p.now
-        self.tun = open_tun(cfg.tun_name)
         await trio.to_thread.run_sync(netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [])
         self.raw_mh = open_raw(NH_MH)  # kept open: no Parameter Problem for MH
         self.tap = rawio.open_tap(self.ifname)
@@ -140,7 +139,7 @@ class CorrespondentDaemon:
                 nursery.start_soon(self.host_routes.run)
                 nursery.start_soon(p.run)
                 nursery.start_soon(
-                    partial(pump.drain_fd, pump=p), self.tun, self._from_tun, self._after_tun
+                    partial(pump.drain_tun, pump=p), self.tun, self._from_tun, self._after_tun
                 )
                 for sock, handle in (
                     (self.tap, self._from_tap),
@@ -198,8 +197,7 @@ class CorrespondentDaemon:
             self.node.home_address_unbound(now, IPv6Address(coa), IPv6Address(hoa), dst)
             self.drops("hao_without_binding")
             return
-        if not write_quietly(self.tun, inner, self.drops):
-            return
+        self.tun.write(inner)
         self.counters("d_native_from_mn")
         if not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):  # probes are answered anyway
             self._record_flow(inner)
@@ -246,7 +244,8 @@ class CorrespondentDaemon:
     def _from_direct(self, inner: bytes) -> None:
         if inner[24:40] not in self.addresses:
             self.drops("direct_not_for_us")
-        elif write_quietly(self.tun, inner, self.drops):
+        else:
+            self.tun.write(inner)
             self.counters("d_udp_from_mn")
 
     def _record_flow(self, inner: bytes) -> None:
@@ -400,7 +399,7 @@ class CorrespondentDaemon:
                     | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()},
                     self.config.tun_name,
                 ),
-                "offloads": self.tx.status(),
+                "offloads": {**self.tx.status(), "tun": self.tun.status()},
                 "internal_errors": dict(pump.HANDLER_ERRORS),
             }
         return {"error": f"unknown command {command!r}"}

@@ -57,11 +57,10 @@ from mipnode.drivers.io import (
     open_raw,
     open_udp,
     send_quietly,
-    write_quietly,
 )
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.routes import HostRoutes
-from mipnode.drivers.tun import open_tun
+from mipnode.drivers.tun import Tun, open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_MH, NH_UDP
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
@@ -80,6 +79,8 @@ UNBOUND_MH_BURST = 16.0
 
 
 class HomeAgentDaemon:
+    tun: Tun  # opened by run()
+
     def __init__(self, config: HaConfig) -> None:
         self.config = config
         self.node = HomeAgentNode(
@@ -109,7 +110,7 @@ class HomeAgentDaemon:
         self._vias: dict[tuple[str, str, int, int], Via] = {}
         self.udp: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
         self.host_routes = HostRoutes(config.tun_name, self.drops)
-        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self._persist)
+        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self._after_flush)
         self.started_at = self.pump.now
         self.writer: persist.StateWriter | None = None
         self.saved_version = self.node.core.state_version
@@ -119,7 +120,7 @@ class HomeAgentDaemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         _enable_forwarding()
-        self.tun = open_tun(cfg.tun_name)
+        self.tun = open_daemon_tun(cfg.tun_name, cfg.tun_offloads, self.drops)
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(cfg.address), 128)]
         )
@@ -145,7 +146,7 @@ class HomeAgentDaemon:
             nursery.start_soon(self.host_routes.run)
             nursery.start_soon(p.run)
             nursery.start_soon(
-                partial(pump.drain_fd, pump=p), self.tun, self._from_tun, self._after_tun
+                partial(pump.drain_tun, pump=p), self.tun, self._from_tun, self._after_tun
             )
             nursery.start_soon(_drain, self.raw41, self._from_raw41, p)
             nursery.start_soon(_drain, self.raw50, self._from_raw50, p)
@@ -339,8 +340,8 @@ class HomeAgentDaemon:
             )
             self.node.unbound_traffic(self.pump.now, inner, via)
             return
-        if write_quietly(self.tun, inner, self.drops):
-            self.counters("forwarded_from_mn")
+        self.tun.write(inner)
+        self.counters("forwarded_from_mn")
 
     # -- what the core asks for ------------------------------------------------------------
     def _send(self, out: object) -> None:
@@ -392,6 +393,10 @@ class HomeAgentDaemon:
         if event.added:
             self.host_routes.add(event.home_address)
 
+    def _after_flush(self) -> None:
+        self.tun.flush()  # what the batch forwarded from mobile nodes, merged where it can be
+        self._persist()
+
     def _persist(self) -> None:
         core = self.node.core
         if self.writer is not None and core.state_version != self.saved_version:
@@ -423,7 +428,7 @@ class HomeAgentDaemon:
                 "core": self.node.statistics(),
                 "drops": {**self.drops, **self.node.drops},
                 "kernel_drops": kernel_drops(self._sockets(), self.config.tun_name),
-                "offloads": self.tx.status(),
+                "offloads": {**self.tx.status(), "tun": self.tun.status()},
                 "internal_errors": dict(pump.HANDLER_ERRORS),
                 "persistence": self._persistence_status(),
             }

@@ -39,10 +39,10 @@ from mipnode.core.views import to_json
 from mipnode.drivers import netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
-from mipnode.drivers.io import Counters, read_error_queue, send_quietly, write_quietly
+from mipnode.drivers.io import Counters, read_error_queue, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_table import ForwardingTable
-from mipnode.drivers.tun import open_tun
+from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_ICMPV6, NH_MH, NH_ROUTING
 from mipnode.wire.packets import D_NATIVE_PROBE_IDENT, ICMPV6_ECHO_REPLY, is_echo
@@ -83,7 +83,7 @@ class MobileNodeDaemon:
     # -- setup -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        self.tun = open_tun(cfg.tun_name)
+        self.tun = open_daemon_tun(cfg.tun_name, cfg.tun_offloads, self.drops)
         hoa = str(cfg.home_address)
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(hoa, 128)]
@@ -108,7 +108,7 @@ class MobileNodeDaemon:
             random_bytes=secrets.token_bytes,
             wall_offset=pump.wall_offset(),
         )
-        self.pump = pump.Pump(self.node, self._send, self._on_event)
+        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self.tun.flush)
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -120,7 +120,7 @@ class MobileNodeDaemon:
                 await trio.to_thread.run_sync(
                     lambda: netlink.replace_route("::/0", cfg.tun_name, metric=1)
                 )
-                drain_tun = partial(pump.drain_fd, pump=self.pump)
+                drain_tun = partial(pump.drain_tun, pump=self.pump)
                 nursery.start_soon(drain_tun, self.tun, self._from_tun, self._after_tun)
                 log.info("mobile node ready hoa=%s ha=%s", hoa, cfg.home_agent)
                 sdnotify.notify("READY=1")
@@ -327,8 +327,8 @@ class MobileNodeDaemon:
     def _deliver(self, inner: bytes, counter: str) -> None:
         if self.ro:
             self.cn_opened.note_untrusted(self.pump.now, inner)
-        if write_quietly(self.tun, inner, self.drops):
-            self.counters(counter)
+        self.tun.write(inner)
+        self.counters(counter)
 
     def _from_tap(self, pkt: bytes, addr: Any) -> None:
         if rawio.is_outgoing(addr) or len(pkt) < 40 or self.node is None:
@@ -345,8 +345,8 @@ class MobileNodeDaemon:
                 and inner[6] not in (NH_MH, 0, 43, 60)
                 and not is_echo(inner, ICMPV6_ECHO_REPLY, D_NATIVE_PROBE_IDENT)
             ):
-                if write_quietly(self.tun, inner, self.drops):
-                    self.counters("d_native_from_cn")
+                self.tun.write(inner)
+                self.counters("d_native_from_cn")
                 return
         self.node.receive_native(self.pump.now, pkt)
 
@@ -386,7 +386,7 @@ class MobileNodeDaemon:
                 dst = str(IPv6Address(out.packet[24:40]))
                 send_quietly(sender, out.packet, (dst, 0), self.drops)
         elif isinstance(out, Deliver):
-            write_quietly(self.tun, out.packet, self.drops)
+            self.tun.write(out.packet)
 
     def _send_on(self, sock: socket.socket | None, data: bytes, addr: Any, out: Any) -> None:
         if sock is None:
@@ -439,7 +439,7 @@ class MobileNodeDaemon:
                 counters=dict(self.counters),
                 drops=dict(self.drops),
                 kernel_drops=self.fwd.kernel_drops(self.config.tun_name),
-                offloads=self.fwd.tx.status(),
+                offloads={**self.fwd.tx.status(), "tun": self.tun.status()},
                 internal_errors=dict(pump.HANDLER_ERRORS),
             )
             return answer

@@ -14,6 +14,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from mipnode.wire.offload import MAX_SEGMENTS
+
 RT_SCOPE_UNIVERSE = 0
 IFA_F_DEPRECATED = 0x20
 IFA_F_TENTATIVE = 0x40
@@ -42,7 +44,16 @@ def configure_tun(ifname: str, mtu: int, addresses: list[tuple[str, int]]) -> in
     with IPRoute() as ipr:
         idx = _index(ipr, ifname)
         try:
-            ipr.link("set", index=idx, mtu=mtu, txqlen=TUN_TXQUEUELEN, state="up")
+            ipr.link(
+                "set",
+                index=idx,
+                mtu=mtu,
+                txqlen=TUN_TXQUEUELEN,
+                # A TCP super-packet read from the TUN is cut into at most this many packets
+                # (an application's tiny MSS would otherwise make a 64 KB one ~700).
+                gso_max_segs=MAX_SEGMENTS,
+                state="up",
+            )
             for addr, plen in addresses:
                 ipr.addr("add", index=idx, address=addr, prefixlen=plen, flags=IFA_F_NODAD)
         except NetlinkError as exc:

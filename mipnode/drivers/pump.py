@@ -7,7 +7,7 @@ what it decided (``next_event``) into the daemon's two callbacks. ``now`` is tri
 clock; the wall clock is read once, at start, as :attr:`Pump.wall_offset` (POSIX time minus
 monotonic time), which the cores use only for RFC 4285 timestamps and what they persist.
 
-The batch readers (:func:`drain_socket`, :func:`drain_fd`) live here too because they stamp
+The batch readers (:func:`drain_socket`, :func:`drain_tun`) live here too because they stamp
 each batch with one clock read (:attr:`Pump.now`, what handlers pass to the core) and back off
 briefly when an interface vanishes under a socket. :func:`run_daemon` is the signal loop the
 three daemons share. A test (tests/test_drivers_clock.py) fails if any other driver module
@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import trio
 
 from mipnode.drivers import sdnotify
-from mipnode.drivers.tun import TunError
+from mipnode.drivers.tun import Tun, TunError
+from mipnode.wire.offload import VNET_HEADER_LENGTH
 
 BATCH = 64
 LINK_DOWN_BACKOFF_S = 0.1
@@ -273,14 +274,18 @@ async def drain_socket(
             await trio.sleep(LINK_DOWN_BACKOFF_S)
 
 
-async def drain_fd(
-    fd: int,
+async def drain_tun(
+    tun: Tun,
     handle: Callable[[bytes], None],
     after_batch: Callable[[], None],
     *,
     pump: Pump | None = None,
 ) -> None:
-    read = os.read
+    """Forever: wait until the TUN is readable, stamp the clock, hand the packets of up to
+    BATCH reads to ``handle``. With the virtio-net header, a plain packet is handed over
+    without parsing (flags 0 or DATA_VALID, no GSO: two octets looked at); a super-packet or a
+    checksum-partial one goes through :meth:`Tun.expand` first."""
+    read, fd, size, vnet, expand = os.read, tun.fd, tun.read_size, tun.vnet, tun.expand
     where = getattr(handle, "__name__", "handler")
     while True:
         await trio.lowlevel.wait_readable(fd)
@@ -288,7 +293,7 @@ async def drain_fd(
             pump.stamp()
         for _ in range(BATCH):
             try:
-                data = read(fd, 65535)
+                data = read(fd, size)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -298,7 +303,13 @@ async def drain_fd(
                     f"the TUN device went away ({exc.strerror or exc}); stopping"
                 ) from None
             try:
-                handle(data)
+                if not vnet:
+                    handle(data)
+                elif len(data) > VNET_HEADER_LENGTH and not data[1] and not data[0] & 0xFD:
+                    handle(data[VNET_HEADER_LENGTH:])
+                else:
+                    for packet in expand(data):
+                        handle(packet)
             except Exception:
                 _handler_failed(where)
         try:

@@ -46,6 +46,7 @@ from mipnode.core.ha import (
 from mipnode.core.types import Via
 from mipnode.drivers import persist
 from mipnode.drivers.ha_daemon import HomeAgentDaemon
+from mipnode.drivers.tun import Tun
 from mipnode.wire.auth4285 import verify_mh_authenticated
 from mipnode.wire.mh import BindingRefreshRequest, decode_mh_untrusted
 
@@ -604,6 +605,8 @@ def _daemon(state_dir: Path) -> HomeAgentDaemon:
     )
     daemon = HomeAgentDaemon(config)
     daemon.raw41 = FakeSocket()  # type: ignore[assignment]
+    # run() opens the TUN; a restore forwards nothing into it (a write would fail on fd -1).
+    daemon.tun = Tun(-1, config.tun_name, vnet=False, features=0, count=daemon.drops)
     return daemon
 
 
