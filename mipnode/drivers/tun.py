@@ -37,6 +37,7 @@ from mipnode.wire.offload import (
     VNET_HEADER_LENGTH,
     VNET_NONE,
     coalesce_tcp,
+    complete_read_untrusted,
     parse_vnet_untrusted,
     segment_untrusted,
 )
@@ -119,16 +120,16 @@ class Tun:
         checksum): segmented and checksummed; ``[]`` (counted) when the header does not fit
         the packet."""
         try:
+            if data[1:2] == b"\x00":  # no GSO: a checksum-partial packet
+                self.stats["checksums_completed"] += 1
+                return [complete_read_untrusted(data)]
             header, packet = parse_vnet_untrusted(data)
             packets = segment_untrusted(header, packet)
         except BadPacket as exc:
             self._count(f"tun_{exc.reason}")
             return []
-        if header.gso_type:
-            self.stats["gso_reads"] += 1
-            self.stats["gso_segments"] += len(packets)
-        else:
-            self.stats["checksums_completed"] += 1
+        self.stats["gso_reads"] += 1
+        self.stats["gso_segments"] += len(packets)
         return packets
 
     def write(self, packet: bytes) -> None:
