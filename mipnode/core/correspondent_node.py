@@ -116,13 +116,6 @@ class CorrespondentNode:
         self.direct.receive_datagram(now, data, local, remote)
         self._settle(now)
 
-    def direct_data_seen(self, now: float, home_addresses: set[bytes]) -> None:
-        """Mobile nodes whose sealed D-udp data arrived on the selected pair since the last
-        report: liveness of that pair (:meth:`DirectPaths.data_received`)."""
-        for hoa in home_addresses:
-            self.direct.data_received(now, IPv6Address(hoa))
-        self._settle(now)
-
     def home_address_unbound(
         self, now: float, care_of: IPv6Address, home_address: IPv6Address, local: IPv6Address
     ) -> None:

@@ -257,17 +257,6 @@ class DirectPaths:
             p.offered = True
             self._restart(now, p, reason)
 
-    def data_received(self, now: float, peer: IPv6Address) -> None:
-        """ESP data under ``peer``'s D-udp SA arrived on its selected pair (the driver checked
-        the pair and opened the packet): as good as an answer to a heartbeat. A flood that
-        fills the shared socket drops heartbeat answers as readily as data; the authenticated
-        data that gets through keeps the pair alive, as WireGuard counts any authenticated
-        packet. Clear data proves nothing and is never reported."""
-        p = self._peers.get(peer)
-        pair = p.agent.selected_pair() if p is not None else None
-        if p is not None and pair is not None:
-            p.agent.path_confirmed(now, pair.local.base, pair.remote.address)
-
     def resend_offers(self, now: float) -> int:
         """Offers not answered yet, again now (after a move the first offer can leave before
         the home agent knows the new care-of address; its ingress filter rightly drops it)."""

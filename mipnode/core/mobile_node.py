@@ -381,13 +381,6 @@ class MobileNode:
                     self._maybe_start(now, dst)  # D-native may be back: it is the better path
         self._settle(now)
 
-    def direct_data_seen(self, now: float, peers: set[bytes]) -> None:
-        """Correspondents whose sealed D-udp data arrived on the selected pair since the last
-        report (:meth:`DirectPaths.data_received`)."""
-        if self.direct is not None:
-            for peer in peers:
-                self.direct.data_received(now, IPv6Address(peer))
-
     def send_failed(
         self, now: float, local: TransportAddress, remote: TransportAddress, reason: str
     ) -> None:

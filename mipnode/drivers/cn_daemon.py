@@ -52,7 +52,6 @@ from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import (
     Counters,
-    ipv6_text,
     kernel_drops,
     open_raw,
     open_udp,
@@ -72,7 +71,6 @@ from tunnels.ro import (
 
 log = logging.getLogger("mipnode.cn")
 KCN_BYTES = 20  # RFC 6275 §5.2.1: Kcn is 20 octets
-SEEN_REPORT_S = 1.0  # D-udp pairs that carried sealed data go to the core at most this often
 MAX_KEYED_PEERS = 256  # home addresses with D-udp SAs (4 x the ICE engine's peers)
 
 
@@ -86,8 +84,6 @@ class CorrespondentDaemon:
         # HoA bytes -> (socket, remote, sealed) of the selected D-udp pair.
         self.direct: dict[bytes, tuple[socket.socket, tuple[str, int], bool]] = {}
         self.esp = EspSas()  # the SAs of keyed D-udp pairs, owner = the HoA
-        self.direct_seen: set[bytes] = set()  # HoAs whose sealed D-udp data arrived
-        self.seen_reported_at = 0.0
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
         # Flows each MN sends us D-native: only these may go back by RH2.
         self.flows = FlowTable()
@@ -112,7 +108,7 @@ class CorrespondentDaemon:
             wall_offset=pump.wall_offset(),
         )
         self.tun = open_daemon_tun(cfg.tun_name, cfg.tun_offloads, self.drops)
-        self.pump = p = pump.Pump(self.node, self._send, self._on_event, after_flush=self._flushed)
+        self.pump = p = pump.Pump(self.node, self._send, self._on_event, after_flush=self.tun.flush)
         self.started_at = p.now
         await trio.to_thread.run_sync(netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [])
         self.raw_mh = open_raw(NH_MH)  # kept open: no Parameter Problem for MH
@@ -232,7 +228,6 @@ class CorrespondentDaemon:
                 if opened[0][8:24] != opened[1]:
                     self.drops("esp_inner_source_not_owner")  # an SA speaks for its HoA only
                     return
-                self.direct_seen.add(opened[1])  # liveness of the pair (_flushed)
                 self._from_direct(opened[0])
                 return
             try:
@@ -280,7 +275,7 @@ class CorrespondentDaemon:
                 send_quietly(
                     self.sender,
                     add_type2_routing_header(pkt, coa),
-                    (ipv6_text(coa), 0),
+                    (str(IPv6Address(coa)), 0),
                     self.drops,
                 )
                 self.counters("d_native_to_mn")
@@ -293,17 +288,8 @@ class CorrespondentDaemon:
                 self.tx.add(sel[0], sel[1], out)
                 self.counters("d_udp_to_mn")
         else:
-            send_quietly(self.sender, pkt, (ipv6_text(dst), 0), self.drops)
+            send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
             self.counters("via_ha_new_flow" if new_flow else "plain_to_hoa")
-
-    def _flushed(self) -> None:
-        """After every batch: the TUN's queue; once a second, the home addresses whose sealed
-        D-udp data arrived on the selected pair (their heartbeats may be lost in a flood)."""
-        self.tun.flush()
-        now = self.pump.now
-        if self.direct_seen and now - self.seen_reported_at >= SEEN_REPORT_S:
-            seen, self.direct_seen, self.seen_reported_at = self.direct_seen, set(), now
-            self.node.direct_data_seen(now, seen)
 
     def _after_tun(self) -> None:
         self.tx.flush()  # D-udp: a batch per sendmsg

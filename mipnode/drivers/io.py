@@ -7,7 +7,6 @@ once, then drain with non-blocking reads; never one ``await`` per packet).
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import socket
 import struct
@@ -204,11 +203,14 @@ def tx_error(exc: OSError) -> str:
     return f"tx_{errno.errorcode.get(exc.errno or 0, 'error').lower()}"
 
 
-@functools.lru_cache(maxsize=4096)
-def ipv6_text(packed: bytes) -> str:
-    """The text form of a 16-octet address for a ``sendto`` on the hot path: formatted once
-    per address (a bounded cache), not once per packet."""
-    return str(IPv6Address(packed))
+def write_quietly(fd: int, packet: bytes, count: Callable[[str], None]) -> bool:
+    """Write one packet into a TUN device; a failure is a counted drop, not a crash."""
+    try:
+        os.write(fd, packet)
+    except OSError:
+        count("tun_write_failed")
+        return False
+    return True
 
 
 class Counters(dict[str, int]):

@@ -39,7 +39,7 @@ from mipnode.core.views import to_json
 from mipnode.drivers import netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
-from mipnode.drivers.io import Counters, ipv6_text, read_error_queue, send_quietly
+from mipnode.drivers.io import Counters, read_error_queue, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_table import ForwardingTable
 from mipnode.drivers.tun import open_daemon_tun
@@ -108,7 +108,7 @@ class MobileNodeDaemon:
             random_bytes=secrets.token_bytes,
             wall_offset=pump.wall_offset(),
         )
-        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self._flushed)
+        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self.tun.flush)
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -153,9 +153,15 @@ class MobileNodeDaemon:
     async def _use_access(self, info: netlink.AccessInfo) -> None:
         if self.ro and info.ipv6 is not None:
             # RH2 replies and CoTs come to the care-of address; the kernel must not answer them.
-            drops = partial(rawio.install_rx_drops, self.nft_table, dstopts=False, routing2=True)
-            ifname, daddrs = info.ifname, (str(info.ipv6),)
-            await trio.to_thread.run_sync(lambda: drops(iifname=ifname, daddrs=daddrs))
+            await trio.to_thread.run_sync(
+                lambda: rawio.install_rx_drops(
+                    self.nft_table,
+                    dstopts=False,
+                    routing2=True,
+                    iifname=info.ifname,
+                    daddrs=(str(info.ipv6),),
+                )
+            )
         sockets = AccessSockets.open(info, tap=self.ro and info.ipv6 is not None)
         scope = await self.nursery.start(self._serve_access, sockets)
         self.accesses.append((sockets, scope))
@@ -247,11 +253,6 @@ class MobileNodeDaemon:
             self.node.traffic_seen(now, self.used)
             self.used = set()
         self.pump.flush()
-
-    def _flushed(self) -> None:
-        self.tun.flush()
-        if self.node and (seen := self.fwd.direct_seen_due(self.pump.now, TRAFFIC_REPORT_S)):
-            self.node.direct_data_seen(self.pump.now, seen)
 
     def _raw_native(self, local: tuple[str, int], esp: bool = False) -> Any:
         """T-native from the home agent: IPv6-in-IPv6, or (``esp``) ESP in tunnel mode."""
@@ -382,7 +383,7 @@ class MobileNodeDaemon:
         elif isinstance(out, SendNative):
             sender = self.fwd.raw_sender()
             if sender is not None:
-                dst = ipv6_text(out.packet[24:40])
+                dst = str(IPv6Address(out.packet[24:40]))
                 send_quietly(sender, out.packet, (dst, 0), self.drops)
         elif isinstance(out, Deliver):
             self.tun.write(out.packet)

@@ -33,8 +33,6 @@ class ForwardingTable:
         self.routes: dict[bytes, tuple[Way, ...]] = {}
         self.default: Way | None = None
         self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN -> its D-udp remote
-        self.direct_seen: set[bytes] = set()  # CNs whose sealed D-udp data arrived
-        self.seen_reported_at = 0.0
         self.direct_sealed: set[bytes] = set()  # CNs whose D-udp pair carries ESP only
         self.d_native: set[bytes] = set()  # CNs whose RH2 data is delivered at once
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
@@ -139,13 +137,6 @@ class ForwardingTable:
             return False
         return True
 
-    def direct_seen_due(self, now: float, every: float) -> set[bytes] | None:
-        """The CNs to report as alive, at most once per ``every`` seconds."""
-        if not self.direct_seen or now - self.seen_reported_at < every:
-            return None
-        seen, self.direct_seen, self.seen_reported_at = self.direct_seen, set(), now
-        return seen
-
     def open_direct(
         self, esp: EspSas, data: bytes, addr: Any, hoa: bytes, now: float, drops: Counters
     ) -> bytes | None:
@@ -166,5 +157,4 @@ class ForwardingTable:
         if inner[8:24] != owner or inner[24:40] != hoa:
             drops("esp_direct_wrong_addresses")
             return None
-        self.direct_seen.add(owner)  # liveness of the pair, reported once per second
         return inner

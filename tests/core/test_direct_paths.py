@@ -284,34 +284,3 @@ def test_a_dead_pair_is_reported_and_comes_back_after_repair() -> None:
     assert lost and mn.selected(CN) is None
     run(mn, cn, now + 30)
     assert mn.selected(CN) is not None
-
-
-def test_sealed_data_on_the_selected_pair_keeps_it_alive_when_heartbeats_are_lost() -> None:
-    """Issue 13: a flood fills the socket the pair's heartbeats share with data. Data opened
-    under the peer's SA on the selected pair, reported once a second by the daemons, is an
-    answer too: the pair outlives the heartbeats (the test above: lost within 3 s without)."""
-    mn, cn = engines()
-    mn.start(T0, CN)
-    exchange(mn, cn, T0)
-    run(mn, cn, T0 + 3)
-    events(mn)
-    events(cn)
-    now, reported = T0 + 3, T0 + 3
-    while now < T0 + 13:  # all STUN lost for 10 s, four times dead_after_s
-        timers = [t for t in (mn.get_timer(), cn.get_timer()) if t is not None]
-        now = min([*timers, reported + 1.0])
-        if now >= reported + 1.0:
-            reported = now
-            mn.data_received(now, CN)
-            cn.data_received(now, HOA)
-        mn.handle_timer(now)
-        cn.handle_timer(now)
-        mn.datagrams_to_send(now)
-        cn.datagrams_to_send(now)
-    assert not [e for e in events(mn) if e.pair is None]
-    assert not [e for e in events(cn) if e.pair is None]
-    assert mn.selected(CN) is not None and cn.selected(HOA) is not None
-    # Reports for a peer without an engine or without a selected pair change nothing.
-    mn.data_received(now, IPv6Address("2001:db8:dddd::1"))
-    cn.data_received(now, IPv6Address("2001:db8:dddd::1"))
-    assert mn.peers == [CN]
