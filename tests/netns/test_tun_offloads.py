@@ -44,11 +44,19 @@ class Pair:
         tag = secrets.token_hex(3)
         self.a, self.b = f"mipt-{tag}-a", f"mipt-{tag}-b"
         self.made: list[str] = []
+        self.bridge: subprocess.Popen[str] | None = None
+        try:
+            self._build(offloads, coalesce)
+        except BaseException:
+            self.close()  # a failed setup leaves no namespace or bridge behind
+            raise
+
+    def _build(self, offloads: int, coalesce: bool) -> None:
         for ns in (self.a, self.b):
             subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
             self.made.append(ns)
             self.sh(ns, "ip", "link", "set", "lo", "up")
-        self.bridge = subprocess.Popen(
+        self.bridge = bridge = subprocess.Popen(
             [sys.executable, str(BRIDGE), self.a, self.b, hex(offloads), "1" if coalesce else "0"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -56,10 +64,10 @@ class Pair:
             text=True,
             cwd=ROOT,
         )
-        assert self.bridge.stdout is not None and self.bridge.stdin is not None
-        line = self.bridge.stdout.readline().strip()
+        assert bridge.stdout is not None and bridge.stdin is not None
+        line = bridge.stdout.readline().strip()
         assert line == "created", (
-            f"bridge: {line!r} {self.bridge.stderr.read() if self.bridge.stderr else ''}"
+            f"bridge: {line!r} {bridge.stderr.read() if bridge.stderr else ''}"
         )
         for ns, mine6, other6, mine4, other4 in (
             (self.a, A6, B6, A4, B4),
@@ -70,9 +78,9 @@ class Pair:
             self.sh(ns, "ip", "-6", "route", "add", f"{other6}/128", "dev", "tb0")
             self.sh(ns, "ip", "addr", "add", f"{mine4}/32", "dev", "tb0")
             self.sh(ns, "ip", "-4", "route", "add", f"{other4}/32", "dev", "tb0")
-        self.bridge.stdin.write("go\n")
-        self.bridge.stdin.flush()
-        assert self.bridge.stdout.readline().strip() == "ready"
+        bridge.stdin.write("go\n")
+        bridge.stdin.flush()
+        assert bridge.stdout.readline().strip() == "ready"
 
     @staticmethod
     def sh(ns: str, *argv: str) -> None:
@@ -105,26 +113,24 @@ class Pair:
 
     def stop(self) -> dict[str, Any]:
         """Stop the bridge; its final statistics."""
-        assert self.bridge.stdin is not None and self.bridge.stdout is not None
-        self.bridge.stdin.close()
-        out = self.bridge.stdout.read()
-        self.bridge.wait(timeout=10)
+        bridge = self.bridge
+        assert bridge is not None and bridge.stdin is not None and bridge.stdout is not None
+        bridge.stdin.close()
+        out = bridge.stdout.read()
+        bridge.wait(timeout=10)
         lines = out.strip().splitlines()
-        assert lines, (
-            f"bridge printed nothing: {self.bridge.stderr.read() if self.bridge.stderr else ''}"
-        )
+        assert lines, f"bridge printed nothing: {bridge.stderr.read() if bridge.stderr else ''}"
         return json.loads(lines[-1])
 
-    def _close_pipes(self) -> None:
-        for pipe in (self.bridge.stdin, self.bridge.stdout, self.bridge.stderr):
-            if pipe is not None:
-                pipe.close()
-
     def close(self) -> None:
-        if self.bridge.returncode is None:  # stop() was not reached
-            self.bridge.kill()
-            self.bridge.communicate()
-        self._close_pipes()
+        bridge = self.bridge
+        if bridge is not None:
+            if bridge.returncode is None:  # stop() was not reached
+                bridge.kill()
+                bridge.communicate()
+            for pipe in (bridge.stdin, bridge.stdout, bridge.stderr):
+                if pipe is not None:
+                    pipe.close()
         for ns in self.made:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
 
