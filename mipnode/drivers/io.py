@@ -203,16 +203,6 @@ def tx_error(exc: OSError) -> str:
     return f"tx_{errno.errorcode.get(exc.errno or 0, 'error').lower()}"
 
 
-def write_quietly(fd: int, packet: bytes, count: Callable[[str], None]) -> bool:
-    """Write one packet into a TUN device; a failure is a counted drop, not a crash."""
-    try:
-        os.write(fd, packet)
-    except OSError:
-        count("tun_write_failed")
-        return False
-    return True
-
-
 class Counters(dict[str, int]):
     def __call__(self, reason: str, n: int = 1) -> None:
         self[reason] = self.get(reason, 0) + n

@@ -29,7 +29,8 @@ import fcntl
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Any
 
 from mipnode.wire.errors import BadPacket
@@ -121,10 +122,11 @@ class Tun:
         the packet."""
         try:
             if data[1:2] == b"\x00":  # no GSO: a checksum-partial packet
+                packet = complete_read_untrusted(data)
                 self.stats["checksums_completed"] += 1
-                return [complete_read_untrusted(data)]
-            header, packet = parse_vnet_untrusted(data)
-            packets = segment_untrusted(header, packet)
+                return [packet]
+            header, view = parse_vnet_untrusted(data)
+            packets = segment_untrusted(header, view)
         except BadPacket as exc:
             self._count(f"tun_{exc.reason}")
             return []
@@ -141,27 +143,31 @@ class Tun:
         if not self._queue:
             return
         queue, self._queue = self._queue, []
-        fd, stats = self.fd, self.stats
+        fd, failed = self.fd, 0
         if not self.vnet:
-            framed = [(b"", packet) for packet in queue]
-        elif self.coalesce and len(queue) > 1:
-            framed = coalesce_tcp(queue)
+            for packet in queue:
+                try:
+                    os.write(fd, packet)
+                except OSError:
+                    failed += 1  # a full device queue, a device going away: this one is lost
+            writes = len(queue)
         else:
-            framed = [(VNET_NONE, packet) for packet in queue]
-        write, writev = os.write, os.writev
-        failed = 0
-        for header, packet in framed:
-            try:
-                if header:
-                    writev(fd, (header, packet))
-                else:
-                    write(fd, packet)
-            except OSError:
-                failed += 1  # a full device queue, a device going away: this one is lost
+            framed: Iterable[tuple[bytes, bytes]] = (
+                coalesce_tcp(queue)
+                if self.coalesce and len(queue) > 1
+                else zip(repeat(VNET_NONE), queue)
+            )
+            writev, writes = os.writev, 0
+            for frame in framed:
+                writes += 1
+                try:
+                    writev(fd, frame)
+                except OSError:
+                    failed += 1
         if failed:
             self._count("tun_write_failed", failed)
-        stats["writes"] += len(framed)
-        stats["packets_written"] += len(queue)
+        self.stats["writes"] += writes
+        self.stats["packets_written"] += len(queue)
 
     def status(self) -> dict[str, Any]:
         """What ``status --json`` shows under ``offloads.tun``."""
@@ -195,16 +201,18 @@ def open_tun(
         raise TunError("cannot open /dev/net/tun: permission denied (need CAP_NET_ADMIN)") from None
     flags = IFF_TUN | IFF_NO_PI
     refused: list[str] = []
+    vnet = False
     try:
-        try:
-            vnet = bool(offloads) and _set_iff(fd, name, flags | IFF_VNET_HDR)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            vnet = False
-            refused.append("vnet_header")
+        if offloads:
+            try:
+                fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags | IFF_VNET_HDR))
+                vnet = True
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                refused.append("vnet_header")
         if not vnet:
-            _set_iff(fd, name, flags)
+            fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags))
     except OSError as exc:
         os.close(fd)
         if exc.errno == errno.EPERM:
@@ -222,9 +230,8 @@ def open_tun(
     return tun
 
 
-def _set_iff(fd: int, name: str, flags: int) -> bool:
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
-    return True
+def _ifreq(name: str, flags: int) -> bytes:
+    return struct.pack("16sH", name.encode(), flags)
 
 
 def _set_offload(fd: int, wanted: int) -> int:
