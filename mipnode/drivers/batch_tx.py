@@ -20,6 +20,7 @@ import socket
 import struct
 from typing import Any
 
+from mipnode.drivers.check_lane import LANE_STATS
 from mipnode.drivers.io import Counters, send_quietly, tx_error
 from mipnode.drivers.pump import GRO_STATS
 
@@ -78,6 +79,7 @@ class BatchSender:
             "udp_segment_refused_sockets": len(self.refused),
             **self.statistics(),
             **GRO_STATS,
+            **LANE_STATS,
         }
 
     def _send_run(self, sock: socket.socket, addr: Any, run: list[bytes]) -> None:

@@ -48,6 +48,7 @@ from mipnode.core.views import (
 )
 from mipnode.drivers import netlink, pump, rawio, sdnotify
 from mipnode.drivers.batch_tx import BatchSender
+from mipnode.drivers.check_lane import open_lane
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import (
@@ -85,6 +86,7 @@ class CorrespondentDaemon:
         self.direct: dict[bytes, tuple[socket.socket, tuple[str, int], bool]] = {}
         self.esp = EspSas()  # the SAs of keyed D-udp pairs, owner = the HoA
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
+        self.lanes: dict[socket.socket, socket.socket] = {}  # a UDP socket -> its check lane
         # Flows each MN sends us D-native: only these may go back by RH2.
         self.flows = FlowTable()
         # One table per daemon instance (two CNs in one namespace must not share one).
@@ -108,7 +110,9 @@ class CorrespondentDaemon:
             wall_offset=pump.wall_offset(),
         )
         self.tun = open_daemon_tun(cfg.tun_name, cfg.tun_offloads, self.drops)
-        self.pump = p = pump.Pump(self.node, self._send, self._on_event, after_flush=self.tun.flush)
+        self.pump = p = pump.Pump(
+            self.node, self._send, self._on_event, self.tun.flush, (self.counters,)
+        )
         self.started_at = p.now
         await trio.to_thread.run_sync(netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [])
         self.raw_mh = open_raw(NH_MH)  # kept open: no Parameter Problem for MH
@@ -124,6 +128,8 @@ class CorrespondentDaemon:
             family = socket.AF_INET6 if isinstance(addr, IPv6Address) else socket.AF_INET
             sock = open_udp(family, 0, self.ifname, address=str(addr))
             self.udp_by_local[(str(addr), sock.getsockname()[1])] = sock
+            if (lane := open_lane(sock, self.ifname)) is not None:
+                self.lanes[sock] = lane  # checks from MNs: a queue a data flood cannot fill
         self.node.set_sockets(p.stamp(), list(self.udp_by_local))
         await trio.to_thread.run_sync(
             lambda: rawio.install_rx_drops(
@@ -141,14 +147,11 @@ class CorrespondentDaemon:
                 nursery.start_soon(
                     partial(pump.drain_tun, pump=p), self.tun, self._from_tun, self._after_tun
                 )
-                for sock, handle in (
-                    (self.tap, self._from_tap),
-                    (self.raw_mh, self._from_raw_mh),
-                    *((s, self._udp(local)) for local, s in self.udp_by_local.items()),
-                ):
-                    gro = sock.type == socket.SOCK_DGRAM and pump.enable_gro(sock)
-                    drain = partial(pump.drain_socket, pump=p, gro=gro)
-                    nursery.start_soon(drain, sock, handle, p.flush)
+                for sock, handle in ((self.tap, self._from_tap), (self.raw_mh, self._from_raw_mh)):
+                    nursery.start_soon(partial(pump.drain_socket, pump=p), sock, handle, p.flush)
+                for local, sock in self.udp_by_local.items():
+                    lane = self.lanes.get(sock)
+                    pump.start_udp_drains(nursery, sock, lane, self._udp(local), p)
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
                 log.info(
                     "correspondent node ready addresses=%s interface=%s",
@@ -198,7 +201,7 @@ class CorrespondentDaemon:
             self.drops("hao_without_binding")
             return
         self.tun.write(inner)
-        self.counters("d_native_from_mn")
+        self.counters.pending.append("d_native_from_mn")
         if not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):  # probes are answered anyway
             self._record_flow(inner)
 
@@ -246,7 +249,7 @@ class CorrespondentDaemon:
             self.drops("direct_not_for_us")
         else:
             self.tun.write(inner)
-            self.counters("d_udp_from_mn")
+            self.counters.pending.append("d_udp_from_mn")
 
     def _record_flow(self, inner: bytes) -> None:
         """The MN sent D-native on this flow: a firewall in front of it now holds state that
@@ -278,7 +281,7 @@ class CorrespondentDaemon:
                     (str(IPv6Address(coa)), 0),
                     self.drops,
                 )
-                self.counters("d_native_to_mn")
+                self.counters.pending.append("d_native_to_mn")
                 return
             new_flow = True
         sel = self.direct.get(dst) if ours else None
@@ -286,10 +289,10 @@ class CorrespondentDaemon:
             out = self.esp.seal(dst, pkt, self.drops) if sel[2] else pkt
             if out is not None:
                 self.tx.add(sel[0], sel[1], out)
-                self.counters("d_udp_to_mn")
+                self.counters.pending.append("d_udp_to_mn")
         else:
             send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
-            self.counters("via_ha_new_flow" if new_flow else "plain_to_hoa")
+            self.counters.pending.append("via_ha_new_flow" if new_flow else "plain_to_hoa")
 
     def _after_tun(self) -> None:
         self.tx.flush()  # D-udp: a batch per sendmsg
@@ -396,7 +399,12 @@ class CorrespondentDaemon:
                 "drops": dict(self.drops),
                 "kernel_drops": kernel_drops(
                     {"tap": self.tap, "raw_mh": self.raw_mh}
-                    | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()},
+                    | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()}
+                    | {
+                        f"udp:{a}:{p}/checks": self.lanes[s]
+                        for (a, p), s in self.udp_by_local.items()
+                        if s in self.lanes
+                    },
                     self.config.tun_name,
                 ),
                 "offloads": {**self.tx.status(), "tun": self.tun.status()},

@@ -49,6 +49,7 @@ from mipnode.core.types import Via
 from mipnode.core.views import to_json
 from mipnode.drivers import netlink, persist, pump, sdnotify
 from mipnode.drivers.batch_tx import BatchSender
+from mipnode.drivers.check_lane import open_lane
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import IPPROTO_ESP, EspSas
 from mipnode.drivers.io import (
@@ -109,8 +110,11 @@ class HomeAgentDaemon:
         self.unbound_mh = TokenBucket(UNBOUND_MH_PER_S, UNBOUND_MH_BURST)
         self._vias: dict[tuple[str, str, int, int], Via] = {}
         self.udp: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
+        self.lanes: dict[socket.socket, socket.socket] = {}  # a UDP socket -> its check lane
         self.host_routes = HostRoutes(config.tun_name, self.drops)
-        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self._after_flush)
+        self.pump = pump.Pump(
+            self.node, self._send, self._on_event, self._after_flush, (self.counters,)
+        )
         self.started_at = self.pump.now
         self.writer: persist.StateWriter | None = None
         self.saved_version = self.node.core.state_version
@@ -137,6 +141,9 @@ class HomeAgentDaemon:
         for port in cfg.udp_ports:
             self.udp[(6, port)] = open_udp(socket.AF_INET6, port, address=str(cfg.address))
             self.udp[(4, port)] = open_udp(socket.AF_INET, port)
+        for sock in self.udp.values():
+            if (lane := open_lane(sock)) is not None:
+                self.lanes[sock] = lane  # checks from MNs: a queue a data flood cannot fill
         if cfg.state_dir is not None:
             await self._restore(cfg.state_dir)
         p = self.pump
@@ -152,7 +159,7 @@ class HomeAgentDaemon:
             nursery.start_soon(_drain, self.raw50, self._from_raw50, p)
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
             for (_, port), sock in self.udp.items():
-                nursery.start_soon(_drain, sock, self._udp(port), p, pump.enable_gro(sock))
+                pump.start_udp_drains(nursery, sock, self.lanes.get(sock), self._udp(port), p)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_ports=%s mobile_nodes=%d "
@@ -218,7 +225,7 @@ class HomeAgentDaemon:
             return
         else:
             self._send_via(via, pkt, batched=True)
-        self.counters("tunnelled_to_mn")
+        self.counters.pending.append("tunnelled_to_mn")
 
     def _after_tun(self) -> None:
         """After a batch from the TUN: what it queued for UDP goes out; SAs that passed their
@@ -341,7 +348,7 @@ class HomeAgentDaemon:
             self.node.unbound_traffic(self.pump.now, inner, via)
             return
         self.tun.write(inner)
-        self.counters("forwarded_from_mn")
+        self.counters.pending.append("forwarded_from_mn")
 
     # -- what the core asks for ------------------------------------------------------------
     def _send(self, out: object) -> None:
@@ -436,7 +443,10 @@ class HomeAgentDaemon:
 
     def _sockets(self) -> dict[str, socket.socket]:
         named = {"raw41": self.raw41, "raw50": self.raw50, "raw_mh": self.raw_mh}
-        named.update({f"udp{family}:{port}": s for (family, port), s in self.udp.items()})
+        for (family, port), sock in self.udp.items():
+            named[f"udp{family}:{port}"] = sock
+            if sock in self.lanes:
+                named[f"udp{family}:{port}/checks"] = self.lanes[sock]
         return named
 
     def _persistence_status(self) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ once, then drain with non-blocking reads; never one ``await`` per packet).
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import socket
@@ -81,14 +82,31 @@ def open_raw(proto: int, ifname: str | None = None, address: str | None = None) 
 def open_udp(
     family: int, port: int, ifname: str | None = None, address: str | None = None
 ) -> socket.socket:
+    sock = new_udp_socket(family, ifname)
+    try:
+        sock.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def new_udp_socket(family: int, ifname: str | None = None) -> socket.socket:
+    """An unbound UDP socket set up as every data port is: non-blocking, IPv6 only for
+    AF_INET6, big buffers, bound to ``ifname``, and SO_REUSEPORT (a check lane may join the
+    port, drivers/check_lane.py: both sockets must ask before they bind)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    grow_buffers(sock)
-    _bind_device(sock, ifname)
-    sock.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        grow_buffers(sock)
+        _bind_device(sock, ifname)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -204,5 +222,19 @@ def tx_error(exc: OSError) -> str:
 
 
 class Counters(dict[str, int]):
+    """Counts by reason. Rare events call it; the data plane appends the reason of each packet
+    to :attr:`pending` (a list append, a third of the call's cost) and the pump adds a whole
+    batch at once with :meth:`settle` when the batch ends, before anyone can read the counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[str] = []
+
     def __call__(self, reason: str, n: int = 1) -> None:
         self[reason] = self.get(reason, 0) + n
+
+    def settle(self) -> None:
+        if self.pending:
+            for reason, n in collections.Counter(self.pending).items():
+                self[reason] = self.get(reason, 0) + n
+            self.pending.clear()

@@ -5,10 +5,11 @@ registration is in place, or MOVE_OVERLAP_S passed): make-before-break, DESIGN Â
 has a raw IPv6-in-IPv6 socket (T-native in clear: BUs, checks before the first registration, and
 everything with protection off), a raw ESP socket (T-native protected, next header 50), one UDP
 socket per address family (T-udp to the home agent and D-udp to correspondents share it, so the
-address the home agent sees is the server-reflexive candidate), a raw MH socket kept open only
-so the kernel does not answer Mobility Headers with Parameter Problem, and, with route
-optimisation, an AF_PACKET tap and a raw sender for packets with a Home Address option or a type
-2 routing header. Everything is bound to the access interface so nothing loops back into the
+address the home agent sees is the server-reflexive candidate) with its check lane (a second
+socket on the same port for STUN and clear signalling, drivers/check_lane.py), a raw MH socket
+kept open only so the kernel does not answer Mobility Headers with Parameter Problem, and, with
+route optimisation, an AF_PACKET tap and a raw sender for packets with a Home Address option or a
+type 2 routing header. Everything is bound to the access interface so nothing loops back into the
 TUN.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from mipnode.core.home_path import Access
 from mipnode.drivers import netlink, rawio
+from mipnode.drivers.check_lane import open_lane
 from mipnode.drivers.esp_plane import IPPROTO_ESP
 from mipnode.drivers.io import enable_error_queue, open_raw, open_udp
 from mipnode.wire.ipv6 import NH_MH
@@ -34,6 +36,7 @@ class AccessSockets:
     udp4: socket.socket | None
     tap: socket.socket | None
     raw_sender: socket.socket | None
+    lanes: dict[socket.socket, socket.socket] = field(default_factory=dict)  # data -> lane
     access: Access = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,7 +66,12 @@ class AccessSockets:
             if info.ipv4 is not None:
                 udp4 = open_udp(socket.AF_INET, 0, ifname, address=str(info.ipv4))
                 opened.append(udp4)
-            for sock in (raw41, raw50, udp6, udp4):
+            lanes = {}
+            for sock in (udp6, udp4):
+                if sock is not None and (lane := open_lane(sock, ifname)) is not None:
+                    lanes[sock] = lane
+                    opened.append(lane)
+            for sock in (raw41, raw50, udp6, udp4, *lanes.values()):
                 if sock is not None:
                     enable_error_queue(sock)
             tap_sock = sender = None
@@ -76,7 +84,19 @@ class AccessSockets:
             for sock in opened:
                 sock.close()
             raise
-        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender)
+        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender, lanes)
+
+    def udp_ports(self) -> list[tuple[socket.socket, socket.socket | None, tuple[str, int]]]:
+        """Each UDP socket with its check lane (None: refused) and its (address, port)."""
+        a = self.access
+        return [
+            (sock, self.lanes.get(sock), (str(addr), port))
+            for sock, addr, port in (
+                (self.udp6, a.ipv6, a.udp6_port),
+                (self.udp4, a.ipv4, a.udp4_port),
+            )
+            if sock is not None and addr is not None and port is not None
+        ]
 
     def sockets(self) -> list[socket.socket]:
         found = [
@@ -87,6 +107,7 @@ class AccessSockets:
             self.udp4,
             self.tap,
             self.raw_sender,
+            *self.lanes.values(),
         ]
         return [s for s in found if s is not None]
 
@@ -100,6 +121,9 @@ class AccessSockets:
             "udp4": self.udp4,
             "tap": self.tap,
         }
+        for k, sock in (("udp6", self.udp6), ("udp4", self.udp4)):
+            if sock is not None and sock in self.lanes:
+                named[f"{k}_checks"] = self.lanes[sock]
         return {f"{self.info.ifname}/{k}": s for k, s in named.items() if s is not None}
 
     def close(self) -> None:

@@ -108,7 +108,9 @@ class MobileNodeDaemon:
             random_bytes=secrets.token_bytes,
             wall_offset=pump.wall_offset(),
         )
-        self.pump = pump.Pump(self.node, self._send, self._on_event, after_flush=self.tun.flush)
+        self.pump = pump.Pump(
+            self.node, self._send, self._on_event, self.tun.flush, (self.counters,)
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -182,13 +184,8 @@ class MobileNodeDaemon:
                     n.start_soon(drain, s.raw41, self._raw_native((str(a.ipv6), 0)), p.flush)
                     n.start_soon(drain, s.raw50, self._raw_native((str(a.ipv6), 0), True), p.flush)
                     n.start_soon(pump.drain_socket, s.raw_mh, self._from_raw_mh, p.flush)
-                    for sock, addr, port in (
-                        (s.udp6, a.ipv6, a.udp6_port),
-                        (s.udp4, a.ipv4, a.udp4_port),
-                    ):
-                        if sock is not None and port is not None:
-                            gro = partial(drain, gro=pump.enable_gro(sock))
-                            n.start_soon(gro, sock, self._udp((str(addr), port)), p.flush)
+                    for sock, lane, local in s.udp_ports():
+                        pump.start_udp_drains(n, sock, lane, self._udp(local), p, self._icmp)
                     if s.tap is not None:
                         n.start_soon(drain, s.tap, self._from_tap, p.flush)
         finally:
@@ -209,7 +206,7 @@ class MobileNodeDaemon:
                 if care_of is None:
                     self._tunnel(sock, addr, seal, pkt)
                     self.used.add(dst)
-                    self.counters(counter)
+                    self.counters.pending.append(counter)
                     return
                 # D-native: only what can carry an HAO, and never a flow the CN opened.
                 if not can_route_optimise(pkt):
@@ -219,14 +216,14 @@ class MobileNodeDaemon:
                     continue
                 send_quietly(sock, add_home_address_option(pkt, care_of), addr, self.drops)
                 self.used.add(dst)
-                self.counters(counter)
+                self.counters.pending.append(counter)
                 return
         default = self.fwd.default
         if default is None:
             self.drops("no_home_path")
             return
         self._tunnel(default[0], default[1], default[4], pkt)
-        self.counters("tunnelled_to_ha")
+        self.counters.pending.append("tunnelled_to_ha")
 
     def _tunnel(self, sock: socket.socket, addr: Any, seal: bytes | None, pkt: bytes) -> None:
         out = pkt if seal is None else self.esp.seal(seal, pkt, self.drops)
@@ -328,7 +325,7 @@ class MobileNodeDaemon:
         if self.ro:
             self.cn_opened.note_untrusted(self.pump.now, inner)
         self.tun.write(inner)
-        self.counters(counter)
+        self.counters.pending.append(counter)
 
     def _from_tap(self, pkt: bytes, addr: Any) -> None:
         if rawio.is_outgoing(addr) or len(pkt) < 40 or self.node is None:
@@ -346,18 +343,19 @@ class MobileNodeDaemon:
                 and not is_echo(inner, ICMPV6_ECHO_REPLY, D_NATIVE_PROBE_IDENT)
             ):
                 self.tun.write(inner)
-                self.counters("d_native_from_cn")
+                self.counters.pending.append("d_native_from_cn")
                 return
         self.node.receive_native(self.pump.now, pkt)
 
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
         self.counters("mh_seen_by_raw_socket")  # open only to keep the kernel quiet
 
-    def _icmp(self, sock: socket.socket, code: int) -> None:
-        """What the network answered to a packet of ours (IPV6_RECVERR): to the core."""
+    def _icmp(self, sock: socket.socket, code: int, owner: socket.socket | None = None) -> None:
+        """What the network answered to a packet of ours (IPV6_RECVERR): to the core. A check
+        lane's errors are its ``owner``'s (the kernel hashes errors to either socket)."""
         if self.node is None:
             return
-        local = next((k for k, v in self.fwd.udp_by_local.items() if v is sock), None)
+        local = next((k for k, v in self.fwd.udp_by_local.items() if v is (owner or sock)), None)
         if local is None:
             local = next(((k, 0) for k, v in self.fwd.raw41_by_coa.items() if v is sock), None)
         for err in read_error_queue(sock):

@@ -46,9 +46,8 @@ class ForwardingTable:
         if a.ipv6 is not None:
             self.raw41_by_coa[str(a.ipv6)] = s.raw41
             self.raw50_by_coa[str(a.ipv6)] = s.raw50
-        for sock, addr, port in ((s.udp6, a.ipv6, a.udp6_port), (s.udp4, a.ipv4, a.udp4_port)):
-            if sock is not None and addr is not None and port is not None:
-                self.udp_by_local[(str(addr), port)] = sock
+        for sock, _, local in s.udp_ports():
+            self.udp_by_local[local] = sock
 
     def remove_access(self, s: AccessSockets) -> None:
         if s in self.accesses:

@@ -25,11 +25,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol
 
 import trio
 
 from mipnode.drivers import sdnotify
+from mipnode.drivers.check_lane import LANE_STATS
+from mipnode.drivers.io import Counters
 from mipnode.drivers.tun import Tun, TunError
 from mipnode.wire.offload import VNET_HEADER_LENGTH
 
@@ -119,10 +122,11 @@ class Pump:
         core: NodeCore,
         send: Callable[[Any], None],
         on_event: Callable[[Any], None],
-        *,
         after_flush: Callable[[], None] | None = None,
+        counters: tuple[Counters, ...] = (),
     ) -> None:
         self.core = core
+        self._counters = counters  # what the batch tallied, added up at every flush
         self._send = send
         self._on_event = on_event
         self._after_flush = after_flush
@@ -145,6 +149,8 @@ class Pump:
             self._on_event(event)
         if self._after_flush is not None:
             self._after_flush()
+        for counters in self._counters:
+            counters.settle()
         # Wake run() only when the core's deadline moved: most batches of data leave it be,
         # and a wake-up is a task switch and a new cancel scope per batch.
         if self.core.get_timer() != self._armed:
@@ -272,6 +278,32 @@ async def drain_socket(
             _handler_failed(f"{where}/after_batch")
         if link_down:
             await trio.sleep(LINK_DOWN_BACKOFF_S)
+
+
+def start_udp_drains(
+    nursery: trio.Nursery,
+    sock: socket.socket,
+    lane: socket.socket | None,
+    handle: Callable[[bytes, Any], None],
+    pump: Pump,
+    on_error: Callable[..., None] | None = None,
+) -> None:
+    """Drain one UDP port: its data socket and, when it has one, its check lane
+    (drivers/check_lane.py), both with GRO (the kernel's GRO picks either socket by a hash of
+    the addresses) and the same handler. The lane's ICMP errors are the data socket's:
+    ``on_error(lane, errno, owner=sock)``."""
+    drain = partial(drain_socket, pump=pump, on_error=on_error, gro=enable_gro(sock))
+    nursery.start_soon(drain, sock, handle, pump.flush)
+    if lane is None:
+        return
+
+    def from_lane(data: bytes, addr: Any) -> None:
+        LANE_STATS["lane_datagrams"] += 1
+        handle(data, addr)
+
+    lane_error = None if on_error is None else partial(on_error, owner=sock)
+    drain = partial(drain_socket, pump=pump, on_error=lane_error, gro=enable_gro(lane))
+    nursery.start_soon(drain, lane, from_lane, pump.flush)
 
 
 async def drain_tun(
