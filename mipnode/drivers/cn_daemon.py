@@ -56,6 +56,7 @@ from mipnode.drivers.io import (
     kernel_drops,
     open_raw,
     open_udp,
+    raw_destination,
     send_quietly,
 )
 from mipnode.drivers.routes import HostRoutes
@@ -177,9 +178,9 @@ class CorrespondentDaemon:
         now = self.pump.now
         nh = pkt[6]
         plen = int.from_bytes(pkt[4:6], "big")
-        src, dst = IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40])
+        dst = pkt[24:40]  # an IPv6Address only for the core: data never needs one
         if nh == NH_MH:
-            self.node.receive_mh(now, pkt[40 : 40 + plen], src, dst)
+            self.node.receive_mh(now, pkt[40 : 40 + plen], IPv6Address(pkt[8:24]), IPv6Address(dst))
             return
         if nh != NH_DSTOPTS:
             self.drops("tap_unexpected_header")
@@ -191,13 +192,15 @@ class CorrespondentDaemon:
             return
         if inner[6] == NH_MH:
             self.node.receive_mh(
-                now, inner[40:], IPv6Address(coa), dst, home_address=IPv6Address(hoa)
+                now, inner[40:], IPv6Address(coa), IPv6Address(dst), home_address=IPv6Address(hoa)
             )
             return
         # Data: only with a binding for exactly this (HoA, CoA) (RFC 6275 §9.3.1); on a miss
         # the core queues the rate-limited Binding Error 1 that tells the MN to stop.
         if self.care_of.get(hoa) != coa:
-            self.node.home_address_unbound(now, IPv6Address(coa), IPv6Address(hoa), dst)
+            self.node.home_address_unbound(
+                now, IPv6Address(coa), IPv6Address(hoa), IPv6Address(dst)
+            )
             self.drops("hao_without_binding")
             return
         self.tun.write(inner)
@@ -275,12 +278,8 @@ class CorrespondentDaemon:
         new_flow = False
         if ours and coa is not None and can_route_optimise(pkt):
             if is_d_native_probe(pkt, ICMPV6_ECHO_REPLY) or self._flow_is_d_native(pkt):
-                send_quietly(
-                    self.sender,
-                    add_type2_routing_header(pkt, coa),
-                    (str(IPv6Address(coa)), 0),
-                    self.drops,
-                )
+                routed = add_type2_routing_header(pkt, coa)
+                send_quietly(self.sender, routed, raw_destination(coa), self.drops)
                 self.counters.pending.append("d_native_to_mn")
                 return
             new_flow = True
@@ -291,7 +290,7 @@ class CorrespondentDaemon:
                 self.tx.add(sel[0], sel[1], out)
                 self.counters.pending.append("d_udp_to_mn")
         else:
-            send_quietly(self.sender, pkt, (str(IPv6Address(dst)), 0), self.drops)
+            send_quietly(self.sender, pkt, raw_destination(dst), self.drops)
             self.counters.pending.append("via_ha_new_flow" if new_flow else "plain_to_hoa")
 
     def _after_tun(self) -> None:

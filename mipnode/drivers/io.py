@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import os
 import socket
 import struct
@@ -108,6 +109,13 @@ def new_udp_socket(family: int, ifname: str | None = None) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@functools.lru_cache(maxsize=4096)
+def raw_destination(packed: bytes) -> tuple[str, int]:
+    """The address tuple of a raw IPv6 send to ``packed``: the text form is built once per
+    address (a bounded cache), not per packet (~1 us for ``str(IPv6Address(...))``)."""
+    return (str(IPv6Address(packed)), 0)
 
 
 def grow_buffers(sock: socket.socket) -> None:

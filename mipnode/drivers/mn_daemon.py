@@ -39,7 +39,7 @@ from mipnode.core.views import to_json
 from mipnode.drivers import netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
-from mipnode.drivers.io import Counters, read_error_queue, send_quietly
+from mipnode.drivers.io import Counters, raw_destination, read_error_queue, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_table import ForwardingTable
 from mipnode.drivers.tun import open_daemon_tun
@@ -381,8 +381,7 @@ class MobileNodeDaemon:
         elif isinstance(out, SendNative):
             sender = self.fwd.raw_sender()
             if sender is not None:
-                dst = str(IPv6Address(out.packet[24:40]))
-                send_quietly(sender, out.packet, (dst, 0), self.drops)
+                send_quietly(sender, out.packet, raw_destination(out.packet[24:40]), self.drops)
         elif isinstance(out, Deliver):
             self.tun.write(out.packet)
 
