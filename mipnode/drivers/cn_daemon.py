@@ -234,7 +234,7 @@ class CorrespondentDaemon:
                 if opened[0][8:24] != opened[1]:
                     self.drops("esp_inner_source_not_owner")  # an SA speaks for its HoA only
                     return
-                self._from_direct(opened[0])
+                self._from_direct(opened[0], sealed=True)
                 return
             try:
                 kind = classify_udp_payload_untrusted(data)
@@ -247,11 +247,11 @@ class CorrespondentDaemon:
 
         return from_udp
 
-    def _from_direct(self, inner: bytes) -> None:
+    def _from_direct(self, inner: bytes, sealed: bool = False) -> None:
         if inner[24:40] not in self.addresses:
             self.drops("direct_not_for_us")
         else:
-            self.tun.write(inner)
+            (self.tun.write_checked if sealed else self.tun.write)(inner)
             self.counters.pending.append("d_udp_from_mn")
 
     def _record_flow(self, inner: bytes) -> None:

@@ -280,7 +280,7 @@ class MobileNodeDaemon:
                 elif inner := self.fwd.open_direct(
                     self.esp, data, addr, self.hoa, self.pump.now, self.drops
                 ):
-                    self._deliver(inner, "d_udp_from_cn")
+                    self._deliver(inner, "d_udp_from_cn", True)
                 return
             try:
                 kind = classify_udp_payload_untrusted(data)
@@ -316,15 +316,15 @@ class MobileNodeDaemon:
             and inner[8:24] != self.ha
             and not (nh == NH_ICMPV6 and inner[40] < 128)
         ):
-            self._deliver(inner, "delivered_from_ha")
+            self._deliver(inner, "delivered_from_ha", sealed)
         elif self.node is not None:
             remote = (remote[0], remote[1])
             self.node.receive_tunnelled(self.pump.now, inner, local, remote, sealed)
 
-    def _deliver(self, inner: bytes, counter: str) -> None:
+    def _deliver(self, inner: bytes, counter: str, sealed: bool = False) -> None:
         if self.ro:
             self.cn_opened.note_untrusted(self.pump.now, inner)
-        self.tun.write(inner)
+        (self.tun.write_checked if sealed else self.tun.write)(inner)
         self.counters.pending.append(counter)
 
     def _from_tap(self, pkt: bytes, addr: Any) -> None:

@@ -108,6 +108,7 @@ class Tun:
         self.refused: list[str] = []
         self._count = count
         self._queue: list[bytes] = []
+        self._unchecked = False  # the queue holds a packet written with write()
         self.stats = {
             "gso_reads": 0,  # reads that carried a super-packet
             "gso_segments": 0,  # the packets they were cut into
@@ -137,12 +138,20 @@ class Tun:
     def write(self, packet: bytes) -> None:
         """Queue ``packet`` for the TUN; it is written by the next :meth:`flush`."""
         self._queue.append(packet)
+        self._unchecked = True
+
+    def write_checked(self, packet: bytes) -> None:
+        """Queue ``packet``, opened by an AEAD: no octet changed since its sender computed its
+        checksums, so merging it skips the per-segment check (``coalesce_tcp(checked=...)``)
+        as long as the whole flush holds only such packets."""
+        self._queue.append(packet)
 
     def flush(self) -> None:
         """Write what the batch queued: merged into super-packets where the device takes them."""
         if not self._queue:
             return
         queue, self._queue = self._queue, []
+        checked, self._unchecked = not self._unchecked, False
         fd, failed = self.fd, 0
         if not self.vnet:
             for packet in queue:
@@ -153,7 +162,7 @@ class Tun:
             writes = len(queue)
         else:
             framed: Iterable[tuple[bytes, bytes]] = (
-                coalesce_tcp(queue)
+                coalesce_tcp(queue, checked=checked)
                 if self.coalesce and len(queue) > 1
                 else zip(repeat(VNET_NONE), queue)
             )

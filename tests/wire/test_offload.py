@@ -602,6 +602,20 @@ def test_corrupted_segments_are_never_merged() -> None:
     assert shape(coalesce_tcp(inputs), inputs) == [0, 1, 2]
 
 
+def test_checked_runs_merge_the_same_without_looking_at_checksums() -> None:
+    """``checked`` (every packet opened by an AEAD): the same runs as the checked path for
+    good segments, and a wrong checksum, which only the sender could have written, no longer
+    splits a run."""
+    for inputs in (stream(6), stream(5, v4=True), stream(4) + stream(3, v4=True)):
+        assert coalesce_tcp(inputs, checked=True) == coalesce_tcp(inputs)
+    a = stream(4)
+    bad = bytearray(a[1])
+    bad[-1] ^= 0xFF
+    inputs = [a[0], bytes(bad), a[2], a[3]]
+    assert run_sizes(coalesce_tcp(inputs, checked=True)) == [4]
+    assert run_sizes(coalesce_tcp(inputs)) == [1, 1, 2]
+
+
 def test_ipv4_identification_rules() -> None:
     """Linux GRO (inet_gro_flush): IDs increment, or with DF stay fixed (RFC 6864)."""
     incrementing = stream(3, v4=True, ip_id=0xFFFF)  # wraps
