@@ -68,6 +68,7 @@ class Stand:
     samples: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
     retransmits: int = 0
+    socket_drops: int = 0  # what the daemons' sockets and TUNs dropped during TCP tests
     path_seen: list[str] = field(default_factory=list)
 
     def add(self, key: str, value: float | None) -> None:
@@ -198,6 +199,7 @@ def _iperf(stand: Stand, seconds: float, *extra: str) -> dict[str, Any]:
 
 def _measure(stand: Stand, seconds: float) -> None:
     before = _cpu_ticks(stand)
+    drops_before = _socket_drops(stand)
     started = time.monotonic()
     for key, extra in (("tcp_up", ()), ("tcp_down", ("-R",))):
         report = _iperf(stand, seconds, *extra)
@@ -206,6 +208,7 @@ def _measure(stand: Stand, seconds: float) -> None:
         stand.add(key, received / 1e9 if received else None)
         stand.retransmits += int((end.get("sum_sent") or {}).get("retransmits") or 0)
     wall = time.monotonic() - started
+    stand.socket_drops += _socket_drops(stand) - drops_before
     for name, ticks in _cpu_ticks(stand).items():
         used = (ticks - before.get(name, ticks)) / os.sysconf("SC_CLK_TCK")
         stand.cpu.setdefault(name, []).append(100 * used / wall)
@@ -217,6 +220,18 @@ def _measure(stand: Stand, seconds: float) -> None:
     stand.add("rtt", _rtt(stand))
     if stand.path != KERNEL:
         stand.path_seen.append(correspondent_path(stand.t, CN_ADDRESS) or "none")
+
+
+def _socket_drops(stand: Stand) -> int:
+    """What the kernel dropped so far at every daemon's sockets and TUN queue (their
+    ``kernel_drops``): a full receive buffer or TUN queue, the only way a daemon loses a
+    packet without counting it itself."""
+    total = 0
+    for node in stand.t.pids:
+        status = runner.daemon_status(stand.t, node)
+        if isinstance(status, dict):
+            total += sum(int(v) for v in (status.get("kernel_drops") or {}).values())
+    return total
 
 
 def _rtt(stand: Stand) -> float | None:
@@ -274,6 +289,7 @@ def _result(stand: Stand, kernel: Stand | None) -> dict[str, Any]:
     }
     out["retransmits"] = stand.retransmits
     if stand.path != KERNEL:
+        out["tcp_socket_drops"] = stand.socket_drops
         out["paths_seen"] = sorted(set(stand.path_seen))
     if kernel is not None and stand is not kernel:
         ratio = {}
