@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install mipnode and what it needs on a Debian-like machine, as root.
 #   tools/install.sh          runtime: iproute2, nftables, ping, ethtool, unshare, sysctl, iperf3 + .venv
-#   tools/install.sh --test   also the test tools: tshark, systemd-analyze, pytest, scapy, ...
+#   tools/install.sh --test   also the test tools: tshark, systemd-analyze, etcd, pytest, scapy, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +9,8 @@ want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
 packages=(iproute2 nftables iputils-ping ethtool util-linux procps iperf3 python3-venv python3-pip)
-[ "$want_tests" = 1 ] && packages+=(tshark systemd conntrack)
+# etcd: the home-agent cluster's store, run by the tests (three local members).
+[ "$want_tests" = 1 ] && packages+=(tshark systemd conntrack etcd-server)
 
 missing=()
 for p in "${packages[@]}"; do

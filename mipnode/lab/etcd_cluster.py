@@ -1,0 +1,186 @@
+"""A real etcd cluster of a few members, started and stopped by us (issue 14).
+
+The lab's cluster scenarios and the tests run the etcd server Debian ships (``etcd-server``,
+installed by tools/install.sh), one process per member, each with its own data directory
+under a work directory we created, listening on loopback. A
+member can be killed and started again with its data (``--initial-cluster-state existing``),
+which is how the lab takes a member or the majority away and brings it back.
+
+Timing: heartbeats every 50 ms and elections after 500 ms (etcd's defaults are 100 ms and
+1 s), so a lost leader is replaced within about a second; etcd raises any lease TTL below
+1.5 election timeouts to that minimum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mipnode.lab.netns import LabError
+
+ETCD = "etcd"
+START_TIMEOUT_S = 15.0
+HEARTBEAT_MS = 50
+ELECTION_MS = 500
+
+
+@dataclass
+class Member:
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.peer_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class EtcdCluster:
+    members: list[Member]
+    token: str = "mipnode"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    def start(self, member: Member, *, existing: bool = False) -> None:
+        """Start ``member`` (``existing``: again, with the data it had)."""
+        if member.running:
+            return
+        member.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            ETCD,
+            *("--name", member.name, "--data-dir", str(member.data_dir)),
+            *("--listen-client-urls", member.client_url),
+            *("--advertise-client-urls", member.client_url),
+            *("--listen-peer-urls", member.peer_url),
+            *("--initial-advertise-peer-urls", member.peer_url),
+            *("--initial-cluster", self.initial_cluster()),
+            *("--initial-cluster-token", self.token),
+            *("--initial-cluster-state", "existing" if existing else "new"),
+            *("--heartbeat-interval", str(HEARTBEAT_MS)),
+            *("--election-timeout", str(ELECTION_MS)),
+            *("--logger", "zap", "--log-outputs", "stderr"),
+        ]
+        with member.log.open("ab") as log:
+            member.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def kill(self, member: Member) -> None:
+        """SIGKILL, as a crash: the member's data stays for a restart."""
+        if member.proc is not None and member.proc.poll() is None:
+            member.proc.kill()
+            member.proc.wait(timeout=10)
+
+    def wait_healthy(
+        self, members: list[Member] | None = None, timeout_s: float = START_TIMEOUT_S
+    ) -> None:
+        """Until each member answers /health with true (the cluster has a leader)."""
+        deadline = time.monotonic() + timeout_s
+        for member in members or self.members:
+            while not _healthy(member):
+                if member.proc is not None and member.proc.poll() is not None:
+                    raise LabError(f"etcd {member.name} exited: {_tail(member.log)}")
+                if time.monotonic() > deadline:
+                    raise LabError(f"etcd {member.name} not healthy: {_tail(member.log)}")
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        for member in self.members:
+            self.kill(member)
+
+
+def start_cluster(
+    workdir: Path,
+    size: int = 3,
+    *,
+    host: str = "127.0.0.1",
+) -> EtcdCluster:
+    """``size`` members on ``host`` (a loopback address), ready to use."""
+    if shutil.which(ETCD) is None:
+        raise LabError("etcd is not installed (tools/install.sh installs etcd-server)")
+    ports = free_ports(2 * size, host)
+    members = [
+        Member(
+            f"etcd{i}",
+            host,
+            ports[2 * i],
+            ports[2 * i + 1],
+            workdir / f"etcd{i}",
+            workdir / f"etcd{i}.log",
+        )
+        for i in range(size)
+    ]
+    cluster = EtcdCluster(members, token=f"mipnode-{workdir.name}")
+    try:
+        for member in members:
+            cluster.start(member)
+        cluster.wait_healthy()
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports nobody listens on right now (bound and released: another process could take one
+    before etcd does, which fails loudly at start, never silently)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _healthy(member: Member) -> bool:
+    try:
+        with urllib.request.urlopen(member.client_url + "/health", timeout=1) as reply:
+            body = reply.read().decode()
+    except (urllib.error.URLError, OSError):
+        return False
+    with contextlib.suppress(ValueError):
+        return bool(json.loads(body).get("health") == "true")
+    return False
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

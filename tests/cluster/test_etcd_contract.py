@@ -1,0 +1,210 @@
+"""One contract, two stores: a real three-member etcd cluster (started here, on loopback) through
+mipnode.drivers.etcd, and the in-memory fake the cluster logic's tests use (memory_etcd.py).
+Whatever the fake gets wrong about etcd fails here first."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from memory_etcd import MemoryEtcd
+
+from mipnode.drivers.etcd import Delete, Etcd, EtcdError, EtcdUnavailable, Event, Put
+from mipnode.lab.etcd_cluster import EtcdCluster, free_ports, start_cluster
+
+needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not installed (tools/install.sh --test installs etcd-server)")
+    started = start_cluster(Path(tmp_path_factory.mktemp("etcd")), 3)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(params=["memory", "etcd"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        fake = MemoryEtcd()
+        yield fake
+        await fake.aclose()
+        return
+    client = Etcd(request.getfixturevalue("cluster").endpoints)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> bytes:
+    """Each test writes under its own prefix: the real cluster is shared by the module."""
+    return b"/t/" + uuid.uuid4().hex.encode() + b"/"
+
+
+async def test_put_get_and_an_absent_key(store: Any, prefix: bytes) -> None:
+    key = prefix + b"binding/\x00\xff"  # keys and values are octets, not text
+    assert await store.get(key) is None
+    revision = await store.put(key, b"\x01\x02value")
+    kv = await store.get(key)
+    assert kv is not None and kv.value == b"\x01\x02value"
+    assert kv.mod_revision == kv.create_revision == revision and kv.version == 1
+    again = await store.put(key, b"v2")
+    kv = await store.get(key)
+    assert kv is not None and (kv.value, kv.version) == (b"v2", 2)
+    assert kv.mod_revision == again > revision and kv.create_revision == revision
+
+
+async def test_range_is_by_prefix_in_key_order(store: Any, prefix: bytes) -> None:
+    for name in (b"b", b"a", b"c/d"):
+        await store.put(prefix + name, name)
+    await store.put(prefix[:-1] + b"x", b"outside")  # shares all but the last octet
+    found, revision = await store.range(prefix)
+    assert [kv.key for kv in found] == [prefix + b"a", prefix + b"b", prefix + b"c/d"]
+    assert revision >= max(kv.mod_revision for kv in found)
+
+
+async def test_create_if_absent_wins_once(store: Any, prefix: bytes) -> None:
+    key = prefix + b"owner"
+    first = await store.txn({key: 0}, [Put(key, b"node-1")])
+    second = await store.txn({key: 0}, [Put(key, b"node-2")])
+    assert first.succeeded and not second.succeeded
+    (current,) = second.current
+    assert current is not None and current.value == b"node-1"
+    assert current.mod_revision == first.revision
+
+
+async def test_a_stale_revision_changes_nothing_and_shows_what_is_there(
+    store: Any, prefix: bytes
+) -> None:
+    key = prefix + b"seq"
+    created = await store.put(key, b"1")
+    moved = await store.txn({key: created}, [Put(key, b"2")])
+    assert moved.succeeded and moved.revision > created
+    stale = await store.txn({key: created}, [Put(key, b"3")])
+    assert not stale.succeeded and stale.revision == moved.revision
+    assert [kv.value if kv else None for kv in stale.current] == [b"2"]
+    kv = await store.get(key)
+    assert kv is not None and kv.value == b"2"
+
+
+async def test_a_transaction_over_several_keys_is_all_or_nothing(store: Any, prefix: bytes) -> None:
+    a, b, c = prefix + b"a", prefix + b"b", prefix + b"c"
+    ra = await store.put(a, b"a1")
+    rb = await store.put(b, b"b1")
+    await store.put(b, b"b2")  # b moved on: the next transaction's view of it is stale
+    failed = await store.txn({a: ra, b: rb}, [Put(a, b"a2"), Put(c, b"c1"), Delete(b)])
+    assert not failed.succeeded
+    assert [kv.value if kv else None for kv in failed.current] == [b"a1", b"b2"]
+    assert await store.get(c) is None
+    current_b = await store.get(b)
+    assert current_b is not None
+    done = await store.txn(
+        {a: ra, b: current_b.mod_revision, c: 0}, [Put(a, b"a2"), Put(c, b"c1"), Delete(b)]
+    )
+    assert done.succeeded
+    found, _ = await store.range(prefix)
+    assert [(kv.key, kv.value, kv.mod_revision) for kv in found] == [
+        (a, b"a2", done.revision),
+        (c, b"c1", done.revision),
+    ]
+
+
+async def test_delete(store: Any, prefix: bytes) -> None:
+    key = prefix + b"gone"
+    put = await store.put(key, b"x")
+    deleted = await store.delete(key)
+    assert deleted > put and await store.get(key) is None
+    assert await store.delete(key) == deleted  # nothing to delete: no new revision
+
+
+async def test_leases_take_their_keys_when_revoked_or_expired(store: Any, prefix: bytes) -> None:
+    revoked, ttl = await store.grant(5)
+    assert ttl >= 5
+    await store.put(prefix + b"r", b"x", lease=revoked)
+    assert (await store.get(prefix + b"r")).lease == revoked
+    await store.revoke(revoked)
+    assert await store.get(prefix + b"r") is None
+    assert await store.keepalive(revoked) == 0
+    short, ttl = await store.grant(1)
+    await store.put(prefix + b"s", b"x", lease=short)
+    await store.put(prefix + b"kept", b"x")
+    await trio.sleep(ttl + 1.5)  # etcd checks expiry every 500 ms
+    assert await store.get(prefix + b"s") is None
+    assert await store.get(prefix + b"kept") is not None
+
+
+async def test_keepalive_extends_a_lease(store: Any, prefix: bytes) -> None:
+    lease, ttl = await store.grant(2)
+    await store.put(prefix + b"k", b"x", lease=lease)
+    for _ in range(3):
+        await trio.sleep(ttl / 2)
+        assert await store.keepalive(lease) == ttl
+    assert await store.get(prefix + b"k") is not None  # 1.5 TTLs later, still there
+
+
+async def test_a_put_on_an_unknown_lease_is_refused(store: Any, prefix: bytes) -> None:
+    with pytest.raises(EtcdError, match="lease not found"):
+        await store.put(prefix + b"x", b"x", lease=0x7777_0000_0001)
+    assert await store.get(prefix + b"x") is None
+
+
+async def test_a_watch_replays_history_then_follows(store: Any, prefix: bytes) -> None:
+    """A node that reconnects from an old revision misses nothing (the takeover relies on
+    it): puts, a transaction and a delete, replayed in order, then the live changes."""
+    first = await store.put(prefix + b"a", b"1")
+    await store.put(prefix + b"b", b"1")
+    await store.put(b"/elsewhere/" + prefix, b"not watched")
+    await store.txn({prefix + b"a": first}, [Put(prefix + b"a", b"2"), Delete(prefix + b"b")])
+    events: list[tuple[bool, bytes, bytes]] = []
+    seen = 0
+    with trio.fail_after(10):
+        async with store.watch(prefix, first) as watch:
+            batch, _ = await watch.next()
+            assert batch == []  # the watch exists
+            while len(events) < 4:
+                batch, seen = await watch.next()
+                events.extend(flat(batch))
+            live = await store.put(prefix + b"c", b"3")
+            while len(events) < 5:
+                batch, seen = await watch.next()
+                events.extend(flat(batch))
+    assert events == [
+        (False, prefix + b"a", b"1"),
+        (False, prefix + b"b", b"1"),
+        (False, prefix + b"a", b"2"),
+        (True, prefix + b"b", b""),
+        (False, prefix + b"c", b"3"),
+    ]
+    assert seen == live
+
+
+def flat(batch: list[Event]) -> list[tuple[bool, bytes, bytes]]:
+    return [(e.deleted, e.kv.key, e.kv.value) for e in batch]
+
+
+@needs_etcd
+async def test_a_dead_endpoint_is_skipped_and_none_answering_is_one_error(
+    cluster: EtcdCluster,
+) -> None:
+    (dead,) = free_ports(1)
+    client = Etcd([f"http://127.0.0.1:{dead}", *cluster.endpoints], timeout_s=1)
+    try:
+        assert (await client.status()).version.startswith("3.")
+    finally:
+        await client.aclose()
+    nobody = Etcd([f"http://127.0.0.1:{dead}"], timeout_s=1)
+    try:
+        with pytest.raises(EtcdUnavailable, match="no etcd endpoint answered"):
+            await nobody.get(b"x")
+    finally:
+        await nobody.aclose()
