@@ -37,21 +37,14 @@ import hashlib
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
+from mipnode.wire.cluster_announce import Announcement
+
 ANNOUNCE_S = 0.1
 DEAD_AFTER_S = 0.5
 START_GRACE_S = 0.6
 LEASE_TTL_S = 2.0
 RELEASE_MARGIN_S = 0.2  # a node cut off from etcd lets go this long before its lease can end
 CLAIM_RETRY_S = 0.5  # a claim whose answer did not come (etcd slow) is asked again
-
-
-@dataclass(frozen=True, slots=True)
-class Announcement:
-    """What a node says on the home link every ANNOUNCE_S."""
-
-    node: str
-    holds: tuple[IPv6Address, ...]
-    etcd_ok: bool
 
 
 @dataclass(frozen=True, slots=True)
