@@ -371,24 +371,70 @@ class HomeAgentCore:
         """
         return {
             "version": STATE_VERSION,
-            "bindings": [
-                {
-                    "home_address": str(e.home_address),
-                    "care_of_address": str(e.care_of_address),
-                    "via": _via_record(e.via),
-                    "sequence": e.sequence,
-                    "lifetime_s": e.lifetime_s,
-                    "registered_at": e.registered_at + self._wall_offset,
-                    "expires_at": e.expires_at + self._wall_offset,
-                    "state": e.state.value,
-                }
-                for e in self._cache
-            ],
+            "bindings": [self._entry_record(e) for e in self._cache],
             "timestamps": [
                 {"spi": spi, "mesg_id": key % (1 << 64)}
                 for spi, key in sorted(self._last_timestamp.items())
             ],
         }
+
+    def _entry_record(self, e: _Entry) -> dict[str, Any]:
+        return {
+            "home_address": str(e.home_address),
+            "care_of_address": str(e.care_of_address),
+            "via": _via_record(e.via),
+            "sequence": e.sequence,
+            "lifetime_s": e.lifetime_s,
+            "registered_at": e.registered_at + self._wall_offset,
+            "expires_at": e.expires_at + self._wall_offset,
+            "state": e.state.value,
+        }
+
+    def replication_record(self, home_address: IPv6Address) -> dict[str, Any] | None:
+        """One binding as a node of a cluster replicates it (docs/internals.md, "Home agents
+        in a cluster"): ``{"version", "binding": <as export_state lists it>, "timestamp":
+        {"spi", "mesg_id"} or None}`` -- its SA's last Mesg-ID, never a key. None without an
+        entry for ``home_address``."""
+        entry = self._cache.get(home_address)
+        if entry is None:
+            return None
+        sa = self._sa_by_hoa.get(home_address)
+        key = None if sa is None else self._last_timestamp.get(sa.spi)
+        stamp = None if sa is None or key is None else {"spi": sa.spi, "mesg_id": key % (1 << 64)}
+        return {"version": STATE_VERSION, "binding": self._entry_record(entry), "timestamp": stamp}
+
+    def observe_replica(self, record: object) -> bool:
+        """Another node of the cluster accepted a BU and replicated it: take on its replay
+        state, so that BU, replayed to this node, is refused -- the SA's last Mesg-ID (RFC 4285
+        §5.1: a timestamp not newer than the last accepted one gets 144) and, where this node
+        holds an entry for the home address, its sequence number (RFC 6275 §9.5.1). Returns
+        whether anything rose.
+
+        Raises:
+            ValueError: ``record`` is not a well-formed replication record; nothing changed.
+        """
+        if not isinstance(record, dict) or _int(record, "version", 0, 1 << 32) != STATE_VERSION:
+            raise ValueError(f"not a version {STATE_VERSION} replication record")
+        replica = _parse_entry(record.get("binding"))
+        stamp = record.get("timestamp")
+        mesg: tuple[int, int] | None = None
+        if stamp is not None:
+            if not isinstance(stamp, dict):
+                raise ValueError("a timestamp record is not an object")
+            mesg = (_int(stamp, "spi", 0, 0xFFFF_FFFF), _int(stamp, "mesg_id", 0, (1 << 64) - 1))
+        changed = False
+        if mesg is not None and mesg[0] in self._sas:
+            key = ntp_order_key(mesg[1])
+            if key > self._last_timestamp.get(mesg[0], -1):
+                self._last_timestamp[mesg[0]] = key
+                changed = True
+        entry = self._cache.get(replica.home_address)
+        if entry is not None and seq_is_newer(replica.sequence, entry.sequence):
+            entry.sequence = replica.sequence
+            changed = True
+        if changed:
+            self._state_version += 1
+        return changed
 
     def restore(self, now: float, state: object) -> int:
         """Load an :meth:`export_state` snapshot into this fresh core; return the number of

@@ -1,0 +1,130 @@
+"""Replay state shared by the nodes of a home-agent cluster (HomeAgentCore.replication_record /
+observe_replica; issue 14, "nothing replayed"). RFC 4285's MAC does not cover the home agent's
+address, so a Binding Update captured on its way to one node authenticates at every node: only
+the replicated Mesg-ID (and sequence number) can refuse it there."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from coretest_kit import (
+    HA,
+    HOA,
+    KEY,
+    SPI,
+    VIA,
+    VIA_UDP,
+    Stamper,
+    build_bu,
+    events,
+    make_ha,
+    single_ba,
+)
+
+from mipnode.core.ha import HomeAgentCore
+
+T0 = 1000.0
+
+
+def bu(ha: HomeAgentCore, now: float, data: bytes, via: Any = VIA) -> int:
+    ha.receive_datagram(now, data, HOA, HA, via)
+    return int(single_ba(ha, now).status)
+
+
+def through_etcd(record: object) -> Any:
+    """What one node writes and another reads back from the watch."""
+    return json.loads(json.dumps(record))
+
+
+def accepted_on_a(stamp: Stamper, seq: int = 7) -> tuple[HomeAgentCore, bytes]:
+    a = make_ha()
+    captured = build_bu(seq, stamp(T0))
+    assert bu(a, T0, captured) == 0
+    events(a)
+    return a, captured
+
+
+def test_a_bu_accepted_by_one_node_and_replayed_to_another_is_refused() -> None:
+    stamp = Stamper()
+    a, captured = accepted_on_a(stamp)
+    b = make_ha()
+    record = a.replication_record(HOA)
+    assert record is not None
+    assert b.observe_replica(through_etcd(record)) is True
+    assert bu(b, T0 + 1, captured, VIA_UDP) == 144  # within RFC 4285's 7 s window
+    assert b.binding_for(HOA) is None
+    assert b.statistics()["timestamp_not_increasing"] == 1
+
+
+def test_without_the_replica_the_other_node_would_take_the_replay() -> None:
+    """The control: the same replay to a node that saw nothing is accepted."""
+    stamp = Stamper()
+    _, captured = accepted_on_a(stamp)
+    assert bu(make_ha(), T0 + 1, captured, VIA_UDP) == 0
+
+
+def test_the_mobile_nodes_next_bu_is_still_accepted_anywhere() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    b = make_ha()
+    b.observe_replica(through_etcd(a.replication_record(HOA)))
+    assert bu(b, T0 + 2, build_bu(8, stamp(T0 + 2))) == 0
+
+
+def test_a_held_entry_takes_on_the_newer_sequence_number() -> None:
+    stamp = Stamper()
+    b = make_ha()
+    assert bu(b, T0, build_bu(100, stamp(T0))) == 0
+    a = make_ha()
+    assert bu(a, T0 + 1, build_bu(200, stamp(T0 + 1))) == 0
+    assert b.observe_replica(through_etcd(a.replication_record(HOA))) is True
+    b.receive_datagram(T0 + 2, build_bu(150, stamp(T0 + 2)), HOA, HA, VIA)
+    ba = single_ba(b, T0 + 2)
+    assert (ba.status, ba.sequence) == (135, 200)
+
+
+def test_an_older_replica_changes_nothing() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    old = through_etcd(a.replication_record(HOA))
+    assert bu(a, T0 + 1, build_bu(8, stamp(T0 + 1))) == 0
+    b = make_ha()
+    assert b.observe_replica(through_etcd(a.replication_record(HOA))) is True
+    version = b.state_version
+    assert b.observe_replica(old) is False
+    assert b.state_version == version
+
+
+def test_a_record_carries_no_key_and_none_for_an_unknown_address() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    record = a.replication_record(HOA)
+    assert record is not None and record["timestamp"]["spi"] == SPI
+    text = json.dumps(record)
+    assert KEY.hex() not in text and "key" not in text
+    assert set(record) == {"version", "binding", "timestamp"}
+    assert make_ha().replication_record(HOA) is None
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.update(version=2),
+        lambda r: r.update(binding="x"),
+        lambda r: r["binding"].update(home_address="not an address"),
+        lambda r: r.update(timestamp=[1]),
+        lambda r: r["timestamp"].update(mesg_id=-1),
+        lambda r: r["timestamp"].update(spi=2**32),
+    ],
+)
+def test_a_malformed_record_raises_and_changes_nothing(mutate: Any) -> None:
+    stamp = Stamper()
+    a, captured = accepted_on_a(stamp)
+    record = through_etcd(a.replication_record(HOA))
+    mutate(record)
+    b = make_ha()
+    with pytest.raises(ValueError):
+        b.observe_replica(record)
+    assert bu(b, T0 + 1, captured) == 0  # nothing was taken on
