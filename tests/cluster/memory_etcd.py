@@ -40,8 +40,14 @@ class MemoryEtcd:
         self.leases: dict[int, tuple[int, float]] = {}  # id -> (ttl, deadline)
         self._ids = itertools.count(0x1000)
         self._changed = trio.Event()
+        self.generation = 0  # break_watches() ends every watch open before it
         self.available = True
         self.endpoints = ["memory://"]
+
+    def break_watches(self) -> None:
+        """Every open watch raises EtcdUnavailable at its next read, as a dropped stream."""
+        self.generation += 1
+        self._notify()
 
     async def aclose(self) -> None:
         self._changed.set()
@@ -176,6 +182,7 @@ class MemoryWatch:
         self.store, self.prefix, self.end = store, prefix, prefix_end(prefix)
         self.seen = start_revision - 1
         self.created = False
+        self.generation = store.generation
 
     async def next(self) -> tuple[list[Event], int]:
         store = self.store
@@ -184,6 +191,8 @@ class MemoryWatch:
             return [], store.revision
         while True:
             store._check()
+            if store.generation != self.generation:
+                raise EtcdUnavailable("the watch on memory:// broke")
             changed = store._changed
             batch = [
                 (revision, event)

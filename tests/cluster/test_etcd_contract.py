@@ -5,50 +5,15 @@ Whatever the fake gets wrong about etcd fails here first."""
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from memory_etcd import MemoryEtcd
 
 from mipnode.drivers.etcd import Delete, Etcd, EtcdError, EtcdUnavailable, Event, Put
-from mipnode.lab.etcd_cluster import EtcdCluster, free_ports, start_cluster
+from mipnode.lab.etcd_cluster import EtcdCluster, free_ports
 
 needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd not installed (tools/install.sh --test installs etcd-server)")
-    started = start_cluster(Path(tmp_path_factory.mktemp("etcd")), 3)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-@pytest.fixture(params=["memory", "etcd"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        fake = MemoryEtcd()
-        yield fake
-        await fake.aclose()
-        return
-    client = Etcd(request.getfixturevalue("cluster").endpoints)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def prefix() -> bytes:
-    """Each test writes under its own prefix: the real cluster is shared by the module."""
-    return b"/t/" + uuid.uuid4().hex.encode() + b"/"
 
 
 async def test_put_get_and_an_absent_key(store: Any, prefix: bytes) -> None:
