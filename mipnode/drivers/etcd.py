@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -137,10 +138,12 @@ class Etcd:
             raise ValueError("no etcd endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
-        cert = (cert_file, key_file) if cert_file and key_file else None
-        self._http = httpx.AsyncClient(
-            timeout=timeout_s, verify=ca_file if ca_file else True, cert=cert
-        )
+        # TLS toward etcd: its CA (or the system's), and a client certificate when etcd asks
+        # for one (--client-cert-auth).
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file and key_file:
+            context.load_cert_chain(cert_file, key_file)
+        self._http = httpx.AsyncClient(timeout=timeout_s, verify=context)
         self._credentials = (username, password) if username else None
         self._token: str | None = None
 

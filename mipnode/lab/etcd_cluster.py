@@ -14,9 +14,12 @@ Timing: heartbeats every 50 ms and elections after 500 ms (etcd's defaults are 1
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -24,12 +27,100 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from mipnode.lab.netns import LabError
 
 ETCD = "etcd"
 START_TIMEOUT_S = 15.0
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, the members' certificate (for 127.0.0.1 and ::1) and a client's, all PEM."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """A throwaway CA and two certificates signed by it, valid for a day (EC P-256)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    end = start + datetime.timedelta(days=1)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("mipnode lab etcd CA"))
+        .issuer_name(name("mipnode lab etcd CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server-key.pem",
+        directory / "client.pem",
+        directory / "client-key.pem",
+    )
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    # The members' certificate also says clientAuth: etcd's JSON gateway dials the member's
+    # own gRPC port with it, and --client-cert-auth asks that connection for one too.
+    server_usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    for cert_path, key_path, usage, label in (
+        (files.server_cert, files.server_key, server_usage, "server"),
+        (files.client_cert, files.client_key, [ExtendedKeyUsageOID.CLIENT_AUTH], "client"),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(f"mipnode lab etcd {label}"))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("::1")),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(key_path, key)
+    return files
 
 
 @dataclass
@@ -41,10 +132,12 @@ class Member:
     data_dir: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    tls: TlsFiles | None = None  # clients must present a certificate the CA signed
 
     @property
     def client_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{_url_host(self.host)}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -86,6 +179,10 @@ class EtcdCluster:
             *("--election-timeout", str(ELECTION_MS)),
             *("--logger", "zap", "--log-outputs", "stderr"),
         ]
+        if member.tls is not None:
+            t = member.tls
+            cmd += ["--cert-file", str(t.server_cert), "--key-file", str(t.server_key)]
+            cmd += ["--trusted-ca-file", str(t.ca), "--client-cert-auth"]
         with member.log.open("ab") as log:
             member.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -120,8 +217,11 @@ def start_cluster(
     size: int = 3,
     *,
     host: str = "127.0.0.1",
+    tls: TlsFiles | None = None,
 ) -> EtcdCluster:
-    """``size`` members on ``host`` (a loopback address), ready to use."""
+    """``size`` members on ``host`` (a loopback address), ready to use; with ``tls``, clients
+    speak HTTPS to them and must present a client certificate (the peers stay on HTTP: they
+    talk over loopback only)."""
     if shutil.which(ETCD) is None:
         raise LabError("etcd is not installed (tools/install.sh installs etcd-server)")
     ports = free_ports(2 * size, host)
@@ -133,6 +233,7 @@ def start_cluster(
             ports[2 * i + 1],
             workdir / f"etcd{i}",
             workdir / f"etcd{i}.log",
+            tls=tls,
         )
         for i in range(size)
     ]
@@ -164,8 +265,14 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def _healthy(member: Member) -> bool:
+    context = None
+    if member.tls is not None:
+        context = ssl.create_default_context(cafile=str(member.tls.ca))
+        context.load_cert_chain(str(member.tls.client_cert), str(member.tls.client_key))
     try:
-        with urllib.request.urlopen(member.client_url + "/health", timeout=1) as reply:
+        with urllib.request.urlopen(
+            member.client_url + "/health", timeout=1, context=context
+        ) as reply:
             body = reply.read().decode()
     except (urllib.error.URLError, OSError):
         return False

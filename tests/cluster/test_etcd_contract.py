@@ -5,13 +5,14 @@ Whatever the fake gets wrong about etcd fails here first."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from mipnode.drivers.etcd import Delete, Etcd, EtcdError, EtcdUnavailable, Event, Put
-from mipnode.lab.etcd_cluster import EtcdCluster, free_ports
+from mipnode.lab.etcd_cluster import EtcdCluster, free_ports, make_tls, start_cluster
 
 needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
 
@@ -173,3 +174,67 @@ async def test_a_dead_endpoint_is_skipped_and_none_answering_is_one_error(
             await nobody.get(b"x")
     finally:
         await nobody.aclose()
+
+
+@needs_etcd
+async def test_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    """etcd's client port over HTTPS, client certificates required: the client's ca_file,
+    cert_file and key_file options (what [ha.cluster] will pass) get through; without a
+    certificate the member refuses the handshake."""
+    tls = make_tls(tmp_path / "tls")
+    secure = start_cluster(tmp_path / "etcd", 1, tls=tls)
+    try:
+        client = Etcd(
+            secure.endpoints,
+            ca_file=str(tls.ca),
+            cert_file=str(tls.client_cert),
+            key_file=str(tls.client_key),
+        )
+        try:
+            await client.put(b"/tls/k", b"v")
+            kv = await client.get(b"/tls/k")
+            assert kv is not None and kv.value == b"v"
+        finally:
+            await client.aclose()
+        anonymous = Etcd(secure.endpoints, ca_file=str(tls.ca), timeout_s=2)
+        try:
+            with pytest.raises(EtcdUnavailable):
+                await anonymous.get(b"/tls/k")
+        finally:
+            await anonymous.aclose()
+    finally:
+        secure.close()
+
+
+@needs_etcd
+async def test_with_etcd_authentication(tmp_path: Path) -> None:
+    """etcd with auth on: the client's username and password get a token that every later
+    call carries; a wrong password is refused in etcd's words, and no token, no access."""
+    guarded = start_cluster(tmp_path / "etcd", 1)
+    admin = Etcd(guarded.endpoints)
+    try:
+        for path, body in (
+            ("/v3/auth/role/add", {"name": "root"}),
+            ("/v3/auth/user/add", {"name": "root", "password": "root-secret"}),
+            ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+            ("/v3/auth/enable", {}),
+        ):
+            await admin._call(path, body)
+        client = Etcd(guarded.endpoints, username="root", password="root-secret")
+        try:
+            await client.authenticate()
+            await client.put(b"/auth/k", b"v")
+            assert (await client.get(b"/auth/k")) is not None
+        finally:
+            await client.aclose()
+        wrong = Etcd(guarded.endpoints, username="root", password="guess")
+        try:
+            with pytest.raises(EtcdError, match="authentication failed"):
+                await wrong.authenticate()
+        finally:
+            await wrong.aclose()
+        with pytest.raises(EtcdError, match="user name is empty|permission denied|token"):
+            await admin.get(b"/auth/k")
+    finally:
+        await admin.aclose()
+        guarded.close()
