@@ -233,8 +233,8 @@ async def test_with_etcd_authentication(tmp_path: Path) -> None:
                 await wrong.authenticate()
         finally:
             await wrong.aclose()
-        with pytest.raises(EtcdError, match="user name is empty|permission denied|token"):
-            await admin.get(b"/auth/k")
+        with pytest.raises(EtcdError, match="user name is empty"):
+            await admin.get(b"/auth/k")  # no token
     finally:
         await admin.aclose()
         guarded.close()
