@@ -144,6 +144,8 @@ class Etcd:
         if cert_file and key_file:
             context.load_cert_chain(cert_file, key_file)
         self._http = httpx.AsyncClient(timeout=timeout_s, verify=context)
+        self._timeout = httpx.Timeout(timeout_s)
+        self._watch_timeout = httpx.Timeout(None, connect=timeout_s)  # a watch waits for ever
         self._credentials = (username, password) if username else None
         self._token: str | None = None
 
@@ -156,9 +158,7 @@ class Etcd:
         for _ in range(len(self.endpoints)):
             endpoint = self.endpoints[self._current]
             try:
-                reply = await self._http.post(
-                    endpoint + path, content=json.dumps(body), headers=self._headers()
-                )
+                reply = await self._http.send(self._request(endpoint + path, body, self._timeout))
             except httpx.TransportError as exc:
                 last = exc
                 self._current = (self._current + 1) % len(self.endpoints)
@@ -166,8 +166,17 @@ class Etcd:
             return self._answer(reply, path)
         raise EtcdUnavailable(f"no etcd endpoint answered ({last})")
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": self._token} if self._token else {}
+    def _request(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Request:
+        """A POST of ``body`` as JSON. The body goes as a :class:`_Body`: httpx's own stream for
+        a bytes body is an async generator, which a connection failing mid-request leaves
+        unfinished for trio's finalizer to warn about."""
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        if self._token:
+            headers["Authorization"] = self._token
+        request = self._http.build_request("POST", url, headers=headers, timeout=timeout)
+        request.stream = _Body(data)
+        return request
 
     @staticmethod
     def _answer(reply: httpx.Response, path: str) -> dict[str, Any]:
@@ -292,18 +301,18 @@ class Etcd:
         endpoint = self.endpoints[self._current]
         with send:
             try:
-                async with self._http.stream(
-                    "POST",
-                    endpoint + "/v3/watch",
-                    content=json.dumps(request),
-                    headers=self._headers(),
-                    timeout=httpx.Timeout(None, connect=self._http.timeout.connect),
-                ) as reply:
+                url = endpoint + "/v3/watch"
+                reply = await self._http.send(
+                    self._request(url, request, self._watch_timeout), stream=True
+                )
+                try:
                     if reply.status_code != 200:
                         raise EtcdError(f"/v3/watch: HTTP {reply.status_code}")
                     async for line in reply.aiter_lines():
                         if line.strip():
                             send.send_nowait(_watch_batch(line))
+                finally:
+                    await reply.aclose()
             except trio.WouldBlock:
                 send.send_nowait(EtcdError("/v3/watch: the reader fell behind"))
             except httpx.TransportError as exc:
@@ -311,6 +320,22 @@ class Etcd:
                 send.send_nowait(EtcdUnavailable(f"the watch on {endpoint} broke ({exc})"))
             except EtcdError as exc:
                 send.send_nowait(exc)
+
+
+class _Body(httpx.AsyncByteStream):
+    """One buffer as a request body, iterated without an async generator."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
 
 
 WatchItem = tuple[list[Event], int] | EtcdError
