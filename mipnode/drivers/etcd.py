@@ -154,6 +154,16 @@ class Etcd:
 
     # -- unary calls ---------------------------------------------------------------------
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._call_once(path, body)
+        except EtcdError as exc:
+            # etcd forgets a simple token after --auth-token-ttl of disuse: get a new one, once.
+            if self._credentials is None or "invalid auth token" not in str(exc):
+                raise
+        await self.authenticate()
+        return await self._call_once(path, body)
+
+    async def _call_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
             endpoint = self.endpoints[self._current]
@@ -195,7 +205,9 @@ class Etcd:
         if self._credentials is None:
             return
         name, password = self._credentials
-        answer = await self._call("/v3/auth/authenticate", {"name": name, "password": password})
+        self._token = None
+        body = {"name": name, "password": password}
+        answer = await self._call_once("/v3/auth/authenticate", body)
         self._token = str(answer.get("token", ""))
 
     async def get(self, key: bytes) -> KeyValue | None:

@@ -152,6 +152,7 @@ class Member:
 class EtcdCluster:
     members: list[Member]
     token: str = "mipnode"
+    extra_args: tuple[str, ...] = ()  # more etcd flags, the same for every member
 
     @property
     def endpoints(self) -> list[str]:
@@ -183,6 +184,7 @@ class EtcdCluster:
             t = member.tls
             cmd += ["--cert-file", str(t.server_cert), "--key-file", str(t.server_key)]
             cmd += ["--trusted-ca-file", str(t.ca), "--client-cert-auth"]
+        cmd += self.extra_args
         with member.log.open("ab") as log:
             member.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -218,6 +220,7 @@ def start_cluster(
     *,
     host: str = "127.0.0.1",
     tls: TlsFiles | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> EtcdCluster:
     """``size`` members on ``host`` (a loopback address), ready to use; with ``tls``, clients
     speak HTTPS to them and must present a client certificate (the peers stay on HTTP: they
@@ -237,7 +240,7 @@ def start_cluster(
         )
         for i in range(size)
     ]
-    cluster = EtcdCluster(members, token=f"mipnode-{workdir.name}")
+    cluster = EtcdCluster(members, token=f"mipnode-{workdir.name}", extra_args=extra_args)
     try:
         for member in members:
             cluster.start(member)

@@ -209,8 +209,9 @@ async def test_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
 @needs_etcd
 async def test_with_etcd_authentication(tmp_path: Path) -> None:
     """etcd with auth on: the client's username and password get a token that every later
-    call carries; a wrong password is refused in etcd's words, and no token, no access."""
-    guarded = start_cluster(tmp_path / "etcd", 1)
+    call carries, and a new one when etcd has forgotten it; a wrong password is refused in
+    etcd's words, and no token, no access."""
+    guarded = start_cluster(tmp_path / "etcd", 1, extra_args=("--auth-token-ttl", "1"))
     admin = Etcd(guarded.endpoints)
     try:
         for path, body in (
@@ -225,6 +226,8 @@ async def test_with_etcd_authentication(tmp_path: Path) -> None:
             await client.authenticate()
             await client.put(b"/auth/k", b"v")
             assert (await client.get(b"/auth/k")) is not None
+            await trio.sleep(2.5)  # etcd forgets the token after 1 s unused (--auth-token-ttl)
+            assert (await client.get(b"/auth/k")) is not None  # a new token, asked for once
         finally:
             await client.aclose()
         wrong = Etcd(guarded.endpoints, username="root", password="guess")
