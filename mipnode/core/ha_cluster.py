@@ -135,6 +135,9 @@ class ClusterMembership:
         self, now: float, address: IPv6Address, ok: bool, holder: str | None, revision: int
     ) -> None:
         """The outcome of a :class:`Claim`: on failure, etcd's record as it is now."""
+        known = self.records.get(address)
+        if ok and known is not None and known.revision > revision:
+            ok = False  # etcd has moved on since this answer: the newer record decides
         if ok:
             self.claiming.pop(address, None)
         else:
@@ -183,6 +186,10 @@ class ClusterMembership:
 
     # -- decisions -----------------------------------------------------------------------------
     def _decide(self, now: float) -> None:
+        if self.etcd_ok and self.renewed_at is not None and now >= self._lease_end():
+            # Keep-alives still in flight (a slow etcd) prove nothing: the lease may be ending.
+            self.etcd_ok = False
+            self.etcd_reason = "no keep-alive answered for a lease's time"
         live = self.live(now)
         peers_reach_etcd = any(self.peers[n].etcd_ok for n in live if n != self.node)
         if not self.etcd_ok:

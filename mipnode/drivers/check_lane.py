@@ -18,7 +18,10 @@ steered to the "wrong" queue is still handled exactly as before. Outside the lan
 sealed in ESP (BU/BA refreshes on a protected path: the RFC 6275 §11.8 retransmissions cover
 those) and T-native (a raw socket per protocol, no reuseport group).
 
-Two things the kernel does not steer by the program, and how the daemon copes:
+Where the receiving interface coalesces UDP (GRO), a check right behind a run of data of the
+same flow may be merged onto that run; the program sees only its first datagram, so that check
+shares the data socket's fate. Two things the kernel does not steer by the program, and how the
+daemon copes:
 - ICMP errors for what we sent are matched to a socket without the packet at hand, so by a hash
   of the addresses and ports: either socket may get them. The lane has the error queue on too,
   and the daemon reads it as the data socket's.

@@ -28,7 +28,6 @@ import httpx
 import trio
 
 DEFAULT_TIMEOUT_S = 2.0
-MAX_WATCH_LINE = 64 << 20  # one watch response; etcd's own default request limit is 1.5 MB
 
 
 class EtcdError(Exception):
@@ -148,6 +147,7 @@ class Etcd:
         self._watch_timeout = httpx.Timeout(None, connect=timeout_s)  # a watch waits for ever
         self._credentials = (username, password) if username else None
         self._token: str | None = None
+        self._auth_lock = trio.Lock()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -163,26 +163,39 @@ class Etcd:
         await self.authenticate()
         return await self._call_once(path, body)
 
-    async def _call_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call_once(
+        self, path: str, body: dict[str, Any], *, with_token: bool = True
+    ) -> dict[str, Any]:
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
             endpoint = self.endpoints[self._current]
             try:
-                reply = await self._http.send(self._request(endpoint + path, body, self._timeout))
-            except httpx.TransportError as exc:
+                request = self._request(endpoint + path, body, self._timeout, with_token)
+                reply = await self._http.send(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing was sent: the next endpoint may take it.
                 last = exc
                 self._current = (self._current + 1) % len(self.endpoints)
                 continue
+            except httpx.TransportError as exc:
+                # Sent, and no answer: a write may or may not have happened. Never resent here;
+                # the caller finds out by reading (a CAS that went through reads as its own).
+                self._current = (self._current + 1) % len(self.endpoints)
+                raise EtcdUnavailable(
+                    f"{path}: no answer from {endpoint}, outcome unknown ({exc})"
+                ) from None
             return self._answer(reply, path)
         raise EtcdUnavailable(f"no etcd endpoint answered ({last})")
 
-    def _request(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Request:
+    def _request(
+        self, url: str, body: dict[str, Any], timeout: httpx.Timeout, with_token: bool = True
+    ) -> httpx.Request:
         """A POST of ``body`` as JSON. The body goes as a :class:`_Body`: httpx's own stream for
         a bytes body is an async generator, which a connection failing mid-request leaves
         unfinished for trio's finalizer to warn about."""
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
-        if self._token:
+        if self._token and with_token:
             headers["Authorization"] = self._token
         request = self._http.build_request("POST", url, headers=headers, timeout=timeout)
         request.stream = _Body(data)
@@ -204,11 +217,14 @@ class Etcd:
         """With a username: get a token (etcd auth); every later call carries it."""
         if self._credentials is None:
             return
-        name, password = self._credentials
-        self._token = None
-        body = {"name": name, "password": password}
-        answer = await self._call_once("/v3/auth/authenticate", body)
-        self._token = str(answer.get("token", ""))
+        stale = self._token
+        async with self._auth_lock:
+            if self._token != stale:
+                return  # another task got a new one meanwhile
+            name, password = self._credentials
+            body = {"name": name, "password": password}
+            answer = await self._call_once("/v3/auth/authenticate", body, with_token=False)
+            self._token = str(answer.get("token", ""))
 
     async def get(self, key: bytes) -> KeyValue | None:
         answer = await self._call("/v3/kv/range", {"key": _b64(key)})
@@ -292,7 +308,10 @@ class Etcd:
         while the context is open (see :class:`Watch`). The stream is read by a task of its own
         that never waits for the reader (batches queue, at most WATCH_BACKLOG), so leaving the
         context cancels it inside its read, where httpx's stream closes cleanly."""
-        send, receive = trio.open_memory_channel[WatchItem](WATCH_BACKLOG)
+        # One place more than the backlog: there is always room for the error that ends it.
+        send, receive = trio.open_memory_channel[WatchItem](WATCH_BACKLOG + 1)
+        if self._credentials is not None and self._token is None:
+            await self.authenticate()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_into, send, prefix, start_revision)
             try:
@@ -321,16 +340,19 @@ class Etcd:
                     if reply.status_code != 200:
                         raise EtcdError(f"/v3/watch: HTTP {reply.status_code}")
                     async for line in reply.aiter_lines():
-                        if line.strip():
-                            send.send_nowait(_watch_batch(line))
+                        if not line.strip():
+                            continue
+                        if send.statistics().current_buffer_used >= WATCH_BACKLOG:
+                            raise EtcdError("/v3/watch: the reader fell behind")
+                        send.send_nowait(_watch_batch(line, start_revision))
                 finally:
                     await reply.aclose()
-            except trio.WouldBlock:
-                send.send_nowait(EtcdError("/v3/watch: the reader fell behind"))
             except httpx.TransportError as exc:
                 self._current = (self._current + 1) % len(self.endpoints)
                 send.send_nowait(EtcdUnavailable(f"the watch on {endpoint} broke ({exc})"))
             except EtcdError as exc:
+                if "auth token" in str(exc) or "permission denied" in str(exc):
+                    self._token = None  # the next watch asks for a new one first
                 send.send_nowait(exc)
 
 
@@ -375,9 +397,7 @@ class Watch:
         return item
 
 
-def _watch_batch(line: str) -> tuple[list[Event], int]:
-    if len(line) > MAX_WATCH_LINE:
-        raise EtcdError("/v3/watch: a response beyond any sane size")
+def _watch_batch(line: str, start_revision: int) -> tuple[list[Event], int]:
     try:
         message = json.loads(line)
     except ValueError:
@@ -397,6 +417,12 @@ def _watch_batch(line: str) -> tuple[list[Event], int]:
         Event(raw.get("type") == "DELETE", _kv(raw.get("kv") or {}))
         for raw in result.get("events") or []
     ]
-    # Seen up to: the last event's revision; without events (the watch was just created, or a
-    # progress report) the revision the member was at.
-    return events, events[-1].kv.mod_revision if events else _revision(result)
+    # Seen up to: the last event's revision. Without events: for the message that says the
+    # watch exists, only what came before the start (a replay from an old revision is still
+    # to come, and a watcher that broke now must ask for it again); for a progress report,
+    # the revision the member was at.
+    if events:
+        return events, events[-1].kv.mod_revision
+    if result.get("created"):
+        return events, start_revision - 1
+    return events, _revision(result)

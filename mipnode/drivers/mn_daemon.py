@@ -316,7 +316,7 @@ class MobileNodeDaemon:
             and inner[8:24] != self.ha
             and not (nh == NH_ICMPV6 and inner[40] < 128)
         ):
-            self._deliver(inner, "delivered_from_ha", sealed)
+            self._deliver(inner, "delivered_from_ha")  # sealed by the HA, not written by it
         elif self.node is not None:
             remote = (remote[0], remote[1])
             self.node.receive_tunnelled(self.pump.now, inner, local, remote, sealed)

@@ -143,14 +143,16 @@ class Pump:
     def flush(self) -> None:
         """Send what the core queued and hand over its events; re-arm the timer."""
         now = self.now
-        for out in self.core.datagrams_to_send(now):
-            self._send(out)
-        while (event := self.core.next_event()) is not None:
-            self._on_event(event)
-        if self._after_flush is not None:
-            self._after_flush()
-        for counters in self._counters:
-            counters.settle()
+        try:
+            for out in self.core.datagrams_to_send(now):
+                self._send(out)
+            while (event := self.core.next_event()) is not None:
+                self._on_event(event)
+            if self._after_flush is not None:
+                self._after_flush()
+        finally:
+            for counters in self._counters:
+                counters.settle()
         # Wake run() only when the core's deadline moved: most batches of data leave it be,
         # and a wake-up is a task switch and a new cancel scope per batch.
         if self.core.get_timer() != self._armed:

@@ -52,7 +52,8 @@ class TlsFiles:
 
 
 def make_tls(directory: Path) -> TlsFiles:
-    """A throwaway CA and two certificates signed by it, valid for a day (EC P-256)."""
+    """A throwaway CA and two certificates signed by it, valid for a day (EC P-256), with the
+    key usages and key identifiers a strict verifier (Python 3.13's default) asks for."""
     directory.mkdir(parents=True, exist_ok=True)
     start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     end = start + datetime.timedelta(days=1)
@@ -80,6 +81,21 @@ def make_tls(directory: Path) -> TlsFiles:
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     files = TlsFiles(
@@ -116,6 +132,9 @@ def make_tls(directory: Path) -> TlsFiles:
                 critical=False,
             )
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
             .sign(ca_key, hashes.SHA256())
         )
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -188,7 +188,7 @@ class MemoryWatch:
         store = self.store
         if not self.created:
             self.created = True
-            return [], store.revision
+            return [], self.seen  # as etcd's gateway: nothing vouched for beyond the start
         while True:
             store._check()
             if store.generation != self.generation:

@@ -241,3 +241,37 @@ async def test_with_etcd_authentication(tmp_path: Path) -> None:
     finally:
         await admin.aclose()
         guarded.close()
+
+
+async def test_a_request_sent_without_an_answer_is_never_sent_to_another_endpoint() -> None:
+    """A write that reached a member and got no answer may have happened: the client says the
+    outcome is unknown instead of writing it again elsewhere (a CAS that went through would
+    then read as lost). A member that refused the connection is skipped as before."""
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    await silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    second = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    await second.bind(("127.0.0.1", 0))
+    second.listen(8)
+    accepted: list[object] = []
+
+    async def swallow(listener: Any) -> None:
+        while True:
+            conn, _ = await listener.accept()
+            accepted.append(conn)  # read nothing, answer nothing, keep it open
+
+    client = Etcd(
+        [f"http://127.0.0.1:{s.getsockname()[1]}" for s in (silent, second)], timeout_s=0.5
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(swallow, silent)
+            nursery.start_soon(swallow, second)
+            with pytest.raises(EtcdUnavailable, match="outcome unknown"):
+                await client.put(b"k", b"v")
+            assert len(accepted) == 1  # only the first member ever saw it
+            nursery.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+        for s in (silent, second, *accepted):
+            s.close()  # type: ignore[attr-defined]

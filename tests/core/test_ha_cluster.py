@@ -310,3 +310,34 @@ def drain(node: ClusterMembership) -> list[object]:
     while (event := node.next_event()) is not None:
         out.append(event)
     return out
+
+
+def test_a_claim_answer_older_than_what_etcd_showed_since_holds_nothing() -> None:
+    """The watch brought a newer record (another node's) before the claim's answer: etcd has
+    moved on, the answer is history, and the node must not configure the address."""
+    address = ADDRESSES[0]
+    node = ClusterMembership("ha1", (address,), 0.0)
+    node.member_record(0.0, "ha1", True)
+    node.etcd_renewed(1.0, 1.0)
+    node.handle_timer(1.0)
+    assert [e for e in drain(node) if isinstance(e, Claim)]
+    node.address_record(1.01, address, "ha2", 9)
+    node.claim_done(1.02, address, True, "ha1", 8)
+    assert address not in node.held and not [e for e in drain(node) if isinstance(e, Hold)]
+
+
+def test_a_keep_alive_that_never_answers_counts_as_etcd_lost_at_the_lease_end() -> None:
+    """No failure is reported (the request just hangs), yet the lease may be ending: with peers
+    that still reach etcd, the node lets go in time."""
+    h = Harness(["ha1", "ha2", "ha3"])
+    h.run(1.0)
+    victim = busiest(h)
+    hung = h.now
+    node = h.nodes[victim]
+    # From now on the victim hears neither an answer nor a failure from etcd.
+    h.reaches_etcd.discard(victim)
+    node.etcd_failed = lambda now, reason: None  # type: ignore[method-assign]
+    h.run(LEASE_TTL_S + 0.5)
+    (released,) = set(h.when(Release, victim))
+    assert released < hung - 0.01 + LEASE_TTL_S
+    assert not h.holds[victim]
