@@ -38,6 +38,10 @@ class EtcdUnavailable(EtcdError):
     """No endpoint answered."""
 
 
+class EtcdCompacted(EtcdError):
+    """A watch asked for history etcd has compacted away: read the whole range again."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: bytes
@@ -288,6 +292,10 @@ class Etcd:
     async def revoke(self, lease: int) -> None:
         await self._call("/v3/lease/revoke", {"ID": str(lease)})
 
+    async def compact(self, revision: int) -> None:
+        """Drop the history before ``revision`` (what an operator's etcd does on a schedule)."""
+        await self._call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
     async def status(self) -> MemberStatus:
         """The status of the member this client talks to now."""
         answer = await self._call("/v3/maintenance/status", {})
@@ -312,12 +320,20 @@ class Etcd:
         send, receive = trio.open_memory_channel[WatchItem](WATCH_BACKLOG + 1)
         if self._credentials is not None and self._token is None:
             await self.authenticate()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_into, send, prefix, start_revision)
-            try:
-                yield Watch(receive)
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_into, send, prefix, start_revision)
+                try:
+                    yield Watch(receive)
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader task never raises (it sends its errors): what the nursery wraps is
+            # the one exception the caller's own block raised. Give it back as itself, so
+            # `except EtcdError` around a watch works.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def _watch_into(
         self, send: trio.MemorySendChannel[WatchItem], prefix: bytes, start_revision: int
@@ -339,12 +355,24 @@ class Etcd:
                 try:
                     if reply.status_code != 200:
                         raise EtcdError(f"/v3/watch: HTTP {reply.status_code}")
-                    async for line in reply.aiter_lines():
-                        if not line.strip():
-                            continue
-                        if send.statistics().current_buffer_used >= WATCH_BACKLOG:
-                            raise EtcdError("/v3/watch: the reader fell behind")
-                        send.send_nowait(_watch_batch(line, start_revision))
+                    ended: EtcdError | None = None
+                    # An error found in a line must not leave the loop from here: httpx's line
+                    # iterator is a chain of async generators, and one abandoned between two
+                    # lines is left unfinished. Cancelling makes the chain's own next read
+                    # raise, which ends every generator in it.
+                    with trio.CancelScope() as reading:
+                        async for line in reply.aiter_lines():
+                            if ended is not None or not line.strip():
+                                continue
+                            try:
+                                if send.statistics().current_buffer_used >= WATCH_BACKLOG:
+                                    raise EtcdError("/v3/watch: the reader fell behind")
+                                send.send_nowait(_watch_batch(line, start_revision))
+                            except EtcdError as exc:
+                                ended = exc
+                                reading.cancel()
+                    if ended is not None:
+                        raise ended
                 finally:
                     await reply.aclose()
             except httpx.TransportError as exc:
@@ -411,7 +439,7 @@ def _watch_batch(line: str, start_revision: int) -> tuple[list[Event], int]:
         reason = result.get("cancel_reason") or "canceled"
         compacted = int(result.get("compact_revision", 0))
         if compacted:
-            reason = f"history compacted up to revision {compacted}"
+            raise EtcdCompacted(f"/v3/watch: history compacted up to revision {compacted}")
         raise EtcdError(f"/v3/watch: {reason}")
     events = [
         Event(raw.get("type") == "DELETE", _kv(raw.get("kv") or {}))

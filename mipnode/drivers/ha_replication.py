@@ -4,7 +4,8 @@ docs/internals.md, "Home agents in a cluster on etcd": each binding is one key u
 ``/mipnode/<cluster>/bindings/``, its value the core's ``replication_record`` as JSON. This
 driver loads every record at start, then follows the prefix with a watch from the revision it
 loaded (a broken watch is started again from the last revision seen + 1: etcd replays what was
-missed), and hands each record to ``observe(record)`` (``HomeAgentCore.observe_replica``), so a
+missed; history etcd compacted away is read again whole), and hands each record to
+``observe(record)`` (``HomeAgentCore.observe_replica``), so a
 BU accepted by any node and replayed here is refused. It writes this node's records with a
 compare-and-swap on the ``mod_revision`` it last saw for the key (:meth:`Replicator.write`):
 a lost race is reported, never papered over.
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 import trio
 
 from mipnode.drivers import pump
-from mipnode.drivers.etcd import EtcdError, Put, TxnResult
+from mipnode.drivers.etcd import EtcdCompacted, EtcdError, Put, TxnResult
 
 log = logging.getLogger("mipnode.cluster")
 RETRY_S = 0.5  # between attempts while etcd does not answer
@@ -55,6 +56,7 @@ class Replicator:
             "replica_malformed": 0,
             "replica_deleted": 0,
             "watch_restarts": 0,
+            "reloads": 0,
             "writes": 0,
             "writes_lost_race": 0,
         }
@@ -65,17 +67,8 @@ class Replicator:
 
     async def run(self) -> None:
         """Load, then follow, forever; etcd errors are retried (``error`` says why)."""
-        while not self.loaded.is_set():
-            try:
-                kvs, revision = await self.store.range(self.prefix)
-            except EtcdError as exc:
-                await self._failed(exc)
-                continue
-            for kv in kvs:
-                self._apply(kv.key, kv.value, kv.mod_revision)
-            self.revision = revision
-            self.error = None
-            self.loaded.set()
+        await self._load()
+        self.loaded.set()
         while True:
             try:
                 async with self.store.watch(self.prefix, self.revision + 1) as watch:
@@ -89,9 +82,32 @@ class Replicator:
                                 self._apply(event.kv.key, event.kv.value, event.kv.mod_revision)
                         self.revision = max(self.revision, seen)
                         self.error = None
+            except EtcdCompacted as exc:
+                # What changed since self.revision is gone from etcd's history: read it all
+                # again (replay state only ever rises, so observing twice is harmless).
+                self.counters["reloads"] += 1
+                log.warning("binding records: %s; reading them all again", exc)
+                await self._load()
             except EtcdError as exc:
                 self.counters["watch_restarts"] += 1
                 await self._failed(exc)
+
+    async def _load(self) -> None:
+        """Every record under the prefix, and the revision they were read at."""
+        while True:
+            try:
+                kvs, revision = await self.store.range(self.prefix)
+            except EtcdError as exc:
+                await self._failed(exc)
+                continue
+            present = {kv.key for kv in kvs}
+            for key in [k for k in self.mod_revisions if k not in present]:
+                del self.mod_revisions[key]  # deleted while we were not looking
+            for kv in kvs:
+                self._apply(kv.key, kv.value, kv.mod_revision)
+            self.revision = revision
+            self.error = None
+            return
 
     async def write(self, home_address: str, record: object) -> bool:
         """Write this node's record for ``home_address`` if nobody changed it since we last

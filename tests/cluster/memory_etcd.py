@@ -19,6 +19,7 @@ import trio
 
 from mipnode.drivers.etcd import (
     Delete,
+    EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
     Event,
@@ -41,8 +42,14 @@ class MemoryEtcd:
         self._ids = itertools.count(0x1000)
         self._changed = trio.Event()
         self.generation = 0  # break_watches() ends every watch open before it
+        self.compacted = 0  # history before this revision is gone
         self.available = True
         self.endpoints = ["memory://"]
+
+    async def compact(self, revision: int) -> None:
+        self._check()
+        self.compacted = max(self.compacted, revision)
+        self.history = [(r, e) for r, e in self.history if r >= self.compacted]
 
     def break_watches(self) -> None:
         """Every open watch raises EtcdUnavailable at its next read, as a dropped stream."""
@@ -193,6 +200,10 @@ class MemoryWatch:
             store._check()
             if store.generation != self.generation:
                 raise EtcdUnavailable("the watch on memory:// broke")
+            if self.seen + 1 < store.compacted:
+                raise EtcdCompacted(
+                    f"/v3/watch: history compacted up to revision {store.compacted}"
+                )
             changed = store._changed
             batch = [
                 (revision, event)

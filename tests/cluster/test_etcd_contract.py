@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import trio
 
-from mipnode.drivers.etcd import Delete, Etcd, EtcdError, EtcdUnavailable, Event, Put
+from mipnode.drivers.etcd import (
+    Delete,
+    Etcd,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    Event,
+    Put,
+)
 from mipnode.lab.etcd_cluster import EtcdCluster, free_ports, make_tls, start_cluster
 
 needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
@@ -275,3 +283,16 @@ async def test_a_request_sent_without_an_answer_is_never_sent_to_another_endpoin
         await client.aclose()
         for s in (silent, second, *accepted):
             s.close()  # type: ignore[attr-defined]
+
+
+async def test_a_watch_from_compacted_history_says_so(store: Any, prefix: bytes) -> None:
+    """History before a compaction is gone: a watch asking for it gets EtcdCompacted (the
+    caller reads the whole range again), not a silent gap."""
+    first = await store.put(prefix + b"a", b"1")
+    await store.put(prefix + b"a", b"2")
+    latest = await store.put(prefix + b"a", b"3")
+    await store.compact(latest)
+    with trio.fail_after(10), pytest.raises(EtcdCompacted, match="compacted"):
+        async with store.watch(prefix, first) as watch:
+            while True:
+                await watch.next()
