@@ -25,8 +25,8 @@ def segments(count: int, size: int = 1400) -> list[bytes]:
 
 
 def test_a_flush_skips_the_checksum_check_only_when_every_packet_was_opened_by_an_aead() -> None:
-    """Tun.write_checked vouches for one packet; one plain Tun.write in the same flush puts the
-    check back for all of them, and the segment with a wrong checksum then passes alone."""
+    """Tun.write(checked=True) vouches for one packet; one unchecked write in the same flush puts
+    the check back for all of them, and the segment with a wrong checksum then passes alone."""
     a = segments(3)
     bad = bytearray(a[1])
     bad[-1] ^= 0xFF
@@ -35,14 +35,14 @@ def test_a_flush_skips_the_checksum_check_only_when_every_packet_was_opened_by_a
     tun = Tun(write_end, "pipe", vnet=True, features=0, count=Counters())
     try:
         for writes, frames in (
-            (["write_checked"] * 3, 1),  # one merged super-packet
-            (["write_checked", "write", "write_checked"], 3),  # checked: nothing merges
-            (["write"] * 3, 3),
-            (["write_checked"] * 3, 1),  # what the last flush saw does not carry over
+            ([True] * 3, 1),  # one merged super-packet
+            ([True, False, True], 3),  # checked: nothing merges
+            ([False] * 3, 3),
+            ([True] * 3, 1),  # what the last flush saw does not carry over
         ):
             before = dict(tun.stats)
-            for how, packet in zip(writes, inputs, strict=True):
-                getattr(tun, how)(packet)
+            for checked, packet in zip(writes, inputs, strict=True):
+                tun.write(packet, checked=checked)
             tun.flush()
             written = tun.stats["writes"] - before["writes"]
             carried = tun.stats["packets_written"] - before["packets_written"]

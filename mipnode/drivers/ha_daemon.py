@@ -347,7 +347,7 @@ class HomeAgentDaemon:
             )
             self.node.unbound_traffic(self.pump.now, inner, via)
             return
-        (self.tun.write_checked if sealed else self.tun.write)(inner)
+        self.tun.write(inner, sealed)
         self.counters.pending.append("forwarded_from_mn")
 
     # -- what the core asks for ------------------------------------------------------------

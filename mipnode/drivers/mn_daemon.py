@@ -324,7 +324,7 @@ class MobileNodeDaemon:
     def _deliver(self, inner: bytes, counter: str, sealed: bool = False) -> None:
         if self.ro:
             self.cn_opened.note_untrusted(self.pump.now, inner)
-        (self.tun.write_checked if sealed else self.tun.write)(inner)
+        self.tun.write(inner, sealed)
         self.counters.pending.append(counter)
 
     def _from_tap(self, pkt: bytes, addr: Any) -> None:

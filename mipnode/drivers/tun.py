@@ -108,7 +108,7 @@ class Tun:
         self.refused: list[str] = []
         self._count = count
         self._queue: list[bytes] = []
-        self._unchecked = False  # the queue holds a packet written with write()
+        self._unchecked = False  # the queue holds a packet not written checked=True
         self.stats = {
             "gso_reads": 0,  # reads that carried a super-packet
             "gso_segments": 0,  # the packets they were cut into
@@ -135,16 +135,14 @@ class Tun:
         self.stats["gso_segments"] += len(packets)
         return packets
 
-    def write(self, packet: bytes) -> None:
-        """Queue ``packet`` for the TUN; it is written by the next :meth:`flush`."""
+    def write(self, packet: bytes, checked: bool = False) -> None:
+        """Queue ``packet`` for the TUN; it is written by the next :meth:`flush`. ``checked``:
+        opened by an AEAD from the peer whose own stack wrote it, so no octet changed since its
+        checksums were computed, and merging it skips the per-segment check
+        (``coalesce_tcp(checked=...)``) as long as the whole flush holds only such packets."""
         self._queue.append(packet)
-        self._unchecked = True
-
-    def write_checked(self, packet: bytes) -> None:
-        """Queue ``packet``, opened by an AEAD: no octet changed since its sender computed its
-        checksums, so merging it skips the per-segment check (``coalesce_tcp(checked=...)``)
-        as long as the whole flush holds only such packets."""
-        self._queue.append(packet)
+        if not checked:
+            self._unchecked = True
 
     def flush(self) -> None:
         """Write what the batch queued: merged into super-packets where the device takes them."""
