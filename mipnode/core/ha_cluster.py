@@ -75,8 +75,7 @@ class Health:
 @dataclass
 class _Peer:
     heard_at: float
-    holds: tuple[IPv6Address, ...]
-    etcd_ok: bool
+    etcd_ok: bool  # who holds what is etcd's word, never a peer's announcement
 
 
 @dataclass
@@ -105,7 +104,7 @@ class ClusterMembership:
     def heard(self, now: float, announcement: Announcement) -> None:
         if announcement.node == self.node:
             return  # our own, looped back
-        self.peers[announcement.node] = _Peer(now, announcement.holds, announcement.etcd_ok)
+        self.peers[announcement.node] = _Peer(now, announcement.etcd_ok)
         self._decide(now)
 
     def address_record(
