@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from memory_etcd import MemoryEtcd
 
 from mipnode.drivers.etcd import Put
 from mipnode.drivers.ha_replication import Replicator
@@ -117,9 +118,9 @@ async def test_a_malformed_record_is_counted_and_the_stream_goes_on(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_broken_watch_starts_again_where_it_was_and_misses_nothing() -> None:
-    from memory_etcd import MemoryEtcd
-
+async def replay_refused_after_a_broken_watch(meanwhile: Any = None) -> Node:
+    """b follows, its watch breaks (it waits RETRY_S before watching again), a writes a record
+    and ``meanwhile(store, b)`` runs; b must still end up refusing a's BU replayed to it."""
     store = MemoryEtcd()
     stamp = Stamper()
     a, b = Node(store, "c"), Node(store, "c")
@@ -128,30 +129,28 @@ async def test_a_broken_watch_starts_again_where_it_was_and_misses_nothing() -> 
         await trio.testing.wait_all_tasks_blocked()
         store.break_watches()
         captured = await registered_and_written(a, stamp)
+        if meanwhile is not None:
+            await meanwhile(store, b)
         await b.wait_for_record()
-        assert b.replicator.counters["watch_restarts"] == 1
         assert b.bu(T0 + 1, captured, VIA_UDP) == 144
         nursery.cancel_scope.cancel()
+    return b
+
+
+async def test_a_broken_watch_starts_again_where_it_was_and_misses_nothing() -> None:
+    b = await replay_refused_after_a_broken_watch()
+    assert b.replicator.counters["watch_restarts"] == 1
 
 
 async def test_history_compacted_while_the_watch_was_down_is_read_again_whole() -> None:
     """The watch broke; before it came back, records were written and etcd compacted its
     history: the watch from the old revision is refused (EtcdCompacted, as the contract test
     shows real etcd does) and the replicator reads the whole prefix again."""
-    from memory_etcd import MemoryEtcd
 
-    store = MemoryEtcd()
-    stamp = Stamper()
-    a, b = Node(store, "c"), Node(store, "c")
-    async with trio.open_nursery() as nursery:
-        await follow(nursery, b)
-        await trio.testing.wait_all_tasks_blocked()
-        store.break_watches()  # b waits RETRY_S before it watches again
-        captured = await registered_and_written(a, stamp)
+    async def write_and_compact(store: MemoryEtcd, b: Node) -> None:
         await store.put(b.replicator.key("2001:db8:1::77"), b"{}")  # history b has not seen
         await store.compact(store.revision)
-        await b.wait_for_record()
-        assert b.replicator.counters["reloads"] == 1
-        assert b.replicator.counters["replica_malformed"] == 1  # the "{}" record, read once
-        assert b.bu(T0 + 1, captured, VIA_UDP) == 144
-        nursery.cancel_scope.cancel()
+
+    b = await replay_refused_after_a_broken_watch(write_and_compact)
+    assert b.replicator.counters["reloads"] == 1
+    assert b.replicator.counters["replica_malformed"] == 1  # the "{}" record, read once
