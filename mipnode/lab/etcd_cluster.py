@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mipnode.lab.netns import LabError
+from mipnode.lab.status import file_tail
 
 ETCD = "etcd"
 START_TIMEOUT_S = 15.0
@@ -223,9 +224,9 @@ class EtcdCluster:
         for member in members or self.members:
             while not _healthy(member):
                 if member.proc is not None and member.proc.poll() is not None:
-                    raise LabError(f"etcd {member.name} exited: {_tail(member.log)}")
+                    raise LabError(f"etcd {member.name} exited: {file_tail(member.log, 3)}")
                 if time.monotonic() > deadline:
-                    raise LabError(f"etcd {member.name} not healthy: {_tail(member.log)}")
+                    raise LabError(f"etcd {member.name} not healthy: {file_tail(member.log, 3)}")
                 time.sleep(0.05)
 
     def close(self) -> None:
@@ -301,14 +302,6 @@ def _healthy(member: Member) -> bool:
     with contextlib.suppress(ValueError):
         return bool(json.loads(body).get("health") == "true")
     return False
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
 
 
 def _url_host(host: str) -> str:

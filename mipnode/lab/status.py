@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from mipnode.drivers.control import query
@@ -77,8 +78,13 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
 
 
 def log_tail(t: Topology, name: str, lines: int = 5) -> str:
+    return file_tail(t.workdir / name, lines)
+
+
+def file_tail(path: Path, lines: int = 5) -> str:
+    """The last ``lines`` of a log, on one line (empty when it cannot be read)."""
     try:
-        text = (t.workdir / name).read_text(errors="replace").strip().splitlines()
+        text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return " | ".join(text[-lines:])
