@@ -193,3 +193,20 @@ def test_a_flood_verdict_weighs_the_data_path_against_the_control_flood() -> Non
     assert attack_problems(step, entry(3.9, 2.0)) == []
     (problem,) = attack_problems(step, entry(4.1, 2.0))
     assert "4.1 ms under the flood, 2.0 ms under the control" in problem
+
+
+def test_a_flood_verdict_names_how_many_floods_broke_the_bound() -> None:
+    # A p99 broken once by a scheduling stall is measured again; the verdict that stays says
+    # it was the last of several floods.
+    step = Step("attack", kind="bu-flood", rate=11000, seconds=8, latency_ratio=2)
+    paths = {"mn_state": "registered", "mn_ha": "T-native", "mn_cn": "T-native"}
+    entry: dict[str, Any] = {
+        "before": paths,
+        "after": paths,
+        "attack": {"sent_octets": 100, "reflected_octets": 0},
+        "injected_received": {"mn": 0, "cn": 0},
+        "latency_ms": {"during": {"p99": 5.0}, "control": {"p99": 1.0}},
+        "latency_attempts": [{"during": 4.0, "control": 1.0}, {"during": 5.0, "control": 1.0}],
+    }
+    (problem,) = attack_problems(step, entry)
+    assert problem.endswith("(bound 2x, last of 2 floods)")

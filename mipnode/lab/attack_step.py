@@ -30,6 +30,10 @@ from mipnode.lab.status import correspondent_path, daemon_status, module_process
 from mipnode.lab.topology import HOA, Topology
 
 PINGS = 300  # per measurement: p99 is the third-highest RTT
+# A flood whose p99 breaks the bound is fired again, up to this many times in all: on two
+# vCPUs one scheduling stall of a few milliseconds in three pings out of 300 is a p99, and a
+# daemon whose handling of the flood really starves its data path breaks every attempt.
+FLOOD_ATTEMPTS = 3
 PING_INTERVAL_S = 0.01
 LISTEN_S = 3.0  # after the attack: answers to it still on their way
 # During a flood: flood, control, control, flood (drift on a busy machine cancels out).
@@ -152,16 +156,8 @@ def run_attack(t: Topology, step: Step, peer: str) -> dict[str, Any]:
     args += ["--seconds", f"{step.seconds:g}", "--listen", f"{LISTEN_S:g}"]
     attacker = _attack_process(t, "atk", *args)
     timed: dict[bool, list[float]] = {False: [], True: []}
-    control_dropped = 0
-    if flood:  # while the flood runs
-        control_dropped = _alternate_rounds(t, step, timed)
-    err = ""
-    try:
-        out, err = attacker.communicate(timeout=step.seconds + LISTEN_S + 60)
-        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    except (subprocess.TimeoutExpired, ValueError, IndexError):
-        attacker.kill()
-        raise LabError(f"the attacker failed: {err.strip()[-300:]}") from None
+    control_dropped = _alternate_rounds(t, step, timed) if flood else 0
+    report = _attack_report(attacker, step)
     injected = [_received(p) for p in listeners]
     after = _snapshot(t, peer)
     drops = {
@@ -177,23 +173,67 @@ def run_attack(t: Topology, step: Step, peer: str) -> dict[str, Any]:
         "after": {k: after[k] for k in ("mn_state", "mn_ha", "mn_cn")},
     }
     if flood:
-        during, control = timed[False], timed[True]
-        entry["latency_ms"] = {
-            "before": _p50_p99(baseline),
-            "during": _p50_p99(during),
-            "control": _p50_p99(control),
-            "answered": {
-                "before": len(baseline),
-                "during": len(during),
-                "control": len(control),
-                "of": PINGS,
-            },
-        }
+        entry["latency_ms"] = _latencies(baseline, timed)
         entry["control_dropped"] = control_dropped
+        entry["latency_attempts"] = [_p99s(entry["latency_ms"])]
+        while _latency_problem(step, entry) and len(entry["latency_attempts"]) < FLOOD_ATTEMPTS:
+            timed = {False: [], True: []}
+            again = _attack_process(t, "atk", *args)
+            entry["control_dropped"] += _alternate_rounds(t, step, timed)
+            _attack_report(again, step)
+            entry["latency_ms"] = _latencies(baseline, timed)
+            entry["latency_attempts"].append(_p99s(entry["latency_ms"]))
     found = problems(step, entry)
     if found:
         entry["problem"] = f"attack {step.kind}: " + "; ".join(found)
     return entry
+
+
+def _attack_report(attacker: subprocess.Popen[str], step: Step) -> dict[str, Any]:
+    err = ""
+    try:
+        out, err = attacker.communicate(timeout=step.seconds + LISTEN_S + 60)
+        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        attacker.kill()
+        raise LabError(f"the attacker failed: {err.strip()[-300:]}") from None
+    return report
+
+
+def _latencies(baseline: list[float], timed: dict[bool, list[float]]) -> dict[str, Any]:
+    during, control = timed[False], timed[True]
+    return {
+        "before": _p50_p99(baseline),
+        "during": _p50_p99(during),
+        "control": _p50_p99(control),
+        "answered": {
+            "before": len(baseline),
+            "during": len(during),
+            "control": len(control),
+            "of": PINGS,
+        },
+    }
+
+
+def _p99s(latency: dict[str, Any]) -> dict[str, float | None]:
+    return {"during": latency["during"]["p99"], "control": latency["control"]["p99"]}
+
+
+def _latency_problem(step: Step, entry: dict[str, Any]) -> str | None:
+    latency = entry.get("latency_ms")
+    if latency is None or step.latency_ratio is None:
+        return None
+    p99_control, p99_during = latency["control"]["p99"], latency["during"]["p99"]
+    if p99_control is None or p99_during is None:
+        return "no ping answered to time the data path"
+    if p99_during > step.latency_ratio * p99_control:
+        tried = len(entry.get("latency_attempts") or [None])
+        return (
+            f"data path p99 {p99_during} ms under the flood, {p99_control} ms under the "
+            f"control flood the kernel drops (bound {step.latency_ratio:g}x"
+            + (f", last of {tried} floods)" if tried > 1 else ")")
+        )
+    return None
 
 
 def problems(step: Step, entry: dict[str, Any]) -> list[str]:
@@ -213,14 +253,7 @@ def problems(step: Step, entry: dict[str, Any]) -> list[str]:
             f"amplification: {report['reflected_octets']} octets back for "
             f"{report['sent_octets']} sent"
         )
-    latency = entry.get("latency_ms")
-    if latency is not None and step.latency_ratio is not None:
-        p99_control, p99_during = latency["control"]["p99"], latency["during"]["p99"]
-        if p99_control is None or p99_during is None:
-            out.append("no ping answered to time the data path")
-        elif p99_during > step.latency_ratio * p99_control:
-            out.append(
-                f"data path p99 {p99_during} ms under the flood, {p99_control} ms under the "
-                f"control flood the kernel drops (bound {step.latency_ratio:g}x)"
-            )
+    latency = _latency_problem(step, entry)
+    if latency:
+        out.append(latency)
     return out
