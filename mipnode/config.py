@@ -16,6 +16,9 @@ from typing import Any
 
 DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as ESP-in-UDP)
 DEFAULT_TUN_MTU = 1400  # fits IPv6 + UDP + inner IPv6 (88 B) under a 1500-byte access link
+DEFAULT_ANNOUNCE_PORT = 4192  # a cluster's announcements on the home link
+MIN_CLUSTER_KEY = 32  # octets: HMAC-SHA-256's own strength
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 PROTECTIONS = ("esp", "none")  # DESIGN §3: ESP by default, "none" for plain RFC 6275 interop
@@ -38,6 +41,24 @@ class MobileNodeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``[ha.cluster]``: this node's part in a cluster of home agents on etcd (issue 14)."""
+
+    name: str  # the key prefix /mipnode/<name>/ in etcd: several clusters can share one etcd
+    node_id: str
+    etcd_endpoints: tuple[str, ...]
+    key: bytes = field(repr=False)  # authenticates the announcements on the home link
+    home_link: str = ""  # where the home-agent address moves, and announcements are heard
+    announce_port: int = DEFAULT_ANNOUNCE_PORT
+    etcd_timeout_s: float = 1.0
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
+    etcd_username: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class HaConfig:
     path: str
     address: IPv6Address
@@ -51,6 +72,7 @@ class HaConfig:
     state_dir: str | None
     protection: str = "esp"
     tun_offloads: bool = True
+    cluster: ClusterConfig | None = None
 
     @property
     def udp_port(self) -> int:
@@ -186,6 +208,19 @@ class _Reader:
             raise self.error(name, f"too short: {len(key)} bytes, need at least 16")
         return key
 
+    def name(self, name: str, default: Any = ...) -> str:
+        """A name that goes into etcd keys and announcements: 1-64 of [A-Za-z0-9._-]."""
+        value: str = self.raw(name, default, str)
+        if not 0 < len(value) <= 64 or not set(value) <= _NAME_CHARS:
+            raise self.error(name, f"1 to 64 of letters, digits, '.', '_', '-': {value!r}")
+        return value
+
+    def path(self, name: str) -> str | None:
+        value = self.raw(name, None, str)
+        if value is not None and not value.startswith("/"):
+            raise self.error(name, f"must be an absolute file path: {value!r}")
+        return value
+
     def spi(self, name: str) -> int:
         # RFC 4285 §5: SPI values 0-255 are reserved.
         return self.integer(name, ..., 256, 2**32 - 1)
@@ -315,7 +350,8 @@ def _top_level(file: str, doc: dict[str, Any], allowed: set[str]) -> None:
 def load_ha_config(path: str) -> HaConfig:
     doc = _load(path)
     _top_level(path, doc, {"ha", "mobile_node"})
-    r = _Reader(path, _section(path, doc, "ha"), "ha")
+    table = _section(path, doc, "ha")
+    r = _Reader(path, {k: v for k, v in table.items() if k != "cluster"}, "ha")
     address = r.ipv6("address")
     prefix_text = r.raw("home_prefix", ..., str)
     try:
@@ -337,6 +373,9 @@ def load_ha_config(path: str) -> HaConfig:
     state_dir = r.state_dir("state_dir")
     protection = r.choice("protection", "esp", PROTECTIONS)
     r.finish()
+    cluster = _cluster(path, table.get("cluster"), cfg_udp) if "cluster" in table else None
+    if cluster is not None and state_dir is not None:
+        raise r.error("state_dir", "not with [ha.cluster]: etcd holds the binding cache")
 
     entries = doc.get("mobile_node", [])
     if not isinstance(entries, list) or not entries:
@@ -376,6 +415,53 @@ def load_ha_config(path: str) -> HaConfig:
         state_dir=state_dir,
         protection=protection,
         tun_offloads=tun_offloads,
+        cluster=cluster,
+    )
+
+
+def _cluster(file: str, table: object, udp_ports: tuple[int, ...]) -> ClusterConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(file, "ha.cluster", "must be a table")
+    c = _Reader(file, table, "ha.cluster")
+    name = c.name("name", "mipnode")
+    node_id = c.name("node_id")
+    endpoints = c.raw("etcd_endpoints", ..., list)
+    if not endpoints or len(endpoints) > 16:
+        raise c.error("etcd_endpoints", "list 1 to 16 URLs")
+    for i, url in enumerate(endpoints):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise c.error(f"etcd_endpoints[{i}]", f"not an http:// or https:// URL: {url!r}")
+    key = c.key("key")
+    if len(key) < MIN_CLUSTER_KEY:
+        raise c.error("key", f"too short: {len(key)} bytes, need at least {MIN_CLUSTER_KEY}")
+    home_link = c.ifname("home_link", ...)
+    announce_port = c.integer("announce_port", DEFAULT_ANNOUNCE_PORT, 1, 65535)
+    if announce_port in udp_ports:
+        raise c.error("announce_port", f"{announce_port} is one of ha.udp_ports")
+    timeout = c.number("etcd_timeout_s", 1.0, 0.1, 30.0)
+    ca, cert, cert_key = c.path("etcd_ca_file"), c.path("etcd_cert_file"), c.path("etcd_key_file")
+    if (cert is None) != (cert_key is None):
+        raise c.error("etcd_cert_file", "set etcd_cert_file and etcd_key_file together")
+    if (ca or cert) and not all(u.startswith("https://") for u in endpoints):
+        raise c.error("etcd_endpoints", "TLS files are set: every endpoint must be https://")
+    username = c.raw("etcd_username", None, str)
+    password = c.raw("etcd_password", None, str)
+    if (username is None) != (password is None):
+        raise c.error("etcd_username", "set etcd_username and etcd_password together")
+    c.finish()
+    return ClusterConfig(
+        name=name,
+        node_id=node_id,
+        etcd_endpoints=tuple(endpoints),
+        key=key,
+        home_link=home_link,
+        announce_port=announce_port,
+        etcd_timeout_s=timeout,
+        etcd_ca_file=ca,
+        etcd_cert_file=cert,
+        etcd_key_file=cert_key,
+        etcd_username=username,
+        etcd_password=password,
     )
 
 

@@ -9,6 +9,7 @@ deleted afterwards), so they never touch the host's links, routes or sysctls.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -367,3 +368,39 @@ def test_a_state_dir_of_another_user_is_refused(tmp_path: Path) -> None:
         f"mipnode: {config}: ha.state_dir: {state} belongs to uid {NOBODY_UID}, "
         f"not to the daemon's user (uid {os.geteuid()})"
     )
+
+
+# -- a node of a cluster that cannot start ----------------------------------------------------
+def _cluster_config(directory: Path, home_link: str, endpoint: str) -> Path:
+    """examples/ha-cluster.toml with this test's etcd and home link."""
+    text = (EXAMPLES / "ha-cluster.toml").read_text()
+    text = re.sub(r"(?m)^etcd_endpoints = .*$", f'etcd_endpoints = ["{endpoint}"]', text)
+    text = re.sub(r'(?m)^home_link = "eth0"$', f'home_link = "{home_link}"', text)
+    config = directory / "ha-cluster.toml"
+    config.write_text(text)
+    config.chmod(0o600)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("home_link", "words"),
+    [
+        ("home0", "etcd unreachable at http://127.0.0.1:9: "),
+        ("nosuch0", "[ha.cluster] home_link: no interface named nosuch0"),
+    ],
+)
+def test_a_cluster_node_that_cannot_start_says_why_in_one_line(
+    netns: str, tmp_path: Path, home_link: str, words: str
+) -> None:
+    """etcd unreachable at start (nothing listens on the discard port of the namespace's own
+    loopback), or a home link that does not exist: one line each, no daemon."""
+    for cmd in (
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "add", "home0", "type", "veth", "peer", "name", "home1"],
+        ["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"],
+    ):
+        run(["ip", "netns", "exec", netns, *cmd])
+    config = _cluster_config(tmp_path, home_link, "http://127.0.0.1:9")
+    proc = run(["ip", "netns", "exec", netns, *CLI, "ha", "--config", str(config)])
+    line = assert_one_line_error(proc)
+    assert words in line, line

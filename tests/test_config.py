@@ -14,6 +14,7 @@ import pytest
 from mipnode.config import (
     DEFAULT_TUN_MTU,
     DEFAULT_UDP_PORT,
+    ClusterConfig,
     ConfigError,
     HaConfig,
     MnConfig,
@@ -756,10 +757,12 @@ def test_docs_describe_exactly_the_keys_the_loader_knows() -> None:
         section = text.split(heading, 1)[1].split("\n#", 1)[0]
         return set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M))
 
-    ha_keys = {f.name for f in dataclasses.fields(HaConfig)} - {"path", "mobile_nodes"}
+    ha_keys = {f.name for f in dataclasses.fields(HaConfig)} - {"path", "mobile_nodes", "cluster"}
     mn_keys = {f.name for f in dataclasses.fields(MnConfig)} - {"path"}
     entry_keys = {f.name for f in dataclasses.fields(MobileNodeEntry)}
+    cluster_keys = {f.name for f in dataclasses.fields(ClusterConfig)}
     assert rows("### `[ha]`") == ha_keys
+    assert rows("### `[ha.cluster]`") == cluster_keys
     assert rows("### `[[mobile_node]]`") == entry_keys
     assert rows("### `[mn]`") == mn_keys
 
@@ -773,3 +776,101 @@ def test_keys_never_show_in_a_configuration_repr() -> None:
     for text in (repr(mn), repr(ha), str(mn), str(ha)):
         for key in keys:
             assert key.hex() not in text and repr(key) not in text
+
+
+# -- [ha.cluster] ------------------------------------------------------------------------------
+CLUSTER_KEY = "aa" * 32
+
+
+def with_cluster(**changes: Any) -> Doc:
+    doc = ha_doc()
+    cluster: dict[str, Any] = {
+        "node_id": "ha-1",
+        "etcd_endpoints": ["http://192.0.2.10:2379", "http://192.0.2.11:2379"],
+        "key": CLUSTER_KEY,
+        "home_link": "eth0",
+    }
+    for k, v in changes.items():
+        if v is None:
+            del cluster[k]
+        else:
+            cluster[k] = v
+    doc["ha"]["cluster"] = cluster
+    return doc
+
+
+def test_a_cluster_table_loads_with_its_defaults(write: Writer) -> None:
+    ha = load_ha_config(write(with_cluster()))
+    assert ha.cluster is not None
+    c = ha.cluster
+    assert (c.name, c.node_id, c.home_link, c.announce_port) == ("mipnode", "ha-1", "eth0", 4192)
+    assert c.etcd_endpoints == ("http://192.0.2.10:2379", "http://192.0.2.11:2379")
+    assert c.key == bytes.fromhex(CLUSTER_KEY)
+    assert (c.etcd_ca_file, c.etcd_username, c.etcd_timeout_s) == (None, None, 1.0)
+    assert CLUSTER_KEY not in repr(ha)  # the cluster key is a secret
+
+
+def test_without_a_cluster_table_the_ha_is_alone(write: Writer) -> None:
+    assert load_ha_config(write(ha_doc())).cluster is None
+
+
+def test_tls_and_auth_options_load(write: Writer) -> None:
+    doc = with_cluster(
+        etcd_endpoints=["https://etcd.example:2379"],
+        etcd_ca_file="/etc/mipnode/etcd-ca.pem",
+        etcd_cert_file="/etc/mipnode/client.pem",
+        etcd_key_file="/etc/mipnode/client-key.pem",
+        etcd_username="mipnode",
+        etcd_password="s3cret",
+    )
+    c = load_ha_config(write(doc)).cluster
+    assert c is not None
+    assert (c.etcd_ca_file, c.etcd_username, c.etcd_password) == (
+        "/etc/mipnode/etcd-ca.pem",
+        "mipnode",
+        "s3cret",
+    )
+    assert "s3cret" not in repr(c)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "words"),
+    [
+        ({"node_id": None}, "ha.cluster.node_id", "missing"),
+        ({"node_id": "ha 1"}, "ha.cluster.node_id", "letters, digits"),
+        ({"node_id": "x" * 65}, "ha.cluster.node_id", "1 to 64"),
+        ({"name": "a/b"}, "ha.cluster.name", "letters, digits"),
+        ({"etcd_endpoints": []}, "ha.cluster.etcd_endpoints", "1 to 16"),
+        ({"etcd_endpoints": ["192.0.2.1:2379"]}, "ha.cluster.etcd_endpoints[0]", "http://"),
+        ({"key": "aa" * 16}, "ha.cluster.key", "need at least 32"),
+        ({"key": "zz"}, "ha.cluster.key", "not hex"),
+        ({"home_link": None}, "ha.cluster.home_link", "missing"),
+        ({"home_link": "a/b"}, "ha.cluster.home_link", "interface name"),
+        ({"announce_port": 4191}, "ha.cluster.announce_port", "udp_ports"),
+        ({"etcd_timeout_s": 0}, "ha.cluster.etcd_timeout_s", "between"),
+        ({"etcd_cert_file": "/c.pem"}, "ha.cluster.etcd_cert_file", "together"),
+        ({"etcd_ca_file": "ca.pem"}, "ha.cluster.etcd_ca_file", "absolute"),
+        ({"etcd_ca_file": "/ca.pem"}, "ha.cluster.etcd_endpoints", "https://"),
+        ({"etcd_username": "u"}, "ha.cluster.etcd_username", "together"),
+        ({"etcd_nodes": 3}, "ha.cluster.etcd_nodes", "unknown key"),
+    ],
+)
+def test_bad_cluster_settings_are_one_line(
+    write: Writer, changes: dict[str, Any], key: str, words: str
+) -> None:
+    _, err = ha_error(write, with_cluster(**changes))
+    assert err.key == key and words in err.problem, err
+
+
+def test_a_cluster_keeps_no_state_file(write: Writer) -> None:
+    doc = with_cluster()
+    doc["ha"]["state_dir"] = "/var/lib/mipnode-ha"
+    _, err = ha_error(write, doc)
+    assert err.key == "ha.state_dir" and "etcd holds the binding cache" in err.problem
+
+
+def test_example_cluster_node_loads() -> None:
+    ha = load_ha_config(str(EXAMPLES / "ha-cluster.toml"))
+    assert ha.cluster is not None and ha.state_dir is None
+    assert (ha.cluster.node_id, ha.cluster.home_link) == ("ha-1", "eth0")
+    assert len(ha.cluster.etcd_endpoints) == 3 and len(ha.cluster.key) == 32

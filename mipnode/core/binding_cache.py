@@ -250,6 +250,13 @@ class BindingCache(Generic[EntryT]):
         entry.state = BindingState.DELETED
         self.schedule(entry, until)
 
+    def remove(self, home_address: IPv6Address) -> EntryT | None:
+        """Take the entry for ``home_address`` out now, whatever its state (None: none)."""
+        entry = self._entries.pop(home_address, None)
+        if entry is not None:
+            self._deadlines.cancel(home_address)
+        return entry
+
     def expire(self, now: float) -> Expiry[EntryT]:
         """Process every deadline at or before ``now``, earliest first.
 

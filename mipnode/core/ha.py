@@ -212,7 +212,8 @@ class BindingUpdated(binding_cache.BindingUpdated[Binding]):
 
 @dataclass(frozen=True, slots=True)
 class BindingRemoved(binding_cache.BindingRemoved):
-    """A binding ended; ``reason`` is ``"deregistered"`` or ``"expired"``."""
+    """A binding ended; ``reason`` is ``"deregistered"``, ``"expired"`` or ``"released"`` (a
+    node of a cluster gave its home-agent address up)."""
 
 
 HaEvent = BindingAdded | BindingUpdated | BindingRemoved
@@ -294,6 +295,7 @@ class HomeAgentCore:
         self._cache: BindingCache[_Entry] = BindingCache(hold_expired_s=None)
         self._brr: Deadlines[IPv6Address] = Deadlines()  # HoA -> next BRR of its round
         self._state_version = 0
+        self._changed: set[IPv6Address] = set()  # HoAs whose replication record changed
         self._outgoing: list[OutgoingMh] = []
         self._events: deque[HaEvent] = deque()
         self._counters: Counter[str] = Counter()
@@ -461,26 +463,7 @@ class HomeAgentCore:
                 self._last_timestamp[spi] = ntp_order_key(mesg_id)
             else:
                 self._counters["restore_unknown"] += 1
-        restored: list[_Entry] = []
-        for entry in entries:
-            sa = self._sa_by_hoa.get(entry.home_address)
-            if sa is None or entry.home_address not in self._config.home_prefix:
-                self._counters["restore_unknown"] += 1
-                continue
-            if entry.expires_at <= now:
-                self._counters["restore_expired"] += 1
-                continue
-            entry.home_address = sa.home_address  # one address object per SA, as registered
-            if entry.state is BindingState.REGISTERED:
-                entry.lifetime_s = min(entry.lifetime_s, self._max_units * LIFETIME_UNIT_S)
-                longest = now + entry.lifetime_s
-            else:
-                longest = now + MAX_DELETE_BCE_TIMEOUT
-            if entry.expires_at > longest:
-                entry.registered_at = now  # as if (re-)registered or deleted just now
-            self._cache.put(entry, min(entry.expires_at, longest))
-            if entry.state is BindingState.REGISTERED:
-                restored.append(entry)
+        restored = [e for e in entries if self._install(now, e, "restore")]
         for entry in restored:
             self._counters["restored"] += 1
             self._events.append(BindingAdded(entry.snapshot()))
@@ -489,6 +472,85 @@ class HomeAgentCore:
         self._send_due_refresh_requests(now)
         self._state_version += 1
         return len(restored)
+
+    def _install(self, now: float, entry: _Entry, counter: str) -> bool:
+        """Put a restored or adopted ``entry`` (monotonic deadlines already) into the cache;
+        whether it is a registration to serve. Unknown and expired entries are counted under
+        ``<counter>_unknown`` and ``<counter>_expired`` and left out."""
+        sa = self._sa_by_hoa.get(entry.home_address)
+        if sa is None or entry.home_address not in self._config.home_prefix:
+            self._counters[f"{counter}_unknown"] += 1
+            return False
+        if entry.expires_at <= now:
+            self._counters[f"{counter}_expired"] += 1
+            return False
+        entry.home_address = sa.home_address  # one address object per SA, as registered
+        if entry.state is BindingState.REGISTERED:
+            entry.lifetime_s = min(entry.lifetime_s, self._max_units * LIFETIME_UNIT_S)
+            longest = now + entry.lifetime_s
+        else:
+            longest = now + MAX_DELETE_BCE_TIMEOUT
+        if entry.expires_at > longest:
+            entry.registered_at = now  # as if (re-)registered or deleted just now
+        self._cache.put(entry, min(entry.expires_at, longest))
+        return entry.state is BindingState.REGISTERED
+
+    # -- a cluster of home agents (docs/internals.md, "Home agents in a cluster") ----------
+
+    def take_changed(self) -> set[IPv6Address]:
+        """The home addresses whose :meth:`replication_record` changed since the last call
+        (a registration, refresh, de-registration, expiry, or a Mesg-ID accepted)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def adopt_replica(self, now: float, record: object) -> bool:
+        """Serve a binding another node of the cluster registered (this node took its
+        home-agent address over): the replicated entry goes into the cache as a restored one
+        would -- its absolute expiry turned monotonic, never beyond what this node would
+        grant from ``now`` -- with its replay state, and gets a BRR at once (the ESP keys
+        stayed with the node that died: a protected mobile node registers again). Returns
+        whether it is now served; an expired or unknown one is counted and left out, one this
+        node already has an entry for keeps that entry.
+
+        Raises:
+            ValueError: ``record`` is not a well-formed replication record; nothing changed.
+        """
+        self.observe_replica(record)  # validates, and raises the replay state
+        assert isinstance(record, dict)
+        entry = _parse_entry(record.get("binding"))
+        if self._cache.get(entry.home_address) is not None:
+            self._counters["adopt_present"] += 1
+            return False
+        entry.registered_at -= self._wall_offset
+        entry.expires_at -= self._wall_offset
+        if not self._install(now, entry, "adopt"):
+            return False
+        self._counters["adopted"] += 1
+        self._state_version += 1
+        self._events.append(BindingAdded(entry.snapshot()))
+        if self._config.require_protection:
+            # The ESP keys stayed with the node that died: a protected mobile node must
+            # register again (at once). A binding without protection is served as it is.
+            self._start_brr_round(entry, now)
+            self._send_due_refresh_requests(now)
+        elif self._config.refresh_requests:
+            self._start_brr_round(entry, entry.expires_at - _brr_lead(entry.lifetime_s))
+        return True
+
+    def release_all(self) -> int:
+        """Stop serving every binding (this node gave its home-agent address up: another
+        node serves them from the replicated records). Each registration is announced with
+        ``BindingRemoved``; the replay state (Mesg-IDs) stays. Returns how many were served."""
+        served = 0
+        for entry in list(self._cache):
+            self._cache.remove(entry.home_address)
+            self._brr.cancel(entry.home_address)
+            if entry.state is BindingState.REGISTERED:
+                served += 1
+                self._events.append(BindingRemoved(entry.home_address, "released"))
+        self._counters["released"] += served
+        self._state_version += 1
+        return served
 
     def statistics(self) -> dict[str, int]:
         """Counters (``accepted``, ``rejected_<status>``, ``drop_<reason>``, ...) and sizes."""
@@ -577,6 +639,7 @@ class HomeAgentCore:
         # The timestamp is spent once an authentic BU carried it, whatever the answer.
         self._last_timestamp[request.sa.spi] = key
         self._state_version += 1
+        self._changed.add(request.sa.home_address)
         return None
 
     def _handle_home_bu(self, now: float, request: _Request) -> None:
@@ -600,6 +663,7 @@ class HomeAgentCore:
             if entry is not None:
                 entry.sequence = request.bu.sequence
                 self._state_version += 1
+                self._changed.add(entry.home_address)
             self._reply(now, request, NOT_HOME_AGENT)
             return
         # RFC 6275 §10.3.2: keep the entry, invalid, for MAX_DELETE_BCE_TIMEOUT so that a
@@ -611,6 +675,7 @@ class HomeAgentCore:
         self._brr.cancel(entry.home_address)
         self._cache.hold(entry, now + MAX_DELETE_BCE_TIMEOUT)
         self._state_version += 1
+        self._changed.add(entry.home_address)
         self._counters["deregistrations"] += 1
         self._events.append(BindingRemoved(entry.home_address, "deregistered"))
         self._reply(now, request, ACCEPTED)
@@ -645,6 +710,7 @@ class HomeAgentCore:
             self._cache.schedule(entry, now + lifetime_s)
         ours = self._key_up(request, entry)
         self._state_version += 1
+        self._changed.add(entry.home_address)
         # A registration ends any BRR round; the next one starts near the new expiry.
         self._brr.cancel(entry.home_address)
         if self._config.refresh_requests:
@@ -774,6 +840,7 @@ class HomeAgentCore:
             return
         expiry = self._cache.expire(now)
         self._state_version += len(expiry.expired) + len(expiry.purged)
+        self._changed.update(e.home_address for e in (*expiry.expired, *expiry.purged))
         for entry in expiry.expired:
             self._brr.cancel(entry.home_address)
             self._counters["expirations"] += 1

@@ -24,6 +24,7 @@ Rules:
   node claims nothing: it has not heard its peers yet.
 - Only a successful claim makes a node hold an address (:class:`Hold`). A record naming another
   holder for an address this node holds releases it at once: etcd decides, the link follows.
+- etcd not reached: a failed request, or no keep-alive answered for ETCD_STALE_S.
 - etcd lost: while no live peer reports a working etcd either (a lost majority, or everyone cut
   off alike), nothing moves and every node keeps what it holds, reporting ``degraded``. If a
   live peer still reaches etcd, this node is the one cut off: it releases everything
@@ -44,6 +45,11 @@ DEAD_AFTER_S = 0.5
 START_GRACE_S = 0.6
 LEASE_TTL_S = 2.0
 RELEASE_MARGIN_S = 0.2  # a node cut off from etcd lets go this long before its lease can end
+# etcd counts as not reached once no keep-alive was answered for this long (the driver sends
+# one every 0.5 s), whether or not a request has failed yet: nodes whose requests hang
+# on different timers (a lost majority) then all say so well before any lease can end, so no
+# holder takes its peers' stale "etcd works" for being the one cut off.
+ETCD_STALE_S = 0.8
 CLAIM_RETRY_S = 0.5  # a claim whose answer did not come (etcd slow) is asked again
 
 
@@ -170,6 +176,8 @@ class ClusterMembership:
         deadlines += [at + CLAIM_RETRY_S for at in self.claiming.values()]
         if self.renewed_at is not None and self.held:
             deadlines.append(self._lease_end())
+        if self.renewed_at is not None and self.etcd_ok:
+            deadlines.append(self._stale_at())
         return min([d for d in deadlines if d > now] + [now + ANNOUNCE_S])
 
     def announcement(self) -> Announcement:
@@ -185,10 +193,10 @@ class ClusterMembership:
 
     # -- decisions -----------------------------------------------------------------------------
     def _decide(self, now: float) -> None:
-        if self.etcd_ok and self.renewed_at is not None and now >= self._lease_end():
-            # Keep-alives still in flight (a slow etcd) prove nothing: the lease may be ending.
+        if self.etcd_ok and self.renewed_at is not None and now >= self._stale_at():
+            # Keep-alives still in flight (a slow etcd) prove nothing.
             self.etcd_ok = False
-            self.etcd_reason = "no keep-alive answered for a lease's time"
+            self.etcd_reason = f"no keep-alive answered for {ETCD_STALE_S:g} s"
         live = self.live(now)
         peers_reach_etcd = any(self.peers[n].etcd_ok for n in live if n != self.node)
         if not self.etcd_ok:
@@ -244,6 +252,10 @@ class ClusterMembership:
         if not quorum and (holder is None or holder in self.members):
             return False  # without a majority heard, silence proves nothing
         return first_for(address, eligible) == self.node
+
+    def _stale_at(self) -> float:
+        assert self.renewed_at is not None
+        return self.renewed_at + ETCD_STALE_S
 
     def _lease_end(self) -> float:
         """When a node cut off from etcd lets go: RELEASE_MARGIN_S before its lease can end."""

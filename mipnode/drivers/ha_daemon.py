@@ -61,6 +61,7 @@ from mipnode.drivers.io import (
 )
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.routes import HostRoutes
+from mipnode.drivers.startup import ClusterUnavailable
 from mipnode.drivers.tun import Tun, open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_MH, NH_UDP
@@ -119,6 +120,10 @@ class HomeAgentDaemon:
         self.writer: persist.StateWriter | None = None
         self.saved_version = self.node.core.state_version
         self.restored = 0
+        self.cluster: Any = None  # drivers/cluster_node.ClusterNode with [ha.cluster]
+        self._moved: set[IPv6Address] = set()  # bindings created, moved or removed this batch
+        if config.cluster is not None:
+            self.cluster = _cluster_node(config, self.node.core, self.pump.flush)
 
     # -- setup -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -146,6 +151,8 @@ class HomeAgentDaemon:
                 self.lanes[sock] = lane  # checks from MNs: a queue a data flood cannot fill
         if cfg.state_dir is not None:
             await self._restore(cfg.state_dir)
+        if self.cluster is not None:
+            await self.cluster.start()  # etcd unreachable: one line, and no daemon
         p = self.pump
         async with trio.open_nursery() as nursery:
             if self.writer is not None:
@@ -160,6 +167,8 @@ class HomeAgentDaemon:
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
             for (_, port), sock in self.udp.items():
                 pump.start_udp_drains(nursery, sock, self.lanes.get(sock), self._udp(port), p)
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_ports=%s mobile_nodes=%d "
@@ -288,7 +297,7 @@ class HomeAgentDaemon:
             except BadPacket as exc:
                 self.drops(f"udp_{exc.reason}")
                 return
-            if kind is UdpPayloadKind.STUN:
+            if kind is UdpPayloadKind.STUN and not self._standby("stun"):
                 self.node.receive_udp(self.pump.now, data, port, (addr[0].split("%")[0], addr[1]))
 
         return from_udp
@@ -300,7 +309,7 @@ class HomeAgentDaemon:
     def _from_esp(self, data: bytes, via: Via) -> None:
         entry = self.esp.inbound_sa(data, self.drops)
         if entry is None:
-            if len(data) >= MIN_PACKET_LENGTH:  # unknown SPI: we may have restarted
+            if len(data) >= MIN_PACKET_LENGTH and not self._standby("esp"):  # we restarted?
                 self.node.unknown_spi(self.pump.now, spi_of(data), via, len(data))
             return
         opened = self.esp.open_with(entry, data, self.pump.now, self.drops)
@@ -322,6 +331,8 @@ class HomeAgentDaemon:
             self.drops("tunnel_not_ipv6")
             return
         if not sealed and inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
+            if self._standby("signalling"):
+                return
             if (
                 inner[6] == NH_MH
                 and not mh_admitted
@@ -345,10 +356,21 @@ class HomeAgentDaemon:
                 inner_src=IPv6Address(inner[8:24]),
                 outer=via.remote,
             )
-            self.node.unbound_traffic(self.pump.now, inner, via)
+            if not self._standby("data"):
+                self.node.unbound_traffic(self.pump.now, inner, via)
             return
         self.tun.write(inner, sealed)
         self.counters.pending.append("forwarded_from_mn")
+
+    def _standby(self, what: str) -> bool:
+        """A node of a cluster that does not hold the home-agent address answers nothing
+        sent to it (it reaches a standby only by a stale neighbor entry, or on purpose): a BU
+        it took would make a binding nobody replicates, a BRR would ask the MN to register
+        with a node that does not serve it. Counted as ``standby_<what>``."""
+        if self.cluster is None or self.cluster.holding:
+            return False
+        self.drops(f"standby_{what}")
+        return True
 
     # -- what the core asks for ------------------------------------------------------------
     def _send(self, out: object) -> None:
@@ -387,6 +409,8 @@ class HomeAgentDaemon:
         if not isinstance(event, HaForwardingChanged):
             return
         log.info("%s", event)  # formatted only if the line is written
+        if event.added or self.routes.get(event.home_address.packed) != event.via:
+            self._moved.add(event.home_address)
         if event.via is None:
             self.routes.pop(event.home_address.packed, None)
             self.esp.forget(event.home_address.packed)
@@ -403,6 +427,9 @@ class HomeAgentDaemon:
     def _after_flush(self) -> None:
         self.tun.flush()  # what the batch forwarded from mobile nodes, merged where it can be
         self._persist()
+        if self.cluster is not None:
+            self.cluster.changed(self._moved)
+            self._moved.clear()
 
     def _persist(self) -> None:
         core = self.node.core
@@ -411,14 +438,22 @@ class HomeAgentDaemon:
             self.writer.submit(core.export_state)  # made when its write comes
 
     async def shutdown(self) -> None:
-        """Bindings outlive the daemon (state_dir) or expire at the MNs: nothing to send."""
+        """Bindings outlive the daemon (state_dir, or etcd in a cluster) or expire at the MNs:
+        nothing to send. A node of a cluster gives its address up and ends its lease, so
+        another takes over at once."""
+        if self.cluster is not None:
+            await self.cluster.leave()
 
     # -- inspection ------------------------------------------------------------------------
     def answer(self, command: str) -> Any:
         now = self.pump.stamp()
         bindings = to_json(binding_views(self.node, now))
         if command == "bindings":
-            return {"role": "ha", "bindings": bindings}
+            if self.cluster is None:
+                return {"role": "ha", "bindings": bindings}
+            for b in bindings:
+                b["owner"] = self.config.cluster.node_id  # type: ignore[union-attr]
+            return {"role": "ha", "bindings": bindings, "records": self.cluster.replica_views()}
         if command == "paths":
             return to_json(path_views(self.node, now))
         if command == "status":
@@ -438,6 +473,7 @@ class HomeAgentDaemon:
                 "offloads": {**self.tx.status(), "tun": self.tun.status()},
                 "internal_errors": dict(pump.HANDLER_ERRORS),
                 "persistence": self._persistence_status(),
+                "cluster": None if self.cluster is None else self.cluster.status(),
             }
         return {"error": f"unknown command {command!r}"}
 
@@ -461,6 +497,19 @@ class HomeAgentDaemon:
             "last_error": w.last_error,
             "last_write_ms": w.last_write_ms,
         }
+
+
+def _cluster_node(config: HaConfig, core: Any, flush: Any) -> Any:
+    """The cluster driver; it needs etcd's client, the ``mipnode[cluster]`` extra."""
+    try:
+        from mipnode.drivers.cluster_node import ClusterNode
+    except ImportError as exc:
+        raise ClusterUnavailable(
+            f"[ha.cluster] needs etcd's client ({exc.name} is missing): "
+            "pip install 'mipnode[cluster]'"
+        ) from None
+    assert config.cluster is not None
+    return ClusterNode(config.cluster, config.address, core, flush)
 
 
 async def _drain(sock: socket.socket, handle: Any, p: pump.Pump, gro: bool = False) -> None:

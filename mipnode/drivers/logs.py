@@ -45,3 +45,6 @@ def setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    # etcd's client logs every request at INFO: several a second from a cluster's keep-alives.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -182,3 +182,43 @@ def drain_changes(sock: socket.socket) -> bool:
             if exc.errno != errno.ENOBUFS:
                 raise
             changed = True
+
+
+def link_address(ifname: str) -> tuple[int, bytes]:
+    """The index of ``ifname`` and its link-layer (Ethernet) address."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        (link,) = ipr.get_links(idx)
+        mac = link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+    return idx, bytes.fromhex(mac.replace(":", ""))
+
+
+def hold_address(ifname: str, address: str, lifetime_s: int) -> None:
+    """Put ``address``/128 on ``ifname`` (no DAD) for ``lifetime_s``, or renew it: the kernel
+    removes it by itself when nobody renews it (a home agent of a cluster killed while holding
+    its address lets go of it within ``lifetime_s``, docs/internals.md)."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        try:
+            ipr.addr(
+                "replace",
+                index=idx,
+                address=address,
+                prefixlen=128,
+                flags=IFA_F_NODAD,
+                preferred_lft=lifetime_s,
+                valid_lft=lifetime_s,
+            )
+        except NetlinkError as exc:
+            raise NetlinkFailure(f"address {address} on {ifname}: {exc}") from None
+
+
+def drop_address(ifname: str, address: str) -> None:
+    """Take ``address``/128 off ``ifname``; nothing when it is not there."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        try:
+            ipr.addr("del", index=idx, address=address, prefixlen=128)
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:
+                raise NetlinkFailure(f"address {address} on {ifname}: {exc}") from None

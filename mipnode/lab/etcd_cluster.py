@@ -14,6 +14,7 @@ Timing: heartbeats every 50 ms and elections after 500 ms (etcd's defaults are 1
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -26,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,12 +35,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mipnode.lab.netns import LabError
-from mipnode.lab.status import file_tail
+from mipnode.lab.status import file_tail, in_namespace
 
 ETCD = "etcd"
 START_TIMEOUT_S = 15.0
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
+NETNS_PORT_BASE = 2379  # etcd's own client port, then one port after another
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class Member:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     tls: TlsFiles | None = None  # clients must present a certificate the CA signed
+    netns: str | None = None  # the network namespace it runs in (None: this one)
 
     @property
     def client_url(self) -> str:
@@ -205,6 +209,8 @@ class EtcdCluster:
             cmd += ["--cert-file", str(t.server_cert), "--key-file", str(t.server_key)]
             cmd += ["--trusted-ca-file", str(t.ca), "--client-cert-auth"]
         cmd += self.extra_args
+        if member.netns is not None:
+            cmd = ["ip", "netns", "exec", member.netns, *cmd]  # ip execs etcd: one process
         with member.log.open("ab") as log:
             member.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -241,13 +247,18 @@ def start_cluster(
     host: str = "127.0.0.1",
     tls: TlsFiles | None = None,
     extra_args: tuple[str, ...] = (),
+    netns: str | None = None,
 ) -> EtcdCluster:
-    """``size`` members on ``host`` (a loopback address), ready to use; with ``tls``, clients
-    speak HTTPS to them and must present a client certificate (the peers stay on HTTP: they
-    talk over loopback only)."""
+    """``size`` members on ``host`` (a loopback address, or one of ``netns``'s), ready to use;
+    with ``tls``, clients speak HTTPS to them and must present a client certificate (the peers
+    stay on HTTP: they talk over loopback only). In ``netns`` (a lab namespace of ours, where
+    nothing else listens) the ports are fixed: NETNS_PORT_BASE and up."""
     if shutil.which(ETCD) is None:
         raise LabError("etcd is not installed (tools/install.sh installs etcd-server)")
-    ports = free_ports(2 * size, host)
+    if netns is None:
+        ports = free_ports(2 * size, host)
+    else:
+        ports = list(range(NETNS_PORT_BASE, NETNS_PORT_BASE + 2 * size))
     members = [
         Member(
             f"etcd{i}",
@@ -257,6 +268,7 @@ def start_cluster(
             workdir / f"etcd{i}",
             workdir / f"etcd{i}.log",
             tls=tls,
+            netns=netns,
         )
         for i in range(size)
     ]
@@ -288,6 +300,9 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def _healthy(member: Member) -> bool:
+    if member.netns is not None:
+        ns, member = member.netns, dataclasses.replace(member, netns=None, proc=None)
+        return in_namespace(ns, lambda: _healthy(member))
     context = None
     if member.tls is not None:
         context = ssl.create_default_context(cafile=str(member.tls.ca))
@@ -306,3 +321,36 @@ def _healthy(member: Member) -> bool:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def leader_name(cluster: EtcdCluster) -> str | None:
+    """The name of the member that leads now (each member's status names the leader's id and
+    its own), or None when no running member answers."""
+    for member in cluster.members:
+        if not member.running:
+            continue
+        answer = _post(member, "/v3/maintenance/status")
+        if answer is None:
+            continue
+        leader = str(answer.get("leader", ""))
+        for other in cluster.members:
+            if other.running:
+                own = _post(other, "/v3/maintenance/status")
+                if own is not None and str((own.get("header") or {}).get("member_id")) == leader:
+                    return other.name
+    return None
+
+
+def _post(member: Member, path: str) -> dict[str, Any] | None:
+    if member.netns is not None:
+        ns, plain = member.netns, dataclasses.replace(member, netns=None, proc=None)
+        return in_namespace(ns, lambda: _post(plain, path))
+    if member.tls is not None:
+        return None  # only the lab's plain-HTTP clusters are asked
+    request = urllib.request.Request(member.client_url + path, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=1) as reply:
+            answer = json.loads(reply.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None

@@ -68,6 +68,25 @@ def _step_text(step: dict[str, Any]) -> str:
     text = str(step["step"])
     if "handover_ms" in step:
         text += f": re-registered in {step['handover_ms']} ms at {step['mn_coa_after']}"
+    elif "killed" in step and "new_holder" in step:
+        text += (
+            f" ({step['killed']}): {step['new_holder']} held the address after "
+            f"{step['held_ms']} ms, served the binding after {step['binding_ms']} ms, "
+            f"relayed a ping after {step['resumed_ms']} ms"
+        )
+    elif "health" in step:
+        text += f": after {step['after_ms']} ms, " + ", ".join(
+            f"{node} {state}" for node, state in step["health"].items()
+        )
+    elif "replayed_to" in step:
+        text += (
+            f": {step['bus_captured']} BUs captured, the last sent to {step['replayed_to']}: "
+            + ("refused with 144" if step.get("refused_144") else "not refused")
+        )
+    elif "killed" in step:
+        text += f": {', '.join(step['killed'])}"
+    elif "started" in step:
+        text += f": {', '.join(step['started']) or 'none was down'}"
     elif "resumed_ms" in step:
         text += (
             f": the new HA answered after {step.get('ha_answered_ms')} ms, had the binding after "

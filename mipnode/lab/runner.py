@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mipnode.lab import timeline, topology
+from mipnode.lab import cluster, timeline, topology
 from mipnode.lab.capture import LinkCaptures
 from mipnode.lab.netns import LabError, RunRecord, run
 from mipnode.lab.report import repeat_summary, report_table, summary_table
@@ -94,10 +94,16 @@ class FirstData:
 def start_home_network(t: Topology, *, cn_mipnode: bool) -> Path:
     """Write the configurations, start the HA (and the CN daemon) and wait until they answer;
     returns the MN's configuration file."""
-    ha_cfg, mn_cfg = topology.write_configs(t)
-    t.spawn("ha", ["ha", "--config", str(ha_cfg)], "ha.log")
-    if not wait_for(lambda: daemon_status(t, "ha"), 10):
-        raise LabError(f"home agent did not start: {log_tail(t, 'ha.log')}")
+    if t.ha_nodes > 1:
+        cluster.start_etcd(t)
+    _, mn_cfg = topology.write_configs(t)
+    for node in topology.ha_node_names(t.ha_nodes):
+        t.spawn(node, ["ha", "--config", str(t.workdir / f"{node}.toml")], f"{node}.log")
+    for node in topology.ha_node_names(t.ha_nodes):
+        if not wait_for(lambda n=node: daemon_status(t, n), 10):
+            raise LabError(f"home agent {node} did not start: {log_tail(t, f'{node}.log')}")
+    if t.ha_nodes > 1 and not wait_for(lambda: cluster.holder(t), 10):
+        raise LabError(f"no home agent of the cluster took the address: {cluster.states(t)}")
     if cn_mipnode:
         cn_cfg = topology.write_cn_config(t)
         t.spawn("cn", ["cn", "--config", str(cn_cfg)], "cn.log")
@@ -334,10 +340,7 @@ def run_scenario(
 
 def remove_workdir(workdir: Path) -> None:
     """A run's configurations and logs, once nobody needs them (left alone on any error)."""
-    with contextlib.suppress(OSError):
-        for p in workdir.iterdir():
-            p.unlink()
-        workdir.rmdir()
+    shutil.rmtree(workdir, ignore_errors=True)  # etcd's data directories too
 
 
 def diagnosis_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> list[str]:
@@ -375,7 +378,7 @@ def diagnosis_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> list[st
 
 def _daemons_healthy(t: Topology, sc: Scenario) -> list[str]:
     problems = []
-    nodes = ["mn", "ha"] + (["cn"] if sc.cn == "mipnode" else [])
+    nodes = ["mn", *cluster.running_home_agents(t)] + (["cn"] if sc.cn == "mipnode" else [])
     for node in nodes + (["mn2"] if sc.second_mn else []):
         answer = daemon_status(t, node)
         if answer is None:
@@ -399,7 +402,7 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     result["observed"]["mn_ha_port"] = home_port(binding)
     result["timings_ms"]["registration"] = status.get("registration_ms")
     result["timings_ms"]["first_data"] = status.get("first_data_ms")
-    ha = daemon_status(t, "ha", "bindings") or {}
+    ha = daemon_status(t, cluster.serving(t), "bindings") or {}
     ha_kinds = [b["path"]["kind"] for b in ha.get("bindings", []) if b["hoa"] == HOA]
     cn_paths: list[str] = []
     if sc.expect_mn_cn is not None:
@@ -551,7 +554,7 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
     end = bindings[0]["path"]["kind"] if bindings else None
     ha_end = [
         b["path"]["kind"]
-        for b in (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+        for b in (daemon_status(t, cluster.serving(t), "bindings") or {}).get("bindings", [])
         if b["hoa"] == HOA
     ]
     result["observed"]["mn_ha_at_end"] = end
@@ -574,7 +577,7 @@ def settled_binding(t: Topology, expected: str | None) -> dict[str, Any] | None:
         last[:] = bindings[:1]
         if bindings[0]["path"]["kind"] != expected:
             return None
-        ha = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+        ha = (daemon_status(t, cluster.serving(t), "bindings") or {}).get("bindings", [])
         kinds = [b["path"]["kind"] for b in ha if b["hoa"] == HOA]
         return bindings[0] if kinds == [expected] else None
 

@@ -4,12 +4,15 @@ The format is documented with examples in docs/lab.md; in short::
 
     name, description, tc          what it is (tc: the RFC 4487 test case, reference §5.5)
     [topology]                     access, firewall, cn, cn_firewall, ha_firewall, move_to,
-                                   second_mn, access_mtu, ha_udp_ports, protection, attacker
+                                   second_mn, access_mtu, ha_udp_ports, protection, attacker,
+                                   ha_nodes
     [nft]                          inline rulesets per firewall node (fw, fw2, fw3, fwc, fwh)
     [sysctl.NODE]                  per-namespace sysctls ("net.netfilter.nf_conntrack_checksum")
     [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
                                    wait-for-path, attack (restart-ha: keep_state; attack:
-                                   kind, count, rate, seconds, latency_ratio)
+                                   kind, count, rate, seconds, latency_ratio); in a cluster
+                                   kill-ha-holder, kill-etcd (count, leader), start-etcd,
+                                   wait-health (state), capture-bu, replay-bu
     [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
                                    udp_seconds
     [expect]                       mn_ha, mn_ha_port, mn_cn, first_data_ms, handover_gap_ms,
@@ -41,7 +44,7 @@ PROTECTIONS = ("esp", "none")
 MN_HA_PATHS = ("T-native", "T-udp", "none")
 MN_CN_PATHS = ("D-native", "D-udp", "T-native", "T-udp")
 INITIATORS = ("both", "mn", "cn")
-STEP_KINDS = (
+_SINGLE_STEPS = (
     "wait",
     "move",
     "block",
@@ -51,6 +54,17 @@ STEP_KINDS = (
     "wait-for-path",
     "attack",
 )
+# Steps that need a cluster of home agents (topology.ha_nodes > 1; lab/cluster.py).
+CLUSTER_STEPS = (
+    "kill-ha-holder",
+    "kill-etcd",
+    "start-etcd",
+    "wait-health",
+    "capture-bu",
+    "replay-bu",
+)
+STEP_KINDS: tuple[str, ...] = _SINGLE_STEPS + CLUSTER_STEPS
+HEALTH_STATES = ("ok", "degraded")
 ATTACKS = attack.KINDS  # what an attack step's kind may be (lab/attack.py)
 # What a block step can drop; nft's own names (`meta l4proto ...`), "all" for every protocol.
 BLOCK_PROTOCOLS = ("all", "udp", "tcp", "ipv6", "mobility-header", "ipv6-icmp", "icmp", "esp")
@@ -107,6 +121,7 @@ _TABLES = {
         "ha_udp_ports",
         "protection",
         "attacker",
+        "ha_nodes",
     },
     "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
     "expect": {
@@ -133,6 +148,12 @@ _STEP_KEYS = {
     "restart-mn": set(),
     "wait-for-path": {"mn_ha", "mn_cn", "within_s"},
     "attack": {"kind", "count", "rate", "seconds", "latency_ratio"},
+    "kill-ha-holder": set(),
+    "kill-etcd": {"count", "leader"},
+    "start-etcd": set(),
+    "wait-health": {"state"},
+    "capture-bu": set(),
+    "replay-bu": set(),
 }
 
 
@@ -153,6 +174,8 @@ class Step:
     count: int = 1  # attack: rounds (when seconds is 0)
     rate: float = 0.0  # attack: rounds per second (0: as fast as it can)
     latency_ratio: float | None = None  # attack: the data path's p99 under it / unloaded p99
+    leader: bool = False  # kill-etcd: the leader first
+    state: str = "ok"  # wait-health: what every home agent of the cluster must report
 
     def describe(self) -> str:
         if self.do == "wait":
@@ -170,6 +193,10 @@ class Step:
         if self.do == "attack":
             how = f"{self.rate:g}/s for {self.seconds:g} s" if self.seconds else f"x{self.count}"
             return f"attack {self.kind} {how}"
+        if self.do == "kill-etcd":
+            return f"kill-etcd {self.count}{' (the leader first)' if self.leader else ''}"
+        if self.do == "wait-health":
+            return f"wait until every home agent is {self.state}"
         return self.do
 
 
@@ -200,6 +227,7 @@ class Scenario:
     ha_udp_ports: tuple[int, ...] | None = None  # the HA's UDP ports (None: the default 4191)
     protection: str = "esp"  # the MN's and the HA's protection ("none": plain RFC 6275)
     attacker: bool = False  # an off-path `atk` node on the core (attack steps)
+    ha_nodes: int = 1  # home agents; more than one: a cluster on etcd
     tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
     sysctl: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> key -> value
@@ -247,11 +275,17 @@ class Scenario:
             ha_udp_ports=self.ha_udp_ports,
             protection=self.protection,
             attacker=self.attacker,
+            ha_nodes=self.ha_nodes,
         )
 
     def nodes(self) -> tuple[str, ...]:
         return topology.plan(
-            self.cn_firewall, self.move_to, self.second_mn, self.ha_firewall, self.attacker
+            self.cn_firewall,
+            self.move_to,
+            self.second_mn,
+            self.ha_firewall,
+            self.attacker,
+            self.ha_nodes,
         )[0]
 
 
@@ -338,7 +372,13 @@ def _block_address(r: _Reader, key: str, name: Any, access: str) -> str:
 
 
 def _step(
-    r: _Reader, i: int, raw: Any, access: str, firewalls: set[str], attacker: bool = False
+    r: _Reader,
+    i: int,
+    raw: Any,
+    access: str,
+    firewalls: set[str],
+    attacker: bool = False,
+    ha_nodes: int = 1,
 ) -> Step:
     where = f"timeline[{i}]"
     if not isinstance(raw, dict):
@@ -380,6 +420,14 @@ def _step(
     if do == "restart-ha":
         keep = r.boolean(f"{where}.keep_state", raw.get("keep_state", True))
         return Step(do, keep_state=keep)
+    if do in CLUSTER_STEPS and ha_nodes < 2:
+        raise r.fail(where, f"a {do} step needs a cluster: topology.ha_nodes = 2 or more")
+    if do == "kill-etcd":
+        count = r.integer(f"{where}.count", raw.get("count", 1), 1, 3)
+        return Step(do, count=count, leader=r.boolean(f"{where}.leader", raw.get("leader", False)))
+    if do == "wait-health":
+        state = r.choice(f"{where}.state", raw.get("state", "ok"), HEALTH_STATES, False)
+        return Step(do, state=state)
     if do == "attack":
         if not attacker:
             raise r.fail(where, "an attack step needs topology.attacker = true")
@@ -457,8 +505,9 @@ def parse_scenario(text: str, file: str) -> Scenario:
     ha_udp_ports = None if raw_ports is None else r.ports("topology.ha_udp_ports", raw_ports)
     protection = r.choice("topology.protection", topo.get("protection", "esp"), PROTECTIONS, False)
     attacker = r.boolean("topology.attacker", topo.get("attacker", False))
+    ha_nodes = r.integer("topology.ha_nodes", topo.get("ha_nodes", 1), 1, 5)
 
-    nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall, attacker)[0]
+    nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall, attacker, ha_nodes)[0]
     sysctl_t = r.table(doc, "sysctl")
     sysctl: dict[str, dict[str, str]] = {}
     for node, values in sysctl_t.items():
@@ -480,7 +529,8 @@ def parse_scenario(text: str, file: str) -> Scenario:
         raise r.fail("timeline", "must be an array of tables ([[timeline]])")
     firewall_nodes = {n for n in FIREWALL_NODES if n in nodes}
     timeline = tuple(
-        _step(r, i, s, access, firewall_nodes, attacker) for i, s in enumerate(raw_timeline)
+        _step(r, i, s, access, firewall_nodes, attacker, ha_nodes)
+        for i, s in enumerate(raw_timeline)
     )
 
     initiator = r.choice(
@@ -533,6 +583,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
         ha_udp_ports=ha_udp_ports,
         protection=protection,
         attacker=attacker,
+        ha_nodes=ha_nodes,
         nft=nft,
         sysctl=sysctl,
         timeline=timeline,
@@ -585,6 +636,10 @@ def _check_meetable(r: _Reader, sc: Scenario) -> None:
         raise r.fail("topology.second_mn", "cannot be combined with cn_firewall")
     if sc.ha_firewall and sc.second_mn:
         raise r.fail("topology.ha_firewall", "cannot be combined with second_mn")
+    if sc.ha_nodes > 1 and sc.ha_firewall:
+        raise r.fail("topology.ha_nodes", "a cluster cannot be combined with ha_firewall yet")
+    if sc.ha_nodes > 1 and sc.restart_ha:
+        raise r.fail("topology.ha_nodes", "restart-ha restarts one home agent: not in a cluster")
     for i, step in enumerate(sc.timeline):
         if step.do == "move" and not sc.move_to:
             raise r.fail(f"timeline[{i}].do", "a move needs topology.move_to")

@@ -9,47 +9,58 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mipnode.drivers.control import query
 from mipnode.lab.topology import CN_ADDRESS, Topology
 
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def unix_socket_in(ns: str) -> socket.socket:
-    """An AF_UNIX socket created inside network namespace ``ns``: abstract socket names are
-    per namespace, so it reaches that namespace's daemons. setns(2) moves only the calling
-    thread, so a short-lived thread does it and the lab process itself never moves."""
-    made: list[socket.socket | OSError] = []
+def in_namespace(ns: str, call: Callable[[], T]) -> T:
+    """``call()`` in network namespace ``ns``: sockets it creates live there (abstract Unix
+    socket names and addresses are per namespace). setns(2) moves only the calling thread, so
+    a short-lived thread does it and the lab process itself never moves."""
+    made: list[T | BaseException] = []
 
-    def create() -> None:
+    def enter_and_call() -> None:
         try:
             fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 if _libc.setns(fd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, f"setns {ns}: {os.strerror(err)}")
-                made.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
             finally:
                 os.close(fd)
-        except OSError as exc:
+            made.append(call())
+        except BaseException as exc:  # handed to the caller's thread
             made.append(exc)
 
-    worker = threading.Thread(target=create, name=f"setns-{ns}")
+    worker = threading.Thread(target=enter_and_call, name=f"setns-{ns}")
     worker.start()
     worker.join()
-    if isinstance(made[0], OSError):
+    if isinstance(made[0], BaseException):
         raise made[0]
     return made[0]
+
+
+def unix_socket_in(ns: str) -> socket.socket:
+    """An AF_UNIX socket created inside network namespace ``ns``."""
+    return in_namespace(ns, lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
 
 
 DAEMON_SOCKETS = {
     "mn": "@mipnode-mn",
     "mn2": "@mipnode-mn",
     "ha": "@mipnode-ha",
+    "ha2": "@mipnode-ha",  # the other home agents of a cluster, each in its own namespace
+    "ha3": "@mipnode-ha",
+    "ha4": "@mipnode-ha",
+    "ha5": "@mipnode-ha",
     "cn": "@mipnode-cn",
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mipnode.drivers.persist import STATE_FILE
-from mipnode.lab import topology
+from mipnode.lab import cluster, topology
 from mipnode.lab.attack_step import run_attack
 from mipnode.lab.netns import CHILDREN, LabError
 from mipnode.lab.scenario_files import Scenario, Step
@@ -189,7 +189,7 @@ def move(t: Topology) -> dict[str, Any]:
         return s if s["bindings"][0]["coa"] == topology.MN_LAN6_B else None
 
     after = wait_for(moved, 10, 0.1) or daemon_status(t, "mn") or {}
-    ha = (daemon_status(t, "ha", "bindings") or {}).get("bindings", [])
+    ha = (daemon_status(t, cluster.serving(t), "bindings") or {}).get("bindings", [])
     return {
         "observed_ms": round((time.monotonic() - started) * 1000, 1),
         "handover_ms": after.get("handover_ms"),
@@ -460,6 +460,18 @@ def run_step(t: Topology, step: Step, peer: str, initiator: str = "both") -> dic
             entry["problem"] = f"the MN did not register again: {log_tail(t, 'mn.log')}"
     elif step.do == "attack":
         entry.update(run_attack(t, step, peer))
+    elif step.do == "kill-ha-holder":
+        entry.update(cluster.kill_holder(t))
+    elif step.do == "kill-etcd":
+        entry.update(cluster.kill_etcd(t, step.count, step.leader))
+    elif step.do == "start-etcd":
+        entry.update(cluster.start_etcd_members(t))
+    elif step.do == "wait-health":
+        entry.update(cluster.wait_health(t, step.state))
+    elif step.do == "capture-bu":
+        entry.update(cluster.capture_bu(t))
+    elif step.do == "replay-bu":
+        entry.update(cluster.replay_bu(t))
     elif step.do == "wait-for-path":
         entry.update(wait_for_path(t, step, peer))
         if not entry["reached"]:

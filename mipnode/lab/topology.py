@@ -41,6 +41,13 @@ SPI = 1000
 DEFAULT_HA_UDP_PORTS = (4191,)
 
 NODES = ("mn", "fw", "core", "ha", "cn")
+HOME_LINK = "2001:db8:f2::"  # the HA's link to the core; a cluster's home link
+HOME_LINK4 = "203.0.113."
+
+
+def ha_node_names(count: int) -> list[str]:
+    """The home agents' nodes: ``ha``, then ``ha2``, ``ha3``... in a cluster."""
+    return ["ha", *(f"ha{i}" for i in range(2, count + 1))]
 
 
 def plan(
@@ -49,19 +56,24 @@ def plan(
     second_mn: str | None = None,
     ha_firewall: str | None = None,
     attacker: bool = False,
+    ha_nodes: int = 1,
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
     """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
 
     Optional parts: a second access network ``mn --eth1-- fw2 -- core`` to move to, a
     firewall in front of the CN (RFC 4487 §5.2) ``core -- fwc -- cn`` and one in front of the
-    home agent (§5.3) ``core -- fwh -- ha``.
+    home agent (§5.3) ``core -- fwh -- ha``. With ``ha_nodes`` > 1 the home agents ``ha``,
+    ``ha2``, ... of a cluster share one home link: the core's ends of their links are ports
+    of a bridge ``home`` in the core.
     """
-    nodes = ["mn", "fw", "core", "ha"]
+    nodes = ["mn", "fw", "core", *ha_node_names(ha_nodes)]
     links = [
         ("mn", "eth0", "fw", "lan"),
         ("fw", "wan", "core", "to-fw"),
     ]
-    if ha_firewall:
+    if ha_nodes > 1:
+        links += [("core", f"to-{n}", n, "eth0") for n in ha_node_names(ha_nodes)]
+    elif ha_firewall:
         nodes.insert(3, "fwh")
         links += [("core", "to-fwh", "fwh", "wan"), ("fwh", "lan", "ha", "eth0")]
     else:
@@ -229,6 +241,8 @@ class Topology:
     esp_keylog: Path | None = None  # MIPNODE_ESP_KEYLOG for the daemons (lab --pcap)
     protection: str = "esp"  # [ha] and [mn] protection in the generated configs
     attacker: bool = False  # an `atk` node on the core (lab.attack)
+    ha_nodes: int = 1  # home agents: more than one is a cluster on etcd (in the core)
+    etcd_endpoints: tuple[str, ...] = ()  # the cluster's etcd, once started
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -240,7 +254,12 @@ class Topology:
 
     def _plan(self) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
         return plan(
-            self.cn_firewall, self.second_access, self.second_mn, self.ha_firewall, self.attacker
+            self.cn_firewall,
+            self.second_access,
+            self.second_mn,
+            self.ha_firewall,
+            self.attacker,
+            self.ha_nodes,
         )
 
     def firewalls(self) -> dict[str, str]:
@@ -330,6 +349,7 @@ def build(
     ha_udp_ports: tuple[int, ...] | None = None,
     protection: str = "esp",
     attacker: bool = False,
+    ha_nodes: int = 1,
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
@@ -352,7 +372,10 @@ def build(
         ha_udp_ports,
         protection=protection,
         attacker=attacker,
+        ha_nodes=ha_nodes,
     )
+    if ha_nodes > 1 and ha_firewall:
+        raise LabError("a firewall in front of a cluster of home agents is not built yet")
     for node, profile in t.firewalls().items():
         if node not in t.nft and profile not in FIREWALLS:
             raise LabError(f"unknown firewall profile {profile!r} for {node}")
@@ -430,9 +453,17 @@ def build(
         route("core", "203.0.113.0/24", "via", "192.0.2.2")
         route("fwh", "default", "via", "2001:db8:f6::1")
         route("fwh", "default", "via", "192.0.2.1")
+    elif ha_nodes > 1:
+        # The home link: a bridge whose ports are the core's ends of the HAs' links.
+        t.sh("core", "ip", "link", "add", "home", "type", "bridge", "mcast_snooping", "0")
+        for n in ha_node_names(ha_nodes):
+            t.sh("core", "ip", "link", "set", f"to-{n}", "master", "home")
+        t.sh("core", "ip", "link", "set", "home", "up")
+        addr("core", "home", f"{HOME_LINK}1/64")
+        addr("core", "home", f"{HOME_LINK4}1/24")
     else:
-        addr("core", "to-ha", "2001:db8:f2::1/64")
-        addr("core", "to-ha", "203.0.113.1/24")
+        addr("core", "to-ha", f"{HOME_LINK}1/64")
+        addr("core", "to-ha", f"{HOME_LINK4}1/24")
     if second_access:
         # The network to move to: up, addressed, but without the MN's default route.
         addr("mn", "eth1", f"{MN_LAN6_B}/64")
@@ -466,7 +497,10 @@ def build(
         addr("atk", "eth0", "2001:db8:e::2/64")
         route("atk", "default", "via", "2001:db8:e::1")
         route("core", "2001:db8:e:1::/64", "via", "2001:db8:e::2")  # lab.attack REFLECT
-    addr("ha", "eth0", "2001:db8:f2::2/64")
+    for i, n in enumerate(ha_node_names(ha_nodes)):
+        addr(n, "eth0", f"{HOME_LINK}{2 + i}/64")
+        if n != "ha":
+            route(n, "default", "via", f"{HOME_LINK}1")
     addr("ha", "eth0", f"{HA_CORE4}/24")
     addr("cn", "eth0", f"{CN_ADDRESS}/64")
     route("fw", "default", "via", "2001:db8:f1::1")
@@ -475,6 +509,11 @@ def build(
     if ha_firewall:
         route("core", HOME_PREFIX, "via", "2001:db8:f6::2")
         route("fwh", HOME_PREFIX, "via", "2001:db8:f2::2")
+    elif ha_nodes > 1:
+        # The home prefix goes to the home-agent address, on the home link: whichever node
+        # holds it answers for it (and tells the core with an unsolicited NA when it moves).
+        route("core", f"{HA_ADDRESS}/128", "dev", "home")
+        route("core", HOME_PREFIX, "via", HA_ADDRESS, "dev", "home")
     else:
         route("core", HOME_PREFIX, "via", "2001:db8:f2::2")
     route("ha", "default", "via", "2001:db8:f2::1")
@@ -506,21 +545,25 @@ def write_configs(t: Topology) -> tuple[Path, Path]:
     key, key2 = secrets.token_hex(20), secrets.token_hex(20)
     ha_cfg = t.workdir / "ha.toml"
     mn_cfg = t.workdir / "mn.toml"
-    ha_cfg.write_text(
-        f"""[ha]
+    cluster_key = secrets.token_hex(32)
+    for node in ha_node_names(t.ha_nodes):
+        # One node keeps its bindings in a state file; a cluster keeps them in etcd.
+        keeps = f'state_dir = "{t.workdir}"' if t.ha_nodes == 1 else ""
+        (t.workdir / f"{node}.toml").write_text(
+            f"""[ha]
 address = "{HA_ADDRESS}"
 home_prefix = "{HOME_PREFIX}"
 {_ports_line(t, "udp_port", "udp_ports")}
 max_lifetime_s = 600
-state_dir = "{t.workdir}"
+{keeps}
 protection = "{t.protection}"
-
+{_cluster_table(t, node, cluster_key) if t.ha_nodes > 1 else ""}
 [[mobile_node]]
 home_address = "{HOA}"
 spi = {SPI}
 key = "{key}"
 {_second_mn_entry(key2) if t.second_mn else ""}"""
-    )
+        )
     if t.second_mn:
         (t.workdir / "mn2.toml").write_text(
             f"""[mn]
@@ -549,7 +592,8 @@ keepalive_interval_s = 5
 protection = "{t.protection}"
 """
     )
-    for p in (ha_cfg, mn_cfg, t.workdir / "mn2.toml"):
+    ha_files = [t.workdir / f"{n}.toml" for n in ha_node_names(t.ha_nodes)]
+    for p in (*ha_files, mn_cfg, t.workdir / "mn2.toml"):
         if p.exists():
             os.chmod(p, 0o600)  # they hold keys: the daemons refuse them open to others
     return ha_cfg, mn_cfg
@@ -561,6 +605,18 @@ def _ports_line(t: Topology, one: str, many: str) -> str:
     if t.ha_udp_ports is None:
         return f"{one} = {DEFAULT_HA_UDP_PORTS[0]}"
     return f"{many} = [{', '.join(map(str, t.ha_udp_ports))}]"
+
+
+def _cluster_table(t: Topology, node: str, key: str) -> str:
+    endpoints = ", ".join(f'"{e}"' for e in t.etcd_endpoints)
+    return f"""
+[ha.cluster]
+name = "lab"
+node_id = "{node}"
+etcd_endpoints = [{endpoints}]
+key = "{key}"
+home_link = "eth0"
+"""
 
 
 def _second_mn_entry(key: str) -> str:

@@ -341,3 +341,34 @@ def test_a_keep_alive_that_never_answers_counts_as_etcd_lost_at_the_lease_end() 
     (released,) = set(h.when(Release, victim))
     assert released < hung - 0.01 + LEASE_TTL_S
     assert not h.holds[victim]
+
+
+def test_a_lost_majority_noticed_at_different_times_never_makes_the_holder_let_go() -> None:
+    """etcd's majority is gone: every keep-alive hangs, and each node's request gives up on its
+    own timer -- the holder's first, its peers' 1.5 s later. Until then the peers still
+    announce a working etcd, which would make the holder think it alone is cut off and let its
+    addresses go, with nobody able to claim them. A keep-alive unanswered for ETCD_STALE_S
+    already means etcd is not reached, on every node alike, so nobody lets go."""
+    h = Harness(["ha1", "ha2", "ha3"])
+    h.run(1.0)
+    before = h.holders()
+    holder = busiest(h)
+    lost = h.now
+    failures = {n: lost + (0.5 if n == holder else 1.95) for n in h.nodes}
+    for name, node in h.nodes.items():
+        real = node.etcd_failed
+        node.etcd_failed = (  # type: ignore[method-assign]
+            lambda now, reason, real=real, at=failures[name]: (
+                real(now, reason) if now >= at else None
+            )
+        )
+    # Keep-alives run on each node's own timer: the peers' last answer came up to one
+    # interval after the holder's.
+    h.reaches_etcd.discard(holder)
+    h.run(0.45)
+    h.etcd_up = False
+    h.run(LEASE_TTL_S + 1.0)
+    assert h.when(Release) == []
+    assert h.holders() == before
+    assert all(n.health.state == "degraded" for n in h.nodes.values())
+    assert all("nothing moves" in (n.health.reason or "") for n in h.nodes.values())

@@ -18,12 +18,14 @@ from coretest_kit import (
     VIA_UDP,
     Stamper,
     build_bu,
+    decode,
     events,
     make_ha,
     single_ba,
 )
 
-from mipnode.core.ha import HomeAgentCore
+from mipnode.core.ha import BindingAdded, BindingRemoved, HomeAgentCore
+from mipnode.wire.mh import BindingRefreshRequest
 
 T0 = 1000.0
 
@@ -128,3 +130,85 @@ def test_a_malformed_record_raises_and_changes_nothing(mutate: Any) -> None:
     with pytest.raises(ValueError):
         b.observe_replica(record)
     assert bu(b, T0 + 1, captured) == 0  # nothing was taken on
+
+
+# -- takeover: the node that took the home-agent address over serves the replicated bindings --
+
+
+def test_a_node_that_takes_over_serves_the_binding_and_asks_for_a_registration() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    b = make_ha(require_protection=True)
+    assert b.adopt_replica(T0 + 1, through_etcd(a.replication_record(HOA))) is True
+    served = b.binding_for(HOA)
+    assert served is not None and served.via == VIA
+    (added,) = events(b)
+    assert isinstance(added, BindingAdded) and added.binding.via == VIA
+    # The ESP keys stayed with the node that died: a BRR asks the MN for a new registration.
+    (brr,) = b.datagrams_to_send(T0 + 1)
+    assert isinstance(decode(brr), BindingRefreshRequest)
+    assert b.statistics()["adopted"] == 1
+
+
+def test_without_protection_an_adopted_binding_is_served_without_a_new_registration() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    b = make_ha()
+    assert b.adopt_replica(T0 + 1, through_etcd(a.replication_record(HOA))) is True
+    assert b.datagrams_to_send(T0 + 1) == []
+    assert b.binding_for(HOA) is not None
+
+
+def test_an_adopted_binding_keeps_its_expiry_and_refuses_the_replay() -> None:
+    stamp = Stamper()
+    a, captured = accepted_on_a(stamp)
+    expiry = a.binding_for(HOA).expires_at  # type: ignore[union-attr]
+    b = make_ha()
+    b.adopt_replica(T0 + 1, through_etcd(a.replication_record(HOA)))
+    assert b.binding_for(HOA).expires_at == expiry  # type: ignore[union-attr]
+    b.datagrams_to_send(T0 + 1)
+    assert bu(b, T0 + 2, captured, VIA_UDP) == 144
+    assert b.binding_for(HOA).via == VIA  # type: ignore[union-attr]
+
+
+def test_an_expired_record_is_not_adopted() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    record = through_etcd(a.replication_record(HOA))
+    b = make_ha()
+    assert b.adopt_replica(T0 + record["binding"]["lifetime_s"] + 1, record) is False
+    assert b.binding_for(HOA) is None and events(b) == []
+    assert b.statistics()["adopt_expired"] == 1
+
+
+def test_a_record_from_a_clock_ahead_grants_no_more_than_this_node_would() -> None:
+    # The absolute expiry is trusted only as far as this node's own maximum lifetime: a
+    # replica from a node whose clock ran ahead cannot lengthen the binding.
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    record = through_etcd(a.replication_record(HOA))
+    record["binding"]["expires_at"] += 100_000
+    b = make_ha(max_lifetime_s=60)
+    b.adopt_replica(T0 + 1, record)
+    assert b.binding_for(HOA).expires_at <= T0 + 1 + 60  # type: ignore[union-attr]
+
+
+def test_releasing_stops_serving_but_keeps_the_replay_state() -> None:
+    stamp = Stamper()
+    a, captured = accepted_on_a(stamp)
+    assert a.release_all() == 1
+    (removed,) = events(a)
+    assert isinstance(removed, BindingRemoved) and removed.reason == "released"
+    assert a.binding_for(HOA) is None
+    assert bu(a, T0 + 1, captured) == 144  # released, still not fooled by the replay
+
+
+def test_the_changed_home_addresses_are_reported_once() -> None:
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    assert a.take_changed() == {HOA}
+    assert a.take_changed() == set()
+    assert bu(a, T0 + 1, build_bu(8, stamp(T0 + 1))) == 0  # a refresh changes the record too
+    assert a.take_changed() == {HOA}
+    a.handle_timer(T0 + 10_000)  # expired
+    assert a.take_changed() == {HOA} and a.replication_record(HOA) is None

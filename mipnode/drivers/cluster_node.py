@@ -1,0 +1,542 @@
+"""One home agent's part in a cluster on etcd (issue 14): the driver around the pure
+:class:`~mipnode.core.ha_cluster.ClusterMembership` and the binding records' replicator.
+
+docs/internals.md, "Home agents in a cluster on etcd", has the design. This driver owns:
+- the node's etcd lease (kept alive every KEEPALIVE_S; each answer tells the core how long the
+  lease surely lasts) and its member key ``/mipnode/<name>/members/<node id>`` bound to it;
+- two followers, of the member keys and of the address records
+  ``/mipnode/<name>/addresses/<address>`` (value: the holder's node id, bound to its lease),
+  and the claims (a compare-and-swap on an address record) the core asks for;
+- the announcements on the home link: every ANNOUNCE_S to ff02::1 on ``home_link``, UDP port
+  ``announce_port``, authenticated with the cluster key (wire/cluster_announce.py); what is
+  heard, authentic and fresh goes to the core;
+- the home-agent address on the home link while this node holds it: added for
+  ADDRESS_LIFETIME_S and renewed every ADDRESS_RENEW_S, so a node killed while holding it
+  loses it within seconds without anyone's help, and an unsolicited Neighbor Advertisement
+  (Override) so the home link's router sends to this node at once (wire/nd.py);
+- the binding records (drivers/ha_replication.py): every node follows them (replay state, and
+  a copy to serve from); the holder writes what its core changed, and adopts every record when
+  it takes the address over.
+
+The data plane is not here: the HA daemon serves the bindings its core has, and the core has
+bindings only while this node holds the address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from ipaddress import IPv6Address
+from typing import Any
+
+import trio
+
+from mipnode.config import ClusterConfig
+from mipnode.core.ha import HomeAgentCore
+from mipnode.core.ha_cluster import (
+    ANNOUNCE_S,
+    LEASE_TTL_S,
+    Claim,
+    ClusterMembership,
+    Health,
+    Hold,
+    Release,
+)
+from mipnode.drivers import netlink, pump
+from mipnode.drivers.etcd import Etcd, EtcdError, KeyValue, Put
+from mipnode.drivers.etcd_follow import Follower
+from mipnode.drivers.ha_replication import Replicator
+from mipnode.drivers.io import Counters
+from mipnode.drivers.logs import RateLimitedLog
+from mipnode.drivers.startup import ClusterUnavailable
+from mipnode.wire.cluster_announce import (
+    Freshness,
+    decode_announcement_untrusted,
+    encode_announcement,
+)
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.nd import unsolicited_na
+
+log = logging.getLogger("mipnode.cluster")
+KEEPALIVE_S = 0.5  # a quarter of the lease: three answers may be lost before it ends
+ADDRESS_LIFETIME_S = 3  # the kernel drops the address this long after its last renewal
+ADDRESS_RENEW_S = 1.0
+NA_COUNT = 3  # RFC 4861 §7.2.6: up to MAX_NEIGHBOR_ADVERTISEMENT unsolicited NAs
+REFRESH_BATCH_S = 1.0  # a refresh's record waits at most this long for company
+WRITE_RETRY_S = 0.5  # records etcd did not take are tried again this often
+ANNOUNCE_MAX = 2048
+ICMP6_FILTER = 1  # linux/icmpv6.h: which ICMPv6 types a raw socket receives
+ALL_NODES = "ff02::1"
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        address: IPv6Address,
+        core: HomeAgentCore,
+        flush: Callable[[], None],
+        *,
+        store: Any = None,
+    ) -> None:
+        self.cfg = cfg
+        self.address = address
+        self.core = core
+        self._flush = flush  # the HA pump's: what adopting or releasing queued goes out
+        self.etcd = store or Etcd(
+            cfg.etcd_endpoints,
+            timeout_s=cfg.etcd_timeout_s,
+            ca_file=cfg.etcd_ca_file,
+            cert_file=cfg.etcd_cert_file,
+            key_file=cfg.etcd_key_file,
+            username=cfg.etcd_username,
+            password=cfg.etcd_password,
+        )
+        root = f"/mipnode/{cfg.name}/"
+        self.member_key = f"{root}members/{cfg.node_id}".encode()
+        self.address_key = f"{root}addresses/{address}".encode()
+        self.membership = ClusterMembership(cfg.node_id, (address,), pump.now())
+        self.members = Follower(
+            self.etcd, f"{root}members/".encode(), self._member_put, self._member_gone
+        )
+        self.addresses = Follower(
+            self.etcd, f"{root}addresses/".encode(), self._address_put, self._address_gone
+        )
+        self.replicator = Replicator(self.etcd, cfg.name, core.observe_replica)
+        self.freshness = Freshness()
+        self.drops = Counters()
+        self.counters = Counters()
+        self.ratelog = RateLimitedLog()
+        self.lease = 0
+        self.holding = False
+        self.revision = 0
+        self._wake = trio.Event()
+        self._link_ops: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = (
+            trio.open_memory_channel(64)
+        )
+        self._claims: tuple[trio.MemorySendChannel[Claim], trio.MemoryReceiveChannel[Claim]] = (
+            trio.open_memory_channel(8)
+        )
+        self._urgent: set[IPv6Address] = set()  # created, moved, deleted: written at once
+        self._lazy: dict[IPv6Address, float] = {}  # refreshed: written within REFRESH_BATCH_S
+        self._write_wanted = trio.Event()
+        self.pending_writes = 0  # records waiting for etcd (it did not take them yet)
+        self.link_index = 0
+        self.link_mac = b"\x00" * 6
+
+    # -- start ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Reach etcd, take a lease and register as a member; the link's address and MAC.
+
+        Raises:
+            ClusterUnavailable: one line naming the endpoints and what went wrong.
+        """
+        endpoints = ", ".join(self.cfg.etcd_endpoints)
+        try:
+            self.link_index, self.link_mac = await trio.to_thread.run_sync(
+                netlink.link_address, self.cfg.home_link
+            )
+        except netlink.NetlinkFailure as exc:
+            raise ClusterUnavailable(f"[ha.cluster] home_link: {exc}") from None
+        try:
+            status = await self.etcd.status()
+            await self._join()
+        except EtcdError as exc:
+            raise ClusterUnavailable(f"etcd unreachable at {endpoints}: {exc}") from None
+        self.revision = status.revision
+        log.info(
+            "cluster %s: node %s joined etcd at %s (revision %d, lease %x)",
+            self.cfg.name,
+            self.cfg.node_id,
+            status.endpoint,
+            status.revision,
+            self.lease,
+        )
+
+    async def _join(self) -> None:
+        sent_at = pump.now()
+        self.lease, _ = await self.etcd.grant(int(LEASE_TTL_S))
+        value = json.dumps({"node": self.cfg.node_id, "address": str(self.address)}).encode()
+        await self.etcd.put(self.member_key, value, lease=self.lease)
+        self.membership.etcd_renewed(pump.now(), sent_at)
+        self._decided()
+
+    # -- run -----------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        announce = _announce_socket(self.cfg.home_link, self.link_index, self.cfg.announce_port)
+        na = _na_socket(self.link_index)
+        with announce, na:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.replicator.run)
+                nursery.start_soon(self.members.run)
+                nursery.start_soon(self.addresses.run)
+                await self.replicator.loaded.wait()  # a takeover serves from this copy
+                nursery.start_soon(self._keepalive)
+                nursery.start_soon(self._hear, announce)
+                nursery.start_soon(self._link_worker, na)
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._claimer)
+                nursery.start_soon(self._decide_and_announce, announce)
+                task_status.started()
+
+    async def _decide_and_announce(self, sock: socket.socket) -> None:
+        next_announce = pump.now()
+        renew_at: float | None = None
+        while True:
+            now = pump.now()
+            self.membership.handle_timer(now)
+            self._decided()
+            if now >= next_announce:
+                self._announce(sock)
+                next_announce = now + ANNOUNCE_S
+            if self.holding and (renew_at is None or now >= renew_at):
+                self._link_ops[0].send_nowait(("renew", None))
+                renew_at = now + ADDRESS_RENEW_S
+            deadline = min(self.membership.get_timer(now), next_announce)
+            await pump.wait_for(self._wake, max(0.0, deadline - now))
+            self._wake = trio.Event()
+
+    def _announce(self, sock: socket.socket) -> None:
+        data = encode_announcement(
+            self.membership.announcement(), self.cfg.key, int(pump.posix_time() * 1000)
+        )
+        try:
+            sock.sendto(data, (ALL_NODES, self.cfg.announce_port, 0, self.link_index))
+        except OSError as exc:
+            self.drops("announce_send_failed")
+            self.ratelog(logging.WARNING, "announce", "announcement not sent", error=exc)
+
+    async def _hear(self, sock: socket.socket) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            while True:
+                try:
+                    data, _ = sock.recvfrom(ANNOUNCE_MAX)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                self._heard(data)
+            self._decided()
+
+    def _heard(self, data: bytes) -> None:
+        try:
+            announcement, sent_ms = decode_announcement_untrusted(data, self.cfg.key)
+        except BadPacket as exc:
+            self.drops(f"announce_{exc.reason}")
+            return
+        if announcement.node == self.cfg.node_id:
+            return
+        if not self.freshness.accept(announcement.node, sent_ms, int(pump.posix_time() * 1000)):
+            self.drops("announce_stale")
+            return
+        self.counters("announcements_heard")
+        self.membership.heard(pump.now(), announcement)
+
+    async def _keepalive(self) -> None:
+        while True:
+            await pump.sleep(KEEPALIVE_S)
+            sent_at = pump.now()
+            try:
+                if self.lease == 0:
+                    await self._join()
+                    continue
+                ttl = await self.etcd.keepalive(self.lease)
+            except EtcdError as exc:
+                self.membership.etcd_failed(pump.now(), str(exc))
+                self._decided()
+                continue
+            if ttl <= 0:  # it ended while etcd did not hear from us: our keys are gone
+                self.lease = 0
+                self.membership.etcd_failed(pump.now(), "the lease had ended")
+            else:
+                self.membership.etcd_renewed(pump.now(), sent_at)
+            self._decided()
+
+    # -- etcd's records ------------------------------------------------------------------------
+    def _member_put(self, kv: KeyValue) -> None:
+        self.membership.member_record(pump.now(), _last(kv.key), True)
+        self._decided()
+
+    def _member_gone(self, key: bytes, revision: int) -> None:
+        self.membership.member_record(pump.now(), _last(key), False)
+        self._decided()
+
+    def _address_put(self, kv: KeyValue) -> None:
+        address = IPv6Address(_last(kv.key))  # ValueError: counted as malformed
+        holder = kv.value.decode(errors="replace")
+        self.revision = max(self.revision, kv.mod_revision)
+        self.membership.address_record(pump.now(), address, holder, kv.mod_revision)
+        self._decided()
+
+    def _address_gone(self, key: bytes, revision: int) -> None:
+        try:
+            address = IPv6Address(_last(key))
+        except ValueError:
+            return
+        self.membership.address_record(pump.now(), address, None, revision)
+        self._decided()
+
+    # -- the core's decisions ------------------------------------------------------------------
+    def _decided(self) -> None:
+        while (event := self.membership.next_event()) is not None:
+            if isinstance(event, Claim):
+                self._claim_soon(event)
+            elif isinstance(event, Hold):
+                self._link_ops[0].send_nowait(("hold", event.address))
+            elif isinstance(event, Release):
+                log.warning("cluster: releasing %s: %s", event.address, event.reason)
+                self._link_ops[0].send_nowait(("release", event.address))
+            elif isinstance(event, Health):
+                self._health(event)
+        self._wake.set()
+
+    def _claim_soon(self, claim: Claim) -> None:
+        try:
+            self._claims[0].send_nowait(claim)
+        except trio.WouldBlock:
+            self.drops("claims_backlogged")  # the core asks again after CLAIM_RETRY_S
+
+    async def _claimer(self) -> None:
+        """Each claim: a compare-and-swap of the address record to this node, bound to our
+        lease; the outcome (etcd's record when another node won) goes back to the core."""
+        async for claim in self._claims[1]:
+            key = self.address_key
+            try:
+                result = await self.etcd.txn(
+                    {key: claim.revision},
+                    [Put(key, self.cfg.node_id.encode(), lease=self.lease)],
+                )
+            except EtcdError as exc:
+                # Outcome unknown: the watch brings the record if it was written (naming us,
+                # the core claims again and holds), and the core retries otherwise.
+                self.counters("claims_unanswered")
+                self.ratelog(logging.WARNING, "claim", "claim not answered", error=exc)
+                continue
+            now = pump.now()
+            if result.succeeded:
+                self.counters("claims_won")
+                self.membership.claim_done(now, claim.address, True, None, result.revision)
+            else:
+                self.counters("claims_lost")
+                current = result.current[0] if result.current else None
+                holder = current.value.decode(errors="replace") if current else None
+                revision = current.mod_revision if current else result.revision
+                self.membership.claim_done(now, claim.address, False, holder, revision)
+            self._decided()
+
+    def _health(self, health: Health) -> None:
+        if health.state == "ok":
+            log.info("cluster: healthy")
+        else:
+            log.warning("cluster: degraded: %s", health.reason)
+
+    # -- holding the address on the link -------------------------------------------------------
+    async def _link_worker(self, na: socket.socket) -> None:
+        """Hold, renew and release, in the order decided (netlink blocks: a thread each)."""
+        nas_left = 0
+        async for op, _ in self._link_ops[1]:
+            if op == "hold":
+                # The address first, and the router told at once: the BRRs that adopting
+                # sends ask for BUs, which must reach this node, not the dead one.
+                self.holding = True
+                await self._set_address(True)
+                self._send_na(na)
+                nas_left = NA_COUNT - 1
+                self._adopt()
+                continue
+            elif op == "renew" and self.holding:
+                await self._set_address(True)
+            elif op == "release":
+                await self._set_address(False)
+                self._release()
+                nas_left = 0
+                continue
+            if self.holding and nas_left > 0:
+                nas_left -= 1
+                self._send_na(na)
+
+    async def _set_address(self, present: bool) -> None:
+        link, address = self.cfg.home_link, str(self.address)
+        try:
+            if present:
+                await trio.to_thread.run_sync(
+                    netlink.hold_address, link, address, ADDRESS_LIFETIME_S
+                )
+            else:
+                await trio.to_thread.run_sync(netlink.drop_address, link, address)
+        except netlink.NetlinkFailure as exc:
+            self.drops("address_change_failed")
+            self.ratelog(logging.ERROR, "address", "home-agent address not changed", error=exc)
+
+    def _send_na(self, sock: socket.socket) -> None:
+        packet = unsolicited_na(self.address.packed, self.link_mac, router=True)
+        try:
+            sock.sendto(packet, (ALL_NODES, 0, 0, self.link_index))
+            self.counters("unsolicited_na_sent")
+        except OSError as exc:
+            self.drops("na_send_failed")
+            self.ratelog(logging.WARNING, "na", "neighbor advertisement not sent", error=exc)
+
+    def _adopt(self) -> None:
+        now = pump.now()
+        adopted = 0
+        for record in list(self.replicator.records.values()):
+            try:
+                adopted += self.core.adopt_replica(now, record)
+            except ValueError:
+                self.drops("adopt_malformed")
+        self.core.take_changed()  # what we adopted is what etcd has
+        self._flush()
+        log.info("cluster: holding %s; serving %d replicated bindings", self.address, adopted)
+
+    def _release(self) -> None:
+        self.holding = False
+        self._urgent.clear()
+        self._lazy.clear()
+        served = self.core.release_all()
+        self._flush()
+        log.warning("cluster: gave up %s; %d bindings no longer served here", self.address, served)
+
+    # -- writing this node's records -----------------------------------------------------------
+    def changed(self, urgent: set[IPv6Address]) -> None:
+        """After the HA pump's flush: what the core changed; ``urgent`` (created, moved or
+        deleted) is written at once, the rest (refreshes) within REFRESH_BATCH_S."""
+        changed = self.core.take_changed()
+        if not self.holding or not changed:
+            return
+        now = pump.now()
+        for hoa in changed:
+            if hoa in urgent:
+                self._urgent.add(hoa)
+            else:
+                self._lazy.setdefault(hoa, now)
+        self._write_wanted.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._write_wanted.wait()
+            self._write_wanted = trio.Event()
+            if not self._urgent and self._lazy:
+                oldest = min(self._lazy.values())
+                await pump.wait_for(self._write_wanted, oldest + REFRESH_BATCH_S - pump.now())
+            hoas = self._urgent | set(self._lazy)
+            self._urgent.clear()
+            self._lazy.clear()
+            if not hoas or not self.holding:
+                continue
+            records = {str(h): self._record(h) for h in hoas}
+            try:
+                await self.replicator.write_many(records)
+            except EtcdError as exc:
+                # Outcome unknown or refused (etcd lost its majority): the bindings are served
+                # meanwhile, and their records written again, as they are then, once etcd
+                # answers (a compare-and-swap: if the first attempt did land, the retry loses
+                # the race and the watch shows the record).
+                self.drops("record_write_failed")
+                self.ratelog(logging.WARNING, "write", "binding records not written", error=exc)
+                self._urgent |= hoas
+                self.pending_writes = len(self._urgent)
+                await pump.sleep(WRITE_RETRY_S)
+                self._write_wanted.set()
+                continue
+            self.pending_writes = len(self._urgent) + len(self._lazy)
+
+    def _record(self, hoa: IPv6Address) -> dict[str, Any] | None:
+        record = self.core.replication_record(hoa)
+        if record is None:
+            return None
+        return {**record, "owner": self.cfg.node_id}
+
+    # -- a clean stop --------------------------------------------------------------------------
+    async def leave(self) -> None:
+        """Planned stop: give the address up at once and end the lease, so the survivors'
+        claim does not wait for our silence to be noticed."""
+        if self.holding:
+            await self._set_address(False)
+        if self.lease:
+            with pump.time_limit(self.cfg.etcd_timeout_s), contextlib.suppress(EtcdError):
+                await self.etcd.revoke(self.lease)
+
+    # -- inspection ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        m = self.membership
+        now = pump.now()
+        return {
+            "name": self.cfg.name,
+            "node": self.cfg.node_id,
+            "state": m.health.state,
+            "reason": m.health.reason,
+            "holds": [str(a) for a in sorted(m.held)],
+            "address": str(self.address),
+            "live": m.live(now),
+            "members": sorted(m.members | {self.cfg.node_id}),
+            "holders": {str(a): r.holder for a, r in sorted(m.records.items())},
+            "etcd": {
+                "endpoints": list(self.cfg.etcd_endpoints),
+                "reachable": m.etcd_ok,
+                "revision": max(self.revision, self.replicator.revision, self.addresses.revision),
+                "lease": f"{self.lease:x}",
+                "error": self.replicator.error or self.addresses.error or self.members.error,
+            },
+            "replicas": len(self.replicator.records),
+            "pending_writes": self.pending_writes,
+            "replication": self.replicator.counters,
+            "counters": dict(self.counters),
+            "drops": dict(self.drops),
+        }
+
+    def replica_views(self) -> list[dict[str, Any]]:
+        """Every binding record etcd holds, as ``mipnode bindings`` lists them."""
+        out = []
+        for hoa, record in sorted(self.replicator.records.items()):
+            binding = record.get("binding") or {}
+            out.append(
+                {
+                    "home_address": hoa,
+                    "owner": record.get("owner"),
+                    "care_of_address": binding.get("care_of_address"),
+                    "via": binding.get("via"),
+                    "state": binding.get("state"),
+                    "expires_at": binding.get("expires_at"),
+                }
+            )
+        return out
+
+
+def _last(key: bytes) -> str:
+    return key.rsplit(b"/", 1)[-1].decode(errors="replace")
+
+
+def _announce_socket(link: str, index: int, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _na_socket(index: int) -> socket.socket:
+    """A raw ICMPv6 socket that sends NAs with hop limit 255 (RFC 4861 §7.1.2) and receives
+    nothing (every type filtered out)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    except OSError:
+        sock.close()
+        raise
+    return sock

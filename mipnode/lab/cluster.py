@@ -1,0 +1,319 @@
+"""A cluster of home agents in the lab (issue 14): a real etcd cluster of three members in the
+core's namespace (listening on the home link, 2001:db8:f2::1), the home agents ``ha``,
+``ha2``, ... on the home link, and the timeline steps that hurt them.
+
+Steps (docs/lab.md):
+- ``kill-ha-holder``: SIGKILL the home agent that holds the home-agent address and time how
+  long until traffic passes through the one that takes it over (``resumed_ms``, from the kill:
+  the failover time);
+- ``capture-bu`` and ``replay-bu``: keep the last Binding Update the MN tunnels to the
+  home-agent address (as it crosses the core's home bridge), then send it again to whichever
+  node holds the address now: it must be refused with 144 and change nothing;
+- ``kill-etcd`` (``count`` members, the leader first when ``leader = true``) and
+  ``start-etcd`` (every killed member again, with its data): with one of three lost nothing
+  may change; with the majority lost every node must say ``degraded`` and keep forwarding;
+  after ``start-etcd`` every node must be ``ok`` again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from typing import Any
+
+from mipnode.lab import etcd_cluster
+from mipnode.lab.netns import CHILDREN, LabError
+from mipnode.lab.status import daemon_status, in_namespace, log_tail, wait_for
+from mipnode.lab.topology import HA_ADDRESS, HOA, HOME_LINK, Topology, ha_node_names
+
+ETCD_MEMBERS = 3
+FAILOVER_TIMEOUT_S = 10.0
+HEALTH_TIMEOUT_S = 10.0
+# What the HA daemon counts for the data it relays (docs/cli.md): routed to a home address and
+# tunnelled to the MN, and tunnelled from the MN and delivered.
+RELAY_COUNTERS = ("tunnelled_to_mn", "forwarded_from_mn")
+
+_CLUSTERS: dict[str, etcd_cluster.EtcdCluster] = {}  # run id -> its etcd
+
+
+def start_etcd(t: Topology) -> None:
+    """Three etcd members in the core's namespace, on its home-link address; their pids go
+    into the run's record, so the teardown stops them whatever happens."""
+    cluster = etcd_cluster.start_cluster(
+        t.workdir, ETCD_MEMBERS, host=f"{HOME_LINK}1", netns=t.ns("core")
+    )
+    _CLUSTERS[t.record.run_id] = cluster
+    for member in cluster.members:
+        _record(t, member)
+    t.etcd_endpoints = tuple(cluster.endpoints)
+
+
+def _record(t: Topology, member: etcd_cluster.Member) -> None:
+    assert member.proc is not None
+    CHILDREN[member.proc.pid] = member.proc
+    t.record.daemons.append(member.proc.pid)
+    t.record.save()
+
+
+def etcd_of(t: Topology) -> etcd_cluster.EtcdCluster:
+    cluster = _CLUSTERS.get(t.record.run_id)
+    if cluster is None:
+        raise LabError("this topology has no etcd cluster (topology.ha_nodes > 1)")
+    return cluster
+
+
+def cluster_status(t: Topology, node: str) -> dict[str, Any] | None:
+    status = daemon_status(t, node)
+    return (status or {}).get("cluster")
+
+
+def holder(t: Topology, among: list[str] | None = None) -> str | None:
+    """The node whose daemon says it holds the home-agent address (None: nobody, yet)."""
+    for node in among or ha_node_names(t.ha_nodes):
+        c = cluster_status(t, node)
+        if c and HA_ADDRESS in (c.get("holds") or []):
+            return node
+    return None
+
+
+def states(t: Topology) -> dict[str, str]:
+    """Each home agent's cluster state and reason, for reports and errors."""
+    out = {}
+    for node in ha_node_names(t.ha_nodes):
+        if t.pids.get(node) is None:
+            continue
+        c = cluster_status(t, node)
+        out[node] = "no answer" if c is None else f"{c['state']} {c.get('reason') or ''}".strip()
+    return out
+
+
+def _relayed(status: dict[str, Any] | None) -> dict[str, int]:
+    counters = (status or {}).get("counters") or {}
+    return {k: int(counters.get(k, 0)) for k in RELAY_COUNTERS}
+
+
+def kill_holder(t: Topology) -> dict[str, Any]:
+    """SIGKILL the holder; time the takeover by the survivors' own views and a ping from the
+    core to the home address that must pass through the new holder's tunnel (its relay
+    counters grow)."""
+    old = holder(t)
+    if old is None:
+        raise LabError(f"no home agent holds the address to kill: {states(t)}")
+    survivors = [n for n in ha_node_names(t.ha_nodes) if n != old and t.pids.get(n)]
+    baseline = {n: _relayed(daemon_status(t, n)) for n in survivors}
+    pid = t.pids.pop(old)
+    child = CHILDREN.pop(pid, None)
+    if child is not None:
+        child.kill()
+        child.wait(timeout=10)
+    killed = time.monotonic()
+
+    def since() -> float:
+        return round((time.monotonic() - killed) * 1000, 1)
+
+    held_ms = bound_ms = resumed_ms = None
+    new = None
+    sent = received = 0
+    while time.monotonic() - killed < FAILOVER_TIMEOUT_S:
+        new = new or holder(t, survivors)
+        if new is None:
+            time.sleep(0.02)
+            continue
+        held_ms = held_ms or since()
+        status = daemon_status(t, new) or {}
+        if not any(b.get("hoa") == HOA for b in status.get("bindings") or []):
+            time.sleep(0.02)
+            continue
+        bound_ms = bound_ms or since()
+        answered = " 1 received" in t.sh(
+            "core", "ping", "-6", "-n", "-c", "1", "-W", "0.2", HOA, check=False
+        )
+        sent += 1
+        received += answered
+        grew = all(_relayed(daemon_status(t, new))[k] > baseline[new][k] for k in RELAY_COUNTERS)
+        if answered and grew:
+            resumed_ms = since()
+            break
+        time.sleep(0.02)
+    entry: dict[str, Any] = {
+        "killed": old,
+        "new_holder": new,
+        "held_ms": held_ms,
+        "binding_ms": bound_ms,
+        "resumed_ms": resumed_ms,
+        "probe_pings": {"sent": sent, "received": received},
+    }
+    if resumed_ms is None:
+        entry["problem"] = (
+            f"no traffic through a new holder {FAILOVER_TIMEOUT_S:g} s after {old} was "
+            f"killed: holder {new}, pings {received}/{sent}, {states(t)}"
+            + (f"; {log_tail(t, f'{new}.log', 3)}" if new else "")
+        )
+    return entry
+
+
+def kill_etcd(t: Topology, count: int, leader: bool) -> dict[str, Any]:
+    cluster = etcd_of(t)
+    running = [m for m in cluster.members if m.running]
+    if leader:
+        lead = _leader(cluster)
+        running.sort(key=lambda m: m.name != lead)
+    victims = running[:count]
+    for member in victims:
+        cluster.kill(member)
+    return {"killed": [m.name for m in victims]}
+
+
+def start_etcd_members(t: Topology) -> dict[str, Any]:
+    cluster = etcd_of(t)
+    started = []
+    for member in cluster.members:
+        if not member.running:
+            cluster.start(member, existing=True)
+            _record(t, member)
+            started.append(member.name)
+    cluster.wait_healthy()
+    return {"started": started}
+
+
+def wait_health(t: Topology, state: str) -> dict[str, Any]:
+    """Until every running home agent reports ``state``; how long it took, and what each
+    said last."""
+    started = time.monotonic()
+    ok = wait_for(
+        lambda: all(s.startswith(state) for s in states(t).values()), HEALTH_TIMEOUT_S, 0.05
+    )
+    entry: dict[str, Any] = {
+        "health": states(t),
+        "after_ms": round((time.monotonic() - started) * 1000, 1) if ok else None,
+    }
+    if not ok:
+        entry["problem"] = f"not every home agent {state} within {HEALTH_TIMEOUT_S:g} s: " + str(
+            entry["health"]
+        )
+    return entry
+
+
+def _leader(cluster: etcd_cluster.EtcdCluster) -> str | None:
+    """The member etcd says leads now (by its member id), or None."""
+    return etcd_cluster.leader_name(cluster)
+
+
+def serving(t: Topology) -> str:
+    """The node whose home agent serves the bindings now: ``ha`` alone, or the cluster's
+    holder of the address (``ha`` while none holds it, so errors name a node)."""
+    if t.ha_nodes == 1:
+        return "ha"
+    return holder(t) or "ha"
+
+
+def running_home_agents(t: Topology) -> list[str]:
+    """The home agents the lab started and did not kill."""
+    return [n for n in ha_node_names(t.ha_nodes) if t.pids.get(n) is not None]
+
+
+# -- replaying a Binding Update to the node that took over -------------------------------------
+
+ETH_P_ALL, ETH_P_IPV6 = 0x0003, 0x86DD
+NH_IPV6, NH_MH, MH_BU = 41, 135, 5
+REPLAY_WAIT_S = 2.0
+
+
+class BuCapture:
+    """The last Binding Update the MN tunnelled (IPv6-in-IPv6) to the home-agent address, as
+    it crossed the core's home bridge: the outer packet, ready to be sent again."""
+
+    def __init__(self, t: Topology) -> None:
+        self.packet: bytes | None = None
+        self.seen = 0
+        self._stop = threading.Event()
+        self._sock = in_namespace(t.ns("core"), self._open)
+        self._thread = threading.Thread(target=self._run, name="bu-capture", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _open() -> socket.socket:
+        # ETH_P_ALL: a socket bound to one protocol sees only what the device receives, not
+        # what the core forwards out of it (the kernel gives those to ETH_P_ALL taps alone).
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.bind(("home", ETH_P_ALL))
+        sock.settimeout(0.1)
+        return sock
+
+    def _run(self) -> None:
+        ha = ipaddress.IPv6Address(HA_ADDRESS).packed
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            ip = frame[14:]
+            inner = ip[40:]
+            if (
+                frame[12:14] == b"\x86\xdd"
+                and len(inner) > 43
+                and ip[6] == NH_IPV6
+                and ip[24:40] == ha
+                and inner[6] == NH_MH
+                and inner[42] == MH_BU
+            ):
+                self.packet = bytes(ip)
+                self.seen += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+
+_CAPTURES: dict[str, BuCapture] = {}
+
+
+def capture_bu(t: Topology) -> dict[str, Any]:
+    _CAPTURES[t.record.run_id] = BuCapture(t)
+    return {}
+
+
+def replay_bu(t: Topology) -> dict[str, Any]:
+    """Send the captured BU again, from the core, to the home-agent address (whichever node
+    holds it now): it must be refused (RFC 4285 §5.1, 144: its timestamp is not newer than
+    the last accepted, which the cluster replicated) and change no binding."""
+    capture = _CAPTURES.pop(t.record.run_id, None)
+    if capture is None:
+        raise LabError("replay-bu needs a capture-bu step before it")
+    capture.stop()
+    node = serving(t)
+    entry: dict[str, Any] = {"replayed_to": node, "bus_captured": capture.seen}
+    if capture.packet is None:
+        entry["problem"] = "no Binding Update was captured to replay"
+        return entry
+    before = daemon_status(t, node) or {}
+
+    def refused(status: dict[str, Any]) -> int:
+        return int((status.get("core") or {}).get("rejected_144", 0))
+
+    in_namespace(t.ns("core"), lambda: _send_raw(capture.packet or b""))
+    after = wait_for(
+        lambda: (s := daemon_status(t, node)) and refused(s) > refused(before) and s,
+        REPLAY_WAIT_S,
+        0.05,
+    )
+    entry["refused_144"] = after is not None
+    kept = [b for b in (after or daemon_status(t, node) or {}).get("bindings") or []]
+    entry["binding_after"] = [(b["hoa"], b["coa"], b["path"]["kind"]) for b in kept]
+    was = [(b["hoa"], b["coa"], b["path"]["kind"]) for b in before.get("bindings") or []]
+    if after is None:
+        entry["problem"] = f"the replayed BU was not refused with 144 by {node}"
+    elif entry["binding_after"] != was:
+        entry["problem"] = f"the replay changed the binding: {was} -> {entry['binding_after']}"
+    return entry
+
+
+def _send_raw(packet: bytes) -> None:
+    """A whole IPv6 packet, header and all (IPPROTO_RAW), to its own destination."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        sock.sendto(packet, (str(ipaddress.IPv6Address(packet[24:40])), 0))
