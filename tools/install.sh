@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Install mipnode and what it needs on a Debian-like machine, as root.
-#   tools/install.sh          runtime: iproute2, nftables, ping, ethtool, unshare, sysctl, iperf3 + .venv
-#   tools/install.sh --test   also the test tools: tshark, systemd-analyze, etcd, pytest, scapy, ...
+#   tools/install.sh          runtime: iproute2, nftables, ping, ethtool, unshare, sysctl, iperf3,
+#                             etcd (the lab's home-agent clusters) + .venv with mipnode[cluster]
+#   tools/install.sh --test   also the test tools: tshark, systemd-analyze, pytest, scapy, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
-packages=(iproute2 nftables iputils-ping ethtool util-linux procps iperf3 python3-venv python3-pip)
-# etcd: the home-agent cluster's store, run by the tests (three local members).
-[ "$want_tests" = 1 ] && packages+=(tshark systemd conntrack etcd-server)
+# etcd: the home-agent cluster's store; the lab's cluster scenarios and the tests run it as
+# three local members.
+packages=(iproute2 nftables iputils-ping ethtool util-linux procps iperf3 etcd-server
+  python3-venv python3-pip)
+[ "$want_tests" = 1 ] && packages+=(tshark systemd conntrack)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -35,5 +38,5 @@ PY
 if [ "$want_tests" = 1 ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -e '.[cluster]'
 fi
