@@ -160,7 +160,7 @@ def _timed(
     return fed, time.perf_counter() - start
 
 
-def _expect(node: HomeAgentNode, counter: str, value: int) -> None:
+def expect_counter(node: HomeAgentNode, counter: str, value: int) -> None:
     got = node.statistics().get(counter, 0)
     if got != value:
         raise RuntimeError(f"benchmark core: {counter} is {got}, expected {value}")
@@ -184,7 +184,7 @@ def bytes_per_binding(n: int, packets: list[bytes]) -> float:
     finally:
         if not tracing:
             tracemalloc.stop()
-    _expect(node, "registrations", n)
+    expect_counter(node, "registrations", n)
     return (after - before) / n
 
 
@@ -205,11 +205,11 @@ def control_plane(n_mns: int, seconds_budget: float = 60.0) -> dict[str, float]:
 
     node = make_node(n)
     registered, registration_s = _timed(node, T0, registrations, None)
-    _expect(node, "registrations", registered)
+    expect_counter(node, "registrations", registered)
     refreshed, refresh_s = _timed(node, refresh_at, refreshes, seconds_budget)
-    _expect(node, "refreshes", refreshed)
+    expect_counter(node, "refreshes", refreshed)
     replayed, replay_s = _timed(node, refresh_at + 1, refreshes[:refreshed], seconds_budget)
-    _expect(node, "rejected_144", replayed)
+    expect_counter(node, "rejected_144", replayed)
     del node  # the measured core goes before the memory pass
 
     return {

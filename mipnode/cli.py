@@ -320,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="time the HA core with N mobile nodes (repeatable; default 10000 and 100000; "
         "0 skips it)",
     )
+    bench.add_argument(
+        "--cluster-mns",
+        type=int,
+        default=10_000,
+        help="the binding cache of a home-agent cluster through a real etcd with N mobile "
+        "nodes (default 10000; 0 skips it)",
+    )
     bench.add_argument("--json", action="store_true", help="stable JSON (docs/performance.md)")
     return p
 

@@ -49,6 +49,7 @@ class ClusterConfig:
     etcd_endpoints: tuple[str, ...]
     key: bytes = field(repr=False)  # authenticates the announcements on the home link
     home_link: str = ""  # where the home-agent address moves, and announcements are heard
+    ipv4_address: IPv4Address | None = None  # held with the address, for T-udp over IPv4
     announce_port: int = DEFAULT_ANNOUNCE_PORT
     etcd_timeout_s: float = 1.0
     etcd_ca_file: str | None = None
@@ -435,6 +436,9 @@ def _cluster(file: str, table: object, udp_ports: tuple[int, ...]) -> ClusterCon
     if len(key) < MIN_CLUSTER_KEY:
         raise c.error("key", f"too short: {len(key)} bytes, need at least {MIN_CLUSTER_KEY}")
     home_link = c.ifname("home_link", ...)
+    ipv4_address = c.ipv4("ipv4_address")
+    if ipv4_address is not None and not ipv4_address.is_global and not ipv4_address.is_private:
+        raise c.error("ipv4_address", f"must be a unicast address: {ipv4_address}")
     announce_port = c.integer("announce_port", DEFAULT_ANNOUNCE_PORT, 1, 65535)
     if announce_port in udp_ports:
         raise c.error("announce_port", f"{announce_port} is one of ha.udp_ports")
@@ -455,6 +459,7 @@ def _cluster(file: str, table: object, udp_ports: tuple[int, ...]) -> ClusterCon
         etcd_endpoints=tuple(endpoints),
         key=key,
         home_link=home_link,
+        ipv4_address=ipv4_address,
         announce_port=announce_port,
         etcd_timeout_s=timeout,
         etcd_ca_file=ca,

@@ -36,7 +36,7 @@ import logging
 import socket
 import struct
 
-from mipnode.drivers.io import new_udp_socket
+from mipnode.drivers.io import copy_freebind, new_udp_socket
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h
 LANE_INDEX = 1  # the order sockets joined the group: the data socket first, then the lane
@@ -90,6 +90,7 @@ def open_lane(data: socket.socket, ifname: str | None = None) -> socket.socket |
     lane: socket.socket | None = None
     try:
         lane = new_udp_socket(data.family, ifname)
+        copy_freebind(data, lane)  # a cluster's address this node does not hold yet
         lane.bind(data.getsockname())
         attach_program(data)
     except OSError as exc:

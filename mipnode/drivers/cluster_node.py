@@ -44,6 +44,7 @@ from mipnode.core.ha_cluster import (
     Health,
     Hold,
     Release,
+    first_for,
 )
 from mipnode.drivers import netlink, pump
 from mipnode.drivers.etcd import Etcd, EtcdError, KeyValue, Put
@@ -52,6 +53,7 @@ from mipnode.drivers.ha_replication import Replicator
 from mipnode.drivers.io import Counters
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.startup import ClusterUnavailable
+from mipnode.wire.arp import arp_announcement
 from mipnode.wire.cluster_announce import (
     Freshness,
     decode_announcement_untrusted,
@@ -65,6 +67,7 @@ KEEPALIVE_S = 0.5  # a quarter of the lease: three answers may be lost before it
 ADDRESS_LIFETIME_S = 3  # the kernel drops the address this long after its last renewal
 ADDRESS_RENEW_S = 1.0
 NA_COUNT = 3  # RFC 4861 §7.2.6: up to MAX_NEIGHBOR_ADVERTISEMENT unsolicited NAs
+HANDOVER_WAIT_S = 2.0  # a clean stop waits this long for its successor to hold the address
 REFRESH_BATCH_S = 1.0  # a refresh's record waits at most this long for company
 WRITE_RETRY_S = 0.5  # records etcd did not take are tried again this often
 ANNOUNCE_MAX = 2048
@@ -124,6 +127,9 @@ class ClusterNode:
         self._lazy: dict[IPv6Address, float] = {}  # refreshed: written within REFRESH_BATCH_S
         self._write_wanted = trio.Event()
         self.pending_writes = 0  # records waiting for etcd (it did not take them yet)
+        self.handing_over = False  # stopping: the address goes to a peer, make before break
+        self._successor_id: str | None = None
+        self._successor_holds = trio.Event()
         self.link_index = 0
         self.link_mac = b"\x00" * 6
 
@@ -168,7 +174,8 @@ class ClusterNode:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         announce = _announce_socket(self.cfg.home_link, self.link_index, self.cfg.announce_port)
         na = _na_socket(self.link_index)
-        with announce, na:
+        arp = _arp_socket(self.cfg.home_link) if self.cfg.ipv4_address is not None else None
+        with announce, na, arp or contextlib.nullcontext():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.replicator.run)
                 nursery.start_soon(self.members.run)
@@ -176,7 +183,7 @@ class ClusterNode:
                 await self.replicator.loaded.wait()  # a takeover serves from this copy
                 nursery.start_soon(self._keepalive)
                 nursery.start_soon(self._hear, announce)
-                nursery.start_soon(self._link_worker, na)
+                nursery.start_soon(self._link_worker, na, arp)
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._claimer)
                 nursery.start_soon(self._decide_and_announce, announce)
@@ -235,6 +242,8 @@ class ClusterNode:
             return
         self.counters("announcements_heard")
         self.membership.heard(pump.now(), announcement)
+        if announcement.node == self._successor_id and self.address in announcement.holds:
+            self._successor_holds.set()
 
     async def _keepalive(self) -> None:
         while True:
@@ -335,7 +344,7 @@ class ClusterNode:
             log.warning("cluster: degraded: %s", health.reason)
 
     # -- holding the address on the link -------------------------------------------------------
-    async def _link_worker(self, na: socket.socket) -> None:
+    async def _link_worker(self, na: socket.socket, arp: socket.socket | None) -> None:
         """Hold, renew and release, in the order decided (netlink blocks: a thread each)."""
         nas_left = 0
         async for op, _ in self._link_ops[1]:
@@ -344,12 +353,14 @@ class ClusterNode:
                 # sends ask for BUs, which must reach this node, not the dead one.
                 self.holding = True
                 await self._set_address(True)
-                self._send_na(na)
+                self._send_na(na, arp)
                 nas_left = NA_COUNT - 1
                 self._adopt()
                 continue
             elif op == "renew" and self.holding:
                 await self._set_address(True)
+            elif op == "release" and self.handing_over:
+                continue  # serve until the successor holds the address (leave())
             elif op == "release":
                 await self._set_address(False)
                 self._release()
@@ -357,22 +368,29 @@ class ClusterNode:
                 continue
             if self.holding and nas_left > 0:
                 nas_left -= 1
-                self._send_na(na)
+                self._send_na(na, arp)
 
     async def _set_address(self, present: bool) -> None:
-        link, address = self.cfg.home_link, str(self.address)
-        try:
-            if present:
-                await trio.to_thread.run_sync(
-                    netlink.hold_address, link, address, ADDRESS_LIFETIME_S
-                )
-            else:
-                await trio.to_thread.run_sync(netlink.drop_address, link, address)
-        except netlink.NetlinkFailure as exc:
-            self.drops("address_change_failed")
-            self.ratelog(logging.ERROR, "address", "home-agent address not changed", error=exc)
+        """The home-agent address (and the cluster's IPv4 address) on the home link, or off."""
+        link = self.cfg.home_link
+        addresses = [str(self.address)]
+        if self.cfg.ipv4_address is not None:
+            addresses.append(str(self.cfg.ipv4_address))
+        for address in addresses:
+            try:
+                if present:
+                    await trio.to_thread.run_sync(
+                        netlink.hold_address, link, address, ADDRESS_LIFETIME_S
+                    )
+                else:
+                    await trio.to_thread.run_sync(netlink.drop_address, link, address)
+            except netlink.NetlinkFailure as exc:
+                self.drops("address_change_failed")
+                self.ratelog(logging.ERROR, "address", "address not changed", error=exc)
 
-    def _send_na(self, sock: socket.socket) -> None:
+    def _send_na(self, sock: socket.socket, arp: socket.socket | None) -> None:
+        """Tell the home link's neighbors the address is here now: an unsolicited NA with
+        Override (RFC 4861 §7.2.6), and an ARP announcement for the IPv4 address (RFC 5227)."""
         packet = unsolicited_na(self.address.packed, self.link_mac, router=True)
         try:
             sock.sendto(packet, (ALL_NODES, 0, 0, self.link_index))
@@ -380,13 +398,21 @@ class ClusterNode:
         except OSError as exc:
             self.drops("na_send_failed")
             self.ratelog(logging.WARNING, "na", "neighbor advertisement not sent", error=exc)
+        if arp is None or self.cfg.ipv4_address is None:
+            return
+        try:
+            arp.send(arp_announcement(self.cfg.ipv4_address.packed, self.link_mac))
+            self.counters("arp_announcements_sent")
+        except OSError as exc:
+            self.drops("arp_send_failed")
+            self.ratelog(logging.WARNING, "arp", "ARP announcement not sent", error=exc)
 
     def _adopt(self) -> None:
         now = pump.now()
         adopted = 0
-        for record in list(self.replicator.records.values()):
+        for hoa in list(self.replicator.records):
             try:
-                adopted += self.core.adopt_replica(now, record)
+                adopted += self.core.adopt_replica(now, self.replicator.record(hoa))
             except ValueError:
                 self.drops("adopt_malformed")
         self.core.take_changed()  # what we adopted is what etcd has
@@ -453,13 +479,47 @@ class ClusterNode:
 
     # -- a clean stop --------------------------------------------------------------------------
     async def leave(self) -> None:
-        """Planned stop: give the address up at once and end the lease, so the survivors'
-        claim does not wait for our silence to be noticed."""
+        """Planned stop. Holding the address: hand it to the live peer that would take it
+        (its record rewritten to name that peer, who claims it on its own lease) and keep
+        serving until that peer announces it holds the address (it has put it on its link,
+        told the router and adopted the bindings), at most HANDOVER_WAIT_S: make before break.
+        Then the address comes off and the lease ends, so nothing waits for our silence."""
+        if self.holding and (successor := self._successor()) is not None:
+            handed = await self._hand_over(successor)
+            log.info(
+                "cluster: %s %s to %s",
+                "handed" if handed else "could not hand",
+                self.address,
+                successor,
+            )
         if self.holding:
             await self._set_address(False)
         if self.lease:
             with pump.time_limit(self.cfg.etcd_timeout_s), contextlib.suppress(EtcdError):
                 await self.etcd.revoke(self.lease)
+
+    def _successor(self) -> str | None:
+        m = self.membership
+        now = pump.now()
+        peers = [n for n in m.live(now) if n != self.cfg.node_id and m.peers[n].etcd_ok]
+        return first_for(self.address, peers) if peers else None
+
+    async def _hand_over(self, successor: str) -> bool:
+        self.handing_over = True  # a Release from now on leaves the address and bindings be
+        self._successor_holds = trio.Event()
+        self._successor_id = successor
+        key = self.address_key
+        try:
+            # No lease: the successor's claim binds the record to its own.
+            result = await self.etcd.txn(
+                {key: self.addresses.known.get(key, 0)}, [Put(key, successor.encode())]
+            )
+        except EtcdError as exc:
+            log.warning("cluster: hand-over of %s not written: %s", self.address, exc)
+            return False
+        if not result.succeeded:
+            return False
+        return await pump.wait_for(self._successor_holds, HANDOVER_WAIT_S)
 
     # -- inspection ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -472,6 +532,7 @@ class ClusterNode:
             "reason": m.health.reason,
             "holds": [str(a) for a in sorted(m.held)],
             "address": str(self.address),
+            "ipv4_address": None if self.cfg.ipv4_address is None else str(self.cfg.ipv4_address),
             "live": m.live(now),
             "members": sorted(m.members | {self.cfg.node_id}),
             "holders": {str(a): r.holder for a, r in sorted(m.records.items())},
@@ -492,7 +553,8 @@ class ClusterNode:
     def replica_views(self) -> list[dict[str, Any]]:
         """Every binding record etcd holds, as ``mipnode bindings`` lists them."""
         out = []
-        for hoa, record in sorted(self.replicator.records.items()):
+        for hoa in sorted(self.replicator.records):
+            record = self.replicator.record(hoa) or {}
             binding = record.get("binding") or {}
             out.append(
                 {
@@ -521,6 +583,19 @@ def _announce_socket(link: str, index: int, port: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
         sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _arp_socket(link: str) -> socket.socket:
+    """A packet socket that sends whole Ethernet frames on ``link`` and receives nothing
+    (protocol 0)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        sock.setblocking(False)
+        sock.bind((link, 0))
     except OSError:
         sock.close()
         raise

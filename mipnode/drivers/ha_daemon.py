@@ -145,7 +145,7 @@ class HomeAgentDaemon:
         self.raw_mh = open_raw(NH_MH)
         for port in cfg.udp_ports:
             self.udp[(6, port)] = open_udp(socket.AF_INET6, port, address=str(cfg.address))
-            self.udp[(4, port)] = open_udp(socket.AF_INET, port)
+            self.udp[(4, port)] = open_udp(socket.AF_INET, port, **self._ipv4_bind())
         for sock in self.udp.values():
             if (lane := open_lane(sock)) is not None:
                 self.lanes[sock] = lane  # checks from MNs: a queue a data flood cannot fill
@@ -361,6 +361,15 @@ class HomeAgentDaemon:
             return
         self.tun.write(inner, sealed)
         self.counters.pending.append("forwarded_from_mn")
+
+    def _ipv4_bind(self) -> dict[str, Any]:
+        """Where the IPv4 UDP sockets listen: everywhere, or (a cluster with an IPv4 address)
+        on that address, held or not, so answers leave from the address mobile nodes (and
+        their NATs' mappings) know, not from this node's own."""
+        cluster = self.config.cluster
+        if cluster is None or cluster.ipv4_address is None:
+            return {}
+        return {"address": str(cluster.ipv4_address), "freebind": True}
 
     def _standby(self, what: str) -> bool:
         """A node of a cluster that does not hold the home-agent address answers nothing

@@ -81,15 +81,40 @@ def open_raw(proto: int, ifname: str | None = None, address: str | None = None) 
 
 
 def open_udp(
-    family: int, port: int, ifname: str | None = None, address: str | None = None
+    family: int,
+    port: int,
+    ifname: str | None = None,
+    address: str | None = None,
+    freebind: bool = False,
 ) -> socket.socket:
+    """``freebind``: ``address`` may not be this host's yet (a cluster's address, held by
+    another node now); what is sent leaves from it all the same."""
     sock = new_udp_socket(family, ifname)
     try:
+        if freebind:
+            sock.setsockopt(*_freebind_option(family), 1)
         sock.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
     except OSError:
         sock.close()
         raise
     return sock
+
+
+IP_FREEBIND = 15  # linux/in.h
+IPV6_FREEBIND = 78  # linux/in6.h
+
+
+def _freebind_option(family: int) -> tuple[int, int]:
+    if family == socket.AF_INET:
+        return socket.IPPROTO_IP, IP_FREEBIND
+    return socket.IPPROTO_IPV6, IPV6_FREEBIND
+
+
+def copy_freebind(source: socket.socket, target: socket.socket) -> None:
+    """Give ``target`` the freebind setting of ``source`` (a sibling on the same address)."""
+    level, option = _freebind_option(source.family)
+    if source.getsockopt(level, option):
+        target.setsockopt(level, option, 1)
 
 
 def new_udp_socket(family: int, ifname: str | None = None) -> socket.socket:

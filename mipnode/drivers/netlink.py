@@ -194,7 +194,8 @@ def link_address(ifname: str) -> tuple[int, bytes]:
 
 
 def hold_address(ifname: str, address: str, lifetime_s: int) -> None:
-    """Put ``address``/128 on ``ifname`` (no DAD) for ``lifetime_s``, or renew it: the kernel
+    """Put ``address`` (/128, or /32 for IPv4) on ``ifname`` (no DAD) for ``lifetime_s``, or
+    renew it: the kernel
     removes it by itself when nobody renews it (a home agent of a cluster killed while holding
     its address lets go of it within ``lifetime_s``, docs/internals.md)."""
     with IPRoute() as ipr:
@@ -204,7 +205,7 @@ def hold_address(ifname: str, address: str, lifetime_s: int) -> None:
                 "replace",
                 index=idx,
                 address=address,
-                prefixlen=128,
+                prefixlen=_host_length(address),
                 flags=IFA_F_NODAD,
                 preferred_lft=lifetime_s,
                 valid_lft=lifetime_s,
@@ -214,11 +215,15 @@ def hold_address(ifname: str, address: str, lifetime_s: int) -> None:
 
 
 def drop_address(ifname: str, address: str) -> None:
-    """Take ``address``/128 off ``ifname``; nothing when it is not there."""
+    """Take ``address`` (/128 or /32) off ``ifname``; nothing when it is not there."""
     with IPRoute() as ipr:
         idx = _index(ipr, ifname)
         try:
-            ipr.addr("del", index=idx, address=address, prefixlen=128)
+            ipr.addr("del", index=idx, address=address, prefixlen=_host_length(address))
         except NetlinkError as exc:
             if exc.code != errno.EADDRNOTAVAIL:
                 raise NetlinkFailure(f"address {address} on {ifname}: {exc}") from None
+
+
+def _host_length(address: str) -> int:
+    return 128 if ":" in address else 32

@@ -345,3 +345,22 @@ def control_plane(sizes: list[int], say: Any = None) -> list[dict[str, Any]]:
             say(f"control plane: {n} mobile nodes ...")
         out.append(benchcontrol.control_plane(n, CONTROL_BUDGET_S))
     return out
+
+
+def cluster_plane(n: int, say: Any = None) -> dict[str, Any]:
+    """The binding cache of a home-agent cluster through a real etcd of three members started
+    here on loopback (benchcluster's module docstring): one holder, two standbys, ``n``
+    mobile nodes."""
+    import trio
+
+    from mipnode import benchcluster
+    from mipnode.lab.etcd_cluster import start_cluster
+
+    if say:
+        say(f"cluster: {n} mobile nodes through a three-member etcd ...")
+    with tempfile.TemporaryDirectory(prefix="mipnode-bench-etcd-") as workdir:
+        etcd = start_cluster(Path(workdir), 3)
+        try:
+            return trio.run(benchcluster.cluster_plane, n, etcd.endpoints)
+        finally:
+            etcd.close()

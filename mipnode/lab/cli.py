@@ -229,6 +229,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     sizes = [n for n in (args.control_mns or [10_000, 100_000]) if n > 0]
     if any(n > 1_000_000 for n in sizes):
         return _fail("--control-mns is at most 1000000")
+    if not 0 <= args.cluster_mns <= 100_000:
+        return _fail("--cluster-mns is 0 to 100000")
     protections = ["esp", "none"] if args.protection == "both" else [args.protection]
     problem = _preflight(bench.BENCH_TOOLS)
     if problem:
@@ -243,6 +245,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         remove_leftovers()
         doc = bench.run_bench(paths, protections, seconds=args.seconds, rounds=args.rounds, say=say)
         doc["control_plane"] = bench.control_plane(sizes, say=say)
+        if args.cluster_mns:
+            doc["cluster"] = bench.cluster_plane(args.cluster_mns, say=say)
     except LabError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

@@ -5,7 +5,8 @@ core's namespace (listening on the home link, 2001:db8:f2::1), the home agents `
 Steps (docs/lab.md):
 - ``kill-ha-holder``: SIGKILL the home agent that holds the home-agent address and time how
   long until traffic passes through the one that takes it over (``resumed_ms``, from the kill:
-  the failover time);
+  the failover time); ``stop-ha-holder``: the same with SIGTERM, a clean stop that hands the
+  address over;
 - ``capture-bu`` and ``replay-bu``: keep the last Binding Update the MN tunnels to the
   home-agent address (as it crosses the core's home bridge), then send it again to whichever
   node holds the address now: it must be refused with 144 and change nothing;
@@ -18,6 +19,7 @@ Steps (docs/lab.md):
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import threading
 import time
@@ -94,21 +96,20 @@ def _relayed(status: dict[str, Any] | None) -> dict[str, int]:
     return {k: int(counters.get(k, 0)) for k in RELAY_COUNTERS}
 
 
-def kill_holder(t: Topology) -> dict[str, Any]:
-    """SIGKILL the holder; time the takeover by the survivors' own views and a ping from the
-    core to the home address that must pass through the new holder's tunnel (its relay
-    counters grow)."""
+def kill_holder(t: Topology, stop: bool = False) -> dict[str, Any]:
+    """SIGKILL the holder (``stop``: SIGTERM, a clean stop that hands the address over); time
+    the takeover by the survivors' own views and a ping from the core to the home address that
+    must pass through the new holder's tunnel (its relay counters grow)."""
     old = holder(t)
     if old is None:
-        raise LabError(f"no home agent holds the address to kill: {states(t)}")
+        raise LabError(f"no home agent holds the address to stop: {states(t)}")
     survivors = [n for n in ha_node_names(t.ha_nodes) if n != old and t.pids.get(n)]
     baseline = {n: _relayed(daemon_status(t, n)) for n in survivors}
     pid = t.pids.pop(old)
     child = CHILDREN.pop(pid, None)
-    if child is not None:
-        child.kill()
-        child.wait(timeout=10)
     killed = time.monotonic()
+    if child is not None:
+        child.send_signal(signal.SIGTERM if stop else signal.SIGKILL)
 
     def since() -> float:
         return round((time.monotonic() - killed) * 1000, 1)
@@ -137,8 +138,14 @@ def kill_holder(t: Topology) -> dict[str, Any]:
             resumed_ms = since()
             break
         time.sleep(0.02)
+    if child is not None:
+        child.wait(timeout=10)
+    if pid in t.record.daemons:
+        t.record.daemons.remove(pid)
+        t.record.save()
     entry: dict[str, Any] = {
         "killed": old,
+        "signal": "SIGTERM" if stop else "SIGKILL",
         "new_holder": new,
         "held_ms": held_ms,
         "binding_ms": bound_ms,
@@ -147,8 +154,8 @@ def kill_holder(t: Topology) -> dict[str, Any]:
     }
     if resumed_ms is None:
         entry["problem"] = (
-            f"no traffic through a new holder {FAILOVER_TIMEOUT_S:g} s after {old} was "
-            f"killed: holder {new}, pings {received}/{sent}, {states(t)}"
+            f"no traffic through a new holder {FAILOVER_TIMEOUT_S:g} s after {old} got "
+            f"{entry['signal']}: holder {new}, pings {received}/{sent}, {states(t)}"
             + (f"; {log_tail(t, f'{new}.log', 3)}" if new else "")
         )
     return entry

@@ -70,7 +70,7 @@ def _step_text(step: dict[str, Any]) -> str:
         text += f": re-registered in {step['handover_ms']} ms at {step['mn_coa_after']}"
     elif "killed" in step and "new_holder" in step:
         text += (
-            f" ({step['killed']}): {step['new_holder']} held the address after "
+            f" ({step['killed']}, {step['signal']}): {step['new_holder']} held the address after "
             f"{step['held_ms']} ms, served the binding after {step['binding_ms']} ms, "
             f"relayed a ping after {step['resumed_ms']} ms"
         )

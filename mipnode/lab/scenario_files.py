@@ -11,8 +11,9 @@ The format is documented with examples in docs/lab.md; in short::
     [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
                                    wait-for-path, attack (restart-ha: keep_state; attack:
                                    kind, count, rate, seconds, latency_ratio); in a cluster
-                                   kill-ha-holder, kill-etcd (count, leader), start-etcd,
-                                   wait-health (state), capture-bu, replay-bu
+                                   kill-ha-holder, stop-ha-holder, kill-etcd (count,
+                                   leader), start-etcd, wait-health (state), capture-bu,
+                                   replay-bu
     [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
                                    udp_seconds
     [expect]                       mn_ha, mn_ha_port, mn_cn, first_data_ms, handover_gap_ms,
@@ -57,6 +58,7 @@ _SINGLE_STEPS = (
 # Steps that need a cluster of home agents (topology.ha_nodes > 1; lab/cluster.py).
 CLUSTER_STEPS = (
     "kill-ha-holder",
+    "stop-ha-holder",
     "kill-etcd",
     "start-etcd",
     "wait-health",
@@ -149,6 +151,7 @@ _STEP_KEYS = {
     "wait-for-path": {"mn_ha", "mn_cn", "within_s"},
     "attack": {"kind", "count", "rate", "seconds", "latency_ratio"},
     "kill-ha-holder": set(),
+    "stop-ha-holder": set(),
     "kill-etcd": {"count", "leader"},
     "start-etcd": set(),
     "wait-health": {"state"},

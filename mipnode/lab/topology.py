@@ -499,9 +499,14 @@ def build(
         route("core", "2001:db8:e:1::/64", "via", "2001:db8:e::2")  # lab.attack REFLECT
     for i, n in enumerate(ha_node_names(ha_nodes)):
         addr(n, "eth0", f"{HOME_LINK}{2 + i}/64")
-        if n != "ha":
+        if ha_nodes > 1:
+            # Each node its own IPv4 address; HA_CORE4 is the cluster's, held by the holder.
+            addr(n, "eth0", f"{HOME_LINK4}{10 + i}/24")
             route(n, "default", "via", f"{HOME_LINK}1")
-    addr("ha", "eth0", f"{HA_CORE4}/24")
+            if n != "ha":
+                route(n, "default", "via", f"{HOME_LINK4}1")
+    if ha_nodes == 1:
+        addr("ha", "eth0", f"{HA_CORE4}/24")
     addr("cn", "eth0", f"{CN_ADDRESS}/64")
     route("fw", "default", "via", "2001:db8:f1::1")
     route("fw", "default", "via", "198.51.100.1")
@@ -516,7 +521,8 @@ def build(
         route("core", HOME_PREFIX, "via", HA_ADDRESS, "dev", "home")
     else:
         route("core", HOME_PREFIX, "via", "2001:db8:f2::2")
-    route("ha", "default", "via", "2001:db8:f2::1")
+    if ha_nodes == 1:
+        route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
     route("cn", "default", "via", "2001:db8:c::1")
     if access_mtu is not None:
@@ -616,6 +622,7 @@ node_id = "{node}"
 etcd_endpoints = [{endpoints}]
 key = "{key}"
 home_link = "eth0"
+ipv4_address = "{HA_CORE4}"
 """
 
 

@@ -38,7 +38,7 @@ def _bench(*args: str) -> dict[str, Any]:
 def test_a_short_bench_reports_every_asked_path_next_to_the_kernel() -> None:
     doc = _bench(
         *("--path", "T-udp", "--path", "kernel", "--protection", "esp"),
-        *("--seconds", "1", "--rounds", "2", "--control-mns", "300"),
+        *("--seconds", "1", "--rounds", "2", "--control-mns", "300", "--cluster-mns", "200"),
     )
     assert doc["rounds"] == 2
     got = {(r["path"], r["protection"]): r for r in doc["results"]}
@@ -61,6 +61,20 @@ def test_a_short_bench_reports_every_asked_path_next_to_the_kernel() -> None:
     assert control["mns"] == 300
     for key in ("bu_per_s", "refresh_per_s", "replay_reject_per_s", "bytes_per_binding"):
         assert control[key] > 0, control
+    cluster = doc["cluster"]
+    assert (cluster["mns"], cluster["standbys"]) == (200, 2)
+    # Batched: at most 64 records a transaction, and never one transaction per record.
+    assert 4 <= cluster["transactions"] <= 100, cluster
+    for key in (
+        "bu_per_s",
+        "records_per_s",
+        "visible_to_all_s",
+        "refresh_records_per_s",
+        "load_s",
+        "standby_bytes_per_binding",
+    ):
+        assert cluster[key] > 0, cluster
+    assert cluster["holder_bytes_per_binding"] > cluster["standby_bytes_per_binding"]
     # Everything it built is gone.
     assert netns.RunRecord.load_all() == []
 
