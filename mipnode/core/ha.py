@@ -987,7 +987,7 @@ def _parse_entry(item: object) -> _Entry:
     if not isinstance(via, dict):
         raise ValueError("via must be an object")
     kind, remote = via.get("kind"), via.get("remote")
-    if kind not in VIA_KINDS or not isinstance(remote, list):
+    if not isinstance(kind, str) or kind not in VIA_KINDS or not isinstance(remote, list):
         raise ValueError("via needs a known kind and a remote list")
     if kind == "T-native":
         if len(remote) != 1 or not isinstance(remote[0], str):

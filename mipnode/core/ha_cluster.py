@@ -29,12 +29,15 @@ Rules:
   off alike), nothing moves and every node keeps what it holds, reporting ``degraded``. If a
   live peer still reaches etcd, this node is the one cut off: it releases everything
   RELEASE_MARGIN_S before its lease can expire (LEASE_TTL_S after the keep-alive etcd last
-  answered was sent), so before etcd deletes its keys and anyone can claim them.
+  answered was sent), so before etcd deletes its keys and anyone can claim them -- but not
+  before a peer has reached etcd for PEERS_BACK_S (see there: a majority that comes back
+  renews every lease, and one node's keep-alive may simply be the last to be answered).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
@@ -43,13 +46,20 @@ from mipnode.wire.cluster_announce import Announcement
 ANNOUNCE_S = 0.1
 DEAD_AFTER_S = 0.5
 START_GRACE_S = 0.6
-LEASE_TTL_S = 2.0
+LEASE_TTL_S = 3.0
 RELEASE_MARGIN_S = 0.2  # a node cut off from etcd lets go this long before its lease can end
 # etcd counts as not reached once no keep-alive was answered for this long (the driver sends
 # one every 0.5 s), whether or not a request has failed yet: nodes whose requests hang
 # on different timers (a lost majority) then all say so well before any lease can end, so no
 # holder takes its peers' stale "etcd works" for being the one cut off.
 ETCD_STALE_S = 0.8
+# A node that does not reach etcd while a live peer does lets go of what it holds before its
+# lease can end, but never before that peer has reached etcd for PEERS_BACK_S: after a lost
+# majority comes back, etcd's new leader renews every lease (it ends LEASE_TTL_S after the
+# election at the earliest, and a peer's keep-alive is answered within ~1 s of the election),
+# while one node's keep-alive may still be waiting on a member that lags. Safe while
+# PEERS_BACK_S + 1 s + RELEASE_MARGIN_S <= LEASE_TTL_S.
+PEERS_BACK_S = 1.0
 CLAIM_RETRY_S = 0.5  # a claim whose answer did not come (etcd slow) is asked again
 
 
@@ -101,6 +111,7 @@ class ClusterMembership:
     held: set[IPv6Address] = field(default_factory=set)
     claiming: dict[IPv6Address, float] = field(default_factory=dict)  # address -> asked at
     renewed_at: float | None = None  # last successful renewal of this node's etcd lease
+    peers_ok_since: float | None = None  # since when a live peer has reached etcd, unbroken
     etcd_ok: bool = False
     etcd_reason: str = "etcd not reached yet"
     health: Health = field(default_factory=lambda: Health("degraded", "etcd not reached yet"))
@@ -176,6 +187,8 @@ class ClusterMembership:
         deadlines += [at + CLAIM_RETRY_S for at in self.claiming.values()]
         if self.renewed_at is not None and self.held:
             deadlines.append(self._lease_end())
+        if self.peers_ok_since is not None and self.held:
+            deadlines.append(self.peers_ok_since + PEERS_BACK_S)
         if self.renewed_at is not None and self.etcd_ok:
             deadlines.append(self._stale_at())
         return min([d for d in deadlines if d > now] + [now + ANNOUNCE_S])
@@ -199,9 +212,13 @@ class ClusterMembership:
             self.etcd_reason = f"no keep-alive answered for {ETCD_STALE_S:g} s"
         live = self.live(now)
         peers_reach_etcd = any(self.peers[n].etcd_ok for n in live if n != self.node)
+        if not peers_reach_etcd:
+            self.peers_ok_since = None
+        elif self.peers_ok_since is None:
+            self.peers_ok_since = now
         if not self.etcd_ok:
             cut_off = peers_reach_etcd  # others reach etcd: we are the one cut off
-            if cut_off and self.held and (self.renewed_at is None or now >= self._lease_end()):
+            if cut_off and self.held and now >= self._release_at():
                 for address in sorted(self.held):
                     self._events.append(Release(address, "cut off from etcd: lease ending"))
                 self.held.clear()
@@ -252,6 +269,13 @@ class ClusterMembership:
         if not quorum and (holder is None or holder in self.members):
             return False  # without a majority heard, silence proves nothing
         return first_for(address, eligible) == self.node
+
+    def _release_at(self) -> float:
+        """When a node cut off from etcd (while its peers reach it) lets go: before its lease
+        can end, and not before its peers have reached etcd for PEERS_BACK_S."""
+        lease_end = -math.inf if self.renewed_at is None else self._lease_end()
+        assert self.peers_ok_since is not None
+        return max(lease_end, self.peers_ok_since + PEERS_BACK_S)
 
     def _stale_at(self) -> float:
         assert self.renewed_at is not None

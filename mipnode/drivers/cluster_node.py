@@ -25,8 +25,11 @@ bindings only while this node holds the address.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hmac
 import json
 import logging
+import math
 import socket
 from collections.abc import Callable
 from ipaddress import IPv6Address
@@ -55,6 +58,7 @@ from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.startup import ClusterUnavailable
 from mipnode.wire.arp import arp_announcement
 from mipnode.wire.cluster_announce import (
+    Announcement,
     Freshness,
     decode_announcement_untrusted,
     encode_announcement,
@@ -63,7 +67,9 @@ from mipnode.wire.errors import BadPacket
 from mipnode.wire.nd import unsolicited_na
 
 log = logging.getLogger("mipnode.cluster")
-KEEPALIVE_S = 0.5  # a quarter of the lease: three answers may be lost before it ends
+KEEPALIVE_S = 0.5  # a sixth of the lease: several answers may be lost before it ends
+KEEPALIVE_TIMEOUT_S = 0.5  # a keep-alive without an answer by then: try the next member
+RETRY_AFTER_FAILURE_S = 0.05
 ADDRESS_LIFETIME_S = 3  # the kernel drops the address this long after its last renewal
 ADDRESS_RENEW_S = 1.0
 NA_COUNT = 3  # RFC 4861 §7.2.6: up to MAX_NEIGHBOR_ADVERTISEMENT unsolicited NAs
@@ -71,6 +77,7 @@ HANDOVER_WAIT_S = 2.0  # a clean stop waits this long for its successor to hold 
 REFRESH_BATCH_S = 1.0  # a refresh's record waits at most this long for company
 WRITE_RETRY_S = 0.5  # records etcd did not take are tried again this often
 ANNOUNCE_MAX = 2048
+HEAR_BATCH = 64  # announcements read per wake-up
 ICMP6_FILTER = 1  # linux/icmpv6.h: which ICMPv6 types a raw socket receives
 ALL_NODES = "ff02::1"
 
@@ -101,7 +108,14 @@ class ClusterNode:
         root = f"/mipnode/{cfg.name}/"
         self.member_key = f"{root}members/{cfg.node_id}".encode()
         self.address_key = f"{root}addresses/{address}".encode()
-        self.membership = ClusterMembership(cfg.node_id, (address,), pump.now())
+        # Started (its grace begins) only once etcd's members and address records are loaded
+        # and the link is heard: until then it knows too little to claim anything.
+        self.membership = ClusterMembership(cfg.node_id, (address,), math.inf)
+        # The announcements' MAC key names the cluster: two clusters sharing a link and a key
+        # never count each other's nodes as their own.
+        self.announce_key = hmac.new(
+            cfg.key, b"mipnode cluster " + cfg.name.encode(), "sha256"
+        ).digest()
         self.members = Follower(
             self.etcd, f"{root}members/".encode(), self._member_put, self._member_gone
         )
@@ -117,8 +131,10 @@ class ClusterNode:
         self.holding = False
         self.revision = 0
         self._wake = trio.Event()
+        # Hold and release, from the core's events: unbounded so that a slow netlink call
+        # never makes the decision loop fail; the core emits one per change of what it holds.
         self._link_ops: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = (
-            trio.open_memory_channel(64)
+            trio.open_memory_channel(math.inf)
         )
         self._claims: tuple[trio.MemorySendChannel[Claim], trio.MemoryReceiveChannel[Claim]] = (
             trio.open_memory_channel(8)
@@ -128,6 +144,8 @@ class ClusterNode:
         self._write_wanted = trio.Event()
         self.pending_writes = 0  # records waiting for etcd (it did not take them yet)
         self.handing_over = False  # stopping: the address goes to a peer, make before break
+        self.on_link = False  # the address is on the home link and the router was told
+        self._left = trio.Event()
         self._successor_id: str | None = None
         self._successor_holds = trio.Event()
         self.link_index = 0
@@ -147,6 +165,11 @@ class ClusterNode:
             )
         except netlink.NetlinkFailure as exc:
             raise ClusterUnavailable(f"[ha.cluster] home_link: {exc}") from None
+        if len(self.link_mac) != 6:
+            raise ClusterUnavailable(
+                f"[ha.cluster] home_link: {self.cfg.home_link} is not an Ethernet link "
+                "(the address moves by Neighbor Discovery and ARP)"
+            )
         try:
             status = await self.etcd.status()
             await self._join()
@@ -180,18 +203,19 @@ class ClusterNode:
                 nursery.start_soon(self.replicator.run)
                 nursery.start_soon(self.members.run)
                 nursery.start_soon(self.addresses.run)
-                await self.replicator.loaded.wait()  # a takeover serves from this copy
+                for follower in (self.replicator.follower, self.members, self.addresses):
+                    await follower.loaded.wait()  # a takeover serves from the records
                 nursery.start_soon(self._keepalive)
                 nursery.start_soon(self._hear, announce)
                 nursery.start_soon(self._link_worker, na, arp)
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._claimer)
                 nursery.start_soon(self._decide_and_announce, announce)
+                self.membership.started_at = pump.now()
                 task_status.started()
 
     async def _decide_and_announce(self, sock: socket.socket) -> None:
         next_announce = pump.now()
-        renew_at: float | None = None
         while True:
             now = pump.now()
             self.membership.handle_timer(now)
@@ -199,17 +223,20 @@ class ClusterNode:
             if now >= next_announce:
                 self._announce(sock)
                 next_announce = now + ANNOUNCE_S
-            if self.holding and (renew_at is None or now >= renew_at):
-                self._link_ops[0].send_nowait(("renew", None))
-                renew_at = now + ADDRESS_RENEW_S
             deadline = min(self.membership.get_timer(now), next_announce)
             await pump.wait_for(self._wake, max(0.0, deadline - now))
             self._wake = trio.Event()
 
+    def _said(self) -> Announcement:
+        """What we announce: the core's, but an address counts as held only once it is on
+        the link and the router was told (a peer handing it to us lets go when it hears it)."""
+        said = self.membership.announcement()
+        if not self.on_link:
+            said = dataclasses.replace(said, holds=())
+        return said
+
     def _announce(self, sock: socket.socket) -> None:
-        data = encode_announcement(
-            self.membership.announcement(), self.cfg.key, int(pump.posix_time() * 1000)
-        )
+        data = encode_announcement(self._said(), self.announce_key, int(pump.posix_time() * 1000))
         try:
             sock.sendto(data, (ALL_NODES, self.cfg.announce_port, 0, self.link_index))
         except OSError as exc:
@@ -217,21 +244,28 @@ class ClusterNode:
             self.ratelog(logging.WARNING, "announce", "announcement not sent", error=exc)
 
     async def _hear(self, sock: socket.socket) -> None:
+        """Announcements, at most HEAR_BATCH a wake-up (a flood must not hold the thread).
+        Only from link-local sources: a router never forwards those, so nothing off the home
+        link gets as far as the MAC check."""
         while True:
             await trio.lowlevel.wait_readable(sock)
-            while True:
+            for _ in range(HEAR_BATCH):
                 try:
-                    data, _ = sock.recvfrom(ANNOUNCE_MAX)
+                    data, source = sock.recvfrom(ANNOUNCE_MAX)
                 except BlockingIOError:
                     break
                 except OSError:
                     continue
+                if not source[0].startswith("fe80:"):
+                    self.drops("announce_not_link_local")
+                    continue
                 self._heard(data)
             self._decided()
+            await trio.lowlevel.checkpoint()
 
     def _heard(self, data: bytes) -> None:
         try:
-            announcement, sent_ms = decode_announcement_untrusted(data, self.cfg.key)
+            announcement, sent_ms = decode_announcement_untrusted(data, self.announce_key)
         except BadPacket as exc:
             self.drops(f"announce_{exc.reason}")
             return
@@ -246,17 +280,24 @@ class ClusterNode:
             self._successor_holds.set()
 
     async def _keepalive(self) -> None:
+        pause = KEEPALIVE_S
         while True:
-            await pump.sleep(KEEPALIVE_S)
+            await pump.sleep(pause)
+            pause = KEEPALIVE_S
             sent_at = pump.now()
             try:
                 if self.lease == 0:
                     await self._join()
                     continue
-                ttl = await self.etcd.keepalive(self.lease)
+                timeout = min(KEEPALIVE_TIMEOUT_S, self.cfg.etcd_timeout_s)
+                ttl = await self.etcd.keepalive(self.lease, timeout)
             except EtcdError as exc:
+                # The next one goes to the next member at once: after etcd's majority comes
+                # back, one member may lag, and the core lets go of the address if its peers
+                # reach etcd for PEERS_BACK_S while this node does not.
                 self.membership.etcd_failed(pump.now(), str(exc))
                 self._decided()
+                pause = RETRY_AFTER_FAILURE_S
                 continue
             if ttl <= 0:  # it ended while etcd did not hear from us: our keys are gone
                 self.lease = 0
@@ -313,6 +354,8 @@ class ClusterNode:
         """Each claim: a compare-and-swap of the address record to this node, bound to our
         lease; the outcome (etcd's record when another node won) goes back to the core."""
         async for claim in self._claims[1]:
+            if self.lease == 0:
+                continue  # a record with no lease would never expire; the core asks again
             key = self.address_key
             try:
                 result = await self.etcd.txn(
@@ -345,9 +388,14 @@ class ClusterNode:
 
     # -- holding the address on the link -------------------------------------------------------
     async def _link_worker(self, na: socket.socket, arp: socket.socket | None) -> None:
-        """Hold, renew and release, in the order decided (netlink blocks: a thread each)."""
+        """Hold and release in the order decided (netlink blocks: a thread each); while
+        holding, renew the address (and send the next NA) every ADDRESS_RENEW_S."""
         nas_left = 0
-        async for op, _ in self._link_ops[1]:
+        ops = self._link_ops[1]
+        while True:
+            op = "renew"
+            with pump.time_limit(ADDRESS_RENEW_S):
+                op, _ = await ops.receive()
             if op == "hold":
                 # The address first, and the router told at once: the BRRs that adopting
                 # sends ask for BUs, which must reach this node, not the dead one.
@@ -356,12 +404,22 @@ class ClusterNode:
                 self._send_na(na, arp)
                 nas_left = NA_COUNT - 1
                 self._adopt()
+                self.on_link = True
                 continue
+            if op == "leave":
+                # A clean stop: off the link from here, never renewed again.
+                self.on_link = False
+                if self.holding:
+                    self.holding = False
+                    await self._set_address(False)
+                self._left.set()
+                return
             elif op == "renew" and self.holding:
                 await self._set_address(True)
             elif op == "release" and self.handing_over:
                 continue  # serve until the successor holds the address (leave())
             elif op == "release":
+                self.on_link = False
                 await self._set_address(False)
                 self._release()
                 nas_left = 0
@@ -384,7 +442,7 @@ class ClusterNode:
                     )
                 else:
                     await trio.to_thread.run_sync(netlink.drop_address, link, address)
-            except netlink.NetlinkFailure as exc:
+            except (netlink.NetlinkFailure, OSError) as exc:
                 self.drops("address_change_failed")
                 self.ratelog(logging.ERROR, "address", "address not changed", error=exc)
 
@@ -447,8 +505,8 @@ class ClusterNode:
             await self._write_wanted.wait()
             self._write_wanted = trio.Event()
             if not self._urgent and self._lazy:
-                oldest = min(self._lazy.values())
-                await pump.wait_for(self._write_wanted, oldest + REFRESH_BATCH_S - pump.now())
+                due = min(self._lazy.values()) + REFRESH_BATCH_S
+                await pump.wait_for(self._write_wanted, max(0.0, due - pump.now()))
             hoas = self._urgent | set(self._lazy)
             self._urgent.clear()
             self._lazy.clear()
@@ -456,7 +514,7 @@ class ClusterNode:
                 continue
             records = {str(h): self._record(h) for h in hoas}
             try:
-                await self.replicator.write_many(records)
+                lost = await self.replicator.write_many(records)
             except EtcdError as exc:
                 # Outcome unknown or refused (etcd lost its majority): the bindings are served
                 # meanwhile, and their records written again, as they are then, once etcd
@@ -469,6 +527,13 @@ class ClusterNode:
                 await pump.sleep(WRITE_RETRY_S)
                 self._write_wanted.set()
                 continue
+            if lost:
+                # Our own earlier write whose outcome was unknown did land (only the holder
+                # writes): etcd's answer updated the revision we expect; write again what the
+                # core holds now, or a record the mobile node has since changed would stay.
+                self.drops("record_write_raced", len(lost))
+                self._urgent |= {IPv6Address(h) for h in lost}
+                self._write_wanted.set()
             self.pending_writes = len(self._urgent) + len(self._lazy)
 
     def _record(self, hoa: IPv6Address) -> dict[str, Any] | None:
@@ -492,8 +557,8 @@ class ClusterNode:
                 self.address,
                 successor,
             )
-        if self.holding:
-            await self._set_address(False)
+        self._link_ops[0].send_nowait(("leave", None))
+        await pump.wait_for(self._left, ADDRESS_LIFETIME_S)
         if self.lease:
             with pump.time_limit(self.cfg.etcd_timeout_s), contextlib.suppress(EtcdError):
                 await self.etcd.revoke(self.lease)
@@ -537,7 +602,7 @@ class ClusterNode:
             "members": sorted(m.members | {self.cfg.node_id}),
             "holders": {str(a): r.holder for a, r in sorted(m.records.items())},
             "etcd": {
-                "endpoints": list(self.cfg.etcd_endpoints),
+                "endpoints": [_without_userinfo(e) for e in self.cfg.etcd_endpoints],
                 "reachable": m.etcd_ok,
                 "revision": max(self.revision, self.replicator.revision, self.addresses.revision),
                 "lease": f"{self.lease:x}",
@@ -567,6 +632,12 @@ class ClusterNode:
                 }
             )
         return out
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL as status shows it: never a ``user:password@`` it may carry."""
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rpartition("@")[2]
 
 
 def _last(key: bytes) -> str:

@@ -157,24 +157,32 @@ class Etcd:
         await self._http.aclose()
 
     # -- unary calls ---------------------------------------------------------------------
-    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call(
+        self, path: str, body: dict[str, Any], timeout_s: float | None = None
+    ) -> dict[str, Any]:
         try:
-            return await self._call_once(path, body)
+            return await self._call_once(path, body, timeout_s=timeout_s)
         except EtcdError as exc:
             # etcd forgets a simple token after --auth-token-ttl of disuse: get a new one, once.
             if self._credentials is None or "invalid auth token" not in str(exc):
                 raise
         await self.authenticate()
-        return await self._call_once(path, body)
+        return await self._call_once(path, body, timeout_s=timeout_s)
 
     async def _call_once(
-        self, path: str, body: dict[str, Any], *, with_token: bool = True
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        with_token: bool = True,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         last: Exception | None = None
+        timeout = self._timeout if timeout_s is None else httpx.Timeout(timeout_s)
         for _ in range(len(self.endpoints)):
             endpoint = self.endpoints[self._current]
             try:
-                request = self._request(endpoint + path, body, self._timeout, with_token)
+                request = self._request(endpoint + path, body, timeout, with_token)
                 reply = await self._http.send(request)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: the next endpoint may take it.
@@ -282,11 +290,15 @@ class Etcd:
     async def grant(self, ttl_s: int) -> tuple[int, int]:
         """A new lease: its ID and the TTL etcd granted (it may raise a short one)."""
         answer = await self._call("/v3/lease/grant", {"TTL": str(ttl_s)})
+        if "ID" not in answer:
+            raise EtcdError(f"/v3/lease/grant: no lease in the answer: {answer}")
         return int(answer["ID"]), int(answer.get("TTL", 0))
 
-    async def keepalive(self, lease: int) -> int:
-        """Refresh ``lease``; the TTL it has now (0: it had already expired)."""
-        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease)})
+    async def keepalive(self, lease: int, timeout_s: float | None = None) -> int:
+        """Refresh ``lease``; the TTL it has now (0: it had already expired). A keep-alive
+        that gets no answer moves on to the next endpoint for the next one, as every request
+        does (``timeout_s``: shorter than the client's, to find a working member sooner)."""
+        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease)}, timeout_s)
         return int((answer.get("result") or {}).get("TTL", 0))
 
     async def revoke(self, lease: int) -> None:

@@ -4,8 +4,8 @@ A broken watch is started again from the last revision seen + 1 (etcd replays wh
 missed); history etcd compacted away in the meantime (:class:`EtcdCompacted`) means reading
 the prefix whole again, and a key that disappeared in between is reported deleted. Every
 change reaches ``on_put(kv)`` or ``on_delete(key, revision)``, in etcd's order; a callback that
-raises ``ValueError`` (a value that does not parse) is counted under ``malformed`` and the
-stream goes on.
+raises what a parser raises on a value it cannot read (``ValueError``, ``TypeError``,
+``KeyError``, ``RecursionError``) is counted under ``malformed`` and the stream goes on.
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ class Follower:
         self.known[kv.key] = max(kv.mod_revision, self.known.get(kv.key, 0))
         try:
             self._on_put(kv)
-        except ValueError:
+        except (ValueError, TypeError, KeyError, RecursionError):
+            # Whatever a value that does not parse makes a parser raise: every node follows
+            # the prefix, so one bad record must not stop them all (and again at each start).
             self.counters["malformed"] += 1
 
     def _deleted(self, key: bytes, revision: int) -> None:

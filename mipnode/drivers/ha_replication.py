@@ -74,25 +74,27 @@ class Replicator:
     async def write(self, home_address: str, record: object) -> bool:
         """Write one record (None: delete it) if nobody changed it since we last saw it;
         False when another node did (the watch brings its record)."""
-        return await self.write_many({home_address: record}) == 1
+        return not await self.write_many({home_address: record})
 
-    async def write_many(self, records: Mapping[str, object]) -> int:
+    async def write_many(self, records: Mapping[str, object]) -> list[str]:
         """Write each record (None: delete the key) with a compare-and-swap on the
-        ``mod_revision`` last seen, up to TXN_KEYS in one transaction; how many were written.
-        A transaction that loses a race is retried key by key, so one lost key costs only
-        itself."""
-        written = 0
+        ``mod_revision`` last seen, up to TXN_KEYS in one transaction; the home addresses
+        whose compare-and-swap failed (their expected revision is now etcd's: writing them
+        again asks the right question). A transaction that loses a race is retried key by key,
+        so one lost key costs only itself."""
+        lost: list[str] = []
         items = list(records.items())
         for start in range(0, len(items), TXN_KEYS):
             chunk = dict(items[start : start + TXN_KEYS])
             if await self._txn(chunk):
-                written += len(chunk)
-            elif len(chunk) > 1:
-                for hoa, record in chunk.items():
-                    written += await self._txn({hoa: record})
-            else:
-                self._counters["writes_lost_race"] += 1
-        return written
+                continue
+            for hoa, record in chunk.items() if len(chunk) > 1 else ():
+                if not await self._txn({hoa: record}):
+                    lost.append(hoa)
+            if len(chunk) == 1:
+                lost.extend(chunk)
+        self._counters["writes_lost_race"] += len(lost)
+        return lost
 
     async def _txn(self, records: Mapping[str, object]) -> bool:
         known = self.follower.known
@@ -108,6 +110,11 @@ class Replicator:
                 then.append(Put(key, value))
         result = await self.store.txn(expect, then)
         if not result.succeeded:
+            for key, now in zip(expect, result.current, strict=False):
+                if now is None:
+                    known.pop(key, None)
+                else:
+                    known[key] = now.mod_revision
             return False
         self._counters["writes"] += len(records)
         for op in then:
@@ -119,7 +126,7 @@ class Replicator:
 
     def _apply(self, kv: KeyValue) -> None:
         record = json.loads(kv.value)
-        raised = self._observe(record)  # ValueError: malformed (counted by the follower)
+        raised = self._observe(record)  # raising: malformed (counted by the follower)
         hoa = kv.key[len(self.prefix) :].decode(errors="replace")
         self.records[hoa] = kv.value
         self._counters["replica_observed"] += 1

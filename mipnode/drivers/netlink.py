@@ -188,8 +188,11 @@ def link_address(ifname: str) -> tuple[int, bytes]:
     """The index of ``ifname`` and its link-layer (Ethernet) address."""
     with IPRoute() as ipr:
         idx = _index(ipr, ifname)
-        (link,) = ipr.get_links(idx)
-        mac = link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+        try:
+            (link,) = ipr.get_links(idx)
+        except NetlinkError as exc:
+            raise NetlinkFailure(f"{ifname}: {exc}") from None
+        mac = link.get_attr("IFLA_ADDRESS") or ""
     return idx, bytes.fromhex(mac.replace(":", ""))
 
 

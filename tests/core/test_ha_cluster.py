@@ -372,3 +372,24 @@ def test_a_lost_majority_noticed_at_different_times_never_makes_the_holder_let_g
     assert h.holders() == before
     assert all(n.health.state == "degraded" for n in h.nodes.values())
     assert all("nothing moves" in (n.health.reason or "") for n in h.nodes.values())
+
+
+def test_when_etcd_comes_back_a_holder_whose_keep_alive_lags_keeps_its_addresses() -> None:
+    """After a lost majority, etcd's new leader renews every lease; the peers' keep-alives are
+    answered first while the holder's still waits on a member that lags. Its lease was last
+    renewed long ago by its own count, but the election renewed it: letting go now would
+    leave the addresses with nobody, and cost every mobile node a new registration."""
+    h = Harness(["ha1", "ha2", "ha3"])
+    h.run(1.0)
+    before = h.holders()
+    holder = busiest(h)
+    h.etcd_up = False
+    h.run(LEASE_TTL_S + 1.0)  # longer than a lease: by its own count the holder's has ended
+    h.reaches_etcd.discard(holder)
+    h.etcd_back()
+    h.run(0.5)  # the peers are back; the holder's keep-alive answers half a second later
+    h.reaches_etcd.add(holder)
+    h.run(1.0)
+    assert [t for t in h.when(Release, holder) if t > 100 + 1.0] == []
+    assert h.holders() == before
+    assert all(n.health.state == "ok" for n in h.nodes.values())
