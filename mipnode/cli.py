@@ -197,10 +197,29 @@ def print_status(answer: dict[str, Any]) -> None:
             f"udp {answer['udp_port']}  up {answer['uptime_s']} s"
         )
         _print_protection(answer.get("protection"), True)
+        if answer.get("cluster"):
+            _print_cluster(answer["cluster"])
     print_bindings(answer)
     drops = answer.get("drops", {})
     if drops:
         print("  drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
+
+
+def _print_cluster(c: dict[str, Any]) -> None:
+    """A node of a home-agent cluster: what it holds, who is alive, how etcd is."""
+    holds = ", ".join(c["holds"]) or f"nothing (standby; {c['address']} held by " + (
+        f"{c['holders'].get(c['address']) or 'nobody'})"
+    )
+    print(f"  cluster {c['name']}  node {c['node']}  {c['state']}  holds {holds}")
+    if c.get("reason"):
+        print(f"  ! {c['reason']}")
+    etcd = c["etcd"]
+    print(
+        f"  nodes alive {', '.join(c['live'])} of {', '.join(c['members'])}  "
+        f"etcd {'reachable' if etcd['reachable'] else 'not reached'} at revision "
+        f"{etcd['revision']}  records {c['replicas']}"
+        + (f"  ({c['pending_writes']} waiting for etcd)" if c.get("pending_writes") else "")
+    )
 
 
 def inspect(command: str, as_json: bool, socket_name: str | None) -> int:

@@ -626,6 +626,7 @@ class ClusterNode:
                     "home_address": hoa,
                     "owner": record.get("owner"),
                     "care_of_address": binding.get("care_of_address"),
+                    "sequence": binding.get("sequence"),
                     "via": binding.get("via"),
                     "state": binding.get("state"),
                     "expires_at": binding.get("expires_at"),

@@ -10,6 +10,8 @@ Steps (docs/lab.md):
 - ``capture-bu`` and ``replay-bu``: keep the last Binding Update the MN tunnels to the
   home-agent address (as it crosses the core's home bridge), then send it again to whichever
   node holds the address now: it must be refused with 144 and change nothing;
+- ``wait-records``: until every node's copy of etcd's records shows each binding the holder
+  serves as the holder has it, and the holder has nothing left to write;
 - ``kill-etcd`` (``count`` members, the leader first when ``leader = true``) and
   ``start-etcd`` (every killed member again, with its data): with one of three lost nothing
   may change; with the majority lost every node must say ``degraded`` and keep forwarding;
@@ -324,3 +326,49 @@ def _send_raw(packet: bytes) -> None:
     """A whole IPv6 packet, header and all (IPPROTO_RAW), to its own destination."""
     with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
         sock.sendto(packet, (str(ipaddress.IPv6Address(packet[24:40])), 0))
+
+
+RECORDS_TIMEOUT_S = 10.0
+
+
+def wait_records(t: Topology) -> dict[str, Any]:
+    """Until every running home agent lists, for each binding the holder serves, etcd's
+    record of it as the holder has it (owner, care-of address, sequence number), and the
+    holder has nothing left to write: what it accepted while etcd was away has caught up."""
+    started = time.monotonic()
+    last: dict[str, Any] = {}
+
+    def caught_up() -> bool:
+        node = holder(t)
+        if node is None:
+            return False
+        status = daemon_status(t, node, "bindings") or {}
+        want = {
+            (b["hoa"], b["coa"], b["sequence"])
+            for b in status.get("bindings") or []
+            if b.get("state", "registered") == "registered"
+        }
+        pending = ((daemon_status(t, node) or {}).get("cluster") or {}).get("pending_writes")
+        last.update(holder=node, bindings=sorted(want), pending_writes=pending)
+        if not want or pending:
+            return False
+        for other in running_home_agents(t):
+            records = (daemon_status(t, other, "bindings") or {}).get("records") or []
+            have = {
+                (r["home_address"], r["care_of_address"], r["sequence"])
+                for r in records
+                if r.get("owner") == node and r.get("state") == "registered"
+            }
+            last[other] = sorted(have)
+            if not want <= have:
+                return False
+        return True
+
+    ok = wait_for(caught_up, RECORDS_TIMEOUT_S, 0.1)
+    entry: dict[str, Any] = {
+        "records": last,
+        "after_ms": round((time.monotonic() - started) * 1000, 1) if ok else None,
+    }
+    if not ok:
+        entry["problem"] = f"the records did not catch up within {RECORDS_TIMEOUT_S:g} s: {last}"
+    return entry

@@ -78,6 +78,12 @@ def _step_text(step: dict[str, Any]) -> str:
         text += f": after {step['after_ms']} ms, " + ", ".join(
             f"{node} {state}" for node, state in step["health"].items()
         )
+    elif "records" in step and "after_ms" in step:
+        r = step["records"]
+        text += (
+            f": after {step['after_ms']} ms every node has the records of "
+            f"{r.get('holder')}'s {len(r.get('bindings') or [])} binding(s)"
+        )
     elif "replayed_to" in step:
         text += (
             f": {step['bus_captured']} BUs captured, the last sent to {step['replayed_to']}: "

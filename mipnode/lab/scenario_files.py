@@ -12,8 +12,8 @@ The format is documented with examples in docs/lab.md; in short::
                                    wait-for-path, attack (restart-ha: keep_state; attack:
                                    kind, count, rate, seconds, latency_ratio); in a cluster
                                    kill-ha-holder, stop-ha-holder, kill-etcd (count,
-                                   leader), start-etcd, wait-health (state), capture-bu,
-                                   replay-bu
+                                   leader), start-etcd, wait-health (state), wait-records,
+                                   capture-bu, replay-bu
     [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
                                    udp_seconds
     [expect]                       mn_ha, mn_ha_port, mn_cn, first_data_ms, handover_gap_ms,
@@ -62,6 +62,7 @@ CLUSTER_STEPS = (
     "kill-etcd",
     "start-etcd",
     "wait-health",
+    "wait-records",
     "capture-bu",
     "replay-bu",
 )
@@ -155,6 +156,7 @@ _STEP_KEYS = {
     "kill-etcd": {"count", "leader"},
     "start-etcd": set(),
     "wait-health": {"state"},
+    "wait-records": set(),
     "capture-bu": set(),
     "replay-bu": set(),
 }

@@ -468,6 +468,8 @@ def run_step(t: Topology, step: Step, peer: str, initiator: str = "both") -> dic
         entry.update(cluster.start_etcd_members(t))
     elif step.do == "wait-health":
         entry.update(cluster.wait_health(t, step.state))
+    elif step.do == "wait-records":
+        entry.update(cluster.wait_records(t))
     elif step.do == "capture-bu":
         entry.update(cluster.capture_bu(t))
     elif step.do == "replay-bu":
