@@ -297,7 +297,11 @@ class ClusterNode:
                 # reach etcd for PEERS_BACK_S while this node does not.
                 self.membership.etcd_failed(pump.now(), str(exc))
                 self._decided()
-                pause = RETRY_AFTER_FAILURE_S
+                # A keep-alive that hung gets its successor at once (on the next member); one
+                # that failed at once (no route: this node's link is down) waits the usual
+                # interval, or a cut-off node would try twenty times a second.
+                hung = pump.now() - sent_at >= KEEPALIVE_TIMEOUT_S / 2
+                pause = RETRY_AFTER_FAILURE_S if hung else KEEPALIVE_S
                 continue
             if ttl <= 0:  # it ended while etcd did not hear from us: our keys are gone
                 self.lease = 0
@@ -512,9 +516,12 @@ class ClusterNode:
             self._lazy.clear()
             if not hoas or not self.holding:
                 continue
+            fence = self._fence()
+            if fence is None:
+                continue  # etcd does not (yet) name us as the holder: nothing of ours to write
             records = {str(h): self._record(h) for h in hoas}
             try:
-                lost = await self.replicator.write_many(records)
+                lost = await self.replicator.write_many(records, fence)
             except EtcdError as exc:
                 # Outcome unknown or refused (etcd lost its majority): the bindings are served
                 # meanwhile, and their records written again, as they are then, once etcd
@@ -527,14 +534,32 @@ class ClusterNode:
                 await pump.sleep(WRITE_RETRY_S)
                 self._write_wanted.set()
                 continue
-            if lost:
+            if lost and self.replicator.fenced:
+                # Another node claimed the address since (we were cut off): its records stand,
+                # ours are history; the core releases once the watch brings its claim.
+                self.drops("record_write_fenced", len(lost))
+                self.ratelog(
+                    logging.WARNING,
+                    "fenced",
+                    "binding records not written: another node holds the address now",
+                )
+            elif lost:
                 # Our own earlier write whose outcome was unknown did land (only the holder
-                # writes): etcd's answer updated the revision we expect; write again what the
-                # core holds now, or a record the mobile node has since changed would stay.
+                # writes, fenced by its claim): etcd's answer updated the revision we expect;
+                # write again what the core holds now, or a record the mobile node has since
+                # changed would stay.
                 self.drops("record_write_raced", len(lost))
                 self._urgent |= {IPv6Address(h) for h in lost}
                 self._write_wanted.set()
             self.pending_writes = len(self._urgent) + len(self._lazy)
+
+    def _fence(self) -> tuple[bytes, int] | None:
+        """The address record of our claim, as etcd's revision of it: every write of ours
+        requires it unchanged. None when etcd's record does not name us."""
+        record = self.membership.records.get(self.address)
+        if record is None or record.holder != self.cfg.node_id:
+            return None
+        return self.address_key, record.revision
 
     def _record(self, hoa: IPv6Address) -> dict[str, Any] | None:
         record = self.core.replication_record(hoa)

@@ -45,7 +45,9 @@ class Replicator:
             "replica_deleted": 0,
             "writes": 0,
             "writes_lost_race": 0,
+            "writes_fenced": 0,
         }
+        self.fenced = False  # the last write_many found its fence moved
 
     @property
     def counters(self) -> dict[str, int]:
@@ -76,27 +78,42 @@ class Replicator:
         False when another node did (the watch brings its record)."""
         return not await self.write_many({home_address: record})
 
-    async def write_many(self, records: Mapping[str, object]) -> list[str]:
+    async def write_many(
+        self, records: Mapping[str, object], fence: tuple[bytes, int] | None = None
+    ) -> list[str]:
         """Write each record (None: delete the key) with a compare-and-swap on the
         ``mod_revision`` last seen, up to TXN_KEYS in one transaction; the home addresses
         whose compare-and-swap failed (their expected revision is now etcd's: writing them
         again asks the right question). A transaction that loses a race is retried key by key,
-        so one lost key costs only itself."""
+        so one lost key costs only itself.
+
+        ``fence`` (key, mod_revision): every transaction also requires that key unchanged --
+        the address record of the claim this node holds by. A node cut off and back that
+        still believes it holds the address can then never overwrite the records of the node
+        that took it over: its transactions fail, :attr:`fenced` says why, and nothing is
+        written."""
         lost: list[str] = []
+        self.fenced = False
         items = list(records.items())
         for start in range(0, len(items), TXN_KEYS):
             chunk = dict(items[start : start + TXN_KEYS])
-            if await self._txn(chunk):
+            if self.fenced:
+                lost.extend(chunk)
+                continue
+            if await self._txn(chunk, fence):
+                continue
+            if self.fenced:
+                lost.extend(chunk)
                 continue
             for hoa, record in chunk.items() if len(chunk) > 1 else ():
-                if not await self._txn({hoa: record}):
+                if not await self._txn({hoa: record}, fence):
                     lost.append(hoa)
             if len(chunk) == 1:
                 lost.extend(chunk)
-        self._counters["writes_lost_race"] += len(lost)
+        self._counters["writes_fenced" if self.fenced else "writes_lost_race"] += len(lost)
         return lost
 
-    async def _txn(self, records: Mapping[str, object]) -> bool:
+    async def _txn(self, records: Mapping[str, object], fence: tuple[bytes, int] | None) -> bool:
         known = self.follower.known
         expect: dict[bytes, int] = {}
         then: list[Put | Delete] = []
@@ -108,13 +125,18 @@ class Replicator:
             else:
                 value = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
                 then.append(Put(key, value))
+        if fence is not None:
+            expect[fence[0]] = fence[1]
         result = await self.store.txn(expect, then)
         if not result.succeeded:
             for key, now in zip(expect, result.current, strict=False):
-                if now is None:
+                revision = 0 if now is None else now.mod_revision
+                if fence is not None and key == fence[0]:
+                    self.fenced = self.fenced or revision != fence[1]
+                elif now is None:
                     known.pop(key, None)
                 else:
-                    known[key] = now.mod_revision
+                    known[key] = revision
             return False
         self._counters["writes"] += len(records)
         for op in then:

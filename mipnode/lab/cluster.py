@@ -6,7 +6,9 @@ Steps (docs/lab.md):
 - ``kill-ha-holder``: SIGKILL the home agent that holds the home-agent address and time how
   long until traffic passes through the one that takes it over (``resumed_ms``, from the kill:
   the failover time); ``stop-ha-holder``: the same with SIGTERM, a clean stop that hands the
-  address over;
+  address over; ``cut-ha-holder``: the same by taking the holder's home link down (it runs
+  on, cut off), and ``restore-ha-link``: the link back, after which exactly one node (not the
+  cut one) must hold the address;
 - ``capture-bu`` and ``replay-bu``: keep the last Binding Update the MN tunnels to the
   home-agent address (as it crosses the core's home bridge), then send it again to whichever
   node holds the address now: it must be refused with 144 and change nothing;
@@ -98,28 +100,59 @@ def _relayed(status: dict[str, Any] | None) -> dict[str, int]:
     return {k: int(counters.get(k, 0)) for k in RELAY_COUNTERS}
 
 
-def kill_holder(t: Topology, stop: bool = False) -> dict[str, Any]:
-    """SIGKILL the holder (``stop``: SIGTERM, a clean stop that hands the address over); time
-    the takeover by the survivors' own views and a ping from the core to the home address that
-    must pass through the new holder's tunnel (its relay counters grow)."""
+HOW = {"kill": "SIGKILL", "stop": "SIGTERM", "cut": "link cut"}
+_CUT: dict[str, str] = {}  # run id -> the node whose home link the lab cut
+
+
+def kill_holder(t: Topology, how: str = "kill") -> dict[str, Any]:
+    """Take the holder away -- ``kill``: SIGKILL; ``stop``: SIGTERM, a clean stop that hands
+    the address over; ``cut``: its home link goes down (the process runs on, cut off from
+    the link and from etcd) -- and time the takeover by the survivors' own views and a ping
+    from the core to the home address that must pass through the new holder's tunnel (its
+    relay counters grow)."""
     old = holder(t)
     if old is None:
-        raise LabError(f"no home agent holds the address to stop: {states(t)}")
+        raise LabError(f"no home agent holds the address to take away: {states(t)}")
     survivors = [n for n in ha_node_names(t.ha_nodes) if n != old and t.pids.get(n)]
     baseline = {n: _relayed(daemon_status(t, n)) for n in survivors}
-    pid = t.pids.pop(old)
-    child = CHILDREN.pop(pid, None)
-    killed = time.monotonic()
+    child = None
+    if how == "cut":
+        t.sh(old, "ip", "link", "set", "eth0", "down")
+        _CUT[t.record.run_id] = old
+    else:
+        pid = t.pids.pop(old)
+        child = CHILDREN.pop(pid, None)
+        if pid in t.record.daemons:
+            t.record.daemons.remove(pid)
+            t.record.save()
+    taken = time.monotonic()
     if child is not None:
-        child.send_signal(signal.SIGTERM if stop else signal.SIGKILL)
+        child.send_signal(signal.SIGTERM if how == "stop" else signal.SIGKILL)
+    entry = _time_takeover(t, survivors, baseline, taken)
+    if child is not None:
+        child.wait(timeout=10)
+    entry = {"killed": old, "signal": HOW[how], **entry}
+    if entry["resumed_ms"] is None:
+        new = entry["new_holder"]
+        pings = entry["probe_pings"]
+        entry["problem"] = (
+            f"no traffic through a new holder {FAILOVER_TIMEOUT_S:g} s after {old} got "
+            f"{HOW[how]}: holder {new}, pings {pings['received']}/{pings['sent']}, {states(t)}"
+            + (f"; {log_tail(t, f'{new}.log', 3)}" if new else "")
+        )
+    return entry
 
+
+def _time_takeover(
+    t: Topology, survivors: list[str], baseline: dict[str, dict[str, int]], taken: float
+) -> dict[str, Any]:
     def since() -> float:
-        return round((time.monotonic() - killed) * 1000, 1)
+        return round((time.monotonic() - taken) * 1000, 1)
 
     held_ms = bound_ms = resumed_ms = None
     new = None
     sent = received = 0
-    while time.monotonic() - killed < FAILOVER_TIMEOUT_S:
+    while time.monotonic() - taken < FAILOVER_TIMEOUT_S:
         new = new or holder(t, survivors)
         if new is None:
             time.sleep(0.02)
@@ -140,26 +173,41 @@ def kill_holder(t: Topology, stop: bool = False) -> dict[str, Any]:
             resumed_ms = since()
             break
         time.sleep(0.02)
-    if child is not None:
-        child.wait(timeout=10)
-    if pid in t.record.daemons:
-        t.record.daemons.remove(pid)
-        t.record.save()
-    entry: dict[str, Any] = {
-        "killed": old,
-        "signal": "SIGTERM" if stop else "SIGKILL",
+    return {
         "new_holder": new,
         "held_ms": held_ms,
         "binding_ms": bound_ms,
         "resumed_ms": resumed_ms,
         "probe_pings": {"sent": sent, "received": received},
     }
-    if resumed_ms is None:
-        entry["problem"] = (
-            f"no traffic through a new holder {FAILOVER_TIMEOUT_S:g} s after {old} got "
-            f"{entry['signal']}: holder {new}, pings {received}/{sent}, {states(t)}"
-            + (f"; {log_tail(t, f'{new}.log', 3)}" if new else "")
-        )
+
+
+def restore_link(t: Topology) -> dict[str, Any]:
+    """The cut node's home link comes back: it must give the address up to the node etcd
+    names (the link follows etcd), so that exactly one node holds it, and traffic must go on
+    through that one."""
+    node = _CUT.pop(t.record.run_id, None)
+    if node is None:
+        raise LabError("restore-ha-link needs a cut-ha-holder step before it")
+    t.sh(node, "ip", "link", "set", "eth0", "up")
+    started = time.monotonic()
+
+    def one_holder() -> list[str] | None:
+        holding = [
+            n
+            for n in running_home_agents(t)
+            if HA_ADDRESS in ((cluster_status(t, n) or {}).get("holds") or [])
+        ]
+        return holding if len(holding) == 1 and holding[0] != node else None
+
+    settled = wait_for(one_holder, HEALTH_TIMEOUT_S, 0.05)
+    entry: dict[str, Any] = {
+        "restored": node,
+        "holders_after": settled,
+        "after_ms": round((time.monotonic() - started) * 1000, 1) if settled else None,
+    }
+    if not settled:
+        entry["problem"] = f"after {node}'s link came back the holders are not one: {states(t)}"
     return entry
 
 

@@ -84,6 +84,11 @@ def _step_text(step: dict[str, Any]) -> str:
             f": after {step['after_ms']} ms every node has the records of "
             f"{r.get('holder')}'s {len(r.get('bindings') or [])} binding(s)"
         )
+    elif "restored" in step:
+        text += (
+            f" ({step['restored']}): one holder ({step['holders_after']}) "
+            f"after {step['after_ms']} ms"
+        )
     elif "replayed_to" in step:
         text += (
             f": {step['bus_captured']} BUs captured, the last sent to {step['replayed_to']}: "

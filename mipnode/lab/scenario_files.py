@@ -11,7 +11,8 @@ The format is documented with examples in docs/lab.md; in short::
     [[timeline]]                   steps: wait, move, block, unblock, restart-ha, restart-mn,
                                    wait-for-path, attack (restart-ha: keep_state; attack:
                                    kind, count, rate, seconds, latency_ratio); in a cluster
-                                   kill-ha-holder, stop-ha-holder, kill-etcd (count,
+                                   kill-ha-holder, stop-ha-holder, cut-ha-holder,
+                                   restore-ha-link, kill-etcd (count,
                                    leader), start-etcd, wait-health (state), wait-records,
                                    capture-bu, replay-bu
     [traffic]                      initiator, ping_count, tcp_bytes, stream, udp_rate_pps,
@@ -59,6 +60,8 @@ _SINGLE_STEPS = (
 CLUSTER_STEPS = (
     "kill-ha-holder",
     "stop-ha-holder",
+    "cut-ha-holder",
+    "restore-ha-link",
     "kill-etcd",
     "start-etcd",
     "wait-health",
@@ -153,6 +156,8 @@ _STEP_KEYS = {
     "attack": {"kind", "count", "rate", "seconds", "latency_ratio"},
     "kill-ha-holder": set(),
     "stop-ha-holder": set(),
+    "cut-ha-holder": set(),
+    "restore-ha-link": set(),
     "kill-etcd": {"count", "leader"},
     "start-etcd": set(),
     "wait-health": {"state"},

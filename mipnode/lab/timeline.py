@@ -460,8 +460,10 @@ def run_step(t: Topology, step: Step, peer: str, initiator: str = "both") -> dic
             entry["problem"] = f"the MN did not register again: {log_tail(t, 'mn.log')}"
     elif step.do == "attack":
         entry.update(run_attack(t, step, peer))
-    elif step.do in ("kill-ha-holder", "stop-ha-holder"):
-        entry.update(cluster.kill_holder(t, stop=step.do == "stop-ha-holder"))
+    elif step.do in ("kill-ha-holder", "stop-ha-holder", "cut-ha-holder"):
+        entry.update(cluster.kill_holder(t, step.do.split("-")[0]))
+    elif step.do == "restore-ha-link":
+        entry.update(cluster.restore_link(t))
     elif step.do == "kill-etcd":
         entry.update(cluster.kill_etcd(t, step.count, step.leader))
     elif step.do == "start-etcd":

@@ -4,6 +4,7 @@ and replayed to the other is refused once the record has travelled."""
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -168,3 +169,44 @@ async def test_history_compacted_while_the_watch_was_down_is_read_again_whole() 
     b = await replay_refused_after_a_broken_watch(write_and_compact)
     assert b.replicator.counters["reloads"] == 1
     assert b.replicator.counters["replica_malformed"] == 1  # the "{}" record, read once
+
+
+async def test_a_writer_whose_claim_was_taken_over_writes_nothing(
+    store: Any, cluster_name: str
+) -> None:
+    """A holder cut off from the link and etcd, back before it has seen that another node
+    claimed its address, still believes it holds it: its writes are fenced by the address
+    record of its own claim, so the records of the node that took over stand."""
+    stamp = Stamper()
+    a, b = Node(store, cluster_name), Node(store, cluster_name)
+    address_key = f"/mipnode/{cluster_name}/addresses/2001:db8:1::1".encode()
+    claimed_a = await store.txn({address_key: 0}, [Put(address_key, b"ha-a")])
+    fence_a = (address_key, claimed_a.revision)
+    async with trio.open_nursery() as nursery:
+        await follow(nursery, a)
+        await follow(nursery, b)
+        captured = build_bu(7, stamp(T0))
+        assert a.bu(T0, captured) == 0
+        assert await a.replicator.write_many({str(HOA): rec(a)}, fence_a) == []
+        await b.wait_for_record()
+        # b takes the address over (a is cut off) and serves a newer registration.
+        taken = await store.txn({address_key: claimed_a.revision}, [Put(address_key, b"ha-b")])
+        assert taken.succeeded
+        assert b.bu(T0 + 1, build_bu(8, stamp(T0 + 1)), VIA_UDP) == 0
+        assert (
+            await b.replicator.write_many({str(HOA): rec(b)}, (address_key, taken.revision)) == []
+        )
+        await a.wait_for_record()
+        # a, back, still thinks it holds the address and writes what it has: fenced.
+        assert a.bu(T0 + 2, build_bu(9, stamp(T0 + 2))) == 0
+        lost = await a.replicator.write_many({str(HOA): rec(a)}, fence_a)
+        assert lost == [str(HOA)] and a.replicator.fenced
+        assert a.replicator.counters["writes_fenced"] == 1
+        kvs, _ = await store.range(b.replicator.prefix)
+        (kv,) = kvs
+        assert json.loads(kv.value)["binding"]["sequence"] == 8  # b's record stands
+        nursery.cancel_scope.cancel()
+
+
+def rec(node: Node) -> Any:
+    return node.core.replication_record(HOA)
