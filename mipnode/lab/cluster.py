@@ -30,18 +30,14 @@ import time
 from typing import Any
 
 from mipnode.lab import etcd_cluster
+from mipnode.lab.ha_timing import await_home_agent, ping_probe
 from mipnode.lab.netns import CHILDREN, LabError
 from mipnode.lab.status import daemon_status, in_namespace, log_tail, wait_for
-from mipnode.lab.topology import HA_ADDRESS, HOA, HOME_LINK, Topology, ha_node_names
+from mipnode.lab.topology import HA_ADDRESS, HOME_LINK, Topology, ha_node_names
 
 ETCD_MEMBERS = 3
 FAILOVER_TIMEOUT_S = 10.0
 HEALTH_TIMEOUT_S = 10.0
-# What the HA daemon counts for the data it relays (docs/cli.md): routed to a home address and
-# tunnelled to the MN, and tunnelled from the MN and delivered.
-RELAY_COUNTERS = ("tunnelled_to_mn", "forwarded_from_mn")
-
-_CLUSTERS: dict[str, etcd_cluster.EtcdCluster] = {}  # run id -> its etcd
 
 
 def start_etcd(t: Topology) -> None:
@@ -50,7 +46,7 @@ def start_etcd(t: Topology) -> None:
     cluster = etcd_cluster.start_cluster(
         t.workdir, ETCD_MEMBERS, host=f"{HOME_LINK}1", netns=t.ns("core")
     )
-    _CLUSTERS[t.record.run_id] = cluster
+    t.etcd = cluster
     for member in cluster.members:
         _record(t, member)
     t.etcd_endpoints = tuple(cluster.endpoints)
@@ -64,10 +60,9 @@ def _record(t: Topology, member: etcd_cluster.Member) -> None:
 
 
 def etcd_of(t: Topology) -> etcd_cluster.EtcdCluster:
-    cluster = _CLUSTERS.get(t.record.run_id)
-    if cluster is None:
+    if not isinstance(t.etcd, etcd_cluster.EtcdCluster):
         raise LabError("this topology has no etcd cluster (topology.ha_nodes > 1)")
-    return cluster
+    return t.etcd
 
 
 def cluster_status(t: Topology, node: str) -> dict[str, Any] | None:
@@ -95,98 +90,67 @@ def states(t: Topology) -> dict[str, str]:
     return out
 
 
-def _relayed(status: dict[str, Any] | None) -> dict[str, int]:
-    counters = (status or {}).get("counters") or {}
-    return {k: int(counters.get(k, 0)) for k in RELAY_COUNTERS}
-
-
 HOW = {"kill": "SIGKILL", "stop": "SIGTERM", "cut": "link cut"}
-_CUT: dict[str, str] = {}  # run id -> the node whose home link the lab cut
 
 
 def kill_holder(t: Topology, how: str = "kill") -> dict[str, Any]:
     """Take the holder away -- ``kill``: SIGKILL; ``stop``: SIGTERM, a clean stop that hands
     the address over; ``cut``: its home link goes down (the process runs on, cut off from
-    the link and from etcd) -- and time the takeover by the survivors' own views and a ping
-    from the core to the home address that must pass through the new holder's tunnel (its
-    relay counters grow)."""
+    the link and from etcd) -- and time the takeover as a restarted home agent is timed
+    (lab/ha_timing.py): from the survivor that holds the address, by its own status and a
+    ping from the core to the home address that must cross its tunnel."""
     old = holder(t)
     if old is None:
         raise LabError(f"no home agent holds the address to take away: {states(t)}")
     survivors = [n for n in ha_node_names(t.ha_nodes) if n != old and t.pids.get(n)]
-    baseline = {n: _relayed(daemon_status(t, n)) for n in survivors}
     child = None
     if how == "cut":
         t.sh(old, "ip", "link", "set", "eth0", "down")
-        _CUT[t.record.run_id] = old
+        t.cut_node = old
     else:
         pid = t.pids.pop(old)
         child = CHILDREN.pop(pid, None)
         if pid in t.record.daemons:
             t.record.daemons.remove(pid)
             t.record.save()
-    taken = time.monotonic()
+    new: list[str] = []  # the survivor that holds the address, once one does
+
+    def new_holder_status() -> dict[str, Any] | None:
+        if not new and (found := holder(t, survivors)) is not None:
+            new.append(found)
+        return daemon_status(t, new[0]) if new else None
+
+    probe, _ = ping_probe(t, "both")
     if child is not None:
         child.send_signal(signal.SIGTERM if how == "stop" else signal.SIGKILL)
-    entry = _time_takeover(t, survivors, baseline, taken)
+    measured = await_home_agent(new_holder_status, probe, timeout=FAILOVER_TIMEOUT_S, interval=0.02)
     if child is not None:
         child.wait(timeout=10)
-    entry = {"killed": old, "signal": HOW[how], **entry}
+    entry: dict[str, Any] = {
+        "killed": old,
+        "signal": HOW[how],
+        "new_holder": new[0] if new else None,
+        "held_ms": measured["ha_answered_ms"],
+        "binding_ms": measured["ha_binding_ms"],
+        "resumed_ms": measured["resumed_ms"],
+        "probe_pings": measured["probe_pings"],
+    }
     if entry["resumed_ms"] is None:
-        new = entry["new_holder"]
         pings = entry["probe_pings"]
         entry["problem"] = (
             f"no traffic through a new holder {FAILOVER_TIMEOUT_S:g} s after {old} got "
-            f"{HOW[how]}: holder {new}, pings {pings['received']}/{pings['sent']}, {states(t)}"
-            + (f"; {log_tail(t, f'{new}.log', 3)}" if new else "")
+            f"{HOW[how]}: holder {entry['new_holder']}, pings "
+            f"{pings['received']}/{pings['sent']}, {states(t)}"
+            + (f"; {log_tail(t, f'{new[0]}.log', 3)}" if new else "")
         )
     return entry
-
-
-def _time_takeover(
-    t: Topology, survivors: list[str], baseline: dict[str, dict[str, int]], taken: float
-) -> dict[str, Any]:
-    def since() -> float:
-        return round((time.monotonic() - taken) * 1000, 1)
-
-    held_ms = bound_ms = resumed_ms = None
-    new = None
-    sent = received = 0
-    while time.monotonic() - taken < FAILOVER_TIMEOUT_S:
-        new = new or holder(t, survivors)
-        if new is None:
-            time.sleep(0.02)
-            continue
-        held_ms = held_ms or since()
-        status = daemon_status(t, new) or {}
-        if not any(b.get("hoa") == HOA for b in status.get("bindings") or []):
-            time.sleep(0.02)
-            continue
-        bound_ms = bound_ms or since()
-        answered = " 1 received" in t.sh(
-            "core", "ping", "-6", "-n", "-c", "1", "-W", "0.2", HOA, check=False
-        )
-        sent += 1
-        received += answered
-        grew = all(_relayed(daemon_status(t, new))[k] > baseline[new][k] for k in RELAY_COUNTERS)
-        if answered and grew:
-            resumed_ms = since()
-            break
-        time.sleep(0.02)
-    return {
-        "new_holder": new,
-        "held_ms": held_ms,
-        "binding_ms": bound_ms,
-        "resumed_ms": resumed_ms,
-        "probe_pings": {"sent": sent, "received": received},
-    }
 
 
 def restore_link(t: Topology) -> dict[str, Any]:
     """The cut node's home link comes back: it must give the address up to the node etcd
     names (the link follows etcd), so that exactly one node holds it, and traffic must go on
     through that one."""
-    node = _CUT.pop(t.record.run_id, None)
+    node, t.cut_node = t.cut_node, None
     if node is None:
         raise LabError("restore-ha-link needs a cut-ha-holder step before it")
     t.sh(node, "ip", "link", "set", "eth0", "up")
@@ -327,11 +291,8 @@ class BuCapture:
         self._sock.close()
 
 
-_CAPTURES: dict[str, BuCapture] = {}
-
-
 def capture_bu(t: Topology) -> dict[str, Any]:
-    _CAPTURES[t.record.run_id] = BuCapture(t)
+    t.bu_capture = BuCapture(t)
     return {}
 
 
@@ -339,8 +300,8 @@ def replay_bu(t: Topology) -> dict[str, Any]:
     """Send the captured BU again, from the core, to the home-agent address (whichever node
     holds it now): it must be refused (RFC 4285 §5.1, 144: its timestamp is not newer than
     the last accepted, which the cluster replicated) and change no binding."""
-    capture = _CAPTURES.pop(t.record.run_id, None)
-    if capture is None:
+    capture, t.bu_capture = t.bu_capture, None
+    if not isinstance(capture, BuCapture):
         raise LabError("replay-bu needs a capture-bu step before it")
     capture.stop()
     node = serving(t)

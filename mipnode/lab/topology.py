@@ -16,6 +16,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mipnode.lab.netns import CHILDREN, LabError, RunRecord, run
 
@@ -243,6 +244,11 @@ class Topology:
     attacker: bool = False  # an `atk` node on the core (lab.attack)
     ha_nodes: int = 1  # home agents: more than one is a cluster on etcd (in the core)
     etcd_endpoints: tuple[str, ...] = ()  # the cluster's etcd, once started
+    # What a cluster's timeline steps hold between them (lab/cluster.py): its etcd
+    # (EtcdCluster), a BU capture (capture-bu), the node whose link is cut (cut-ha-holder).
+    etcd: Any = None
+    bu_capture: Any = None
+    cut_node: str | None = None
 
     @property
     def nodes(self) -> tuple[str, ...]:
