@@ -34,7 +34,6 @@ from __future__ import annotations
 import gc
 import secrets
 import time
-import tracemalloc
 from ipaddress import IPv6Address
 from typing import Any
 
@@ -44,7 +43,7 @@ from mipnode import benchcontrol as bc
 from mipnode.core.home_agent import HomeAgentNode
 from mipnode.core.types import Via
 from mipnode.drivers.etcd import Etcd
-from mipnode.drivers.ha_replication import Replicator
+from mipnode.drivers.ha_replication import TXN_KEYS, Replicator
 
 WAIT_S = 300.0  # a phase that has not finished by then is a failure, not a slow result
 SINGLES = 20  # single moves timed one at a time, on an idle cluster
@@ -79,7 +78,7 @@ class _Holder:
             await self.replicator.write_many(records)
             if self.replicator.counters["writes"] - before != len(records):
                 raise RuntimeError("benchmark: a record write lost its compare-and-swap")
-            self.transactions += -(-len(records) // 64)
+            self.transactions += -(-len(records) // TXN_KEYS)
 
     async def feed(self, now: float, packets: list[tuple[bytes, Any]]) -> None:
         """BUs in batches of 64, each batch flushed and its changes handed to the writer,
@@ -194,20 +193,10 @@ async def _load(etcd: Etcd, cluster: str, n: int) -> tuple[float, float]:
     state; a second load under tracemalloc)."""
     load_s, _ = await _load_once(etcd, cluster, n, bc.make_node(n))
     node = bc.make_node(n)  # its configuration (n security associations) is not a binding's
-    gc.collect()
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+    with bc.traced_growth() as grown:
         _, held = await _load_once(etcd, cluster, n, node)
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-        del held
-    finally:
-        if not tracing:
-            tracemalloc.stop()
-    return load_s, (after - before) / n
+    del held
+    return load_s, grown[0] / n
 
 
 async def _load_once(

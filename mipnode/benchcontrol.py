@@ -42,6 +42,8 @@ import hashlib
 import random
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from ipaddress import IPv6Address, IPv6Network
 
 from mipnode.core.ha import HaCoreConfig, SecurityAssociation
@@ -166,26 +168,35 @@ def expect_counter(node: HomeAgentNode, counter: str, value: int) -> None:
         raise RuntimeError(f"benchmark core: {counter} is {got}, expected {value}")
 
 
-def bytes_per_binding(n: int, packets: list[bytes]) -> float:
-    """Traced memory the node holds after registering ``n`` mobile nodes, per binding."""
-    node = make_node(n)
+@contextmanager
+def traced_growth() -> Iterator[list[int]]:
+    """Python's allocations the block leaves behind, in bytes: ``[grown]`` once it ends
+    (tracemalloc, started here unless it already runs; garbage collected on both sides)."""
     gc.collect()
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
+    grown = [0]
     try:
         before = tracemalloc.get_traced_memory()[0]
+        yield grown
+        gc.collect()
+        grown[0] = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+
+
+def bytes_per_binding(n: int, packets: list[bytes]) -> float:
+    """Traced memory the node holds after registering ``n`` mobile nodes, per binding."""
+    node = make_node(n)
+    with traced_growth() as grown:
         for start in range(0, n, BATCH):
             for i in range(start, min(n, start + BATCH)):
                 node.receive_tunnelled(T0, packets[i], via_of(i))
             _flush(node, T0)
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        if not tracing:
-            tracemalloc.stop()
     expect_counter(node, "registrations", n)
-    return (after - before) / n
+    return grown[0] / n
 
 
 def control_plane(n_mns: int, seconds_budget: float = 60.0) -> dict[str, float]:
