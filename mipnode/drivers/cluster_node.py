@@ -129,7 +129,6 @@ class ClusterNode:
         self.ratelog = RateLimitedLog()
         self.lease = 0
         self.holding = False
-        self.revision = 0
         self._wake = trio.Event()
         # Hold and release, from the core's events: unbounded so that a slow netlink call
         # never makes the decision loop fail; the core emits one per change of what it holds.
@@ -175,7 +174,6 @@ class ClusterNode:
             await self._join()
         except EtcdError as exc:
             raise ClusterUnavailable(f"etcd unreachable at {endpoints}: {exc}") from None
-        self.revision = status.revision
         log.info(
             "cluster %s: node %s joined etcd at %s (revision %d, lease %x)",
             self.cfg.name,
@@ -322,7 +320,6 @@ class ClusterNode:
     def _address_put(self, kv: KeyValue) -> None:
         address = IPv6Address(_last(kv.key))  # ValueError: counted as malformed
         holder = kv.value.decode(errors="replace")
-        self.revision = max(self.revision, kv.mod_revision)
         self.membership.address_record(pump.now(), address, holder, kv.mod_revision)
         self._decided()
 
@@ -477,7 +474,6 @@ class ClusterNode:
                 adopted += self.core.adopt_replica(now, self.replicator.record(hoa))
             except ValueError:
                 self.drops("adopt_malformed")
-        self.core.take_changed()  # what we adopted is what etcd has
         self._flush()
         log.info("cluster: holding %s; serving %d replicated bindings", self.address, adopted)
 
@@ -629,7 +625,9 @@ class ClusterNode:
             "etcd": {
                 "endpoints": [_without_userinfo(e) for e in self.cfg.etcd_endpoints],
                 "reachable": m.etcd_ok,
-                "revision": max(self.revision, self.replicator.revision, self.addresses.revision),
+                "revision": max(
+                    f.revision for f in (self.replicator, self.addresses, self.members)
+                ),
                 "lease": f"{self.lease:x}",
                 "error": self.replicator.error or self.addresses.error or self.members.error,
             },

@@ -418,8 +418,10 @@ class HomeAgentDaemon:
         if not isinstance(event, HaForwardingChanged):
             return
         log.info("%s", event)  # formatted only if the line is written
-        if event.added or self.routes.get(event.home_address.packed) != event.via:
-            self._moved.add(event.home_address)
+        if self.cluster is not None and (
+            event.added or self.routes.get(event.home_address.packed) != event.via
+        ):
+            self._moved.add(event.home_address)  # its record is written at once
         if event.via is None:
             self.routes.pop(event.home_address.packed, None)
             self.esp.forget(event.home_address.packed)

@@ -198,33 +198,32 @@ def link_address(ifname: str) -> tuple[int, bytes]:
 
 def hold_address(ifname: str, address: str, lifetime_s: int) -> None:
     """Put ``address`` (/128, or /32 for IPv4) on ``ifname`` (no DAD) for ``lifetime_s``, or
-    renew it: the kernel
-    removes it by itself when nobody renews it (a home agent of a cluster killed while holding
-    its address lets go of it within ``lifetime_s``, docs/internals.md)."""
-    with IPRoute() as ipr:
-        idx = _index(ipr, ifname)
-        try:
-            ipr.addr(
-                "replace",
-                index=idx,
-                address=address,
-                prefixlen=_host_length(address),
-                flags=IFA_F_NODAD,
-                preferred_lft=lifetime_s,
-                valid_lft=lifetime_s,
-            )
-        except NetlinkError as exc:
-            raise NetlinkFailure(f"address {address} on {ifname}: {exc}") from None
+    renew it: the kernel removes it by itself when nobody renews it (a home agent of a cluster
+    killed while holding its address lets go of it within ``lifetime_s``, docs/internals.md)."""
+    _change_address(
+        "replace",
+        ifname,
+        address,
+        flags=IFA_F_NODAD,
+        preferred_lft=lifetime_s,
+        valid_lft=lifetime_s,
+    )
 
 
 def drop_address(ifname: str, address: str) -> None:
     """Take ``address`` (/128 or /32) off ``ifname``; nothing when it is not there."""
+    _change_address("del", ifname, address, absent_ok=True)
+
+
+def _change_address(
+    op: str, ifname: str, address: str, *, absent_ok: bool = False, **extra: int
+) -> None:
     with IPRoute() as ipr:
         idx = _index(ipr, ifname)
         try:
-            ipr.addr("del", index=idx, address=address, prefixlen=_host_length(address))
+            ipr.addr(op, index=idx, address=address, prefixlen=_host_length(address), **extra)
         except NetlinkError as exc:
-            if exc.code != errno.EADDRNOTAVAIL:
+            if not (absent_ok and exc.code == errno.EADDRNOTAVAIL):
                 raise NetlinkFailure(f"address {address} on {ifname}: {exc}") from None
 
 

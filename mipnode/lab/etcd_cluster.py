@@ -25,9 +25,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,6 +42,7 @@ ETCD = "etcd"
 START_TIMEOUT_S = 15.0
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
+T = TypeVar("T")
 NETNS_PORT_BASE = 2379  # etcd's own client port, then one port after another
 
 
@@ -301,8 +303,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def _healthy(member: Member) -> bool:
     if member.netns is not None:
-        ns, member = member.netns, dataclasses.replace(member, netns=None, proc=None)
-        return in_namespace(ns, lambda: _healthy(member))
+        return _inside(member, _healthy)
     context = None
     if member.tls is not None:
         context = ssl.create_default_context(cafile=str(member.tls.ca))
@@ -317,6 +318,13 @@ def _healthy(member: Member) -> bool:
     with contextlib.suppress(ValueError):
         return bool(json.loads(body).get("health") == "true")
     return False
+
+
+def _inside(member: Member, ask: Callable[[Member], T]) -> T:
+    """``ask(member)`` from inside the member's network namespace (its address is there)."""
+    assert member.netns is not None
+    plain = dataclasses.replace(member, netns=None, proc=None)
+    return in_namespace(member.netns, lambda: ask(plain))
 
 
 def _url_host(host: str) -> str:
@@ -343,8 +351,7 @@ def leader_name(cluster: EtcdCluster) -> str | None:
 
 def _post(member: Member, path: str) -> dict[str, Any] | None:
     if member.netns is not None:
-        ns, plain = member.netns, dataclasses.replace(member, netns=None, proc=None)
-        return in_namespace(ns, lambda: _post(plain, path))
+        return _inside(member, lambda plain: _post(plain, path))
     if member.tls is not None:
         return None  # only the lab's plain-HTTP clusters are asked
     request = urllib.request.Request(member.client_url + path, data=b"{}", method="POST")
