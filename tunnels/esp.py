@@ -22,13 +22,14 @@ Packet layout (RFC 4303 §2, RFC 4106 §3, RFC 7634 §2)::
   *authenticated* sequence number and the window covers the ``window`` numbers ending there. A
   duplicate or a number left of the window is dropped before decryption; the window moves only
   after the ICV verified, so a forged packet cannot slide it. Sequence number 0 is never sent
-  (§3.3.3: the first packet is 1), so it is always a replay. Instead of a shifted bitmap (in the
-  spirit of RFC 6479, anti-replay without bit shifting), slot ``seq % window`` of a list remembers
-  the last sequence number received with that residue: inside the window a residue belongs to one
-  number only, so "slot == seq" is exactly "bit set", and sliding the window costs nothing (a
-  2048-bit int bitmap costs ~0.2 µs a packet to shift and mask).
+  (§3.3.3: the first packet is 1), so it is always a replay. The window is one integer of
+  ``window`` bits (bit i: number right edge - i received): ~300 octets per SA.
 - An outbound SA refuses to seal once Sequence Number 2^32 - 1 was used (§3.3.3: it must be
   replaced first); past ``SEQ_SOFT_LIMIT`` it asks for a rekey.
+- Moving an SA to another node (a home agent handing its bindings over): the sender gives the
+  numbers above a margin away (``EspOutbound.hand_over``), so two senders of the same keys never
+  use one nonce; the new receiver takes the old one's window over (``EspInbound.merge_window``),
+  so a packet either of them opened is a replay at both.
 
 Untrusted input goes through ``open_untrusted``, which raises only ``BadPacket``; the reasons are
 drop-counter keys: ``esp_truncated``, ``esp_wrong_spi``, ``esp_replay``, ``esp_auth``,
@@ -163,7 +164,7 @@ def _seal_with_iv(
 class EspOutbound:
     """The sending side of one SA: seals payloads with consecutive sequence numbers."""
 
-    __slots__ = ("_aead", "_salt", "seq", "spi")
+    __slots__ = ("_aead", "_salt", "limit", "seq", "spi")
 
     def __init__(self, suite: int, spi: int, keymat: bytes, *, next_seq: int = 1) -> None:
         """``keymat`` is key || 4-octet salt; ``next_seq`` is the first sequence number to use.
@@ -177,6 +178,19 @@ class EspOutbound:
             raise ValueError(f"next_seq {next_seq} outside 1..2^32")
         self.spi = spi
         self.seq = next_seq - 1  # last sequence number used (0: none yet)
+        # The last sequence number this sender may use: SEQ_MAX, or lower once the rest of
+        # the numbers went to another sender of the same SA (:meth:`hand_over`).
+        self.limit = SEQ_MAX
+
+    def hand_over(self, margin: int) -> int:
+        """Give the sequence numbers from ``seq + margin + 1`` on to another sender of the
+        same keys (a home agent that takes the SA over) and keep the ``margin`` before them:
+        returns the first one the other sender uses. Two senders never use one number, so
+        never one AEAD nonce (RFC 4106 §3.1: a nonce used twice under a key gives the key
+        stream and the authentication key away)."""
+        first = min(self.seq + margin + 1, SEQ_MAX + 1)
+        self.limit = min(self.limit, first - 1)
+        return first
 
     @property
     def needs_rekey(self) -> bool:
@@ -185,13 +199,14 @@ class EspOutbound:
 
     def seal(self, payload: bytes, next_header: int) -> bytes | None:
         """The whole ESP packet carrying ``payload`` (RFC 4303 §3.3), or None when the SA is
-        exhausted: Sequence Number 2^32 - 1 was used and must not wrap (§3.3.3).
+        exhausted: Sequence Number 2^32 - 1 (or :attr:`limit`) was used and must not wrap
+        (§3.3.3).
 
         Raises:
             ValueError: ``next_header`` outside 0..255.
         """
         seq = self.seq + 1
-        if seq > SEQ_MAX:
+        if seq > self.limit:
             return None
         if not 0 <= next_header <= 0xFF:
             raise ValueError(f"next header {next_header} outside 0..255")
@@ -223,6 +238,27 @@ class EspInbound:
         # integer of ``window`` bits: ~300 octets per SA where a list of slots took 16 KB).
         self._received = 0
         self._mask = (1 << window) - 1
+
+    @property
+    def window(self) -> tuple[int, int, int]:
+        """(window size, right edge, received bits: bit i is sequence number edge - i)."""
+        return self._window, self._top, self._received
+
+    def merge_window(self, top: int, received: int, window: int) -> None:
+        """Count as received what another receiver of the same SA received (its right edge
+        ``top`` and ``received`` bits over ``window`` numbers): the union of both, so a packet
+        either of them opened is a replay here. Numbers left of the other's window count as
+        received (unknown there: never accepted twice)."""
+        if not 0 <= top <= SEQ_MAX or window < 1:
+            raise ValueError("a window needs an edge in 0..2^32-1 and a size")
+        theirs = received & ((1 << window) - 1)
+        if top >= window:  # everything left of their window: received, as far as we know
+            theirs |= ((1 << max(0, self._window - window)) - 1) << window
+        new_top = max(self._top, top)
+        self._received = (
+            (self._received << (new_top - self._top)) | (theirs << (new_top - top))
+        ) & self._mask
+        self._top = new_top
 
     def open_untrusted(self, packet: bytes) -> tuple[int, bytes]:
         """(Next Header, payload) of an ESP packet of this SA (RFC 4303 §3.4).

@@ -503,12 +503,14 @@ class HomeAgentCore:
         changed, self._changed = self._changed, set()
         return changed
 
-    def adopt_replica(self, now: float, record: object) -> bool:
+    def adopt_replica(self, now: float, record: object, *, keyed: bool = False) -> bool:
         """Serve a binding another node of the cluster registered (this node took its
         home-agent address over): the replicated entry goes into the cache as a restored one
         would -- its absolute expiry turned monotonic, never beyond what this node would
-        grant from ``now`` -- with its replay state, and gets a BRR at once (the ESP keys
-        stayed with the node that died: a protected mobile node registers again). Returns
+        grant from ``now`` -- with its replay state, and gets a BRR at once under protection
+        unless ``keyed`` (the driver holds the binding's ESP SAs, handed over by the node that
+        stopped; without them the keys died with that node and the mobile node must register
+        again). Returns
         whether it is now served; an expired or unknown one is counted and left out, one this
         node already has an entry for keeps that entry.
 
@@ -528,7 +530,7 @@ class HomeAgentCore:
         self._counters["adopted"] += 1
         self._state_version += 1
         self._events.append(BindingAdded(entry.snapshot()))
-        if self._config.require_protection:
+        if self._config.require_protection and not keyed:
             # The ESP keys stayed with the node that died: a protected mobile node must
             # register again (at once). A binding without protection is served as it is.
             self._start_brr_round(entry, now)

@@ -16,7 +16,10 @@ docs/internals.md, "Home agents in a cluster on etcd", has the design. This driv
   (Override) so the home link's router sends to this node at once (wire/nd.py);
 - the binding records (drivers/ha_replication.py): every node follows them (replay state, and
   a copy to serve from); the holder writes what its core changed, and adopts every record when
-  it takes the address over.
+  it takes the address over;
+- a clean stop (:meth:`ClusterNode.leave`): the bindings' ESP SAs to the successor
+  (drivers/sa_handover.py), the address record rewritten to name it, service until it holds
+  the address, its final replay windows, then off the link.
 
 The data plane is not here: the HA daemon serves the bindings its core has, and the core has
 bindings only while this node holds the address.
@@ -50,14 +53,17 @@ from mipnode.core.ha_cluster import (
     first_for,
 )
 from mipnode.drivers import netlink, pump
+from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.etcd import Etcd, EtcdError, KeyValue, Put
 from mipnode.drivers.etcd_follow import Follower
 from mipnode.drivers.ha_replication import Replicator
 from mipnode.drivers.io import Counters
 from mipnode.drivers.logs import RateLimitedLog
+from mipnode.drivers.sa_handover import SaHandover
 from mipnode.drivers.startup import ClusterUnavailable
 from mipnode.wire.arp import arp_announcement
 from mipnode.wire.cluster_announce import (
+    MAX_NODES,
     Announcement,
     Freshness,
     decode_announcement_untrusted,
@@ -91,6 +97,7 @@ class ClusterNode:
         flush: Callable[[], None],
         *,
         store: Any = None,
+        esp: EspSas | None = None,
     ) -> None:
         self.cfg = cfg
         self.address = address
@@ -149,6 +156,9 @@ class ClusterNode:
         self._successor_holds = trio.Event()
         self.link_index = 0
         self.link_mac = b"\x00" * 6
+        self.esp = esp  # the daemon's ESP SAs (protection on): handed over at a clean stop
+        self.sas: SaHandover | None = None
+        self.peer_links: dict[str, str] = {}  # node id: the link-local address it announces from
 
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,6 +184,8 @@ class ClusterNode:
             await self._join()
         except EtcdError as exc:
             raise ClusterUnavailable(f"etcd unreachable at {endpoints}: {exc}") from None
+        if self.esp is not None:
+            self.sas = SaHandover(self.cfg, self.esp, self.link_index, self.counters, self.drops)
         log.info(
             "cluster %s: node %s joined etcd at %s (revision %d, lease %x)",
             self.cfg.name,
@@ -198,6 +210,8 @@ class ClusterNode:
         arp = _arp_socket(self.cfg.home_link) if self.cfg.ipv4_address is not None else None
         with announce, na, arp or contextlib.nullcontext():
             async with trio.open_nursery() as nursery:
+                if self.sas is not None:
+                    await nursery.start(self.sas.serve)
                 nursery.start_soon(self.replicator.run)
                 nursery.start_soon(self.members.run)
                 nursery.start_soon(self.addresses.run)
@@ -257,11 +271,11 @@ class ClusterNode:
                 if not source[0].startswith("fe80:"):
                     self.drops("announce_not_link_local")
                     continue
-                self._heard(data)
+                self._heard(data, source[0].split("%")[0])
             self._decided()
             await trio.lowlevel.checkpoint()
 
-    def _heard(self, data: bytes) -> None:
+    def _heard(self, data: bytes, source: str) -> None:
         try:
             announcement, sent_ms = decode_announcement_untrusted(data, self.announce_key)
         except BadPacket as exc:
@@ -274,6 +288,10 @@ class ClusterNode:
             return
         self.counters("announcements_heard")
         self.membership.heard(pump.now(), announcement)
+        self.peer_links.pop(announcement.node, None)
+        self.peer_links[announcement.node] = source  # where its SAs go at a hand-over
+        if len(self.peer_links) > MAX_NODES:
+            del self.peer_links[next(iter(self.peer_links))]
         if announcement.node == self._successor_id and self.address in announcement.holds:
             self._successor_holds.set()
 
@@ -467,15 +485,33 @@ class ClusterNode:
             self.ratelog(logging.WARNING, "arp", "ARP announcement not sent", error=exc)
 
     def _adopt(self) -> None:
+        """Serve every record; with the SAs a stopping holder handed us where we have them
+        (the mobile node goes on as it was), else the core asks for a new registration."""
         now = pump.now()
-        adopted = 0
+        adopted = keyed = 0
         for hoa in list(self.replicator.records):
+            state = None if self.sas is None else self.sas.take(IPv6Address(hoa).packed, now)
             try:
-                adopted += self.core.adopt_replica(now, self.replicator.record(hoa))
+                served = self.core.adopt_replica(
+                    now, self.replicator.record(hoa), keyed=state is not None
+                )
             except ValueError:
                 self.drops("adopt_malformed")
+                continue
+            adopted += served
+            if served and state is not None and self.esp is not None:
+                if self.esp.restore(state, now):
+                    keyed += 1
+                else:  # keyed here already: cannot happen for a binding just adopted
+                    self.core.request_refresh(IPv6Address(hoa))
         self._flush()
-        log.info("cluster: holding %s; serving %d replicated bindings", self.address, adopted)
+        self.counters("adopted_with_sas", keyed)
+        log.info(
+            "cluster: holding %s; serving %d replicated bindings (%d with handed-over SAs)",
+            self.address,
+            adopted,
+            keyed,
+        )
 
     def _release(self) -> None:
         self.holding = False
@@ -594,6 +630,7 @@ class ClusterNode:
         self.handing_over = True  # a Release from now on leaves the address and bindings be
         self._successor_holds = trio.Event()
         self._successor_id = successor
+        await self._send_sas(successor, final=False)  # before the record: it adopts with them
         key = self.address_key
         try:
             # No lease: the successor's claim binds the record to its own.
@@ -605,7 +642,29 @@ class ClusterNode:
             return False
         if not result.succeeded:
             return False
-        return await pump.wait_for(self._successor_holds, HANDOVER_WAIT_S)
+        held = await pump.wait_for(self._successor_holds, HANDOVER_WAIT_S)
+        if held:  # what we opened meanwhile is a replay there too
+            await self._send_sas(successor, final=True)
+        return held
+
+    async def _send_sas(self, successor: str, *, final: bool) -> None:
+        """Our SAs (``final``: our inbound windows) to ``successor``; a failure only costs
+        each mobile node a new registration, as after a crash."""
+        peer = self.peer_links.get(successor)
+        if self.sas is None or peer is None:
+            return
+        try:
+            sent = await self.sas.send(peer, successor, final=final)
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            self.drops("sa_transfer_failed")
+            log.warning("cluster: SAs not handed to %s: %s", successor, exc)
+            return
+        log.info(
+            "cluster: %s of %d bindings handed to %s",
+            "windows" if final else "SAs",
+            sent,
+            successor,
+        )
 
     # -- inspection ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

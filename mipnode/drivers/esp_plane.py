@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from mipnode.core.esp_keys import EspKeys
 from mipnode.drivers.io import Counters
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.sa_transfer import InboundState, SaState
 from tunnels.esp import (
     MIN_PACKET_LENGTH,
     SEQ_SOFT_LIMIT,
@@ -44,6 +45,9 @@ from tunnels.esp import (
 
 log = logging.getLogger("mipnode.esp")
 GRACE_S = 10.0
+# Sequence numbers a node that hands its SAs over keeps for itself while it serves on (make
+# before break, at most a few seconds): 2^24 is minutes of a node's whole forwarding rate.
+HANDOVER_SEQ_MARGIN = 1 << 24
 NH_IPV6 = 41
 IPPROTO_ESP = 50
 KEYLOG_ENV = "MIPNODE_ESP_KEYLOG"
@@ -56,6 +60,7 @@ class _In:
     retire_at: float | None = None
     promote: EspOutbound | None = None  # the outbound SA the first packet opened here proves
     keymat: bytes = field(default=b"", repr=False)  # tells the same keys handed in again
+    keymat_out: bytes = field(default=b"", repr=False)  # of ``promote``: kept for export()
 
 
 class EspSas:
@@ -70,6 +75,10 @@ class EspSas:
         # a registration never walks every SA of the home agent.
         self._spis: dict[bytes, list[int]] = {}
         self.rekey_due: set[bytes] = set()  # owners whose SA passed SEQ_SOFT_LIMIT
+        # The outbound SA's keys and suite per owner: an EspOutbound keeps only its key
+        # schedule, and handing the SA to another node needs the keys themselves.
+        self._keymat_out: dict[bytes, bytes] = {}
+        self._suite: dict[bytes, int] = {}
         self.keylog = (keylog if keylog is not None else os.environ.get(KEYLOG_ENV)) or None
 
     def keyed(
@@ -85,10 +94,13 @@ class EspSas:
         outbound = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
         fresh = _In(EspInbound(keys.suite, keys.spi_in, keys.keymat_in), owner)
         fresh.keymat = keys.keymat_in
+        fresh.keymat_out = keys.keymat_out
+        self._suite[owner] = keys.suite
         if switch_on_proof and owner in self.outbound:
             fresh.promote = outbound
         else:
             self.outbound[owner] = outbound
+            self._keymat_out[owner] = keys.keymat_out
             self.rekey_due.discard(owner)
         spis = self._spis.setdefault(owner, [])
         for spi in list(spis):
@@ -111,6 +123,8 @@ class EspSas:
     def forget(self, owner: bytes) -> None:
         """``owner`` has no binding any more: its SAs go."""
         self.outbound.pop(owner, None)
+        self._keymat_out.pop(owner, None)
+        self._suite.pop(owner, None)
         self.rekey_due.discard(owner)
         for spi in self._spis.pop(owner, ()):
             del self.inbound[spi]
@@ -165,9 +179,70 @@ class EspSas:
             return None
         if entry.promote is not None:  # the peer has the new keys: seal with them from now on
             self.outbound[entry.owner] = entry.promote
+            self._keymat_out[entry.owner] = entry.keymat_out
             self.rekey_due.discard(entry.owner)
             entry.promote = None
         return inner, entry.owner
+
+    # -- moving SAs to another node of a home-agent cluster (wire/sa_transfer.py) --------------
+    def export(self, owner: bytes, now: float, *, hand_over: bool) -> SaState | None:
+        """``owner``'s SAs as another node takes them, or ``None`` (none, or a rekey waiting for
+        the peer's proof: the receiver could not tell which outbound SA the peer opens).
+        ``hand_over``: the outbound SA keeps HANDOVER_SEQ_MARGIN numbers for this node and
+        gives the rest to the receiver (tunnels/esp.py ``EspOutbound.hand_over``); without it
+        (the final windows) the outbound numbers are not the receiver's to use."""
+        sa = self.outbound.get(owner)
+        entries = [self.inbound[spi] for spi in self._spis.get(owner, ())]
+        if sa is None or not entries or any(e.promote is not None for e in entries):
+            return None
+        inbound = []
+        for e in entries:
+            window, top, received = e.sa.window
+            grace_ms = 0 if e.retire_at is None else int((e.retire_at - now) * 1000)
+            if e.retire_at is not None and grace_ms <= 0:
+                continue
+            inbound.append(InboundState(e.sa.spi, e.keymat, top, received, window, grace_ms))
+        if not inbound:
+            return None
+        first = sa.hand_over(HANDOVER_SEQ_MARGIN) if hand_over else sa.limit + 1
+        keymat_out = self._keymat_out[owner]
+        return SaState(owner, self._suite[owner], sa.spi, keymat_out, first, tuple(inbound))
+
+    def restore(self, state: SaState, now: float) -> bool:
+        """Serve with SAs another node handed over: seal from its first sequence number on,
+        open with its windows. Refused (``False``) when this node keys the owner itself."""
+        owner = state.home_address
+        if owner in self.outbound or self._spis.get(owner):
+            return False
+        spis = self._spis.setdefault(owner, [])
+        for i in state.inbound:
+            old = self.inbound.get(i.spi)
+            if old is not None:  # an SPI another owner had: ours now (keyed() does the same)
+                self._spis[old.owner].remove(i.spi)
+            entry = _In(EspInbound(state.suite, i.spi, i.keymat), owner)
+            entry.keymat = i.keymat
+            entry.sa.merge_window(i.top, i.received, i.window)
+            entry.retire_at = None if i.grace_ms == 0 else now + i.grace_ms / 1000
+            self.inbound[i.spi] = entry
+            spis.append(i.spi)
+        out = EspOutbound(state.suite, state.spi_out, state.keymat_out, next_seq=state.next_seq)
+        self.outbound[owner] = out
+        self._keymat_out[owner] = state.keymat_out
+        self._suite[owner] = state.suite
+        if out.needs_rekey:
+            self.rekey_due.add(owner)
+        return True
+
+    def merge(self, state: SaState) -> int:
+        """The windows of a node that served ``state``'s SAs until now: what it opened counts
+        as received here too. Only SAs this node holds with the same keys; returns how many."""
+        merged = 0
+        for i in state.inbound:
+            entry = self.inbound.get(i.spi)
+            if entry is not None and entry.owner == state.home_address and entry.keymat == i.keymat:
+                entry.sa.merge_window(i.top, i.received, i.window)
+                merged += 1
+        return merged
 
     def _log_keys(self, keys: EspKeys) -> None:
         assert self.keylog is not None

@@ -123,7 +123,8 @@ class HomeAgentDaemon:
         self.cluster: Any = None  # drivers/cluster_node.ClusterNode with [ha.cluster]
         self._moved: set[IPv6Address] = set()  # bindings created, moved or removed this batch
         if config.cluster is not None:
-            self.cluster = _cluster_node(config, self.node.core, self.pump.flush)
+            esp = self.esp if self.protected else None  # SAs move at a clean stop
+            self.cluster = _cluster_node(config, self.node.core, self.pump.flush, esp)
 
     # -- setup -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -510,7 +511,7 @@ class HomeAgentDaemon:
         }
 
 
-def _cluster_node(config: HaConfig, core: Any, flush: Any) -> Any:
+def _cluster_node(config: HaConfig, core: Any, flush: Any, esp: EspSas | None) -> Any:
     """The cluster driver; it needs etcd's client, the ``mipnode[cluster]`` extra."""
     try:
         from mipnode.drivers.cluster_node import ClusterNode
@@ -520,7 +521,7 @@ def _cluster_node(config: HaConfig, core: Any, flush: Any) -> Any:
             "pip install 'mipnode[cluster]'"
         ) from None
     assert config.cluster is not None
-    return ClusterNode(config.cluster, config.address, core, flush)
+    return ClusterNode(config.cluster, config.address, core, flush, esp=esp)
 
 
 async def _drain(sock: socket.socket, handle: Any, p: pump.Pump, gro: bool = False) -> None:

@@ -6,9 +6,10 @@ Steps (docs/lab.md):
 - ``kill-ha-holder``: SIGKILL the home agent that holds the home-agent address and time how
   long until traffic passes through the one that takes it over (``resumed_ms``, from the kill:
   the failover time); ``stop-ha-holder``: the same with SIGTERM, a clean stop that hands the
-  address over; ``cut-ha-holder``: the same by taking the holder's home link down (it runs
-  on, cut off), and ``restore-ha-link``: the link back, after which exactly one node (not the
-  cut one) must hold the address;
+  address over (under protection the new holder must have got the ESP SAs: ``sas_handed``,
+  the bindings it serves with them); ``cut-ha-holder``: the same by taking the holder's home
+  link down (it runs on, cut off), and ``restore-ha-link``: the link back, after which
+  exactly one node (not the cut one) must hold the address;
 - ``capture-bu`` and ``replay-bu``: keep the last Binding Update the MN tunnels to the
   home-agent address (as it crosses the core's home bridge), then send it again to whichever
   node holds the address now: it must be refused with 144 and change nothing;
@@ -135,6 +136,13 @@ def kill_holder(t: Topology, how: str = "kill") -> dict[str, Any]:
         "resumed_ms": measured["resumed_ms"],
         "probe_pings": measured["probe_pings"],
     }
+    if how == "stop" and t.protection == "esp" and new:
+        # A clean stop hands the bindings' ESP SAs over (drivers/sa_handover.py): the mobile
+        # node must not have to register again, which would cost a datagram or two.
+        counters = ((daemon_status(t, new[0]) or {}).get("cluster") or {}).get("counters", {})
+        entry["sas_handed"] = counters.get("adopted_with_sas", 0)
+        if not entry["sas_handed"]:
+            entry["problem"] = f"{old} stopped cleanly but {new[0]} got no ESP SAs from it"
     if entry["resumed_ms"] is None:
         pings = entry["probe_pings"]
         entry["problem"] = (

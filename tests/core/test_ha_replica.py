@@ -150,6 +150,17 @@ def test_a_node_that_takes_over_serves_the_binding_and_asks_for_a_registration()
     assert b.statistics()["adopted"] == 1
 
 
+def test_with_handed_over_sas_an_adopted_binding_needs_no_new_registration() -> None:
+    # A clean hand-over brought the binding's ESP SAs along (drivers/sa_handover.py): the
+    # mobile node goes on as it was, so no BRR (it would cost a round trip and a datagram).
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp)
+    b = make_ha(require_protection=True)
+    assert b.adopt_replica(T0 + 1, through_etcd(a.replication_record(HOA)), keyed=True)
+    assert b.datagrams_to_send(T0 + 1) == []
+    assert b.binding_for(HOA) is not None
+
+
 def test_without_protection_an_adopted_binding_is_served_without_a_new_registration() -> None:
     stamp = Stamper()
     a, _ = accepted_on_a(stamp)
