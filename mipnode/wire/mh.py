@@ -1,4 +1,6 @@
-"""Mobility Header codec (RFC 6275 §6.1, §6.2; options 9 and 10 of RFC 4285; RFC 5096), pure.
+"""Mobility Header codec (RFC 6275 §6.1, §6.2; options 9 and 10 of RFC 4285; RFC 5096; NEMO's
+R flags and Mobile Network Prefix option, RFC 3963 §4; DSMIPv6's IPv4 Home Address and IPv4
+Address Acknowledgement options, RFC 5555 §3.1.1, §3.2.1), pure.
 
 Theory of operation. An MH is a 6-octet common header (Payload Proto, Header Len, MH Type,
 Reserved, Checksum), a fixed part per type, then mobility options up to a length that is a
@@ -30,7 +32,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from mipnode.wire.errors import BadPacket
@@ -74,9 +76,25 @@ class BaStatus(IntEnum):
     EXPIRED_CARE_OF_NONCE_INDEX = 137
     EXPIRED_NONCES = 138
     REGISTRATION_TYPE_CHANGE_DISALLOWED = 139
+    MOBILE_ROUTER_OPERATION_NOT_PERMITTED = 140  # RFC 3963 §4.2
+    INVALID_PREFIX = 141
+    NOT_AUTHORIZED_FOR_PREFIX = 142
+    FORWARDING_SETUP_FAILED = 143  # prefixes missing
     ID_MISMATCH = 144
     MESG_ID_REQUIRED = 145
     AUTH_FAILED = 146
+
+
+class Ipv4AckStatus(IntEnum):
+    """IPv4 Address Acknowledgement status (RFC 5555 §3.2.1)."""
+
+    SUCCESS = 0
+    REASON_UNSPECIFIED = 128
+    ADMINISTRATIVELY_PROHIBITED = 129
+    INCORRECT_IPV4_HOME_ADDRESS = 130
+    INVALID_IPV4_ADDRESS = 131
+    DYNAMIC_IPV4_HOME_ADDRESS_NOT_AVAILABLE = 132
+    PREFIX_ALLOCATION_UNAUTHORIZED = 133
 
 
 class BeStatus(IntEnum):
@@ -95,9 +113,12 @@ class OptionType(IntEnum):
     ALTERNATE_CARE_OF_ADDRESS = 3
     NONCE_INDICES = 4
     BINDING_AUTHORIZATION_DATA = 5
+    MOBILE_NETWORK_PREFIX = 6  # RFC 3963 §4.3
     AUTH = 9  # RFC 4285 §5 (subtype 1 = MN-HA, 2 = MN-AAA)
     MESG_ID = 10  # RFC 4285 §6
     EXPERIMENTAL = 18
+    IPV4_HOME_ADDRESS = 29  # RFC 5555 §3.1.1
+    IPV4_ADDRESS_ACK = 30  # RFC 5555 §3.2.1
 
 
 AUTH_SUBTYPE_MN_HA = 1
@@ -111,9 +132,11 @@ BU_FLAG_A = 0x8000
 BU_FLAG_H = 0x4000
 BU_FLAG_L = 0x2000
 BU_FLAG_K = 0x1000
+BU_FLAG_R = 0x0400  # RFC 3963 §4.1: a mobile router's registration
 BU_FLAG_F = 0x0100
-# BA flags octet (RFC 6275 §6.1.8).
+# BA flags octet (RFC 6275 §6.1.8; R from RFC 3963 §4.2: the HA supports mobile routers).
 BA_FLAG_K = 0x80
+BA_FLAG_R = 0x40
 
 
 # Options ------------------------------------------------------------------------------------
@@ -187,6 +210,37 @@ class ExperimentalOption:
 
 
 @dataclass(frozen=True, slots=True)
+class MobileNetworkPrefix:
+    """Mobile Network Prefix (RFC 3963 §4.3): a prefix a mobile router registers in explicit
+    mode. Kept as sent (``prefix`` may have host bits, ``length`` any octet): whether it is a
+    valid prefix is the home agent's decision (status 141), not a framing error."""
+
+    prefix: IPv6Address
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ipv4HomeAddress:
+    """IPv4 Home Address (RFC 5555 §3.1.1): the mobile node's IPv4 home address, 0.0.0.0 to
+    ask for one; ``prefix_length`` 32 for one address; ``prefix_requested``: the P flag (a
+    mobile router asks for an IPv4 mobile network prefix)."""
+
+    address: IPv4Address
+    prefix_length: int = 32
+    prefix_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ipv4AddressAck:
+    """IPv4 Address Acknowledgement (RFC 5555 §3.2.1): the home agent's answer to an IPv4
+    Home Address option, in the BA."""
+
+    status: int
+    address: IPv4Address
+    prefix_length: int = 32
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownOption:
     """An option this codec does not interpret, kept as its type and data octets."""
 
@@ -204,6 +258,9 @@ MobilityOption = (
     | MnHaAuth
     | MesgId
     | ExperimentalOption
+    | MobileNetworkPrefix
+    | Ipv4HomeAddress
+    | Ipv4AddressAck
     | UnknownOption
 )
 
@@ -265,6 +322,7 @@ class BindingUpdate:
     key_mgmt: bool = False
     force_udp: bool = False
     options: tuple[MobilityOption, ...] = ()
+    mobile_router: bool = False  # R (RFC 3963 §4.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +334,7 @@ class BindingAck:
     lifetime: int
     key_mgmt: bool = False
     options: tuple[MobilityOption, ...] = ()
+    mobile_router: bool = False  # R (RFC 3963 §4.2): this home agent supports mobile routers
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +451,26 @@ def _encode_auth(option: MnHaAuth) -> tuple[bytes, int, int]:
     )
 
 
+def _encode_mobile_network_prefix(option: MobileNetworkPrefix) -> tuple[bytes, int, int]:
+    head = bytes((OptionType.MOBILE_NETWORK_PREFIX, 18, 0, option.length))
+    return head + option.prefix.packed, 8, 4  # 8n+4 (RFC 3963 §4.3)
+
+
+def _encode_ipv4_home_address(option: Ipv4HomeAddress) -> tuple[bytes, int, int]:
+    if not 0 <= option.prefix_length <= 63:
+        raise ValueError(f"IPv4 prefix length {option.prefix_length} does not fit 6 bits")
+    bits = option.prefix_length << 10 | (0x200 if option.prefix_requested else 0)
+    head = struct.pack("!BBH", OptionType.IPV4_HOME_ADDRESS, 6, bits)
+    return head + option.address.packed, 4, 0  # 4n (RFC 5555 §3.1.1)
+
+
+def _encode_ipv4_address_ack(option: Ipv4AddressAck) -> tuple[bytes, int, int]:
+    if not 0 <= option.prefix_length <= 63:
+        raise ValueError(f"IPv4 prefix length {option.prefix_length} does not fit 6 bits")
+    head = bytes((OptionType.IPV4_ADDRESS_ACK, 6, option.status, option.prefix_length << 2))
+    return head + option.address.packed, 4, 0  # 4n (RFC 5555 §3.2.1)
+
+
 def _encode_unknown(option: UnknownOption) -> tuple[bytes, int, int]:
     option_type, data = option.type, option.data
     if option_type == OptionType.PAD1 or len(data) > 255:
@@ -413,6 +492,9 @@ _OPTION_ENCODERS: dict[type, Callable[[Any], tuple[bytes, int, int]]] = {
     ExperimentalOption: _encode_experimental,
     MesgId: _encode_mesg_id,
     MnHaAuth: _encode_auth,
+    MobileNetworkPrefix: _encode_mobile_network_prefix,
+    Ipv4HomeAddress: _encode_ipv4_home_address,
+    Ipv4AddressAck: _encode_ipv4_address_ack,
     UnknownOption: _encode_unknown,
 }
 
@@ -471,7 +553,7 @@ def _fixed_part(msg: MobilityMessage) -> bytes:
                 0,
                 0,
                 msg.status,
-                BA_FLAG_K if msg.key_mgmt else 0,
+                (BA_FLAG_K if msg.key_mgmt else 0) | (BA_FLAG_R if msg.mobile_router else 0),
                 msg.sequence,
                 msg.lifetime,
             )
@@ -481,6 +563,7 @@ def _fixed_part(msg: MobilityMessage) -> bytes:
                 | (BU_FLAG_H if msg.home else 0)
                 | (BU_FLAG_L if msg.link_local else 0)
                 | (BU_FLAG_K if msg.key_mgmt else 0)
+                | (BU_FLAG_R if msg.mobile_router else 0)
                 | (BU_FLAG_F if msg.force_udp else 0)
             )
             return _common_header(MhType.BU) + struct.pack(
@@ -592,6 +675,20 @@ def _decode_option(option_type: int, body: bytes) -> MobilityOption:
         return BindingAuthorizationData(body)
     if option_type == OptionType.EXPERIMENTAL:
         return ExperimentalOption(body)
+    if option_type == OptionType.MOBILE_NETWORK_PREFIX:
+        if length != 18:
+            raise BadPacket("bad_option", f"mobile network prefix of length {length}")
+        return MobileNetworkPrefix(IPv6Address(body[2:]), body[1])
+    if option_type == OptionType.IPV4_HOME_ADDRESS:
+        if length != 6:
+            raise BadPacket("bad_option", f"IPv4 home address of length {length}")
+        return Ipv4HomeAddress(IPv4Address(body[2:]), body[0] >> 2, bool(body[0] & 0x02))
+    if option_type == OptionType.IPV4_ADDRESS_ACK:
+        if length != 6:
+            raise BadPacket("bad_option", f"IPv4 address acknowledgement of length {length}")
+        return Ipv4AddressAck(
+            _enum_or_int(Ipv4AckStatus, body[0]), IPv4Address(body[2:]), body[1] >> 2
+        )
     return UnknownOption(option_type, body)
 
 
@@ -642,6 +739,7 @@ def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
             bool(flags & BU_FLAG_K),
             bool(flags & BU_FLAG_F),
             options,
+            bool(flags & BU_FLAG_R),
         )
         return bu, offsets
     if mh_type == MhType.BRR:
@@ -670,6 +768,7 @@ def _decode_body(data: bytes) -> tuple[MobilityMessage, tuple[int, ...]]:
             lifetime=lifetime,
             key_mgmt=bool(flags & BA_FLAG_K),
             options=options,
+            mobile_router=bool(flags & BA_FLAG_R),
         )
         return ba, offsets
     if mh_type == MhType.BE:
@@ -688,7 +787,7 @@ _BU_TYPE = int(MhType.BU)
 _BU_FIXED = struct.Struct("!HHH")
 
 
-def _enum_or_int(enum: type[BaStatus] | type[BeStatus], value: int) -> int:
+def _enum_or_int(enum: type[BaStatus] | type[BeStatus] | type[Ipv4AckStatus], value: int) -> int:
     try:
         return enum(value)
     except ValueError:

@@ -208,8 +208,10 @@ def test_experimental_message_data_must_be_options() -> None:
 
 
 def test_reserved_bits_are_ignored() -> None:
-    msg = decode(mh(5, h("0001 0eff 0001 01020000")))  # M, R, P and low reserved bits set
+    msg = decode(mh(5, h("0001 0aff 0001 01020000")))  # M, P and low reserved bits set
     assert msg == BindingUpdate(1, 1)
+    # R (RFC 3963) is decoded, not reserved any more.
+    assert decode(mh(5, h("0001 0eff 0001 01020000"))) == BindingUpdate(1, 1, mobile_router=True)
 
 
 def test_bytes_like_input_and_packed_addresses() -> None:

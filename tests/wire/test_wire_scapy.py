@@ -63,6 +63,7 @@ from mipnode.wire.mh import (
     HomeTestInit,
     MesgId,
     MnHaAuth,
+    MobileNetworkPrefix,
     MobilityMessage,
     MobilityOption,
     NonceIndices,
@@ -87,7 +88,13 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
 u16 = st.integers(0, 0xFFFF)
 addresses = st.integers(0, 2**128 - 1).map(IPv6Address)
-BU_FLAG_LETTERS = {"ack": "A", "home": "H", "link_local": "L", "key_mgmt": "K"}
+BU_FLAG_LETTERS = {
+    "ack": "A",
+    "home": "H",
+    "link_local": "L",
+    "key_mgmt": "K",
+    "mobile_router": "R",
+}
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -137,6 +144,8 @@ def scapy_options(options: tuple[MobilityOption, ...]) -> list[Any]:
                 out.append(s6.MIP6OptBindingAuthData(olen=12, authenticator=value))
             case ExperimentalOption(data=data):
                 out.append(s6.MIP6OptUnknown(otype=18, odata=data))
+            case MobileNetworkPrefix(prefix=prefix, length=length):
+                out.append(s6.MIP6OptMobNetPrefix(plen=length, prefix=str(prefix)))
             case UnknownOption(type=option_type, data=data):
                 out.append(s6.MIP6OptUnknown(otype=option_type, odata=data))
             case _:
@@ -163,6 +172,9 @@ def options_from_scapy(options: list[Any]) -> tuple[MobilityOption, ...]:
         elif isinstance(option, s6.MIP6OptBindingAuthData):
             assert option.olen == 12
             out.append(BindingAuthorizationData(option.authenticator.to_bytes(12, "big")))
+        elif isinstance(option, s6.MIP6OptMobNetPrefix):
+            assert option.olen == 18
+            out.append(MobileNetworkPrefix(IPv6Address(option.prefix), option.plen))
         elif isinstance(option, s6.MIP6OptUnknown) and option.otype == 18:
             out.append(ExperimentalOption(bytes(option.odata)))
         elif isinstance(option, s6.MIP6OptUnknown):
@@ -186,7 +198,7 @@ def scapy_bu(bu: BindingUpdate) -> Any:
 
 def bu_from_scapy(layer: Any) -> BindingUpdate:
     flags = str(layer.flags)
-    assert not set(flags) & set("PRM"), "we do not model P/R/M"
+    assert not set(flags) & set("PM"), "we do not model P/M"
     return BindingUpdate(
         sequence=layer.seq,
         lifetime=layer.mhtime,
@@ -196,13 +208,14 @@ def bu_from_scapy(layer: Any) -> BindingUpdate:
         key_mgmt="K" in flags,
         force_udp=bool(layer.reserved & 0x100),
         options=options_from_scapy(layer.options),
+        mobile_router="R" in flags,
     )
 
 
 def scapy_ba(ba: BindingAck) -> Any:
     return s6.MIP6MH_BA(
         status=ba.status,
-        flags="K" if ba.key_mgmt else "",
+        flags=("K" if ba.key_mgmt else "") + ("R" if ba.mobile_router else ""),
         seq=ba.sequence,
         mhtime=ba.lifetime,
         options=scapy_options(ba.options),
@@ -216,6 +229,7 @@ def ba_from_scapy(layer: Any) -> BindingAck:
         lifetime=layer.mhtime,
         key_mgmt="K" in str(layer.flags),
         options=options_from_scapy(layer.options),
+        mobile_router="R" in str(layer.flags),
     )
 
 
@@ -224,7 +238,15 @@ def ba_from_scapy(layer: Any) -> BindingAck:
 bu_options = st.tuples(
     st.none() | addresses.map(AlternateCareOfAddress),
     st.none() | st.integers(0, 2**64 - 1).map(MesgId),
-    st.none() | st.builds(UnknownOption, st.integers(17, 255), st.binary(max_size=20)),
+    # RFC 3963 §4.3: a mobile router's prefixes, any length octet (the HA judges them).
+    st.none() | st.builds(MobileNetworkPrefix, addresses, st.integers(0, 255)),
+    # Types this codec decodes (29, 30: RFC 5555) are not unknown; scapy has no layer for them.
+    st.none()
+    | st.builds(
+        UnknownOption,
+        st.integers(17, 255).filter(lambda t: t not in (29, 30)),
+        st.binary(max_size=20),
+    ),
 ).map(lambda t: tuple(o for o in t if o is not None))
 
 binding_updates = st.builds(
@@ -237,6 +259,7 @@ binding_updates = st.builds(
     key_mgmt=st.booleans(),
     force_udp=st.booleans(),
     options=bu_options,
+    mobile_router=st.booleans(),
 )
 
 binding_acks = st.builds(
@@ -246,6 +269,7 @@ binding_acks = st.builds(
     lifetime=u16,
     key_mgmt=st.booleans(),
     options=st.lists(st.integers(0, 0xFFFF).map(BindingRefreshAdvice), max_size=1).map(tuple),
+    mobile_router=st.booleans(),
 )
 
 

@@ -49,7 +49,10 @@ from mipnode.wire.mh import (
     ExperimentalMessage,
     HomeTest,
     HomeTestInit,
+    Ipv4AddressAck,
+    Ipv4HomeAddress,
     MesgId,
+    MobileNetworkPrefix,
     MobilityMessage,
     NonceIndices,
     encode_mh,
@@ -276,7 +279,65 @@ def _cases() -> list[Case]:
         )
     )
     cases.extend(_rr_cases())
+    cases.extend(_nemo_dsmip_cases())
     return cases
+
+
+def _nemo_dsmip_cases() -> list[Case]:
+    """A mobile router's BU (R flag, RFC 3963 §4.1; a Mobile Network Prefix, §4.3) asking for an
+    IPv4 home address (RFC 5555 §3.1.1, with the P flag), and the BA that grants it (R flag,
+    §4.2; IPv4 Address Acknowledgement, RFC 5555 §3.2.1)."""
+    prefix = MobileNetworkPrefix(IPv6Address("2001:db8:aaaa::"), 48)
+    bu = BindingUpdate(
+        11,
+        150,
+        ack=True,
+        home=True,
+        mobile_router=True,
+        options=(ALT_COA, prefix, Ipv4HomeAddress(IPv4Address("0.0.0.0"), 24, True)),
+    )
+    ba = BindingAck(
+        BaStatus.ACCEPTED,
+        11,
+        150,
+        mobile_router=True,
+        options=(Ipv4AddressAck(0, IPv4Address("192.0.2.0"), 24),),
+    )
+    bu_mh, ba_mh = _mh(bu, g.HOA, g.HA), _mh(ba, g.HA, g.HOA)
+    return [
+        Case(
+            "bu_nemo_ipv4_hoa",
+            build_packet_with_hao(g.COA, g.HA, g.HOA, NH_MH, bu_mh),
+            {
+                "mip6.bu.h_flag": ["1"],
+                "mip6.nemo.bu.r_flag": ["1"],
+                "mip6.bu.p_flag": ["0"],
+                "mip6.nemo.mnp.pfl": ["48"],
+                "mip6.nemo.mnp.mnp": ["2001:db8:aaaa::"],
+                "mip6.ipv4ha.preflen": ["24"],
+                "mip6.ipv4ha.p_flag": ["1"],
+                "mip6.ipv4ha.ha": ["0.0.0.0"],
+            },
+            bu_mh,
+            g.HOA,
+            g.HA,
+        ),
+        Case(
+            "ba_nemo_ipv4_ack",
+            build_packet_with_rh2(g.HA, g.COA, g.HOA, NH_MH, ba_mh),
+            {
+                "mip6.ba.status": ["0"],
+                "mip6.ba.k_flag": ["0"],
+                "mip6.nemo.ba.r_flag": ["1"],
+                "mip6.ipv4aa.sts": ["0"],
+                "mip6.ipv4ha.preflen": ["24"],
+                "mip6.ipv4ha.ha": ["192.0.2.0"],
+            },
+            ba_mh,
+            g.HA,
+            g.HOA,
+        ),
+    ]
 
 
 def _rr_cases() -> list[Case]:
