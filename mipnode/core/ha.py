@@ -82,6 +82,7 @@ from mipnode.core import binding_cache
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.binding_cache import BindingCache, BindingState, Deadlines
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi, spi_tag
+from mipnode.core.nemo import MAX_PREFIXES, prefixes_to_register
 from mipnode.core.sequence import seq_is_newer
 from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
 from mipnode.wire.auth4285 import (
@@ -134,11 +135,14 @@ AUTH_FAILED = BaStatus.AUTH_FAILED
 
 @dataclass(frozen=True, slots=True)
 class SecurityAssociation:
-    """An RFC 4285 MN-HA security association; it authorises exactly one home address."""
+    """An RFC 4285 MN-HA security association; it authorises exactly one home address, and
+    the mobile network prefixes a mobile router may register with it (RFC 3963; empty: it
+    is a mobile node, not a router)."""
 
     spi: int
     key: bytes = field(repr=False)
     home_address: IPv6Address
+    mobile_network_prefixes: tuple[IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,7 @@ class Binding:
     expires_at: float
     state: BindingState
     keys: EspKeys | None = field(default=None, repr=False, compare=False)
+    prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's registered prefixes (RFC 3963)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,7 @@ class _Entry:
     state: BindingState
     brr_sent: int = 0  # BRRs sent in the current round
     keys: EspKeys | None = None  # of the latest registration (never exported)
+    prefixes: tuple[IPv6Network, ...] = ()  # mobile network prefixes (core/nemo.py)
 
     def snapshot(self) -> Binding:
         return Binding(
@@ -243,6 +249,7 @@ class _Entry:
             self.expires_at,
             self.state,
             self.keys,
+            self.prefixes,
         )
 
 
@@ -260,6 +267,7 @@ class _Request:
     via: Via
     mesg_id: int | None
     share: KeyShare | None = None  # the mobile node's ESP key share
+    prefixes: tuple[IPv6Network, ...] = ()  # what the registration gets (core/nemo.py)
 
 
 class HomeAgentCore:
@@ -390,6 +398,7 @@ class HomeAgentCore:
             "registered_at": e.registered_at + self._wall_offset,
             "expires_at": e.expires_at + self._wall_offset,
             "state": e.state.value,
+            **({"prefixes": [str(p) for p in e.prefixes]} if e.prefixes else {}),
         }
 
     def replication_record(self, home_address: IPv6Address) -> dict[str, Any] | None:
@@ -654,11 +663,18 @@ class HomeAgentCore:
             return
         if bu.lifetime == 0 or request.care_of == hoa:
             self._deregister(now, request, entry)
-        elif request.share is None and self._config.require_protection:
+            return
+        if request.share is None and self._config.require_protection:
             self._counters["refused_without_key_share"] += 1
             self._reply(now, request, PROHIBITED)
-        else:
-            self._register(now, request, entry)
+            return
+        status, request.prefixes = prefixes_to_register(
+            bu, request.sa.mobile_network_prefixes, self._config.home_prefix
+        )
+        if status != ACCEPTED:
+            self._reply(now, request, status)
+            return
+        self._register(now, request, entry)
 
     def _deregister(self, now: float, request: _Request, entry: _Entry | None) -> None:
         if entry is None or entry.state is BindingState.DELETED:
@@ -673,6 +689,7 @@ class HomeAgentCore:
         entry.sequence = request.bu.sequence
         entry.lifetime_s = 0
         entry.keys = None
+        entry.prefixes = ()
         entry.registered_at = now
         self._brr.cancel(entry.home_address)
         self._cache.hold(entry, now + MAX_DELETE_BCE_TIMEOUT)
@@ -700,9 +717,11 @@ class HomeAgentCore:
                 now,
                 now + lifetime_s,
                 BindingState.REGISTERED,
+                prefixes=request.prefixes,
             )
             self._cache.put(entry, now + lifetime_s)
         else:
+            entry.prefixes = request.prefixes
             entry.care_of_address = request.care_of
             entry.via = request.via
             entry.sequence = request.bu.sequence
@@ -818,6 +837,9 @@ class HomeAgentCore:
             sequence=request.bu.sequence if sequence is None else sequence,
             lifetime=lifetime,
             options=options,
+            # RFC 3963 §4.2: set only in answer to a BU with R, by a home agent that serves
+            # mobile routers (it does, for a security association with prefixes).
+            mobile_router=request.bu.mobile_router and bool(request.sa.mobile_network_prefixes),
         )
         hoa, sa = request.home_address, request.sa
         hoa_octets = hoa.packed
@@ -1020,7 +1042,23 @@ def _parse_entry(item: object) -> _Entry:
         _time(item, "registered_at"),
         _time(item, "expires_at"),
         state,
+        prefixes=_prefixes(item),
     )
+
+
+def _prefixes(item: dict[str, Any]) -> tuple[IPv6Network, ...]:
+    """A record's mobile network prefixes (none when it has no such key: older records)."""
+    listed = item.get("prefixes", [])
+    if (
+        not isinstance(listed, list)
+        or len(listed) > MAX_PREFIXES
+        or not all(isinstance(p, str) for p in listed)
+    ):
+        raise ValueError(f"prefixes must be a list of at most {MAX_PREFIXES} strings")
+    try:
+        return tuple(IPv6Network(p) for p in listed)
+    except ValueError as exc:
+        raise ValueError(f"bad mobile network prefix: {exc}") from None
 
 
 def _via_record(via: Via) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from mipnode.wire.ipv6 import AddressLike, address_bytes
 from mipnode.wire.mh import (
     AUTH_SUBTYPE_MN_HA,
     BA_FLAG_K,
+    BA_FLAG_R,
     MH_CHECKSUM_OFFSET,
     BindingAck,
     BindingError,
@@ -137,7 +138,7 @@ def _ba_from_template(msg: BindingAck, shape: tuple[object, ...], spi: int) -> b
             _BA_TEMPLATES[shape] = template
     raw, offsets = template
     out = bytearray(raw)
-    flags = BA_FLAG_K if msg.key_mgmt else 0
+    flags = (BA_FLAG_K if msg.key_mgmt else 0) | (BA_FLAG_R if msg.mobile_router else 0)
     try:
         _BA_FIELDS.pack_into(out, _BA_FIELDS_OFFSET, msg.status, flags, msg.sequence, msg.lifetime)
         for option, offset in zip(msg.options, offsets, strict=False):

@@ -70,15 +70,24 @@ def build_bu(
     key: bytes = KEY,
     spi: int = SPI,
     home: bool = True,
+    mobile_router: bool = False,
+    extra: tuple[MobilityOption, ...] = (),
 ) -> bytes:
-    """An authenticated home BU as an MN would send it inside the tunnel (HoA -> HA)."""
+    """An authenticated home BU as an MN would send it inside the tunnel (HoA -> HA);
+    ``mobile_router``: the R flag (RFC 3963), ``extra``: options after the Alt-CoA."""
     options: list[MobilityOption] = []
     if coa is not None:
         options.append(AlternateCareOfAddress(coa))
+    options.extend(extra)
     if timestamp is not None:
         options.append(MesgId(timestamp))
     bu = BindingUpdate(
-        sequence=sequence, lifetime=lifetime, ack=True, home=home, options=tuple(options)
+        sequence=sequence,
+        lifetime=lifetime,
+        ack=True,
+        home=home,
+        options=tuple(options),
+        mobile_router=mobile_router,
     )
     mac_coa = coa if coa is not None else hoa
     return encode_mh_authenticated(bu, hoa, HA, spi=spi, key=key, coa=mac_coa, hoa=hoa)
