@@ -187,7 +187,10 @@ class EspOutbound:
         same keys (a home agent that takes the SA over) and keep the ``margin`` before them:
         returns the first one the other sender uses. Two senders never use one number, so
         never one AEAD nonce (RFC 4106 §3.1: a nonce used twice under a key gives the key
-        stream and the authentication key away)."""
+        stream and the authentication key away). Asked again, the same answer: numbers
+        already given away are never given twice, nor taken back."""
+        if self.limit < SEQ_MAX:
+            return self.limit + 1
         first = min(self.seq + margin + 1, SEQ_MAX + 1)
         self.limit = min(self.limit, first - 1)
         return first
@@ -256,7 +259,8 @@ class EspInbound:
             theirs |= ((1 << max(0, self._window - window)) - 1) << window
         new_top = max(self._top, top)
         self._received = (
-            (self._received << (new_top - self._top)) | (theirs << (new_top - top))
+            _slid(self._received, new_top - self._top, self._window)
+            | _slid(theirs, new_top - top, self._window)
         ) & self._mask
         self._top = new_top
 
@@ -288,7 +292,9 @@ class EspInbound:
             raise BadPacket("esp_auth", f"ICV mismatch, sequence number {seq}") from None
         # Authentic: mark it received, move the right edge (RFC 4303 §3.4.3, only now).
         if seq > top:
-            self._received = ((self._received << (seq - top)) | 1) & self._mask
+            # Inline _slid (per packet): a jump of a whole window or more leaves only this one.
+            shift = seq - top
+            self._received = ((self._received << shift) | 1) & self._mask if shift < window else 1
             self._top = seq
         else:
             self._received |= 1 << (top - seq)
@@ -299,3 +305,9 @@ class EspInbound:
         if pad and plaintext[end:-2] != _PADDINGS[pad]:
             raise BadPacket("esp_bad_trailer", "padding is not 1, 2, 3, ...")
         return plaintext[-1], plaintext[:end]
+
+
+def _slid(bits: int, by: int, window: int) -> int:
+    """``bits`` with the window's right edge moved ``by`` numbers: nothing is left of a window
+    moved by its whole size or more (and a shift of up to 2^32 bits would allocate 512 MB)."""
+    return bits << by if by < window else 0

@@ -150,6 +150,7 @@ class ClusterNode:
         self._write_wanted = trio.Event()
         self.pending_writes = 0  # records waiting for etcd (it did not take them yet)
         self.handing_over = False  # stopping: the address goes to a peer, make before break
+        self.handed = False  # ... and the successor holds it and has our last windows
         self.on_link = False  # the address is on the home link and the router was told
         self._left = trio.Event()
         self._successor_id: str | None = None
@@ -185,7 +186,14 @@ class ClusterNode:
         except EtcdError as exc:
             raise ClusterUnavailable(f"etcd unreachable at {endpoints}: {exc}") from None
         if self.esp is not None:
-            self.sas = SaHandover(self.cfg, self.esp, self.link_index, self.counters, self.drops)
+            self.sas = SaHandover(
+                self.cfg,
+                self.esp,
+                self.link_index,
+                self.counters,
+                self.drops,
+                allowed=lambda peer: peer in self.peer_links.values(),
+            )
         log.info(
             "cluster %s: node %s joined etcd at %s (revision %d, lease %x)",
             self.cfg.name,
@@ -504,6 +512,8 @@ class ClusterNode:
                     keyed += 1
                 else:  # keyed here already: cannot happen for a binding just adopted
                     self.core.request_refresh(IPv6Address(hoa))
+        if self.sas is not None:
+            self.sas.forget_parked()  # for bindings gone since: no use, and keys
         self._flush()
         self.counters("adopted_with_sas", keyed)
         log.info(
@@ -643,8 +653,9 @@ class ClusterNode:
         if not result.succeeded:
             return False
         held = await pump.wait_for(self._successor_holds, HANDOVER_WAIT_S)
-        if held:  # what we opened meanwhile is a replay there too
+        if held:  # what we opened meanwhile is a replay there too; we open nothing more
             await self._send_sas(successor, final=True)
+            self.handed = True
         return held
 
     async def _send_sas(self, successor: str, *, final: bool) -> None:
@@ -655,7 +666,7 @@ class ClusterNode:
             return
         try:
             sent = await self.sas.send(peer, successor, final=final)
-        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+        except Exception as exc:  # whatever it was, the stop goes on: the address must go
             self.drops("sa_transfer_failed")
             log.warning("cluster: SAs not handed to %s: %s", successor, exc)
             return
@@ -665,6 +676,12 @@ class ClusterNode:
             sent,
             successor,
         )
+
+    @property
+    def serving(self) -> bool:
+        """Whether the daemon answers for the address: held, and not handed over yet (after
+        the final windows an ESP packet we cannot open must not make us send a BRR)."""
+        return self.holding and not self.handed
 
     # -- inspection ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

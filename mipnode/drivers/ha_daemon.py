@@ -377,7 +377,7 @@ class HomeAgentDaemon:
         sent to it (it reaches a standby only by a stale neighbor entry, or on purpose): a BU
         it took would make a binding nobody replicates, a BRR would ask the MN to register
         with a node that does not serve it. Counted as ``standby_<what>``."""
-        if self.cluster is None or self.cluster.holding:
+        if self.cluster is None or self.cluster.serving:
             return False
         self.drops(f"standby_{what}")
         return True

@@ -12,18 +12,22 @@ after a crash. When the successor holds the address, the holder sends the final 
 its inbound SAs: what it opened after the first transfer counts as a replay at the successor.
 
 TCP, not datagrams: ten thousand bindings are megabytes, and the holder must know the
-successor took them (it closes its side only after applying every frame) before it hands the
-address over. Who may connect: anyone on the home link, so a connection's frames must
-authenticate (AES-GCM with the cluster's transfer key) and be fresh, connections are bounded
-in number, time and size, and the first bad frame ends a connection.
+successor took them before it hands the address over: after the sender's last frame the
+receiver answers with the number of states it applied (4 octets), and anything else -- a
+refused frame, a timeout, a close -- is a failed transfer. Who may connect: only the
+link-local addresses authentic announcements came from (``allowed``), and even those must send
+frames that authenticate (AES-GCM with the cluster's transfer key) and are fresh; connections
+are bounded in number (the slot is taken before the connection's task starts), in time (the
+whole transfer, and each frame), and in size; the first bad frame ends a connection.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -49,8 +53,16 @@ PARK_S = 10.0  # handed-over SAs wait this long for the adoption that uses them
 MAX_PARKED = 1 << 18  # SA states parked at once (a cluster's whole cache fits)
 MAX_CONNECTIONS = 4  # transfers received at once; more are closed at once
 CONNECTION_S = 5.0  # a transfer's whole time, either side
+FRAME_S = 1.0  # each frame (and the answer) must arrive this long after the last
 MAX_SENDERS = 256  # senders whose last frame is remembered (freshness)
 LENGTH_OCTETS = 4
+# accept(2) errors that say this process is short of something: wait a little before the next
+# accept instead of spinning; every other error is the connection's, which is just dropped.
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class TransferRefused(OSError):
+    """The receiver did not confirm every state (it refused a frame, timed out or closed)."""
 
 
 class SaHandover:
@@ -61,8 +73,12 @@ class SaHandover:
         link_index: int,
         counters: Counters,
         drops: Counters,
+        allowed: Callable[[str], bool] = lambda peer: True,
     ) -> None:
+        """``allowed``: whether a link-local address may hand us SAs (the cluster driver's: an
+        address one of its peers' authentic announcements came from)."""
         self.cfg = cfg
+        self.allowed = allowed
         self.esp = esp
         self.link_index = link_index
         self.key = transfer_key(cfg.key, cfg.name)
@@ -71,7 +87,7 @@ class SaHandover:
         self.ratelog = RateLimitedLog()
         self._parked: dict[bytes, tuple[SaState, float]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # sender: (sent_ms, index) of its last frame
-        self._limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+        self._receiving = 0  # connections being read now (at most MAX_CONNECTIONS)
 
     # -- the successor's side ------------------------------------------------------------------
     def take(self, owner: bytes, now: float) -> SaState | None:
@@ -81,44 +97,78 @@ class SaHandover:
             return None
         return parked[0]
 
+    def forget_parked(self) -> None:
+        """Adoption took what it could use: the rest (bindings gone since) goes, keys and all."""
+        self._parked.clear()
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = _listener(self.cfg.home_link, self.cfg.announce_port)
         with listener:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 while True:
-                    conn, peer = await listener.accept()
-                    if not peer[0].startswith("fe80:") or self._limiter.available_tokens == 0:
+                    try:
+                        conn, peer = await listener.accept()
+                    except OSError as exc:  # accept(2) reports the next connection's errors too
+                        self.drops("sa_transfer_accept_failed")
+                        if exc.errno in _RESOURCE_ERRNOS:
+                            await pump.sleep(0.1)
+                        continue
+                    source = peer[0].split("%")[0]
+                    if (
+                        not source.startswith("fe80:")
+                        or not self.allowed(source)
+                        or self._receiving >= MAX_CONNECTIONS
+                    ):
                         self.drops("sa_transfer_refused")
                         conn.close()
                         continue
+                    self._receiving += 1  # the slot is taken before the task runs
                     nursery.start_soon(self._receive, conn)
 
     async def _receive(self, conn: trio.socket.SocketType) -> None:
-        """Frames until the sender's end, then our end: the sender knows all was applied."""
-        async with self._limiter:
-            stream = trio.SocketStream(conn)
+        """Frames until the sender's end, then the number of states applied: the sender
+        counts the transfer done only with that answer."""
+        stream = trio.SocketStream(conn)
+        applied = 0
+        try:
             with pump.time_limit(CONNECTION_S) as scope:
                 try:
-                    while (data := await _read_frame(stream)) is not None:
-                        self._apply(data)
+                    while True:
+                        with pump.time_limit(FRAME_S) as frame_scope:
+                            data = await _read_frame(stream)
+                        if frame_scope.cancelled_caught:
+                            raise BadPacket("sa_transfer_timeout", "no frame in time")
+                        if data is None:
+                            await stream.send_all(applied.to_bytes(LENGTH_OCTETS, "big"))
+                            break
+                        applied += self._apply(data)
                 except (BadPacket, trio.BrokenResourceError, OSError) as exc:
                     reason = exc.reason if isinstance(exc, BadPacket) else "broken"
                     self.drops(f"sa_transfer_{reason.removeprefix('sa_transfer_')}")
                     self.ratelog(logging.WARNING, "sa", "SA transfer refused", why=reason)
             if scope.cancelled_caught:
                 self.drops("sa_transfer_timeout")
-            await stream.aclose()
+        finally:
+            self._receiving -= 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
-    def _apply(self, data: bytes) -> None:
-        """Raises BadPacket for what no sender in the cluster sent (the connection ends)."""
+    def _apply(self, data: bytes) -> int:
+        """The states a frame carried, applied; raises BadPacket for what no sender in the
+        cluster sent (the connection ends)."""
         frame = decode_frame_untrusted(data, self.key, self.cfg.node_id)
         self._fresh(frame)
         now = pump.now()
         if frame.final:
             merged = sum(self.esp.merge(s) for s in frame.states)
             self.counters("sa_windows_merged", merged)
-            return
+            return len(frame.states)
+        while self._parked:  # the oldest first: what waited longer than PARK_S is no use
+            oldest = next(iter(self._parked.values()))
+            if now - oldest[1] <= PARK_S:
+                break
+            del self._parked[oldest[0].home_address]
         for state in frame.states:
             self._parked.pop(state.home_address, None)
             self._parked[state.home_address] = (state, now)
@@ -126,6 +176,7 @@ class SaHandover:
             del self._parked[next(iter(self._parked))]  # the oldest first
             self.drops("sa_parked_evicted")
         self.counters("sa_states_received", len(frame.states))
+        return len(frame.states)
 
     def _fresh(self, frame: Frame) -> None:
         """Within FRESHNESS_MS of our clock and after the sender's last frame: a captured
@@ -144,29 +195,30 @@ class SaHandover:
     # -- the holder's side ---------------------------------------------------------------------
     async def send(self, peer: str, recipient: str, *, final: bool) -> int:
         """Every SA (``final``: every inbound window) to node ``recipient`` at link-local
-        ``peer``; returns how many states it took. Raises OSError (trio's
-        BrokenResourceError included) or trio.TooSlowError when it did not take them all."""
+        ``peer``; returns how many states it confirmed. ``final`` also ends this node's part:
+        its SAs are dropped in the same step as their windows are taken, so it opens nothing
+        the successor has not counted (and seals nothing more). Raises OSError (trio's
+        BrokenResourceError and TransferRefused included) or trio.TooSlowError when the
+        receiver did not confirm every state (BrokenResourceError too, which is no OSError)."""
         now = pump.now()
-        states = [
-            s
-            for owner in list(self.esp.outbound)
-            if (s := self.esp.export(owner, now, hand_over=not final)) is not None
-        ]
-        skipped = len(self.esp.outbound) - len(states)
-        if skipped:
-            self.counters("sa_transfer_skipped", skipped)
-        sent_ms = int(pump.posix_time() * 1000)
+        owners = list(self.esp.outbound)
+        states = [s for owner in owners if (s := self.esp.export(owner, now, hand_over=not final))]
+        if final:
+            for owner in owners:
+                self.esp.forget(owner)
+        elif len(owners) > len(states):
+            self.counters("sa_transfer_skipped", len(owners) - len(states))
+        if not states:
+            return 0
         with pump.time_limit(CONNECTION_S) as scope:
-            sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self._link())
-                await sock.connect((peer, self.cfg.announce_port, 0, self.link_index))
-            except BaseException:
-                sock.close()
-                raise
-            stream = trio.SocketStream(sock)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(_stream_socket(self.cfg)))
             async with stream:
+                await stream.socket.connect((peer, self.cfg.announce_port, 0, self.link_index))
+                sent_ms = 0
                 for index, chunk in enumerate(_chunks(states)):
+                    # Each frame stamped as it goes (a slow transfer stays fresh), never
+                    # earlier than the last: the receiver wants (sent_ms, index) increasing.
+                    sent_ms = max(sent_ms, int(pump.posix_time() * 1000))
                     frame = encode_frame(
                         chunk,
                         key=self.key,
@@ -179,15 +231,14 @@ class SaHandover:
                     )
                     await stream.send_all(len(frame).to_bytes(LENGTH_OCTETS, "big") + frame)
                 await stream.send_eof()
-                while await stream.receive_some(4096):  # its end: every frame applied
-                    pass
+                answer = await _read_exactly(stream, LENGTH_OCTETS, at_start=True)
         if scope.cancelled_caught:
-            raise trio.TooSlowError(f"no end from {recipient} within {CONNECTION_S} s")
+            raise trio.TooSlowError(f"no answer from {recipient} within {CONNECTION_S} s")
+        confirmed = 0 if answer is None else int.from_bytes(answer, "big")
+        if confirmed != len(states):
+            raise TransferRefused(f"{recipient} confirmed {confirmed} of {len(states)} states")
         self.counters("sa_windows_sent" if final else "sa_states_sent", len(states))
         return len(states)
-
-    def _link(self) -> bytes:
-        return self.cfg.home_link.encode()
 
 
 def _chunks(states: list[SaState]) -> Iterable[list[SaState]]:
@@ -218,6 +269,17 @@ async def _read_exactly(stream: trio.SocketStream, n: int, *, at_start: bool) ->
         parts.append(part)
         got += len(part)
     return b"".join(parts)
+
+
+def _stream_socket(cfg: ClusterConfig) -> socket.socket:
+    """The sender's TCP socket, on the home link only."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, cfg.home_link.encode())
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _listener(link: str, port: int) -> trio.socket.SocketType:

@@ -7,10 +7,13 @@ opened, replayed to the new one) get nowhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from ipaddress import IPv6Address
 
 import pytest
+import trio
+import trio.testing
 
 from mipnode.config import ClusterConfig
 from mipnode.core.esp_keys import EspKeys
@@ -227,3 +230,21 @@ async def test_a_frame_sent_again_is_refused() -> None:
         receiver._apply(data)
     assert bad.value.reason == "sa_transfer_stale"
     assert receiver.take(HOA, pump.now()) is None
+
+
+async def test_what_waited_longer_than_park_s_goes_with_the_next_transfer(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # Parked SAs hold keys: a binding that is never adopted must not keep them for good.
+    old, _ = keyed_pair()
+    receiver = handover()
+    receiver._apply(frame_now(old.export(HOA, T0, hand_over=True), index=0))
+    assert HOA in receiver._parked
+    mock_clock.jump(PARK_S + 1)
+    other = keyed_pair()[0].export(HOA, T0, hand_over=True)
+    assert other is not None
+    moved = dataclasses.replace(other, home_address=IPv6Address("2001:db8:1::65").packed)
+    receiver._apply(frame_now(moved, index=1))
+    assert list(receiver._parked) == [moved.home_address]
+    receiver.forget_parked()  # what adoption did not take
+    assert receiver._parked == {}
