@@ -152,9 +152,11 @@ def print_bindings(answer: dict[str, Any]) -> None:
     if not rows:
         print(f"{answer['role']}: no bindings")
     for b in rows:
+        networks = b.get("mobile_network_prefixes") or []
         print(
             f"{answer['role']}  {b['hoa']}  coa {b['coa']}  {_fmt_path(b['path'])}  "
             f"seq {b['sequence']}  {b['lifetime_remaining_s']}s left  {b['state']}"
+            + (f"  routes {', '.join(networks)}" if networks else "")
         )
 
 

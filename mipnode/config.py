@@ -17,6 +17,7 @@ from typing import Any
 DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as ESP-in-UDP)
 DEFAULT_TUN_MTU = 1400  # fits IPv6 + UDP + inner IPv6 (88 B) under a 1500-byte access link
 DEFAULT_ANNOUNCE_PORT = 4192  # a cluster's announcements on the home link
+MAX_MOBILE_NETWORK_PREFIXES = 16  # per mobile router (core/nemo.py MAX_PREFIXES)
 MIN_CLUSTER_KEY = 32  # octets: HMAC-SHA-256's own strength
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -33,11 +34,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class MobileNodeEntry:
-    """One MN the HA serves: its home address and its RFC 4285 MN-HA security association."""
+    """One MN the HA serves: its home address and its RFC 4285 MN-HA security association;
+    for a mobile router, the mobile network prefixes it may register (RFC 3963)."""
 
     home_address: IPv6Address
     spi: int
     key: bytes = field(repr=False)
+    mobile_network_prefixes: tuple[IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,8 @@ class MnConfig:
     protection: str = "esp"
     cipher: str = "aes-gcm"
     tun_offloads: bool = True
+    mobile_network_prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's (RFC 3963)
+    prefix_registration: str = "explicit"  # or "implicit": the BUs name no prefix
 
     @property
     def suite(self) -> int | None:
@@ -163,6 +168,32 @@ class _Reader:
         if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
             raise self.error(name, f"must be a unicast address: {value}")
         return addr
+
+    def prefixes(self, name: str, home: IPv6Network) -> tuple[IPv6Network, ...]:
+        """A list of IPv6 prefixes (mobile network prefixes): each a network with no host
+        bits, of length 1-128, not overlapping ``home`` (the home prefix; a mobile node,
+        which does not know it, passes its home address and home agent's as one network:
+        neither may lie in a mobile network), none inside another; at most 16."""
+        value = self.raw(name, [], list)
+        if len(value) > MAX_MOBILE_NETWORK_PREFIXES:
+            raise self.error(name, f"at most {MAX_MOBILE_NETWORK_PREFIXES} prefixes")
+        out: list[IPv6Network] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise self.error(name, f"expected prefix strings, got {type(item).__name__}")
+            try:
+                prefix = IPv6Network(item)
+            except ValueError as exc:
+                raise self.error(name, f"not an IPv6 prefix: {item!r} ({exc})") from None
+            if prefix.prefixlen == 0:
+                raise self.error(name, f"{item}: a prefix of length 0 is everything")
+            if prefix.overlaps(home):
+                what = "home_prefix" if home.prefixlen < 128 else "the home address"
+                raise self.error(name, f"{prefix} overlaps {what} {home}")
+            if clash := next((p for p in out if p.overlaps(prefix)), None):
+                raise self.error(name, f"{prefix} overlaps {clash}")
+            out.append(prefix)
+        return tuple(out)
 
     def ipv4(self, name: str) -> IPv4Address | None:
         value = self.raw(name, None, str)
@@ -384,6 +415,7 @@ def load_ha_config(path: str) -> HaConfig:
     mns: list[MobileNodeEntry] = []
     seen_spi: set[int] = set()
     seen_hoa: set[IPv6Address] = set()
+    seen_prefixes: dict[IPv6Network, IPv6Address] = {}  # one router per prefix
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ConfigError(path, f"mobile_node[{i}]", "must be a table")
@@ -395,14 +427,22 @@ def load_ha_config(path: str) -> HaConfig:
             raise e.error("home_address", "equals the home agent's own address")
         spi = e.spi("spi")
         key = e.key("key")
+        prefixes = e.prefixes("mobile_network_prefixes", home_prefix)
         e.finish()
+        for prefix in prefixes:
+            if clash := next((p for p in seen_prefixes if p.overlaps(prefix)), None):
+                raise e.error(
+                    "mobile_network_prefixes",
+                    f"{prefix} overlaps {clash} of mobile node {seen_prefixes[clash]}",
+                )
+            seen_prefixes[prefix] = hoa
         if spi in seen_spi:
             raise e.error("spi", f"SPI {spi} used twice")
         if hoa in seen_hoa:
             raise e.error("home_address", f"{hoa} listed twice")
         seen_spi.add(spi)
         seen_hoa.add(hoa)
-        mns.append(MobileNodeEntry(hoa, spi, key))
+        mns.append(MobileNodeEntry(hoa, spi, key, prefixes))
     return HaConfig(
         path=path,
         address=address,
@@ -503,6 +543,12 @@ def load_mn_config(path: str) -> MnConfig:
     route_optimization = r.raw("route_optimization", True, bool)
     protection = r.choice("protection", "esp", PROTECTIONS)
     cipher = r.choice("cipher", "aes-gcm", tuple(CIPHERS))
+    prefixes = r.prefixes("mobile_network_prefixes", IPv6Network(hoa))
+    if clash := next((p for p in prefixes if ha in p), None):
+        raise r.error("mobile_network_prefixes", f"{clash} holds the home agent {ha}")
+    registration = r.choice("prefix_registration", "explicit", ("explicit", "implicit"))
+    if registration == "implicit" and not prefixes:
+        raise r.error("prefix_registration", "only with mobile_network_prefixes")
     r.finish()
     return MnConfig(
         path=path,
@@ -523,6 +569,8 @@ def load_mn_config(path: str) -> MnConfig:
         protection=protection,
         cipher=cipher,
         tun_offloads=tun_offloads,
+        mobile_network_prefixes=prefixes,
+        prefix_registration=registration,
     )
 
 

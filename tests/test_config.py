@@ -874,3 +874,87 @@ def test_example_cluster_node_loads() -> None:
     assert ha.cluster is not None and ha.state_dir is None
     assert (ha.cluster.node_id, ha.cluster.home_link) == ("ha-1", "eth0")
     assert len(ha.cluster.etcd_endpoints) == 3 and len(ha.cluster.key) == 32
+
+
+# -- mobile routers (RFC 3963) -------------------------------------------------------------------
+def test_a_mobile_node_entry_may_list_its_mobile_network_prefixes(write: Writer) -> None:
+    prefixes = ["2001:db8:aaaa::/48", "2001:db8:bbbb:1::/64"]
+    ha = load_ha_config(write(with_entry(0, mobile_network_prefixes=prefixes)))
+    assert [str(p) for p in ha.mobile_nodes[0].mobile_network_prefixes] == prefixes
+    assert ha.mobile_nodes[1].mobile_network_prefixes == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2001:db8:aaaa::/48", "expected list, got str"),
+        ([48], "expected prefix strings, got int"),
+        (["2001:db8:aaaa::1/48"], "not an IPv6 prefix: '2001:db8:aaaa::1/48'"),
+        (["10.0.0.0/8"], "not an IPv6 prefix: '10.0.0.0/8'"),
+        (["::/0"], "::/0: a prefix of length 0 is everything"),
+        (["2001:db8:1::/48"], "2001:db8:1::/48 overlaps home_prefix 2001:db8:1::/64"),
+        (
+            ["2001:db8:aaaa::/48", "2001:db8:aaaa:1::/64"],
+            "2001:db8:aaaa:1::/64 overlaps 2001:db8:aaaa::/48",
+        ),
+        ([f"2001:db8:aaaa:{i:x}::/64" for i in range(17)], "at most 16 prefixes"),
+    ],
+)
+def test_bad_mobile_network_prefixes_are_one_line(write: Writer, value: Any, problem: str) -> None:
+    _, err = ha_error(write, with_entry(0, mobile_network_prefixes=value))
+    assert err.key == "mobile_node[0].mobile_network_prefixes"
+    assert err.problem.startswith(problem), err.problem
+
+
+def test_two_routers_never_share_a_prefix(write: Writer) -> None:
+    doc = with_entry(0, mobile_network_prefixes=["2001:db8:aaaa::/48"])
+    doc["mobile_node"][1]["mobile_network_prefixes"] = ["2001:db8:aaaa:5::/64"]
+    _, err = ha_error(write, doc)
+    assert (err.key, err.problem) == (
+        "mobile_node[1].mobile_network_prefixes",
+        "2001:db8:aaaa:5::/64 overlaps 2001:db8:aaaa::/48 of mobile node 2001:db8:1::100",
+    )
+
+
+def test_a_mobile_router_lists_its_prefixes_and_how_it_registers_them(write: Writer) -> None:
+    mn = load_mn_config(
+        write(
+            with_mn(mobile_network_prefixes=["2001:db8:aaaa::/48"], prefix_registration="implicit")
+        )
+    )
+    assert [str(p) for p in mn.mobile_network_prefixes] == ["2001:db8:aaaa::/48"]
+    assert mn.prefix_registration == "implicit"
+    plain = load_mn_config(write(mn_doc()))
+    assert (plain.mobile_network_prefixes, plain.prefix_registration) == ((), "explicit")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "problem"),
+    [
+        (
+            {"mobile_network_prefixes": ["2001:db8:1::/48"]},
+            "mn.mobile_network_prefixes",
+            "2001:db8:1::/48 overlaps the home address 2001:db8:1::100/128",
+        ),
+        (
+            {"mobile_network_prefixes": ["2001:db8:1::/127"]},
+            "mn.mobile_network_prefixes",
+            "2001:db8:1::/127 holds the home agent 2001:db8:1::1",
+        ),
+        (
+            {"prefix_registration": "implicit"},
+            "mn.prefix_registration",
+            "only with mobile_network_prefixes",
+        ),
+        (
+            {"mobile_network_prefixes": ["2001:db8:aaaa::/48"], "prefix_registration": "auto"},
+            "mn.prefix_registration",
+            "must be one of explicit, implicit, got 'auto'",
+        ),
+    ],
+)
+def test_a_mobile_routers_bad_settings_are_one_line(
+    write: Writer, changes: dict[str, Any], key: str, problem: str
+) -> None:
+    _, err = mn_error(write, with_mn(**changes))
+    assert (err.key, err.problem) == (key, problem)

@@ -304,6 +304,7 @@ def binding_views(node: HomeAgentNode, now: float) -> list[BindingView]:
             sequence=b.sequence,
             lifetime_remaining_s=max(0.0, round(b.expires_at - now, 1)),
             state=str(b.state),
+            mobile_network_prefixes=tuple(str(p) for p in b.prefixes),
         )
         for b in node.core.bindings()
     ]

@@ -57,7 +57,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi
@@ -73,12 +73,14 @@ from mipnode.wire.errors import BadPacket
 from mipnode.wire.keyshare import KeyShare, key_share_from_options_untrusted, key_share_option
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
+    BaStatus,
     BindingAck,
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
     MesgId,
     MnHaAuth,
+    MobileNetworkPrefix,
     decode_mh_untrusted,
 )
 
@@ -125,6 +127,9 @@ class MnCoreConfig:
         refresh_margin_s: ... but at least this long before the binding expires.
         suite: ESP suite to key on every registration (tunnels.esp), or ``None`` for no
             protection (plain RFC 6275).
+        mobile_network_prefixes: a mobile router's prefixes (RFC 3963): every BU has the R
+            flag; a registration names them in Mobile Network Prefix options (explicit mode)
+            unless ``implicit_prefixes`` (the home agent knows them from its configuration).
     """
 
     home_address: IPv6Address
@@ -138,6 +143,8 @@ class MnCoreConfig:
     refresh_fraction: float = 0.8
     refresh_margin_s: float = 2.0
     suite: int | None = None
+    mobile_network_prefixes: tuple[IPv6Network, ...] = ()
+    implicit_prefixes: bool = False
 
     def __post_init__(self) -> None:
         if not LIFETIME_UNIT_S <= self.lifetime_s <= MAX_LIFETIME_UNITS * LIFETIME_UNIT_S:
@@ -327,7 +334,16 @@ class MobileNodeCore:
         status = int(ack.status)
         if mesg is not None and (status < STATUS_REJECT_MIN or status == STATUS_SEQ_OUT_OF_WINDOW):
             self._note_accepted_timestamp(mesg.timestamp)
-        if status < STATUS_REJECT_MIN:
+        if (
+            status < STATUS_REJECT_MIN
+            and self._config.mobile_network_prefixes
+            and not (ack.mobile_router or exchange.deregistration)
+        ):
+            # RFC 3963 §4.2: a home agent that serves mobile routers sets R in its answer;
+            # one that does not registered us as a host, and our networks are not routed.
+            self._counters["ba_without_mobile_router_flag"] += 1
+            self._reject(int(BaStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED))
+        elif status < STATUS_REJECT_MIN:
             self._handle_accepted(now, exchange, ack, sent)
         elif status == STATUS_SEQ_OUT_OF_WINDOW:
             # RFC 6275 §11.7.1: the BA carries the HA's last accepted number; go past it.
@@ -597,13 +613,28 @@ class MobileNodeCore:
         self._last_sequence = sequence
         timestamp = self._next_timestamp(now)
         share = () if exchange.share is None else (key_share_option(exchange.share),)
+        router = bool(cfg.mobile_network_prefixes)
+        prefixes = (
+            ()
+            if not router or cfg.implicit_prefixes or exchange.deregistration
+            else tuple(
+                MobileNetworkPrefix(p.network_address, p.prefixlen)
+                for p in cfg.mobile_network_prefixes
+            )
+        )
         bu = BindingUpdate(
             sequence=sequence,
             lifetime=exchange.lifetime_units,
             ack=True,
             home=True,
             # The share before the Mesg-ID and the authenticator: the MAC covers it.
-            options=(AlternateCareOfAddress(exchange.care_of), *share, MesgId(timestamp)),
+            options=(
+                AlternateCareOfAddress(exchange.care_of),
+                *prefixes,
+                *share,
+                MesgId(timestamp),
+            ),
+            mobile_router=router,  # RFC 3963 §4.1: a mobile router sets R on its BUs
         )
         data = encode_mh_authenticated(
             bu,

@@ -49,7 +49,7 @@ import heapq
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from ice.candidate import TransportAddress
 from ice.score import PATH_KIND_RANK
@@ -128,6 +128,8 @@ class MobileNodeConfig:
     route_optimization: bool = True
     keepalive_interval_s: float = 15.0
     suite: int | None = None  # ESP suite (tunnels.esp) keyed by every registration; None: off
+    mobile_network_prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's (RFC 3963)
+    implicit_prefixes: bool = False  # the HA knows them: the BUs name none
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,8 @@ class MobileNode:
                 key=config.key,
                 lifetime_s=config.lifetime_s,
                 suite=config.suite,
+                mobile_network_prefixes=config.mobile_network_prefixes,
+                implicit_prefixes=config.implicit_prefixes,
             ),
             initial_sequence=self._rand16(),
             wall_offset=wall_offset,

@@ -119,6 +119,7 @@ class BindingView:
     sequence: int | None
     lifetime_remaining_s: float
     state: str
+    mobile_network_prefixes: tuple[str, ...] = ()  # a mobile router's (RFC 3963), HA side
 
 
 def address_text(addr: IPv6Address | None) -> str | None:

@@ -60,6 +60,7 @@ from mipnode.drivers.io import (
     send_quietly,
 )
 from mipnode.drivers.logs import RateLimitedLog
+from mipnode.drivers.prefix_table import PrefixTable
 from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.startup import ClusterUnavailable
 from mipnode.drivers.tun import Tun, open_daemon_tun
@@ -90,7 +91,8 @@ class HomeAgentDaemon:
                 address=config.address,
                 home_prefix=config.home_prefix,
                 security_associations=tuple(
-                    SecurityAssociation(m.spi, m.key, m.home_address) for m in config.mobile_nodes
+                    SecurityAssociation(m.spi, m.key, m.home_address, m.mobile_network_prefixes)
+                    for m in config.mobile_nodes
                 ),
                 max_lifetime_s=config.max_lifetime_s,
                 refresh_advice_fraction=REFRESH_ADVICE_FRACTION,
@@ -108,6 +110,8 @@ class HomeAgentDaemon:
         self.ratelog = RateLimitedLog()
         # The forwarding table: inner HoA bytes -> the via its packets leave by / must arrive on.
         self.routes: dict[bytes, Via] = {}
+        # Mobile routers' prefixes -> their home address (RFC 3963): looked up on a miss only.
+        self.prefixes = PrefixTable()
         self.unbound_mh = TokenBucket(UNBOUND_MH_PER_S, UNBOUND_MH_BURST)
         self._vias: dict[tuple[str, str, int, int], Via] = {}
         self.udp: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
@@ -129,7 +133,7 @@ class HomeAgentDaemon:
     # -- setup -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        _enable_forwarding()
+        netlink.enable_ipv6_forwarding()
         self.tun = open_daemon_tun(cfg.tun_name, cfg.tun_offloads, self.drops)
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(str(cfg.address), 128)]
@@ -219,9 +223,13 @@ class HomeAgentDaemon:
 
     # -- the data plane --------------------------------------------------------------------
     def _from_tun(self, pkt: bytes) -> None:
-        """Kernel-routed packet toward a HoA: tunnel it to the binding's via."""
+        """Kernel-routed packet toward a HoA (or into a mobile router's prefix): tunnel it to
+        the binding's via."""
         hoa = pkt[24:40]
         via = self.routes.get(hoa) if len(pkt) >= 40 else None
+        if via is None and self.prefixes and len(pkt) >= 40:
+            hoa = self.prefixes.owner_of(hoa) or hoa
+            via = self.routes.get(hoa)
         if via is None:
             self.drops("tun_no_binding")
             return
@@ -320,7 +328,9 @@ class HomeAgentDaemon:
         if inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
             self.node.receive_tunnelled(self.pump.now, inner, via, IPv6Address(owner))
             return
-        if inner[8:24] != owner:  # an SA speaks for its own home address only
+        if inner[8:24] != owner and (
+            not self.prefixes or self.prefixes.owner_of(inner[8:24]) != owner
+        ):  # an SA speaks for its own home address (and a router's for its prefixes) only
             self.drops("esp_inner_source_not_owner")
             return
         self._from_tunnel(inner, via, sealed=True)
@@ -345,8 +355,12 @@ class HomeAgentDaemon:
         if not sealed and (self.protected or inner[8:24] in self.esp.outbound):
             self.drops("clear_data_refused")
             return
-        # Ingress filter (DESIGN §6): inner source must be a bound HoA arriving on its binding.
+        # Ingress filter (DESIGN §6): inner source must be a bound HoA arriving on its binding,
+        # or inside the prefixes of a mobile router arriving on the router's (RFC 3963 §6).
         bound = self.routes.get(inner[8:24])
+        if bound is None and self.prefixes:
+            router = self.prefixes.owner_of(inner[8:24])
+            bound = None if router is None else self.routes.get(router)
         if bound != via:
             reason = "ingress_unbound_source" if bound is None else "ingress_wrong_endpoint"
             self.drops(reason)
@@ -423,6 +437,12 @@ class HomeAgentDaemon:
             event.added or self.routes.get(event.home_address.packed) != event.via
         ):
             self._moved.add(event.home_address)  # its record is written at once
+        prefixes = () if event.binding is None else event.binding.prefixes
+        added, removed = self.prefixes.set(event.home_address.packed, prefixes)
+        for prefix in removed:
+            self.host_routes.remove(prefix)
+        for prefix in added:
+            self.host_routes.add(prefix)
         if event.via is None:
             self.routes.pop(event.home_address.packed, None)
             self.esp.forget(event.home_address.packed)
@@ -526,16 +546,6 @@ def _cluster_node(config: HaConfig, core: Any, flush: Any, esp: EspSas | None) -
 
 async def _drain(sock: socket.socket, handle: Any, p: pump.Pump, gro: bool = False) -> None:
     await pump.drain_socket(sock, handle, p.flush, pump=p, gro=gro)
-
-
-def _enable_forwarding() -> None:
-    path = "/proc/sys/net/ipv6/conf/all/forwarding"
-    with open(path) as f:
-        if f.read().strip() == "1":
-            return
-    with open(path, "w") as f:
-        f.write("1\n")
-    log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1)")
 
 
 async def run_home_agent(config: HaConfig) -> None:

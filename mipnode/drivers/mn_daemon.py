@@ -24,7 +24,6 @@ from typing import Any
 import trio
 
 from mipnode.config import MnConfig
-from mipnode.core import mn_status
 from mipnode.core.flows import CnOpenedFlows
 from mipnode.core.mobile_node import (
     AccessRetired,
@@ -35,13 +34,13 @@ from mipnode.core.mobile_node import (
     Notice,
 )
 from mipnode.core.transmit import Deliver, EspKeyed, SendHome, SendNative, SendUdp
-from mipnode.core.views import to_json
-from mipnode.drivers import netlink, pump, rawio, sdnotify
+from mipnode.drivers import mn_answer, netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, raw_destination, read_error_queue, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_table import ForwardingTable
+from mipnode.drivers.prefix_table import PrefixTable
 from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_ICMPV6, NH_MH, NH_ROUTING
@@ -62,6 +61,8 @@ class MobileNodeDaemon:
     def __init__(self, config: MnConfig) -> None:
         self.config = config
         self.hoa = config.home_address.packed
+        self.lan = PrefixTable()  # a mobile router's networks (RFC 3963): forwarded, not ours
+        self.lan.set(b"\x01", config.mobile_network_prefixes)
         self.ha = config.home_agent.packed
         self.ha_hosts = {str(config.home_agent)} | (
             {str(config.home_agent_ipv4)} if config.home_agent_ipv4 else set()
@@ -88,6 +89,8 @@ class MobileNodeDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(hoa, 128)]
         )
+        if self.lan:  # a mobile router forwards for the networks behind it
+            await trio.to_thread.run_sync(netlink.enable_ipv6_forwarding)
         changes = netlink.open_change_socket()  # before the first look: no change is missed
         info = await self._access_info()
         self.node = MobileNode(
@@ -100,6 +103,8 @@ class MobileNodeDaemon:
                 home_agent_ports=cfg.home_agent_udp_ports,
                 paths=frozenset(cfg.paths),
                 lifetime_s=cfg.lifetime_s,
+                mobile_network_prefixes=cfg.mobile_network_prefixes,
+                implicit_prefixes=cfg.prefix_registration == "implicit",
                 route_optimization=cfg.route_optimization,
                 keepalive_interval_s=cfg.keepalive_interval_s,
                 suite=cfg.suite,
@@ -195,7 +200,10 @@ class MobileNodeDaemon:
     # -- the data plane --------------------------------------------------------------------
     def _from_tun(self, pkt: bytes) -> None:
         if len(pkt) < 40 or pkt[0] >> 4 != 6 or pkt[8:24] != self.hoa:
-            self.drops("tun_not_from_hoa")  # e.g. the kernel's link-local MLD/RS on the TUN
+            if self.lan and len(pkt) >= 40 and self.lan.owner_of(pkt[8:24]):
+                self._to_home(pkt, "tunnelled_from_mobile_network")  # always by the HA
+            else:  # e.g. the kernel's link-local MLD/RS on the TUN
+                self.drops("tun_not_from_hoa")
             return
         dst = pkt[24:40]
         routes = self.fwd.routes.get(dst)
@@ -218,12 +226,15 @@ class MobileNodeDaemon:
                 self.used.add(dst)
                 self.counters.pending.append(counter)
                 return
+        self._to_home(pkt, "tunnelled_to_ha")
+
+    def _to_home(self, pkt: bytes, counter: str) -> None:
         default = self.fwd.default
         if default is None:
             self.drops("no_home_path")
             return
         self._tunnel(default[0], default[1], default[4], pkt)
-        self.counters.pending.append("tunnelled_to_ha")
+        self.counters.pending.append(counter)
 
     def _tunnel(self, sock: socket.socket, addr: Any, seal: bytes | None, pkt: bytes) -> None:
         out = pkt if seal is None else self.esp.seal(seal, pkt, self.drops)
@@ -311,7 +322,7 @@ class MobileNodeDaemon:
         nh = inner[6] if len(inner) >= 41 else -1
         if (
             (sealed or not self.fwd.protected)
-            and inner[24:40] == self.hoa
+            and (inner[24:40] == self.hoa or (self.lan and self.lan.owner_of(inner[24:40])))
             and nh != NH_MH
             and inner[8:24] != self.ha
             and not (nh == NH_ICMPV6 and inner[40] < 128)
@@ -422,25 +433,7 @@ class MobileNodeDaemon:
             log.info("deregistered from %s", self.config.home_agent)
 
     def answer(self, command: str) -> Any:
-        node = self.node
-        if node is None:
-            return {"error": "starting"}
-        now = self.pump.stamp()
-        if command == "bindings":
-            return to_json(mn_status.bindings(node, now))
-        if command == "paths":
-            return to_json(mn_status.paths(node))
-        if command == "status":
-            answer = to_json(mn_status.status(node, now))
-            answer.update(
-                counters=dict(self.counters),
-                drops=dict(self.drops),
-                kernel_drops=self.fwd.kernel_drops(self.config.tun_name),
-                offloads={**self.fwd.tx.status(), "tun": self.tun.status()},
-                internal_errors=dict(pump.HANDLER_ERRORS),
-            )
-            return answer
-        return {"error": f"unknown command {command!r}"}
+        return mn_answer.answer(self, command)
 
 
 async def run_mobile_node(config: MnConfig) -> None:

@@ -7,6 +7,7 @@ Each function opens and closes its own ``IPRoute`` so it can run in any worker t
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -20,6 +21,8 @@ RT_SCOPE_UNIVERSE = 0
 IFA_F_DEPRECATED = 0x20
 IFA_F_TENTATIVE = 0x40
 IFA_F_NODAD = 0x02
+
+log = logging.getLogger("mipnode.netlink")
 
 
 class NetlinkFailure(Exception):
@@ -229,3 +232,15 @@ def _change_address(
 
 def _host_length(address: str) -> int:
     return 128 if ":" in address else 32
+
+
+def enable_ipv6_forwarding() -> None:
+    """net.ipv6.conf.all.forwarding = 1 (a home agent forwards for its mobile nodes, a mobile
+    router for its networks); logged when it changes."""
+    path = "/proc/sys/net/ipv6/conf/all/forwarding"
+    with open(path) as f:
+        if f.read().strip() == "1":
+            return
+    with open(path, "w") as f:
+        f.write("1\n")
+    log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1)")

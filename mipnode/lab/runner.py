@@ -216,7 +216,10 @@ def tcp_transfer(
     MN -> CN by default; CN -> HoA when the CN sits behind a firewall that admits only what the
     CN starts (RFC 4487 §5.2).
     """
-    server_node, client_node, target = ("mn", "cn", HOA) if from_cn else ("cn", "mn", CN_ADDRESS)
+    host, host_address = t.mn_host()
+    server_node, client_node, target = (
+        (host, "cn", host_address) if from_cn else ("cn", host, CN_ADDRESS)
+    )
     if to_second_mn:
         server_node, client_node, target = ("mn2", "mn", topology.HOA2)
     server = timeline.traffic_process(t, server_node, "server", str(TCP_PORT))
@@ -417,8 +420,9 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
 
     # Pings each way the scenario's firewalls let a flow start, then a checked TCP transfer.
     count = sc.traffic.ping_count
-    cn_ping = ping(t, "cn", HOA, count) if count and initiator != "mn" else None
-    mn_ping = ping(t, "mn", peer, count) if count and initiator != "cn" else None
+    host, host_address = t.mn_host()  # the home address, or a host behind a mobile router
+    cn_ping = ping(t, "cn", host_address, count) if count and initiator != "mn" else None
+    mn_ping = ping(t, host, peer, count) if count and initiator != "cn" else None
     rtt_ping = cn_ping or mn_ping
     result["timings_ms"]["rtt_via_ha"] = rtt_ping["rtt_ms"] if rtt_ping else None
     tcp = (
@@ -457,6 +461,8 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     ):
         problems.append(f"first data after {first_data} ms (budget {sc.expect_first_data_ms:g})")
     problems += _daemons_healthy(t, sc)
+    if t.mobile_network:
+        problems += _mobile_network_routed(t, result)
     if ha_kinds != [result["observed"]["mn_ha"]]:
         problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
     for name, p in (("CN->HoA", cn_ping), ("HoA->CN", mn_ping)):
@@ -464,6 +470,23 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
             problems.append(f"ping {name} {p['received']}/{p['sent']}")
     if tcp is not None and not tcp.get("ok"):
         problems.append(f"TCP transfer failed: {tcp.get('error', 'digest mismatch')}")
+    return problems
+
+
+def _mobile_network_routed(t: Topology, result: dict[str, Any]) -> list[str]:
+    """A mobile router's network must be registered at the home agent and its host's traffic
+    must have crossed the router's tunnel (not some way around it)."""
+    ha = daemon_status(t, cluster.serving(t), "bindings") or {}
+    routed = [b.get("mobile_network_prefixes") for b in ha.get("bindings", []) if b["hoa"] == HOA]
+    sent = ((daemon_status(t, "mn") or {}).get("counters") or {}).get(
+        "tunnelled_from_mobile_network", 0
+    )
+    result["observed"]["mobile_network"] = {"ha_routes": routed, "router_tunnelled": sent}
+    problems = []
+    if routed != [[topology.MOBILE_NETWORK]]:
+        problems.append(f"HA routes {routed} for the router, expected [{topology.MOBILE_NETWORK}]")
+    if not sent:
+        problems.append("nothing from the mobile network went through the router's tunnel")
     return problems
 
 
@@ -543,7 +566,8 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
             problems.append(f"UDP flow paused {report['max_gap_ms']} ms (budget {gap_limit:g})")
     if sc.timeline:
         # Whatever the timeline did, the home address must be reachable at its end.
-        node, target = ("cn", HOA) if sc.traffic.initiator != "mn" else ("mn", peer)
+        host, host_address = t.mn_host()
+        node, target = ("cn", host_address) if sc.traffic.initiator != "mn" else (host, peer)
         after = ping(t, node, target, 3)
         result["traffic"]["ping_after_timeline"] = after
         if not after["received"]:

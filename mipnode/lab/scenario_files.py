@@ -128,6 +128,7 @@ _TABLES = {
         "protection",
         "attacker",
         "ha_nodes",
+        "mobile_network",
     },
     "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
     "expect": {
@@ -237,6 +238,7 @@ class Scenario:
     ha_udp_ports: tuple[int, ...] | None = None  # the HA's UDP ports (None: the default 4191)
     protection: str = "esp"  # the MN's and the HA's protection ("none": plain RFC 6275)
     attacker: bool = False  # an off-path `atk` node on the core (attack steps)
+    mobile_network: bool = False  # the MN is a mobile router for a host `dev` (RFC 3963)
     ha_nodes: int = 1  # home agents; more than one: a cluster on etcd
     tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
@@ -286,6 +288,7 @@ class Scenario:
             protection=self.protection,
             attacker=self.attacker,
             ha_nodes=self.ha_nodes,
+            mobile_network=self.mobile_network,
         )
 
     def nodes(self) -> tuple[str, ...]:
@@ -296,6 +299,7 @@ class Scenario:
             self.ha_firewall,
             self.attacker,
             self.ha_nodes,
+            self.mobile_network,
         )[0]
 
 
@@ -516,8 +520,13 @@ def parse_scenario(text: str, file: str) -> Scenario:
     protection = r.choice("topology.protection", topo.get("protection", "esp"), PROTECTIONS, False)
     attacker = r.boolean("topology.attacker", topo.get("attacker", False))
     ha_nodes = r.integer("topology.ha_nodes", topo.get("ha_nodes", 1), 1, 5)
+    mobile_network = r.boolean("topology.mobile_network", topo.get("mobile_network", False))
+    if mobile_network and (ha_nodes > 1 or ha_firewall):
+        raise r.fail("topology.mobile_network", "with one home agent and no ha_firewall only")
 
-    nodes = topology.plan(cn_firewall, move_to, second_mn, ha_firewall, attacker, ha_nodes)[0]
+    nodes = topology.plan(
+        cn_firewall, move_to, second_mn, ha_firewall, attacker, ha_nodes, mobile_network
+    )[0]
     sysctl_t = r.table(doc, "sysctl")
     sysctl: dict[str, dict[str, str]] = {}
     for node, values in sysctl_t.items():
@@ -594,6 +603,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
         protection=protection,
         attacker=attacker,
         ha_nodes=ha_nodes,
+        mobile_network=mobile_network,
         nft=nft,
         sysctl=sysctl,
         timeline=timeline,

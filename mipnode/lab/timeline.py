@@ -33,7 +33,7 @@ from mipnode.lab.status import (
     module_process,
     wait_for,
 )
-from mipnode.lab.topology import CN_ADDRESS, HOA, Topology
+from mipnode.lab.topology import CN_ADDRESS, Topology
 
 REGISTRATION_TIMEOUT_S = 25.0
 STREAM_PORT = 5002
@@ -85,15 +85,17 @@ class Flow:
                 proc.wait()
 
 
-def flow_ends(sc: Scenario, peer: str) -> tuple[str, str, str]:
-    """(client node, server node, target address): the MN opens flows unless only the CN may."""
+def flow_ends(t: Topology, sc: Scenario, peer: str) -> tuple[str, str, str]:
+    """(client node, server node, target address): the MN (or the host behind it, a mobile
+    router's) opens flows unless only the CN may."""
+    host, host_address = t.mn_host()
     if sc.traffic.initiator == "cn":
-        return "cn", "mn", HOA
-    return "mn", ("mn2" if sc.second_mn else "cn"), peer
+        return "cn", host, host_address
+    return host, ("mn2" if sc.second_mn else "cn"), peer
 
 
 def start_stream(t: Topology, sc: Scenario, peer: str) -> Flow:
-    client, server, target = flow_ends(sc, peer)
+    client, server, target = flow_ends(t, sc, peer)
     return Flow(
         t,
         (server, "stream-server", str(STREAM_PORT)),
@@ -102,7 +104,7 @@ def start_stream(t: Topology, sc: Scenario, peer: str) -> Flow:
 
 
 def start_udp(t: Topology, sc: Scenario, peer: str) -> Flow:
-    client, server, target = flow_ends(sc, peer)
+    client, server, target = flow_ends(t, sc, peer)
     return Flow(
         t,
         (server, "udp-sink", str(UDP_PORT)),

@@ -37,6 +37,11 @@ MN_LAN_NAT66 = "fd00:6::2"  # unique local, translated by the NAT66 firewall
 FW_LAN4 = "10.0.4.1"
 HA_CORE4 = "203.0.113.2"
 SPI = 1000
+# A mobile router's network (RFC 3963): the MN routes it, a host `dev` behind it runs nothing
+# of ours.
+MOBILE_NETWORK = "2001:db8:aaaa::/48"
+MR_LAN6 = "2001:db8:aaaa:1::1"
+DEVICE = "2001:db8:aaaa:1::2"
 # The HA's UDP ports when a scenario names none: the daemons' default (docs/configuration.md),
 # written as the legacy one-port keys so that form keeps being exercised.
 DEFAULT_HA_UDP_PORTS = (4191,)
@@ -58,6 +63,7 @@ def plan(
     ha_firewall: str | None = None,
     attacker: bool = False,
     ha_nodes: int = 1,
+    mobile_network: bool = False,
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
     """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
 
@@ -65,7 +71,8 @@ def plan(
     firewall in front of the CN (RFC 4487 §5.2) ``core -- fwc -- cn`` and one in front of the
     home agent (§5.3) ``core -- fwh -- ha``. With ``ha_nodes`` > 1 the home agents ``ha``,
     ``ha2``, ... of a cluster share one home link: the core's ends of their links are ports
-    of a bridge ``home`` in the core.
+    of a bridge ``home`` in the core. With ``mobile_network`` the MN is a mobile router for
+    ``MOBILE_NETWORK``, and a host ``dev`` on its link ``mn --net0-- dev`` uses it.
     """
     nodes = ["mn", "fw", "core", *ha_node_names(ha_nodes)]
     links = [
@@ -91,6 +98,9 @@ def plan(
     else:
         links.append(("core", "to-cn", "cn", "eth0"))
     nodes.append("cn")
+    if mobile_network:
+        nodes.append("dev")
+        links.append(("mn", "net0", "dev", "eth0"))
     if attacker:
         # An off-path host on the core (issue 12): it can send anything from any address, and
         # sees only what is routed to it (its address and the REFLECT prefix of lab.attack).
@@ -243,6 +253,7 @@ class Topology:
     protection: str = "esp"  # [ha] and [mn] protection in the generated configs
     attacker: bool = False  # an `atk` node on the core (lab.attack)
     ha_nodes: int = 1  # home agents: more than one is a cluster on etcd (in the core)
+    mobile_network: bool = False  # the MN routes MOBILE_NETWORK for a host `dev` behind it
     etcd_endpoints: tuple[str, ...] = ()  # the cluster's etcd, once started
     # What a cluster's timeline steps hold between them (lab/cluster.py): its etcd
     # (EtcdCluster), a BU capture (capture-bu), the node whose link is cut (cut-ha-holder).
@@ -266,7 +277,13 @@ class Topology:
             self.ha_firewall,
             self.attacker,
             self.ha_nodes,
+            self.mobile_network,
         )
+
+    def mn_host(self) -> tuple[str, str]:
+        """The node and address traffic to and from the mobile node uses: its home address,
+        or with a mobile network the host behind it."""
+        return ("dev", DEVICE) if self.mobile_network else ("mn", HOA)
 
     def firewalls(self) -> dict[str, str]:
         """Firewall node -> profile name ("custom" for an inline ruleset) of this topology."""
@@ -356,6 +373,7 @@ def build(
     protection: str = "esp",
     attacker: bool = False,
     ha_nodes: int = 1,
+    mobile_network: bool = False,
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
@@ -379,6 +397,7 @@ def build(
         protection=protection,
         attacker=attacker,
         ha_nodes=ha_nodes,
+        mobile_network=mobile_network,
     )
     if ha_nodes > 1 and ha_firewall:
         raise LabError("a firewall in front of a cluster of home agents is not built yet")
@@ -498,6 +517,10 @@ def build(
         addr("core", "to-cn", "198.18.0.1/24")
         addr("cn", "eth0", f"{CN_ADDRESS4}/24")
         route("cn", "default", "via", "198.18.0.1")
+    if mobile_network:
+        addr("mn", "net0", f"{MR_LAN6}/64")
+        addr("dev", "eth0", f"{DEVICE}/64")
+        route("dev", "default", "via", MR_LAN6, "dev", "eth0")
     if attacker:
         addr("core", "to-atk", "2001:db8:e::1/64")
         addr("atk", "eth0", "2001:db8:e::2/64")
@@ -527,6 +550,10 @@ def build(
         route("core", HOME_PREFIX, "via", HA_ADDRESS, "dev", "home")
     else:
         route("core", HOME_PREFIX, "via", "2001:db8:f2::2")
+    if mobile_network:  # the home agent routes it into the router's tunnel (RFC 3963)
+        if ha_nodes > 1 or ha_firewall:
+            raise LabError("a mobile network is built with one home agent and no fwh yet")
+        route("core", MOBILE_NETWORK, "via", "2001:db8:f2::2")
     if ha_nodes == 1:
         route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
@@ -574,6 +601,7 @@ protection = "{t.protection}"
 home_address = "{HOA}"
 spi = {SPI}
 key = "{key}"
+{_mobile_network_line(t)}
 {_second_mn_entry(key2) if t.second_mn else ""}"""
         )
     if t.second_mn:
@@ -602,6 +630,7 @@ lifetime_s = 600
 {"" if t.second_access else 'interface = "eth0"'}
 keepalive_interval_s = 5
 protection = "{t.protection}"
+{_mobile_network_line(t)}
 """
     )
     ha_files = [t.workdir / f"{n}.toml" for n in ha_node_names(t.ha_nodes)]
@@ -609,6 +638,10 @@ protection = "{t.protection}"
         if p.exists():
             os.chmod(p, 0o600)  # they hold keys: the daemons refuse them open to others
     return ha_cfg, mn_cfg
+
+
+def _mobile_network_line(t: Topology) -> str:
+    return f'mobile_network_prefixes = ["{MOBILE_NETWORK}"]' if t.mobile_network else ""
 
 
 def _ports_line(t: Topology, one: str, many: str) -> str:

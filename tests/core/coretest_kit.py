@@ -102,12 +102,19 @@ def build_ba(
     coa: IPv6Address = COA,
     key: bytes = KEY,
     extra: tuple[MobilityOption, ...] = (),
+    mobile_router: bool = False,
 ) -> bytes:
-    """An authenticated BA as the HA would send it (HA -> HoA)."""
+    """An authenticated BA as the HA would send it (HA -> HoA); ``mobile_router``: R."""
     options: tuple[MobilityOption, ...] = extra
     if timestamp is not None:
         options = (*options, MesgId(timestamp))
-    ba = BindingAck(status=status, sequence=sequence, lifetime=lifetime, options=options)
+    ba = BindingAck(
+        status=status,
+        sequence=sequence,
+        lifetime=lifetime,
+        options=options,
+        mobile_router=mobile_router,
+    )
     return encode_mh_authenticated(ba, HA, HOA, spi=SPI, key=key, coa=coa, hoa=HOA)
 
 

@@ -620,7 +620,7 @@ async def test_the_daemon_restores_reinstalls_routes_and_sends_brrs(tmp_path: Pa
     await daemon._restore(str(tmp_path))
     assert daemon.restored == 1
     assert daemon.routes == {HOA.packed: VIA}
-    assert daemon.host_routes._wanted == {HOA: True}  # the /128 route is asked for
+    assert daemon.host_routes._wanted == {f"{HOA}/128": True}  # the /128 route is asked for
     ((packet, addr),) = daemon.raw41.sent  # type: ignore[attr-defined]
     assert addr == (str(COA), 0)  # inside the binding's tunnel
     assert (IPv6Address(packet[8:24]), IPv6Address(packet[24:40]), packet[6]) == (HA, HOA, 135)
