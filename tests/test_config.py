@@ -165,6 +165,12 @@ def test_example_ha_loads() -> None:
     assert cfg.state_dir == "/var/lib/mipnode-ha"  # matches StateDirectory= in the unit
     assert cfg.mobile_nodes == (
         MobileNodeEntry(IPv6Address("2001:db8:1::100"), 1000, bytes.fromhex(KEY_HEX)),
+        MobileNodeEntry(
+            IPv6Address("2001:db8:1::101"),
+            1001,
+            bytes.fromhex("ffeeddccbbaa99887766554433221100ffeeddcc"),
+            (IPv6Network("2001:db8:aaaa::/48"),),
+        ),
     )
 
 
@@ -193,6 +199,14 @@ def test_examples_pair_up() -> None:
     assert mn.home_agent == ha.address
     assert mn.home_agent_udp_port == ha.udp_port
     assert MobileNodeEntry(mn.home_address, mn.spi, mn.key) in ha.mobile_nodes
+    router = load_mn_config(str(EXAMPLES / "mobile-router.toml"))
+    entry = next(m for m in ha.mobile_nodes if m.home_address == router.home_address)
+    assert (entry.spi, entry.key) == (router.spi, router.key)
+    assert all(
+        any(p.subnet_of(q) for q in entry.mobile_network_prefixes)
+        for p in router.mobile_network_prefixes
+    )
+    assert router.prefix_registration == "explicit"
 
 
 def test_examples_show_every_key_with_its_default(write: Writer) -> None:
