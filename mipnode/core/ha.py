@@ -75,13 +75,14 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from mipnode.core import binding_cache
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.binding_cache import BindingCache, BindingState, Deadlines
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi, spi_tag
+from mipnode.core.ipv4_home import Ipv4HomePool
 from mipnode.core.nemo import MAX_PREFIXES, prefixes_to_register
 from mipnode.core.sequence import seq_is_newer
 from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
@@ -100,6 +101,8 @@ from mipnode.wire.mh import (
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    Ipv4AddressAck,
+    Ipv4HomeAddress,
     MesgId,
     MnHaAuth,
     MobilityOption,
@@ -143,6 +146,7 @@ class SecurityAssociation:
     key: bytes = field(repr=False)
     home_address: IPv6Address
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()
+    ipv4_home_address: IPv4Address | None = None  # always this one (RFC 5555); else dynamic
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,7 @@ class HaCoreConfig:
     refresh_advice_fraction: float | None = None
     refresh_requests: bool = False
     require_protection: bool = False
+    ipv4_home_prefix: IPv4Network | None = None  # IPv4 home addresses to give (RFC 5555)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "security_associations", tuple(self.security_associations))
@@ -203,6 +208,7 @@ class Binding:
     state: BindingState
     keys: EspKeys | None = field(default=None, repr=False, compare=False)
     prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's registered prefixes (RFC 3963)
+    ipv4_home_address: IPv4Address | None = None  # given by this home agent (RFC 5555)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +243,7 @@ class _Entry:
     brr_sent: int = 0  # BRRs sent in the current round
     keys: EspKeys | None = None  # of the latest registration (never exported)
     prefixes: tuple[IPv6Network, ...] = ()  # mobile network prefixes (core/nemo.py)
+    ipv4_home_address: IPv4Address | None = None  # core/ipv4_home.py
 
     def snapshot(self) -> Binding:
         return Binding(
@@ -250,6 +257,7 @@ class _Entry:
             self.state,
             self.keys,
             self.prefixes,
+            self.ipv4_home_address,
         )
 
 
@@ -268,6 +276,7 @@ class _Request:
     mesg_id: int | None
     share: KeyShare | None = None  # the mobile node's ESP key share
     prefixes: tuple[IPv6Network, ...] = ()  # what the registration gets (core/nemo.py)
+    ipv4_ack: Ipv4AddressAck | None = None  # the answer to its IPv4 Home Address option
 
 
 class HomeAgentCore:
@@ -289,6 +298,14 @@ class HomeAgentCore:
         self._unbound_brr_at: dict[IPv6Address, float] = {}  # HoA -> last binding-less BRR
         self._sas = {sa.spi: sa for sa in config.security_associations}
         self._sa_by_hoa = {sa.home_address: sa for sa in config.security_associations}
+        self._ipv4 = Ipv4HomePool(
+            config.ipv4_home_prefix,
+            {
+                sa.home_address: sa.ipv4_home_address
+                for sa in config.security_associations
+                if sa.ipv4_home_address is not None
+            },
+        )
         self._max_units = min(MAX_LIFETIME_UNITS, config.max_lifetime_s // LIFETIME_UNIT_S)
         self._lifetimes: dict[int, int] = {}  # granted units -> seconds, one int shared by all
         self._address_octets = config.address.packed
@@ -399,6 +416,11 @@ class HomeAgentCore:
             "expires_at": e.expires_at + self._wall_offset,
             "state": e.state.value,
             **({"prefixes": [str(p) for p in e.prefixes]} if e.prefixes else {}),
+            **(
+                {"ipv4_home_address": str(e.ipv4_home_address)}
+                if e.ipv4_home_address is not None
+                else {}
+            ),
         }
 
     def replication_record(self, home_address: IPv6Address) -> dict[str, Any] | None:
@@ -494,6 +516,10 @@ class HomeAgentCore:
             self._counters[f"{counter}_expired"] += 1
             return False
         entry.home_address = sa.home_address  # one address object per SA, as registered
+        given = entry.ipv4_home_address
+        if given is not None and not self._ipv4.take(entry.home_address, given):
+            self._counters[f"{counter}_ipv4_home_address_dropped"] += 1  # not ours to give now
+            entry.ipv4_home_address = None
         if entry.state is BindingState.REGISTERED:
             entry.lifetime_s = min(entry.lifetime_s, self._max_units * LIFETIME_UNIT_S)
             longest = now + entry.lifetime_s
@@ -556,6 +582,7 @@ class HomeAgentCore:
         for entry in list(self._cache):
             self._cache.remove(entry.home_address)
             self._brr.cancel(entry.home_address)
+            self._ipv4.release(entry.home_address)
             if entry.state is BindingState.REGISTERED:
                 served += 1
                 self._events.append(BindingRemoved(entry.home_address, "released"))
@@ -690,6 +717,8 @@ class HomeAgentCore:
         entry.lifetime_s = 0
         entry.keys = None
         entry.prefixes = ()
+        entry.ipv4_home_address = None
+        self._ipv4.release(entry.home_address)
         entry.registered_at = now
         self._brr.cancel(entry.home_address)
         self._cache.hold(entry, now + MAX_DELETE_BCE_TIMEOUT)
@@ -730,6 +759,7 @@ class HomeAgentCore:
             entry.state = BindingState.REGISTERED
             self._cache.schedule(entry, now + lifetime_s)
         ours = self._key_up(request, entry)
+        self._give_ipv4(request, entry)
         self._state_version += 1
         self._changed.add(entry.home_address)
         # A registration ends any BRR round; the next one starts near the new expiry.
@@ -750,6 +780,18 @@ class HomeAgentCore:
             advice=self._refresh_advice(units),
             share=ours,
         )
+
+    def _give_ipv4(self, request: _Request, entry: _Entry) -> None:
+        """RFC 5555 §3.2.1: answer the IPv4 Home Address option, if the BU has one; a
+        registration without it gives its address back."""
+        asked = find_option(request.bu.options, Ipv4HomeAddress)
+        if asked is None:
+            self._ipv4.release(entry.home_address)
+            entry.ipv4_home_address = None
+            return
+        request.ipv4_ack = self._ipv4.assign(entry.home_address, asked)
+        entry.ipv4_home_address = self._ipv4.of(entry.home_address)
+        self._counters[f"ipv4_ack_{int(request.ipv4_ack.status)}"] += 1
 
     def _key_up(self, request: _Request, entry: _Entry) -> KeyShare | None:
         """New ESP keys for ``entry`` from the mobile node's share; our share for the BA."""
@@ -828,6 +870,8 @@ class HomeAgentCore:
         options: tuple[MobilityOption, ...] = ()
         if advice is not None:
             options += (BindingRefreshAdvice(advice),)
+        if request.ipv4_ack is not None:
+            options += (request.ipv4_ack,)
         if share is not None:  # before the Mesg-ID and the authenticator, which covers it
             options += (key_share_option(share),)
         if mesg_id is not None:
@@ -867,6 +911,7 @@ class HomeAgentCore:
         self._changed.update(e.home_address for e in (*expiry.expired, *expiry.purged))
         for entry in expiry.expired:
             self._brr.cancel(entry.home_address)
+            self._ipv4.release(entry.home_address)
             self._counters["expirations"] += 1
             self._events.append(BindingRemoved(entry.home_address, "expired"))
 
@@ -1043,7 +1088,21 @@ def _parse_entry(item: object) -> _Entry:
         _time(item, "expires_at"),
         state,
         prefixes=_prefixes(item),
+        ipv4_home_address=_ipv4(item),
     )
+
+
+def _ipv4(item: dict[str, Any]) -> IPv4Address | None:
+    """A record's IPv4 home address (RFC 5555), if it has one."""
+    value = item.get("ipv4_home_address")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("ipv4_home_address must be a string")
+    try:
+        return IPv4Address(value)
+    except ValueError as exc:
+        raise ValueError(f"bad IPv4 home address: {exc}") from None
 
 
 def _prefixes(item: dict[str, Any]) -> tuple[IPv6Network, ...]:

@@ -57,7 +57,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi
@@ -78,6 +78,8 @@ from mipnode.wire.mh import (
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    Ipv4AddressAck,
+    Ipv4HomeAddress,
     MesgId,
     MnHaAuth,
     MobileNetworkPrefix,
@@ -130,6 +132,8 @@ class MnCoreConfig:
         mobile_network_prefixes: a mobile router's prefixes (RFC 3963): every BU has the R
             flag; a registration names them in Mobile Network Prefix options (explicit mode)
             unless ``implicit_prefixes`` (the home agent knows them from its configuration).
+        ipv4_home_address: an IPv4 home address to ask for in every registration (RFC 5555
+            §3.1.1; 0.0.0.0: any), then the one the home agent gave; ``None``: none.
     """
 
     home_address: IPv6Address
@@ -145,6 +149,7 @@ class MnCoreConfig:
     suite: int | None = None
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()
     implicit_prefixes: bool = False
+    ipv4_home_address: IPv4Address | None = None  # RFC 5555: 0.0.0.0 asks for one; None: off
 
     def __post_init__(self) -> None:
         if not LIFETIME_UNIT_S <= self.lifetime_s <= MAX_LIFETIME_UNITS * LIFETIME_UNIT_S:
@@ -166,6 +171,8 @@ class Registered:
     expires_at: float
     sequence: int
     keys: EspKeys | None = None  # the ESP keys this registration set up (protection on)
+    ipv4_home_address: IPv4Address | None = None  # given by the home agent (RFC 5555)
+    ipv4_status: int | None = None  # its IPv4 Address Acknowledgement's; None: not asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +258,7 @@ class MobileNodeCore:
         self._bound_care_of: IPv6Address | None = None  # the CoA the HA's binding points to
         self._expires_at: float | None = None  # of the binding the HA holds for us
         self._refresh_at: float | None = None
+        self.ipv4_home_address: IPv4Address | None = None  # the home agent gave it (RFC 5555)
         self._brr_refresh_at: float | None = None  # when a BRR last started a refresh
         self._outgoing: list[OutgoingMh] = []
         self._events: deque[MnEvent] = deque()
@@ -501,9 +509,30 @@ class MobileNodeCore:
         self._expires_at = expires_at
         self._refresh_at = sent.sent_at + max(0.0, after)
         self._counters["registered"] += 1
+        ipv4_status = self._take_ipv4(ack)
         self._events.append(
-            Registered(exchange.care_of, lifetime_s, expires_at, sent.sequence, keys)
+            Registered(
+                exchange.care_of,
+                lifetime_s,
+                expires_at,
+                sent.sequence,
+                keys,
+                self.ipv4_home_address,
+                ipv4_status,
+            )
         )
+
+    def _take_ipv4(self, ack: BindingAck) -> int | None:
+        """The IPv4 Address Acknowledgement of an accepting BA (RFC 5555 §3.2.1): its status,
+        and the address when it gives one. A home agent that does not answer the option
+        (no DSMIPv6) gives none: status 128."""
+        if self._config.ipv4_home_address is None:
+            return None
+        answer = find_option(ack.options, Ipv4AddressAck)
+        status = 128 if answer is None else int(answer.status)
+        self._counters[f"ipv4_ack_{status}"] += 1
+        self.ipv4_home_address = answer.address if answer is not None and status < 128 else None
+        return status
 
     def _keys(self, ephemeral: Ephemeral, share: KeyShare, ack: BindingAck) -> EspKeys | None:
         """The ESP keys from the HA's share in an authenticated, accepting BA."""
@@ -614,6 +643,11 @@ class MobileNodeCore:
         timestamp = self._next_timestamp(now)
         share = () if exchange.share is None else (key_share_option(exchange.share),)
         router = bool(cfg.mobile_network_prefixes)
+        ipv4 = (
+            ()
+            if cfg.ipv4_home_address is None or exchange.deregistration
+            else (Ipv4HomeAddress(self.ipv4_home_address or cfg.ipv4_home_address),)
+        )
         prefixes = (
             ()
             if not router or cfg.implicit_prefixes or exchange.deregistration
@@ -631,6 +665,7 @@ class MobileNodeCore:
             options=(
                 AlternateCareOfAddress(exchange.care_of),
                 *prefixes,
+                *ipv4,
                 *share,
                 MesgId(timestamp),
             ),

@@ -130,6 +130,7 @@ class MobileNodeConfig:
     suite: int | None = None  # ESP suite (tunnels.esp) keyed by every registration; None: off
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's (RFC 3963)
     implicit_prefixes: bool = False  # the HA knows them: the BUs name none
+    ipv4_home_address: IPv4Address | None = None  # RFC 5555: asked for (0.0.0.0: any); None: off
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,7 @@ class MobileNode:
                 suite=config.suite,
                 mobile_network_prefixes=config.mobile_network_prefixes,
                 implicit_prefixes=config.implicit_prefixes,
+                ipv4_home_address=config.ipv4_home_address,
             ),
             initial_sequence=self._rand16(),
             wall_offset=wall_offset,
