@@ -10,7 +10,7 @@ import os
 import stat
 import tomllib
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class MobileNodeEntry:
     spi: int
     key: bytes = field(repr=False)
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()
+    ipv4_home_address: IPv4Address | None = None  # always this one (RFC 5555)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class HaConfig:
     protection: str = "esp"
     tun_offloads: bool = True
     cluster: ClusterConfig | None = None
+    ipv4_home_prefix: IPv4Network | None = None  # IPv4 home addresses to give (RFC 5555)
 
     @property
     def udp_port(self) -> int:
@@ -106,6 +108,7 @@ class MnConfig:
     tun_offloads: bool = True
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's (RFC 3963)
     prefix_registration: str = "explicit"  # or "implicit": the BUs name no prefix
+    ipv4_home_address: IPv4Address | None = None  # RFC 5555; 0.0.0.0: "auto"
 
     @property
     def suite(self) -> int | None:
@@ -194,6 +197,19 @@ class _Reader:
                 raise self.error(name, f"{prefix} overlaps {clash}")
             out.append(prefix)
         return tuple(out)
+
+    def ipv4_prefix(self, name: str) -> IPv4Network | None:
+        """An IPv4 prefix with host bits zero, /8 to /30 (addresses to give), or unset."""
+        value = self.raw(name, None, str)
+        if value is None:
+            return None
+        try:
+            prefix = IPv4Network(value)
+        except ValueError:
+            raise self.error(name, f"not an IPv4 prefix with host bits zero: {value!r}") from None
+        if not 8 <= prefix.prefixlen <= 30:
+            raise self.error(name, f"{prefix}: between /8 and /30")
+        return prefix
 
     def ipv4(self, name: str) -> IPv4Address | None:
         value = self.raw(name, None, str)
@@ -379,6 +395,14 @@ def _top_level(file: str, doc: dict[str, Any], allowed: set[str]) -> None:
             raise ConfigError(file, key, "unknown key")
 
 
+def _static_ipv4(e: _Reader, v4: IPv4Address, prefix: IPv4Network | None) -> None:
+    """A mobile node's own IPv4 home address: a host address of [ha] ipv4_home_prefix."""
+    if prefix is None or v4 not in prefix:
+        raise e.error("ipv4_home_address", f"{v4} is not inside [ha] ipv4_home_prefix")
+    if v4 in (prefix.network_address, prefix.broadcast_address):
+        raise e.error("ipv4_home_address", f"{v4} is the network or broadcast address of {prefix}")
+
+
 def load_ha_config(path: str) -> HaConfig:
     doc = _load(path)
     _top_level(path, doc, {"ha", "mobile_node"})
@@ -404,6 +428,9 @@ def load_ha_config(path: str) -> HaConfig:
     control = r.socket_name("control_socket", "@mipnode-ha")
     state_dir = r.state_dir("state_dir")
     protection = r.choice("protection", "esp", PROTECTIONS)
+    ipv4_home_prefix = r.ipv4_prefix("ipv4_home_prefix")
+    if ipv4_home_prefix is not None and protection != "esp":
+        raise r.error("ipv4_home_prefix", 'IPv4 home addresses need protection = "esp"')
     r.finish()
     cluster = _cluster(path, table.get("cluster"), cfg_udp) if "cluster" in table else None
     if cluster is not None and state_dir is not None:
@@ -416,6 +443,7 @@ def load_ha_config(path: str) -> HaConfig:
     seen_spi: set[int] = set()
     seen_hoa: set[IPv6Address] = set()
     seen_prefixes: dict[IPv6Network, IPv6Address] = {}  # one router per prefix
+    seen_v4: set[IPv4Address] = set()
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ConfigError(path, f"mobile_node[{i}]", "must be a table")
@@ -428,7 +456,14 @@ def load_ha_config(path: str) -> HaConfig:
         spi = e.spi("spi")
         key = e.key("key")
         prefixes = e.prefixes("mobile_network_prefixes", home_prefix)
+        v4 = e.ipv4("ipv4_home_address")
+        if v4 is not None:
+            _static_ipv4(e, v4, ipv4_home_prefix)
         e.finish()
+        if v4 is not None and v4 in seen_v4:
+            raise e.error("ipv4_home_address", f"{v4} listed twice")
+        if v4 is not None:
+            seen_v4.add(v4)
         for prefix in prefixes:
             if clash := next((p for p in seen_prefixes if p.overlaps(prefix)), None):
                 raise e.error(
@@ -442,7 +477,7 @@ def load_ha_config(path: str) -> HaConfig:
             raise e.error("home_address", f"{hoa} listed twice")
         seen_spi.add(spi)
         seen_hoa.add(hoa)
-        mns.append(MobileNodeEntry(hoa, spi, key, prefixes))
+        mns.append(MobileNodeEntry(hoa, spi, key, prefixes, v4))
     return HaConfig(
         path=path,
         address=address,
@@ -457,6 +492,7 @@ def load_ha_config(path: str) -> HaConfig:
         protection=protection,
         tun_offloads=tun_offloads,
         cluster=cluster,
+        ipv4_home_prefix=ipv4_home_prefix,
     )
 
 
@@ -547,6 +583,19 @@ def load_mn_config(path: str) -> MnConfig:
     if clash := next((p for p in prefixes if ha in p), None):
         raise r.error("mobile_network_prefixes", f"{clash} holds the home agent {ha}")
     registration = r.choice("prefix_registration", "explicit", ("explicit", "implicit"))
+    v4_text = r.raw("ipv4_home_address", None, str)
+    ipv4_home = None
+    if v4_text is not None:
+        try:
+            ipv4_home = IPv4Address("0.0.0.0" if v4_text == "auto" else v4_text)
+        except ValueError:
+            raise r.error(
+                "ipv4_home_address", f'"auto" or an IPv4 address, got {v4_text!r}'
+            ) from None
+        if v4_text != "auto" and (ipv4_home.is_unspecified or ipv4_home.is_multicast):
+            raise r.error("ipv4_home_address", f"{ipv4_home} is no unicast address")
+        if protection != "esp":
+            raise r.error("ipv4_home_address", 'IPv4 home addresses need protection = "esp"')
     if registration == "implicit" and not prefixes:
         raise r.error("prefix_registration", "only with mobile_network_prefixes")
     r.finish()
@@ -571,6 +620,7 @@ def load_mn_config(path: str) -> MnConfig:
         tun_offloads=tun_offloads,
         mobile_network_prefixes=prefixes,
         prefix_registration=registration,
+        ipv4_home_address=ipv4_home,
     )
 
 

@@ -972,3 +972,69 @@ def test_a_mobile_routers_bad_settings_are_one_line(
 ) -> None:
     _, err = mn_error(write, with_mn(**changes))
     assert (err.key, err.problem) == (key, problem)
+
+
+# -- IPv4 home addresses (RFC 5555) --------------------------------------------------------------
+def test_ipv4_home_addresses_on_both_sides(write: Writer) -> None:
+    doc = with_ha(ipv4_home_prefix="192.0.2.0/24")
+    doc["mobile_node"][1]["ipv4_home_address"] = "192.0.2.9"
+    ha = load_ha_config(write(doc))
+    assert str(ha.ipv4_home_prefix) == "192.0.2.0/24"
+    assert [str(m.ipv4_home_address) for m in ha.mobile_nodes] == ["None", "192.0.2.9"]
+    assert str(load_mn_config(write(with_mn(ipv4_home_address="auto"))).ipv4_home_address) == (
+        "0.0.0.0"
+    )
+    assert load_mn_config(write(mn_doc())).ipv4_home_address is None
+
+
+@pytest.mark.parametrize(
+    ("ha", "entry", "key", "problem"),
+    [
+        ({"ipv4_home_prefix": "192.0.2.1/24"}, {}, "ha.ipv4_home_prefix", "not an IPv4 prefix"),
+        ({"ipv4_home_prefix": "10.0.0.0/7"}, {}, "ha.ipv4_home_prefix", "10.0.0.0/7: between"),
+        (
+            {"ipv4_home_prefix": "192.0.2.0/24", "protection": "none"},
+            {},
+            "ha.ipv4_home_prefix",
+            "IPv4 home addresses need",
+        ),
+        (
+            {},
+            {"ipv4_home_address": "192.0.2.9"},
+            "mobile_node[0].ipv4_home_address",
+            "192.0.2.9 is not inside",
+        ),
+        (
+            {"ipv4_home_prefix": "192.0.2.0/24"},
+            {"ipv4_home_address": "192.0.2.255"},
+            "mobile_node[0].ipv4_home_address",
+            "192.0.2.255 is the network or broadcast",
+        ),
+    ],
+)
+def test_bad_ipv4_home_settings_of_the_ha_are_one_line(
+    write: Writer, ha: dict[str, Any], entry: dict[str, Any], key: str, problem: str
+) -> None:
+    _, err = ha_error(write, with_entry(0, **entry) if not ha else _both(ha, entry))
+    assert err.key == key and err.problem.startswith(problem), (err.key, err.problem)
+
+
+def _both(ha: dict[str, Any], entry: dict[str, Any]) -> Doc:
+    doc = with_ha(**ha)
+    doc["mobile_node"][0].update(entry)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"ipv4_home_address": "any"}, "\"auto\" or an IPv4 address, got 'any'"),
+        ({"ipv4_home_address": "224.0.0.1"}, "224.0.0.1 is no unicast address"),
+        ({"ipv4_home_address": "auto", "protection": "none"}, "IPv4 home addresses need"),
+    ],
+)
+def test_bad_ipv4_home_settings_of_the_mn_are_one_line(
+    write: Writer, changes: dict[str, Any], problem: str
+) -> None:
+    _, err = mn_error(write, with_mn(**changes))
+    assert err.key == "mn.ipv4_home_address" and err.problem.startswith(problem), err.problem

@@ -171,11 +171,21 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class Ipv4HomeAddressChanged:
+    """The home agent gave an IPv4 home address (RFC 5555), another, or none (``None``): the
+    driver puts it on the TUN, with the IPv4 default route into it."""
+
+    address: IPv4Address | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeregistrationDone:
     confirmed: bool
 
 
-MobileNodeEvent = ForwardingChanged | AccessRetired | Notice | DeregistrationDone
+MobileNodeEvent = (
+    ForwardingChanged | AccessRetired | Notice | DeregistrationDone | Ipv4HomeAddressChanged
+)
 
 
 class MobileNode:
@@ -216,6 +226,7 @@ class MobileNode:
             random_bytes=random_bytes,
         )
         self.keyed = False  # a registration keyed ESP SAs (protection on)
+        self.ipv4_home_address: IPv4Address | None = None  # given by the home agent (RFC 5555)
         self._bu_in_clear = False  # the next BU goes in clear (every other one once keyed)
         self.direct: DirectPaths | None = None
         self.d_native: DNativePaths | None = None
@@ -534,11 +545,26 @@ class MobileNode:
         self._retry_registration_at = None
         self.registration.register(now, pair.care_of)
 
+    def _on_ipv4(self, now: float, event: Registered) -> None:
+        """RFC 5555 §3.2.1: what the home agent said of the IPv4 home address we asked for."""
+        if event.ipv4_home_address != self.ipv4_home_address:
+            self.ipv4_home_address = event.ipv4_home_address
+            self._events.append(Ipv4HomeAddressChanged(event.ipv4_home_address))
+        if event.ipv4_home_address is None:
+            self._notice(
+                "warning",
+                "ipv4",
+                f"home agent gave no IPv4 home address: status {event.ipv4_status}"
+                " (RFC 5555 §3.2.1); IPv6 goes on",
+            )
+
     def _log_home(self, now: float, old: str | None, new: str | None, reason: str) -> None:
         self.home_changes.append(Change(now, old, new, reason))
         self.home_since = now if new is not None else None
 
     def _on_registered(self, now: float, event: Registered) -> None:
+        if event.ipv4_status is not None:
+            self._on_ipv4(now, event)
         if event.keys is not None:
             # Before anything else is sent: the keepalive below already goes sealed.
             self.keyed = True

@@ -120,6 +120,7 @@ class BindingView:
     lifetime_remaining_s: float
     state: str
     mobile_network_prefixes: tuple[str, ...] = ()  # a mobile router's (RFC 3963), HA side
+    ipv4_home_address: str | None = None  # given by the HA (RFC 5555), HA side
 
 
 def address_text(addr: IPv6Address | None) -> str | None:

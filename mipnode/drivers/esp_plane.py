@@ -49,6 +49,7 @@ GRACE_S = 10.0
 # before break, at most a few seconds): 2^24 is minutes of a node's whole forwarding rate.
 HANDOVER_SEQ_MARGIN = 1 << 24
 NH_IPV6 = 41
+NH_IPV4 = 4  # an IPv4 home address's packets (RFC 5555) in tunnel mode
 IPPROTO_ESP = 50
 KEYLOG_ENV = "MIPNODE_ESP_KEYLOG"
 
@@ -130,7 +131,8 @@ class EspSas:
             del self.inbound[spi]
 
     def seal(self, owner: bytes, inner: bytes, drops: Counters) -> bytes | None:
-        """``inner`` (an IPv6 packet) as ESP under ``owner``'s outbound SA, or ``None`` (no SA
+        """``inner`` (an IPv6 packet, or an IPv4 one of an IPv4 home address) as ESP under
+        ``owner``'s outbound SA, or ``None`` (no SA
         yet, or its sequence numbers are spent: counted). An SA that reaches the soft limit
         puts its owner in :attr:`rekey_due` (exactly once: the sequence number passes it once);
         the driver asks its core for a new registration after the batch."""
@@ -138,7 +140,7 @@ class EspSas:
         if sa is None:
             drops("esp_not_keyed")
             return None
-        sealed = sa.seal(inner, NH_IPV6)
+        sealed = sa.seal(inner, NH_IPV4 if inner[0] >> 4 == 4 else NH_IPV6)
         if sealed is None:
             drops("esp_sequence_exhausted")
         elif sa.seq == SEQ_SOFT_LIMIT:
@@ -156,7 +158,8 @@ class EspSas:
         return entry
 
     def open(self, data: bytes, now: float, drops: Counters) -> tuple[bytes, bytes] | None:
-        """The inner IPv6 packet of an ESP packet and its SA's owner, or ``None`` (counted)."""
+        """The inner IP packet of an ESP packet and its SA's owner, or ``None`` (counted). IPv4
+        inside comes only from a mobile node's IPv4 home address: its receivers check that."""
         entry = self.inbound_sa(data, drops)
         return None if entry is None else self.open_with(entry, data, now, drops)
 
@@ -174,8 +177,10 @@ class EspSas:
         except BadPacket as exc:
             drops(exc.reason)
             return None
-        if nh != NH_IPV6 or len(inner) < 40 or inner[0] >> 4 != 6:
-            drops("esp_not_ipv6")
+        if (nh != NH_IPV6 or len(inner) < 40 or inner[0] >> 4 != 6) and (
+            nh != NH_IPV4 or len(inner) < 20 or inner[0] >> 4 != 4
+        ):
+            drops("esp_not_ipv6")  # nor IPv4: Next Header and version must agree
             return None
         if entry.promote is not None:  # the peer has the new keys: seal with them from now on
             self.outbound[entry.owner] = entry.promote

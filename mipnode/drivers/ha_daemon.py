@@ -91,13 +91,20 @@ class HomeAgentDaemon:
                 address=config.address,
                 home_prefix=config.home_prefix,
                 security_associations=tuple(
-                    SecurityAssociation(m.spi, m.key, m.home_address, m.mobile_network_prefixes)
+                    SecurityAssociation(
+                        m.spi,
+                        m.key,
+                        m.home_address,
+                        m.mobile_network_prefixes,
+                        m.ipv4_home_address,
+                    )
                     for m in config.mobile_nodes
                 ),
                 max_lifetime_s=config.max_lifetime_s,
                 refresh_advice_fraction=REFRESH_ADVICE_FRACTION,
                 refresh_requests=True,
                 require_protection=config.protection == "esp",
+                ipv4_home_prefix=config.ipv4_home_prefix,
             ),
             wall_offset=pump.wall_offset(),
             random_bytes=secrets.token_bytes,
@@ -112,6 +119,9 @@ class HomeAgentDaemon:
         self.routes: dict[bytes, Via] = {}
         # Mobile routers' prefixes -> their home address (RFC 3963): looked up on a miss only.
         self.prefixes = PrefixTable()
+        # IPv4 home addresses (RFC 5555, 4 octets) -> their mobile node's home address.
+        self.ipv4_owner: dict[bytes, bytes] = {}
+        self.ipv4_of: dict[bytes, bytes] = {}  # and back
         self.unbound_mh = TokenBucket(UNBOUND_MH_PER_S, UNBOUND_MH_BURST)
         self._vias: dict[tuple[str, str, int, int], Via] = {}
         self.udp: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
@@ -144,6 +154,11 @@ class HomeAgentDaemon:
         await trio.to_thread.run_sync(
             lambda: netlink.replace_route(str(cfg.home_prefix), cfg.tun_name)
         )
+        if cfg.ipv4_home_prefix is not None:  # RFC 5555: the IPv4 home addresses too
+            netlink.enable_ipv4_forwarding()
+            await trio.to_thread.run_sync(
+                lambda: netlink.replace_route(str(cfg.ipv4_home_prefix), cfg.tun_name)
+            )
         self.raw41 = open_raw(socket.IPPROTO_IPV6, address=str(cfg.address))  # RFC 2473
         self.raw50 = open_raw(IPPROTO_ESP, address=str(cfg.address))  # T-native protected
         # Kept open so the kernel does not answer MH with Parameter Problem (reference E10).
@@ -227,7 +242,10 @@ class HomeAgentDaemon:
         the binding's via."""
         hoa = pkt[24:40]
         via = self.routes.get(hoa) if len(pkt) >= 40 else None
-        if via is None and self.prefixes and len(pkt) >= 40:
+        if via is None and self.ipv4_owner and pkt[0] >> 4 == 4:
+            hoa = self.ipv4_owner.get(pkt[16:20], b"")  # to an IPv4 home address
+            via = self.routes.get(hoa)
+        elif via is None and self.prefixes and len(pkt) >= 40:
             hoa = self.prefixes.owner_of(hoa) or hoa
             via = self.routes.get(hoa)
         if via is None:
@@ -325,6 +343,13 @@ class HomeAgentDaemon:
         if opened is None:
             return
         inner, owner = opened
+        if inner[0] >> 4 == 4:  # from an IPv4 home address (RFC 5555): its owner's only
+            if self.ipv4_owner.get(inner[12:16]) != owner:
+                self.drops("esp_inner_source_not_owner")
+                return
+            self.tun.write(inner)
+            self.counters.pending.append("forwarded_ipv4_from_mn")
+            return
         if inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
             self.node.receive_tunnelled(self.pump.now, inner, via, IPv6Address(owner))
             return
@@ -438,6 +463,7 @@ class HomeAgentDaemon:
         ):
             self._moved.add(event.home_address)  # its record is written at once
         prefixes = () if event.binding is None else event.binding.prefixes
+        self._ipv4_owner(event)
         added, removed = self.prefixes.set(event.home_address.packed, prefixes)
         for prefix in removed:
             self.host_routes.remove(prefix)
@@ -455,6 +481,17 @@ class HomeAgentDaemon:
             )
         if event.added:
             self.host_routes.add(event.home_address)
+
+    def _ipv4_owner(self, event: HaForwardingChanged) -> None:
+        """The IPv4 home address of the binding (RFC 5555) -> its owner, for both ways."""
+        owner = event.home_address.packed
+        old = self.ipv4_of.pop(owner, None)
+        if old is not None and self.ipv4_owner.get(old) == owner:
+            del self.ipv4_owner[old]
+        given = None if event.binding is None else event.binding.ipv4_home_address
+        if given is not None and event.via is not None:
+            self.ipv4_owner[given.packed] = owner
+            self.ipv4_of[owner] = given.packed
 
     def _after_flush(self) -> None:
         self.tun.flush()  # what the batch forwarded from mobile nodes, merged where it can be

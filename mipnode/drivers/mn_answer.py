@@ -30,5 +30,7 @@ def answer(daemon: Any, command: str) -> Any:
             internal_errors=dict(pump.HANDLER_ERRORS),
         )
         out["mobile_network_prefixes"] = [str(p) for p in daemon.config.mobile_network_prefixes]
+        v4 = node.ipv4_home_address
+        out["ipv4_home_address"] = None if v4 is None else str(v4)
         return out
     return {"error": f"unknown command {command!r}"}

@@ -29,6 +29,7 @@ from mipnode.core.mobile_node import (
     AccessRetired,
     DeregistrationDone,
     ForwardingChanged,
+    Ipv4HomeAddressChanged,
     MobileNode,
     MobileNodeConfig,
     Notice,
@@ -39,8 +40,8 @@ from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, raw_destination, read_error_queue, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
+from mipnode.drivers.mn_sources import OwnSources
 from mipnode.drivers.mn_table import ForwardingTable
-from mipnode.drivers.prefix_table import PrefixTable
 from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_ICMPV6, NH_MH, NH_ROUTING
@@ -61,8 +62,7 @@ class MobileNodeDaemon:
     def __init__(self, config: MnConfig) -> None:
         self.config = config
         self.hoa = config.home_address.packed
-        self.lan = PrefixTable()  # a mobile router's networks (RFC 3963): forwarded, not ours
-        self.lan.set(b"\x01", config.mobile_network_prefixes)
+        self.own = OwnSources(config.mobile_network_prefixes)  # IPv4 HoA, a router's networks
         self.ha = config.home_agent.packed
         self.ha_hosts = {str(config.home_agent)} | (
             {str(config.home_agent_ipv4)} if config.home_agent_ipv4 else set()
@@ -89,7 +89,7 @@ class MobileNodeDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(hoa, 128)]
         )
-        if self.lan:  # a mobile router forwards for the networks behind it
+        if cfg.mobile_network_prefixes:  # a mobile router forwards for its networks
             await trio.to_thread.run_sync(netlink.enable_ipv6_forwarding)
         changes = netlink.open_change_socket()  # before the first look: no change is missed
         info = await self._access_info()
@@ -105,6 +105,7 @@ class MobileNodeDaemon:
                 lifetime_s=cfg.lifetime_s,
                 mobile_network_prefixes=cfg.mobile_network_prefixes,
                 implicit_prefixes=cfg.prefix_registration == "implicit",
+                ipv4_home_address=cfg.ipv4_home_address,
                 route_optimization=cfg.route_optimization,
                 keepalive_interval_s=cfg.keepalive_interval_s,
                 suite=cfg.suite,
@@ -200,8 +201,11 @@ class MobileNodeDaemon:
     # -- the data plane --------------------------------------------------------------------
     def _from_tun(self, pkt: bytes) -> None:
         if len(pkt) < 40 or pkt[0] >> 4 != 6 or pkt[8:24] != self.hoa:
-            if self.lan and len(pkt) >= 40 and self.lan.owner_of(pkt[8:24]):
-                self._to_home(pkt, "tunnelled_from_mobile_network")  # always by the HA
+            if self.own.sent_by(pkt):  # always by the HA
+                v4 = pkt[0] >> 4 == 4
+                self._to_home(
+                    pkt, "tunnelled_ipv4_to_ha" if v4 else "tunnelled_from_mobile_network"
+                )
             else:  # e.g. the kernel's link-local MLD/RS on the TUN
                 self.drops("tun_not_from_hoa")
             return
@@ -310,8 +314,12 @@ class MobileNodeDaemon:
             return
         if opened[1]:
             self.drops("esp_direct_sa_from_ha")  # a correspondent's SA never speaks for the HA
-            return
-        self._from_home(opened[0], local, remote, True)
+        elif opened[0][0] >> 4 != 4:
+            self._from_home(opened[0], local, remote, True)
+        elif self.own.addressed(opened[0]):  # to our IPv4 home address (RFC 5555)
+            self._deliver(opened[0], "delivered_ipv4_from_ha")
+        else:
+            self.drops("ipv4_not_to_home_address")
 
     def _from_home(
         self, inner: bytes, local: tuple[str, int], remote: Any, sealed: bool = False
@@ -322,7 +330,7 @@ class MobileNodeDaemon:
         nh = inner[6] if len(inner) >= 41 else -1
         if (
             (sealed or not self.fwd.protected)
-            and (inner[24:40] == self.hoa or (self.lan and self.lan.owner_of(inner[24:40])))
+            and (inner[24:40] == self.hoa or self.own.addressed(inner))
             and nh != NH_MH
             and inner[8:24] != self.ha
             and not (nh == NH_ICMPV6 and inner[40] < 128)
@@ -421,6 +429,8 @@ class MobileNodeDaemon:
                 self.accesses.remove((sockets, scope))
         elif isinstance(event, DeregistrationDone):
             self.deregistered.set()
+        elif isinstance(event, Ipv4HomeAddressChanged):  # RFC 5555
+            self.nursery.start_soon(self.own.apply_ipv4, self.config.tun_name, event.address)
 
     # -- shutdown and inspection -----------------------------------------------------------
     async def shutdown(self) -> None:

@@ -6,6 +6,7 @@ Each function opens and closes its own ``IPRoute`` so it can run in any worker t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -237,10 +238,36 @@ def _host_length(address: str) -> int:
 def enable_ipv6_forwarding() -> None:
     """net.ipv6.conf.all.forwarding = 1 (a home agent forwards for its mobile nodes, a mobile
     router for its networks); logged when it changes."""
-    path = "/proc/sys/net/ipv6/conf/all/forwarding"
+    _sysctl_on("/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding")
+
+
+def enable_ipv4_forwarding() -> None:
+    """net.ipv4.ip_forward = 1 (a home agent that gives IPv4 home addresses, RFC 5555)."""
+    _sysctl_on("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
+
+
+def _sysctl_on(path: str, name: str) -> None:
     with open(path) as f:
         if f.read().strip() == "1":
             return
     with open(path, "w") as f:
         f.write("1\n")
-    log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1)")
+    log.info("enabled forwarding (%s=1)", name)
+
+
+def set_tun_ipv4(ifname: str, old: str | None, new: str | None) -> None:
+    """Replace ``old`` (a /32 on ``ifname``, and the IPv4 default route into it) by ``new``."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        try:
+            if old is not None:
+                with contextlib.suppress(NetlinkError):
+                    ipr.addr("del", index=idx, address=old, prefixlen=32)
+            if new is not None:
+                ipr.addr("replace", index=idx, address=new, prefixlen=32)
+                ipr.route("replace", dst="0.0.0.0/0", oif=idx, priority=1, family=socket.AF_INET)
+            else:
+                with contextlib.suppress(NetlinkError):
+                    ipr.route("del", dst="0.0.0.0/0", oif=idx, priority=1, family=socket.AF_INET)
+        except NetlinkError as exc:
+            raise NetlinkFailure(f"IPv4 home address {new} on {ifname}: {exc}") from None

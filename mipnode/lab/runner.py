@@ -154,7 +154,7 @@ def ping(t: Topology, node: str, target: str, count: int = 5) -> dict[str, Any]:
     out = t.sh(
         node,
         "ping",
-        "-6",
+        "-4" if "." in target else "-6",
         "-n",
         "-c",
         str(count),
@@ -218,7 +218,7 @@ def tcp_transfer(
     """
     host, host_address = t.mn_host()
     server_node, client_node, target = (
-        (host, "cn", host_address) if from_cn else ("cn", host, CN_ADDRESS)
+        (host, "cn", host_address) if from_cn else ("cn", host, t.cn_address())
     )
     if to_second_mn:
         server_node, client_node, target = ("mn2", "mn", topology.HOA2)
@@ -395,7 +395,7 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     problems: list[str] = []
     initiator = sc.traffic.initiator
     status = start_daemons(t, cn_mipnode=sc.cn == "mipnode", probe_first_data=initiator != "mn")
-    peer = timeline.peer_address(sc)
+    peer = timeline.peer_address(sc, t)
     # Under protection the home path settles after the first registration: the checks before
     # it run in clear, the ones after it sealed, so a firewall that drops ESP moves it from
     # T-native to T-udp and one that drops only protocol 41 from T-udp to T-native (within
@@ -463,6 +463,8 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     problems += _daemons_healthy(t, sc)
     if t.mobile_network:
         problems += _mobile_network_routed(t, result)
+    if t.ipv4_home:
+        problems += _ipv4_home_used(t, result)
     if ha_kinds != [result["observed"]["mn_ha"]]:
         problems.append(f"HA reports {ha_kinds or 'no binding'} for {HOA}")
     for name, p in (("CN->HoA", cn_ping), ("HoA->CN", mn_ping)):
@@ -487,6 +489,21 @@ def _mobile_network_routed(t: Topology, result: dict[str, Any]) -> list[str]:
         problems.append(f"HA routes {routed} for the router, expected [{topology.MOBILE_NETWORK}]")
     if not sent:
         problems.append("nothing from the mobile network went through the router's tunnel")
+    return problems
+
+
+def _ipv4_home_used(t: Topology, result: dict[str, Any]) -> list[str]:
+    """The MN was given its IPv4 home address (RFC 5555) and its IPv4 traffic crossed the
+    tunnel to the home agent."""
+    mn = daemon_status(t, "mn") or {}
+    given = mn.get("ipv4_home_address")
+    sent = (mn.get("counters") or {}).get("tunnelled_ipv4_to_ha", 0)
+    result["observed"]["ipv4_home"] = {"address": given, "tunnelled": sent}
+    problems = []
+    if given != topology.IPV4_HOA:
+        problems.append(f"the MN's IPv4 home address is {given}, expected {topology.IPV4_HOA}")
+    if not sent:
+        problems.append("no IPv4 packet went through the tunnel to the home agent")
     return problems
 
 

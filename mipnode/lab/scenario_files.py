@@ -129,6 +129,7 @@ _TABLES = {
         "attacker",
         "ha_nodes",
         "mobile_network",
+        "ipv4_home",
     },
     "traffic": {"initiator", "ping_count", "tcp_bytes", "stream", "udp_rate_pps", "udp_seconds"},
     "expect": {
@@ -239,6 +240,7 @@ class Scenario:
     protection: str = "esp"  # the MN's and the HA's protection ("none": plain RFC 6275)
     attacker: bool = False  # an off-path `atk` node on the core (attack steps)
     mobile_network: bool = False  # the MN is a mobile router for a host `dev` (RFC 3963)
+    ipv4_home: bool = False  # the MN gets an IPv4 home address; traffic runs over IPv4
     ha_nodes: int = 1  # home agents; more than one: a cluster on etcd
     tc: str | None = None  # RFC 4487 test case (reference/protocol.md §5.5)
     nft: dict[str, str] = field(default_factory=dict)  # firewall node -> inline nft text
@@ -289,6 +291,7 @@ class Scenario:
             attacker=self.attacker,
             ha_nodes=self.ha_nodes,
             mobile_network=self.mobile_network,
+            ipv4_home=self.ipv4_home,
         )
 
     def nodes(self) -> tuple[str, ...]:
@@ -521,6 +524,12 @@ def parse_scenario(text: str, file: str) -> Scenario:
     attacker = r.boolean("topology.attacker", topo.get("attacker", False))
     ha_nodes = r.integer("topology.ha_nodes", topo.get("ha_nodes", 1), 1, 5)
     mobile_network = r.boolean("topology.mobile_network", topo.get("mobile_network", False))
+    ipv4_home = r.boolean("topology.ipv4_home", topo.get("ipv4_home", False))
+    if ipv4_home and (ha_nodes > 1 or ha_firewall or mobile_network or protection != "esp"):
+        raise r.fail(
+            "topology.ipv4_home",
+            "with one home agent, no ha_firewall, no mobile_network and protection esp only",
+        )
     if mobile_network and (ha_nodes > 1 or ha_firewall):
         raise r.fail("topology.mobile_network", "with one home agent and no ha_firewall only")
 
@@ -604,6 +613,7 @@ def parse_scenario(text: str, file: str) -> Scenario:
         attacker=attacker,
         ha_nodes=ha_nodes,
         mobile_network=mobile_network,
+        ipv4_home=ipv4_home,
         nft=nft,
         sysctl=sysctl,
         timeline=timeline,

@@ -33,7 +33,7 @@ from mipnode.lab.status import (
     module_process,
     wait_for,
 )
-from mipnode.lab.topology import CN_ADDRESS, Topology
+from mipnode.lab.topology import Topology
 
 REGISTRATION_TIMEOUT_S = 25.0
 STREAM_PORT = 5002
@@ -379,5 +379,5 @@ def run_step(t: Topology, step: Step, peer: str, initiator: str = "both") -> dic
     return entry
 
 
-def peer_address(sc: Scenario) -> str:
-    return topology.HOA2 if sc.second_mn else CN_ADDRESS
+def peer_address(sc: Scenario, t: Topology) -> str:
+    return topology.HOA2 if sc.second_mn else t.cn_address()

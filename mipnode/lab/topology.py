@@ -42,6 +42,9 @@ SPI = 1000
 MOBILE_NETWORK = "2001:db8:aaaa::/48"
 MR_LAN6 = "2001:db8:aaaa:1::1"
 DEVICE = "2001:db8:aaaa:1::2"
+# IPv4 home addresses (RFC 5555): the HA gives them from this prefix, the lowest first.
+IPV4_HOME_PREFIX = "192.0.2.0/24"
+IPV4_HOA = "192.0.2.1"
 # The HA's UDP ports when a scenario names none: the daemons' default (docs/configuration.md),
 # written as the legacy one-port keys so that form keeps being exercised.
 DEFAULT_HA_UDP_PORTS = (4191,)
@@ -254,6 +257,7 @@ class Topology:
     attacker: bool = False  # an `atk` node on the core (lab.attack)
     ha_nodes: int = 1  # home agents: more than one is a cluster on etcd (in the core)
     mobile_network: bool = False  # the MN routes MOBILE_NETWORK for a host `dev` behind it
+    ipv4_home: bool = False  # the MN asks for an IPv4 home address; traffic runs over IPv4
     etcd_endpoints: tuple[str, ...] = ()  # the cluster's etcd, once started
     # What a cluster's timeline steps hold between them (lab/cluster.py): its etcd
     # (EtcdCluster), a BU capture (capture-bu), the node whose link is cut (cut-ha-holder).
@@ -281,9 +285,15 @@ class Topology:
         )
 
     def mn_host(self) -> tuple[str, str]:
-        """The node and address traffic to and from the mobile node uses: its home address,
-        or with a mobile network the host behind it."""
-        return ("dev", DEVICE) if self.mobile_network else ("mn", HOA)
+        """The node and address traffic to and from the mobile node uses: its home address
+        (its IPv4 one with ``ipv4_home``), or with a mobile network the host behind it."""
+        if self.mobile_network:
+            return "dev", DEVICE
+        return "mn", IPV4_HOA if self.ipv4_home else HOA
+
+    def cn_address(self) -> str:
+        """The correspondent's address traffic uses (IPv4 with ``ipv4_home``)."""
+        return CN_ADDRESS4 if self.ipv4_home else CN_ADDRESS
 
     def firewalls(self) -> dict[str, str]:
         """Firewall node -> profile name ("custom" for an inline ruleset) of this topology."""
@@ -374,6 +384,7 @@ def build(
     attacker: bool = False,
     ha_nodes: int = 1,
     mobile_network: bool = False,
+    ipv4_home: bool = False,
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
@@ -398,6 +409,7 @@ def build(
         attacker=attacker,
         ha_nodes=ha_nodes,
         mobile_network=mobile_network,
+        ipv4_home=ipv4_home,
     )
     if ha_nodes > 1 and ha_firewall:
         raise LabError("a firewall in front of a cluster of home agents is not built yet")
@@ -554,6 +566,10 @@ def build(
         if ha_nodes > 1 or ha_firewall:
             raise LabError("a mobile network is built with one home agent and no fwh yet")
         route("core", MOBILE_NETWORK, "via", "2001:db8:f2::2")
+    if ipv4_home:  # the HA gives IPv4 home addresses from it (RFC 5555)
+        if ha_nodes > 1 or ha_firewall:
+            raise LabError("IPv4 home addresses are built with one home agent and no fwh yet")
+        route("core", IPV4_HOME_PREFIX, "via", HA_CORE4)
     if ha_nodes == 1:
         route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
@@ -596,6 +612,7 @@ home_prefix = "{HOME_PREFIX}"
 max_lifetime_s = 600
 {keeps}
 protection = "{t.protection}"
+{f'ipv4_home_prefix = "{IPV4_HOME_PREFIX}"' if t.ipv4_home else ""}
 {_cluster_table(t, node, cluster_key) if t.ha_nodes > 1 else ""}
 [[mobile_node]]
 home_address = "{HOA}"
@@ -631,6 +648,7 @@ lifetime_s = 600
 keepalive_interval_s = 5
 protection = "{t.protection}"
 {_mobile_network_line(t)}
+{'ipv4_home_address = "auto"' if t.ipv4_home else ""}
 """
     )
     ha_files = [t.workdir / f"{n}.toml" for n in ha_node_names(t.ha_nodes)]

@@ -1,0 +1,50 @@
+"""Which packets through the mobile node's TUN are its own besides its home address's: those
+of its IPv4 home address (RFC 5555) and, for a mobile router, of the networks behind it
+(RFC 3963). Both go to the home agent on the home path and come back from it; the data plane
+asks here only when a packet is not the home address's (the common case costs nothing)."""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import IPv4Address, IPv6Network
+
+import trio
+
+from mipnode.drivers import netlink
+from mipnode.drivers.prefix_table import PrefixTable
+
+log = logging.getLogger("mipnode.mn")
+
+
+class OwnSources:
+    def __init__(self, networks: tuple[IPv6Network, ...]) -> None:
+        self.networks = PrefixTable()
+        self.networks.set(b"\x01", networks)
+        self.ipv4: bytes | None = None  # the IPv4 home address, once the home agent gave one
+
+    def sent_by(self, pkt: bytes) -> bool:
+        """A packet from the TUN (not from the home address) the home agent should get."""
+        if pkt[0] >> 4 == 4:
+            return self.ipv4 is not None and len(pkt) >= 20 and pkt[12:16] == self.ipv4
+        return bool(self.networks) and len(pkt) >= 40 and bool(self.networks.owner_of(pkt[8:24]))
+
+    def addressed(self, inner: bytes) -> bool:
+        """A packet from the home agent for one of them (the kernel delivers or forwards it)."""
+        if inner[0] >> 4 == 4:
+            return self.ipv4 is not None and inner[16:20] == self.ipv4
+        return bool(self.networks) and bool(self.networks.owner_of(inner[24:40]))
+
+    async def apply_ipv4(self, tun_name: str, address: IPv4Address | None) -> None:
+        """The IPv4 home address on the TUN as a /32 with the IPv4 default route into it (so
+        IPv4 applications use it; the daemon's own sockets are bound to the access link), or
+        gone with its route. Failures are logged: IPv6 goes on either way."""
+        old, self.ipv4 = self.ipv4, None if address is None else address.packed
+        try:
+            await trio.to_thread.run_sync(
+                netlink.set_tun_ipv4,
+                tun_name,
+                None if old is None else str(IPv4Address(old)),
+                None if address is None else str(address),
+            )
+        except (netlink.NetlinkFailure, OSError) as exc:
+            log.error("IPv4 home address %s not on %s: %s", address, tun_name, exc)
