@@ -102,6 +102,10 @@ def binding(node: MobileNode, now: float) -> BindingView | None:
         sequence=node.registration.sequence,
         lifetime_remaining_s=round(node.registration.lifetime_remaining(now), 1),
         state=node.state,
+        # What this binding asks the home agent to route to us besides the home address:
+        # a mobile router's networks (RFC 3963) and the IPv4 home address it gave (RFC 5555).
+        mobile_network_prefixes=tuple(str(p) for p in node.config.mobile_network_prefixes),
+        ipv4_home_address=None if node.ipv4_home_address is None else str(node.ipv4_home_address),
     )
 
 

@@ -483,10 +483,12 @@ def _mobile_network_routed(t: Topology, result: dict[str, Any]) -> list[str]:
     sent = ((daemon_status(t, "mn") or {}).get("counters") or {}).get(
         "tunnelled_from_mobile_network", 0
     )
+    own = [b.get("mobile_network_prefixes") for b in _mn_bindings(t)]
     result["observed"]["mobile_network"] = {"ha_routes": routed, "router_tunnelled": sent}
     problems = []
-    if routed != [[topology.MOBILE_NETWORK]]:
-        problems.append(f"HA routes {routed} for the router, expected [{topology.MOBILE_NETWORK}]")
+    for who, seen in (("HA", routed), ("router", own)):
+        if seen != [[topology.MOBILE_NETWORK]]:
+            problems.append(f"{who} binding routes {seen}, expected [{topology.MOBILE_NETWORK}]")
     if not sent:
         problems.append("nothing from the mobile network went through the router's tunnel")
     return problems
@@ -498,13 +500,23 @@ def _ipv4_home_used(t: Topology, result: dict[str, Any]) -> list[str]:
     mn = daemon_status(t, "mn") or {}
     given = mn.get("ipv4_home_address")
     sent = (mn.get("counters") or {}).get("tunnelled_ipv4_to_ha", 0)
+    ha = daemon_status(t, cluster.serving(t), "bindings") or {}
+    views = [b.get("ipv4_home_address") for b in ha.get("bindings", []) if b["hoa"] == HOA]
+    views += [b.get("ipv4_home_address") for b in _mn_bindings(t)]
     result["observed"]["ipv4_home"] = {"address": given, "tunnelled": sent}
     problems = []
-    if given != topology.IPV4_HOA:
-        problems.append(f"the MN's IPv4 home address is {given}, expected {topology.IPV4_HOA}")
+    if given != topology.IPV4_HOA or views != [topology.IPV4_HOA] * 2:
+        problems.append(
+            f"the MN's IPv4 home address is {given} (bindings: HA, MN {views}), "
+            f"expected {topology.IPV4_HOA}"
+        )
     if not sent:
         problems.append("no IPv4 packet went through the tunnel to the home agent")
     return problems
+
+
+def _mn_bindings(t: Topology) -> list[dict[str, Any]]:
+    return list((daemon_status(t, "mn", "bindings") or {}).get("bindings") or [])
 
 
 def home_port(binding: dict[str, Any]) -> int | None:
