@@ -83,6 +83,8 @@ BLOCK_NAMES = {
     "cn4": topology.CN_ADDRESS4,
     "mn_b": topology.MN_LAN6_B,
     "mn2": topology.MN2_LAN6,
+    "dev": topology.DEVICE,
+    "hoa4": topology.IPV4_HOA,
 }
 FIREWALL_NODES = {
     "fw": "firewall",

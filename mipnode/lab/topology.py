@@ -217,6 +217,10 @@ def placeholders(access: str) -> dict[str, str]:
         "MN2": MN2_LAN6,
         "VISITED": visited[access],
         "VISITED_B": "2001:db8:b::/64",
+        "MOBILE_NET": MOBILE_NETWORK,  # a mobile router's network (RFC 3963)
+        "DEVICE": DEVICE,  # ... and the host on it
+        "HOME4": IPV4_HOME_PREFIX,  # IPv4 home addresses (RFC 5555)
+        "HOA4": IPV4_HOA,  # ... the MN's
     }
 
 
