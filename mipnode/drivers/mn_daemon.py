@@ -1,8 +1,9 @@
 """The mobile node daemon: sockets, tasks and the data plane around the MobileNode core.
 
 Every protocol decision is the node core's (mipnode/core/mobile_node.py); this module owns the
-TUN with the home address, the sockets of each access network (mn_access.py), the netlink
-notifications that reveal movement, and a forwarding table the core's ``ForwardingChanged``
+TUN with the home address, the sockets of each access network (mn_access.py, opened as the
+netlink notifications that reveal movement say: mn_moves.py), the IPv4 home address and a
+mobile router's networks (mn_sources.py), and a forwarding table the core's ``ForwardingChanged``
 events rewrite. Per packet the data plane does one dict lookup and a send: a miss goes out on
 the default route (the home path) and is reported to the core once per batch; packets that are
 not plain data (signalling, answers to checks, ICMP errors, unproven RH2 packets) go to the
@@ -35,7 +36,7 @@ from mipnode.core.mobile_node import (
     Notice,
 )
 from mipnode.core.transmit import Deliver, EspKeyed, SendHome, SendNative, SendUdp
-from mipnode.drivers import mn_answer, netlink, pump, rawio, sdnotify
+from mipnode.drivers import mn_answer, mn_moves, netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, raw_destination, read_error_queue, send_quietly
@@ -92,7 +93,7 @@ class MobileNodeDaemon:
         if cfg.mobile_network_prefixes:  # a mobile router forwards for its networks
             await trio.to_thread.run_sync(netlink.enable_ipv6_forwarding)
         changes = netlink.open_change_socket()  # before the first look: no change is missed
-        info = await self._access_info()
+        info = await mn_moves.access_info(self)
         self.node = MobileNode(
             MobileNodeConfig(
                 home_address=cfg.home_address,
@@ -122,7 +123,7 @@ class MobileNodeDaemon:
                 self.nursery = nursery
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
                 nursery.start_soon(self.pump.run)
-                nursery.start_soon(self._watch_access, changes, info)
+                nursery.start_soon(mn_moves.watch, self, changes, info)
                 # Everything that should keep the HoA goes into the TUN (lowest metric); our
                 # outer sockets are bound to the access interface, so they never loop back.
                 await trio.to_thread.run_sync(
@@ -138,44 +139,6 @@ class MobileNodeDaemon:
             if self.ro:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(rawio.remove_table, self.nft_table)
-
-    async def _access_info(self) -> netlink.AccessInfo:
-        return await trio.to_thread.run_sync(
-            netlink.access_info, self.config.interface, self.config.tun_name
-        )
-
-    async def _watch_access(self, changes: socket.socket, info: netlink.AccessInfo) -> None:
-        """Movement from netlink notifications (address, route and link changes), DESIGN §4."""
-        current: netlink.AccessInfo | None = None
-        while True:
-            usable = info.ipv6 is not None or (
-                info.ipv4 is not None and self.config.home_agent_ipv4 is not None
-            )
-            if info != current and (usable or current is None):
-                current = info
-                await self._use_access(info)
-            await trio.lowlevel.wait_readable(changes)
-            if netlink.drain_changes(changes):
-                info = await self._access_info()
-
-    async def _use_access(self, info: netlink.AccessInfo) -> None:
-        if self.ro and info.ipv6 is not None:
-            # RH2 replies and CoTs come to the care-of address; the kernel must not answer them.
-            await trio.to_thread.run_sync(
-                lambda: rawio.install_rx_drops(
-                    self.nft_table,
-                    dstopts=False,
-                    routing2=True,
-                    iifname=info.ifname,
-                    daddrs=(str(info.ipv6),),
-                )
-            )
-        sockets = AccessSockets.open(info, tap=self.ro and info.ipv6 is not None)
-        scope = await self.nursery.start(self._serve_access, sockets)
-        self.accesses.append((sockets, scope))
-        assert self.node is not None
-        self.node.set_access(self.pump.stamp(), sockets.access)
-        self.pump.flush()
 
     async def _serve_access(
         self, s: AccessSockets, *, task_status: trio.TaskStatus[trio.CancelScope]
