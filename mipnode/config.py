@@ -14,10 +14,12 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from mipnode.core.nemo import MAX_PREFIXES
+
 DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as ESP-in-UDP)
 DEFAULT_TUN_MTU = 1400  # fits IPv6 + UDP + inner IPv6 (88 B) under a 1500-byte access link
 DEFAULT_ANNOUNCE_PORT = 4192  # a cluster's announcements on the home link
-MAX_MOBILE_NETWORK_PREFIXES = 16  # per mobile router (core/nemo.py MAX_PREFIXES)
+MAX_MOBILE_NETWORK_PREFIXES = MAX_PREFIXES  # per mobile router
 MIN_CLUSTER_KEY = 32  # octets: HMAC-SHA-256's own strength
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 

@@ -192,7 +192,7 @@ class EspOutbound:
         if self.limit < SEQ_MAX:
             return self.limit + 1
         first = min(self.seq + margin + 1, SEQ_MAX + 1)
-        self.limit = min(self.limit, first - 1)
+        self.limit = first - 1
         return first
 
     @property

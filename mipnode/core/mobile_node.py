@@ -545,7 +545,7 @@ class MobileNode:
         self._retry_registration_at = None
         self.registration.register(now, pair.care_of)
 
-    def _on_ipv4(self, now: float, event: Registered) -> None:
+    def _on_ipv4(self, event: Registered) -> None:
         """RFC 5555 §3.2.1: what the home agent said of the IPv4 home address we asked for."""
         if event.ipv4_home_address != self.ipv4_home_address:
             self.ipv4_home_address = event.ipv4_home_address
@@ -564,7 +564,7 @@ class MobileNode:
 
     def _on_registered(self, now: float, event: Registered) -> None:
         if event.ipv4_status is not None:
-            self._on_ipv4(now, event)
+            self._on_ipv4(event)
         if event.keys is not None:
             # Before anything else is sent: the keepalive below already goes sealed.
             self.keyed = True

@@ -242,12 +242,12 @@ class HomeAgentDaemon:
         the binding's via."""
         hoa = pkt[24:40]
         via = self.routes.get(hoa) if len(pkt) >= 40 else None
-        if via is None and self.ipv4_owner and pkt[0] >> 4 == 4:
-            hoa = self.ipv4_owner.get(pkt[16:20], b"")  # to an IPv4 home address
-            via = self.routes.get(hoa)
-        elif via is None and self.prefixes and len(pkt) >= 40:
-            hoa = self.prefixes.owner_of(hoa) or hoa
-            via = self.routes.get(hoa)
+        if via is None:  # only a miss asks the other tables, each for its own IP version
+            if pkt[0] >> 4 == 4:  # to an IPv4 home address (RFC 5555)
+                hoa = self.ipv4_owner.get(pkt[16:20], b"")
+            elif self.prefixes and len(pkt) >= 40:  # into a mobile router's network
+                hoa = self.prefixes.owner_of(hoa) or b""
+            via = self.routes.get(hoa) if hoa else None
         if via is None:
             self.drops("tun_no_binding")
             return
@@ -343,12 +343,14 @@ class HomeAgentDaemon:
         if opened is None:
             return
         inner, owner = opened
-        if inner[0] >> 4 == 4:  # from an IPv4 home address (RFC 5555): its owner's only
-            if self.ipv4_owner.get(inner[12:16]) != owner:
+        if inner[0] >> 4 == 4:  # from an IPv4 home address (RFC 5555): its owner's only,
+            if self.ipv4_owner.get(inner[12:16]) != owner:  # on its binding's path
                 self.drops("esp_inner_source_not_owner")
-                return
-            self.tun.write(inner)
-            self.counters.pending.append("forwarded_ipv4_from_mn")
+            elif self.routes.get(owner) != via:
+                self.drops("ingress_wrong_endpoint")
+            else:
+                self.tun.write(inner, True)
+                self.counters.pending.append("forwarded_ipv4_from_mn")
             return
         if inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
             self.node.receive_tunnelled(self.pump.now, inner, via, IPv6Address(owner))

@@ -30,6 +30,8 @@ class PrefixTable:
         (added, removed) for the routes."""
         before = set(self._of_owner.get(owner, ()))
         after = set(prefixes)
+        if before == after:  # every refresh of every binding comes here: nothing to redo
+            return set(), set()
         for prefix in before - after:
             table = self._by_length.get(prefix.prefixlen, {})
             if table.get(int(prefix.network_address)) == owner:

@@ -242,7 +242,7 @@ class SaHandover:
 
 
 def _chunks(states: list[SaState]) -> Iterable[list[SaState]]:
-    for i in range(0, max(len(states), 1), STATES_PER_FRAME):
+    for i in range(0, len(states), STATES_PER_FRAME):
         yield states[i : i + STATES_PER_FRAME]
 
 
