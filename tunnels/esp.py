@@ -164,7 +164,7 @@ def _seal_with_iv(
 class EspOutbound:
     """The sending side of one SA: seals payloads with consecutive sequence numbers."""
 
-    __slots__ = ("_aead", "_salt", "limit", "seq", "spi")
+    __slots__ = ("_aead", "_salt", "keymat", "limit", "seq", "spi", "suite")
 
     def __init__(self, suite: int, spi: int, keymat: bytes, *, next_seq: int = 1) -> None:
         """``keymat`` is key || 4-octet salt; ``next_seq`` is the first sequence number to use.
@@ -177,6 +177,9 @@ class EspOutbound:
         if not 1 <= next_seq <= SEQ_MAX + 1:
             raise ValueError(f"next_seq {next_seq} outside 1..2^32")
         self.spi = spi
+        # Kept for one use: handing the SA to another sender (``hand_over``), who needs the
+        # keys themselves, not this key schedule. Never in a repr (slots have none).
+        self.suite, self.keymat = suite, keymat
         self.seq = next_seq - 1  # last sequence number used (0: none yet)
         # The last sequence number this sender may use: SEQ_MAX, or lower once the rest of
         # the numbers went to another sender of the same SA (:meth:`hand_over`).

@@ -61,7 +61,6 @@ class _In:
     retire_at: float | None = None
     promote: EspOutbound | None = None  # the outbound SA the first packet opened here proves
     keymat: bytes = field(default=b"", repr=False)  # tells the same keys handed in again
-    keymat_out: bytes = field(default=b"", repr=False)  # of ``promote``: kept for export()
 
 
 class EspSas:
@@ -76,10 +75,6 @@ class EspSas:
         # a registration never walks every SA of the home agent.
         self._spis: dict[bytes, list[int]] = {}
         self.rekey_due: set[bytes] = set()  # owners whose SA passed SEQ_SOFT_LIMIT
-        # The outbound SA's keys and suite per owner: an EspOutbound keeps only its key
-        # schedule, and handing the SA to another node needs the keys themselves.
-        self._keymat_out: dict[bytes, bytes] = {}
-        self._suite: dict[bytes, int] = {}
         self.keylog = (keylog if keylog is not None else os.environ.get(KEYLOG_ENV)) or None
 
     def keyed(
@@ -95,13 +90,10 @@ class EspSas:
         outbound = EspOutbound(keys.suite, keys.spi_out, keys.keymat_out)
         fresh = _In(EspInbound(keys.suite, keys.spi_in, keys.keymat_in), owner)
         fresh.keymat = keys.keymat_in
-        fresh.keymat_out = keys.keymat_out
-        self._suite[owner] = keys.suite
         if switch_on_proof and owner in self.outbound:
             fresh.promote = outbound
         else:
             self.outbound[owner] = outbound
-            self._keymat_out[owner] = keys.keymat_out
             self.rekey_due.discard(owner)
         spis = self._spis.setdefault(owner, [])
         for spi in list(spis):
@@ -124,8 +116,6 @@ class EspSas:
     def forget(self, owner: bytes) -> None:
         """``owner`` has no binding any more: its SAs go."""
         self.outbound.pop(owner, None)
-        self._keymat_out.pop(owner, None)
-        self._suite.pop(owner, None)
         self.rekey_due.discard(owner)
         for spi in self._spis.pop(owner, ()):
             del self.inbound[spi]
@@ -184,7 +174,6 @@ class EspSas:
             return None
         if entry.promote is not None:  # the peer has the new keys: seal with them from now on
             self.outbound[entry.owner] = entry.promote
-            self._keymat_out[entry.owner] = entry.keymat_out
             self.rekey_due.discard(entry.owner)
             entry.promote = None
         return inner, entry.owner
@@ -210,8 +199,7 @@ class EspSas:
         if not inbound:
             return None
         first = sa.hand_over(HANDOVER_SEQ_MARGIN) if hand_over else sa.limit + 1
-        keymat_out = self._keymat_out[owner]
-        return SaState(owner, self._suite[owner], sa.spi, keymat_out, first, tuple(inbound))
+        return SaState(owner, sa.suite, sa.spi, sa.keymat, first, tuple(inbound))
 
     def restore(self, state: SaState, now: float) -> bool:
         """Serve with SAs another node handed over: seal from its first sequence number on,
@@ -232,8 +220,6 @@ class EspSas:
             spis.append(i.spi)
         out = EspOutbound(state.suite, state.spi_out, state.keymat_out, next_seq=state.next_seq)
         self.outbound[owner] = out
-        self._keymat_out[owner] = state.keymat_out
-        self._suite[owner] = state.suite
         if out.needs_rekey:
             self.rekey_due.add(owner)
         return True
