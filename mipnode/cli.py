@@ -193,6 +193,8 @@ def print_status(answer: dict[str, Any]) -> None:
                 f"  candidate {c['kind']:8} {c['family']}  {c['state']:11} rtt {c['rtt_ms']} ms  "
                 f"checks {c['checks_answered']}/{c['checks_sent']}"
             )
+        for f in answer.get("mobile_network_flows", []):
+            print(f"  host {f['host']} -> {f['cn']}  {f['path'] or 'no path'}")
     elif role == "ha":
         print(
             f"home agent {answer['address']}  home prefix {answer['home_prefix']}  "

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Any
 
+from ice.checklist import CandidatePair
 from mipnode.core.direct_paths import Change
 from mipnode.core.mobile_node import MobileNode
 from mipnode.core.views import (
@@ -67,6 +68,18 @@ class CorrespondentView:
 
 
 @dataclass(frozen=True, slots=True)
+class HostFlowView:
+    """A mobile router's flow from a host behind it to a correspondent it offered direct
+    paths to on the host's behalf (core/mn_hosts.py)."""
+
+    host: str
+    cn: str
+    path: str | None
+    since: float | None
+    direct_udp: PeerView
+
+
+@dataclass(frozen=True, slots=True)
 class MnStatus:
     role: str
     home_address: str
@@ -83,6 +96,7 @@ class MnStatus:
     bindings: list[BindingView]
     candidates: list[CandidateView]
     correspondents: list[CorrespondentView]
+    mobile_network_flows: list[HostFlowView]
     core: dict[str, int]
     uptime_s: float
     protection: str  # "esp" (keyed or not yet: see esp_keyed) or "none"
@@ -151,27 +165,48 @@ def correspondent_peer(node: MobileNode, cn: IPv6Address) -> PeerView:
         pairs += [PairView.of_ice(p) for p in node.direct.pairs(cn)]
     selected: SelectedView | None = None
     sel = None if node.direct is None else node.direct.selected(cn)
-    hp = node.home_pair
     if kind == "D-native":
         selected = SelectedView(
             "D-native", coa, Endpoint(str(cn)), None, posix(ready, node.wall_offset)
         )
     elif kind == "D-udp" and sel is not None and node.direct is not None:
-        since = posix(node.direct.since(cn), node.wall_offset)
-        selected = SelectedView(
-            "D-udp",
-            Endpoint.of(sel.local.base),
-            Endpoint.of(sel.remote.address),
-            ms(sel.rtt_s),
-            since,
-        )
-    elif hp is not None:
-        selected = SelectedView(hp.kind, Endpoint.of(hp.local), Endpoint.of(hp.remote), None, None)
+        selected = _d_udp(sel, posix(node.direct.since(cn), node.wall_offset))
+    else:
+        selected = _home(node)
     log = list(node.ro_changes.get(cn, ()))
     if node.direct is not None:
         log += node.direct.changes(cn)
     log.sort(key=lambda c: c.at)
     return PeerView(str(cn), "correspondent", selected, pairs, changes(node, log))
+
+
+def _d_udp(pair: CandidatePair, since: float | None) -> SelectedView:
+    local, remote = Endpoint.of(pair.local.base), Endpoint.of(pair.remote.address)
+    return SelectedView("D-udp", local, remote, ms(pair.rtt_s), since)
+
+
+def _home(node: MobileNode) -> SelectedView | None:
+    """The home pair as a correspondent's selected path (data goes through the HA)."""
+    hp = node.home_pair
+    if hp is None:
+        return None
+    return SelectedView(hp.kind, Endpoint.of(hp.local), Endpoint.of(hp.remote), None, None)
+
+
+def host_flow(node: MobileNode, host: IPv6Address, cn: IPv6Address) -> HostFlowView:
+    hosts = node.hosts
+    kind = node.flow_path(host, cn)
+    sel = None if hosts is None else hosts.selected(host, cn)
+    selected, since = _home(node), None
+    if kind == "D-udp" and sel is not None and hosts is not None:
+        since = posix(hosts.since(host, cn), node.wall_offset)
+        selected = _d_udp(sel, since)
+    pairs = [] if hosts is None or (dp := hosts.paths(host)) is None else dp.pairs(cn)
+    log = [] if hosts is None else hosts.changes(host, cn)
+    peer = PeerView(
+        str(cn), "correspondent", selected, [PairView.of_ice(p) for p in pairs], changes(node, log)
+    )
+    return HostFlowView(str(host), str(cn), kind, since, peer)
 
 
 def paths(node: MobileNode) -> list[PeerView]:
@@ -244,6 +279,7 @@ def status(node: MobileNode, now: float) -> MnStatus:
         bindings=[] if b is None else [b],
         candidates=candidates,
         correspondents=[correspondent(node, now, cn) for cn in node.correspondents()],
+        mobile_network_flows=[host_flow(node, h, cn) for h, cn in node.host_flows()],
         core=node.statistics(),
         uptime_s=round(now - node.started_at, 1),
         protection="none" if node.config.suite is None else "esp",

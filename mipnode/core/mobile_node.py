@@ -76,6 +76,7 @@ from mipnode.core.mn_diagnosis import (
     unacknowledged_text,
     unreachable_text,
 )
+from mipnode.core.mn_hosts import HostPaths, flow_key, split_key
 from mipnode.core.transmit import (
     NATIVE_PORT,
     Deliver,
@@ -146,9 +147,11 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class ForwardingChanged:
-    """Install ``routes`` for ``dst`` (16 octets; ``None``: the default route, i.e. the home
-    path). ``routes`` are tried in order; an empty tuple means "the default"; ``None`` removes
-    the entry (the next packet is a miss again)."""
+    """Install ``routes`` for ``dst`` (``None``: the default route, i.e. the home path):
+    16 octets, a destination of the home address's traffic, or 32, a flow ``host ‖ destination``
+    of a host behind a mobile router (core/mn_hosts.py ``flow_key``). ``routes`` are tried in
+    order; an empty tuple means "the default"; ``None`` removes the entry (the next packet is a
+    miss again)."""
 
     dst: bytes | None
     routes: tuple[Route, ...] | None
@@ -230,6 +233,12 @@ class MobileNode:
         self._bu_in_clear = False  # the next BU goes in clear (every other one once keyed)
         self.direct: DirectPaths | None = None
         self.d_native: DNativePaths | None = None
+        self.hosts: HostPaths | None = None  # a mobile router's direct paths for its hosts
+        self._networks = config.mobile_network_prefixes
+        if config.route_optimization and config.mobile_network_prefixes:
+            self.hosts = HostPaths(
+                config.mobile_network_prefixes, random_bytes=random_bytes, suite=config.suite
+            )
         if config.route_optimization:
             self.direct = DirectPaths(
                 controlling=True,
@@ -304,9 +313,11 @@ class MobileNode:
         self.home = HomePath(self._hoa, self._targets, access, random_bytes=self._random)
         if not self.home.pairs:
             self._set_diagnosis(now, unreachable_text([], self._access_facts()))
+        gathering = any(p.kind == "T-udp" for p in self.home.pairs.values())
         if self.direct is not None:
-            gathering = any(p.kind == "T-udp" for p in self.home.pairs.values())
             self.direct.set_local_candidates(now, access.udp_sockets, gathering=gathering)
+        if self.hosts is not None:
+            self.hosts.set_local_candidates(now, access.udp_sockets, gathering=gathering)
         if self.d_native is not None:
             self.d_native.set_care_of(now, access.ipv6)
         self._settle(now)
@@ -335,6 +346,8 @@ class MobileNode:
             pass
         elif self.direct is not None:
             self.direct.receive_datagram(now, data, local, remote)
+            if self.hosts is not None:
+                self.hosts.receive_datagram(now, data, local, remote)
         else:
             self._drop("udp_stun_unexpected")
         self._settle(now)
@@ -364,13 +377,17 @@ class MobileNode:
             self._register_on(now, self._home_pair)
             self._settle(now)
 
-    def rekey_direct(self, now: float, peer: IPv6Address) -> None:
-        """The driver's SA of the D-udp pair with ``peer`` nears the end of its sequence
-        numbers: an ICE restart brings new descriptions, new shares, new keys."""
-        if self.direct is not None:
-            self._counters["direct_rekeys_for_sequence"] += 1
-            self.direct.restart(now, peer, "esp rekey")
-            self._settle(now)
+    def rekey_direct(self, now: float, owner: bytes) -> None:
+        """The driver's SA of the D-udp pair ``owner`` names (a correspondent, or a host's
+        flow: ``ForwardingChanged.dst``) nears the end of its sequence numbers: an ICE restart
+        brings new descriptions, new shares, new keys."""
+        self._counters["direct_rekeys_for_sequence"] += 1
+        if len(owner) == 32 and self.hosts is not None:
+            host, cn = split_key(owner)
+            self.hosts.restart(now, host, cn, "esp rekey")
+        elif len(owner) == 16 and self.direct is not None:
+            self.direct.restart(now, IPv6Address(owner), "esp rekey")
+        self._settle(now)
 
     def receive_native(self, now: float, pkt: bytes) -> None:
         """A packet to our care-of address the driver's tap saw: a Care-of Test, a Binding
@@ -380,7 +397,8 @@ class MobileNode:
         self._settle(now)
 
     def new_destination(self, now: float, dst: bytes) -> None:
-        """The data plane has no entry for ``dst``: decide its routes once."""
+        """The data plane has no entry for ``dst`` (a destination, or a host's flow: see
+        :class:`ForwardingChanged`): decide its routes once."""
         if dst not in self._dests:
             self._counters["destinations_seen"] += 1
             self._maybe_start(now, dst)
@@ -391,7 +409,7 @@ class MobileNode:
         """Destinations with a direct route that carried data since the last report."""
         for dst in dsts:
             self._last_traffic[dst] = now
-            if self.d_native is not None:
+            if self.d_native is not None and len(dst) == 16:
                 cn = IPv6Address(dst)
                 self.d_native.traffic_seen(now, cn)
                 if self.d_native.ready_since(cn) is None:
@@ -415,6 +433,8 @@ class MobileNode:
             self.home.agent.handle_timer(now)
         if self.direct is not None:
             self.direct.handle_timer(now)
+        if self.hosts is not None:
+            self.hosts.handle_timer(now)
         if self.d_native is not None:
             self.d_native.handle_timer(now)
         if self._keepalive_at is not None and now >= self._keepalive_at:
@@ -437,6 +457,7 @@ class MobileNode:
             self.registration.get_timer(),
             None if self.home is None else self.home.agent.get_timer(),
             None if self.direct is None else self.direct.get_timer(),
+            None if self.hosts is None else self.hosts.get_timer(),
             None if self.d_native is None else self.d_native.get_timer(),
             self._keepalive_at,
             None if self._retiring is None else self._retiring[1],
@@ -462,6 +483,8 @@ class MobileNode:
             stats.update({f"direct_{k}": v for k, v in self.direct.statistics().items()})
         if self.d_native is not None:
             stats.update({f"d_native_{k}": v for k, v in self.d_native.statistics().items()})
+        if self.hosts is not None:
+            stats.update({f"hosts_{k}": v for k, v in self.hosts.statistics().items()})
         stats["destinations"] = len(self._dests)
         return stats
 
@@ -496,8 +519,19 @@ class MobileNode:
     def correspondents(self) -> list[IPv6Address]:
         """Every destination the node sends to (bounded), direct ones first."""
         direct = [] if self.direct is None else self.direct.peers
-        known = [IPv6Address(d) for d in self._dests]
+        known = [IPv6Address(d) for d in self._dests if len(d) == 16]
         return list(dict.fromkeys([*direct, *known]))
+
+    def host_flows(self) -> list[tuple[IPv6Address, IPv6Address]]:
+        """A mobile router's flows (host, correspondent) it offered direct paths for."""
+        return [] if self.hosts is None else self.hosts.flows()
+
+    def flow_path(self, host: IPv6Address, cn: IPv6Address) -> str | None:
+        """The kind of path a host's data to ``cn`` takes now (None: no home path either)."""
+        routes = self._dests.get(flow_key(host.packed, cn.packed))
+        if routes:
+            return routes[0].kind
+        return None if self._home_pair is None else self._home_pair.kind
 
     # -- home path -----------------------------------------------------------------------------
 
@@ -698,6 +732,9 @@ class MobileNode:
                     return
             self._out.append(Deliver(inner))
             return
+        if self._networks and any(IPv6Address(dst) in n for n in self._networks):
+            self._to_host(now, inner, src, dst, payload)
+            return
         coa = None if self.access is None or self.access.ipv6 is None else self.access.ipv6.packed
         if (
             from_ha
@@ -709,6 +746,46 @@ class MobileNode:
         ):
             return
         self._drop("tunnel_wrong_destination")
+
+    def _to_host(self, now: float, inner: bytes, src: bytes, dst: bytes, payload: bytes) -> None:
+        """From the home agent to a host behind this router, and not plain data: an answer to
+        an offer we made on the host's behalf, a refusal of one (core/mn_hosts.py), or anything
+        else for the host itself (ICMP errors, say: the kernel forwards it)."""
+        nh = inner[6]
+        host, peer = IPv6Address(dst), IPv6Address(src)
+        mice = nh == NH_MH and len(payload) > 2 and payload[2] == MhType.EXPERIMENTAL
+        if self.hosts is not None and mice:
+            try:
+                msg = decode_mh_untrusted(payload, peer, host)
+            except BadPacket as exc:
+                self._drop(f"host_mice_{exc.reason}")
+                return
+            if isinstance(msg, ExperimentalMessage):
+                self.hosts.receive_signalling(now, host, peer, msg)
+            else:
+                self._drop("host_mice_not_experimental")
+            return
+        if (
+            self.hosts is not None
+            and nh == NH_ICMPV6
+            and len(payload) >= 48
+            and payload[0] == ICMPV6_PARAMETER_PROBLEM
+            and self._host_offer_refused(now, payload, src, dst)
+        ):
+            return
+        self._out.append(Deliver(inner))
+
+    def _host_offer_refused(self, now: float, icmp: bytes, src: bytes, host: bytes) -> bool:
+        """A Parameter Problem (code 1) for an offer made on ``host``'s behalf: that
+        correspondent does not speak the Mobility Header (RFC 6275 §11.3.5)."""
+        invoking = icmp[8:]
+        if icmp[1] != 1 or invoking[8:24] != host or invoking[24:40] != src:
+            return False
+        if invoking[6] != NH_MH or self.hosts is None:
+            return False
+        self._counters["correspondent_refused_mh_for_host"] += 1
+        self.hosts.stop(now, IPv6Address(host), IPv6Address(src))
+        return True
 
     def _authenticated_alone(self, inner: bytes) -> bool:
         """A clear packet from the home agent that needs no ESP to be believed (module
@@ -843,6 +920,11 @@ class MobileNode:
             return
         if self.registration.state != "registered" or self._backoff.get(dst, 0.0) > now:
             return
+        if len(dst) == 32:  # a host behind this router (core/mn_hosts.py)
+            host, cn = split_key(dst)
+            if self.hosts is not None and is_correspondent(cn) and cn != self._ha:
+                self.hosts.start(now, host, cn)
+            return
         cn = IPv6Address(dst)
         if not is_correspondent(cn) or cn in (self._ha, self._hoa):
             return
@@ -851,6 +933,13 @@ class MobileNode:
 
     def _routes(self, dst: bytes) -> tuple[Route, ...]:
         """The routes to ``dst`` in DESIGN §2 order (D-native before D-udp)."""
+        if len(dst) == 32:  # a host's flow: D-udp only (core/mn_hosts.py)
+            host, peer = split_key(dst)
+            sel = None if self.hosts is None else self.hosts.selected(host, peer)
+            if sel is None or self.hosts is None:
+                return ()
+            sealed = self.hosts.keyed(host, peer)
+            return (Route("D-udp", sel.local.base, sel.remote.address, None, sealed),)
         cn = IPv6Address(dst)
         routes: list[Route] = []
         coa = None if self.access is None else self.access.ipv6
@@ -918,6 +1007,12 @@ class MobileNode:
             if last is not None and now - last > DIRECT_IDLE_S:
                 self.direct.stop(now, cn)
                 self._last_traffic.pop(cn.packed, None)
+        for host, cn in self.host_flows():
+            key = flow_key(host.packed, cn.packed)
+            last = self._last_traffic.get(key)
+            if last is not None and now - last > DIRECT_IDLE_S and self.hosts is not None:
+                self.hosts.stop(now, host, cn)
+                self._last_traffic.pop(key, None)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -937,6 +1032,8 @@ class MobileNode:
                     moved = True
                 if self.direct is not None and self._gathered(now):
                     self.direct.gathering_done(now)
+                    if self.hosts is not None:
+                        self.hosts.gathering_done(now)
                 if self.home.nat66 and self.d_native is not None:
                     # DESIGN §4: no native path through a NAT66 (checksums and care-of tokens
                     # name an address the translator rewrites).
@@ -971,9 +1068,28 @@ class MobileNode:
                 while (p_event := self.direct.next_event()) is not None:
                     self._on_direct_event(now, p_event)
                     moved = True
+            if self.hosts is not None and self._host_output(now):
+                moved = True
             if not moved:
                 break
         self._direct_idle(now)
+
+    def _host_output(self, now: float) -> bool:
+        """What the hosts' direct paths send and decide (core/mn_hosts.py): offers leave
+        through the home agent from the host's address."""
+        assert self.hosts is not None
+        moved = False
+        for dgram in self.hosts.datagrams_to_send(now):
+            self._out.append(SendUdp(dgram.local, dgram.remote, dgram.data))
+            moved = True
+        for host, sig in self.hosts.signalling_to_send():
+            mh = encode_mh(sig.message, host, sig.peer)
+            self._send_home(ipv6_packet(host, sig.peer, NH_MH, mh))
+            moved = True
+        for host, event in self.hosts.events():
+            self._on_direct_event(now, event, host)
+            moved = True
+        return moved
 
     def _gathered(self, now: float) -> bool:
         """Every T-udp pair of the home check list answered or failed once (so D-udp knows
@@ -988,6 +1104,8 @@ class MobileNode:
             mapped = self.home.mapped.get(pair.key)
             if mapped is not None:
                 self.direct.add_server_reflexive(pair.local, mapped, pair.remote[0])
+                if self.hosts is not None:
+                    self.hosts.add_server_reflexive(pair.local, mapped, pair.remote[0])
             elif snap.checks_answered == 0 and str(snap.state) != "failed":
                 return False
         self._gathered_from = (self.home, dict(self.home.mapped))
@@ -1031,13 +1149,18 @@ class MobileNode:
             if dst in self._dests:
                 self._install(now, dst)
 
-    def _on_direct_event(self, now: float, event: DirectPathChanged) -> None:
+    def _on_direct_event(
+        self, now: float, event: DirectPathChanged, host: IPv6Address | None = None
+    ) -> None:
+        """A D-udp pair selected or lost: with ``host``, for that host's flow."""
+        whose = "" if host is None else f" for {host}"
         self._notice(
             "info",
             "d-udp",
-            f"path to {event.peer}: {'D-udp' if event.pair else 'not D-udp'} ({event.reason})",
+            f"path to {event.peer}{whose}: {'D-udp' if event.pair else 'not D-udp'} "
+            f"({event.reason})",
         )
-        dst = event.peer.packed
+        dst = event.peer.packed if host is None else flow_key(host.packed, event.peer.packed)
         if event.keys is not None:
             self._out.append(EspKeyed(event.keys, dst))  # before the route that seals with it
         if event.pair is not None or dst in self._dests:

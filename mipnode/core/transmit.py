@@ -56,7 +56,8 @@ class EspKeyed:
     """A registration (or, ``peer`` set, a direct path's offer and answer) keyed new ESP SAs:
     seal with ``keys.spi_out`` from here on; accept the new inbound SA and keep the previous
     one a little while for packets in flight. ``peer``: the correspondent (16 octets) whose
-    D-udp pair they protect; ``b""``: the home agent's."""
+    D-udp pair they protect, or a mobile router's host flow (32 octets, host ‖ correspondent,
+    core/mn_hosts.py); ``b""``: the home agent's."""
 
     keys: EspKeys = field(repr=False)
     peer: bytes = b""

@@ -57,7 +57,7 @@ KEYLOG_ENV = "MIPNODE_ESP_KEYLOG"
 @dataclass(slots=True)
 class _In:
     sa: EspInbound
-    owner: bytes  # the peer's home address (packed), or b"" on the mobile node
+    owner: bytes  # a home address; on a mobile node a correspondent, a host flow or b"" (HA)
     retire_at: float | None = None
     promote: EspOutbound | None = None  # the outbound SA the first packet opened here proves
     keymat: bytes = field(default=b"", repr=False)  # tells the same keys handed in again

@@ -19,7 +19,6 @@ import logging
 import secrets
 import socket
 from functools import partial
-from ipaddress import IPv6Address
 from typing import Any
 
 import trio
@@ -164,13 +163,12 @@ class MobileNodeDaemon:
     # -- the data plane --------------------------------------------------------------------
     def _from_tun(self, pkt: bytes) -> None:
         if len(pkt) < 40 or pkt[0] >> 4 != 6 or pkt[8:24] != self.hoa:
-            if self.own.sent_by(pkt):  # always by the HA
-                v4 = pkt[0] >> 4 == 4
-                self._to_home(
-                    pkt, "tunnelled_ipv4_to_ha" if v4 else "tunnelled_from_mobile_network"
-                )
-            else:  # e.g. the kernel's link-local MLD/RS on the TUN
+            if not self.own.sent_by(pkt):  # e.g. the kernel's link-local MLD/RS on the TUN
                 self.drops("tun_not_from_hoa")
+            elif pkt[0] >> 4 == 4:  # the IPv4 home address's: always by the HA
+                self._to_home(pkt, "tunnelled_ipv4_to_ha")
+            elif not self._host_flow(pkt):  # a host behind the router: its flow's way
+                self._to_home(pkt, "tunnelled_from_mobile_network")
             return
         dst = pkt[24:40]
         routes = self.fwd.routes.get(dst)
@@ -194,6 +192,24 @@ class MobileNodeDaemon:
                 self.counters.pending.append(counter)
                 return
         self._to_home(pkt, "tunnelled_to_ha")
+
+    def _host_flow(self, pkt: bytes) -> bool:
+        """A host's packet on its flow's D-udp pair (core/mn_hosts.py; the key is source and
+        destination, ``pkt[8:40]``); False: the home path takes it. A miss goes to the core
+        once per batch, like the home address's."""
+        key = pkt[8:40]
+        routes = self.fwd.routes.get(key)
+        if routes is None:
+            if self.ro:
+                self.misses.add(key)
+            return False
+        if not routes:
+            return False
+        sock, addr, _, _, seal = routes[0]
+        self._tunnel(sock, addr, seal, pkt)
+        self.used.add(key)
+        self.counters.pending.append("d_udp_from_mobile_network")
+        return True
 
     def _to_home(self, pkt: bytes, counter: str) -> None:
         default = self.fwd.default
@@ -219,7 +235,7 @@ class MobileNodeDaemon:
         if self.esp.rekey_due:
             for owner in self.esp.rekey_due:
                 if owner:
-                    self.node.rekey_direct(now, IPv6Address(owner))
+                    self.node.rekey_direct(now, owner)
                 else:
                     self.node.request_rekey(now)
             self.esp.rekey_due.clear()

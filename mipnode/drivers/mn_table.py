@@ -1,10 +1,12 @@
 """The mobile node's forwarding table: the node core's ``ForwardingChanged`` events, as sockets.
 
-Per packet the daemon does one dict lookup here (DESIGN §5): destination -> the ways to try, in
+Per packet the daemon does one dict lookup here (DESIGN §5): destination (or, for a host behind
+a mobile router, its flow: source ‖ destination, core/mn_hosts.py) -> the ways to try, in
 the order the core gave (D-native first, then D-udp; empty: the default), each a pre-built
 ``(socket, address, care-of or None, counter, seal)``; ``seal`` names the owner of the ESP SA
 that seals the packet (``b""``: the home agent's, and T-native then uses the raw ESP socket
-instead of IPv6-in-IPv6; a correspondent's address: its keyed D-udp pair) or is ``None``
+instead of IPv6-in-IPv6; a correspondent's address, or a host's flow: its keyed D-udp pair) or
+is ``None``
 (clear); a miss means the default way, the home pair. The table
 also knows the open sockets of every access network (a move keeps two for a while), and which
 remote may speak for a correspondent on D-udp and which correspondents' RH2 data is proven.
@@ -32,8 +34,8 @@ class ForwardingTable:
         self.tx = BatchSender(self.drops)  # UDP ways: sent a batch at a time (flush_tx)
         self.routes: dict[bytes, tuple[Way, ...]] = {}
         self.default: Way | None = None
-        self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN -> its D-udp remote
-        self.direct_sealed: set[bytes] = set()  # CNs whose D-udp pair carries ESP only
+        self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN (or flow) -> its D-udp remote
+        self.direct_sealed: set[bytes] = set()  # CNs (flows) whose D-udp pair is ESP only
         self.d_native: set[bytes] = set()  # CNs whose RH2 data is delivered at once
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
         self.raw41_by_coa: dict[str, socket.socket] = {}
@@ -125,13 +127,15 @@ class ForwardingTable:
 
     # -- what may arrive on a D-udp pair -------------------------------------------------------
     def direct_clear_ok(self, data: bytes, addr: Any, hoa: bytes, drops: Counters) -> bool:
-        """A clear IPv6 packet on UDP: only from the correspondent's selected pair, to us, and
-        only while that pair is not keyed (then it must come sealed)."""
-        sel = self.direct_from.get(data[8:24])
-        if sel is None or sel[0] != addr[0] or sel[1] != addr[1] or data[24:40] != hoa:
+        """A clear IPv6 packet on UDP: only from the correspondent's selected pair, to us (or
+        to a host whose flow with it has that pair), and only while that pair is not keyed
+        (then it must come sealed)."""
+        key = data[8:24] if data[24:40] == hoa else data[24:40] + data[8:24]
+        sel = self.direct_from.get(key)
+        if sel is None or sel[0] != addr[0] or sel[1] != addr[1]:
             drops("direct_not_from_selected_pair")
             return False
-        if data[8:24] in self.direct_sealed:
+        if key in self.direct_sealed:
             drops("clear_direct_refused")
             return False
         return True
@@ -140,7 +144,8 @@ class ForwardingTable:
         self, esp: EspSas, data: bytes, addr: Any, hoa: bytes, now: float, drops: Counters
     ) -> bytes | None:
         """ESP on a D-udp pair: the inner packet if that correspondent's SA opened it, it came
-        from its selected pair, and it goes from the correspondent to us; else None (counted).
+        from its selected pair, and it goes from the correspondent to us (a flow's SA: to that
+        host); else None (counted).
         """
         entry = esp.inbound_sa(data, drops)
         if entry is None:
@@ -153,7 +158,11 @@ class ForwardingTable:
         if opened is None:
             return None
         inner, owner = opened
-        if inner[8:24] != owner or inner[24:40] != hoa:
+        if len(owner) == 32:  # a host's flow: host ‖ correspondent
+            src, dst = owner[16:], owner[:16]
+        else:
+            src, dst = owner, hoa
+        if inner[8:24] != src or inner[24:40] != dst:
             drops("esp_direct_wrong_addresses")
             return None
         return inner

@@ -187,10 +187,11 @@ def settle_correspondent_path(
     """
     # The MN starts return routability with the first packets it sends to the CN (replies
     # included, when the CN starts the conversation).
+    node, address = t.mn_host()  # the home address, or a host behind a mobile router
     if from_cn:
-        ping(t, "cn", HOA, count=2)
+        ping(t, "cn", address, count=2)
     else:
-        ping(t, "mn", peer, count=2)
+        ping(t, node, peer, count=2)
     seen: list[str] = []
     if expected.startswith("D-"):
         watch = D_NATIVE_WAIT_S
@@ -462,7 +463,7 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
         problems.append(f"first data after {first_data} ms (budget {sc.expect_first_data_ms:g})")
     problems += _daemons_healthy(t, sc)
     if t.mobile_network:
-        problems += _mobile_network_routed(t, result)
+        problems += _mobile_network_routed(t, result, direct=sc.expect_mn_cn == "D-udp")
     if t.ipv4_home:
         problems += _ipv4_home_used(t, result)
     if ha_kinds != [result["observed"]["mn_ha"]]:
@@ -475,22 +476,29 @@ def _connectivity_case(t: Topology, sc: Scenario, result: dict[str, Any]) -> lis
     return problems
 
 
-def _mobile_network_routed(t: Topology, result: dict[str, Any]) -> list[str]:
+def _mobile_network_routed(t: Topology, result: dict[str, Any], *, direct: bool) -> list[str]:
     """A mobile router's network must be registered at the home agent and its host's traffic
-    must have crossed the router's tunnel (not some way around it)."""
+    must have crossed the router's tunnel (not some way around it); with ``direct``, its
+    traffic must also have left on the D-udp pair the router checked for it."""
     ha = daemon_status(t, cluster.serving(t), "bindings") or {}
     routed = [b.get("mobile_network_prefixes") for b in ha.get("bindings", []) if b["hoa"] == HOA]
-    sent = ((daemon_status(t, "mn") or {}).get("counters") or {}).get(
-        "tunnelled_from_mobile_network", 0
-    )
+    counters = (daemon_status(t, "mn") or {}).get("counters") or {}
+    sent = counters.get("tunnelled_from_mobile_network", 0)
+    sent_direct = counters.get("d_udp_from_mobile_network", 0)
     own = [b.get("mobile_network_prefixes") for b in _mn_bindings(t)]
-    result["observed"]["mobile_network"] = {"ha_routes": routed, "router_tunnelled": sent}
+    result["observed"]["mobile_network"] = {
+        "ha_routes": routed,
+        "router_tunnelled": sent,
+        "router_direct": sent_direct,
+    }
     problems = []
     for who, seen in (("HA", routed), ("router", own)):
         if seen != [[topology.MOBILE_NETWORK]]:
             problems.append(f"{who} binding routes {seen}, expected [{topology.MOBILE_NETWORK}]")
     if not sent:
         problems.append("nothing from the mobile network went through the router's tunnel")
+    if direct and not sent_direct:
+        problems.append("nothing from the mobile network left on the router's D-udp pair")
     return problems
 
 

@@ -112,11 +112,20 @@ def correspondent_path(
 
     A peer the MN does not list (or lists without a path) has no path: ``NO_PATH``, never the
     home path. The MN lists every destination it sends to, so an unlisted peer means its
-    traffic has not reached the MN's daemon, and the lab must not guess where it would go."""
+    traffic has not reached the MN's daemon, and the lab must not guess where it would go.
+
+    Behind a mobile router the traffic is the host's (``Topology.mn_host``): its flow to
+    ``peer`` as the router lists it under ``mobile_network_flows``."""
     if status is None:
         status = daemon_status(t, "mn")
     if not status:  # the MN did not answer
         return None
+    if t.mobile_network:
+        _, host = t.mn_host()
+        for f in status.get("mobile_network_flows") or []:
+            if f.get("host") == host and f.get("cn") == peer:
+                return str(f["path"]) if f.get("path") else NO_PATH
+        return NO_PATH
     for c in status.get("correspondents") or []:
         if c.get("cn") == peer:
             return str(c["path"]) if c.get("path") else NO_PATH

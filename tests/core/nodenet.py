@@ -25,6 +25,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from typing import Any
 
 from mipnode.core.ha import HaCoreConfig, SecurityAssociation
 from mipnode.core.home_agent import (
@@ -118,6 +119,8 @@ class NodeNet:
     notices: list[tuple[float, str, str]] = field(default_factory=list)
     protected: bool = False
     ha_random: bool = True  # False: a home agent that cannot key ESP (protection off)
+    mn_prefixes: tuple[IPv6Network, ...] = ()  # the SA's mobile network prefixes (a router)
+    others: list[Any] = field(default_factory=list)  # more cores with timers (get/handle_timer)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -151,7 +154,7 @@ class NodeNet:
             HaCoreConfig(
                 address=HA6,
                 home_prefix=HOME,
-                security_associations=(SecurityAssociation(SPI, KEY, HOA),),
+                security_associations=(SecurityAssociation(SPI, KEY, HOA, self.mn_prefixes),),
                 max_lifetime_s=600,
                 refresh_requests=True,
                 require_protection=self.protected,
@@ -369,7 +372,8 @@ class NodeNet:
 
     def run_until(self, t: float, *, max_steps: int = 2_000_000) -> None:
         for _ in range(max_steps):
-            timers = [x for x in (self.mn.get_timer(), self.ha.get_timer()) if x is not None]
+            cores = (self.mn, self.ha, *self.others)
+            timers = [x for x in (c.get_timer() for c in cores) if x is not None]
             nxt = min([*timers, *([self._queue[0][0]] if self._queue else [])], default=None)
             if nxt is None or nxt > t:
                 self.now = max(self.now, t)
@@ -384,6 +388,10 @@ class NodeNet:
             ht = self.ha.get_timer()
             if ht is not None and ht <= self.now:
                 self.ha.handle_timer(self.now)
+            for other in self.others:
+                ot = other.get_timer()
+                if ot is not None and ot <= self.now:
+                    other.handle_timer(self.now)
             self._drain()
         raise AssertionError(f"no progress at t={self.now}")
 
