@@ -581,8 +581,7 @@ class HomeAgentCore:
         served = 0
         for entry in list(self._cache):
             self._cache.remove(entry.home_address)
-            self._brr.cancel(entry.home_address)
-            self._ipv4.release(entry.home_address)
+            self._binding_ended(entry)
             if entry.state is BindingState.REGISTERED:
                 served += 1
                 self._events.append(BindingRemoved(entry.home_address, "released"))
@@ -717,10 +716,9 @@ class HomeAgentCore:
         entry.lifetime_s = 0
         entry.keys = None
         entry.prefixes = ()
+        self._binding_ended(entry)
         entry.ipv4_home_address = None
-        self._ipv4.release(entry.home_address)
         entry.registered_at = now
-        self._brr.cancel(entry.home_address)
         self._cache.hold(entry, now + MAX_DELETE_BCE_TIMEOUT)
         self._state_version += 1
         self._changed.add(entry.home_address)
@@ -780,6 +778,12 @@ class HomeAgentCore:
             advice=self._refresh_advice(units),
             share=ours,
         )
+
+    def _binding_ended(self, entry: _Entry) -> None:
+        """What a registration holds besides its entry ends with it (expired, deleted, or
+        released to another node): a pending refresh request and its IPv4 home address."""
+        self._brr.cancel(entry.home_address)
+        self._ipv4.release(entry.home_address)
 
     def _give_ipv4(self, request: _Request, entry: _Entry) -> None:
         """RFC 5555 §3.2.1: answer the IPv4 Home Address option, if the BU has one; a
@@ -910,8 +914,7 @@ class HomeAgentCore:
         self._state_version += len(expiry.expired) + len(expiry.purged)
         self._changed.update(e.home_address for e in (*expiry.expired, *expiry.purged))
         for entry in expiry.expired:
-            self._brr.cancel(entry.home_address)
-            self._ipv4.release(entry.home_address)
+            self._binding_ended(entry)
             self._counters["expirations"] += 1
             self._events.append(BindingRemoved(entry.home_address, "expired"))
 
