@@ -21,9 +21,12 @@ A flow is keyed by 32 octets, ``host ‖ correspondent`` (:func:`flow_key`): the
 forwarding table, its SA table and this module use the same key, so a host's flows never mix
 with the router's own (keyed by the correspondent's 16 octets).
 
-Bounds: at most ``max_hosts`` hosts (each at most ``max_flows`` correspondents); signalling for
-a host is taken only from a correspondent we offered to (nothing starts a host's agent but the
-host's own traffic); a host whose last flow stopped is forgotten.
+Bounds: at most ``max_hosts`` hosts (each at most ``max_flows`` correspondents); for a host
+only *answers* are taken, and only from a correspondent we offered to (nothing starts a host's
+agent but the host's own traffic; the router answers no offer made to a host); a flow whose
+checks selected no pair within ``give_up_s`` of its start (a correspondent that drops the
+Mobility Header silently, or a firewall no pair crosses) ends (:meth:`HostPaths.gave_up`: the
+node core keeps it on the home path for a while); a host without flows is forgotten.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from ice.agent import OutgoingDatagram
 from ice.candidate import TransportAddress
 from ice.checklist import CandidatePair
 from mipnode.core.direct_paths import Change, DirectPathChanged, DirectPaths, Signalling
+from mipnode.wire import mice
+from mipnode.wire.errors import BadPacket
 from mipnode.wire.mh import ExperimentalMessage
 
 RandomBytes = Callable[[int], bytes]
@@ -43,6 +48,7 @@ RandomBytes = Callable[[int], bytes]
 # Implementation constants
 MAX_HOSTS = 32  # hosts behind the router with direct paths at once
 MAX_FLOWS_PER_HOST = 16  # correspondents per host
+GIVE_UP_S = 45.0  # a flow with no pair selected this long after its start ends
 
 
 def flow_key(host: bytes, cn: bytes) -> bytes:
@@ -66,12 +72,17 @@ class HostPaths:
         suite: int | None,
         max_hosts: int = MAX_HOSTS,
         max_flows: int = MAX_FLOWS_PER_HOST,
+        give_up_s: float = GIVE_UP_S,
     ) -> None:
         self.networks = networks
         self._random = random_bytes
         self._suite = suite
         self._max_hosts = max_hosts
         self._max_flows = max_flows
+        self._give_up_s = give_up_s
+        # (host, cn) -> when it must have selected a pair; gone at its first selection
+        self._deadline: dict[tuple[IPv6Address, IPv6Address], float] = {}
+        self._gave_up: list[tuple[IPv6Address, IPv6Address]] = []
         self._hosts: dict[IPv6Address, DirectPaths] = {}
         self._candidates: list[TransportAddress] = []
         self._gathering = False
@@ -122,17 +133,26 @@ class HostPaths:
                 return False
             dp = self._new(now)
             self._hosts[host] = dp
+        known = cn in dp.peers
         ok = dp.start(now, cn)
         if not ok:
             self._counters["start_refused_flows"] += 1
             self._forget_if_idle(host)
+        elif not known:
+            self._deadline[(host, cn)] = now + self._give_up_s
         return ok
 
     def stop(self, now: float, host: IPv6Address, cn: IPv6Address) -> None:
+        self._deadline.pop((host, cn), None)
         dp = self._hosts.get(host)
         if dp is not None:
             dp.stop(now, cn)
             self._forget_if_idle(host)
+
+    def gave_up(self) -> list[tuple[IPv6Address, IPv6Address]]:
+        """Flows ended since the last call because no pair was selected in time."""
+        out, self._gave_up = self._gave_up, []
+        return out
 
     def restart(self, now: float, host: IPv6Address, cn: IPv6Address, reason: str) -> None:
         dp = self._hosts.get(host)
@@ -146,10 +166,19 @@ class HostPaths:
         self, now: float, host: IPv6Address, cn: IPv6Address, msg: ExperimentalMessage
     ) -> None:
         """An answer from ``cn`` to ``host`` (through the home agent). Only from a
-        correspondent we offered to for that host: nothing else starts an agent here."""
+        correspondent we offered to for that host, and only an answer: nothing else starts or
+        replaces an agent here."""
         dp = self._hosts.get(host)
         if dp is None or cn not in dp.peers:
             self._counters["drop_mice_not_offered"] += 1
+            return
+        try:
+            items = mice.mice_from_options_untrusted(msg.options)
+        except BadPacket as exc:
+            self._counters[f"drop_mice_{exc.reason}"] += 1
+            return
+        if not any(isinstance(i, mice.AnswerTo) for i in items):
+            self._counters["drop_mice_offer_to_host"] += 1
             return
         dp.receive_signalling(now, cn, msg)
 
@@ -164,10 +193,16 @@ class HostPaths:
     def handle_timer(self, now: float) -> None:
         for dp in self._hosts.values():
             dp.handle_timer(now)
+        for (host, cn), at in list(self._deadline.items()):
+            if at <= now:
+                self.stop(now, host, cn)
+                self._gave_up.append((host, cn))
+        for host in list(self._hosts):
+            self._forget_if_idle(host)  # a peer the engine forgot on its own
 
     def get_timer(self) -> float | None:
         times = [t for dp in self._hosts.values() if (t := dp.get_timer()) is not None]
-        return min(times, default=None)
+        return min([*times, *self._deadline.values()], default=None)
 
     def datagrams_to_send(self, now: float) -> list[OutgoingDatagram]:
         return [d for dp in self._hosts.values() for d in dp.datagrams_to_send(now)]
@@ -180,6 +215,8 @@ class HostPaths:
         yield from left
         for host, dp in list(self._hosts.items()):
             while (event := dp.next_event()) is not None:
+                if event.pair is not None:
+                    self._deadline.pop((host, event.peer), None)
                 yield host, event
 
     # -- inspection --------------------------------------------------------------------------

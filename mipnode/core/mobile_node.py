@@ -111,6 +111,7 @@ MOVE_OVERLAP_S = 5.0  # the old access network's sockets stay open at most this 
 DEST_TTL_S = 60.0  # a destination entry without a direct path is reconsidered this often
 MAX_DESTINATIONS = 4096  # forwarding table entries (the oldest empty one goes first)
 DIRECT_IDLE_S = 300.0  # no traffic for this long: stop offering direct paths to a peer
+HOST_RETRY_S = 600.0  # a host's flow refused or never answered: offered again this much later
 KEEPALIVE_PAYLOAD = b"mipnode keepalive".ljust(64, b".")  # >= a BRR: amplification <= 1
 MAX_CHANGES = 20
 DIAGNOSIS_REPEAT_S = 30.0  # an unchanged diagnosis is told again at most this often
@@ -635,6 +636,8 @@ class MobileNode:
             self._retire()
             if self.direct is not None and self.direct.resend_offers(now):
                 self._counters["offers_resent_after_handover"] += 1
+            if self.hosts is not None and self.hosts.resend_offers(now):
+                self._counters["host_offers_resent_after_handover"] += 1
         self._notice(
             "info" if changed or first else "debug",
             "registered",
@@ -779,19 +782,36 @@ class MobileNode:
         """A Parameter Problem (code 1) for an offer made on ``host``'s behalf: that
         correspondent does not speak the Mobility Header (RFC 6275 §11.3.5)."""
         invoking = icmp[8:]
-        if icmp[1] != 1 or invoking[8:24] != host or invoking[24:40] != src:
+        if icmp[1] != 1 or len(invoking) < 43 or invoking[8:24] != host or invoking[24:40] != src:
             return False
-        if invoking[6] != NH_MH or self.hosts is None:
+        if invoking[6] != NH_MH or invoking[42] != MhType.EXPERIMENTAL or self.hosts is None:
             return False
+        host_a, cn = IPv6Address(host), IPv6Address(src)
+        if (host_a, cn) not in self.hosts.flows() or self.hosts.selected(host_a, cn):
+            return False  # not ours, or a working pair unauthenticated ICMP must not end
         self._counters["correspondent_refused_mh_for_host"] += 1
-        self.hosts.stop(now, IPv6Address(host), IPv6Address(src))
+        self.hosts.stop(now, host_a, cn)
+        self._host_flow_ended(now, flow_key(host, src))
         return True
+
+    def _host_flow_ended(self, now: float, key: bytes) -> None:
+        """A host's flow that will not get a direct path (refused, or never answered): its
+        entry stays on the home path until ``HOST_RETRY_S`` from now, so the host's next
+        packets do not start it again."""
+        self._backoff[key] = now + HOST_RETRY_S
+        while len(self._backoff) > MAX_DESTINATIONS:
+            self._backoff.pop(next(iter(self._backoff)))
+        self._dests.pop(key, None)  # reinstalled with the back-off as its expiry
+        self._install(now, key)
 
     def _authenticated_alone(self, inner: bytes) -> bool:
         """A clear packet from the home agent that needs no ESP to be believed (module
         docstring): MH from the home agent (BA, BRR: MN-HA authenticator) and check answers
         (STUN integrity) from its STUN port."""
         if len(inner) < 48 or inner[8:24] != self._ha_bytes:
+            return False
+        coa = None if self.access is None or self.access.ipv6 is None else self.access.ipv6.packed
+        if inner[24:40] not in (self._hoa_bytes, coa):  # never a host's (core/mn_hosts.py)
             return False
         nh = inner[6]
         return nh == NH_MH or (nh == NH_UDP and int.from_bytes(inner[40:42], "big") == STUN_PORT)
@@ -922,8 +942,9 @@ class MobileNode:
             return
         if len(dst) == 32:  # a host behind this router (core/mn_hosts.py)
             host, cn = split_key(dst)
-            if self.hosts is not None and is_correspondent(cn) and cn != self._ha:
-                self.hosts.start(now, host, cn)
+            ok = self.hosts is not None and is_correspondent(cn) and cn != self._ha
+            if ok and self.hosts is not None and self.hosts.start(now, host, cn):
+                self._last_traffic.setdefault(dst, now)  # idle counts from the start
             return
         cn = IPv6Address(dst)
         if not is_correspondent(cn) or cn in (self._ha, self._hoa):
@@ -1088,6 +1109,10 @@ class MobileNode:
             moved = True
         for host, event in self.hosts.events():
             self._on_direct_event(now, event, host)
+            moved = True
+        for host, cn in self.hosts.gave_up():
+            self._counters["host_flows_unanswered"] += 1
+            self._host_flow_ended(now, flow_key(host.packed, cn.packed))
             moved = True
         return moved
 

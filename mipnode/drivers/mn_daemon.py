@@ -400,6 +400,8 @@ class MobileNodeDaemon:
     def _on_event(self, event: object) -> None:
         if isinstance(event, ForwardingChanged):
             self.fwd.apply(event)
+            if event.dst and event.routes is None:
+                self.esp.forget(event.dst)  # a D-udp pair's SAs go with its entry (bounded)
         elif isinstance(event, Notice):
             log.log(LEVELS.get(event.level, logging.ERROR), "%s", event.text)
         elif isinstance(event, AccessRetired):

@@ -14,7 +14,7 @@ from nodenet import CN, HA6, HOA, KEY, SPI, NodeNet, Wire
 
 from mipnode.core.cn import CnCoreConfig
 from mipnode.core.correspondent_node import CnForwardingChanged, CorrespondentNode
-from mipnode.core.direct_paths import DirectPaths
+from mipnode.core.direct_paths import OFFER_TRIES, DirectPaths
 from mipnode.core.home_agent import SendVia
 from mipnode.core.mn_hosts import HostPaths, flow_key
 from mipnode.core.mn_status import status
@@ -184,16 +184,78 @@ def test_a_correspondent_that_refuses_the_mobility_header_ends_the_hosts_offers(
     address) with a Parameter Problem code 1; the router stops offering for that host."""
     net = registered_router(False)
     net.cn_speaks_mh = False
-    host_sends(net)
+    key = host_sends(net)
     net.run_for(0.1)
     offer = next(p for p in net.cn_rx if p[6] == NH_MH)
-    icmp = bytes([4, 1, 0, 0]) + (40).to_bytes(4, "big") + offer[:1232]
-    problem = ipv6_packet(CN, HOST, NH_ICMPV6, icmp)
     assert net.mn.host_flows() == [(HOST, CN)]
-    net.mn.receive_tunnelled(net.now, problem, (str(net.access.ipv6), 0), (str(HA6), 0))
+    net.mn.receive_tunnelled(net.now, refusal(offer), (str(net.access.ipv6), 0), (str(HA6), 0))
     assert net.mn.host_flows() == []
     assert net.mn.statistics()["correspondent_refused_mh_for_host"] == 1
     assert not [o for o in net.mn.datagrams_to_send(net.now) if isinstance(o, Deliver)]
+    # And it stays refused: the host's flow keeps its home-path entry, no offer for minutes.
+    assert net.mn_routes[key] == ()
+    offers = len(net.cn_rx)
+    net.run_for(300.0)
+    host_sends(net)
+    net.run_for(5.0)
+    assert len(net.cn_rx) == offers and net.mn.host_flows() == []
+
+
+def refusal(offer: bytes) -> bytes:
+    """What a host without the Mobility Header answers an offer with (RFC 4443 §3.4: a
+    Parameter Problem code 1 pointing at the Next Header field, offset 6)."""
+    icmp = bytes([4, 1, 0, 0]) + (6).to_bytes(4, "big") + offer[:1232]
+    return ipv6_packet(IPv6Address(offer[24:40]), IPv6Address(offer[8:24]), NH_ICMPV6, icmp)
+
+
+def test_a_refusal_does_not_end_a_flow_with_a_working_pair() -> None:
+    """A Parameter Problem is not authenticated (anyone can send one to the host's address,
+    and the home agent tunnels it): a flow whose checks selected a pair keeps it, and the
+    message goes on to the host."""
+    net = registered_router(False)
+    key = host_sends(net)
+    net.run_for(5.0)
+    offer = next(p for p in net.via_ha if p[6] == NH_MH)
+    forged = refusal(offer)
+    net.mn.receive_tunnelled(net.now, forged, (str(net.access.ipv6), 0), (str(HA6), 0))
+    assert net.mn.host_flows() == [(HOST, CN)] and net.mn_routes[key][0].kind == "D-udp"
+    assert [o.packet for o in net.mn.datagrams_to_send(net.now) if isinstance(o, Deliver)] == [
+        forged
+    ]
+
+
+def test_a_correspondent_that_never_answers_ends_the_flow_and_is_not_offered_again_soon() -> None:
+    """A correspondent that drops the Mobility Header silently: the flow ends when no pair
+    was selected 45 s after its start, and the host's traffic stays on the home path without
+    new offers (each is 1,100 octets) until the back-off is over."""
+    net = registered_router(False)
+    net.cn_speaks_mh = False
+    key = host_sends(net)
+    net.run_for(50.0)
+    assert net.mn.host_flows() == []
+    assert net.mn.statistics()["host_flows_unanswered"] == 1
+    assert net.mn_routes[key] == ()
+    offers = len(net.cn_rx)
+    assert 0 < offers <= 2 * OFFER_TRIES  # at most two rounds before it gave up
+    net.run_for(500.0)
+    host_sends(net)
+    net.run_for(5.0)
+    assert len(net.cn_rx) == offers
+
+
+def test_under_protection_clear_packets_from_the_home_agent_never_reach_a_host() -> None:
+    """The attack: an off-path sender forges the home agent's outer and inner source and
+    sends clear packets (a Mobility Header, UDP from the STUN port) to a host's address
+    through the router's tunnel. Under protection only what the SA opened goes to hosts."""
+    net = registered_router(True)
+    coa = (str(net.access.ipv6), 0)
+    for packet in (
+        ipv6_packet(HA6, HOST, NH_MH, bytes([59, 1, 11, 0]) + bytes(12)),
+        ipv6_packet(HA6, HOST, 17, (3478).to_bytes(2, "big") + (80).to_bytes(2, "big") + bytes(12)),
+    ):
+        net.mn.receive_tunnelled(net.now, packet, coa, (str(HA6), 0), protected=False)
+    assert not [o for o in net.mn.datagrams_to_send(net.now) if isinstance(o, Deliver)]
+    assert net.mn.statistics()["drop_clear_from_home_agent"] == 2
 
 
 def test_other_packets_for_a_host_from_the_home_agent_go_to_the_host() -> None:
@@ -232,6 +294,13 @@ def test_descriptions_for_a_host_count_only_from_a_correspondent_offered_to() ->
     hp.receive_signalling(0.0, HOST, stranger, answer_from(stranger, HOST))
     assert hp.flows() == [(HOST, CN)]
     assert hp.statistics()["drop_mice_not_offered"] == 2
+    # Even the correspondent offered to cannot offer to the host (nor replace our agent):
+    dp = hp.paths(HOST)
+    assert dp is not None
+    ufrag = dp.offer_ufrag(CN)
+    hp.receive_signalling(0.0, HOST, CN, answer_from(CN, HOST))
+    assert hp.statistics()["drop_mice_offer_to_host"] == 1
+    assert dp.offer_ufrag(CN) == ufrag and not hp.signalling_to_send()[1:]
 
 
 def test_only_hosts_of_the_routers_networks_and_only_within_bounds() -> None:
