@@ -431,8 +431,6 @@ def load_ha_config(path: str) -> HaConfig:
     state_dir = r.state_dir("state_dir")
     protection = r.choice("protection", "esp", PROTECTIONS)
     ipv4_home_prefix = r.ipv4_prefix("ipv4_home_prefix")
-    if ipv4_home_prefix is not None and protection != "esp":
-        raise r.error("ipv4_home_prefix", 'IPv4 home addresses need protection = "esp"')
     r.finish()
     cluster = _cluster(path, table.get("cluster"), cfg_udp) if "cluster" in table else None
     if cluster is not None and state_dir is not None:
@@ -596,8 +594,6 @@ def load_mn_config(path: str) -> MnConfig:
             ) from None
         if v4_text != "auto" and (ipv4_home.is_unspecified or ipv4_home.is_multicast):
             raise r.error("ipv4_home_address", f"{ipv4_home} is no unicast address")
-        if protection != "esp":
-            raise r.error("ipv4_home_address", 'IPv4 home addresses need protection = "esp"')
     if registration == "implicit" and not prefixes:
         raise r.error("prefix_registration", "only with mobile_network_prefixes")
     r.finish()

@@ -993,12 +993,6 @@ def test_ipv4_home_addresses_on_both_sides(write: Writer) -> None:
         ({"ipv4_home_prefix": "192.0.2.1/24"}, {}, "ha.ipv4_home_prefix", "not an IPv4 prefix"),
         ({"ipv4_home_prefix": "10.0.0.0/7"}, {}, "ha.ipv4_home_prefix", "10.0.0.0/7: between"),
         (
-            {"ipv4_home_prefix": "192.0.2.0/24", "protection": "none"},
-            {},
-            "ha.ipv4_home_prefix",
-            "IPv4 home addresses need",
-        ),
-        (
             {},
             {"ipv4_home_address": "192.0.2.9"},
             "mobile_node[0].ipv4_home_address",
@@ -1030,7 +1024,6 @@ def _both(ha: dict[str, Any], entry: dict[str, Any]) -> Doc:
     [
         ({"ipv4_home_address": "any"}, "\"auto\" or an IPv4 address, got 'any'"),
         ({"ipv4_home_address": "224.0.0.1"}, "224.0.0.1 is no unicast address"),
-        ({"ipv4_home_address": "auto", "protection": "none"}, "IPv4 home addresses need"),
     ],
 )
 def test_bad_ipv4_home_settings_of_the_mn_are_one_line(
@@ -1038,3 +1031,13 @@ def test_bad_ipv4_home_settings_of_the_mn_are_one_line(
 ) -> None:
     _, err = mn_error(write, with_mn(**changes))
     assert err.key == "mn.ipv4_home_address" and err.problem.startswith(problem), err.problem
+
+
+def test_ipv4_home_addresses_work_without_protection_too(write: Writer) -> None:
+    """RFC 5555 §4.1 carries IPv4 in the tunnel in clear as well (IPv4-in-IPv6, IPv4 in UDP)."""
+    ha = load_ha_config(
+        write(_both({"ipv4_home_prefix": "192.0.2.0/24", "protection": "none"}, {}))
+    )
+    assert ha.protection == "none" and str(ha.ipv4_home_prefix) == "192.0.2.0/24"
+    mn = load_mn_config(write(with_mn(ipv4_home_address="auto", protection="none")))
+    assert mn.protection == "none" and str(mn.ipv4_home_address) == "0.0.0.0"

@@ -41,7 +41,7 @@ def ipv4(src: IPv4Address, dst: IPv4Address) -> bytes:
     return bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]) + src.packed + dst.packed + bytes(8)
 
 
-def daemon() -> tuple[HomeAgentDaemon, Recorder]:
+def daemon(protection: str = "esp") -> tuple[HomeAgentDaemon, Recorder]:
     config = HaConfig(
         path="ha.toml",
         address=HA,
@@ -56,6 +56,7 @@ def daemon() -> tuple[HomeAgentDaemon, Recorder]:
         ),
         control_socket="@mipnode-ha-test",
         state_dir=None,
+        protection=protection,
     )
     d = HomeAgentDaemon(config)
     rec = Recorder()
@@ -63,7 +64,8 @@ def daemon() -> tuple[HomeAgentDaemon, Recorder]:
     d.tun = rec  # type: ignore[assignment]
     d.esp.keyed(HOA.packed, EspKeys(SUITE_AES_GCM, OUT, TO_MN, IN, TO_HA), 0.0)
     d.routes[HOA.packed] = VIA
-    d.ipv4_owner = {V4.packed: HOA.packed, V4_OTHER.packed: HOA2.packed}
+    d.ipv4.set(HOA.packed, V4)
+    d.ipv4.set(HOA2.packed, V4_OTHER)
     return d, rec
 
 
@@ -86,3 +88,42 @@ async def test_only_the_sas_own_ipv4_home_address_is_forwarded() -> None:
     d._from_esp(mn.seal(spoofed, NH_IPV4) or b"", VIA)
     assert rec.written == [own]
     assert d.drops["esp_inner_source_not_owner"] == 1
+
+
+def clear_daemon() -> tuple[HomeAgentDaemon, Recorder, Recorder]:
+    """Without protection (RFC 5555 §4.1 in clear): IPv4-in-IPv6 on T-native."""
+    d, rec = daemon("none")
+    d.esp.forget(HOA.packed)
+    raw4, raw41 = Recorder(), Recorder()
+    d.raw4, d.raw41 = raw4, raw41  # type: ignore[assignment]
+    return d, rec, raw4
+
+
+async def test_in_clear_ipv4_goes_as_ipv4_in_ipv6_and_its_own_comes_back_in() -> None:
+    d, tun, raw4 = clear_daemon()
+    down = ipv4(IPv4Address("198.18.0.2"), V4)
+    d._from_tun(down)
+    assert raw4.sent == [(down, (COA, 0))]  # protocol 4 to the care-of address, not 41
+    up = ipv4(V4, IPv4Address("198.18.0.2"))
+    d._from_raw4(up, (COA, 0))
+    d._from_ipv4(up, Via("T-udp", (COA, 40000), 4191))  # not its binding's path
+    assert tun.written == [up]
+    assert d.drops["ingress_wrong_endpoint"] == 1
+
+
+async def test_in_clear_an_ipv4_source_is_only_its_owners_on_its_path() -> None:
+    """The attack: a node (or anyone) sends IPv4 with another node's IPv4 home address, or an
+    address no binding has, through the tunnel."""
+    d, tun, _ = clear_daemon()
+    d._from_raw4(ipv4(V4_OTHER, IPv4Address("198.18.0.2")), (COA, 0))  # HOA2 is not bound
+    d._from_raw4(ipv4(IPv4Address("192.0.2.77"), IPv4Address("198.18.0.2")), (COA, 0))
+    d._from_raw4(b"\x45" + bytes(10), (COA, 0))
+    assert tun.written == []
+    assert d.drops["ingress_wrong_endpoint"] == 1  # HOA2's address, but not on HOA2's path
+    assert d.drops["ingress_unbound_source"] == 1 and d.drops["ipv4_too_short"] == 1
+
+
+async def test_under_protection_clear_ipv4_is_refused() -> None:
+    d, rec = daemon()
+    d._from_ipv4(ipv4(V4, IPv4Address("198.18.0.2")), VIA)
+    assert rec.written == [] and d.drops["clear_data_refused"] == 1

@@ -313,3 +313,18 @@ def test_no_answer_means_no_time_from_the_first_answer(
     entry = timeline.restart_home_agent(t, "both", keep_state=False)  # type: ignore[arg-type]
     assert (entry["resumed_ms"], entry["answered_to_traffic_ms"]) == (None, None)
     assert entry["state_file_removed"] is False
+
+
+@pytest.mark.parametrize(
+    ("proto", "match"),
+    [("ipv6", "meta l4proto ipv6 "), ("ipv4-in-ipv6", "meta l4proto 4 "), ("all", "")],
+)
+def test_block_rules_name_the_protocol_nft_knows(proto: str, match: str) -> None:
+    """Protocol 4 has no name every /etc/protocols agrees on: the rule carries its number."""
+    rules = timeline._block_rules(
+        Step("block", proto=proto, between=("2001:db8::1", "2001:db8::2"))
+    )
+    assert rules == [
+        f"ip6 saddr 2001:db8::1 ip6 daddr 2001:db8::2 {match}drop",
+        f"ip6 saddr 2001:db8::2 ip6 daddr 2001:db8::1 {match}drop",
+    ]

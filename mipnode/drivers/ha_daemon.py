@@ -52,6 +52,7 @@ from mipnode.drivers.batch_tx import BatchSender
 from mipnode.drivers.check_lane import open_lane
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import IPPROTO_ESP, EspSas
+from mipnode.drivers.ha_ipv4 import Ipv4Homes
 from mipnode.drivers.io import (
     Counters,
     kernel_drops,
@@ -119,9 +120,8 @@ class HomeAgentDaemon:
         self.routes: dict[bytes, Via] = {}
         # Mobile routers' prefixes -> their home address (RFC 3963): looked up on a miss only.
         self.prefixes = PrefixTable()
-        # IPv4 home addresses (RFC 5555, 4 octets) -> their mobile node's home address.
-        self.ipv4_owner: dict[bytes, bytes] = {}
-        self.ipv4_of: dict[bytes, bytes] = {}  # and back
+        self.ipv4 = Ipv4Homes()  # IPv4 home addresses (RFC 5555) -> their mobile node
+        self.raw4: socket.socket | None = None  # IPv4-in-IPv6 (T-native without protection)
         self.unbound_mh = TokenBucket(UNBOUND_MH_PER_S, UNBOUND_MH_BURST)
         self._vias: dict[tuple[str, str, int, int], Via] = {}
         self.udp: dict[tuple[int, int], socket.socket] = {}  # (family, port) -> socket
@@ -161,6 +161,8 @@ class HomeAgentDaemon:
             )
         self.raw41 = open_raw(socket.IPPROTO_IPV6, address=str(cfg.address))  # RFC 2473
         self.raw50 = open_raw(IPPROTO_ESP, address=str(cfg.address))  # T-native protected
+        if cfg.ipv4_home_prefix is not None:  # RFC 5555 §4.1: IPv4 in the IPv6 tunnel
+            self.raw4 = open_raw(socket.IPPROTO_IPIP, address=str(cfg.address))
         # Kept open so the kernel does not answer MH with Parameter Problem (reference E10).
         self.raw_mh = open_raw(NH_MH)
         for port in cfg.udp_ports:
@@ -184,6 +186,8 @@ class HomeAgentDaemon:
             )
             nursery.start_soon(_drain, self.raw41, self._from_raw41, p)
             nursery.start_soon(_drain, self.raw50, self._from_raw50, p)
+            if self.raw4 is not None:
+                nursery.start_soon(_drain, self.raw4, self._from_raw4, p)
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
             for (_, port), sock in self.udp.items():
                 pump.start_udp_drains(nursery, sock, self.lanes.get(sock), self._udp(port), p)
@@ -244,7 +248,7 @@ class HomeAgentDaemon:
         via = self.routes.get(hoa) if len(pkt) >= 40 else None
         if via is None:  # only a miss asks the other tables, each for its own IP version
             if pkt[0] >> 4 == 4:  # to an IPv4 home address (RFC 5555)
-                hoa = self.ipv4_owner.get(pkt[16:20], b"")
+                hoa = self.ipv4.owner.get(pkt[16:20], b"")
             elif self.prefixes and len(pkt) >= 40:  # into a mobile router's network
                 hoa = self.prefixes.owner_of(hoa) or b""
             via = self.routes.get(hoa) if hoa else None
@@ -311,10 +315,28 @@ class HomeAgentDaemon:
     def _from_raw50(self, data: bytes, addr: Any) -> None:
         self._from_esp(data, self._via("T-native", addr, 0))
 
+    def _from_raw4(self, data: bytes, addr: Any) -> None:
+        self._from_ipv4(data, self._via("T-native", addr, 0))
+
+    def _from_ipv4(self, inner: bytes, via: Via) -> None:
+        """An IPv4 packet in clear from a tunnel (ha_ipv4.py): only without protection, and
+        only from an IPv4 home address on its binding's path."""
+        owner = self.ipv4.owner.get(inner[12:16]) if len(inner) >= 20 else None
+        if self.protected or (owner is not None and owner in self.esp.outbound):
+            self.drops("clear_data_refused")
+        elif reason := self.ipv4.refusal(inner, via, self.routes):
+            self.drops(reason)
+        else:
+            self.tun.write(inner)
+            self.counters.pending.append("forwarded_ipv4_from_mn")
+
     def _udp(self, port: int) -> Any:
         def from_udp(data: bytes, addr: Any) -> None:
             if data[:1] and data[0] >> 4 == 6:
                 self._from_tunnel(data, self._via("T-udp", addr, port))
+                return
+            if data[:1] and data[0] >> 4 == 4:  # an IPv4 home address's, in clear (RFC 5555)
+                self._from_ipv4(data, self._via("T-udp", addr, port))
                 return
             if data[:1] and data[0] & 0x80:  # ESP: our SPIs have the top bit set (DESIGN §3)
                 self._from_esp(data, self._via("T-udp", addr, port))
@@ -344,10 +366,8 @@ class HomeAgentDaemon:
             return
         inner, owner = opened
         if inner[0] >> 4 == 4:  # from an IPv4 home address (RFC 5555): its owner's only,
-            if self.ipv4_owner.get(inner[12:16]) != owner:  # on its binding's path
-                self.drops("esp_inner_source_not_owner")
-            elif self.routes.get(owner) != via:
-                self.drops("ingress_wrong_endpoint")
+            if reason := self.ipv4.refusal(inner, via, self.routes, owner):  # on its path
+                self.drops(reason)
             else:
                 self.tun.write(inner, True)
                 self.counters.pending.append("forwarded_ipv4_from_mn")
@@ -437,8 +457,10 @@ class HomeAgentDaemon:
 
     def _send_via(self, via: Via, pkt: bytes, batched: bool = False) -> None:
         """``pkt`` to ``via``; ``batched`` (data from the TUN): over UDP, at the batch's end."""
-        if via.kind == "T-native":
-            send_quietly(self.raw41, pkt, (via.remote[0], 0), self.drops)
+        if via.kind == "T-native":  # IPv6-in-IPv6, or IPv4-in-IPv6 (RFC 2473)
+            sock = self.raw4 if pkt[0] >> 4 == 4 else self.raw41
+            if sock is not None:
+                send_quietly(sock, pkt, (via.remote[0], 0), self.drops)
             return
         host = str(via.remote[0])
         sock = self.udp.get((6 if ":" in host else 4, via.local_port or self.config.udp_port))
@@ -465,7 +487,8 @@ class HomeAgentDaemon:
         ):
             self._moved.add(event.home_address)  # its record is written at once
         prefixes = () if event.binding is None else event.binding.prefixes
-        self._ipv4_owner(event)
+        given = None if event.binding is None else event.binding.ipv4_home_address
+        self.ipv4.set(event.home_address.packed, None if event.via is None else given)
         added, removed = self.prefixes.set(event.home_address.packed, prefixes)
         for prefix in removed:
             self.host_routes.remove(prefix)
@@ -483,17 +506,6 @@ class HomeAgentDaemon:
             )
         if event.added:
             self.host_routes.add(event.home_address)
-
-    def _ipv4_owner(self, event: HaForwardingChanged) -> None:
-        """The IPv4 home address of the binding (RFC 5555) -> its owner, for both ways."""
-        owner = event.home_address.packed
-        old = self.ipv4_of.pop(owner, None)
-        if old is not None and self.ipv4_owner.get(old) == owner:
-            del self.ipv4_owner[old]
-        given = None if event.binding is None else event.binding.ipv4_home_address
-        if given is not None and event.via is not None:
-            self.ipv4_owner[given.packed] = owner
-            self.ipv4_of[owner] = given.packed
 
     def _after_flush(self) -> None:
         self.tun.flush()  # what the batch forwarded from mobile nodes, merged where it can be
@@ -550,6 +562,8 @@ class HomeAgentDaemon:
 
     def _sockets(self) -> dict[str, socket.socket]:
         named = {"raw41": self.raw41, "raw50": self.raw50, "raw_mh": self.raw_mh}
+        if self.raw4 is not None:
+            named["raw4"] = self.raw4
         for (family, port), sock in self.udp.items():
             named[f"udp{family}:{port}"] = sock
             if sock in self.lanes:

@@ -9,8 +9,9 @@ address the home agent sees is the server-reflexive candidate) with its check la
 socket on the same port for STUN and clear signalling, drivers/check_lane.py), a raw MH socket
 kept open only so the kernel does not answer Mobility Headers with Parameter Problem, and, with
 route optimisation, an AF_PACKET tap and a raw sender for packets with a Home Address option or a
-type 2 routing header. Everything is bound to the access interface so nothing loops back into the
-TUN.
+type 2 routing header. With an IPv4 home address (RFC 5555) a raw IPv4-in-IPv6 socket (protocol
+4) carries its packets on T-native in clear. Everything is bound to the access interface so
+nothing loops back into the TUN.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class AccessSockets:
     tap: socket.socket | None
     raw_sender: socket.socket | None
     lanes: dict[socket.socket, socket.socket] = field(default_factory=dict)  # data -> lane
+    raw4: socket.socket | None = None  # IPv4-in-IPv6 (an IPv4 home address, in clear)
     access: Access = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,10 +51,14 @@ class AccessSockets:
         )
 
     @classmethod
-    def open(cls, info: netlink.AccessInfo, *, tap: bool) -> AccessSockets:
+    def open(cls, info: netlink.AccessInfo, *, tap: bool, ipv4: bool = False) -> AccessSockets:
         ifname = info.ifname
         opened: list[socket.socket] = []
+        raw4 = None
         try:
+            if ipv4:
+                raw4 = open_raw(socket.IPPROTO_IPIP, ifname)
+                opened.append(raw4)
             raw41 = open_raw(socket.IPPROTO_IPV6, ifname)
             opened.append(raw41)
             raw50 = open_raw(IPPROTO_ESP, ifname)
@@ -71,7 +77,7 @@ class AccessSockets:
                 if sock is not None and (lane := open_lane(sock, ifname)) is not None:
                     lanes[sock] = lane
                     opened.append(lane)
-            for sock in (raw41, raw50, udp6, udp4, *lanes.values()):
+            for sock in (raw41, raw50, raw4, udp6, udp4, *lanes.values()):
                 if sock is not None:
                     enable_error_queue(sock)
             tap_sock = sender = None
@@ -84,7 +90,7 @@ class AccessSockets:
             for sock in opened:
                 sock.close()
             raise
-        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender, lanes)
+        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender, lanes, raw4)
 
     def udp_ports(self) -> list[tuple[socket.socket, socket.socket | None, tuple[str, int]]]:
         """Each UDP socket with its check lane (None: refused) and its (address, port)."""
@@ -102,6 +108,7 @@ class AccessSockets:
         found = [
             self.raw41,
             self.raw50,
+            self.raw4,
             self.raw_mh,
             self.udp6,
             self.udp4,
@@ -116,6 +123,7 @@ class AccessSockets:
         named: dict[str, socket.socket | None] = {
             "raw41": self.raw41,
             "raw50": self.raw50,
+            "raw4": self.raw4,
             "raw_mh": self.raw_mh,
             "udp6": self.udp6,
             "udp4": self.udp4,

@@ -41,7 +41,7 @@ from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, raw_destination, read_error_queue, send_quietly
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_sources import OwnSources
-from mipnode.drivers.mn_table import ForwardingTable
+from mipnode.drivers.mn_table import ForwardingTable, Way
 from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_ICMPV6, NH_MH, NH_ROUTING
@@ -151,6 +151,8 @@ class MobileNodeDaemon:
                     drain = partial(pump.drain_socket, pump=p, on_error=self._icmp)
                     n.start_soon(drain, s.raw41, self._raw_native((str(a.ipv6), 0)), p.flush)
                     n.start_soon(drain, s.raw50, self._raw_native((str(a.ipv6), 0), True), p.flush)
+                    if s.raw4 is not None:
+                        n.start_soon(drain, s.raw4, self._from_home4, p.flush)
                     n.start_soon(pump.drain_socket, s.raw_mh, self._from_raw_mh, p.flush)
                     for sock, lane, local in s.udp_ports():
                         pump.start_udp_drains(n, sock, lane, self._udp(local), p, self._icmp)
@@ -166,9 +168,9 @@ class MobileNodeDaemon:
             if not self.own.sent_by(pkt):  # e.g. the kernel's link-local MLD/RS on the TUN
                 self.drops("tun_not_from_hoa")
             elif pkt[0] >> 4 == 4:  # the IPv4 home address's: always by the HA
-                self._to_home(pkt, "tunnelled_ipv4_to_ha")
+                self._to_home(pkt, "tunnelled_ipv4_to_ha", self.fwd.default4)
             elif not self._host_flow(pkt):  # a host behind the router: its flow's way
-                self._to_home(pkt, "tunnelled_from_mobile_network")
+                self._to_home(pkt, "tunnelled_from_mobile_network", self.fwd.default)
             return
         dst = pkt[24:40]
         routes = self.fwd.routes.get(dst)
@@ -191,7 +193,7 @@ class MobileNodeDaemon:
                 self.used.add(dst)
                 self.counters.pending.append(counter)
                 return
-        self._to_home(pkt, "tunnelled_to_ha")
+        self._to_home(pkt, "tunnelled_to_ha", self.fwd.default)
 
     def _host_flow(self, pkt: bytes) -> bool:
         """A host's packet on its flow's D-udp pair (core/mn_hosts.py; the key is source and
@@ -211,8 +213,7 @@ class MobileNodeDaemon:
         self.counters.pending.append("d_udp_from_mobile_network")
         return True
 
-    def _to_home(self, pkt: bytes, counter: str) -> None:
-        default = self.fwd.default
+    def _to_home(self, pkt: bytes, counter: str, default: Way | None) -> None:
         if default is None:
             self.drops("no_home_path")
             return
@@ -259,6 +260,13 @@ class MobileNodeDaemon:
 
         return from_raw
 
+    def _from_home4(self, inner: bytes, addr: Any) -> None:
+        """IPv4 in clear from the home agent (RFC 5555; protocol 4, or in UDP)."""
+        if reason := self.own.refuse_clear_ipv4(inner, addr[0] in self.ha_hosts, self.fwd):
+            self.drops(reason)
+        else:
+            self._deliver(inner, "delivered_ipv4_from_ha")
+
     def _udp(self, local: tuple[str, int]) -> Any:
         def from_udp(data: bytes, addr: Any) -> None:
             if data[:1] and data[0] >> 4 == 6 and len(data) >= 40:
@@ -267,6 +275,9 @@ class MobileNodeDaemon:
                     return
                 if self.fwd.direct_clear_ok(data, addr, self.hoa, self.drops):
                     self._deliver(data, "d_udp_from_cn")
+                return
+            if data[:1] and data[0] >> 4 == 4:  # IPv4 in UDP, in clear
+                self._from_home4(data, addr)
                 return
             if data[:1] and data[0] & 0x80:  # ESP-in-UDP: SPIs have the top bit set
                 if addr[0] in self.ha_hosts and addr[1] in self.ha_ports:

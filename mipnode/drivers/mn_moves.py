@@ -47,7 +47,8 @@ async def use(daemon: Any, info: netlink.AccessInfo) -> None:
                 daddrs=(str(info.ipv6),),
             )
         )
-    sockets = AccessSockets.open(info, tap=daemon.ro and info.ipv6 is not None)
+    ipv4 = daemon.config.ipv4_home_address is not None  # RFC 5555: IPv4-in-IPv6 in clear
+    sockets = AccessSockets.open(info, tap=daemon.ro and info.ipv6 is not None, ipv4=ipv4)
     scope = await daemon.nursery.start(daemon._serve_access, sockets)
     daemon.accesses.append((sockets, scope))
     assert daemon.node is not None

@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv6Network
 import trio
 
 from mipnode.drivers import netlink
+from mipnode.drivers.mn_table import ForwardingTable
 from mipnode.drivers.prefix_table import PrefixTable
 
 log = logging.getLogger("mipnode.mn")
@@ -33,6 +34,17 @@ class OwnSources:
         if inner[0] >> 4 == 4:
             return self.ipv4 is not None and inner[16:20] == self.ipv4
         return bool(self.networks) and bool(self.networks.owner_of(inner[24:40]))
+
+    def refuse_clear_ipv4(self, inner: bytes, from_ha: bool, fwd: ForwardingTable) -> str | None:
+        """Why an IPv4 packet in clear (protocol 4, or UDP) is not delivered: only from the
+        home agent, only without protection, only to the IPv4 home address; None: it is."""
+        if not from_ha:
+            return "ipv4_not_from_ha"
+        if fwd.protected:
+            return "clear_ipv4_refused"
+        if len(inner) < 20 or not self.addressed(inner):
+            return "ipv4_not_to_home_address"
+        return None
 
     async def apply_ipv4(self, tun_name: str, address: IPv4Address | None) -> None:
         """The IPv4 home address on the TUN as a /32 with the IPv4 default route into it (so

@@ -34,12 +34,14 @@ class ForwardingTable:
         self.tx = BatchSender(self.drops)  # UDP ways: sent a batch at a time (flush_tx)
         self.routes: dict[bytes, tuple[Way, ...]] = {}
         self.default: Way | None = None
+        self.default4: Way | None = None  # the same for IPv4 (RFC 5555): protocol 4 on T-native
         self.direct_from: dict[bytes, tuple[str, int]] = {}  # CN (or flow) -> its D-udp remote
         self.direct_sealed: set[bytes] = set()  # CNs (flows) whose D-udp pair is ESP only
         self.d_native: set[bytes] = set()  # CNs whose RH2 data is delivered at once
         self.udp_by_local: dict[tuple[str, int], socket.socket] = {}
         self.raw41_by_coa: dict[str, socket.socket] = {}
         self.raw50_by_coa: dict[str, socket.socket] = {}
+        self.raw4_by_coa: dict[str, socket.socket] = {}
         self.accesses: list[AccessSockets] = []
 
     def add_access(self, s: AccessSockets) -> None:
@@ -48,6 +50,8 @@ class ForwardingTable:
         if a.ipv6 is not None:
             self.raw41_by_coa[str(a.ipv6)] = s.raw41
             self.raw50_by_coa[str(a.ipv6)] = s.raw50
+            if s.raw4 is not None:
+                self.raw4_by_coa[str(a.ipv6)] = s.raw4
         for sock, _, local in s.udp_ports():
             self.udp_by_local[local] = sock
 
@@ -60,6 +64,7 @@ class ForwardingTable:
         for coa in [k for k, v in self.raw41_by_coa.items() if v in mine]:
             del self.raw41_by_coa[coa]
             self.raw50_by_coa.pop(coa, None)
+            self.raw4_by_coa.pop(coa, None)
 
     def send(self, sock: socket.socket, addr: Any, packet: bytes) -> None:
         """One packet out on a way: over UDP (a port) queued for the batch's end, on a raw
@@ -83,7 +88,14 @@ class ForwardingTable:
 
     def apply(self, event: ForwardingChanged) -> None:
         if event.dst is None:
-            self.default = self.way(event.routes[0]) if event.routes else None
+            route = event.routes[0] if event.routes else None
+            self.default = None if route is None else self.way(route)
+            self.default4 = self.default
+            if route is not None and route.local[1] == 0 and not self.protected:
+                sock = self.raw4_by_coa.get(route.local[0])  # IPv4-in-IPv6 (RFC 2473)
+                self.default4 = (
+                    None if sock is None else (sock, (route.remote[0], 0), None, "", None)
+                )
             return
         dst = event.dst
         self.direct_from.pop(dst, None)

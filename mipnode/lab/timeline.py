@@ -134,7 +134,8 @@ def udp_report(sender: dict[str, Any] | None, sink: dict[str, Any] | None) -> di
 
 
 def _block_rules(step: Step) -> list[str]:
-    proto = "" if step.proto == "all" else f"meta l4proto {step.proto} "
+    name = {"ipv4-in-ipv6": "4"}.get(step.proto, step.proto)
+    proto = "" if step.proto == "all" else f"meta l4proto {name} "
     if step.between is None:
         return [f"{proto}drop"]
     a, b = step.between
