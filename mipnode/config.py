@@ -12,8 +12,9 @@ import tomllib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from mipnode.core.ipv4_networks import mapped
 from mipnode.core.nemo import MAX_PREFIXES
 
 DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as ESP-in-UDP)
@@ -26,6 +27,9 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 PROTECTIONS = ("esp", "none")  # DESIGN §3: ESP by default, "none" for plain RFC 6275 interop
 CIPHERS = {"aes-gcm": 1, "chacha20-poly1305": 2}  # tunnels.esp suites
+
+
+N = TypeVar("N", IPv4Network, IPv6Network)
 
 
 class ConfigError(Exception):
@@ -44,6 +48,12 @@ class MobileNodeEntry:
     key: bytes = field(repr=False)
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()
     ipv4_home_address: IPv4Address | None = None  # always this one (RFC 5555)
+    ipv4_mobile_network_prefixes: tuple[IPv4Network, ...] = ()  # a router's IPv4 networks
+
+    @property
+    def networks(self) -> tuple[IPv6Network, ...]:
+        """Every network the router may register, IPv4 ones IPv4-mapped (core/ipv4_networks)."""
+        return self.mobile_network_prefixes + tuple(map(mapped, self.ipv4_mobile_network_prefixes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,12 @@ class MnConfig:
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's (RFC 3963)
     prefix_registration: str = "explicit"  # or "implicit": the BUs name no prefix
     ipv4_home_address: IPv4Address | None = None  # RFC 5555; 0.0.0.0: "auto"
+    ipv4_mobile_network_prefixes: tuple[IPv4Network, ...] = ()  # a router's IPv4 networks
+
+    @property
+    def networks(self) -> tuple[IPv6Network, ...]:
+        """Every network this router routes, IPv4 ones IPv4-mapped (core/ipv4_networks)."""
+        return self.mobile_network_prefixes + tuple(map(mapped, self.ipv4_mobile_network_prefixes))
 
     @property
     def suite(self) -> int | None:
@@ -179,22 +195,43 @@ class _Reader:
         bits, of length 1-128, not overlapping ``home`` (the home prefix; a mobile node,
         which does not know it, passes its home address and home agent's as one network:
         neither may lie in a mobile network), none inside another; at most 16."""
+        what = "home_prefix" if home.prefixlen < 128 else "the home address"
+        return self._networks(name, IPv6Network, (what, home), MAX_MOBILE_NETWORK_PREFIXES)
+
+    def ipv4_prefixes(
+        self, name: str, avoid: IPv4Network | None, ipv6_count: int
+    ) -> tuple[IPv4Network, ...]:
+        """A list of IPv4 prefixes (a mobile router's IPv4 networks): each with no host bits,
+        of length 1-32, not overlapping ``avoid`` (the IPv4 home prefix), none inside another;
+        at most 16 together with the ``ipv6_count`` IPv6 ones."""
+        around = None if avoid is None else ("ipv4_home_prefix", avoid)
+        limit = MAX_MOBILE_NETWORK_PREFIXES - ipv6_count
+        return self._networks(name, IPv4Network, around, limit, " in all")
+
+    def _networks(
+        self,
+        name: str,
+        kind: type[N],
+        avoid: tuple[str, N] | None,
+        limit: int,
+        counted: str = "",
+    ) -> tuple[N, ...]:
         value = self.raw(name, [], list)
-        if len(value) > MAX_MOBILE_NETWORK_PREFIXES:
-            raise self.error(name, f"at most {MAX_MOBILE_NETWORK_PREFIXES} prefixes")
-        out: list[IPv6Network] = []
+        if len(value) > limit:
+            raise self.error(name, f"at most {MAX_MOBILE_NETWORK_PREFIXES} prefixes{counted}")
+        family = "IPv6" if kind is IPv6Network else "IPv4"
+        out: list[N] = []
         for item in value:
             if not isinstance(item, str):
                 raise self.error(name, f"expected prefix strings, got {type(item).__name__}")
             try:
-                prefix = IPv6Network(item)
+                prefix = kind(item)
             except ValueError as exc:
-                raise self.error(name, f"not an IPv6 prefix: {item!r} ({exc})") from None
+                raise self.error(name, f"not an {family} prefix: {item!r} ({exc})") from None
             if prefix.prefixlen == 0:
                 raise self.error(name, f"{item}: a prefix of length 0 is everything")
-            if prefix.overlaps(home):
-                what = "home_prefix" if home.prefixlen < 128 else "the home address"
-                raise self.error(name, f"{prefix} overlaps {what} {home}")
+            if avoid is not None and prefix.overlaps(avoid[1]):
+                raise self.error(name, f"{prefix} overlaps {avoid[0]} {avoid[1]}")
             if clash := next((p for p in out if p.overlaps(prefix)), None):
                 raise self.error(name, f"{prefix} overlaps {clash}")
             out.append(prefix)
@@ -444,6 +481,7 @@ def load_ha_config(path: str) -> HaConfig:
     seen_hoa: set[IPv6Address] = set()
     seen_prefixes: dict[IPv6Network, IPv6Address] = {}  # one router per prefix
     seen_v4: set[IPv4Address] = set()
+    seen_v4_prefixes: dict[IPv4Network, IPv6Address] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ConfigError(path, f"mobile_node[{i}]", "must be a table")
@@ -456,6 +494,7 @@ def load_ha_config(path: str) -> HaConfig:
         spi = e.spi("spi")
         key = e.key("key")
         prefixes = e.prefixes("mobile_network_prefixes", home_prefix)
+        prefixes4 = e.ipv4_prefixes("ipv4_mobile_network_prefixes", ipv4_home_prefix, len(prefixes))
         v4 = e.ipv4("ipv4_home_address")
         if v4 is not None:
             _static_ipv4(e, v4, ipv4_home_prefix)
@@ -471,13 +510,22 @@ def load_ha_config(path: str) -> HaConfig:
                     f"{prefix} overlaps {clash} of mobile node {seen_prefixes[clash]}",
                 )
             seen_prefixes[prefix] = hoa
+        for prefix4 in prefixes4:
+            if clash4 := next((p for p in seen_v4_prefixes if p.overlaps(prefix4)), None):
+                raise e.error(
+                    "ipv4_mobile_network_prefixes",
+                    f"{prefix4} overlaps {clash4} of mobile node {seen_v4_prefixes[clash4]}",
+                )
+            seen_v4_prefixes[prefix4] = hoa
+        if v4 is not None and (home4 := next((p for p in prefixes4 if v4 in p), None)):
+            raise e.error("ipv4_home_address", f"{v4} lies in its own mobile network {home4}")
         if spi in seen_spi:
             raise e.error("spi", f"SPI {spi} used twice")
         if hoa in seen_hoa:
             raise e.error("home_address", f"{hoa} listed twice")
         seen_spi.add(spi)
         seen_hoa.add(hoa)
-        mns.append(MobileNodeEntry(hoa, spi, key, prefixes, v4))
+        mns.append(MobileNodeEntry(hoa, spi, key, prefixes, v4, prefixes4))
     return HaConfig(
         path=path,
         address=address,
@@ -583,6 +631,7 @@ def load_mn_config(path: str) -> MnConfig:
     if clash := next((p for p in prefixes if ha in p), None):
         raise r.error("mobile_network_prefixes", f"{clash} holds the home agent {ha}")
     registration = r.choice("prefix_registration", "explicit", ("explicit", "implicit"))
+    prefixes4 = r.ipv4_prefixes("ipv4_mobile_network_prefixes", None, len(prefixes))
     v4_text = r.raw("ipv4_home_address", None, str)
     ipv4_home = None
     if v4_text is not None:
@@ -594,8 +643,14 @@ def load_mn_config(path: str) -> MnConfig:
             ) from None
         if v4_text != "auto" and (ipv4_home.is_unspecified or ipv4_home.is_multicast):
             raise r.error("ipv4_home_address", f"{ipv4_home} is no unicast address")
-    if registration == "implicit" and not prefixes:
+    if registration == "implicit" and not (prefixes or prefixes4):
         raise r.error("prefix_registration", "only with mobile_network_prefixes")
+    if ipv4_home is not None and (home4 := next((p for p in prefixes4 if ipv4_home in p), None)):
+        raise r.error("ipv4_home_address", f"{ipv4_home} lies in its own mobile network {home4}")
+    if prefixes4 and ipv4_home is None:
+        # The IPv4 default route into the tunnel comes with the IPv4 home address, and the
+        # router's own IPv4 packets need that address as their source.
+        raise r.error("ipv4_mobile_network_prefixes", "need ipv4_home_address as well")
     r.finish()
     return MnConfig(
         path=path,
@@ -619,6 +674,7 @@ def load_mn_config(path: str) -> MnConfig:
         mobile_network_prefixes=prefixes,
         prefix_registration=registration,
         ipv4_home_address=ipv4_home,
+        ipv4_mobile_network_prefixes=prefixes4,
     )
 
 

@@ -1041,3 +1041,90 @@ def test_ipv4_home_addresses_work_without_protection_too(write: Writer) -> None:
     assert ha.protection == "none" and str(ha.ipv4_home_prefix) == "192.0.2.0/24"
     mn = load_mn_config(write(with_mn(ipv4_home_address="auto", protection="none")))
     assert mn.protection == "none" and str(mn.ipv4_home_address) == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("ha", "entries", "key", "problem"),
+    [
+        (
+            {"ipv4_home_prefix": "192.0.2.0/24"},
+            [{"ipv4_mobile_network_prefixes": ["192.0.2.128/25"]}],
+            "mobile_node[0].ipv4_mobile_network_prefixes",
+            "192.0.2.128/25 overlaps ipv4_home_prefix",
+        ),
+        (
+            {},
+            [{"ipv4_mobile_network_prefixes": ["10.77.0.1/24"]}],
+            "mobile_node[0].ipv4_mobile_network_prefixes",
+            "not an IPv4 prefix",
+        ),
+        (
+            {},
+            [{"ipv4_mobile_network_prefixes": ["10.77.0.0/16", "10.77.1.0/24"]}],
+            "mobile_node[0].ipv4_mobile_network_prefixes",
+            "10.77.1.0/24 overlaps 10.77.0.0/16",
+        ),
+        (
+            {},
+            [
+                {"ipv4_mobile_network_prefixes": ["10.77.0.0/24"]},
+                {"ipv4_mobile_network_prefixes": ["10.77.0.128/25"]},
+            ],
+            "mobile_node[1].ipv4_mobile_network_prefixes",
+            "10.77.0.128/25 overlaps 10.77.0.0/24 of mobile node",
+        ),
+        (
+            {"ipv4_home_prefix": "192.0.2.0/24"},
+            [{"ipv4_mobile_network_prefixes": ["0.0.0.0/0"]}],
+            "mobile_node[0].ipv4_mobile_network_prefixes",
+            "0.0.0.0/0: a prefix of length 0",
+        ),
+        (
+            {},
+            [{"ipv4_mobile_network_prefixes": [f"10.{i}.0.0/16" for i in range(17)]}],
+            "mobile_node[0].ipv4_mobile_network_prefixes",
+            "at most 16 prefixes in all",
+        ),
+    ],
+)
+def test_bad_ipv4_mobile_networks_of_the_ha_are_one_line(
+    write: Writer, ha: dict[str, Any], entries: list[dict[str, Any]], key: str, problem: str
+) -> None:
+    doc = with_ha(**ha)
+    base = doc["mobile_node"][0]
+    doc["mobile_node"] = [
+        {**base, "home_address": f"2001:db8:1::{100 + i}", "spi": 1000 + i, **e}
+        for i, e in enumerate(entries)
+    ]
+    _, err = ha_error(write, doc)
+    assert err.key == key and err.problem.startswith(problem), (err.key, err.problem)
+
+
+def test_a_routers_ipv4_networks_load_on_both_sides(write: Writer) -> None:
+    doc = with_ha(ipv4_home_prefix="192.0.2.0/24")
+    doc["mobile_node"][0]["ipv4_mobile_network_prefixes"] = ["10.77.0.0/24"]
+    entry = load_ha_config(write(doc)).mobile_nodes[0]
+    assert [str(p) for p in entry.ipv4_mobile_network_prefixes] == ["10.77.0.0/24"]
+    assert [str(p) for p in entry.networks] == ["::ffff:a4d:0/120"]  # IPv4-mapped inside
+    mn = load_mn_config(
+        write(with_mn(ipv4_mobile_network_prefixes=["10.77.0.0/24"], ipv4_home_address="auto"))
+    )
+    assert [str(p) for p in mn.ipv4_mobile_network_prefixes] == ["10.77.0.0/24"]
+    assert mn.networks == entry.networks
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"ipv4_mobile_network_prefixes": ["10.77.0.0/24"]}, "need ipv4_home_address as well"),
+        (
+            {"ipv4_mobile_network_prefixes": ["10.77.0.0/24"], "ipv4_home_address": "10.77.0.1"},
+            "10.77.0.1 lies in its own mobile network",
+        ),
+    ],
+)
+def test_bad_ipv4_mobile_networks_of_the_mn_are_one_line(
+    write: Writer, changes: dict[str, Any], problem: str
+) -> None:
+    _, err = mn_error(write, with_mn(**changes))
+    assert err.problem.startswith(problem), (err.key, err.problem)

@@ -6,11 +6,12 @@ attack: a mobile node (it holds its own keys) sending with another's IPv4 home a
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from mipnode.config import HaConfig, MobileNodeEntry
 from mipnode.core.esp_keys import EspKeys
+from mipnode.core.ipv4_networks import mapped
 from mipnode.core.types import Via
 from mipnode.drivers.esp_plane import NH_IPV4
 from mipnode.drivers.ha_daemon import HomeAgentDaemon
@@ -127,3 +128,44 @@ async def test_under_protection_clear_ipv4_is_refused() -> None:
     d, rec = daemon()
     d._from_ipv4(ipv4(V4, IPv4Address("198.18.0.2")), VIA)
     assert rec.written == [] and d.drops["clear_data_refused"] == 1
+
+
+LAN4 = IPv4Network("10.77.0.0/24")
+DEV4 = IPv4Address("10.77.0.2")
+
+
+def router_daemon(protection: str = "esp") -> tuple[HomeAgentDaemon, Recorder]:
+    """HOA is a mobile router with the IPv4 network LAN4 registered (IPv4-mapped)."""
+    d, rec = daemon(protection)
+    d.prefixes.set(HOA.packed, (mapped(LAN4),))
+    return d, rec
+
+
+async def test_ipv4_into_a_routers_network_goes_into_its_tunnel() -> None:
+    d, rec = router_daemon()
+    packet = ipv4(IPv4Address("198.18.0.2"), DEV4)
+    d._from_tun(packet)
+    ((sealed, addr),) = rec.sent
+    assert addr == (COA, 0)
+    assert EspInbound(SUITE_AES_GCM, OUT, TO_MN).open_untrusted(sealed) == (NH_IPV4, packet)
+    d._from_tun(ipv4(IPv4Address("198.18.0.2"), IPv4Address("10.78.0.2")))  # nobody's
+    assert len(rec.sent) == 1 and d.drops["tun_no_binding"] == 1
+
+
+async def test_ipv4_from_a_routers_network_only_under_its_sa_and_on_its_path() -> None:
+    """The attack: another mobile node (HOA2, its own keys) sends from the router's IPv4
+    network; and the router's network in clear from another path."""
+    d, rec = router_daemon()
+    own = ipv4(DEV4, IPv4Address("198.18.0.2"))
+    d._from_esp(EspOutbound(SUITE_AES_GCM, IN, TO_HA).seal(own, NH_IPV4) or b"", VIA)
+    assert rec.written == [own]
+    out2, in2 = 0x8001_0002, 0x8064_0002
+    d.esp.keyed(HOA2.packed, EspKeys(SUITE_AES_GCM, out2, TO_MN, in2, TO_HA), 0.0)
+    d.routes[HOA2.packed] = VIA
+    d._from_esp(EspOutbound(SUITE_AES_GCM, in2, TO_HA).seal(own, NH_IPV4) or b"", VIA)
+    assert rec.written == [own] and d.drops["esp_inner_source_not_owner"] == 1
+    clear, tun, _ = clear_daemon()
+    clear.prefixes.set(HOA.packed, (mapped(LAN4),))
+    clear._from_ipv4(own, Via("T-udp", (COA, 40000), 4191))
+    clear._from_raw4(own, (COA, 0))
+    assert tun.written == [own] and clear.drops["ingress_wrong_endpoint"] == 1

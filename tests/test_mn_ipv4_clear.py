@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from mipnode.core.ipv4_networks import mapped
 from mipnode.core.mobile_node import ForwardingChanged, Route
 from mipnode.drivers.mn_sources import OwnSources
 from mipnode.drivers.mn_table import ForwardingTable
@@ -88,3 +89,17 @@ def test_clear_ipv4_is_delivered_only_from_the_ha_to_our_address_without_protect
     assert own.refuse_clear_ipv4(ours[:19], True, clear) == "ipv4_not_to_home_address"
     own.ipv4 = None  # not given (yet)
     assert own.refuse_clear_ipv4(ours, True, clear) == "ipv4_not_to_home_address"
+
+
+def test_a_routers_ipv4_networks_go_to_the_ha_and_come_back_to_the_kernel() -> None:
+    """A router's IPv4 network (IPv4-mapped in its table): its hosts' IPv4 packets from the
+    TUN are the home agent's, packets for them from the home agent are delivered; an IPv4
+    source or destination outside it is neither."""
+    own = OwnSources((mapped(IPv4Network("10.77.0.0/24")),))
+    own.ipv4 = V4.packed
+    assert own.sent_by(ipv4("10.77.0.2", "198.18.0.2"))
+    assert own.sent_by(ipv4("192.0.2.1", "198.18.0.2"))  # the IPv4 home address's own
+    assert not own.sent_by(ipv4("10.78.0.2", "198.18.0.2"))
+    assert own.addressed(ipv4("198.18.0.2", "10.77.0.200"))
+    assert not own.addressed(ipv4("198.18.0.2", "10.77.1.2"))
+    assert not own.sent_by(ipv4("10.77.0.2", "198.18.0.2")[:19])

@@ -47,6 +47,7 @@ from mipnode.core.ha import (
     HaCoreConfig,
     HomeAgentCore,
 )
+from mipnode.core.ipv4_networks import text
 from mipnode.core.types import Via
 from mipnode.core.views import (
     BindingView,
@@ -304,7 +305,7 @@ def binding_views(node: HomeAgentNode, now: float) -> list[BindingView]:
             sequence=b.sequence,
             lifetime_remaining_s=max(0.0, round(b.expires_at - now, 1)),
             state=str(b.state),
-            mobile_network_prefixes=tuple(str(p) for p in b.prefixes),
+            mobile_network_prefixes=tuple(text(p) for p in b.prefixes),
             ipv4_home_address=None if b.ipv4_home_address is None else str(b.ipv4_home_address),
         )
         for b in node.core.bindings()

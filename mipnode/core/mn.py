@@ -61,6 +61,7 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi
+from mipnode.core.ipv4_networks import ipv6_only
 from mipnode.core.sequence import seq_add
 from mipnode.core.types import OutgoingMh
 from mipnode.wire.auth4285 import (
@@ -653,7 +654,7 @@ class MobileNodeCore:
             if not router or cfg.implicit_prefixes or exchange.deregistration
             else tuple(
                 MobileNetworkPrefix(p.network_address, p.prefixlen)
-                for p in cfg.mobile_network_prefixes
+                for p in ipv6_only(cfg.mobile_network_prefixes)  # IPv4 ones: implicit
             )
         )
         bu = BindingUpdate(

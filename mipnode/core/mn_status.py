@@ -13,6 +13,7 @@ from typing import Any
 
 from ice.checklist import CandidatePair
 from mipnode.core.direct_paths import Change
+from mipnode.core.ipv4_networks import text
 from mipnode.core.mobile_node import MobileNode
 from mipnode.core.views import (
     BindingView,
@@ -118,7 +119,7 @@ def binding(node: MobileNode, now: float) -> BindingView | None:
         state=node.state,
         # What this binding asks the home agent to route to us besides the home address:
         # a mobile router's networks (RFC 3963) and the IPv4 home address it gave (RFC 5555).
-        mobile_network_prefixes=tuple(str(p) for p in node.config.mobile_network_prefixes),
+        mobile_network_prefixes=tuple(text(p) for p in node.config.mobile_network_prefixes),
         ipv4_home_address=None if node.ipv4_home_address is None else str(node.ipv4_home_address),
     )
 

@@ -61,6 +61,7 @@ from mipnode.core.d_native import (
 )
 from mipnode.core.direct_paths import Change, DirectPathChanged, DirectPaths
 from mipnode.core.home_path import Access, HomePair, HomePath, HomeTargets
+from mipnode.core.ipv4_networks import ipv6_only
 from mipnode.core.mn import (
     BindingLost,
     Deregistered,
@@ -235,11 +236,9 @@ class MobileNode:
         self.direct: DirectPaths | None = None
         self.d_native: DNativePaths | None = None
         self.hosts: HostPaths | None = None  # a mobile router's direct paths for its hosts
-        self._networks = config.mobile_network_prefixes
-        if config.route_optimization and config.mobile_network_prefixes:
-            self.hosts = HostPaths(
-                config.mobile_network_prefixes, random_bytes=random_bytes, suite=config.suite
-            )
+        self._networks = ipv6_only(config.mobile_network_prefixes)  # hosts with direct paths
+        if config.route_optimization and self._networks:
+            self.hosts = HostPaths(self._networks, random_bytes=random_bytes, suite=config.suite)
         if config.route_optimization:
             self.direct = DirectPaths(
                 controlling=True,

@@ -23,12 +23,16 @@ Answers (status of the BA, RFC 3963 §4.2):
 
 A BU without R registers no prefix, whatever options it carries (they are meaningless without
 R): a router that registers as a plain mobile node gets its prefixes' routes removed.
+
+IPv4 networks (core/ipv4_networks.py: held as IPv4-mapped prefixes) have no option of their
+own: a registration with R gets every IPv4 network configured for the router, in either mode.
 """
 
 from __future__ import annotations
 
 from ipaddress import IPv6Network
 
+from mipnode.core.ipv4_networks import unmapped
 from mipnode.wire.mh import BaStatus, BindingUpdate, MobileNetworkPrefix
 
 MAX_PREFIXES = 16  # per router: every one is a route and a line of the ingress filter
@@ -58,6 +62,7 @@ def prefixes_to_register(
             return BaStatus.NOT_AUTHORIZED_FOR_PREFIX, ()
         if prefix not in registered:
             registered.append(prefix)
+    registered += [p for p in authorised if unmapped(p) is not None and p not in registered]
     return BaStatus.ACCEPTED, tuple(registered)
 
 

@@ -96,7 +96,7 @@ class HomeAgentDaemon:
                         m.spi,
                         m.key,
                         m.home_address,
-                        m.mobile_network_prefixes,
+                        m.networks,  # a router's IPv4 ones IPv4-mapped (core/ipv4_networks)
                         m.ipv4_home_address,
                     )
                     for m in config.mobile_nodes
@@ -154,8 +154,11 @@ class HomeAgentDaemon:
         await trio.to_thread.run_sync(
             lambda: netlink.replace_route(str(cfg.home_prefix), cfg.tun_name)
         )
-        if cfg.ipv4_home_prefix is not None:  # RFC 5555: the IPv4 home addresses too
+        if cfg.ipv4_home_prefix is not None or any(
+            m.ipv4_mobile_network_prefixes for m in cfg.mobile_nodes
+        ):  # RFC 5555: IPv4 home addresses, routers' IPv4 networks
             netlink.enable_ipv4_forwarding()
+        if cfg.ipv4_home_prefix is not None:
             await trio.to_thread.run_sync(
                 lambda: netlink.replace_route(str(cfg.ipv4_home_prefix), cfg.tun_name)
             )
@@ -247,8 +250,8 @@ class HomeAgentDaemon:
         hoa = pkt[24:40]
         via = self.routes.get(hoa) if len(pkt) >= 40 else None
         if via is None:  # only a miss asks the other tables, each for its own IP version
-            if pkt[0] >> 4 == 4:  # to an IPv4 home address (RFC 5555)
-                hoa = self.ipv4.owner.get(pkt[16:20], b"")
+            if pkt[0] >> 4 == 4:  # to an IPv4 home address (RFC 5555) or IPv4 network
+                hoa = self.ipv4.owner_of(pkt[16:20], self.prefixes)
             elif self.prefixes and len(pkt) >= 40:  # into a mobile router's network
                 hoa = self.prefixes.owner_of(hoa) or b""
             via = self.routes.get(hoa) if hoa else None
@@ -321,10 +324,10 @@ class HomeAgentDaemon:
     def _from_ipv4(self, inner: bytes, via: Via) -> None:
         """An IPv4 packet in clear from a tunnel (ha_ipv4.py): only without protection, and
         only from an IPv4 home address on its binding's path."""
-        owner = self.ipv4.owner.get(inner[12:16]) if len(inner) >= 20 else None
-        if self.protected or (owner is not None and owner in self.esp.outbound):
+        owner = self.ipv4.owner_of(inner[12:16], self.prefixes) if len(inner) >= 20 else b""
+        if self.protected or owner in self.esp.outbound:
             self.drops("clear_data_refused")
-        elif reason := self.ipv4.refusal(inner, via, self.routes):
+        elif reason := self.ipv4.refusal(inner, via, self.routes, self.prefixes):
             self.drops(reason)
         else:
             self.tun.write(inner)
@@ -366,7 +369,7 @@ class HomeAgentDaemon:
             return
         inner, owner = opened
         if inner[0] >> 4 == 4:  # from an IPv4 home address (RFC 5555): its owner's only,
-            if reason := self.ipv4.refusal(inner, via, self.routes, owner):  # on its path
+            if reason := self.ipv4.refusal(inner, via, self.routes, self.prefixes, owner):
                 self.drops(reason)
             else:
                 self.tun.write(inner, True)

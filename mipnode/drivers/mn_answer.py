@@ -29,7 +29,11 @@ def answer(daemon: Any, command: str) -> Any:
             offloads={**daemon.fwd.tx.status(), "tun": daemon.tun.status()},
             internal_errors=dict(pump.HANDLER_ERRORS),
         )
-        out["mobile_network_prefixes"] = [str(p) for p in daemon.config.mobile_network_prefixes]
+        cfg = daemon.config
+        out["mobile_network_prefixes"] = [
+            *map(str, cfg.mobile_network_prefixes),
+            *map(str, cfg.ipv4_mobile_network_prefixes),
+        ]
         v4 = node.ipv4_home_address
         out["ipv4_home_address"] = None if v4 is None else str(v4)
         return out

@@ -62,7 +62,7 @@ class MobileNodeDaemon:
     def __init__(self, config: MnConfig) -> None:
         self.config = config
         self.hoa = config.home_address.packed
-        self.own = OwnSources(config.mobile_network_prefixes)  # IPv4 HoA, a router's networks
+        self.own = OwnSources(config.networks)  # the IPv4 HoA, a router's networks
         self.ha = config.home_agent.packed
         self.ha_hosts = {str(config.home_agent)} | (
             {str(config.home_agent_ipv4)} if config.home_agent_ipv4 else set()
@@ -89,8 +89,10 @@ class MobileNodeDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(hoa, 128)]
         )
-        if cfg.mobile_network_prefixes:  # a mobile router forwards for its networks
+        if cfg.networks:  # a mobile router forwards for its networks
             await trio.to_thread.run_sync(netlink.enable_ipv6_forwarding)
+        if cfg.ipv4_mobile_network_prefixes:
+            await trio.to_thread.run_sync(netlink.enable_ipv4_forwarding)
         changes = netlink.open_change_socket()  # before the first look: no change is missed
         info = await mn_moves.access_info(self)
         self.node = MobileNode(
@@ -103,7 +105,7 @@ class MobileNodeDaemon:
                 home_agent_ports=cfg.home_agent_udp_ports,
                 paths=frozenset(cfg.paths),
                 lifetime_s=cfg.lifetime_s,
-                mobile_network_prefixes=cfg.mobile_network_prefixes,
+                mobile_network_prefixes=cfg.networks,
                 implicit_prefixes=cfg.prefix_registration == "implicit",
                 ipv4_home_address=cfg.ipv4_home_address,
                 route_optimization=cfg.route_optimization,
@@ -167,8 +169,10 @@ class MobileNodeDaemon:
         if len(pkt) < 40 or pkt[0] >> 4 != 6 or pkt[8:24] != self.hoa:
             if not self.own.sent_by(pkt):  # e.g. the kernel's link-local MLD/RS on the TUN
                 self.drops("tun_not_from_hoa")
-            elif pkt[0] >> 4 == 4:  # the IPv4 home address's: always by the HA
-                self._to_home(pkt, "tunnelled_ipv4_to_ha", self.fwd.default4)
+            elif pkt[0] >> 4 == 4:  # the IPv4 home address's or network's: always by the HA
+                own = pkt[12:16] == self.own.ipv4
+                counter = "tunnelled_ipv4_to_ha" if own else "tunnelled_ipv4_from_mobile_network"
+                self._to_home(pkt, counter, self.fwd.default4)
             elif not self._host_flow(pkt):  # a host behind the router: its flow's way
                 self._to_home(pkt, "tunnelled_from_mobile_network", self.fwd.default)
             return

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address, IPv6Network
 
 import trio
 
+from mipnode.core.ipv4_networks import MAPPED_HEAD
 from mipnode.drivers import netlink
 from mipnode.drivers.mn_table import ForwardingTable
 from mipnode.drivers.prefix_table import PrefixTable
@@ -26,14 +27,21 @@ class OwnSources:
     def sent_by(self, pkt: bytes) -> bool:
         """A packet from the TUN (not from the home address) the home agent should get."""
         if pkt[0] >> 4 == 4:
-            return self.ipv4 is not None and len(pkt) >= 20 and pkt[12:16] == self.ipv4
+            return len(pkt) >= 20 and self._ipv4_ours(pkt[12:16])
         return bool(self.networks) and len(pkt) >= 40 and bool(self.networks.owner_of(pkt[8:24]))
 
     def addressed(self, inner: bytes) -> bool:
         """A packet from the home agent for one of them (the kernel delivers or forwards it)."""
         if inner[0] >> 4 == 4:
-            return self.ipv4 is not None and inner[16:20] == self.ipv4
+            return len(inner) >= 20 and self._ipv4_ours(inner[16:20])
         return bool(self.networks) and bool(self.networks.owner_of(inner[24:40]))
+
+    def _ipv4_ours(self, address: bytes) -> bool:
+        """The IPv4 home address, or inside a router's IPv4 network (IPv4-mapped in the
+        prefix table, core/ipv4_networks.py)."""
+        if address == self.ipv4:
+            return True
+        return bool(self.networks) and bool(self.networks.owner_of(MAPPED_HEAD + address))
 
     def refuse_clear_ipv4(self, inner: bytes, from_ha: bool, fwd: ForwardingTable) -> str | None:
         """Why an IPv4 packet in clear (protocol 4, or UDP) is not delivered: only from the

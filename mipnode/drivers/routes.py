@@ -16,6 +16,7 @@ from ipaddress import IPv6Address, IPv6Network
 
 import trio
 
+from mipnode.core.ipv4_networks import text
 from mipnode.drivers import netlink
 
 log = logging.getLogger("mipnode.routes")
@@ -51,4 +52,7 @@ class HostRoutes:
 
 
 def _route(destination: IPv6Address | IPv6Network) -> str:
-    return f"{destination}/128" if isinstance(destination, IPv6Address) else str(destination)
+    """The route's text; a router's IPv4 network (IPv4-mapped) as the IPv4 route it is."""
+    if isinstance(destination, IPv6Address):
+        return f"{destination}/128"
+    return text(destination)

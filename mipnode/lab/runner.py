@@ -484,6 +484,7 @@ def _mobile_network_routed(t: Topology, result: dict[str, Any], *, direct: bool)
     routed = [b.get("mobile_network_prefixes") for b in ha.get("bindings", []) if b["hoa"] == HOA]
     counters = (daemon_status(t, "mn") or {}).get("counters") or {}
     sent = counters.get("tunnelled_from_mobile_network", 0)
+    sent += counters.get("tunnelled_ipv4_from_mobile_network", 0)
     sent_direct = counters.get("d_udp_from_mobile_network", 0)
     own = [b.get("mobile_network_prefixes") for b in _mn_bindings(t)]
     result["observed"]["mobile_network"] = {
@@ -492,9 +493,10 @@ def _mobile_network_routed(t: Topology, result: dict[str, Any], *, direct: bool)
         "router_direct": sent_direct,
     }
     problems = []
+    expected = [topology.MOBILE_NETWORK, *([topology.MOBILE_NETWORK4] if t.ipv4_home else [])]
     for who, seen in (("HA", routed), ("router", own)):
-        if seen != [[topology.MOBILE_NETWORK]]:
-            problems.append(f"{who} binding routes {seen}, expected [{topology.MOBILE_NETWORK}]")
+        if seen != [expected]:
+            problems.append(f"{who} binding routes {seen}, expected {expected}")
     if not sent:
         problems.append("nothing from the mobile network went through the router's tunnel")
     if direct and not sent_direct:
@@ -507,7 +509,9 @@ def _ipv4_home_used(t: Topology, result: dict[str, Any]) -> list[str]:
     tunnel to the home agent."""
     mn = daemon_status(t, "mn") or {}
     given = mn.get("ipv4_home_address")
-    sent = (mn.get("counters") or {}).get("tunnelled_ipv4_to_ha", 0)
+    counters = mn.get("counters") or {}  # the MN's own, or (a router) its network's
+    sent = counters.get("tunnelled_ipv4_to_ha", 0)
+    sent += counters.get("tunnelled_ipv4_from_mobile_network", 0)
     ha = daemon_status(t, cluster.serving(t), "bindings") or {}
     views = [b.get("ipv4_home_address") for b in ha.get("bindings", []) if b["hoa"] == HOA]
     views += [b.get("ipv4_home_address") for b in _mn_bindings(t)]

@@ -96,6 +96,7 @@ BLOCK_NAMES = {
     "mn2": topology.MN2_LAN6,
     "dev": topology.DEVICE,
     "hoa4": topology.IPV4_HOA,
+    "dev4": topology.DEVICE4,
 }
 FIREWALL_NODES = {
     "fw": "firewall",
@@ -538,10 +539,8 @@ def parse_scenario(text: str, file: str) -> Scenario:
     ha_nodes = r.integer("topology.ha_nodes", topo.get("ha_nodes", 1), 1, 5)
     mobile_network = r.boolean("topology.mobile_network", topo.get("mobile_network", False))
     ipv4_home = r.boolean("topology.ipv4_home", topo.get("ipv4_home", False))
-    if ipv4_home and (ha_nodes > 1 or ha_firewall or mobile_network):
-        raise r.fail(
-            "topology.ipv4_home", "with one home agent, no ha_firewall and no mobile_network only"
-        )
+    if ipv4_home and (ha_nodes > 1 or ha_firewall):
+        raise r.fail("topology.ipv4_home", "with one home agent and no ha_firewall only")
     if mobile_network and (ha_nodes > 1 or ha_firewall):
         raise r.fail("topology.mobile_network", "with one home agent and no ha_firewall only")
 

@@ -42,6 +42,10 @@ SPI = 1000
 MOBILE_NETWORK = "2001:db8:aaaa::/48"
 MR_LAN6 = "2001:db8:aaaa:1::1"
 DEVICE = "2001:db8:aaaa:1::2"
+# ... and its IPv4 network, with IPv4 home addresses too (RFC 5555 carries IPv4 in its tunnel).
+MOBILE_NETWORK4 = "10.77.0.0/24"
+MR_LAN4 = "10.77.0.1"
+DEVICE4 = "10.77.0.2"
 # IPv4 home addresses (RFC 5555): the HA gives them from this prefix, the lowest first.
 IPV4_HOME_PREFIX = "192.0.2.0/24"
 IPV4_HOA = "192.0.2.1"
@@ -221,6 +225,8 @@ def placeholders(access: str) -> dict[str, str]:
         "DEVICE": DEVICE,  # ... and the host on it
         "HOME4": IPV4_HOME_PREFIX,  # IPv4 home addresses (RFC 5555)
         "HOA4": IPV4_HOA,  # ... the MN's
+        "MOBILE_NET4": MOBILE_NETWORK4,  # a mobile router's IPv4 network
+        "DEVICE4": DEVICE4,  # ... and the host's IPv4 address on it
     }
 
 
@@ -292,7 +298,7 @@ class Topology:
         """The node and address traffic to and from the mobile node uses: its home address
         (its IPv4 one with ``ipv4_home``), or with a mobile network the host behind it."""
         if self.mobile_network:
-            return "dev", DEVICE
+            return "dev", DEVICE4 if self.ipv4_home else DEVICE
         return "mn", IPV4_HOA if self.ipv4_home else HOA
 
     def cn_address(self) -> str:
@@ -537,6 +543,10 @@ def build(
         addr("mn", "net0", f"{MR_LAN6}/64")
         addr("dev", "eth0", f"{DEVICE}/64")
         route("dev", "default", "via", MR_LAN6, "dev", "eth0")
+        if ipv4_home:  # the router's IPv4 network as well
+            addr("mn", "net0", f"{MR_LAN4}/24")
+            addr("dev", "eth0", f"{DEVICE4}/24")
+            route("dev", "default", "via", MR_LAN4, "dev", "eth0")
     if attacker:
         addr("core", "to-atk", "2001:db8:e::1/64")
         addr("atk", "eth0", "2001:db8:e::2/64")
@@ -574,6 +584,8 @@ def build(
         if ha_nodes > 1 or ha_firewall:
             raise LabError("IPv4 home addresses are built with one home agent and no fwh yet")
         route("core", IPV4_HOME_PREFIX, "via", HA_CORE4)
+        if mobile_network:
+            route("core", MOBILE_NETWORK4, "via", HA_CORE4)
     if ha_nodes == 1:
         route("ha", "default", "via", "2001:db8:f2::1")
     route("ha", "default", "via", "203.0.113.1")
@@ -663,7 +675,12 @@ protection = "{t.protection}"
 
 
 def _mobile_network_line(t: Topology) -> str:
-    return f'mobile_network_prefixes = ["{MOBILE_NETWORK}"]' if t.mobile_network else ""
+    if not t.mobile_network:
+        return ""
+    line = f'mobile_network_prefixes = ["{MOBILE_NETWORK}"]'
+    if t.ipv4_home:
+        line += f'\nipv4_mobile_network_prefixes = ["{MOBILE_NETWORK4}"]'
+    return line
 
 
 def _ports_line(t: Topology, one: str, many: str) -> str:

@@ -5,12 +5,13 @@ and the prefixes carried by the binding's events, its replication record and its
 from __future__ import annotations
 
 import json
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 from coretest_kit import HA, HOA, KEY, SPI, VIA, Stamper, build_bu, events, make_ha, single_ba
 
 from mipnode.core.ha import BindingAdded, BindingRemoved, BindingUpdated, SecurityAssociation
+from mipnode.core.ipv4_networks import ipv6_only, mapped, text, unmapped
 from mipnode.wire.mh import BaStatus, MobileNetworkPrefix, MobilityOption
 
 T0 = 1000.0
@@ -138,3 +139,35 @@ def test_a_record_with_bad_prefixes_is_refused_whole(bad: object) -> None:
     record["binding"]["prefixes"] = bad if isinstance(bad, list) else [bad]
     with pytest.raises(ValueError):
         router_ha().adopt_replica(T0 + 1, record)  # type: ignore[attr-defined]
+
+
+# -- IPv4 networks of a router (core/ipv4_networks.py: held IPv4-mapped) -----------------------
+
+LAN4 = mapped(IPv4Network("10.77.0.0/24"))
+
+
+def test_ipv4_networks_are_registered_with_r_in_either_mode_and_never_without_it() -> None:
+    """RFC 3963's option has no IPv4 form: a registration with R gets the router's IPv4
+    networks whether it names its IPv6 prefixes (explicit) or not (implicit)."""
+    ha = router_ha((LAN, LAN4))
+    assert register(ha, Stamper(), prefixes=(LAN_A,)) == (0, True)
+    assert ha.binding_for(HOA).prefixes == (LAN_A, LAN4)  # type: ignore[attr-defined]
+    ha2, stamp = router_ha((LAN, LAN4)), Stamper()
+    assert register(ha2, stamp) == (0, True)
+    assert ha2.binding_for(HOA).prefixes == (LAN, LAN4)  # type: ignore[attr-defined]
+    assert register(ha2, stamp, seq=2, router=False) == (0, False)
+    assert ha2.binding_for(HOA).prefixes == ()  # type: ignore[attr-defined]
+
+
+def test_a_router_with_only_ipv4_networks_is_a_router() -> None:
+    ha = router_ha((LAN4,))
+    assert register(ha, Stamper()) == (0, True)  # not 140
+    assert ha.binding_for(HOA).prefixes == (LAN4,)  # type: ignore[attr-defined]
+
+
+def test_ipv4_networks_round_trip_and_read_as_ipv4() -> None:
+    v4 = IPv4Network("10.77.0.0/24")
+    assert unmapped(LAN4) == v4 and text(LAN4) == "10.77.0.0/24"
+    assert unmapped(LAN) is None and text(LAN) == str(LAN)
+    assert ipv6_only((LAN, LAN4)) == (LAN,)
+    assert mapped(IPv4Network("0.0.0.0/0")).prefixlen == 96

@@ -4,7 +4,7 @@ agent that answers without R, and a whole exchange with the real home agent core
 
 from __future__ import annotations
 
-from ipaddress import IPv6Network
+from ipaddress import IPv4Network, IPv6Network
 
 from coretest_kit import (
     COA,
@@ -21,6 +21,7 @@ from coretest_kit import (
 )
 
 from mipnode.core.ha import SecurityAssociation
+from mipnode.core.ipv4_networks import mapped
 from mipnode.core.mn import MobileNodeCore, RegistrationRejected
 from mipnode.wire.mh import MobileNetworkPrefix
 
@@ -86,3 +87,25 @@ def test_a_router_registers_its_networks_with_the_home_agent_core() -> None:
         mn.receive_datagram(1000.1, out.data, out.src, out.dst)
     assert mn.state == "registered"
     assert ha.binding_for(HOA).prefixes == (LAN_B,)  # type: ignore[union-attr]
+
+
+def test_ipv4_networks_set_r_and_are_never_named_in_an_option() -> None:
+    """RFC 3963's option is IPv6 only: a router's IPv4 networks (IPv4-mapped inside mipnode)
+    are registered implicitly; its IPv6 ones are still named, and both are routed."""
+    lan4 = mapped(IPv4Network("10.77.0.0/24"))
+    mn = make_mn(mobile_network_prefixes=(LAN_A, lan4))
+    mn.register(0.0, COA)
+    bu, _ = single_bu(mn, 0.0)
+    assert bu.mobile_router
+    named = [o for o in bu.options if isinstance(o, MobileNetworkPrefix)]
+    assert named == [MobileNetworkPrefix(LAN_A.network_address, 64)]
+    only4 = make_mn(mobile_network_prefixes=(lan4,))
+    only4.register(0.0, COA)
+    bu4, _ = single_bu(only4, 0.0)
+    assert bu4.mobile_router and not any(isinstance(o, MobileNetworkPrefix) for o in bu4.options)
+    ha = make_ha(security_associations=(SecurityAssociation(SPI, KEY, HOA, (LAN_A, lan4)),))
+    mn = make_mn(mobile_network_prefixes=(LAN_A, lan4))
+    mn.register(1000.0, COA)
+    for out in mn.datagrams_to_send(1000.0):
+        ha.receive_datagram(1000.0, out.data, out.src, out.dst, VIA)
+    assert ha.binding_for(HOA).prefixes == (LAN_A, lan4)  # type: ignore[union-attr]
