@@ -209,6 +209,27 @@ def test_examples_pair_up() -> None:
     assert router.prefix_registration == "explicit"
 
 
+def test_the_dual_stack_example_is_the_mn_example_with_an_ipv4_home_address(
+    write: Writer,
+) -> None:
+    """examples/dual-stack-mn.toml pairs with examples/ha.toml once ipv4_home_prefix is set
+    there (the line it shows commented out)."""
+    dual = load_mn_config(str(EXAMPLES / "dual-stack-mn.toml"))
+    mn = load_mn_config(str(EXAMPLES / "mn.toml"))
+    assert dual.ipv4_home_address == IPv4Address("0.0.0.0") and dual.protection == "esp"
+    assert (dual.home_address, dual.home_agent, dual.spi, dual.key) == (
+        mn.home_address,
+        mn.home_agent,
+        mn.spi,
+        mn.key,
+    )
+    text = (EXAMPLES / "ha.toml").read_text()
+    assert '# ipv4_home_prefix = "192.0.2.0/24"' in text
+    ha = load_ha_config(write(text.replace("# ipv4_home_prefix", "ipv4_home_prefix")))
+    assert ha.ipv4_home_prefix is not None
+    assert MobileNodeEntry(dual.home_address, dual.spi, dual.key) in ha.mobile_nodes
+
+
 def test_examples_show_every_key_with_its_default(write: Writer) -> None:
     """Each example mentions every key it may hold, and commenting every optional key out
     gives the same configuration: the values shown are the defaults."""
