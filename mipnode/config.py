@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mipnode.core.ipv4_networks import mapped
+from mipnode.core.ipv4_networks import MAPPED, mapped
 from mipnode.core.nemo import MAX_PREFIXES
 
 DEFAULT_UDP_PORT = 4191  # DSMIPv6-style port (RFC 5555); never 4500 (decoded as ESP-in-UDP)
@@ -196,7 +196,11 @@ class _Reader:
         which does not know it, passes its home address and home agent's as one network:
         neither may lie in a mobile network), none inside another; at most 16."""
         what = "home_prefix" if home.prefixlen < 128 else "the home address"
-        return self._networks(name, IPv6Network, (what, home), MAX_MOBILE_NETWORK_PREFIXES)
+        out = self._networks(name, IPv6Network, (what, home), MAX_MOBILE_NETWORK_PREFIXES)
+        if clash := next((p for p in out if p.overlaps(MAPPED)), None):
+            # mipnode holds IPv4 networks as IPv4-mapped prefixes (core/ipv4_networks.py)
+            raise self.error(name, f"{clash} overlaps {MAPPED}: list IPv4 networks under ipv4_*")
+        return out
 
     def ipv4_prefixes(
         self, name: str, avoid: IPv4Network | None, ipv6_count: int
@@ -495,6 +499,10 @@ def load_ha_config(path: str) -> HaConfig:
         key = e.key("key")
         prefixes = e.prefixes("mobile_network_prefixes", home_prefix)
         prefixes4 = e.ipv4_prefixes("ipv4_mobile_network_prefixes", ipv4_home_prefix, len(prefixes))
+        if prefixes4 and ipv4_home_prefix is None:
+            # The router needs an IPv4 home address: its own IPv4 packets use it, and the IPv4
+            # default route into its tunnel comes with it.
+            raise e.error("ipv4_mobile_network_prefixes", "need [ha] ipv4_home_prefix as well")
         v4 = e.ipv4("ipv4_home_address")
         if v4 is not None:
             _static_ipv4(e, v4, ipv4_home_prefix)
@@ -517,8 +525,6 @@ def load_ha_config(path: str) -> HaConfig:
                     f"{prefix4} overlaps {clash4} of mobile node {seen_v4_prefixes[clash4]}",
                 )
             seen_v4_prefixes[prefix4] = hoa
-        if v4 is not None and (home4 := next((p for p in prefixes4 if v4 in p), None)):
-            raise e.error("ipv4_home_address", f"{v4} lies in its own mobile network {home4}")
         if spi in seen_spi:
             raise e.error("spi", f"SPI {spi} used twice")
         if hoa in seen_hoa:
@@ -645,8 +651,12 @@ def load_mn_config(path: str) -> MnConfig:
             raise r.error("ipv4_home_address", f"{ipv4_home} is no unicast address")
     if registration == "implicit" and not (prefixes or prefixes4):
         raise r.error("prefix_registration", "only with mobile_network_prefixes")
-    if ipv4_home is not None and (home4 := next((p for p in prefixes4 if ipv4_home in p), None)):
+    fixed = ipv4_home if v4_text not in (None, "auto") else None
+    home4 = next((p for p in prefixes4 if fixed in p), None) if fixed is not None else None
+    if home4 is not None:
         raise r.error("ipv4_home_address", f"{ipv4_home} lies in its own mobile network {home4}")
+    if ha4 is not None and (clash4 := next((p for p in prefixes4 if ha4 in p), None)):
+        raise r.error("ipv4_mobile_network_prefixes", f"{clash4} holds the home agent {ha4}")
     if prefixes4 and ipv4_home is None:
         # The IPv4 default route into the tunnel comes with the IPv4 home address, and the
         # router's own IPv4 packets need that address as their source.

@@ -1064,9 +1064,18 @@ def test_ipv4_home_addresses_work_without_protection_too(write: Writer) -> None:
     assert mn.protection == "none" and str(mn.ipv4_home_address) == "0.0.0.0"
 
 
+HOME4 = {"ipv4_home_prefix": "192.0.2.0/24"}
+
+
 @pytest.mark.parametrize(
     ("ha", "entries", "key", "problem"),
     [
+        (
+            {},
+            [{"ipv4_mobile_network_prefixes": ["10.77.0.0/24"]}],
+            "mobile_node[0].ipv4_mobile_network_prefixes",
+            "need [ha] ipv4_home_prefix as well",
+        ),
         (
             {"ipv4_home_prefix": "192.0.2.0/24"},
             [{"ipv4_mobile_network_prefixes": ["192.0.2.128/25"]}],
@@ -1074,19 +1083,19 @@ def test_ipv4_home_addresses_work_without_protection_too(write: Writer) -> None:
             "192.0.2.128/25 overlaps ipv4_home_prefix",
         ),
         (
-            {},
+            HOME4,
             [{"ipv4_mobile_network_prefixes": ["10.77.0.1/24"]}],
             "mobile_node[0].ipv4_mobile_network_prefixes",
             "not an IPv4 prefix",
         ),
         (
-            {},
+            HOME4,
             [{"ipv4_mobile_network_prefixes": ["10.77.0.0/16", "10.77.1.0/24"]}],
             "mobile_node[0].ipv4_mobile_network_prefixes",
             "10.77.1.0/24 overlaps 10.77.0.0/16",
         ),
         (
-            {},
+            HOME4,
             [
                 {"ipv4_mobile_network_prefixes": ["10.77.0.0/24"]},
                 {"ipv4_mobile_network_prefixes": ["10.77.0.128/25"]},
@@ -1101,7 +1110,7 @@ def test_ipv4_home_addresses_work_without_protection_too(write: Writer) -> None:
             "0.0.0.0/0: a prefix of length 0",
         ),
         (
-            {},
+            HOME4,
             [{"ipv4_mobile_network_prefixes": [f"10.{i}.0.0/16" for i in range(17)]}],
             "mobile_node[0].ipv4_mobile_network_prefixes",
             "at most 16 prefixes in all",
@@ -1138,6 +1147,15 @@ def test_a_routers_ipv4_networks_load_on_both_sides(write: Writer) -> None:
     ("changes", "problem"),
     [
         ({"ipv4_mobile_network_prefixes": ["10.77.0.0/24"]}, "need ipv4_home_address as well"),
+        (
+            {
+                "ipv4_mobile_network_prefixes": ["203.0.113.0/24"],
+                "ipv4_home_address": "auto",
+                "home_agent_ipv4": "203.0.113.2",
+            },
+            "203.0.113.0/24 holds the home agent 203.0.113.2",
+        ),
+        ({"mobile_network_prefixes": ["::ffff:0:0/96"]}, "::ffff:0:0/96 overlaps ::ffff:0:0/96"),
         (
             {"ipv4_mobile_network_prefixes": ["10.77.0.0/24"], "ipv4_home_address": "10.77.0.1"},
             "10.77.0.1 lies in its own mobile network",

@@ -121,7 +121,7 @@ async def test_in_clear_an_ipv4_source_is_only_its_owners_on_its_path() -> None:
     d._from_raw4(b"\x45" + bytes(10), (COA, 0))
     assert tun.written == []
     assert d.drops["ingress_wrong_endpoint"] == 1  # HOA2's address, but not on HOA2's path
-    assert d.drops["ingress_unbound_source"] == 1 and d.drops["ipv4_too_short"] == 1
+    assert d.drops["ingress_unbound_source"] == 1 and d.drops["ipv4_malformed"] == 1
 
 
 async def test_under_protection_clear_ipv4_is_refused() -> None:
@@ -137,7 +137,7 @@ DEV4 = IPv4Address("10.77.0.2")
 def router_daemon(protection: str = "esp") -> tuple[HomeAgentDaemon, Recorder]:
     """HOA is a mobile router with the IPv4 network LAN4 registered (IPv4-mapped)."""
     d, rec = daemon(protection)
-    d.prefixes.set(HOA.packed, (mapped(LAN4),))
+    d.prefixes4.set(HOA.packed, (mapped(LAN4),))
     return d, rec
 
 
@@ -165,7 +165,42 @@ async def test_ipv4_from_a_routers_network_only_under_its_sa_and_on_its_path() -
     d._from_esp(EspOutbound(SUITE_AES_GCM, in2, TO_HA).seal(own, NH_IPV4) or b"", VIA)
     assert rec.written == [own] and d.drops["esp_inner_source_not_owner"] == 1
     clear, tun, _ = clear_daemon()
-    clear.prefixes.set(HOA.packed, (mapped(LAN4),))
+    clear.prefixes4.set(HOA.packed, (mapped(LAN4),))
     clear._from_ipv4(own, Via("T-udp", (COA, 40000), 4191))
     clear._from_raw4(own, (COA, 0))
     assert tun.written == [own] and clear.drops["ingress_wrong_endpoint"] == 1
+
+
+def ipv6_posing(v4: IPv4Address) -> bytes:
+    """An IPv6 packet whose source carries ``v4`` where an IPv4 header has its source
+    (octets 12-15): what a check of those octets alone would take for IPv4 from ``v4``."""
+    src = IPv6Address(b"\x26\x20\x00\x00" + v4.packed + bytes(8))
+    return (
+        b"\x60"
+        + bytes(3)
+        + (8).to_bytes(2, "big")
+        + bytes([17, 64])
+        + src.packed
+        + (IPv6Address("2001:db8:dddd::1").packed + bytes(8))
+    )
+
+
+async def test_protocol_4_carrying_ipv6_is_refused_whatever_its_octets_say() -> None:
+    """The attack: a node with an IPv4 home address sends IPv6 with a spoofed source as
+    protocol 4 (or IPv4-in-UDP) on its own path; the TUN would read it as IPv6."""
+    d, tun, _ = clear_daemon()
+    posing = ipv6_posing(V4)
+    assert posing[12:16] == V4.packed
+    d._from_raw4(posing, (COA, 0))
+    d._from_ipv4(posing, VIA)
+    assert tun.written == [] and d.drops["ipv4_malformed"] == 2
+
+
+async def test_an_ipv6_source_mapping_a_routers_ipv4_network_is_not_the_routers() -> None:
+    """IPv4 networks live in their own table: an IPv6 packet from ::ffff:10.77.0.2 under the
+    router's SA is not from the router's networks."""
+    d, rec = router_daemon()
+    inner = ipv6_posing(DEV4)
+    inner = inner[:8] + IPv6Address(f"::ffff:{DEV4}").packed + inner[24:]
+    d._from_esp(EspOutbound(SUITE_AES_GCM, IN, TO_HA).seal(inner, 41) or b"", VIA)
+    assert rec.written == [] and d.drops["esp_inner_source_not_owner"] == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -86,7 +86,7 @@ def test_clear_ipv4_is_delivered_only_from_the_ha_to_our_address_without_protect
     assert own.refuse_clear_ipv4(ipv4("198.18.0.2", "192.0.2.9"), True, clear) == (
         "ipv4_not_to_home_address"
     )
-    assert own.refuse_clear_ipv4(ours[:19], True, clear) == "ipv4_not_to_home_address"
+    assert own.refuse_clear_ipv4(ours[:19], True, clear) == "ipv4_malformed"
     own.ipv4 = None  # not given (yet)
     assert own.refuse_clear_ipv4(ours, True, clear) == "ipv4_not_to_home_address"
 
@@ -103,3 +103,11 @@ def test_a_routers_ipv4_networks_go_to_the_ha_and_come_back_to_the_kernel() -> N
     assert own.addressed(ipv4("198.18.0.2", "10.77.0.200"))
     assert not own.addressed(ipv4("198.18.0.2", "10.77.1.2"))
     assert not own.sent_by(ipv4("10.77.0.2", "198.18.0.2")[:19])
+
+
+def test_protocol_4_carrying_ipv6_never_reaches_a_routers_network(
+    sockets: dict[str, socket.socket],
+) -> None:
+    own = OwnSources((IPv6Network("2001:db8:aaaa::/48"),))
+    six = b"\x60" + bytes(7) + bytes(16) + IPv6Address("2001:db8:aaaa:1::2").packed
+    assert own.refuse_clear_ipv4(six, True, table(False, sockets)) == "ipv4_malformed"

@@ -37,3 +37,12 @@ def text(network: IPv6Network) -> str:
 
 def ipv6_only(networks: Iterable[IPv6Network]) -> tuple[IPv6Network, ...]:
     return tuple(n for n in networks if unmapped(n) is None)
+
+
+def split(
+    networks: Iterable[IPv6Network],
+) -> tuple[tuple[IPv6Network, ...], tuple[IPv6Network, ...]]:
+    """(the IPv6 networks, the IPv4 ones still IPv4-mapped): each family gets its own table,
+    so an IPv6 packet with an IPv4-mapped source never matches a router's IPv4 network."""
+    nets = tuple(networks)
+    return ipv6_only(nets), tuple(n for n in nets if unmapped(n) is not None)

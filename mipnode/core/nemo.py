@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from ipaddress import IPv6Network
 
-from mipnode.core.ipv4_networks import unmapped
+from mipnode.core.ipv4_networks import MAPPED, unmapped
 from mipnode.wire.mh import BaStatus, BindingUpdate, MobileNetworkPrefix
 
 MAX_PREFIXES = 16  # per router: every one is a route and a line of the ingress filter
@@ -56,13 +56,16 @@ def prefixes_to_register(
     registered: list[IPv6Network] = []
     for option in asked:
         prefix = valid_prefix(option)
-        if prefix is None or prefix.overlaps(home_prefix):
+        if prefix is None or prefix.overlaps(home_prefix) or prefix.overlaps(MAPPED):
+            # IPv4-mapped prefixes are how mipnode holds IPv4 networks; never from the wire
             return BaStatus.INVALID_PREFIX, ()
         if not any(prefix.subnet_of(allowed) for allowed in authorised):
             return BaStatus.NOT_AUTHORIZED_FOR_PREFIX, ()
         if prefix not in registered:
             registered.append(prefix)
     registered += [p for p in authorised if unmapped(p) is not None and p not in registered]
+    if len(registered) > MAX_PREFIXES:
+        return BaStatus.INSUFFICIENT_RESOURCES, ()
     return BaStatus.ACCEPTED, tuple(registered)
 
 

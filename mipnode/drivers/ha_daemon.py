@@ -44,6 +44,7 @@ from mipnode.core.home_agent import (
     binding_views,
     path_views,
 )
+from mipnode.core.ipv4_networks import split
 from mipnode.core.token_bucket import TokenBucket
 from mipnode.core.types import Via
 from mipnode.core.views import to_json
@@ -120,6 +121,7 @@ class HomeAgentDaemon:
         self.routes: dict[bytes, Via] = {}
         # Mobile routers' prefixes -> their home address (RFC 3963): looked up on a miss only.
         self.prefixes = PrefixTable()
+        self.prefixes4 = PrefixTable()  # and their IPv4 networks, IPv4-mapped (ipv4_networks)
         self.ipv4 = Ipv4Homes()  # IPv4 home addresses (RFC 5555) -> their mobile node
         self.raw4: socket.socket | None = None  # IPv4-in-IPv6 (T-native without protection)
         self.unbound_mh = TokenBucket(UNBOUND_MH_PER_S, UNBOUND_MH_BURST)
@@ -164,7 +166,8 @@ class HomeAgentDaemon:
             )
         self.raw41 = open_raw(socket.IPPROTO_IPV6, address=str(cfg.address))  # RFC 2473
         self.raw50 = open_raw(IPPROTO_ESP, address=str(cfg.address))  # T-native protected
-        if cfg.ipv4_home_prefix is not None:  # RFC 5555 §4.1: IPv4 in the IPv6 tunnel
+        if cfg.ipv4_home_prefix is not None and not self.protected:
+            # RFC 5555 §4.1: IPv4 in the IPv6 tunnel, in clear (under protection: in ESP)
             self.raw4 = open_raw(socket.IPPROTO_IPIP, address=str(cfg.address))
         # Kept open so the kernel does not answer MH with Parameter Problem (reference E10).
         self.raw_mh = open_raw(NH_MH)
@@ -251,7 +254,7 @@ class HomeAgentDaemon:
         via = self.routes.get(hoa) if len(pkt) >= 40 else None
         if via is None:  # only a miss asks the other tables, each for its own IP version
             if pkt[0] >> 4 == 4:  # to an IPv4 home address (RFC 5555) or IPv4 network
-                hoa = self.ipv4.owner_of(pkt[16:20], self.prefixes)
+                hoa = self.ipv4.owner_of(pkt[16:20], self.prefixes4)
             elif self.prefixes and len(pkt) >= 40:  # into a mobile router's network
                 hoa = self.prefixes.owner_of(hoa) or b""
             via = self.routes.get(hoa) if hoa else None
@@ -324,10 +327,10 @@ class HomeAgentDaemon:
     def _from_ipv4(self, inner: bytes, via: Via) -> None:
         """An IPv4 packet in clear from a tunnel (ha_ipv4.py): only without protection, and
         only from an IPv4 home address on its binding's path."""
-        owner = self.ipv4.owner_of(inner[12:16], self.prefixes) if len(inner) >= 20 else b""
+        owner = self.ipv4.owner_of(inner[12:16], self.prefixes4) if len(inner) >= 20 else b""
         if self.protected or owner in self.esp.outbound:
             self.drops("clear_data_refused")
-        elif reason := self.ipv4.refusal(inner, via, self.routes, self.prefixes):
+        elif reason := self.ipv4.refusal(inner, via, self.routes, owner):
             self.drops(reason)
         else:
             self.tun.write(inner)
@@ -369,7 +372,8 @@ class HomeAgentDaemon:
             return
         inner, owner = opened
         if inner[0] >> 4 == 4:  # from an IPv4 home address (RFC 5555): its owner's only,
-            if reason := self.ipv4.refusal(inner, via, self.routes, self.prefixes, owner):
+            source = self.ipv4.owner_of(inner[12:16], self.prefixes4)
+            if reason := self.ipv4.refusal(inner, via, self.routes, source, owner):
                 self.drops(reason)
             else:
                 self.tun.write(inner, True)
@@ -462,7 +466,9 @@ class HomeAgentDaemon:
         """``pkt`` to ``via``; ``batched`` (data from the TUN): over UDP, at the batch's end."""
         if via.kind == "T-native":  # IPv6-in-IPv6, or IPv4-in-IPv6 (RFC 2473)
             sock = self.raw4 if pkt[0] >> 4 == 4 else self.raw41
-            if sock is not None:
+            if sock is None:
+                self.drops("tx_no_socket")
+            else:
                 send_quietly(sock, pkt, (via.remote[0], 0), self.drops)
             return
         host = str(via.remote[0])
@@ -492,10 +498,12 @@ class HomeAgentDaemon:
         prefixes = () if event.binding is None else event.binding.prefixes
         given = None if event.binding is None else event.binding.ipv4_home_address
         self.ipv4.set(event.home_address.packed, None if event.via is None else given)
-        added, removed = self.prefixes.set(event.home_address.packed, prefixes)
-        for prefix in removed:
+        nets6, nets4 = split(prefixes)  # one table per family (core/ipv4_networks.py)
+        added, removed = self.prefixes.set(event.home_address.packed, nets6)
+        added4, removed4 = self.prefixes4.set(event.home_address.packed, nets4)
+        for prefix in (*removed, *removed4):
             self.host_routes.remove(prefix)
-        for prefix in added:
+        for prefix in (*added, *added4):
             self.host_routes.add(prefix)
         if event.via is None:
             self.routes.pop(event.home_address.packed, None)

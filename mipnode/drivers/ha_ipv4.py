@@ -46,14 +46,15 @@ class Ipv4Homes:
         inner: bytes,
         via: Via,
         routes: dict[bytes, Via],
-        networks: PrefixTable,
+        owner: bytes,
         sa_owner: bytes | None = None,
     ) -> str | None:
         """Why ``inner``, an IPv4 packet that came on ``via`` (opened under ``sa_owner``'s SA,
-        or clear: ``None``), is not forwarded; ``None``: it is."""
-        if len(inner) < 20:
-            return "ipv4_too_short"
-        owner = self.owner_of(inner[12:16], networks)
+        or clear: ``None``) from ``owner``'s address (:meth:`owner_of`), is not forwarded;
+        ``None``: it is. Anything but IPv4 is refused here (protocol 4 or a UDP payload
+        claims IPv4; what the TUN gets is read by its own first nibble)."""
+        if len(inner) < 20 or inner[0] >> 4 != 4:
+            return "ipv4_malformed"
         if not owner:
             return "ingress_unbound_source" if sa_owner is None else "esp_inner_source_not_owner"
         if sa_owner is not None and owner != sa_owner:

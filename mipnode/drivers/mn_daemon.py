@@ -89,10 +89,7 @@ class MobileNodeDaemon:
         await trio.to_thread.run_sync(
             netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [(hoa, 128)]
         )
-        if cfg.networks:  # a mobile router forwards for its networks
-            await trio.to_thread.run_sync(netlink.enable_ipv6_forwarding)
-        if cfg.ipv4_mobile_network_prefixes:
-            await trio.to_thread.run_sync(netlink.enable_ipv4_forwarding)
+        await self.own.start(cfg.tun_name, cfg.ipv4_mobile_network_prefixes)  # a router's
         changes = netlink.open_change_socket()  # before the first look: no change is missed
         info = await mn_moves.access_info(self)
         self.node = MobileNode(
@@ -137,9 +134,10 @@ class MobileNodeDaemon:
                 task_status.started()
         finally:
             changes.close()
-            if self.ro:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if self.ro:
                     await trio.to_thread.run_sync(rawio.remove_table, self.nft_table)
+                await self.own.stop()
 
     async def _serve_access(
         self, s: AccessSockets, *, task_status: trio.TaskStatus[trio.CancelScope]
@@ -266,7 +264,8 @@ class MobileNodeDaemon:
 
     def _from_home4(self, inner: bytes, addr: Any) -> None:
         """IPv4 in clear from the home agent (RFC 5555; protocol 4, or in UDP)."""
-        if reason := self.own.refuse_clear_ipv4(inner, addr[0] in self.ha_hosts, self.fwd):
+        from_ha = addr[0] in self.ha_hosts and (addr[1] == 0 or addr[1] in self.ha_ports)
+        if reason := self.own.refuse_clear_ipv4(inner, from_ha, self.fwd):
             self.drops(reason)
         else:
             self._deliver(inner, "delivered_ipv4_from_ha")

@@ -47,7 +47,8 @@ async def use(daemon: Any, info: netlink.AccessInfo) -> None:
                 daddrs=(str(info.ipv6),),
             )
         )
-    ipv4 = daemon.config.ipv4_home_address is not None  # RFC 5555: IPv4-in-IPv6 in clear
+    cfg = daemon.config  # RFC 5555 without protection: IPv4-in-IPv6 (protocol 4)
+    ipv4 = cfg.ipv4_home_address is not None and cfg.suite is None
     sockets = AccessSockets.open(info, tap=daemon.ro and info.ipv6 is not None, ipv4=ipv4)
     scope = await daemon.nursery.start(daemon._serve_access, sockets)
     daemon.accesses.append((sockets, scope))

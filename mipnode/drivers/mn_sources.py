@@ -6,12 +6,12 @@ asks here only when a packet is not the home address's (the common case costs no
 from __future__ import annotations
 
 import logging
-from ipaddress import IPv4Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import trio
 
-from mipnode.core.ipv4_networks import MAPPED_HEAD
-from mipnode.drivers import netlink
+from mipnode.core.ipv4_networks import MAPPED_HEAD, split
+from mipnode.drivers import netlink, rawio
 from mipnode.drivers.mn_table import ForwardingTable
 from mipnode.drivers.prefix_table import PrefixTable
 
@@ -20,9 +20,13 @@ log = logging.getLogger("mipnode.mn")
 
 class OwnSources:
     def __init__(self, networks: tuple[IPv6Network, ...]) -> None:
+        nets6, nets4 = split(networks)  # one table per family (core/ipv4_networks.py)
         self.networks = PrefixTable()
-        self.networks.set(b"\x01", networks)
+        self.networks.set(b"\x01", nets6)
+        self.networks4 = PrefixTable()  # IPv4-mapped
+        self.networks4.set(b"\x01", nets4)
         self.ipv4: bytes | None = None  # the IPv4 home address, once the home agent gave one
+        self.guard: str | None = None  # the nft table keeping IPv4 networks in the tunnel
 
     def sent_by(self, pkt: bytes) -> bool:
         """A packet from the TUN (not from the home address) the home agent should get."""
@@ -41,7 +45,7 @@ class OwnSources:
         prefix table, core/ipv4_networks.py)."""
         if address == self.ipv4:
             return True
-        return bool(self.networks) and bool(self.networks.owner_of(MAPPED_HEAD + address))
+        return bool(self.networks4) and bool(self.networks4.owner_of(MAPPED_HEAD + address))
 
     def refuse_clear_ipv4(self, inner: bytes, from_ha: bool, fwd: ForwardingTable) -> str | None:
         """Why an IPv4 packet in clear (protocol 4, or UDP) is not delivered: only from the
@@ -50,9 +54,28 @@ class OwnSources:
             return "ipv4_not_from_ha"
         if fwd.protected:
             return "clear_ipv4_refused"
-        if len(inner) < 20 or not self.addressed(inner):
+        if len(inner) < 20 or inner[0] >> 4 != 4:
+            return "ipv4_malformed"
+        if not self.addressed(inner):
             return "ipv4_not_to_home_address"
         return None
+
+    async def start(self, tun_name: str, ipv4_networks: tuple[IPv4Network, ...]) -> None:
+        """A mobile router forwards for its networks; its IPv4 networks' packets only ever
+        into the tunnel (rawio.install_forward_guard)."""
+        if self.networks:
+            await trio.to_thread.run_sync(netlink.enable_ipv6_forwarding)
+        if ipv4_networks:
+            self.guard = rawio.table_name("mipnode_mnfw", tun_name)
+            sources = tuple(map(str, ipv4_networks))
+            await trio.to_thread.run_sync(
+                rawio.install_forward_guard, self.guard, tun_name, sources
+            )
+            await trio.to_thread.run_sync(netlink.enable_ipv4_forwarding)
+
+    async def stop(self) -> None:
+        if self.guard is not None:
+            await trio.to_thread.run_sync(rawio.remove_table, self.guard)
 
     async def apply_ipv4(self, tun_name: str, address: IPv4Address | None) -> None:
         """The IPv4 home address on the TUN as a /32 with the IPv4 default route into it (so

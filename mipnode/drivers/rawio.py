@@ -95,11 +95,26 @@ def install_rx_drops(
         rules.append(f"meta nfproto ipv6 {match}rt type 2 counter drop")
     if dstopts:
         rules.append(f"meta nfproto ipv6 {match}exthdr dst exists counter drop")
+    _own_table(table, "pre", "prerouting priority raw - 10", rules)
+
+
+def install_forward_guard(table: str, tun_name: str, sources: tuple[str, ...]) -> None:
+    """Create (or replace) ``inet <table>``: IPv4 packets from ``sources`` (a mobile router's
+    IPv4 networks) are forwarded into ``tun_name`` or dropped, never out of another interface
+    (while no IPv4 default route leads into the tunnel they would leave natively, unprotected).
+    Ours alone, like the table of :func:`install_rx_drops`."""
+    rule = f'meta nfproto ipv4 ip saddr {{ {", ".join(sources)} }} oifname != "{tun_name}" '
+    _own_table(table, "fwd", "forward priority filter - 10", [rule + "counter drop"])
+
+
+def _own_table(table: str, chain: str, hook: str, rules: list[str]) -> None:
+    """``inet <table>`` with one accepting base chain holding ``rules``, replacing whatever
+    a crashed run of ours left under that name."""
     body = "\n".join(f"    {r}" for r in rules)
     script = (
         f"table inet {table}\ndelete table inet {table}\n"
-        f"table inet {table} {{\n  chain pre {{\n"
-        f"    type filter hook prerouting priority raw - 10; policy accept;\n{body}\n  }}\n}}\n"
+        f"table inet {table} {{\n  chain {chain} {{\n"
+        f"    type filter hook {hook}; policy accept;\n{body}\n  }}\n}}\n"
     )
     proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -510,8 +510,9 @@ def _ipv4_home_used(t: Topology, result: dict[str, Any]) -> list[str]:
     mn = daemon_status(t, "mn") or {}
     given = mn.get("ipv4_home_address")
     counters = mn.get("counters") or {}  # the MN's own, or (a router) its network's
-    sent = counters.get("tunnelled_ipv4_to_ha", 0)
-    sent += counters.get("tunnelled_ipv4_from_mobile_network", 0)
+    sent = counters.get(
+        "tunnelled_ipv4_from_mobile_network" if t.mobile_network else "tunnelled_ipv4_to_ha", 0
+    )
     ha = daemon_status(t, cluster.serving(t), "bindings") or {}
     views = [b.get("ipv4_home_address") for b in ha.get("bindings", []) if b["hoa"] == HOA]
     views += [b.get("ipv4_home_address") for b in _mn_bindings(t)]

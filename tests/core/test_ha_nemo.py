@@ -171,3 +171,12 @@ def test_ipv4_networks_round_trip_and_read_as_ipv4() -> None:
     assert unmapped(LAN) is None and text(LAN) == str(LAN)
     assert ipv6_only((LAN, LAN4)) == (LAN,)
     assert mapped(IPv4Network("0.0.0.0/0")).prefixlen == 96
+
+
+def test_an_ipv4_mapped_prefix_from_the_wire_is_invalid() -> None:
+    """IPv4-mapped prefixes are mipnode's own way of holding IPv4 networks: a BU naming one
+    (here inside the router's authorised IPv4 network) is refused with 141."""
+    ha = router_ha((LAN, LAN4))
+    inside = MobileNetworkPrefix(IPv6Address("::ffff:10.77.0.5"), 128)
+    assert register(ha, Stamper(), prefixes=(inside,)) == (141, True)  # R: it serves routers
+    assert ha.binding_for(HOA) is None  # type: ignore[attr-defined]
