@@ -104,7 +104,7 @@ def install_forward_guard(table: str, tun_name: str, sources: tuple[str, ...]) -
     (while no IPv4 default route leads into the tunnel they would leave natively, unprotected).
     Ours alone, like the table of :func:`install_rx_drops`."""
     rule = f'meta nfproto ipv4 ip saddr {{ {", ".join(sources)} }} oifname != "{tun_name}" '
-    _own_table(table, "fwd", "forward priority filter - 10", [rule + "counter drop"])
+    _own_table(table, "guard", "forward priority filter - 10", [rule + "counter drop"])
 
 
 def _own_table(table: str, chain: str, hook: str, rules: list[str]) -> None:
