@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mipnode import __version__
+from mipnode import __version__, human
 
 EXIT_USAGE = 2
 
@@ -130,100 +129,16 @@ def _printable(value: Any) -> Any:
     return value
 
 
-def _fmt_path(path: dict[str, Any] | None) -> str:
-    if not path:
-        return "-"
-
-    def ep(e: dict[str, Any] | None) -> str:
-        if not e:
-            return "?"
-        a = e["address"]
-        return (
-            a
-            if e.get("port") is None
-            else (f"[{a}]:{e['port']}" if ":" in a else f"{a}:{e['port']}")
-        )
-
-    return f"{path['kind']} {ep(path.get('local'))} -> {ep(path.get('remote'))}"
+def print_status(answer: dict[str, Any]) -> None:
+    human.render("status", answer)
 
 
 def print_bindings(answer: dict[str, Any]) -> None:
-    rows = answer.get("bindings", [])
-    if not rows:
-        print(f"{answer['role']}: no bindings")
-    for b in rows:
-        networks = b.get("mobile_network_prefixes") or []
-        print(
-            f"{answer['role']}  {b['hoa']}  coa {b['coa']}  {_fmt_path(b['path'])}  "
-            f"seq {b['sequence']}  {b['lifetime_remaining_s']}s left  {b['state']}"
-            + (f"  routes {', '.join(networks)}" if networks else "")
-        )
+    human.render("bindings", answer)
 
 
-def _since(posix: float | None) -> str:
-    if posix is None:
-        return ""
-    return f"  (since {time.strftime('%H:%M:%S', time.localtime(posix))})"
-
-
-def _print_protection(protection: Any, keyed: Any) -> None:
-    if protection == "none":
-        print("  ! protection none: tunnelled data is neither encrypted nor authenticated")
-    elif protection == "esp":
-        print(f"  protection esp{'' if keyed else ' (not keyed yet: no registration)'}")
-
-
-def print_status(answer: dict[str, Any]) -> None:
-    role = answer["role"]
-    if role == "mn":
-        acc = answer["access"]
-        print(
-            f"mobile node {answer['home_address']}  home agent {answer['home_agent']}  "
-            f"state {answer['state']}"
-        )
-        if answer.get("diagnosis"):
-            print(f"  ! {answer['diagnosis']}{_since(answer.get('diagnosis_since'))}")
-        _print_protection(answer.get("protection"), answer.get("esp_keyed"))
-        print(
-            f"  access {acc['interface']}  ipv6 {acc['ipv6']}  ipv4 {acc['ipv4']}  "
-            f"rtt {answer['rtt_ms']} ms  registration {answer['registration_ms']} ms"
-        )
-        for c in answer.get("candidates", []):
-            print(
-                f"  candidate {c['kind']:8} {c['family']}  {c['state']:11} rtt {c['rtt_ms']} ms  "
-                f"checks {c['checks_answered']}/{c['checks_sent']}"
-            )
-        for f in answer.get("mobile_network_flows", []):
-            print(f"  host {f['host']} -> {f['cn']}  {f['path'] or 'no path'}")
-    elif role == "ha":
-        print(
-            f"home agent {answer['address']}  home prefix {answer['home_prefix']}  "
-            f"udp {answer['udp_port']}  up {answer['uptime_s']} s"
-        )
-        _print_protection(answer.get("protection"), True)
-        if answer.get("cluster"):
-            _print_cluster(answer["cluster"])
-    print_bindings(answer)
-    drops = answer.get("drops", {})
-    if drops:
-        print("  drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
-
-
-def _print_cluster(c: dict[str, Any]) -> None:
-    """A node of a home-agent cluster: what it holds, who is alive, how etcd is."""
-    holds = ", ".join(c["holds"]) or f"nothing (standby; {c['address']} held by " + (
-        f"{c['holders'].get(c['address']) or 'nobody'})"
-    )
-    print(f"  cluster {c['name']}  node {c['node']}  {c['state']}  holds {holds}")
-    if c.get("reason"):
-        print(f"  ! {c['reason']}")
-    etcd = c["etcd"]
-    print(
-        f"  nodes alive {', '.join(c['live'])} of {', '.join(c['members'])}  "
-        f"etcd {'reachable' if etcd['reachable'] else 'not reached'} at revision "
-        f"{etcd['revision']}  records {c['replicas']}"
-        + (f"  ({c['pending_writes']} waiting for etcd)" if c.get("pending_writes") else "")
-    )
+def print_paths(peers: Any) -> None:
+    human.render("paths", peers)
 
 
 def inspect(command: str, as_json: bool, socket_name: str | None) -> int:
@@ -234,52 +149,8 @@ def inspect(command: str, as_json: bool, socket_name: str | None) -> int:
     for answer in answers:
         if isinstance(answer, dict) and "error" in answer:
             fail(answer["error"], 1)
-        if command == "paths":
-            print_paths(answer)
-        else:
-            (print_bindings if command == "bindings" else print_status)(answer)
+        human.render(command, answer)
     return 0
-
-
-def _endpoint(e: dict[str, Any] | None) -> str:
-    if not e:
-        return "-"
-    a, port = e["address"], e.get("port")
-    return a if port is None else (f"[{a}]:{port}" if ":" in a else f"{a}:{port}")
-
-
-def print_paths(peers: Any) -> None:
-    """One line per peer (its selected path), then one per candidate pair, like
-    `tailscale status`: kind, local -> remote, state, RTT, checks answered/sent."""
-    if not peers:
-        print("no peers")
-    for p in peers:
-        sel = p.get("selected")
-        head = (
-            "-"
-            if not sel
-            else (
-                f"{sel['kind']} {_endpoint(sel.get('local'))} -> {_endpoint(sel.get('remote'))}"
-                + (f"  rtt {sel['rtt_ms']} ms" if sel.get("rtt_ms") is not None else "")
-            )
-        )
-        print(f"{p['peer']:40} {p['role']:14} {head}")
-        for pair in p.get("pairs", []):
-            checks = (
-                f"  checks {pair['checks_answered']}/{pair['checks_sent']}"
-                if pair.get("checks_sent") is not None
-                else ""
-            )
-            rtt = f"  rtt {pair['rtt_ms']} ms" if pair.get("rtt_ms") is not None else ""
-            print(
-                f"    {pair['kind']:9} {_endpoint(pair.get('local'))} -> "
-                f"{_endpoint(pair.get('remote'))}  {pair['state']}{rtt}{checks}"
-            )
-        for change in p.get("changes", [])[-3:]:
-            print(
-                f"    change at {change['at']}: {change['from']} -> {change['to']} "
-                f"({change['reason']})"
-            )
 
 
 # -- argument parsing --------------------------------------------------------------------
