@@ -10,11 +10,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import FrameType
 
 from mipnode.lab import runner
 from mipnode.lab.netns import LabError, RunRecord, pid_alive, remove_leftovers
+from mipnode.lab.progress import Progress
 from mipnode.lab.scenario_files import check_rulesets, load_scenario
 
 REQUIRED_TOOLS = ("ip", "nft", "ping", "ethtool", "unshare", "sysctl")
@@ -100,11 +102,13 @@ def run_lab_command(args: argparse.Namespace) -> int:
         if args.action == "up":
             return _up(scenarios[0] if args.scenario else runner.BY_NAME["stateful-fw"])
         results = []
+        progress = Progress(len(scenarios) * args.repeat)
         for run_no in range(1, args.repeat + 1):
             for sc in scenarios:
                 if not args.json:
                     again = f" (run {run_no}/{args.repeat})" if args.repeat > 1 else ""
                     print(f"running {sc.name}{again}: {sc.description} ...", flush=True)
+                started = time.monotonic()
                 pcaps = None
                 if pcap_root is not None:
                     pcaps = pcap_root / (sc.name + (f"-run{run_no}" if args.repeat > 1 else ""))
@@ -116,6 +120,9 @@ def run_lab_command(args: argparse.Namespace) -> int:
                     plain = runner.run_scenario(dataclasses.replace(sc, protection="none"))
                     result["unprotected"] = runner.comparison(plain)
                 results.append(result)
+                # On stderr with --json, so the report on stdout stays one JSON document.
+                line = progress.done(result, time.monotonic() - started)
+                print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
     except LabError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
