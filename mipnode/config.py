@@ -10,7 +10,7 @@ import os
 import stat
 import tomllib
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,6 +91,7 @@ class HaConfig:
     tun_offloads: bool = True
     cluster: ClusterConfig | None = None
     ipv4_home_prefix: IPv4Network | None = None  # IPv4 home addresses to give (RFC 5555)
+    metrics_listen: tuple[str, int] | None = None  # Prometheus endpoint (drivers/metrics.py)
 
     @property
     def udp_port(self) -> int:
@@ -122,6 +123,7 @@ class MnConfig:
     prefix_registration: str = "explicit"  # or "implicit": the BUs name no prefix
     ipv4_home_address: IPv4Address | None = None  # RFC 5555; 0.0.0.0: "auto"
     ipv4_mobile_network_prefixes: tuple[IPv4Network, ...] = ()  # a router's IPv4 networks
+    metrics_listen: tuple[str, int] | None = None  # Prometheus endpoint (drivers/metrics.py)
 
     @property
     def networks(self) -> tuple[IPv6Network, ...]:
@@ -253,6 +255,23 @@ class _Reader:
         if not 8 <= prefix.prefixlen <= 30:
             raise self.error(name, f"{prefix}: between /8 and /30")
         return prefix
+
+    def listen(self, name: str) -> tuple[str, int] | None:
+        """``"127.0.0.1:9464"`` or ``"[::1]:9464"``: an address (never a name) and a port."""
+        value = self.raw(name, None, str)
+        if value is None:
+            return None
+        host, sep, port_text = value.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            address = ip_address(host)
+        except ValueError:
+            raise self.error(
+                name, f"expected ADDRESS:PORT with an IP address, got {value!r}"
+            ) from None
+        if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise self.error(name, f"expected ADDRESS:PORT with a port 1-65535, got {value!r}")
+        return str(address), int(port_text)
 
     def ipv4(self, name: str) -> IPv4Address | None:
         value = self.raw(name, None, str)
@@ -469,6 +488,7 @@ def load_ha_config(path: str) -> HaConfig:
     tun_mtu = r.integer("tun_mtu", DEFAULT_TUN_MTU, 1280, 65535)
     tun_offloads = r.raw("tun_offloads", True, bool)
     control = r.socket_name("control_socket", "@mipnode-ha")
+    metrics = r.listen("metrics_listen")
     state_dir = r.state_dir("state_dir")
     protection = r.choice("protection", "esp", PROTECTIONS)
     ipv4_home_prefix = r.ipv4_prefix("ipv4_home_prefix")
@@ -547,6 +567,7 @@ def load_ha_config(path: str) -> HaConfig:
         tun_offloads=tun_offloads,
         cluster=cluster,
         ipv4_home_prefix=ipv4_home_prefix,
+        metrics_listen=metrics,
     )
 
 
@@ -630,6 +651,7 @@ def load_mn_config(path: str) -> MnConfig:
         raise r.error("paths", "a path kind is listed twice")
     keepalive = r.number("keepalive_interval_s", 15.0, 1.0, 300.0)
     control = r.socket_name("control_socket", "@mipnode-mn")
+    metrics = r.listen("metrics_listen")
     route_optimization = r.raw("route_optimization", True, bool)
     protection = r.choice("protection", "esp", PROTECTIONS)
     cipher = r.choice("cipher", "aes-gcm", tuple(CIPHERS))
@@ -685,6 +707,7 @@ def load_mn_config(path: str) -> MnConfig:
         prefix_registration=registration,
         ipv4_home_address=ipv4_home,
         ipv4_mobile_network_prefixes=prefixes4,
+        metrics_listen=metrics,
     )
 
 
@@ -698,6 +721,7 @@ class CnConfig:
     max_lifetime_s: int
     control_socket: str
     tun_offloads: bool = True
+    metrics_listen: tuple[str, int] | None = None  # Prometheus endpoint (drivers/metrics.py)
 
 
 def load_cn_config(path: str) -> CnConfig:
@@ -723,6 +747,7 @@ def load_cn_config(path: str) -> CnConfig:
     # RFC 6275 §12: MAX_RR_BINDING_LIFETIME 420 s caps every return-routability binding.
     max_lifetime = r.integer("max_lifetime_s", 420, 4, 420)
     control = r.socket_name("control_socket", "@mipnode-cn")
+    metrics = r.listen("metrics_listen")
     r.finish()
     return CnConfig(
         path=path,
@@ -733,4 +758,5 @@ def load_cn_config(path: str) -> CnConfig:
         max_lifetime_s=max_lifetime,
         control_socket=control,
         tun_offloads=tun_offloads,
+        metrics_listen=metrics,
     )

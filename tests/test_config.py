@@ -15,6 +15,7 @@ from mipnode.config import (
     DEFAULT_TUN_MTU,
     DEFAULT_UDP_PORT,
     ClusterConfig,
+    CnConfig,
     ConfigError,
     HaConfig,
     MnConfig,
@@ -800,6 +801,7 @@ def test_docs_describe_exactly_the_keys_the_loader_knows() -> None:
     assert rows("### `[ha.cluster]`") == cluster_keys
     assert rows("### `[[mobile_node]]`") == entry_keys
     assert rows("### `[mn]`") == mn_keys
+    assert rows("### `[cn]`") == {f.name for f in dataclasses.fields(CnConfig)} - {"path"}
 
 
 def test_keys_never_show_in_a_configuration_repr() -> None:

@@ -59,6 +59,7 @@ from mipnode.drivers.io import (
     raw_destination,
     send_quietly,
 )
+from mipnode.drivers.metrics import serve_metrics
 from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
@@ -154,6 +155,8 @@ class CorrespondentDaemon:
                     lane = self.lanes.get(sock)
                     pump.start_udp_drains(nursery, sock, lane, self._udp(local), p)
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
+                if cfg.metrics_listen is not None:  # opt-in (drivers/metrics.py)
+                    await nursery.start(serve_metrics, cfg.metrics_listen, self.answer)
                 log.info(
                     "correspondent node ready addresses=%s interface=%s",
                     ",".join(str(a) for a in addresses),

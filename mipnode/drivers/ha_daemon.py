@@ -62,6 +62,7 @@ from mipnode.drivers.io import (
     send_quietly,
 )
 from mipnode.drivers.logs import RateLimitedLog
+from mipnode.drivers.metrics import serve_metrics
 from mipnode.drivers.prefix_table import PrefixTable
 from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.startup import ClusterUnavailable
@@ -200,6 +201,8 @@ class HomeAgentDaemon:
             if self.cluster is not None:
                 await nursery.start(self.cluster.run)
             await nursery.start(serve_control, cfg.control_socket, self.answer)
+            if cfg.metrics_listen is not None:  # opt-in (drivers/metrics.py)
+                await nursery.start(serve_metrics, cfg.metrics_listen, self.answer)
             log.info(
                 "home agent ready address=%s home_prefix=%s udp_ports=%s mobile_nodes=%d "
                 "restored=%d protection=%s",

@@ -39,6 +39,7 @@ from mipnode.drivers import mn_answer, mn_moves, netlink, pump, rawio, sdnotify
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.io import Counters, raw_destination, read_error_queue, send_quietly
+from mipnode.drivers.metrics import serve_metrics
 from mipnode.drivers.mn_access import AccessSockets
 from mipnode.drivers.mn_sources import OwnSources
 from mipnode.drivers.mn_table import ForwardingTable, Way
@@ -120,6 +121,8 @@ class MobileNodeDaemon:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 await nursery.start(serve_control, cfg.control_socket, self.answer)
+                if cfg.metrics_listen is not None:  # opt-in (drivers/metrics.py)
+                    await nursery.start(serve_metrics, cfg.metrics_listen, self.answer)
                 nursery.start_soon(self.pump.run)
                 nursery.start_soon(mn_moves.watch, self, changes, info)
                 # Everything that should keep the HoA goes into the TUN (lowest metric); our

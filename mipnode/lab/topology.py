@@ -49,6 +49,8 @@ DEVICE4 = "10.77.0.2"
 # IPv4 home addresses (RFC 5555): the HA gives them from this prefix, the lowest first.
 IPV4_HOME_PREFIX = "192.0.2.0/24"
 IPV4_HOA = "192.0.2.1"
+# Every daemon serves Prometheus metrics on its own namespace's loopback (docs/metrics.md).
+METRICS_LISTEN = "127.0.0.1:9464"
 # The HA's UDP ports when a scenario names none: the daemons' default (docs/configuration.md),
 # written as the legacy one-port keys so that form keeps being exercised.
 DEFAULT_HA_UDP_PORTS = (4191,)
@@ -627,6 +629,7 @@ home_prefix = "{HOME_PREFIX}"
 {_ports_line(t, "udp_port", "udp_ports")}
 max_lifetime_s = 600
 {keeps}
+metrics_listen = "{METRICS_LISTEN}"
 protection = "{t.protection}"
 {f'ipv4_home_prefix = "{IPV4_HOME_PREFIX}"' if t.ipv4_home else ""}
 {_cluster_table(t, node, cluster_key) if t.ha_nodes > 1 else ""}
@@ -663,6 +666,7 @@ lifetime_s = 600
 {"" if t.second_access else 'interface = "eth0"'}
 keepalive_interval_s = 5
 protection = "{t.protection}"
+metrics_listen = "{METRICS_LISTEN}"
 {_mobile_network_line(t)}
 {'ipv4_home_address = "auto"' if t.ipv4_home else ""}
 """
@@ -715,7 +719,10 @@ key = "{key}"
 
 def write_cn_config(t: Topology) -> Path:
     cn_cfg = t.workdir / "cn.toml"
-    cn_cfg.write_text(f'[cn]\naddresses = ["{CN_ADDRESS}"]\ninterface = "eth0"\n')
+    cn_cfg.write_text(
+        f'[cn]\naddresses = ["{CN_ADDRESS}"]\ninterface = "eth0"\n'
+        f'metrics_listen = "{METRICS_LISTEN}"\n'
+    )
     return cn_cfg
 
 
