@@ -222,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         "nodes (default 10000; 0 skips it)",
     )
     bench.add_argument("--json", action="store_true", help="stable JSON (docs/performance.md)")
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script: source <(mipnode completion bash)",
+    )
+    comp.add_argument("shell", choices=("bash",), help="the shell (bash)")
     return p
 
 
@@ -231,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_daemon(args.command, args.config, args.verbose)
     if args.command in ("status", "bindings", "paths"):
         return inspect(args.command, args.json, args.socket)
+    if args.command == "completion":
+        from mipnode.completion import bash_script
+        from mipnode.lab.runner import SCENARIOS
+
+        print(bash_script(build_parser(), [sc.name for sc in SCENARIOS]), end="")
+        return 0
     if args.command == "bench":
         from mipnode.lab.cli import run_bench_command
 
