@@ -180,7 +180,7 @@ def print_status(answer: dict[str, Any], out: Out, now: float) -> None:
             f"up {duration(answer.get('uptime_s'))}"
         )
         peers = (answer.get("direct_udp") or {}).values()
-        rows = [_peer_row(p, out) for p in peers]
+        rows = [_peer_row(p) for p in peers]
         for text in table(rows):
             out.line(text)
     print_bindings(answer, out, now)
@@ -274,7 +274,7 @@ def _cluster(c: dict[str, Any], out: Out) -> None:
     )
 
 
-def _peer_row(p: dict[str, Any], out: Out) -> list[str]:
+def _peer_row(p: dict[str, Any]) -> list[str]:
     sel = p.get("selected") or {}
     rtt = f"rtt {value(sel.get('rtt_ms'), ' ms')}" if sel.get("rtt_ms") is not None else ""
     head = path(sel.get("kind"), sel.get("local"), sel.get("remote")) if sel else "no path"
@@ -287,7 +287,7 @@ def print_paths(peers: Any, out: Out, now: float) -> None:
     if not peers:
         out.line("no peers")
         return
-    heads = table([_peer_row(p, out) for p in peers], indent="")
+    heads = table([_peer_row(p) for p in peers], indent="")
     for p, head in zip(peers, heads, strict=True):
         out.line(head)
         rows = []

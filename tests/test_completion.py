@@ -3,16 +3,12 @@ completes what the program really accepts, because it is written from the parser
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from mipnode.cli import build_parser
 from mipnode.completion import bash_script
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 SCRIPT = bash_script(build_parser(), ["open", "nemo-move", "nemo-open"])
 
 

@@ -157,9 +157,13 @@ class DirectPaths:
         offer_tries: int = OFFER_TRIES,
         suite: int | None = None,
         require_keys: bool = False,
+        answers_only: bool = False,
     ) -> None:
         """``suite``: key every pair for ESP with this suite (None: no key exchange);
-        ``require_keys``: refuse descriptions without a usable key share (module docstring)."""
+        ``require_keys``: refuse descriptions without a usable key share (module docstring);
+        ``answers_only``: take no offer, only answers to ours (a mobile router's agents for
+        the hosts behind it, core/mn_hosts.py)."""
+        self._answers_only = answers_only
         self._suite = suite
         self._require_keys = require_keys and suite is not None
         self._controlling = controlling
@@ -291,6 +295,8 @@ class DirectPaths:
         p = self._peers.get(peer)
         if answer_to is not None:
             self._on_answer(now, p, creds, answer_to, items)
+        elif self._answers_only:
+            self._drop("mice_offer_to_host")
         elif self._require_keys and not any(isinstance(i, KeyShare) for i in items):
             self._drop("mice_without_key_share")  # never a clear D-udp path (no agent either)
         else:

@@ -39,8 +39,6 @@ from ice.agent import OutgoingDatagram
 from ice.candidate import TransportAddress
 from ice.checklist import CandidatePair
 from mipnode.core.direct_paths import Change, DirectPathChanged, DirectPaths, Signalling
-from mipnode.wire import mice
-from mipnode.wire.errors import BadPacket
 from mipnode.wire.mh import ExperimentalMessage
 
 RandomBytes = Callable[[int], bytes]
@@ -172,15 +170,7 @@ class HostPaths:
         if dp is None or cn not in dp.peers:
             self._counters["drop_mice_not_offered"] += 1
             return
-        try:
-            items = mice.mice_from_options_untrusted(msg.options)
-        except BadPacket as exc:
-            self._counters[f"drop_mice_{exc.reason}"] += 1
-            return
-        if not any(isinstance(i, mice.AnswerTo) for i in items):
-            self._counters["drop_mice_offer_to_host"] += 1
-            return
-        dp.receive_signalling(now, cn, msg)
+        dp.receive_signalling(now, cn, msg)  # an offer is refused there (answers_only)
 
     def receive_datagram(
         self, now: float, data: bytes, local: TransportAddress, remote: TransportAddress
@@ -261,6 +251,7 @@ class HostPaths:
             max_peers=self._max_flows,
             suite=self._suite,
             require_keys=self._suite is not None,
+            answers_only=True,
         )
         if self._candidates:
             dp.set_local_candidates(now, self._candidates, gathering=self._gathering)

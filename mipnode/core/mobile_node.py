@@ -780,10 +780,10 @@ class MobileNode:
     def _host_offer_refused(self, now: float, icmp: bytes, src: bytes, host: bytes) -> bool:
         """A Parameter Problem (code 1) for an offer made on ``host``'s behalf: that
         correspondent does not speak the Mobility Header (RFC 6275 §11.3.5)."""
-        invoking = icmp[8:]
-        if icmp[1] != 1 or len(invoking) < 43 or invoking[8:24] != host or invoking[24:40] != src:
+        invoking = _refused_mh(icmp, host, src)
+        if invoking is None or len(invoking) < 43 or invoking[42] != MhType.EXPERIMENTAL:
             return False
-        if invoking[6] != NH_MH or invoking[42] != MhType.EXPERIMENTAL or self.hosts is None:
+        if self.hosts is None:
             return False
         host_a, cn = IPv6Address(host), IPv6Address(src)
         if (host_a, cn) not in self.hosts.flows() or self.hosts.selected(host_a, cn):
@@ -854,10 +854,7 @@ class MobileNode:
     def _mh_refused(self, now: float, src: bytes, icmp: bytes) -> bool:
         """RFC 6275 §11.3.5: Parameter Problem code 1 pointing at the Next Header of a packet
         we sent with a Mobility Header (a HoTI or an offer): ``src`` does not speak MH."""
-        invoking = icmp[8:]
-        if icmp[1] != 1 or len(invoking) < 40 or invoking[24:40] != src or invoking[6] != NH_MH:
-            return False
-        if invoking[8:24] != self._hoa_bytes:
+        if _refused_mh(icmp, self._hoa_bytes, src) is None:
             return False
         cn = IPv6Address(src)
         self._counters["correspondent_refused_mh"] += 1
@@ -1255,6 +1252,18 @@ class MobileNode:
 
     def _rand16(self) -> int:
         return int.from_bytes(self._random(2), "big")
+
+
+def _refused_mh(icmp: bytes, sender: bytes, peer: bytes) -> bytes | None:
+    """The invoking packet of a Parameter Problem code 1 (RFC 4443 §3.4) about a Mobility
+    Header ``sender`` sent to ``peer``, or None: the answer of a node without the Mobility
+    Header (RFC 6275 §11.3.5)."""
+    invoking = icmp[8:]
+    if icmp[1] != 1 or len(invoking) < 40 or invoking[6] != NH_MH:
+        return None
+    if invoking[8:24] != sender or invoking[24:40] != peer:
+        return None
+    return invoking
 
 
 def _ta(address: TransportAddress) -> str:
