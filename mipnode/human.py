@@ -311,7 +311,50 @@ def print_paths(peers: Any, out: Out, now: float) -> None:
             out.line(f"    {ago(change.get('at'), now)}: {old} -> {new} ({change.get('reason')})")
 
 
+NETCHECK_PATHS = {"T-native": "T-native", "T-native-esp": "T-native (ESP)", "T-udp": "T-udp"}
+
+
+def print_netcheck(answer: dict[str, Any], out: Out, now: float) -> None:
+    """`mipnode netcheck`: one line per probe with its verdict, then the NAT, the path MTU and
+    the path a daemon would pick, like `tailscale netcheck`."""
+    ha4 = answer.get("home_agent_ipv4")
+    out.line(
+        f"home agent {answer.get('home_agent')}"
+        + (f" (IPv4 {ha4})" if ha4 else "")
+        + f"  protection {value(answer.get('protection'))}"
+    )
+    rows = []
+    for p in answer.get("probes", []):
+        near = p.get("local") or None
+        rows.append(
+            [
+                NETCHECK_PATHS.get(p.get("path"), str(p.get("path"))),
+                str(p.get("family")),
+                path(None, near, p.get("remote")).removeprefix(f"{UNKNOWN} "),
+                out.state("ok" if p.get("usable") else "failed"),
+                str(p.get("verdict")),
+            ]
+        )
+    for text in table(rows):
+        out.line(text)
+    nat = answer.get("nat") or {}
+    out.line(f"nat  IPv6 {value(nat.get('IPv6'))}  IPv4 {value(nat.get('IPv4'))}")
+    mtu = answer.get("path_mtu")
+    if mtu:
+        out.line(f"path MTU  {mtu.get('family')} {value(mtu.get('mtu'))} ({mtu.get('how')})")
+    else:
+        out.line("path MTU  - (no UDP path to probe it on)")
+    pick = answer.get("predicted")
+    if pick:
+        where = path(None, pick.get("local"), pick.get("remote")).removeprefix(f"{UNKNOWN} ")
+        out.line(f"a daemon would pick {pick.get('path')} {where}: {answer.get('reason')}")
+    else:
+        out.line(out.warn(f"no home path: {answer.get('reason')}"))
+    out.line(f"{value(answer.get('packets_sent'))} packets sent")
+
+
 RENDERERS: dict[str, Callable[[Any, Out, float], None]] = {
+    "netcheck": print_netcheck,
     "status": print_status,
     "paths": print_paths,
     "bindings": print_bindings,

@@ -34,6 +34,7 @@ def test_subcommands_options_and_choices() -> None:
             "lab",
             "mn",
             "paths",
+            "netcheck",
             "status",
             "--help",
             "--version",

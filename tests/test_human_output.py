@@ -1,6 +1,7 @@
 """Human output of `mipnode status|paths|bindings` (mipnode/human.py), rendered from answers
 recorded from real daemons (tests/data/human: the lab's nemo-mipnode-cn topology, a mobile
-router with a host on a direct path, its home agent and a mipnode correspondent): nothing of
+router with a host on a direct path, its home agent and a mipnode correspondent; netcheck from
+behind the lab's NAT66): nothing of
 Python leaks, times read as ages, columns line up, colour only where it belongs."""
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ def recorded(path: Path) -> tuple[str, Any]:
     return path.stem.split("-", 1)[1], json.loads(path.read_text())
 
 
+# Commands every daemon answers; the others are the mobile node's alone.
+DAEMON_COMMANDS = ("status", "paths", "bindings")
+
+
 def test_every_role_and_command_is_recorded() -> None:
     names = {p.stem for p in ANSWERS}
-    assert names == {f"{r}-{c}" for r in ("mn", "ha", "cn") for c in human.RENDERERS}
+    every_role = {f"{r}-{c}" for r in ("mn", "ha", "cn") for c in DAEMON_COMMANDS}
+    mn_only = {f"mn-{c}" for c in human.RENDERERS if c not in DAEMON_COMMANDS}
+    assert names == every_role | mn_only
 
 
 @pytest.mark.parametrize("path", ANSWERS, ids=lambda p: p.stem)
@@ -113,3 +120,12 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
 def test_ages_read_like_a_person_says_them(seconds: float, text: str) -> None:
     assert human.ago(RECORDED_AT - seconds, RECORDED_AT) == text
     assert human.ago(None, RECORDED_AT) == human.UNKNOWN
+
+
+def test_netcheck_says_each_verdict_and_the_pick() -> None:
+    text = rendered("netcheck", json.loads((DATA / "mn-netcheck.json").read_text()))
+    assert "T-native (ESP)" in text
+    assert "through NAT66 (seen as 2001:db8:f1::2)" in text
+    assert "nat  IPv6 endpoint-independent  IPv4 -" in text
+    assert "a daemon would pick T-udp [fd00:6::2]:" in text
+    assert "no IPv4 address on this host" in text
