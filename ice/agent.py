@@ -90,7 +90,7 @@ Events (:meth:`IceAgent.next_event`): :class:`PathSelected`, :class:`PathLost`,
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,9 +136,21 @@ __all__ = [
     "PathLost",
     "PathSelected",
     "PeerReflexiveCandidate",
+    "Probe",
     "RoleChanged",
     "new_credentials",
 ]
+
+
+MAX_PROBES = 64  # probe results kept (`mipnode ping` reads its own within a second)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe :meth:`IceAgent.probe` sent: its transaction and the pair it went on."""
+
+    transaction_id: bytes
+    pair: CandidatePair
 
 
 @dataclass(slots=True)
@@ -198,6 +210,8 @@ class IceAgent:
         self._selected: Pair | None = None
         self._next_heartbeat_at: float | None = None
         self._next_reprobe_at: float | None = None
+        # `mipnode ping`: transaction id -> round trip (s), "error", or None while unanswered.
+        self._probes: OrderedDict[bytes, float | str | None] = OrderedDict()
         self._last_new_transaction_at = -math.inf
         self._now = 0.0
         self._outgoing: list[OutgoingDatagram] = []
@@ -444,6 +458,33 @@ class IceAgent:
         """The oldest pending event, or ``None``."""
         return self._events.popleft() if self._events else None
 
+    # -- probes (`mipnode ping`) ------------------------------------------------------------------
+
+    def probe(self, now: float, kinds: frozenset[str] | None = None) -> list[Probe]:
+        """One check now on every pair that can carry one (of ``kinds``; not relayed, consent not
+        lost), outside the pacer: an operator asked. Its answer counts like a heartbeat's (no
+        failure when it goes unanswered); :meth:`probe_result` tells its round trip."""
+        self._advance(now)
+        if self._remote_credentials is None and not self._lite:
+            return []
+        out = []
+        for pair in self._checklist.by_priority():
+            if pair.state is PairState.RELAYED or pair.consent_lost:
+                continue
+            if kinds is not None and pair.kind not in kinds:
+                continue
+            tid = self._start(now, pair, heartbeat=True, probe=True)
+            self._probes[tid] = None
+            while len(self._probes) > MAX_PROBES:
+                self._probes.popitem(last=False)
+            out.append(Probe(tid, pair.snapshot(pair is self._selected)))
+        return out
+
+    def probe_result(self, transaction_id: bytes) -> float | str | None:
+        """The round trip (s) of a probe, ``"error"`` (an error response), ``None`` while none
+        came (or it was forgotten)."""
+        return self._probes.get(transaction_id)
+
     # -- inspection ---------------------------------------------------------------------------
 
     def selected_pair(self) -> CandidatePair | None:
@@ -661,6 +702,8 @@ class IceAgent:
                 self._fail(pair)
             return
         self._finish(txn)
+        if txn.transaction_id in self._probes:
+            self._probes[txn.transaction_id] = now - txn.sent_at if resp.success else "error"
         if resp.error_code == stun.ROLE_CONFLICT:
             self._counters["role_conflicts_received"] += 1
             if not self._peer_proven:
@@ -960,7 +1003,7 @@ class IceAgent:
                 return pair
         return None
 
-    def _start(self, now: float, pair: Pair, *, heartbeat: bool) -> None:
+    def _start(self, now: float, pair: Pair, *, heartbeat: bool, probe: bool = False) -> bytes:
         tid = self._random_bytes(TRANSACTION_ID_LENGTH)
         use_candidate = self._controlling and pair is self._selected and not self._lite
         if self._lite:
@@ -989,8 +1032,10 @@ class IceAgent:
         )
         self._transactions[tid] = txn
         self._last_new_transaction_at = now
-        self._counters["heartbeats_sent" if heartbeat else "checks_sent"] += 1
+        what = "probes_sent" if probe else "heartbeats_sent" if heartbeat else "checks_sent"
+        self._counters[what] += 1
         self._transmit(txn)
+        return tid
 
     def _transmit(self, txn: _Transaction) -> None:
         txn.pair.checks_sent += 1

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mipnode import __version__, human
+from mipnode import __version__, cli_help, human
 
 EXIT_USAGE = 2
 
@@ -174,6 +174,38 @@ def netcheck(config_path: str, as_json: bool) -> int:
     return 0 if answer["predicted"] is not None else 1
 
 
+def ping(peer: str, count: int, kind: str | None, as_json: bool, socket_name: str | None) -> int:
+    """`mipnode ping`: ``count`` rounds a second apart through the mobile node daemon, each one
+    probe on every candidate path to ``peer`` (core/mn_ping.py), then the spread per path."""
+    import time
+
+    from mipnode.drivers.control import query
+
+    name = socket_name or "@mipnode-mn"
+    rounds: list[dict[str, Any]] = []
+    for n in range(count):
+        started = time.monotonic()
+        try:
+            answer = _printable(query(name, f"ping {peer} {kind or ''}".strip(), timeout=5.0))
+        except (FileNotFoundError, ConnectionRefusedError):
+            fail(f"no mobile node daemon answers on {name} in this network namespace", 1)
+        except OSError as exc:
+            fail(f"control socket {name}: {exc.strerror or exc}", 1)
+        if "error" in answer:
+            fail(answer["error"], 1)
+        rounds.append(answer)
+        if n + 1 < count:
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    result = {k: rounds[-1][k] for k in ("peer", "role", "data_path", "note")}
+    result |= {"rounds": rounds, "summary": human.ping_summary(rounds)}
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        human.render("ping", result)
+    answered = any(p["answered"] for p in result["summary"])
+    return 0 if answered else 1
+
+
 # -- argument parsing --------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mipnode", description=__doc__.splitlines()[0])
@@ -191,6 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=f"show the {what} of the daemons in this namespace")
         q.add_argument("--json", action="store_true", help="stable JSON (docs/cli.md)")
         q.add_argument("--socket", help="control socket (default: @mipnode-mn, -ha, -cn)")
+    pg = sub.add_parser(
+        "ping",
+        help="probe every candidate path to a peer through the mobile node daemon",
+        description="Through the running mobile node daemon, send one probe on every "
+        "candidate path to PEER, each in its own encapsulation, and print each path's round "
+        "trip or that it went unanswered, and the path data takes now. PEER is the home agent "
+        "(its T-native and T-udp pairs), a correspondent or another mobile node's home address "
+        "(its D-udp pairs, D-native when route-optimised, and T: the leg to the home agent).",
+    )
+    pg.add_argument("peer", help="an IPv6 address: the home agent, a correspondent, a home address")
+    pg.add_argument("-c", "--count", type=int, default=1, help="rounds, a second apart (default 1)")
+    pg.add_argument(
+        "--path",
+        choices=("T-native", "T-udp", "T", "D-udp", "D-native"),
+        help="probe this path kind only",
+    )
+    pg.add_argument("--json", action="store_true", help="stable JSON (docs/cli.md)")
+    pg.add_argument("--socket", help="the mobile node's control socket (default @mipnode-mn)")
     nc = sub.add_parser(
         "netcheck",
         help="probe the home agent on every home path from this host, without a daemon",
@@ -198,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kind and family (T-native, and ESP under protection; T-udp to each of its ports over "
         "IPv6 and IPv4), and report which answer and how fast, the NAT in between, the path "
         "MTU, and the path a daemon would pick. Takes about three seconds and a few dozen "
-        "packets; T-native needs root (raw sockets). Exit status 0 when a home path works, "
-        "1 when none does.",
+        "packets; T-native needs root (raw sockets).",
     )
     nc.add_argument(
         "--config",
@@ -209,7 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nc.add_argument("--json", action="store_true", help="stable JSON (docs/cli.md)")
     lab = sub.add_parser("lab", help="firewall scenarios in network namespaces (docs/lab.md)")
-    lab.add_argument("action", nargs="?", default="run", choices=("run", "up", "down", "list"))
+    lab.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=("run", "up", "down", "list"),
+        help="run the scenarios (default), list them, keep one up, or take one down",
+    )
     lab.add_argument("run_id", nargs="?", help="down: the run id `lab up` printed")
     lab.add_argument("--all", action="store_true", help="down: every topology the lab left up")
     lab.add_argument(
@@ -270,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a shell completion script: source <(mipnode completion bash)",
     )
     comp.add_argument("shell", choices=("bash",), help="the shell (bash)")
+    cli_help.apply(p)
     return p
 
 
@@ -279,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_daemon(args.command, args.config, args.verbose)
     if args.command in ("status", "bindings", "paths"):
         return inspect(args.command, args.json, args.socket)
+    if args.command == "ping":
+        if not 1 <= args.count <= 3600:
+            fail("ping: --count must be 1 to 3600")
+        return ping(args.peer, args.count, args.path, args.json, args.socket)
     if args.command == "netcheck":
         return netcheck(args.config, args.json)
     if args.command == "completion":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-FILE_OPTIONS = ("--config", "-c", "--pcap")  # a file or directory follows
+FILE_OPTIONS = ("--config", "-c", "--pcap", "--report")  # a file or directory follows
 SCENARIO_OPTIONS = ("--scenario", "-s")
 
 
@@ -34,7 +34,9 @@ _mipnode() {{
     return
   fi
   case $prev in
-    {"|".join(FILE_OPTIONS)}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    -c) [[ ${{COMP_WORDS[1]}} == ping ]] && return  # ping's -c is a count
+        COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    {"|".join(o for o in FILE_OPTIONS if o != "-c")}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     {"|".join(SCENARIO_OPTIONS)})
       COMPREPLY=($(compgen -W {shlex.quote(" ".join(scenarios))} -- "$cur") $(compgen -f -- "$cur"))
       return ;;

@@ -353,7 +353,70 @@ def print_netcheck(answer: dict[str, Any], out: Out, now: float) -> None:
     out.line(f"{value(answer.get('packets_sent'))} packets sent")
 
 
+def ping_summary(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per path over the rounds of `mipnode ping`: sent, answered, min/median/max RTT."""
+    by_path: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rounds:
+        for p in r.get("paths", []):
+            key = (str(p.get("kind")), endpoint(p.get("local")), endpoint(p.get("remote")))
+            by_path.setdefault(key, []).append(p)
+    out = []
+    for probes in by_path.values():
+        rtts = sorted(p["rtt_ms"] for p in probes if p.get("rtt_ms") is not None)
+        first = probes[-1]
+        out.append(
+            {
+                "kind": first.get("kind"),
+                "local": first.get("local"),
+                "remote": first.get("remote"),
+                "selected": first.get("selected"),
+                "sent": len(probes),
+                "answered": len(rtts),
+                "rtt_ms": {"min": rtts[0], "median": rtts[len(rtts) // 2], "max": rtts[-1]}
+                if rtts
+                else None,
+                "result": first.get("result"),
+            }
+        )
+    return out
+
+
+def print_ping(answer: dict[str, Any], out: Out, now: float) -> None:
+    """`mipnode ping`: per path its round trips (one round) or their spread (several), which
+    path data takes now, and why a path is missing."""
+    peer, role = answer.get("peer"), str(answer.get("role", UNKNOWN)).replace("-", " ")
+    out.line(f"ping {peer} ({role}), data takes {value(answer.get('data_path'))}")
+    rows = []
+    for p in answer.get("summary", []):
+        rtt = p.get("rtt_ms")
+        if rtt is None:
+            said = out.state("failed") + f"  {p.get('result')}"
+        elif p.get("sent", 1) == 1:
+            said = f"{value(rtt['min'], ' ms')}"
+        else:
+            said = (
+                f"{p['answered']}/{p['sent']} answered  min/median/max "
+                f"{value(rtt['min'])}/{value(rtt['median'])}/{value(rtt['max'])} ms"
+            )
+        if p.get("kind") == "T":
+            said += " (to the home agent)"
+        rows.append(
+            [
+                path(p.get("kind"), p.get("local"), p.get("remote")),
+                "selected" if p.get("selected") else "",
+                said,
+            ]
+        )
+    for text in table(rows):
+        out.line(text)
+    if not rows:
+        out.line("  no path to probe")
+    if answer.get("note"):
+        out.line(f"  {answer['note']}")
+
+
 RENDERERS: dict[str, Callable[[Any, Out, float], None]] = {
+    "ping": print_ping,
     "netcheck": print_netcheck,
     "status": print_status,
     "paths": print_paths,

@@ -8,9 +8,11 @@ deleted afterwards), so they never touch the host's links, routes or sysctls.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mipnode.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -404,3 +408,25 @@ def test_a_cluster_node_that_cannot_start_says_why_in_one_line(
     proc = run(["ip", "netns", "exec", netns, *CLI, "ha", "--config", str(config)])
     line = assert_one_line_error(proc)
     assert words in line, line
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("name", sorted(_subparsers()))
+def test_every_command_has_a_manual_page_help(name: str) -> None:
+    """`mipnode NAME --help` reads like a manual page: what it does, examples that the parser
+    accepts, exit status, where the details are."""
+    text = _subparsers()[name].format_help()
+    assert len(text.split("\n\n")[1]) > 80, text  # a description, not a usage line alone
+    for heading in ("examples:", "exit status:", "see also:"):
+        assert heading in text, (heading, text)
+    examples = text.split("examples:")[1].split("\n\n")[0]
+    for line in examples.strip().splitlines():
+        command = line.strip().split("  ")[0].split(";")[0].split(">")[0]
+        if command.startswith("mipnode "):
+            args = shlex.split(command)[1:]
+            build_parser().parse_args(args)  # exits (SystemExit 2) on a wrong example

@@ -34,6 +34,7 @@ def test_subcommands_options_and_choices() -> None:
             "lab",
             "mn",
             "paths",
+            "ping",
             "netcheck",
             "status",
             "--help",
@@ -53,6 +54,8 @@ def test_scenario_names_after_lab_s_and_files_after_config(tmp_path: Path) -> No
         (tmp_path / name).write_text("")
     assert complete("ha", "--config", f"{tmp_path}/h") == [f"{tmp_path}/ha.toml"]
     assert complete("lab", "--pcap", f"{tmp_path}/m") == [f"{tmp_path}/mn.toml"]
+    assert complete("mn", "-c", f"{tmp_path}/m") == [f"{tmp_path}/mn.toml"]
+    assert complete("ping", "::1", "-c", f"{tmp_path}/m") == []  # a count, not a file
 
 
 def test_every_option_the_parser_knows_is_offered() -> None:

@@ -129,3 +129,21 @@ def test_netcheck_says_each_verdict_and_the_pick() -> None:
     assert "nat  IPv6 endpoint-independent  IPv4 -" in text
     assert "a daemon would pick T-udp [fd00:6::2]:" in text
     assert "no IPv4 address on this host" in text
+
+
+def test_ping_says_the_spread_per_path_and_the_path_data_takes() -> None:
+    text = rendered("ping", json.loads((DATA / "mn-ping.json").read_text()))
+    assert text.startswith("ping 2001:db8:c::2 (correspondent), data takes D-udp")
+    d_udp = next(line for line in text.splitlines() if line.strip().startswith("D-udp"))
+    assert "selected" in d_udp and "3/3 answered  min/median/max " in d_udp
+    assert "(to the home agent)" in text
+
+
+def test_a_ping_round_without_answers_reads_failed() -> None:
+    answer = json.loads((DATA / "mn-ping.json").read_text())
+    for r in answer["rounds"]:
+        for p in r["paths"]:
+            p.update(result="no answer", rtt_ms=None)
+    answer["summary"] = human.ping_summary(answer["rounds"][:1])
+    text = rendered("ping", answer)
+    assert text.count("failed  no answer") == 2

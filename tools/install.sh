@@ -2,7 +2,8 @@
 # Install mipnode and what it needs on a Debian-like machine, as root.
 #   tools/install.sh          runtime: iproute2, nftables, ping, ethtool, unshare, sysctl, iperf3,
 #                             etcd (the lab's home-agent clusters) + .venv with mipnode[cluster]
-#   tools/install.sh --test   also the test tools: tshark, systemd-analyze, pytest, scapy, ...
+#   tools/install.sh --test   also the test tools: tshark, systemd-analyze, chromium (renders
+#                             the lab's HTML report headless), pytest, scapy, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ want_tests=0
 # three local members.
 packages=(iproute2 nftables iputils-ping ethtool util-linux procps iperf3 etcd-server
   python3-venv python3-pip)
-[ "$want_tests" = 1 ] && packages+=(tshark systemd conntrack)
+[ "$want_tests" = 1 ] && packages+=(tshark systemd conntrack chromium)
 
 missing=()
 for p in "${packages[@]}"; do

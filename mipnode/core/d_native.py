@@ -132,6 +132,7 @@ class DNativePaths:
         self._care_of: IPv6Address | None = None
         self._peers: dict[IPv6Address, _Peer] = {}
         self._probe_seq = 0
+        self._pings: dict[bytes, float | None] = {}  # `mipnode ping`'s probes: nonce -> RTT
         self._next_tick: float | None = None
         self._out: list[Transmit] = []
         self._events: deque[DNativeEvent] = deque()
@@ -228,6 +229,8 @@ class DNativePaths:
         if p is None or sent is None:
             self._counters["drop_probe_reply_unexpected"] += 1
             return False
+        if nonce in self._pings:
+            self._pings[nonce] = now - sent
         p.heard_at = now
         if p.ready_since is None:
             if self._ro.state(cn) != "route-optimized":
@@ -351,11 +354,11 @@ class DNativePaths:
         p.probes_sent += 1
         p.next_probe_at = now + PROBE_INTERVAL_S
 
-    def _send_probe(self, now: float, p: _Peer) -> None:
+    def _send_probe(self, now: float, p: _Peer) -> bytes | None:
         """An echo request in D-native form (HAO out); its reply must come in an RH2. A random
         nonce in the payload ties the reply to this request (no forged upgrades)."""
         if self._care_of is None:
-            return
+            return None
         nonce = self._random(NONCE_BYTES)
         p.nonces[nonce] = now
         while len(p.nonces) > PROBE_NONCES_KEPT:
@@ -364,6 +367,24 @@ class DNativePaths:
         probe = echo_request(self._hoa, p.cn, D_NATIVE_PROBE_IDENT, self._probe_seq, nonce)
         self._out.append(SendNative(add_home_address_option(probe, self._care_of.packed)))
         self._counters["probes_sent"] += 1
+        return nonce
+
+    def ping(self, now: float, cn: IPv6Address) -> bytes | None:
+        """`mipnode ping`: one probe now to ``cn`` (a correspondent that holds our binding);
+        its nonce, for :meth:`ping_result`, or None when there is no D-native pair to probe."""
+        p = self._peers.get(cn)
+        if p is None or self._ro.state(cn) != "route-optimized":
+            return None
+        nonce = self._send_probe(now, p)
+        if nonce is not None:
+            self._pings[nonce] = None
+            while len(self._pings) > PROBE_NONCES_KEPT:
+                self._pings.pop(next(iter(self._pings)))
+        return nonce
+
+    def ping_result(self, nonce: bytes) -> float | None:
+        """The round trip (s) of a :meth:`ping` probe, None while no reply came."""
+        return self._pings.get(nonce)
 
     def _unready(self, p: _Peer, reason: str) -> None:
         if p.ready_since is not None:

@@ -61,6 +61,7 @@ from ice.agent import (
     OutgoingDatagram,
     PathLost,
     PathSelected,
+    Probe,
     new_credentials,
 )
 from ice.candidate import Candidate, CandidateType, TransportAddress, transport_address
@@ -633,6 +634,15 @@ class DirectPaths:
     def changes(self, peer: IPv6Address) -> list[Change]:
         p = self._peers.get(peer)
         return [] if p is None else list(p.changes)
+
+    def probe(self, now: float, peer: IPv6Address) -> list[Probe]:
+        """`mipnode ping`: one check now on every pair with ``peer`` (IceAgent.probe)."""
+        p = self._peers.get(peer)
+        return [] if p is None else p.agent.probe(now)
+
+    def probe_result(self, peer: IPv6Address, transaction_id: bytes) -> float | str | None:
+        p = self._peers.get(peer)
+        return None if p is None else p.agent.probe_result(transaction_id)
 
     def agent_statistics(self, peer: IPv6Address) -> dict[str, int]:
         p = self._peers.get(peer)

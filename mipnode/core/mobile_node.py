@@ -53,6 +53,7 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from ice.candidate import TransportAddress
 from ice.score import PATH_KIND_RANK
+from mipnode.core import mn_ping
 from mipnode.core.d_native import (
     DNativeChanged,
     DNativeEnded,
@@ -368,6 +369,12 @@ class MobileNode:
         else:
             self._drop("clear_from_home_agent")
         self._settle(now)
+
+    def ping(self, now: float, peer: IPv6Address, kind: str | None = None) -> mn_ping.PingRound:
+        """`mipnode ping`: one probe on every candidate path to ``peer`` (core/mn_ping.py)."""
+        round_ = mn_ping.start(self, now, peer, kind)
+        self._settle(now)
+        return round_
 
     def request_rekey(self, now: float) -> None:
         """The driver's outbound SA nears the end of its sequence numbers: register again on

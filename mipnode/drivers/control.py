@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import json
 import logging
 import os
@@ -89,6 +90,8 @@ async def _answer_one(conn: trio.socket.SocketType, handler: Handler) -> None:
             request = json.loads(data.decode())
             command = str(request["command"])
             answer = handler(command)
+            if inspect.isawaitable(answer):  # a command that waits for the network (ping)
+                answer = await answer
         except (ValueError, KeyError, TypeError) as exc:
             answer = {"error": f"bad request: {exc}"}
         except Exception:  # a bug in an inspection handler must not stop the daemon

@@ -3,9 +3,10 @@ the node core's views (core/mn_status.py) and the driver's own counters beside t
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
 from typing import Any
 
-from mipnode.core import mn_status
+from mipnode.core import mn_ping, mn_status
 from mipnode.core.views import to_json
 from mipnode.drivers import pump
 
@@ -37,4 +38,36 @@ def answer(daemon: Any, command: str) -> Any:
         v4 = node.ipv4_home_address
         out["ipv4_home_address"] = None if v4 is None else str(v4)
         return out
+    if command.startswith("ping "):
+        return _ping(daemon, command.split()[1:])
     return {"error": f"unknown command {command!r}"}
+
+
+PING_WAIT_S = 1.0  # how long one round waits for its answers
+PING_POLL_S = 0.02
+
+
+async def _ping(daemon: Any, words: list[str]) -> Any:
+    """One round of `mipnode ping PEER [KIND]` (core/mn_ping.py): send, wait for the answers
+    (at most PING_WAIT_S), report each path's round trip."""
+    try:
+        peer = IPv6Address(words[0])
+    except (IndexError, ValueError):
+        return {"error": "ping: the peer must be an IPv6 address"}
+    kind = words[1] if len(words) > 1 else None
+    if kind is not None and kind not in mn_ping.PATH_KINDS:
+        return {"error": f"ping: no path kind {kind!r} ({', '.join(mn_ping.PATH_KINDS)})"}
+    node = daemon.node
+    sent_at = daemon.pump.stamp()
+    round_ = node.ping(sent_at, peer, kind)
+    daemon.pump.flush()
+    results: dict[int, float | str] = {}
+    with pump.time_limit(PING_WAIT_S):
+        while len(results) < len(round_.probes):
+            for i, probe in enumerate(round_.probes):
+                got = mn_ping.result(node, peer, probe)
+                if got is not None:
+                    results[i] = got
+            if len(results) < len(round_.probes):
+                await pump.sleep(PING_POLL_S)
+    return mn_ping.report(round_, results)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from mipnode.lab import runner
+from mipnode.lab import html_report, runner
 from mipnode.lab.netns import LabError, RunRecord, pid_alive, remove_leftovers
 from mipnode.lab.progress import Progress
 from mipnode.lab.scenario_files import check_rulesets, load_scenario
@@ -94,6 +94,13 @@ def run_lab_command(args: argparse.Namespace) -> int:
     except LabError as exc:
         return _fail(str(exc))
     pcap_root = Path(args.pcap).resolve() if args.pcap else None
+    report_dir = Path(args.report).resolve() if args.report and args.action == "run" else None
+    if report_dir is not None:
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)  # before an hour of runs, not after
+        except OSError as exc:
+            return _fail(f"--report {args.report}: {exc.strerror or exc}")
+    report_problem: str | None = None
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         removed = remove_leftovers()
@@ -123,10 +130,15 @@ def run_lab_command(args: argparse.Namespace) -> int:
                 # On stderr with --json, so the report on stdout stays one JSON document.
                 line = progress.done(result, time.monotonic() - started)
                 print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+                if report_dir is not None:
+                    # After every run, so a long run interrupted still leaves its report.
+                    report_problem = _write_report(results, report_dir)
     except LabError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("mipnode lab: interrupted; everything this run created was removed", file=sys.stderr)
+        if report_dir is not None and results and report_problem is None:
+            print(f"report of the finished runs: {report_dir / 'index.html'}", file=sys.stderr)
         return 130
     passed = sum(r["passed"] for r in results)
     summary = runner.repeat_summary(results) if args.repeat > 1 else None
@@ -144,7 +156,21 @@ def run_lab_command(args: argparse.Namespace) -> int:
         print(runner.report_table(results))
         if summary is not None:
             print(runner.summary_table(summary))
+    if report_dir is not None:
+        if report_problem is not None:
+            return _fail(report_problem)
+        where = report_dir / "index.html"
+        print(f"HTML report: {where}", file=sys.stderr if args.json else sys.stdout)
     return 0 if passed == len(results) else 1
+
+
+def _write_report(results: list[dict[str, object]], directory: Path) -> str | None:
+    """Write DIR/index.html; None, or why it could not be written."""
+    try:
+        html_report.write(results, directory, written=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    except OSError as exc:
+        return f"cannot write the HTML report into {directory}: {exc.strerror or exc}"
+    return None
 
 
 def _up(sc: runner.Scenario) -> int:

@@ -42,7 +42,7 @@ def report_table(results: list[dict[str, Any]]) -> str:
                 f"    MN says after {timings.get('diagnosis')} ms: {r['observed']['mn_diagnosis']}"
             )
         for step in r.get("timeline", []):
-            lines.append(f"    {step['at_ms'] / 1000:6.1f} s  {_step_text(step)}")
+            lines.append(f"    {step['at_ms'] / 1000:6.1f} s  {step_text(step)}")
         stream = r["traffic"].get("stream")
         if stream is not None:
             verdict = "survived" if stream.get("ok") else "BROKE"
@@ -64,7 +64,8 @@ def report_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _step_text(step: dict[str, Any]) -> str:
+def step_text(step: dict[str, Any]) -> str:
+    """A timeline step and what it measured, in words (the table's and the HTML report's)."""
     text = str(step["step"])
     if "handover_ms" in step:
         text += f": re-registered in {step['handover_ms']} ms at {step['mn_coa_after']}"

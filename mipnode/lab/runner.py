@@ -281,6 +281,16 @@ def new_result(sc: Scenario) -> dict[str, Any]:
         },
         "traffic": {},
         "timeline": [],
+        # What happened when, for the HTML report (docs/lab.md): times in ms since started_at.
+        "history": {
+            "started_at": None,
+            "timeline_ms": None,
+            "ended_ms": None,
+            "mn_ha": [],
+            "mn_cn": [],
+            "stream": None,
+            "udp": None,
+        },
         "diagnosis": None,
         # Lab runs are real time on real sockets: nothing to seed. The run id names every
         # namespace of the run (and its pcap directory).
@@ -311,7 +321,10 @@ def run_scenario(
     record.save()
     result = new_result(sc)
     result["run_id"] = record.run_id
+    history = result["history"]
+    history["started_at"] = round(time.time(), 3)
     captures = None
+    t: Topology | None = None
     try:
         t = sc.build(record, workdir)
         if pcap_dir is not None:
@@ -331,6 +344,10 @@ def run_scenario(
         # One broken scenario must not end the run or lose the report of the others.
         result["diagnosis"] = f"lab error: {type(exc).__name__}: {exc}"
     finally:
+        if t is not None and sc.expect_diagnosis is None:
+            # Also when the run broke off: how far the paths got is part of why.
+            _record_paths(t, history, timeline.peer_address(sc, t))
+        history["ended_ms"] = round((time.time() - history["started_at"]) * 1000, 1)
         if captures is not None:  # before the teardown: a capture needs its namespace
             result["pcaps"] = [str(p) for p in captures.stop()]
             result["pcap_stats"] = captures.stats
@@ -561,10 +578,14 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
     problems: list[str] = []
     stream = timeline.start_stream(t, sc, peer) if sc.stream else None
     udp = timeline.start_udp(t, sc, peer) if sc.traffic.udp_rate_pps else None
+    history = result["history"]
     try:
         started = time.monotonic()
+        history["timeline_ms"] = round((time.time() - history["started_at"]) * 1000, 1)
         for step in sc.timeline:
             entry: dict[str, Any] = {"at_ms": round((time.monotonic() - started) * 1000, 1)}
+            if step.do == "restart-mn":
+                _record_paths(t, history, peer, restarting=True)  # the new MN starts a new log
             entry.update(timeline.run_step(t, step, peer, sc.traffic.initiator))
             result["timeline"].append(entry)
             if "problem" in entry:
@@ -579,6 +600,8 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
             time.sleep(sc.traffic.udp_seconds)  # a flow of the configured length
     finally:
         reports = [f.finish() if f is not None else (None, None) for f in (stream, udp)]
+    history["stream"] = timeline.over_time(reports[0][1], history["started_at"])
+    history["udp"] = timeline.over_time(reports[1][1], history["started_at"])
     if stream is not None:
         report = timeline.stream_report(reports[0][0])
         result["traffic"]["stream"] = report
@@ -629,6 +652,23 @@ def _run_timeline(t: Topology, sc: Scenario, result: dict[str, Any], peer: str) 
             f"MN-HA path {end} at the end (the HA's binding: {ha_end}), expected {_final_mn_ha(sc)}"
         )
     return problems
+
+
+def _record_paths(
+    t: Topology, history: dict[str, Any], peer: str, *, restarting: bool = False
+) -> None:
+    """Add the MN's path log to ``history`` (what an earlier read of it holds stays: a
+    restarted MN's log starts empty). ``restarting``: the MN is about to stop, so its paths
+    end now."""
+    now = round((time.time() - history["started_at"]) * 1000, 1)
+    for lane, changes in timeline.path_changes(t, peer, history["started_at"]).items():
+        known = history[lane]
+        known += [c for c in changes if c not in known]
+        known.sort(key=lambda c: c["at_ms"])
+        if restarting and known and known[-1]["to"] is not None:
+            known.append(
+                {"at_ms": now, "from": known[-1]["to"], "to": None, "reason": "restart-mn"}
+            )
 
 
 def settled_binding(t: Topology, expected: str | None) -> dict[str, Any] | None:

@@ -130,6 +130,62 @@ def udp_report(sender: dict[str, Any] | None, sink: dict[str, Any] | None) -> di
     }
 
 
+def _ms_since(posix: float, started_at: float) -> float:
+    return round((posix - started_at) * 1000, 1)
+
+
+def over_time(receiver: dict[str, Any] | None, started_at: float) -> dict[str, Any] | None:
+    """A receiver's ``over_time`` (traffic.Meter) on the run's clock: ms since ``started_at``
+    (POSIX; the receivers run in other processes, whose monotonic clocks the lab cannot
+    compare with its own, but every process here shares the wall clock)."""
+    seen = (receiver or {}).get("over_time")
+    if not isinstance(seen, dict):
+        return None
+    start_ms = _ms_since(seen["start"], started_at)
+    return {
+        "start_ms": start_ms,
+        "bin_ms": seen["bin_ms"],
+        "counts": seen["counts"],
+        "gaps": [
+            {"at_ms": round(start_ms + since, 1), "gap_ms": length}
+            for since, length in seen["gaps"]
+        ],
+    }
+
+
+def path_changes(t: Topology, peer: str, started_at: float) -> dict[str, list[dict[str, Any]]]:
+    """The MN's own log of the selected MN-HA path and of the path to ``peer`` (`paths --json`
+    ``changes``, the last 20 each; behind a mobile router the host's flow), in ms since
+    ``started_at``. A ``to`` of null on the MN-CN side means the peer's traffic is back on
+    the home path."""
+    peers = daemon_status(t, "mn", "paths")
+    peers = peers if isinstance(peers, list) else []
+    home = next((p for p in peers if p.get("role") == "home-agent"), None)
+    if t.mobile_network:
+        _, host = t.mn_host()
+        flows = (daemon_status(t, "mn") or {}).get("mobile_network_flows") or []
+        flow = next((f for f in flows if f.get("host") == host and f.get("cn") == peer), None)
+        cn = (flow or {}).get("direct_udp")
+    else:
+        cn = next(
+            (p for p in peers if p.get("role") == "correspondent" and p["peer"] == peer), None
+        )
+
+    def lane(view: dict[str, Any] | None) -> list[dict[str, Any]]:
+        return [
+            {
+                "at_ms": _ms_since(c["at"], started_at),
+                "from": c.get("from"),
+                "to": c.get("to"),
+                "reason": c.get("reason"),
+            }
+            for c in (view or {}).get("changes") or []
+            if c.get("at") is not None
+        ]
+
+    return {"mn_ha": lane(home), "mn_cn": lane(cn)}
+
+
 # -- steps -----------------------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ the server measures the longest pause between arrivals (the handover gap) and th
 that every byte arrived on the same connection.
 ``udp-sink PORT`` / ``udp-send HOST PORT RATE``: numbered datagrams at RATE per second until
 stdin closes; the sink reports what arrived (unique, duplicates, longest pause).
+The stream server and the UDP sink also print what arrived over time (:class:`Meter`), which
+the lab keeps as ``history`` for its HTML report.
 """
 
 from __future__ import annotations
@@ -77,17 +79,72 @@ CHUNK = 1024
 INTERVAL_S = 0.01
 
 
+BIN_S = 0.1
+MAX_BINS = 300  # then the bins double in width: a flow of any length stays a few KB of JSON
+GAP_MIN_S = 0.2  # a pause worth showing: 10 missed stream chunks, 10 datagrams at 50/s
+MAX_GAPS = 50
+
+
+class Meter:
+    """What arrived per interval and the pauses of at least GAP_MIN_S, from ``start`` on:
+    the report draws throughput over time and marks where a flow stopped."""
+
+    def __init__(self) -> None:
+        self.start, self.start_mono = time.time(), time.monotonic()
+        self.bin_s = BIN_S
+        self.bins: list[int] = []
+        self.gaps: list[list[float]] = []  # [since start, length] in ms
+        self.last: float | None = None
+
+    def add(self, amount: int, now: float) -> None:
+        """``amount`` (bytes, datagrams) arrived at monotonic time ``now``."""
+        if self.last is not None and now - self.last >= GAP_MIN_S and len(self.gaps) < MAX_GAPS:
+            since = round((self.last - self.start_mono) * 1000, 1)
+            self.gaps.append([since, round((now - self.last) * 1000, 1)])
+        self.last = now
+        index = self._reach(now)  # first: merging bins replaces the list
+        self.bins[index] += amount
+
+    def _reach(self, now: float) -> int:
+        """The index of the bin ``now`` falls in, the bins grown up to it (pairs merged while
+        there would be more than MAX_BINS)."""
+        index = int(max(0.0, now - self.start_mono) / self.bin_s)
+        while index >= MAX_BINS:
+            self.bins = [sum(self.bins[i : i + 2]) for i in range(0, len(self.bins), 2)]
+            self.bin_s *= 2
+            index = int(max(0.0, now - self.start_mono) / self.bin_s)
+        self.bins.extend([0] * (index + 1 - len(self.bins)))
+        return index
+
+    def report(self, end: float | None = None) -> dict[str, object]:
+        """Bins up to ``end`` (monotonic; now by default), so a pause at the very end of the
+        flow shows as empty bins."""
+        self._reach(time.monotonic() if end is None else end)
+        return {
+            "start": round(self.start, 3),
+            "bin_ms": round(self.bin_s * 1000),
+            "counts": self.bins,
+            "gaps": self.gaps,
+        }
+
+
 def stream_server(port: int) -> None:
+    meter = Meter()
     with _accept_one(port) as conn:
         total, max_gap, last = 0, 0.0, time.monotonic()
-        while chunk := conn.recv(65536):
-            now = time.monotonic()
-            if total:
-                max_gap = max(max_gap, now - last)
-            last = now
-            total += len(chunk)
-        report = {"bytes": total, "max_gap_ms": round(max_gap * 1000, 1)}
-        conn.sendall(json.dumps(report).encode() + b"\n")
+        try:
+            while chunk := conn.recv(65536):
+                now = time.monotonic()
+                if total:
+                    max_gap = max(max_gap, now - last)
+                last = now
+                total += len(chunk)
+                meter.add(len(chunk), now)
+            report = {"bytes": total, "max_gap_ms": round(max_gap * 1000, 1)}
+            conn.sendall(json.dumps(report).encode() + b"\n")
+        except OSError:
+            pass  # a broken stream: the client says so; what arrived until then still counts
+    print(json.dumps({"bytes": total, "over_time": meter.report()}), flush=True)
 
 
 MAX_RUN_S = 300.0  # a traffic process the lab forgot must still end
@@ -141,6 +198,7 @@ def udp_sink(port: int) -> None:
         seen: set[int] = set()
         duplicates, max_gap, last = 0, 0.0, None
         stop_at = None
+        meter = Meter()
         while stop_at is None or time.monotonic() < stop_at:
             if stop_at is None and stop.is_set():
                 stop_at = time.monotonic() + GRACE_S
@@ -156,6 +214,7 @@ def udp_sink(port: int) -> None:
                 duplicates += 1
                 continue
             seen.add(seq)
+            meter.add(1, now)
             if last is not None:
                 max_gap = max(max_gap, now - last)
             last = now
@@ -165,6 +224,8 @@ def udp_sink(port: int) -> None:
                 "received": len(seen),
                 "duplicates": duplicates,
                 "max_gap_ms": round(max_gap * 1000, 1),
+                # Up to when the sender stopped: the grace time after it is no pause.
+                "over_time": meter.report(None if stop_at is None else stop_at - GRACE_S),
             }
         ),
         flush=True,

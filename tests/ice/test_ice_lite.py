@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from ice import stun
 from ice.agent import IceAgent, IceConfig, PathLost, PathSelected
 from ice.candidate import Candidate, CandidateType, candidate_priority
@@ -197,3 +199,25 @@ def test_pair_states_are_the_check_lists() -> None:
     net.run_until(T0 + 2)
     states = {p.kind: p.state for p in net.agent.pairs() if p.kind == "T-native"}
     assert states == {"T-native": PairState.SUCCEEDED}
+
+
+def test_a_probe_checks_every_pair_once_and_reports_each_round_trip() -> None:
+    """`mipnode ping`: one check per pair now, its own round trip; an unanswered probe is just
+    unanswered (the pair is not failed for it, the selection stays)."""
+    net = Lite(home_agent())
+    net.run_until(T0 + 5)
+    net.dead.add(UDP4)
+    before = len(net.sent)
+    probes = net.agent.probe(net.now)
+    assert [(p.pair.local.base, p.pair.remote.address) for p in probes] == [NATIVE, UDP6, UDP4]
+    assert [p.pair.kind for p in probes] == ["T-native", "T-udp", "T-udp"]
+    net.flush()
+    assert len(net.sent) - before == 3
+    results = [net.agent.probe_result(p.transaction_id) for p in probes]
+    assert results[0] == results[1] == pytest.approx(0.001) and results[2] is None
+    net.run_until(net.now + 1)
+    assert net.agent.probe_result(probes[2].transaction_id) is None
+    assert net.selected() == NATIVE
+    assert net.agent.statistics()["probes_sent"] == 3
+    only = net.agent.probe(net.now, frozenset({"T-native"}))
+    assert [p.pair.kind for p in only] == ["T-native"]

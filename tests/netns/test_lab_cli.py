@@ -230,7 +230,8 @@ def test_a_user_scenario_file_runs_repeatedly_with_a_summary(
     isolated_lab_state: Path, tmp_path: Path
 ) -> None:
     """A user's own firewall rules (inline nft with placeholders), a sysctl and a timeline
-    that blocks and unblocks the tunnel's protocol, through the real CLI, twice."""
+    that blocks and unblocks the tunnel's protocol, through the real CLI, twice, with its
+    HTML report."""
     scenario = tmp_path / "my-firewall.toml"
     scenario.write_text(
         '''name = "my-firewall"
@@ -279,9 +280,15 @@ first_data_ms = 8000
 tcp_survives = true
 '''
     )
-    proc = _lab("-s", str(scenario), "--repeat", "2", "--json", timeout=180)
+    html = tmp_path / "html"
+    proc = _lab("-s", str(scenario), "--repeat", "2", "--json", "--report", str(html), timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    report = json.loads(proc.stdout)
+    report = json.loads(proc.stdout)  # the report's location went to stderr
+    assert f"HTML report: {html / 'index.html'}\n" in proc.stderr
+    page = (html / "index.html").read_text()
+    for run in (1, 2):
+        assert f'<section class="scenario pass" id="sc-my-firewall-run{run}"' in page
+    assert page.count('<svg class="timeline"') == 2
     assert [(r["name"], r["run"], r["passed"]) for r in report["scenarios"]] == [
         ("my-firewall", 1, True),
         ("my-firewall", 2, True),
