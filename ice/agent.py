@@ -142,6 +142,7 @@ __all__ = [
 ]
 
 
+MAX_PROBES_PER_CALL = 8  # pairs one `mipnode ping` round checks (the selected one first)
 MAX_PROBES = 64  # probe results kept (`mipnode ping` reads its own within a second)
 
 
@@ -460,19 +461,35 @@ class IceAgent:
 
     # -- probes (`mipnode ping`) ------------------------------------------------------------------
 
-    def probe(self, now: float, kinds: frozenset[str] | None = None) -> list[Probe]:
-        """One check now on every pair that can carry one (of ``kinds``; not relayed, consent not
-        lost), outside the pacer: an operator asked. Its answer counts like a heartbeat's (no
-        failure when it goes unanswered); :meth:`probe_result` tells its round trip."""
+    def probe(
+        self,
+        now: float,
+        kinds: frozenset[str] | None = None,
+        only: tuple[TransportAddress, TransportAddress] | None = None,
+    ) -> list[Probe]:
+        """One check now on each pair that can carry one (of ``kinds``, or the pair ``only``
+        (local base, remote); not relayed, consent not lost), outside the pacer: an operator
+        asked. The selected pair first, then by priority, at most ``MAX_PROBES_PER_CALL`` (a
+        peer's description names the candidates: no burst to addresses it chose). Its answer
+        counts like a heartbeat's (no failure when unanswered); :meth:`probe_result` tells its
+        round trip."""
         self._advance(now)
+        self._expire_consent(now)
         if self._remote_credentials is None and not self._lite:
             return []
-        out = []
-        for pair in self._checklist.by_priority():
+        out: list[Probe] = []
+        order = self._checklist.by_priority()
+        if self._selected is not None:
+            order.sort(key=lambda p: p is not self._selected)  # stable: selected, then priority
+        for pair in order:
             if pair.state is PairState.RELAYED or pair.consent_lost:
                 continue
             if kinds is not None and pair.kind not in kinds:
                 continue
+            if only is not None and (pair.local.base, pair.remote.address) != only:
+                continue
+            if len(out) == MAX_PROBES_PER_CALL:
+                break
             tid = self._start(now, pair, heartbeat=True, probe=True)
             self._probes[tid] = None
             while len(self._probes) > MAX_PROBES:

@@ -165,8 +165,10 @@ def netcheck(config_path: str, as_json: bool) -> int:
         fail(f"{config_path}: {exc.strerror or exc}")
     try:
         answer = run_netcheck(cfg).to_json()
+    except KeyboardInterrupt:
+        return 130
     except OSError as exc:
-        fail(_startup_error(exc) or str(exc))
+        fail(_startup_error(exc) or str(exc), 1)
     if as_json:
         print(json.dumps(answer, indent=2))
     else:
@@ -183,27 +185,36 @@ def ping(peer: str, count: int, kind: str | None, as_json: bool, socket_name: st
 
     name = socket_name or "@mipnode-mn"
     rounds: list[dict[str, Any]] = []
+    interrupted = False
     for n in range(count):
         started = time.monotonic()
         try:
             answer = _printable(query(name, f"ping {peer} {kind or ''}".strip(), timeout=5.0))
+            if "error" in answer:
+                fail(answer["error"], 1)
+            rounds.append(answer)
+            if count > 1 and not as_json:  # a line per round while they run, like ping(8)
+                print(f"{n + 1}/{count}  {human.ping_round_line(answer)}", flush=True)
+            if n + 1 < count:
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            interrupted = True
+            break
         except (FileNotFoundError, ConnectionRefusedError):
             fail(f"no mobile node daemon answers on {name} in this network namespace", 1)
         except OSError as exc:
             fail(f"control socket {name}: {exc.strerror or exc}", 1)
-        if "error" in answer:
-            fail(answer["error"], 1)
-        rounds.append(answer)
-        if n + 1 < count:
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    if not rounds:
+        return 130
     result = {k: rounds[-1][k] for k in ("peer", "role", "data_path", "note")}
     result |= {"rounds": rounds, "summary": human.ping_summary(rounds)}
     if as_json:
         print(json.dumps(result, indent=2))
     else:
         human.render("ping", result)
-    answered = any(p["answered"] for p in result["summary"])
-    return 0 if answered else 1
+    if interrupted:
+        return 130
+    return 0 if any(p["answered"] for p in result["summary"]) else 1
 
 
 # -- argument parsing --------------------------------------------------------------------

@@ -95,7 +95,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
         "examples:\n  mipnode netcheck\n  mipnode netcheck --config ./mn.toml --json\n\n"
         "files:\n  /etc/mipnode/mn.toml   the mobile node's configuration (home agent, ports,\n"
         "                         key: the ESP probe's answer is verified with it)",
-        "no home path would work from here",
+        "no home path would work from here, or this host refused a socket",
     ),
     "lab": (
         "Build RFC 4487 firewall scenarios out of network namespaces, veth links and nftables "

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from statistics import median
 from typing import Any, TextIO
 
 UNKNOWN = "-"
@@ -363,22 +364,32 @@ def ping_summary(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for probes in by_path.values():
         rtts = sorted(p["rtt_ms"] for p in probes if p.get("rtt_ms") is not None)
-        first = probes[-1]
+        latest = probes[-1]
+        spread = None
+        if rtts:
+            spread = {"min": rtts[0], "median": round(median(rtts), 2), "max": rtts[-1]}
         out.append(
             {
-                "kind": first.get("kind"),
-                "local": first.get("local"),
-                "remote": first.get("remote"),
-                "selected": first.get("selected"),
+                "kind": latest.get("kind"),
+                "local": latest.get("local"),
+                "remote": latest.get("remote"),
+                "selected": latest.get("selected"),
                 "sent": len(probes),
                 "answered": len(rtts),
-                "rtt_ms": {"min": rtts[0], "median": rtts[len(rtts) // 2], "max": rtts[-1]}
-                if rtts
-                else None,
-                "result": first.get("result"),
+                "rtt_ms": spread,
+                "result": latest.get("result"),
             }
         )
     return out
+
+
+def ping_round_line(answer: dict[str, Any]) -> str:
+    """One round of `mipnode ping -c N` as it comes: each path's kind and round trip."""
+    parts = []
+    for p in answer.get("paths", []):
+        rtt = p.get("rtt_ms")
+        parts.append(f"{p.get('kind')} {value(rtt, ' ms') if rtt is not None else p.get('result')}")
+    return ",  ".join(parts) or "no path to probe"
 
 
 def print_ping(answer: dict[str, Any], out: Out, now: float) -> None:
@@ -391,6 +402,8 @@ def print_ping(answer: dict[str, Any], out: Out, now: float) -> None:
         rtt = p.get("rtt_ms")
         if rtt is None:
             said = out.state("failed") + f"  {p.get('result')}"
+            if p.get("sent", 1) > 1:
+                said += f"  0/{p['sent']} answered"
         elif p.get("sent", 1) == 1:
             said = f"{value(rtt['min'], ' ms')}"
         else:

@@ -126,7 +126,7 @@ def test_netcheck_says_each_verdict_and_the_pick() -> None:
     text = rendered("netcheck", json.loads((DATA / "mn-netcheck.json").read_text()))
     assert "T-native (ESP)" in text
     assert "through NAT66 (seen as 2001:db8:f1::2)" in text
-    assert "nat  IPv6 endpoint-independent  IPv4 -" in text
+    assert "nat  IPv6 endpoint-independent or address-dependent (one home-agent address)" in text
     assert "a daemon would pick T-udp [fd00:6::2]:" in text
     assert "no IPv4 address on this host" in text
 

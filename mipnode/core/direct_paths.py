@@ -635,14 +635,16 @@ class DirectPaths:
         p = self._peers.get(peer)
         return [] if p is None else list(p.changes)
 
-    def probe(self, now: float, peer: IPv6Address) -> list[Probe]:
-        """`mipnode ping`: one check now on every pair with ``peer`` (IceAgent.probe)."""
+    def probe(self, now: float, peer: IPv6Address) -> tuple[IceAgent | None, list[Probe], str]:
+        """`mipnode ping`: one check now on the pairs with ``peer`` (IceAgent.probe), the agent
+        that will hold the answers (a restart may replace the peer's meanwhile), or why none."""
         p = self._peers.get(peer)
-        return [] if p is None else p.agent.probe(now)
-
-    def probe_result(self, peer: IPv6Address, transaction_id: bytes) -> float | str | None:
-        p = self._peers.get(peer)
-        return None if p is None else p.agent.probe_result(transaction_id)
+        if p is None:
+            return None, [], "no direct paths with this peer yet (they start with its traffic)"
+        if p.budget is not None and not p.agent.peer_proven:
+            # Its checks spend a budget until it proves our password: probes must not use it.
+            return None, [], "the peer has not proven itself yet: its pairs are not probed"
+        return p.agent, p.agent.probe(now), ""
 
     def agent_statistics(self, peer: IPv6Address) -> dict[str, int]:
         p = self._peers.get(peer)

@@ -17,23 +17,28 @@ randomness:
 * ``T-udp``: a bare Binding request to each of the home agent's UDP ports, over IPv6 and IPv4,
   all from one socket per family.
 
-**NAT behaviour** (RFC 4787 §4.1) per family from the T-udp answers to that one socket: the same
-mapped address for every home-agent endpoint is an endpoint-independent mapping, different ones
-an address-and-port-dependent mapping (with one home-agent address only the port varies, so
-"address-dependent" is not told apart); a mapped address equal to our own is no NAT. With one
-answering endpoint a NAT is seen but its mapping behaviour is unknown.
+**NAT behaviour** (RFC 4787 §4.1) per family from the T-udp answers to that one socket: a mapped
+address equal to our own is no NAT; different mappings for different home-agent ports are a
+port-dependent (address-and-port-dependent) mapping; one mapping for every port is
+endpoint-independent *or* address-dependent: with one home-agent address per family only the
+port varies, so the two are not told apart, and the verdict says so. With one answering
+endpoint a NAT is seen but its mapping behaviour is unknown.
 
 **The path a daemon would pick** is the home path's rule (``core/home_path.py``): a better kind
-first (T-native before T-udp, ``ice.score.PATH_KIND_RANK``), then the lowest RTT; only kinds the
+first (T-native before T-udp, ``ice.score.PATH_KIND_RANK``); within a kind the first pair in check
+order that answers (the order of the probes: IPv6 before IPv4, ports as configured), replaced
+only by one faster beyond the hysteresis margin (``ice.score.is_better``); only kinds the
 configuration's ``paths`` allows; under protection T-native only when ESP crosses too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
 
-from ice.score import PATH_KIND_RANK
+from ice.score import PATH_KIND_RANK, is_better, path_score
+from mipnode.core.home_path import HOME_ICE
 from mipnode.core.transmit import TransportAddress
 
 # Each probe is sent at these offsets from the start (3 packets at most); the whole check ends
@@ -49,7 +54,7 @@ PMTU_WAIT_S = 0.6
 IPV6_MIN_MTU = 1280  # RFC 8200 §5
 
 NAT_NONE = "none"
-NAT_EIM = "endpoint-independent"
+NAT_EIM = "endpoint-independent or address-dependent (one home-agent address)"
 NAT_APDM = "address-and-port-dependent"
 NAT_UNKNOWN = "translated, mapping unknown (one home-agent endpoint answered)"
 
@@ -62,7 +67,7 @@ class Probe:
 
     path: str  # "T-native", "T-native-esp", "T-udp"
     family: str  # "IPv6" | "IPv4"
-    remote: TransportAddress  # the home agent's end (port 0 for T-native)
+    remote: TransportAddress | None  # the home agent's end (port 0 for T-native); None: unknown
     local: TransportAddress | None = None  # our end; None: no address of this family
     sent: int = 0
     rtt_ms: float | None = None  # the first answer's round trip
@@ -135,12 +140,15 @@ class Report:
 def nat_behaviour(probes: tuple[Probe, ...], family: str) -> str | None:
     """The NAT between us and the home agent for ``family``, from the T-udp answers to our one
     socket (module docstring); None when no T-udp probe of that family was answered."""
-    answers = [p for p in probes if p.path == "T-udp" and p.family == family and p.answered]
+    answers = [
+        p
+        for p in probes
+        if p.path == "T-udp" and p.family == family and p.answered and p.mapped is not None
+    ]
     if not answers:
         return None
-    mapped = {p.mapped for p in answers}
-    local = answers[0].local
-    if mapped == {local}:
+    mapped = {_normal(p.mapped) for p in answers}
+    if mapped == {_normal(answers[0].local)}:
         return NAT_NONE
     if len(mapped) > 1:
         return NAT_APDM
@@ -153,9 +161,9 @@ def usable(p: Probe, probes: tuple[Probe, ...], protection: str) -> tuple[bool, 
         return False, p.failure or NO_ANSWER
     rtt = f"answered in {p.rtt_ms:.1f} ms"
     if p.path == "T-native-esp":
-        return True, f"{rtt} (a Binding Refresh Request for ESP it could not open)"
+        return p.allowed, f"{rtt} (a Binding Refresh Request for ESP it could not open)"
     if p.path == "T-native":
-        if p.mapped is not None and p.local is not None and p.mapped[0] != p.local[0]:
+        if p.mapped is not None and _moved(p.mapped, p.local, port=False):
             return False, f"{rtt} through NAT66 (seen as {p.mapped[0]}): a binding cannot use it"
         if protection == "esp":
             esp = next((q for q in probes if q.path == "T-native-esp"), None)
@@ -164,7 +172,7 @@ def usable(p: Probe, probes: tuple[Probe, ...], protection: str) -> tuple[bool, 
                 return False, f"{rtt}, but ESP (protocol 50) got {why}: sealed T-native fails"
     if not p.allowed:
         return False, f"{rtt}; the configuration's paths leave {p.path} out"
-    if p.path == "T-udp" and p.mapped is not None and p.mapped != p.local:
+    if p.path == "T-udp" and p.mapped is not None and _moved(p.mapped, p.local, port=True):
         return True, f"{rtt} (seen as {_ta(p.mapped)})"
     return True, rtt
 
@@ -179,11 +187,22 @@ def predict(probes: tuple[Probe, ...], protection: str) -> tuple[Probe | None, s
         if not answered:
             return None, "the home agent answered none of the probes: no home path from here"
         return None, "no probe that answered is one a daemon may use (see each line)"
-    best = min(candidates, key=lambda p: (PATH_KIND_RANK[p.path], p.rtt_ms or 0.0))
+    rank = min(PATH_KIND_RANK[p.path] for p in candidates)
+    best = None
+    for p in (p for p in candidates if PATH_KIND_RANK[p.path] == rank):  # in check order
+        rtt = (p.rtt_ms or 0.0) / 1000
+        if best is None or is_better(
+            path_score(p.path, rtt),
+            path_score(best.path, (best.rtt_ms or 0.0) / 1000),
+            ratio=HOME_ICE.hysteresis_ratio,
+            minimum_s=HOME_ICE.hysteresis_min_s,
+        ):
+            best = p
+    assert best is not None
     if best.path == "T-native":
         why = "T-native answered, and a daemon prefers it to T-udp"
     else:
-        why = "the lowest RTT of the T-udp pairs that answered"
+        why = "the first T-udp pair that answered, unless another was much faster"
         native = next((p for p in probes if p.path == "T-native"), None)
         if native is not None:
             why += f" (T-native: {usable(native, probes, protection)[1]})"
@@ -215,6 +234,19 @@ def pmtu_sizes(link_mtu: int) -> list[int]:
     """The probe sizes to try, largest first: the link's MTU, then the usual smaller ones."""
     sizes = sorted({s for s in PMTU_SIZES if s < link_mtu} | {link_mtu}, reverse=True)
     return [s for s in sizes if s >= IPV6_MIN_MTU or s == link_mtu]
+
+
+def _normal(ta: TransportAddress | None) -> tuple[object, int] | None:
+    return None if ta is None else (ip_address(ta[0]), ta[1])
+
+
+def _moved(mapped: TransportAddress | None, local: TransportAddress | None, *, port: bool) -> bool:
+    """Did the home agent see another address (and port) than ours: a NAT in between."""
+    if mapped is None or local is None:
+        return False
+    if ip_address(mapped[0]) != ip_address(local[0]):
+        return True
+    return port and mapped[1] != local[1]
 
 
 def _ta(ta: TransportAddress) -> str:

@@ -90,13 +90,17 @@ async def _answer_one(conn: trio.socket.SocketType, handler: Handler) -> None:
             request = json.loads(data.decode())
             command = str(request["command"])
             answer = handler(command)
-            if inspect.isawaitable(answer):  # a command that waits for the network (ping)
-                answer = await answer
         except (ValueError, KeyError, TypeError) as exc:
             answer = {"error": f"bad request: {exc}"}
         except Exception:  # a bug in an inspection handler must not stop the daemon
             log.exception("control request failed")
             answer = {"error": "internal error (see the daemon's log)"}
+        if inspect.isawaitable(answer):  # a command that waits for the network (ping)
+            try:
+                answer = await answer
+            except Exception:
+                log.exception("control request failed")
+                answer = {"error": "internal error (see the daemon's log)"}
         payload = (json.dumps(answer) + "\n").encode()
         view = memoryview(payload)
         while view:

@@ -45,29 +45,35 @@ def answer(daemon: Any, command: str) -> Any:
 
 PING_WAIT_S = 1.0  # how long one round waits for its answers
 PING_POLL_S = 0.02
+_PINGING: set[int] = set()  # daemons (by id) with a round under way: one at a time
 
 
 async def _ping(daemon: Any, words: list[str]) -> Any:
     """One round of `mipnode ping PEER [KIND]` (core/mn_ping.py): send, wait for the answers
-    (at most PING_WAIT_S), report each path's round trip."""
+    (at most PING_WAIT_S), report each path's round trip. One round at a time per daemon, so
+    parallel clients cannot multiply the probes."""
     try:
         peer = IPv6Address(words[0])
     except (IndexError, ValueError):
         return {"error": "ping: the peer must be an IPv6 address"}
     kind = words[1] if len(words) > 1 else None
-    if kind is not None and kind not in mn_ping.PATH_KINDS:
-        return {"error": f"ping: no path kind {kind!r} ({', '.join(mn_ping.PATH_KINDS)})"}
     node = daemon.node
-    sent_at = daemon.pump.stamp()
-    round_ = node.ping(sent_at, peer, kind)
-    daemon.pump.flush()
-    results: dict[int, float | str] = {}
-    with pump.time_limit(PING_WAIT_S):
-        while len(results) < len(round_.probes):
-            for i, probe in enumerate(round_.probes):
-                got = mn_ping.result(node, peer, probe)
-                if got is not None:
-                    results[i] = got
-            if len(results) < len(round_.probes):
-                await pump.sleep(PING_POLL_S)
+    if why := mn_ping.kind_error(peer == node.config.home_agent, kind):
+        return {"error": f"ping: {why}"}
+    if id(daemon) in _PINGING:
+        return {"error": "ping: another ping is running; try again in a second"}
+    _PINGING.add(id(daemon))
+    try:
+        round_ = node.ping(daemon.pump.stamp(), peer, kind)
+        daemon.pump.flush()
+        results: dict[int, float | str] = {}
+        with pump.time_limit(PING_WAIT_S):
+            while len(results) < len(round_.probes):
+                for i, probe in enumerate(round_.probes):
+                    if i not in results and (got := probe.result()) is not None:
+                        results[i] = got
+                if len(results) < len(round_.probes):
+                    await pump.sleep(PING_POLL_S)
+    finally:
+        _PINGING.discard(id(daemon))
     return mn_ping.report(round_, results)

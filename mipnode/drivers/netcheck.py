@@ -83,7 +83,10 @@ def source_address(family: int, destination: str, ifname: str | None) -> tuple[s
     """The address this host would send from toward ``destination`` (a route lookup, nothing
     sent), or None and why not."""
     name = "IPv6" if family == socket.AF_INET6 else "IPv4"
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:  # EAFNOSUPPORT: a kernel without IPv6 (ipv6.disable=1)
+        return None, f"no {name} on this host"
     try:
         if ifname:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
@@ -125,12 +128,11 @@ class Netcheck:
         self.live: list[_Live] = []
         self.pending: dict[bytes, tuple[_Live, float]] = {}  # STUN transaction -> probe
         self.sockets: dict[str, socket.socket] = {}
-        self.sport = 49152 + int.from_bytes(self.random(2), "big") % 16384
         self.done = trio.Event()
 
     # -- the plan ------------------------------------------------------------------------------
 
-    def _add(self, path: str, family: str, remote: tuple[str, int], local: Any) -> _Live:
+    def _add(self, path: str, family: str, remote: tuple[str, int] | None, local: Any) -> _Live:
         allowed = path.removesuffix("-esp") in self.cfg.paths
         live = _Live(Probe(path, family, remote, local, allowed=allowed), [])
         if local is None:
@@ -155,7 +157,7 @@ class Netcheck:
                 self.sockets[family] = sock
             for port in self.cfg.home_agent_udp_ports:
                 ours = (local, sock.getsockname()[1]) if sock is not None and local else None
-                self._add("T-udp", family, (ha or "-", port), ours)
+                self._add("T-udp", family, None if ha is None else (ha, port), ours)
         if self.local6:
             for name, proto in (("raw41", socket.IPPROTO_IPV6), ("raw50", IPPROTO_ESP)):
                 if name == "raw50" and self.cfg.protection != "esp":
@@ -180,13 +182,15 @@ class Netcheck:
             if p.path == "T-udp":
                 tid = self.random(12)
                 self.pending[tid] = (live, now)
+                assert p.remote is not None
                 self.sockets[p.family].sendto(stun.binding_request(tid), p.remote)
             elif p.path == "T-native":
                 tid = self.random(12)
                 self.pending[tid] = (live, now)
                 request = stun.binding_request(tid)
                 local = IPv6Address(self.local6 or "::")
-                inner = udp_in_ipv6(local, IPv6Address(self.ha6), self.sport, STUN_PORT, request)
+                # From the STUN port, as a mobile node's own T-native check (home_path.form).
+                inner = udp_in_ipv6(local, IPv6Address(self.ha6), STUN_PORT, STUN_PORT, request)
                 self.sockets["raw41"].sendto(inner, (self.ha6, 0))
             else:
                 # An SPI the HA could have given us (tagged with our home address, which it
@@ -220,7 +224,7 @@ class Netcheck:
     # -- receiving -----------------------------------------------------------------------------
 
     def _settled(self) -> None:
-        if all(lv.answered_at is not None or lv.probe.local is None for lv in self.live):
+        if all(lv.answered_at is not None or lv.probe.local is None or lv.dead for lv in self.live):
             self.done.set()
 
     def _stun_answer(self, data: bytes) -> None:
@@ -238,13 +242,16 @@ class Netcheck:
         live.answer(pump.now(), sent_at, mapped=mapped)
         self._settled()
 
-    def _tunnelled(self, inner: bytes) -> None:
+    def _tunnelled(self, inner: bytes, outer_source: str) -> None:
         """An inner packet of protocol 41 from the home agent: a check's answer or a BRR."""
-        if len(inner) < 48 or inner[0] >> 4 != 6 or inner[8:24] != IPv6Address(self.ha6).packed:
+        ha = IPv6Address(self.ha6)
+        if len(inner) < 48 or inner[0] >> 4 != 6 or inner[8:24] != ha.packed:
             return
+        if IPv6Address(outer_source.split("%")[0]) != ha:
+            return  # the tunnel's outer source must be the home agent as well
         if inner[6] == NH_UDP and inner[40:42] == STUN_PORT.to_bytes(2, "big"):
             self._stun_answer(inner[48:])
-        elif inner[6] == NH_MH:
+        elif inner[6] == NH_MH and inner[24:40] == self.cfg.home_address.packed:
             self._refresh_request(inner[40 : 40 + int.from_bytes(inner[4:6], "big")])
 
     def _refresh_request(self, mh: bytes) -> None:
@@ -272,7 +279,9 @@ class Netcheck:
         for error in read_error_queue(sock):
             for lv in self.live:
                 p = lv.probe
-                if p.path != path or p.family != family or p.remote[0] != error.destination[0]:
+                if p.path != path or p.family != family or p.remote is None:
+                    continue
+                if p.remote[0] != error.destination[0]:
                     continue
                 if path != "T-udp" or p.remote[1] == error.destination[1]:
                     lv.fail(error.words)
@@ -281,12 +290,12 @@ class Netcheck:
         tsock = trio.socket.from_stdlib_socket(sock)
         while True:
             try:
-                data, _ = await tsock.recvfrom(65535)
+                data, addr = await tsock.recvfrom(65535)
             except OSError:
                 self._icmp(sock, name)
                 continue
             if name == "raw41":
-                self._tunnelled(data)
+                self._tunnelled(data, addr[0])
             elif name in ("IPv6", "IPv4"):
                 self._stun_answer(data)
 
@@ -297,7 +306,7 @@ class Netcheck:
             (lv.probe for lv in self.live if lv.probe.path == "T-udp" and lv.answered_at),
             None,
         )
-        if target is None:
+        if target is None or target.remote is None:
             return None
         v6 = target.family == "IPv6"
         af = socket.AF_INET6 if v6 else socket.AF_INET

@@ -60,6 +60,10 @@ def test_one_mapping_for_every_endpoint_is_endpoint_independent() -> None:
     seen = ("198.51.100.2", 1111)
     probes = (udp(4191, seen, v4=True), udp(443, seen, v4=True))
     assert nat_behaviour(probes, "IPv4") == NAT_EIM
+    assert "address-dependent" in NAT_EIM  # one HA address cannot tell the two apart
+    # An answer without XOR-MAPPED-ADDRESS says nothing about a NAT.
+    bare = replace(udp(443, seen, v4=True), mapped=None)
+    assert nat_behaviour((udp(4191, seen, v4=True), bare), "IPv4") == NAT_UNKNOWN
 
 
 def test_a_mapping_per_endpoint_is_address_and_port_dependent() -> None:
@@ -93,8 +97,12 @@ def test_under_protection_t_native_needs_esp_too() -> None:
     assert picked is sealed[0] and "prefers it to T-udp" in why
 
 
-def test_the_fastest_t_udp_pair_is_picked_and_kinds_the_config_leaves_out_never() -> None:
-    slow, fast = udp(4191, ME6, rtt=3.0), udp(443, ME6, rtt=0.5)
+def test_the_first_pair_is_kept_unless_another_is_faster_beyond_the_hysteresis() -> None:
+    """As the daemon's home path: checks go in order, the first answer is selected, a later
+    one replaces it only when faster by more than max(10 ms, 20 %)."""
+    first, bit_faster = udp(4191, ME6, rtt=3.0), udp(443, ME6, rtt=0.5)
+    assert predict((first, bit_faster), "none")[0] is first
+    slow, fast = udp(4191, ME6, rtt=30.0), udp(443, ME6, rtt=0.5)
     assert predict((slow, fast), "none")[0] is fast
     left_out = replace(native(ME6[0]), allowed=False)
     ok, why = usable(left_out, (left_out, slow), "none")

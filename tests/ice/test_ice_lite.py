@@ -12,7 +12,7 @@ import random
 import pytest
 
 from ice import stun
-from ice.agent import IceAgent, IceConfig, PathLost, PathSelected
+from ice.agent import MAX_PROBES_PER_CALL, IceAgent, IceConfig, PathLost, PathSelected
 from ice.candidate import Candidate, CandidateType, candidate_priority
 from ice.checklist import PairState
 
@@ -221,3 +221,19 @@ def test_a_probe_checks_every_pair_once_and_reports_each_round_trip() -> None:
     assert net.agent.statistics()["probes_sent"] == 3
     only = net.agent.probe(net.now, frozenset({"T-native"}))
     assert [p.pair.kind for p in only] == ["T-native"]
+    one = net.agent.probe(net.now, None, UDP6)
+    assert [(p.pair.local.base, p.pair.remote.address) for p in one] == [UDP6]
+
+
+def test_a_probe_round_is_capped_and_starts_with_the_selected_pair() -> None:
+    agent = home_agent()
+    for n in range(12):  # more pairs than one round may check
+        local, remote = (f"2001:db8:1::{n + 20:x}", 6000 + n), ("2001:db8:ff::1", 4191)
+        agent.add_pair(cand(local, 100 + n, f"X{n}"), cand(remote, 65535, f"Y{n}"), "T-udp")
+    net = Lite(agent)
+    net.dead.update({NATIVE, UDP6})  # the IPv4 pair, lowest in priority, is the one selected
+    net.run_until(T0 + 5)
+    assert net.selected() == UDP4
+    probes = net.agent.probe(net.now)
+    assert len(probes) == MAX_PROBES_PER_CALL
+    assert (probes[0].pair.local.base, probes[0].pair.remote.address) == UDP4

@@ -79,3 +79,19 @@ def test_d_native_answers_through_its_routing_header(make_lab: Any) -> None:
     assert d_native["remote"] == {"address": CN_ADDRESS, "port": None}
     text, status = ping(lab, "2001:db8:1::99", human=True)  # nobody we know: no direct state
     assert "no direct paths with this peer yet" in text
+
+
+def test_a_path_kind_the_peer_cannot_have_is_refused(make_lab: Any) -> None:
+    lab = make_lab(firewall="open")
+    for peer, kind, said in (
+        (CN_ADDRESS, "T-native", "a correspondent has no T-native path (T, D-udp, D-native)"),
+        (HA_ADDRESS, "D-udp", "the home agent has no D-udp path (T-native, T-udp)"),
+    ):
+        command = [sys.executable, "-m", "mipnode.cli", "ping", peer, "--path", kind]
+        done = subprocess.run(
+            ["ip", "netns", "exec", lab.t.ns("mn"), *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 1 and said in done.stderr, done.stderr
