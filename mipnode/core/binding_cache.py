@@ -1,14 +1,14 @@
 """The binding cache both the home agent and the correspondent node keep (sans-IO, no clock).
 
 Theory of operation. A binding cache (RFC 6275 §9.1) maps a home address to one entry, and an
-entry is either ``registered`` (a live binding) or ``deleted``: a binding that ended but whose
-last accepted sequence number must outlive it, so that a delayed or replayed older Binding
-Update still meets the sequence check of §9.5.1 instead of creating the binding again. A
-``deleted`` entry is *held* until a deadline and then *purged*. How long is the role's rule,
-chosen by the core that owns the cache: the home agent holds a de-registered entry for
-MAX_DELETE_BCE_TIMEOUT (§10.3.2) and drops an expired one at once (its RFC 4285 timestamps stop
-replays after that); the correspondent node holds both for as long as the nonces that could
-have authorised an older BU live (§5.2.8, §9.5.3).
+entry is either ``registered`` (a live binding) or ``deleted``: a binding that ended. A
+``deleted`` entry is *held* until a deadline and then *purged*. What it is held for is the
+role's rule, chosen by the core that owns the cache: the correspondent node holds both kinds
+for as long as the nonces that could have authorised an older BU live, so that a replayed one
+still meets the sequence check (§5.2.8, §9.5.3); the home agent holds a de-registered entry for
+MAX_DELETE_BCE_TIMEOUT only to show and persist it -- it applies no sequence window to it (with
+no binding §9.5.1 accepts any sequence number; its RFC 4285 timestamps stop replays) -- and
+drops an expired one at once.
 
 :class:`BindingCache` is the store. Every entry has exactly one deadline: its expiry while
 ``registered`` (§9.1: when the lifetime expires the entry MUST be deleted), its purge while

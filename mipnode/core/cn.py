@@ -91,6 +91,7 @@ from mipnode.core.rr import (
     home_keygen_token,
 )
 from mipnode.core.sequence import seq_is_newer
+from mipnode.core.token_bucket import ErrorRateLimiter
 from mipnode.core.types import OutgoingMh
 from mipnode.wire.bad import encode_mh_with_bad, verify_bad
 from mipnode.wire.errors import BadPacket
@@ -258,44 +259,6 @@ class _Request:
         # RFC 6275 §6.2.7: the home address takes the care-of address's place in the MAC
         # of a de-registration.
         return self.home_address if self.deletion else self.care_of
-
-
-class ErrorRateLimiter:
-    """At most one message per ``interval_s`` to a destination, and ``rate_per_s`` in all.
-
-    The global token bucket (burst = ``rate_per_s``) bounds how many destinations can be
-    remembered at once, so memory stays flat whatever the sources of the offending packets.
-    """
-
-    def __init__(self, interval_s: float, rate_per_s: float) -> None:
-        self._interval_s = interval_s
-        self._rate = rate_per_s
-        self._burst = max(1.0, rate_per_s)
-        self._tokens = self._burst
-        self._stamp: float | None = None
-        self._last: dict[IPv6Address, float] = {}  # insertion order = send order
-
-    def __len__(self) -> int:
-        return len(self._last)
-
-    def allow(self, now: float, destination: IPv6Address) -> bool:
-        """Whether a message to ``destination`` may be sent at ``now`` (and account for it)."""
-        last = self._last
-        while last:
-            oldest, sent_at = next(iter(last.items()))
-            if now - sent_at < self._interval_s:
-                break
-            del last[oldest]
-        if destination in last:
-            return False
-        if self._stamp is not None and now > self._stamp:
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now if self._stamp is None else max(self._stamp, now)
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        last[destination] = now
-        return True
 
 
 def _is_unicast_routable(address: IPv6Address) -> bool:

@@ -6,19 +6,32 @@ Theory of operation. The driver hands every Mobility Header addressed to the HA 
 HA) and the :class:`~mipnode.core.types.Via` it arrived on. The core checks it in this order,
 each step either dropping silently (counted as ``drop_<reason>``) or answering with a BA:
 
-1. decode (``BadPacket`` → drop by reason); anything but a BU → ``drop_unexpected_mh_type``;
+1. decode (``BadPacket`` → drop by reason; the node answers a malformed Payload Proto or
+   Header Len with an ICMPv6 Parameter Problem first, ``core/home_agent.py``); an unknown MH
+   type → Binding Error status 2 (§9.2 MUST; rate-limited, never larger than the MH); anything
+   else but a BU → ``drop_unexpected_mh_type``;
 2. RFC 4285 MN-HA auth option, which must be the last option → else ``drop_missing_auth``;
    unknown SPI → ``drop_unknown_spi`` (RFC 4285: no SA, silent drop);
-3. authenticator over (Alt-CoA or source) ‖ HoA ‖ MH, and the SA's home address must be the
-   BU's HoA (RFC 6275 §15: credentials bound to a HoA) → else dropped silently and counted
-   (``bad_auth`` / ``hoa_mismatch``). DESIGN §3: never a signed 146 in answer to an
+3. authenticator over (Alt-CoA or the care-of source) ‖ HoA ‖ MH, and the SA's home address
+   must be the BU's HoA (RFC 6275 §15: credentials bound to a HoA) → else dropped silently and
+   counted (``bad_auth`` / ``hoa_mismatch``). Never a signed 146 in answer to an
    unauthenticated packet: an off-path sender guessing the next sequence number could make it
-   a rejection of the genuine registration, and the answer would cost us a MAC per forgery;
+   a rejection of the genuine registration, and the answer would cost us a MAC per forgery.
+   So authentication comes before the home-subnet check of step 5: a BU for an address
+   outside the home prefix that no SA names is dropped, never answered 132 (docs/conformance.md);
 4. Mesg-ID option → else BA 145; timestamp within ``timestamp_window_s`` of ``now`` and strictly
    greater than any accepted with this SA → else BA 144 (RFC 4285);
-5. H flag → else 129 (we are no correspondent node); HoA in the home prefix → else 132;
-6. sequence number newer than the cache entry's (RFC 6275 §9.5.1) → else 135 with the last one;
+5. H flag → else 139 when a home registration exists (§9.5.1: registration type change), 129
+   otherwise (we are no correspondent node); HoA in the home prefix → else 132;
+6. sequence number newer than the registered entry's (RFC 6275 §9.5.1) → else 135 with the
+   last one; with no registered entry (none, or one held ``deleted`` after a de-registration)
+   any sequence number is taken, as §9.5.1 says -- replays are refused by step 4;
 7. de-registration (lifetime 0 or CoA = HoA, §10.3.2) or registration (§10.3.1).
+
+A BU comes tunnelled from the home address (mipnode's mobile node) or natively from the
+care-of address with a Home Address option (``home_address=``, RFC 6275 §11.7.1); the latter is
+answered with a type 2 routing header to the care-of address (``OutgoingMh.care_of``, §9.5.4)
+and its binding's via is IPv6-in-IPv6 to that address.
 
 Data protection (DESIGN §3, core/esp_keys.py): a registration BU with a key share gets a
 fresh X25519 key and inbound SPI from the home agent in its accepting BA, and the binding's
@@ -32,9 +45,9 @@ The cache is a :class:`~mipnode.core.binding_cache.BindingCache` (entries, deadl
 and purging, shared with the correspondent node); this module adds the care-of address, via,
 registration time and refresh-request round to each entry. Bindings are bounded by the
 configured SAs (one HoA each), so the cache needs no size cap. A de-registered entry stays
-``deleted`` for MAX_DELETE_BCE_TIMEOUT so a delayed older BU still meets the sequence check; an
-expired entry is removed at once (replays of older BUs are then stopped by the RFC 4285
-timestamp, which outlives the entry).
+``deleted`` for MAX_DELETE_BCE_TIMEOUT (shown by `mipnode bindings`, persisted), but it is no
+binding: the next BU may carry any sequence number (§9.5.1). An expired entry is removed at
+once. Replays of older BUs are stopped by the RFC 4285 timestamp, which outlives both.
 
 Refreshing (both off by default; the daemon turns them on). With ``refresh_advice_fraction``
 every accepting BA of a registration carries a Binding Refresh Advice (RFC 6275 §6.2.4,
@@ -85,6 +98,7 @@ from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi, spi_t
 from mipnode.core.ipv4_home import Ipv4HomePool
 from mipnode.core.nemo import MAX_PREFIXES, prefixes_to_register
 from mipnode.core.sequence import seq_is_newer
+from mipnode.core.token_bucket import ErrorRateLimiter
 from mipnode.core.types import VIA_KINDS, OutgoingMh, Via
 from mipnode.wire.auth4285 import (
     encode_mh_authenticated,
@@ -97,7 +111,9 @@ from mipnode.wire.keyshare import KeyShare, key_share_from_options_untrusted, ke
 from mipnode.wire.mh import (
     AlternateCareOfAddress,
     BaStatus,
+    BeStatus,
     BindingAck,
+    BindingError,
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
@@ -105,8 +121,12 @@ from mipnode.wire.mh import (
     Ipv4HomeAddress,
     MesgId,
     MnHaAuth,
+    MobilityMessage,
     MobilityOption,
+    NonceIndices,
+    UnknownMobilityMessage,
     decode_mh_with_offsets_untrusted,
+    encode_mh,
 )
 
 # Specification constants
@@ -119,6 +139,8 @@ INITIAL_BINDACK_TIMEOUT = 1.0  # RFC 6275 §12
 MAX_SEQUENCE = 0xFFFF
 
 # Implementation constants
+BE_INTERVAL_S = 1.0  # Binding Errors: one a second per destination ...
+BE_RATE_PER_S = 10.0  # ... and ten a second in all (RFC 6275 §9.3.3 asks for a limit)
 BRR_LEAD_FRACTION = 0.1  # a BRR round starts when this fraction of the lifetime is left ...
 BRR_LEAD_MAX_S = 30.0  # ... or this many seconds, whichever is shorter
 BRR_MAX_TRANSMISSIONS = 3  # per round: at +0, +1 s, +3 s (INITIAL_BINDACK_TIMEOUT doubling)
@@ -134,6 +156,9 @@ SEQ_OUT_OF_WINDOW = BaStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW
 ID_MISMATCH = BaStatus.ID_MISMATCH
 MESG_ID_REQUIRED = BaStatus.MESG_ID_REQUIRED
 AUTH_FAILED = BaStatus.AUTH_FAILED
+REGISTRATION_TYPE_CHANGE = BaStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
+UNRECOGNIZED_MH_TYPE = BeStatus.UNRECOGNIZED_MH_TYPE
+UNSPECIFIED = IPv6Address("::")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +300,9 @@ class _Request:
     via: Via
     mesg_id: int | None
     share: KeyShare | None = None  # the mobile node's ESP key share
+    # Sent natively from this care-of address with a Home Address option: the BA goes back
+    # there with a type 2 routing header (None: it came through the tunnel).
+    native_source: IPv6Address | None = None
     prefixes: tuple[IPv6Network, ...] = ()  # what the registration gets (core/nemo.py)
     ipv4_ack: Ipv4AddressAck | None = None  # the answer to its IPv4 Home Address option
 
@@ -324,28 +352,70 @@ class HomeAgentCore:
         self._outgoing: list[OutgoingMh] = []
         self._events: deque[HaEvent] = deque()
         self._counters: Counter[str] = Counter()
+        # RFC 6275 §9.3.3: Binding Errors at most one a second per destination, 10 a second.
+        self._be_limiter = ErrorRateLimiter(BE_INTERVAL_S, BE_RATE_PER_S)
 
     # -- the five verbs -------------------------------------------------------------------
 
     def receive_datagram(
-        self, now: float, data: bytes, src: AddressLike, dst: AddressLike, via: Via
-    ) -> None:
-        """Process one Mobility Header; never raises for bad input (drops are counted).
+        self,
+        now: float,
+        data: bytes,
+        src: AddressLike,
+        dst: AddressLike,
+        via: Via,
+        home_address: AddressLike | None = None,
+    ) -> str | None:
+        """Process one Mobility Header; never raises for bad input (drops are counted). Returns
+        the reason a malformed MH was refused (``payload_proto``, ``bad_length``, ...), so the
+        node can answer it with a Parameter Problem (§9.2); None otherwise.
 
-        ``src`` and ``dst`` may be given as their 16 packed octets (what a driver has)."""
+        ``src`` and ``dst`` may be given as their 16 packed octets (what a driver has). A BU
+        tunnelled from the home address (mipnode's form) has ``src`` = HoA; one sent natively
+        (RFC 6275 §11.7.1: from the care-of address ``src`` with a Home Address option) brings
+        the option's ``home_address``: the checksum, the authenticator and the answer then
+        use it, and the BA goes back with a type 2 routing header (§9.5.4)."""
         self._expire(now)
-        request = self._authenticate(data, src, dst, via)
+        native = home_address is not None
+        coa_octets = address_bytes(src) if native else None
+        src_octets = address_bytes(home_address if home_address is not None else src)
+        try:
+            msg, offsets = decode_mh_with_offsets_untrusted(data, src_octets, dst)
+        except BadPacket as exc:
+            self._drop(exc.reason)
+            return exc.reason
+        if isinstance(msg, UnknownMobilityMessage):
+            # RFC 6275 §9.2: an unrecognised MH type MUST be answered with Binding Error 2.
+            self._counters["unknown_mh_type"] += 1
+            self._binding_error(now, UNRECOGNIZED_MH_TYPE, src_octets, via, len(data))
+            return None
+        request = self._authenticate(data, msg, offsets, src_octets, via, coa_octets)
         if request is None:
-            return
+            return None
+        held = self._cache.registered(request.home_address)
+        if held is not None and held.brr_sent:
+            # §9.5.5: a BU answers our Binding Refresh Request, accepted or refused: stop
+            # retransmitting it (an accepted one plans the next round itself).
+            self._brr.cancel(held.home_address)
+            held.brr_sent = 0
+        if request.bu.home and find_option(msg.options, NonceIndices) is not None:
+            # §9.5.1: a home registration MUST NOT carry Nonce Indices (they belong to return
+            # routability with a correspondent): not a BU we take.
+            self._drop("nonce_indices_in_home_bu")
+            return None
         if (status := self._check_freshness(now, request)) is not None:
             self._reply(now, request, status)
-            return
+            return None
         if not request.bu.home:
-            self._reply(now, request, PROHIBITED)
+            # §9.5.1: a home registration exists and the H flag changed: 139; without one we
+            # are asked to act as a correspondent, which a home agent does not (129).
+            home = self._cache.registered(request.home_address) is not None
+            self._reply(now, request, REGISTRATION_TYPE_CHANGE if home else PROHIBITED)
         elif int(request.home_address) & self._prefix_mask != self._prefix_bits:
             self._reply(now, request, NOT_HOME_SUBNET)
         else:
             self._handle_home_bu(now, request)
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Expire bindings, purge deleted entries and send BRRs whose time has come."""
@@ -599,20 +669,20 @@ class HomeAgentCore:
         self._counters[f"drop_{reason}"] += 1
 
     def _authenticate(
-        self, data: bytes, src: AddressLike, dst: AddressLike, via: Via
+        self,
+        data: bytes,
+        msg: MobilityMessage,
+        offsets: tuple[int, ...],
+        src_octets: bytes,
+        via: Via,
+        coa_octets: bytes | None = None,
     ) -> _Request | None:
-        """Steps 1-3: decode (once: the MAC is checked on the decoded message), find the SA,
-        verify the MAC and the SA's HoA."""
-        src_octets = address_bytes(src)
-        try:
-            msg, offsets = decode_mh_with_offsets_untrusted(data, src_octets, dst)
-        except BadPacket as exc:
-            self._drop(exc.reason)
-            return None
+        """Steps 1-3 on the message decoded once (the MAC is checked on it): a BU, its SA, the
+        MAC and the SA's HoA."""
         if not isinstance(msg, BindingUpdate):
             self._drop("unexpected_mh_type")
             return None
-        # RFC 4285 §4: when MN-HA is the only authentication option it MUST be the last one.
+        # RFC 4285 §5: when MN-HA is the only authentication option it MUST be the last one.
         options = msg.options
         auth = options[-1] if options else None
         if not isinstance(auth, MnHaAuth) or auth.subtype != MNHA_SUBTYPE:
@@ -623,7 +693,8 @@ class HomeAgentCore:
             self._drop("unknown_spi")
             return None
         alt = find_option(options, AlternateCareOfAddress)
-        mac_coa = alt.address.packed if alt is not None else src_octets
+        source_coa = coa_octets if coa_octets is not None else src_octets
+        mac_coa = alt.address.packed if alt is not None else source_coa
         if not verify_decoded_mh_authenticated(
             data, msg, offsets, key=sa.key, coa=mac_coa, hoa=src_octets
         ):
@@ -643,10 +714,11 @@ class HomeAgentCore:
             msg,
             sa,
             home_address,
-            alt.address if alt is not None else home_address,
+            alt.address if alt is not None else IPv6Address(source_coa),
             via,
             mesg.timestamp if mesg is not None else None,
             share,
+            native_source=None if coa_octets is None else IPv6Address(coa_octets),
         )
 
     def _check_freshness(self, now: float, request: _Request) -> BaStatus | None:
@@ -683,7 +755,14 @@ class HomeAgentCore:
         """Steps 6-7: sequence window, then de-registration or registration."""
         bu, hoa = request.bu, request.home_address
         entry = self._cache.get(hoa)
-        if entry is not None and not seq_is_newer(bu.sequence, entry.sequence):
+        # §9.5.1: the window applies to a Binding Cache entry; a de-registered one (held
+        # ``deleted``) is no binding, so any sequence number is taken -- replays of older BUs
+        # are refused by the RFC 4285 timestamp, which outlives the entry.
+        if (
+            entry is not None
+            and entry.state is BindingState.REGISTERED
+            and not seq_is_newer(bu.sequence, entry.sequence)
+        ):
             # RFC 6275 §9.5.1: the BA carries the last accepted sequence number.
             self._reply(now, request, SEQ_OUT_OF_WINDOW, sequence=entry.sequence)
             return
@@ -710,8 +789,9 @@ class HomeAgentCore:
                 self._changed.add(entry.home_address)
             self._reply(now, request, NOT_HOME_AGENT)
             return
-        # RFC 6275 §10.3.2: keep the entry, invalid, for MAX_DELETE_BCE_TIMEOUT so that a
-        # delayed older BU is answered with 135 instead of re-creating the binding.
+        # Keep the entry, invalid, for MAX_DELETE_BCE_TIMEOUT (inspection and persistence);
+        # it is no binding: §9.5.1 takes any sequence number after it, and a delayed older BU
+        # is refused by its RFC 4285 timestamp instead.
         entry.sequence = request.bu.sequence
         entry.lifetime_s = 0
         entry.keys = None
@@ -828,6 +908,26 @@ class HomeAgentCore:
 
     # -- sending --------------------------------------------------------------------------
 
+    def _binding_error(
+        self, now: float, status: BeStatus, src_octets: bytes, via: Via, size: int
+    ) -> None:
+        """A Binding Error to the source of an offending MH on the via it came (§9.3.3):
+        rate-limited, and never larger than the MH that caused it (DESIGN: no amplification
+        toward a source that may be forged)."""
+        destination = IPv6Address(src_octets)
+        if destination.is_multicast or destination.is_unspecified or destination.is_loopback:
+            self._counters["be_suppressed"] += 1
+            return
+        data = encode_mh(BindingError(status, UNSPECIFIED), self._config.address, destination)
+        if len(data) > size:
+            self._counters["be_larger_than_trigger"] += 1
+            return
+        if not self._be_limiter.allow(now, destination):
+            self._counters["be_rate_limited"] += 1
+            return
+        self._outgoing.append(OutgoingMh(data, self._config.address, destination, via))
+        self._counters[f"be_sent_{int(status)}"] += 1
+
     def _reply(
         self,
         now: float,
@@ -900,7 +1000,11 @@ class HomeAgentCore:
             coa=hoa_octets if request.care_of is hoa else request.care_of.packed,
             hoa=hoa_octets,
         )
-        self._outgoing.append(OutgoingMh(data, self._config.address, hoa, request.via))
+        # §9.5.4: a BU that came natively is answered natively, to its source (the care-of
+        # address) with a type 2 routing header carrying the home address.
+        back_to = request.native_source
+        out = OutgoingMh(data, self._config.address, hoa, request.via, care_of=back_to)
+        self._outgoing.append(out)
         self._counters["accepted" if status < 128 else f"rejected_{int(status)}"] += 1
 
     # -- timers ---------------------------------------------------------------------------

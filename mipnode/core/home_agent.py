@@ -40,6 +40,8 @@ from ipaddress import IPv6Address
 from ice import stun
 from mipnode.core.esp_keys import EspKeys, spi_tag
 from mipnode.core.ha import (
+    BE_INTERVAL_S,
+    BE_RATE_PER_S,
     Binding,
     BindingAdded,
     BindingRemoved,
@@ -48,6 +50,7 @@ from mipnode.core.ha import (
     HomeAgentCore,
 )
 from mipnode.core.ipv4_networks import text
+from mipnode.core.token_bucket import ErrorRateLimiter
 from mipnode.core.types import Via
 from mipnode.core.views import (
     BindingView,
@@ -58,8 +61,11 @@ from mipnode.core.views import (
     via_path,
 )
 from mipnode.wire.errors import BadPacket
+from mipnode.wire.icmpv6 import build_parameter_problem
 from mipnode.wire.ipv6 import NH_MH, NH_UDP
+from mipnode.wire.mh import MH_PROBLEM_OFFSET, MhType, mh_checksum_ok
 from mipnode.wire.packets import STUN_PORT, ipv6_packet, udp_in_ipv6
+from tunnels.ro import add_type2_routing_header
 
 TransportAddress = tuple[str, int]
 
@@ -112,7 +118,16 @@ class HaForwardingChanged:
         return self.text
 
 
-HaTransmit = SendVia | SendFromPort
+@dataclass(frozen=True, slots=True)
+class SendNative:
+    """A whole IPv6 packet from the home agent to send as it is (a BA with a type 2 routing
+    header to a mobile node that registered natively, RFC 6275 §9.5.4)."""
+
+    packet: bytes
+
+
+HaTransmit = SendVia | SendFromPort | SendNative
+MH_TYPE_BU = int(MhType.BU)
 
 
 class HomeAgentNode:
@@ -137,6 +152,7 @@ class HomeAgentNode:
         self._counters: dict[str, int] = {}
         self._reply_protect: IPv6Address | None = None  # answers to a sealed BU go sealed
         self.drops: dict[str, int] = {}  # what this node refused, by reason (status "drops")
+        self._pp_limiter = ErrorRateLimiter(BE_INTERVAL_S, BE_RATE_PER_S)  # RFC 4443 §2.4 (f)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -160,14 +176,19 @@ class HomeAgentNode:
             self._drop("tunnel_truncated")
             return
         if nh == NH_MH:
+            mh = inner[40 : 40 + plen]
+            src_octets = inner[8:24]
+            if not mh_checksum_ok(mh, src_octets, inner[24:40]):
+                self._drop("mh_bad_checksum")  # §9.2: silently, whatever else is wrong
+                return
             # The core takes the source as octets (no address object per BU); a BU that came
             # sealed by its own home address's SA is answered sealed (by the SA in force: the
             # driver applies this registration's new keys after sending the BA).
-            src_octets = inner[8:24]
             if protected_for is not None and protected_for.packed == src_octets:
                 self._reply_protect = protected_for
-            mh = inner[40 : 40 + plen]
-            self.core.receive_datagram(now, mh, src_octets, self._address_bytes, via)
+            refused = self.core.receive_datagram(now, mh, src_octets, self._address_bytes, via)
+            if (offset := MH_PROBLEM_OFFSET.get(refused or "")) is not None:
+                self._parameter_problem(now, inner, 40 + offset, via, protected_for)
             self._settle(now)
             self._reply_protect = None
             return
@@ -178,6 +199,49 @@ class HomeAgentNode:
                 self._tunnelled_check(now, inner, src, dport, via, protected_for)
                 return
         self._drop("tunnel_to_ha_unexpected")
+
+    def _parameter_problem(
+        self, now: float, inner: bytes, pointer: int, via: Via, protected_for: IPv6Address | None
+    ) -> None:
+        """RFC 6275 §9.2: a malformed MH is dropped and SHOULD be answered with an ICMPv6
+        Parameter Problem, code 0, pointing at the field: to its source on the via it came,
+        rate-limited, never larger than the packet that caused it (the source may be forged)."""
+        self._drop("mh_malformed")
+        source = IPv6Address(inner[8:24])
+        if source.is_multicast or source.is_unspecified or source.is_loopback:
+            return
+        packet = build_parameter_problem(
+            self._address, source, 0, pointer, inner, max_octets=len(inner)
+        )
+        if packet is None:
+            self._drop("parameter_problem_larger_than_trigger")
+            return
+        if not self._pp_limiter.allow(now, source):
+            self._drop("parameter_problem_rate_limited")
+            return
+        self._counters["parameter_problems_sent"] = (
+            self._counters.get("parameter_problems_sent", 0) + 1
+        )
+        protect = protected_for if protected_for == source else None
+        self._out.append(SendVia(via, packet, protect))
+
+    def receive_native_bu(self, now: float, mh: bytes, care_of: bytes, home_address: bytes) -> None:
+        """A Mobility Header sent natively from ``care_of`` with a Home Address option naming
+        ``home_address`` (RFC 6275 §11.7.1, the form every RFC mobile node sends). Only a BU is
+        taken (§9.3.1: nothing else may use a Home Address option without a binding); the
+        registration's via is IPv6-in-IPv6 to the care-of address (§10.4.1)."""
+        if len(mh) < 4 or mh[2] != MH_TYPE_BU:
+            self._drop("native_mh_not_bu")
+            return
+        source = IPv6Address(care_of)
+        if source.is_multicast or source.is_unspecified or source.is_loopback:
+            self._drop("native_bu_source_not_unicast")  # §9.5.4: the BA goes back to it
+            return
+        via = Via("T-native", (str(source),))
+        self.core.receive_datagram(
+            now, mh, care_of, self._address_bytes, via, home_address=home_address
+        )
+        self._settle(now)
 
     def unknown_spi(self, now: float, spi: int, via: Via, size: int) -> None:
         """``size`` octets of ESP arrived on ``via`` under an SPI we hold no SA for: ask the
@@ -276,6 +340,9 @@ class HomeAgentNode:
                 self._drop("mh_without_path")
                 continue
             packet = ipv6_packet(out.src, out.dst, NH_MH, out.data)
+            if out.care_of is not None:  # a natively sent BU's answer: to the CoA, RH2 (HoA)
+                self._out.append(SendNative(add_type2_routing_header(packet, out.care_of.packed)))
+                continue
             protect = self._reply_protect if out.dst == self._reply_protect else None
             self._out.append(SendVia(out.via, packet, protect))
         while (event := self.core.next_event()) is not None:

@@ -40,6 +40,7 @@ from mipnode.core.home_agent import (
     HaForwardingChanged,
     HomeAgentNode,
     SendFromPort,
+    SendNative,
     SendVia,
     binding_views,
     path_views,
@@ -48,12 +49,13 @@ from mipnode.core.ipv4_networks import split
 from mipnode.core.token_bucket import TokenBucket
 from mipnode.core.types import Via
 from mipnode.core.views import to_json
-from mipnode.drivers import netlink, persist, pump, sdnotify
+from mipnode.drivers import netlink, persist, pump, rawio, sdnotify
 from mipnode.drivers.batch_tx import BatchSender
 from mipnode.drivers.check_lane import open_lane
 from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import IPPROTO_ESP, EspSas
 from mipnode.drivers.ha_ipv4 import Ipv4Homes
+from mipnode.drivers.ha_native import NativeSignalling
 from mipnode.drivers.io import (
     Counters,
     kernel_drops,
@@ -104,7 +106,11 @@ class HomeAgentDaemon:
                     for m in config.mobile_nodes
                 ),
                 max_lifetime_s=config.max_lifetime_s,
-                refresh_advice_fraction=REFRESH_ADVICE_FRACTION,
+                # RFC 6275 §10.3.1: no Binding Refresh Advice from a cache that survives a
+                # restart (state_dir) or a node (a cluster): the advice exists for volatile ones.
+                refresh_advice_fraction=None
+                if config.state_dir is not None or config.cluster is not None
+                else REFRESH_ADVICE_FRACTION,
                 refresh_requests=True,
                 require_protection=config.protection == "esp",
                 ipv4_home_prefix=config.ipv4_home_prefix,
@@ -182,7 +188,18 @@ class HomeAgentDaemon:
             await self._restore(cfg.state_dir)
         if self.cluster is not None:
             await self.cluster.start()  # etcd unreachable: one line, and no daemon
-        p = self.pump
+        # BUs sent the RFC way (care-of source, Home Address option): drivers/ha_native.py.
+        table = rawio.table_name("mipnode_ha", cfg.tun_name)
+        self.native = NativeSignalling(cfg.address.packed, table, self.node, self.drops)
+        try:
+            await trio.to_thread.run_sync(self.native.open, str(cfg.address))
+            await self._serve(task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.native.close)
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        cfg, p = self.config, self.pump
         async with trio.open_nursery() as nursery:
             if self.writer is not None:
                 nursery.start_soon(self.writer.run)
@@ -196,6 +213,8 @@ class HomeAgentDaemon:
             if self.raw4 is not None:
                 nursery.start_soon(_drain, self.raw4, self._from_raw4, p)
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
+            assert self.native.tap is not None
+            nursery.start_soon(_drain, self.native.tap, self._from_native, p)
             for (_, port), sock in self.udp.items():
                 pump.start_udp_drains(nursery, sock, self.lanes.get(sock), self._udp(port), p)
             if self.cluster is not None:
@@ -360,6 +379,11 @@ class HomeAgentDaemon:
 
         return from_udp
 
+    def _from_native(self, pkt: bytes, addr: Any) -> None:
+        if pkt[6:7] == b"\x3c" and self._standby("native_mh"):  # a Home Address option
+            return
+        self.native.receive(self.pump.now, pkt, addr)
+
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
         # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop.
         self.drops("native_mh_unsupported")
@@ -464,6 +488,8 @@ class HomeAgentDaemon:
             sock = self.udp.get((6 if ":" in out.remote[0] else 4, out.port))
             if sock is not None:
                 send_quietly(sock, out.payload, out.remote, self.drops)
+        elif isinstance(out, SendNative):
+            self.native.send(out.packet)
 
     def _send_via(self, via: Via, pkt: bytes, batched: bool = False) -> None:
         """``pkt`` to ``via``; ``batched`` (data from the TUN): over UDP, at the batch's end."""

@@ -1,4 +1,5 @@
-"""ICMPv6 Echo Request/Reply (RFC 4443 §4.1, §4.2), pure: whole packets for probes and tests."""
+"""ICMPv6 Echo Request/Reply (RFC 4443 §4.1, §4.2) and Parameter Problem (§3.4), pure: whole
+packets for probes, errors and tests."""
 
 from __future__ import annotations
 
@@ -89,3 +90,30 @@ def parse_echo_untrusted(packet_bytes: bytes) -> EchoMessage:
         data=message[_ECHO.size :],
         reply=icmp_type == ICMPV6_ECHO_REPLY,
     )
+
+
+ICMPV6_PARAMETER_PROBLEM = 4
+_ERROR_HEADER = struct.Struct("!BBHI")
+MIN_MTU = 1280  # RFC 8200 §5: an ICMPv6 error never exceeds it (RFC 4443 §2.4 (c))
+
+
+def build_parameter_problem(
+    src: AddressLike,
+    dst: AddressLike,
+    code: int,
+    pointer: int,
+    invoking: bytes,
+    *,
+    max_octets: int = MIN_MTU,
+) -> bytes | None:
+    """A whole IPv6 packet carrying a Parameter Problem (RFC 4443 §3.4) about ``invoking`` (the
+    packet at fault, from its IPv6 header), ``pointer`` the offset of the field in it. As much
+    of ``invoking`` as fits in ``max_octets`` (and in the minimum MTU) is quoted; None when not
+    even the field ``pointer`` names would fit."""
+    room = min(max_octets, MIN_MTU) - 40 - _ERROR_HEADER.size
+    if room <= pointer:
+        return None
+    message = _ERROR_HEADER.pack(ICMPV6_PARAMETER_PROBLEM, code, 0, pointer) + invoking[:room]
+    checksum = upper_layer_checksum(src, dst, NH_ICMPV6, message)
+    message = message[:2] + struct.pack("!H", checksum) + message[4:]
+    return build_ipv6_packet(src, dst, NH_ICMPV6, message)

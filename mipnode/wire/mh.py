@@ -827,3 +827,17 @@ def decode_mh_untrusted(
             length, or an Experimental MH's data is not a sequence of options).
     """
     return decode_mh_with_offsets_untrusted(data, src, dst, verify_checksum=verify_checksum)[0]
+
+
+# RFC 6275 §9.2: the field a Parameter Problem (code 0) about a malformed Mobility Header
+# points at, by the decoder's reason: Payload Proto (the MH's first octet) when it is not 59,
+# Header Len (its second) when it is too small for the message or disagrees with the octets.
+MH_PROBLEM_OFFSET = {"payload_proto": 0, "bad_length": 1, "truncated": 1}
+
+
+def mh_checksum_ok(data: bytes, src: AddressLike, dst: AddressLike) -> bool:
+    """Whether the MH's checksum over the ``src``/``dst`` pseudo-header is right (§9.2 drops a
+    wrong one silently, before anything else is looked at)."""
+    return len(data) >= 2 and not internet_checksum(
+        pseudo_header(src, dst, NH_MH, len(data)) + data
+    )

@@ -72,6 +72,7 @@ def build_bu(
     home: bool = True,
     mobile_router: bool = False,
     extra: tuple[MobilityOption, ...] = (),
+    mac_coa: IPv6Address | None = None,
 ) -> bytes:
     """An authenticated home BU as an MN would send it inside the tunnel (HoA -> HA);
     ``mobile_router``: the R flag (RFC 3963), ``extra``: options after the Alt-CoA."""
@@ -89,7 +90,7 @@ def build_bu(
         options=tuple(options),
         mobile_router=mobile_router,
     )
-    mac_coa = coa if coa is not None else hoa
+    mac_coa = coa if coa is not None else (mac_coa or hoa)  # a native BU: its source CoA
     return encode_mh_authenticated(bu, hoa, HA, spi=spi, key=key, coa=mac_coa, hoa=hoa)
 
 

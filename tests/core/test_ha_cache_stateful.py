@@ -74,7 +74,8 @@ class HaCacheMachine(RuleBasedStateMachine):
     ) -> tuple[int, int, int, list[type]]:
         """Expected (status, BA sequence, BA lifetime, event types)."""
         entry = self.model.get(hoa)
-        if entry is not None and not model_newer(seq, entry.sequence):
+        # RFC 6275 §9.5.1: the window applies to a binding; a held deleted entry is none.
+        if entry is not None and not entry.deleted and not model_newer(seq, entry.sequence):
             return 135, entry.sequence, 0, []
         if units == 0 or care_of == hoa:
             if entry is None or entry.deleted:

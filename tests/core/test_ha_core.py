@@ -430,8 +430,10 @@ def test_deregistration_removes_the_binding_and_holds_the_entry_for_10_s(
     assert held.expires_at == T0 + 5 + MAX_DELETE_BCE_TIMEOUT
     assert ha.get_timer() == T0 + 15
 
-    # RFC 6275 §10.3.2: a delayed older BU meets the held entry and gets 135.
-    assert register(ha, stamp, T0 + 9, 10) == 135
+    # A delayed older BU (its old timestamp) is refused by RFC 4285 §6, not by the held entry.
+    old = build_bu(10, ntp_from_unix(T0), lifetime=150)
+    ha.receive_datagram(T0 + 9, old, HOA, HA, VIA)
+    assert single_ba(ha, T0 + 9).status == 144
     assert ha.binding_for(HOA) is None
 
     ha.handle_timer(T0 + 14.99)
@@ -441,7 +443,7 @@ def test_deregistration_removes_the_binding_and_holds_the_entry_for_10_s(
     assert events(ha) == []  # no second "removed" event when the entry is purged
     assert ha.get_timer() is None
 
-    # With the entry gone, any sequence number is accepted again.
+    # With no binding, any sequence number is accepted (RFC 6275 §9.5.1).
     assert register(ha, stamp, T0 + 16, 10) == 0
     assert [type(e) for e in events(ha)] == [BindingAdded]
 
@@ -464,7 +466,8 @@ def test_deregistering_twice_gets_133_the_second_time() -> None:
     register(ha, stamp, T0, 10)
     assert register(ha, stamp, T0 + 1, 11, lifetime=0) == 0
     assert register(ha, stamp, T0 + 2, 12, lifetime=0) == 133
-    assert register(ha, stamp, T0 + 3, 12, lifetime=0) == 135
+    # The held entry is no binding: no sequence window, the same number is answered 133.
+    assert register(ha, stamp, T0 + 3, 12, lifetime=0) == 133
 
 
 # -- configuration and inspection -----------------------------------------------------------

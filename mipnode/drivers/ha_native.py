@@ -1,0 +1,69 @@
+"""The home agent's native signalling: Binding Updates sent the RFC 6275 way, natively from the
+care-of address with a Home Address option (§6.3, §11.7.1), and their answers with a type 2
+routing header (§6.4, §9.5.4).
+
+A Linux kernel without Mobile IPv6 discards a packet with a Home Address option and answers
+it with a Parameter Problem (code 2, the option's type is unknown to it). So, as the
+correspondent daemon does: an AF_PACKET tap sees such packets to the home agent's address, an
+nft prerouting drop in a table of our own keeps the kernel from answering them, and a raw
+IPPROTO_RAW socket sends the answers whole. mipnode's own mobile node tunnels its BUs and
+never needs this; it is what lets a standard mobile node register.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from mipnode.drivers import rawio
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH
+from tunnels.ro import remove_home_address_option_untrusted
+
+
+class NativeSignalling:
+    """Open with :meth:`open` (needs root: AF_PACKET, nft), close with :meth:`close`."""
+
+    def __init__(self, address: bytes, table: str, node: Any, drops: Any) -> None:
+        self.address = address  # the home agent's, packed
+        self.table = table
+        self.node = node  # core/home_agent.HomeAgentNode
+        self.drops = drops
+        self.tap: socket.socket | None = None
+        self.sender: socket.socket | None = None
+
+    def open(self, address_text: str) -> None:
+        self.tap = rawio.open_tap(None)
+        self.sender = rawio.open_raw_sender(None)
+        rawio.install_rx_drops(self.table, dstopts=True, routing2=False, daddrs=(address_text,))
+
+    def close(self) -> None:
+        rawio.remove_table(self.table)
+
+    def receive(self, now: float, pkt: bytes, addr: Any) -> None:
+        """One tapped packet: a natively sent BU to us goes to the core, the rest is not ours."""
+        if rawio.is_outgoing(addr) or len(pkt) < 40 or pkt[24:40] != self.address:
+            return
+        if pkt[6] != NH_DSTOPTS:
+            return  # a plain MH reaches the raw MH socket; data never reaches the tap
+        try:
+            care_of, home_address, inner = remove_home_address_option_untrusted(pkt)
+        except BadPacket as exc:
+            self.drops(f"native_hao_{exc.reason}")
+            return
+        if inner[6] != NH_MH:
+            self.drops("native_hao_not_mh")  # §9.3.1: only a BU may bring an HAO unbound
+            return
+        plen = int.from_bytes(inner[4:6], "big")
+        self.node.receive_native_bu(now, inner[40 : 40 + plen], care_of, home_address)
+
+    def send(self, packet: bytes) -> None:
+        if self.sender is None:
+            self.drops("tx_no_socket")
+            return
+        try:
+            self.sender.sendto(packet, (str(socket.inet_ntop(socket.AF_INET6, packet[24:40])), 0))
+        except BlockingIOError:
+            self.drops("tx_would_block")
+        except OSError:
+            self.drops("tx_native_failed")
