@@ -26,10 +26,11 @@ def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
 def _startup_error(exc: BaseException) -> str | None:
     """A one-line explanation for errors a user can fix (privileges, TUN, config)."""
     from mipnode.drivers.netlink import NetlinkFailure
+    from mipnode.drivers.rawio import NftError
     from mipnode.drivers.startup import StartupError
     from mipnode.drivers.tun import TunError
 
-    if isinstance(exc, TunError | NetlinkFailure | StartupError):
+    if isinstance(exc, TunError | NetlinkFailure | StartupError | NftError):
         return str(exc)
     if isinstance(exc, PermissionError):
         what = f" on {exc.filename}" if exc.filename else ""

@@ -392,20 +392,20 @@ class HomeAgentCore:
         request = self._authenticate(data, msg, offsets, src_octets, via, coa_octets)
         if request is None:
             return None
-        held = self._cache.registered(request.home_address)
-        if held is not None and held.brr_sent:
-            # §9.5.5: a BU answers our Binding Refresh Request, accepted or refused: stop
-            # retransmitting it (an accepted one plans the next round itself).
-            self._brr.cancel(held.home_address)
-            held.brr_sent = 0
         if request.bu.home and find_option(msg.options, NonceIndices) is not None:
             # §9.5.1: a home registration MUST NOT carry Nonce Indices (they belong to return
             # routability with a correspondent): not a BU we take.
             self._drop("nonce_indices_in_home_bu")
             return None
+        if request.native_source is not None and request.care_of != request.native_source:
+            # The tunnel of a natively registered binding goes to the packet's source: the
+            # authenticated Alternate Care-of Address must name that same address.
+            self._drop("native_alternate_care_of_not_source")
+            return None
         if (status := self._check_freshness(now, request)) is not None:
             self._reply(now, request, status)
             return None
+        self._answered_refresh_request(now, request.home_address)
         if not request.bu.home:
             # §9.5.1: a home registration exists and the H flag changed: 139; without one we
             # are asked to act as a correspondent, which a home agent does not (129).
@@ -532,7 +532,13 @@ class HomeAgentCore:
                 self._last_timestamp[mesg[0]] = key
                 changed = True
         entry = self._cache.get(replica.home_address)
-        if entry is not None and seq_is_newer(replica.sequence, entry.sequence):
+        # A de-registration's number is no binding's (§9.5.1: after it any number is taken):
+        # its echo must not raise the sequence of a registration that followed it.
+        if (
+            entry is not None
+            and replica.state is BindingState.REGISTERED
+            and seq_is_newer(replica.sequence, entry.sequence)
+        ):
             entry.sequence = replica.sequence
             changed = True
         if changed:
@@ -908,6 +914,19 @@ class HomeAgentCore:
 
     # -- sending --------------------------------------------------------------------------
 
+    def _answered_refresh_request(self, now: float, home_address: IPv6Address) -> None:
+        """§9.5.5: a fresh, authenticated BU answers our Binding Refresh Request, whatever
+        becomes of it: stop retransmitting. An accepted one plans the next round itself; for a
+        refused one the ordinary near-expiry round is planned again (if still ahead)."""
+        entry = self._cache.registered(home_address)
+        if entry is None or not entry.brr_sent:
+            return
+        self._brr.cancel(home_address)
+        entry.brr_sent = 0
+        near = entry.expires_at - _brr_lead(entry.lifetime_s)
+        if self._config.refresh_requests and near > now:
+            self._start_brr_round(entry, near)
+
     def _binding_error(
         self, now: float, status: BeStatus, src_octets: bytes, via: Via, size: int
     ) -> None:
@@ -922,7 +941,9 @@ class HomeAgentCore:
         if len(data) > size:
             self._counters["be_larger_than_trigger"] += 1
             return
-        if not self._be_limiter.allow(now, destination):
+        # Per (outer, inner) destination: where it really goes, and whom it names; a flood
+        # with ever new inner sources meets the global 10 a second.
+        if not self._be_limiter.allow(now, (via.remote[0], destination)):
             self._counters["be_rate_limited"] += 1
             return
         self._outgoing.append(OutgoingMh(data, self._config.address, destination, via))

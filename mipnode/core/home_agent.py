@@ -216,7 +216,7 @@ class HomeAgentNode:
         if packet is None:
             self._drop("parameter_problem_larger_than_trigger")
             return
-        if not self._pp_limiter.allow(now, source):
+        if not self._pp_limiter.allow(now, (via.remote[0], source)):  # as Binding Errors
             self._drop("parameter_problem_rate_limited")
             return
         self._counters["parameter_problems_sent"] = (
@@ -234,7 +234,14 @@ class HomeAgentNode:
             self._drop("native_mh_not_bu")
             return
         source = IPv6Address(care_of)
-        if source.is_multicast or source.is_unspecified or source.is_loopback:
+        if (
+            source.is_multicast
+            or source.is_unspecified
+            or source.is_loopback
+            or source.is_link_local
+            or source.ipv4_mapped is not None
+            or source in self._prefix  # a home address (or ours): the tunnel would loop
+        ):
             self._drop("native_bu_source_not_unicast")  # §9.5.4: the BA goes back to it
             return
         via = Via("T-native", (str(source),))

@@ -3,7 +3,7 @@ at most ``burst`` at once; and the error limiter of RFC 6275 §9.3.3 built on th
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address
+from collections.abc import Hashable
 
 
 class TokenBucket:
@@ -39,12 +39,12 @@ class ErrorRateLimiter:
         self._burst = max(1.0, rate_per_s)
         self._tokens = self._burst
         self._stamp: float | None = None
-        self._last: dict[IPv6Address, float] = {}  # insertion order = send order
+        self._last: dict[Hashable, float] = {}  # insertion order = send order
 
     def __len__(self) -> int:
         return len(self._last)
 
-    def allow(self, now: float, destination: IPv6Address) -> bool:
+    def allow(self, now: float, destination: Hashable) -> bool:
         """Whether a message to ``destination`` may be sent at ``now`` (and account for it)."""
         last = self._last
         while last:

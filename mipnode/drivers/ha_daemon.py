@@ -190,7 +190,9 @@ class HomeAgentDaemon:
             await self.cluster.start()  # etcd unreachable: one line, and no daemon
         # BUs sent the RFC way (care-of source, Home Address option): drivers/ha_native.py.
         table = rawio.table_name("mipnode_ha", cfg.tun_name)
-        self.native = NativeSignalling(cfg.address.packed, table, self.node, self.drops)
+        self.native = NativeSignalling(
+            cfg.address.packed, table, self.node, self.drops, lambda: self._admits_mh(False)
+        )
         try:
             await trio.to_thread.run_sync(self.native.open, str(cfg.address))
             await self._serve(task_status)
@@ -380,7 +382,7 @@ class HomeAgentDaemon:
         return from_udp
 
     def _from_native(self, pkt: bytes, addr: Any) -> None:
-        if pkt[6:7] == b"\x3c" and self._standby("native_mh"):  # a Home Address option
+        if self._standby("native_mh"):  # the tap's filter passes only BUs' kind of packet
             return
         self.native.receive(self.pump.now, pkt, addr)
 

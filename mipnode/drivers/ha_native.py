@@ -13,6 +13,7 @@ never needs this; it is what lets a standard mobile node register.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from mipnode.drivers import rawio
@@ -24,28 +25,42 @@ from tunnels.ro import remove_home_address_option_untrusted
 class NativeSignalling:
     """Open with :meth:`open` (needs root: AF_PACKET, nft), close with :meth:`close`."""
 
-    def __init__(self, address: bytes, table: str, node: Any, drops: Any) -> None:
+    def __init__(
+        self, address: bytes, table: str, node: Any, drops: Any, admit: Callable[[], bool]
+    ) -> None:
         self.address = address  # the home agent's, packed
         self.table = table
         self.node = node  # core/home_agent.HomeAgentNode
         self.drops = drops
+        self.admit = admit  # the daemon's budget for unbound signalling (one HMAC each)
         self.tap: socket.socket | None = None
         self.sender: socket.socket | None = None
 
     def open(self, address_text: str) -> None:
-        self.tap = rawio.open_tap(None)
+        # The kernel filter passes only what comes in to our address with a destination
+        # options header first: data and our own answers never wake the daemon.
+        self.tap = rawio.open_tap(None, rawio.destination_options_filter(self.address))
         self.sender = rawio.open_raw_sender(None)
-        rawio.install_rx_drops(self.table, dstopts=True, routing2=False, daddrs=(address_text,))
+        # Only Mobility Headers with the option: a tunnel packet with an encapsulation limit
+        # option (RFC 2473 §5.1) must still reach the protocol-41 socket.
+        rawio.install_rx_drops(
+            self.table, dstopts=True, routing2=False, daddrs=(address_text,), l4proto=NH_MH
+        )
 
     def close(self) -> None:
+        for sock in (self.tap, self.sender):
+            if sock is not None:
+                sock.close()
         rawio.remove_table(self.table)
 
     def receive(self, now: float, pkt: bytes, addr: Any) -> None:
         """One tapped packet: a natively sent BU to us goes to the core, the rest is not ours."""
         if rawio.is_outgoing(addr) or len(pkt) < 40 or pkt[24:40] != self.address:
+            self.drops("native_tap_unexpected")  # the kernel filter lets none of these by
             return
         if pkt[6] != NH_DSTOPTS:
-            return  # a plain MH reaches the raw MH socket; data never reaches the tap
+            self.drops("native_tap_unexpected")
+            return
         try:
             care_of, home_address, inner = remove_home_address_option_untrusted(pkt)
         except BadPacket as exc:
@@ -54,6 +69,8 @@ class NativeSignalling:
         if inner[6] != NH_MH:
             self.drops("native_hao_not_mh")  # §9.3.1: only a BU may bring an HAO unbound
             return
+        if not self.admit():
+            return  # counted by the daemon (unbound_mh_rate_limited)
         plen = int.from_bytes(inner[4:6], "big")
         self.node.receive_native_bu(now, inner[40 : 40 + plen], care_of, home_address)
 

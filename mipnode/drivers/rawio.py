@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import socket
 import struct
@@ -35,12 +36,34 @@ _FILTER = (
 )
 
 
-def open_tap(ifname: str | None) -> socket.socket:
-    """AF_PACKET tap on ``ifname`` (all interfaces when None) for HAO / RH2 / MH packets."""
+SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # classic BPF ancillary load: the packet's type
+
+
+def destination_options_filter(address: bytes) -> tuple[tuple[int, int, int, int], ...]:
+    """Classic BPF accepting only packets that come in (not our own) to ``address`` with a
+    destination options header first (a Home Address option): all a home agent's tap needs."""
+    words = struct.unpack("!4I", address)
+    program = [(0x30, 0, 0, 6), (0x15, 0, 11, NH_DSTOPTS)]  # ldb [6]; jeq #60 else drop
+    for i, word in enumerate(words):  # ld [24 + 4i]; jeq word else drop
+        program += [(0x20, 0, 0, 24 + 4 * i), (0x15, 0, 9 - 2 * i, word)]
+    program += [
+        (0x20, 0, 0, SKF_AD_PKTTYPE),  # ld #pkttype
+        (0x15, 1, 0, PACKET_OUTGOING),  # jeq #outgoing -> drop
+        (0x06, 0, 0, 0xFFFF),  # ret #65535
+        (0x06, 0, 0, 0),  # ret #0
+    ]
+    return tuple(program)
+
+
+def open_tap(
+    ifname: str | None, program: tuple[tuple[int, int, int, int], ...] = _FILTER
+) -> socket.socket:
+    """AF_PACKET tap on ``ifname`` (all interfaces when None) for HAO / RH2 / MH packets, or
+    what ``program`` accepts."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
-    program = b"".join(struct.pack("HBBI", *insn) for insn in _FILTER)
-    buf = ctypes.create_string_buffer(program)
-    fprog = struct.pack("HL", len(_FILTER), ctypes.addressof(buf))
+    program_bytes = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(program_bytes)
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     if ifname:
         sock.bind((ifname, ETH_P_IPV6))
@@ -78,6 +101,7 @@ def install_rx_drops(
     routing2: bool,
     iifname: str | None = None,
     daddrs: tuple[str, ...] = (),
+    l4proto: int | None = None,
 ) -> None:
     """Create (or replace) ``inet <table>`` with the prerouting drops for tapped packets,
     limited to what the tap listens to: packets arriving on ``iifname`` for ``daddrs``.
@@ -90,6 +114,8 @@ def install_rx_drops(
         match += f'iifname "{iifname}" '
     if daddrs:
         match += f"ip6 daddr {{ {', '.join(daddrs)} }} "
+    if l4proto is not None:  # the transport after the extension headers (135: the MH)
+        match += f"meta l4proto {l4proto} "
     rules = []
     if routing2:
         rules.append(f"meta nfproto ipv6 {match}rt type 2 counter drop")
@@ -116,12 +142,16 @@ def _own_table(table: str, chain: str, hook: str, rules: list[str]) -> None:
         f"table inet {table} {{\n  chain {chain} {{\n"
         f"    type filter hook {hook}; policy accept;\n{body}\n  }}\n}}\n"
     )
-    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise NftError("nft not found: install nftables (tools/install.sh does)") from None
     if proc.returncode != 0:
         raise NftError(f"nft table {table}: {proc.stderr.strip()}")
 
 
 def remove_table(table: str) -> None:
-    subprocess.run(
-        ["nft", "delete", "table", "inet", table], capture_output=True, text=True, check=False
-    )
+    with contextlib.suppress(FileNotFoundError):  # no nft: nothing of ours to remove
+        subprocess.run(
+            ["nft", "delete", "table", "inet", table], capture_output=True, text=True, check=False
+        )

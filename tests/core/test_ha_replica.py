@@ -223,3 +223,19 @@ def test_the_changed_home_addresses_are_reported_once() -> None:
     assert a.take_changed() == {HOA}
     a.handle_timer(T0 + 10_000)  # expired
     assert a.take_changed() == {HOA} and a.replication_record(HOA) is None
+
+
+def test_a_deregistrations_echo_does_not_raise_the_registration_that_followed() -> None:
+    """RFC 6275 §9.5.1: after a de-registration any sequence number is taken. The echo of the
+    de-registration's record (seq 100) must not lift the new registration's (seq 5) to 100,
+    or its next refresh would get 135."""
+    stamp = Stamper()
+    a, _ = accepted_on_a(stamp, seq=99)
+    assert bu(a, T0 + 1, build_bu(100, stamp(T0 + 1), lifetime=0)) == 0
+    echo = through_etcd(a.replication_record(HOA))
+    assert echo["binding"]["state"] == "deleted"
+    assert bu(a, T0 + 2, build_bu(5, stamp(T0 + 2))) == 0  # any number after it
+    a.observe_replica(echo)  # the watch brings the de-registration's record back
+    binding = a.binding_for(HOA)
+    assert binding is not None and binding.sequence == 5
+    assert bu(a, T0 + 3, build_bu(6, stamp(T0 + 3))) == 0

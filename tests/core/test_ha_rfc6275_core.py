@@ -191,8 +191,57 @@ def test_a_refused_bu_also_ends_the_refresh_request_round() -> None:
     assert due is not None and due < T0 + 600
     ha.handle_timer(due)
     assert len(ha.datagrams_to_send(due)) == 1  # the first BRR of the round
-    stale = build_bu(2, stamp.last)  # a timestamp already used: refused with 144
-    ha.receive_datagram(due + 0.1, stale, HOA, HA, VIA)
-    assert single_ba(ha, due + 0.1).status == 144
+    old_sequence = build_bu(1, stamp(due + 0.1))  # fresh, but refused with 135
+    ha.receive_datagram(due + 0.1, old_sequence, HOA, HA, VIA)
+    assert single_ba(ha, due + 0.1).status == 135
     ha.handle_timer(due + 10)  # the retransmissions at +1 s and +3 s do not come
     assert ha.datagrams_to_send(due + 10) == []
+
+
+def test_a_replayed_bu_does_not_end_the_refresh_request_round() -> None:
+    """Only a fresh BU answers a Binding Refresh Request: a captured one, replayed, must not
+    silence the requests (the mobile node would never be asked to register, or to rekey)."""
+    ha, stamp = make_ha(refresh_requests=True), Stamper()
+    first = build_bu(1, stamp(T0), lifetime=150)
+    ha.receive_datagram(T0, first, HOA, HA, VIA)
+    ha.datagrams_to_send(T0)
+    due = ha.get_timer()
+    assert due is not None
+    ha.handle_timer(due)
+    assert len(ha.datagrams_to_send(due)) == 1
+    ha.receive_datagram(due + 0.1, first, HOA, HA, VIA)  # the replay: 144
+    assert single_ba(ha, due + 0.1).status == 144
+    ha.handle_timer(due + 1.5)  # the round goes on: the retransmission at +1 s comes
+    assert len(ha.datagrams_to_send(due + 1.5)) == 1
+
+
+def test_a_native_bu_must_name_its_source_as_care_of_address() -> None:
+    """The tunnel of a native binding goes to the packet's source: an authenticated Alternate
+    Care-of Address naming another address is not taken (it would send the traffic elsewhere
+    than the binding says)."""
+    ha, stamp = make_ha(), Stamper()
+    elsewhere = IPv6Address("2001:db8:bad::1")
+    bu = build_bu(3, stamp(T0), coa=elsewhere)  # signed over the Alt-CoA, sent from COA
+    ha.receive_datagram(T0, bu, COA, HA, NATIVE_VIA, home_address=HOA)
+    assert ha.datagrams_to_send(T0) == []
+    assert ha.statistics()["drop_native_alternate_care_of_not_source"] == 1
+
+
+def test_a_native_bu_from_inside_the_home_prefix_is_dropped() -> None:
+    ha = node()
+    bu = build_bu(3, Stamper()(T0), coa=None, mac_coa=HOA)
+    ha.receive_native_bu(T0, bu, IPv6Address("2001:db8:1::77").packed, HOA.packed)
+    assert ha.datagrams_to_send(T0) == []
+    assert ha.drops["native_bu_source_not_unicast"] == 1
+
+
+def test_binding_errors_toward_one_path_are_bounded_whatever_the_inner_sources() -> None:
+    """Varying the inner source of forged MHs over one path gets at most the global ten a
+    second toward it (each no larger than its trigger)."""
+    ha = make_ha()
+    for n in range(25):
+        source = IPv6Address(f"2001:db8:1::{n + 1:x}")
+        mh = fill_mh_checksum(bytes((59, 2, 42, 0, 0, 0)) + bytes(18), source, HA)
+        ha.receive_datagram(T0, mh, source, HA, VIA)
+    assert len(ha.datagrams_to_send(T0)) == 10
+    assert ha.statistics()["be_rate_limited"] == 15
