@@ -182,6 +182,7 @@ def ping(peer: str, count: int, kind: str | None, as_json: bool, socket_name: st
     probe on every candidate path to ``peer`` (core/mn_ping.py), then the spread per path."""
     import time
 
+    from mipnode.core.mn_ping import summary
     from mipnode.drivers.control import query
 
     name = socket_name or "@mipnode-mn"
@@ -208,7 +209,7 @@ def ping(peer: str, count: int, kind: str | None, as_json: bool, socket_name: st
     if not rounds:
         return 130
     result = {k: rounds[-1][k] for k in ("peer", "role", "data_path", "note")}
-    result |= {"rounds": rounds, "summary": human.ping_summary(rounds)}
+    result |= {"rounds": rounds, "summary": summary(rounds)}
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -259,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe the home agent of a mobile node's configuration on every home path "
         "kind and family (T-native, and ESP under protection; T-udp to each of its ports over "
         "IPv6 and IPv4), and report which answer and how fast, the NAT in between, the path "
-        "MTU, and the path a daemon would pick. Takes about three seconds and a few dozen "
-        "packets; T-native needs root (raw sockets).",
+        "MTU, and the path a daemon would pick. At most three tries per probe and about five "
+        "seconds; T-native needs root (raw sockets).",
     )
     nc.add_argument(
         "--config",

@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from statistics import median
 from typing import Any, TextIO
 
 UNKNOWN = "-"
@@ -352,35 +351,6 @@ def print_netcheck(answer: dict[str, Any], out: Out, now: float) -> None:
     else:
         out.line(out.warn(f"no home path: {answer.get('reason')}"))
     out.line(f"{value(answer.get('packets_sent'))} packets sent")
-
-
-def ping_summary(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per path over the rounds of `mipnode ping`: sent, answered, min/median/max RTT."""
-    by_path: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in rounds:
-        for p in r.get("paths", []):
-            key = (str(p.get("kind")), endpoint(p.get("local")), endpoint(p.get("remote")))
-            by_path.setdefault(key, []).append(p)
-    out = []
-    for probes in by_path.values():
-        rtts = sorted(p["rtt_ms"] for p in probes if p.get("rtt_ms") is not None)
-        latest = probes[-1]
-        spread = None
-        if rtts:
-            spread = {"min": rtts[0], "median": round(median(rtts), 2), "max": rtts[-1]}
-        out.append(
-            {
-                "kind": latest.get("kind"),
-                "local": latest.get("local"),
-                "remote": latest.get("remote"),
-                "selected": latest.get("selected"),
-                "sent": len(probes),
-                "answered": len(rtts),
-                "rtt_ms": spread,
-                "result": latest.get("result"),
-            }
-        )
-    return out
 
 
 def ping_round_line(answer: dict[str, Any]) -> str:

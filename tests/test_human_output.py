@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from mipnode import human
+from mipnode.core import mn_ping
 
 DATA = Path(__file__).parent / "data" / "human"
 RECORDED_AT = 1796486600.0  # a few seconds after the answers were taken
@@ -144,6 +145,6 @@ def test_a_ping_round_without_answers_reads_failed() -> None:
     for r in answer["rounds"]:
         for p in r["paths"]:
             p.update(result="no answer", rtt_ms=None)
-    answer["summary"] = human.ping_summary(answer["rounds"][:1])
+    answer["summary"] = mn_ping.summary(answer["rounds"][:1])
     text = rendered("ping", answer)
     assert text.count("failed  no answer") == 2

@@ -365,6 +365,7 @@ class HomeAgentCore:
         dst: AddressLike,
         via: Via,
         home_address: AddressLike | None = None,
+        checksum_verified: bool = False,
     ) -> str | None:
         """Process one Mobility Header; never raises for bad input (drops are counted). Returns
         the reason a malformed MH was refused (``payload_proto``, ``bad_length``, ...), so the
@@ -374,13 +375,16 @@ class HomeAgentCore:
         tunnelled from the home address (mipnode's form) has ``src`` = HoA; one sent natively
         (RFC 6275 §11.7.1: from the care-of address ``src`` with a Home Address option) brings
         the option's ``home_address``: the checksum, the authenticator and the answer then
-        use it, and the BA goes back with a type 2 routing header (§9.5.4)."""
+        use it, and the BA goes back with a type 2 routing header (§9.5.4).
+        ``checksum_verified``: the caller already checked the MH checksum (§9.2 wants it first)."""
         self._expire(now)
         native = home_address is not None
         coa_octets = address_bytes(src) if native else None
         src_octets = address_bytes(home_address if home_address is not None else src)
         try:
-            msg, offsets = decode_mh_with_offsets_untrusted(data, src_octets, dst)
+            msg, offsets = decode_mh_with_offsets_untrusted(
+                data, src_octets, dst, verify_checksum=not checksum_verified
+            )
         except BadPacket as exc:
             self._drop(exc.reason)
             return exc.reason

@@ -186,7 +186,9 @@ class HomeAgentNode:
             # driver applies this registration's new keys after sending the BA).
             if protected_for is not None and protected_for.packed == src_octets:
                 self._reply_protect = protected_for
-            refused = self.core.receive_datagram(now, mh, src_octets, self._address_bytes, via)
+            refused = self.core.receive_datagram(
+                now, mh, src_octets, self._address_bytes, via, checksum_verified=True
+            )
             if (offset := MH_PROBLEM_OFFSET.get(refused or "")) is not None:
                 self._parameter_problem(now, inner, 40 + offset, via, protected_for)
             self._settle(now)

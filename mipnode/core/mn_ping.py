@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
+from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from ice.agent import IceAgent, Probe
@@ -142,3 +143,32 @@ def report(round_: PingRound, results: dict[int, float | str]) -> dict[str, Any]
             for i, p in enumerate(round_.probes)
         ],
     }
+
+
+def summary(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per path over the rounds of `mipnode ping`: sent, answered, min/median/max RTT."""
+    by_path: dict[tuple[str, str, str], list[dict[str, Any]]] = {}  # in first-seen order
+    for r in rounds:
+        for p in r.get("paths", []):
+            key = (str(p.get("kind")), repr(p.get("local")), repr(p.get("remote")))
+            by_path.setdefault(key, []).append(p)
+    out = []
+    for probes in by_path.values():
+        rtts = sorted(p["rtt_ms"] for p in probes if p.get("rtt_ms") is not None)
+        latest = probes[-1]
+        spread = None
+        if rtts:
+            spread = {"min": rtts[0], "median": round(median(rtts), 2), "max": rtts[-1]}
+        out.append(
+            {
+                "kind": latest.get("kind"),
+                "local": latest.get("local"),
+                "remote": latest.get("remote"),
+                "selected": latest.get("selected"),
+                "sent": len(probes),
+                "answered": len(rtts),
+                "rtt_ms": spread,
+                "result": latest.get("result"),
+            }
+        )
+    return out

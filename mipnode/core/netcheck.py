@@ -106,6 +106,7 @@ class Report:
             return {"address": ta[0], "port": ta[1] or None}
 
         def probe(p: Probe) -> dict[str, Any]:
+            ok, verdict = usable(p, self.probes, self.protection)
             return {
                 "path": p.path,
                 "family": p.family,
@@ -114,8 +115,8 @@ class Report:
                 "answered": p.answered,
                 "rtt_ms": p.rtt_ms,
                 "mapped": endpoint(p.mapped),
-                "usable": usable(p, self.probes, self.protection)[0],
-                "verdict": usable(p, self.probes, self.protection)[1],
+                "usable": ok,
+                "verdict": verdict,
                 "failure": p.failure,
                 "allowed": p.allowed,
                 "packets_sent": p.sent,

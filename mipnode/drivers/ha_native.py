@@ -55,11 +55,13 @@ class NativeSignalling:
 
     def receive(self, now: float, pkt: bytes, addr: Any) -> None:
         """One tapped packet: a natively sent BU to us goes to the core, the rest is not ours."""
-        if rawio.is_outgoing(addr) or len(pkt) < 40 or pkt[24:40] != self.address:
+        if (
+            rawio.is_outgoing(addr)
+            or len(pkt) < 40
+            or pkt[24:40] != self.address
+            or pkt[6] != NH_DSTOPTS
+        ):
             self.drops("native_tap_unexpected")  # the kernel filter lets none of these by
-            return
-        if pkt[6] != NH_DSTOPTS:
-            self.drops("native_tap_unexpected")
             return
         try:
             care_of, home_address, inner = remove_home_address_option_untrusted(pkt)
