@@ -51,6 +51,7 @@ from mipnode.core.home_agent import HomeAgentNode
 from mipnode.core.types import Via
 from mipnode.wire.auth4285 import encode_mh_authenticated, ntp_from_unix
 from mipnode.wire.ipv6 import NH_MH
+from mipnode.wire.keyshare import KeyShare, key_share_option
 from mipnode.wire.mh import AlternateCareOfAddress, BindingUpdate, MesgId
 from mipnode.wire.packets import ipv6_packet
 
@@ -103,16 +104,26 @@ def make_node(n: int) -> HomeAgentNode:
     return HomeAgentNode(config, wall_offset=WALL - T0)
 
 
-def binding_update(index: int, sequence: int, at: float) -> bytes:
-    """Mobile node ``index``'s home BU sent at core time ``at``, as the inner IPv6 packet
-    (HoA -> HA) that the tunnel delivers: Alt-CoA, Mesg-ID, MN-HA authenticator (mn.py)."""
+def binding_update(
+    index: int,
+    sequence: int,
+    at: float,
+    *,
+    wall: float | None = None,
+    share: KeyShare | None = None,
+) -> bytes:
+    """Mobile node ``index``'s home BU sent at core time ``at`` (or POSIX time ``wall``), as
+    the inner IPv6 packet (HoA -> HA) that the tunnel delivers: Alt-CoA, Mesg-ID, an ESP key
+    share when given, MN-HA authenticator (mn.py)."""
     hoa, coa = mn_home_address(index), mn_care_of(index)
+    stamp = MesgId(ntp_from_unix(at + WALL - T0 if wall is None else wall))
+    keyed = () if share is None else (key_share_option(share),)
     bu = BindingUpdate(
         sequence=sequence,
         lifetime=LIFETIME_UNITS,
         ack=True,
         home=True,
-        options=(AlternateCareOfAddress(coa), MesgId(ntp_from_unix(at + WALL - T0))),
+        options=(AlternateCareOfAddress(coa), stamp, *keyed),
     )
     mh = encode_mh_authenticated(
         bu, hoa, HA, spi=SPI_BASE + index, key=mn_key(index), coa=coa, hoa=hoa

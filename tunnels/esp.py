@@ -38,6 +38,7 @@ drop-counter keys: ``esp_truncated``, ``esp_wrong_spi``, ``esp_replay``, ``esp_a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -223,6 +224,12 @@ class EspOutbound:
         return header + sealed
 
 
+@functools.lru_cache(maxsize=8)
+def _window_mask(window: int) -> int:
+    """``window`` one-bits: the default window's mask is ~300 octets, once per size, not per SA."""
+    return (1 << window) - 1
+
+
 class EspInbound:
     """The receiving side of one SA: authenticates, decrypts and checks for replays."""
 
@@ -243,7 +250,7 @@ class EspInbound:
         # Bit i set: sequence number top - i was received (RFC 4303 §3.4.3's window as one
         # integer of ``window`` bits: ~300 octets per SA where a list of slots took 16 KB).
         self._received = 0
-        self._mask = (1 << window) - 1
+        self._mask = _window_mask(window)  # one int per window size, shared by every SA
 
     @property
     def window(self) -> tuple[int, int, int]:

@@ -292,6 +292,12 @@ class CnOpenedFlows:
     def note_untrusted(self, now: float, inner: bytes) -> None:
         """A packet delivered to us: remember the flow when it opens one (TCP SYN, echo
         request); anything unparseable is delivered all the same, and not remembered."""
+        # Most packets tell at octet 6 (and, for TCP, at its flags) that they open nothing:
+        # only a SYN, an echo request or extension headers need the walk below.
+        if len(inner) >= 54:
+            nh = inner[6]
+            if nh == NH_UDP or (nh == NH_TCP and inner[53] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN):
+                return
         try:
             key = opened_by_cn_untrusted(inner)
         except BadPacket:

@@ -118,7 +118,9 @@ class CorrespondentDaemon:
         self.started_at = p.now
         await trio.to_thread.run_sync(netlink.configure_tun, cfg.tun_name, cfg.tun_mtu, [])
         self.raw_mh = open_raw(NH_MH)  # kept open: no Parameter Problem for MH
-        self.tap = rawio.open_tap(self.ifname)
+        # The tap's check lane keeps the MNs' BUs and D-native probes out of a data flood's
+        # queue (drivers/rawio.py).
+        self.tap, self.tap_lane = rawio.open_tap_pair(self.ifname)
         # Bound to the access interface: bypasses our own HoA/128 routes into the TUN.
         self.sender = rawio.open_raw_sender(self.ifname)
         # Direct UDP also on the access interface's IPv4 address, if any: a mobile node on an
@@ -149,7 +151,11 @@ class CorrespondentDaemon:
                 nursery.start_soon(
                     partial(pump.drain_tun, pump=p), self.tun, self._from_tun, self._after_tun
                 )
-                for sock, handle in ((self.tap, self._from_tap), (self.raw_mh, self._from_raw_mh)):
+                for sock, handle in (
+                    (self.tap, self._from_tap),
+                    (self.tap_lane, self._from_tap),
+                    (self.raw_mh, self._from_raw_mh),
+                ):
                     nursery.start_soon(partial(pump.drain_socket, pump=p), sock, handle, p.flush)
                 for local, sock in self.udp_by_local.items():
                     lane = self.lanes.get(sock)
@@ -400,7 +406,7 @@ class CorrespondentDaemon:
                 "core": self.node.statistics(),
                 "drops": dict(self.drops),
                 "kernel_drops": kernel_drops(
-                    {"tap": self.tap, "raw_mh": self.raw_mh}
+                    {"tap": self.tap, "tap_checks": self.tap_lane, "raw_mh": self.raw_mh}
                     | {f"udp:{a}:{p}": s for (a, p), s in self.udp_by_local.items()}
                     | {
                         f"udp:{a}:{p}/checks": self.lanes[s]

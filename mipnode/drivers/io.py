@@ -12,6 +12,7 @@ import functools
 import os
 import socket
 import struct
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -162,17 +163,32 @@ def grow_receive_buffer(sock: socket.socket, size: int = DATA_RCVBUF) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h
+# PACKET_STATISTICS counts since its last read (packet(7)); the sums since each tap opened.
+_PACKET_DROPS: weakref.WeakKeyDictionary[socket.socket, int] = weakref.WeakKeyDictionary()
+
+
+def _packet_drops(sock: socket.socket) -> int:
+    """What the kernel dropped at an AF_PACKET socket (a full queue) since it was opened."""
+    _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    total = _PACKET_DROPS[sock] = _PACKET_DROPS.get(sock, 0) + drops
+    return total
+
+
 def kernel_drops(sockets: dict[str, socket.socket], tun: str | None = None) -> dict[str, int]:
     """What the kernel dropped at each of ``sockets`` (by name) since it was opened: a full
     receive buffer above all; with ``tun``, also under "tun" what overflowed that TUN's queue
     toward us (its tx_dropped). Read on demand (``status``), never per packet."""
     inodes = {}
+    out: dict[str, int] = {}
     for name, sock in sockets.items():
         try:
-            inodes[os.fstat(sock.fileno()).st_ino] = name
+            if sock.family == socket.AF_PACKET:  # a tap: no /proc table, its own statistics
+                out[name] = _packet_drops(sock)
+            else:
+                inodes[os.fstat(sock.fileno()).st_ino] = name
         except (OSError, ValueError):  # closed under us
             continue
-    out: dict[str, int] = {}  # an AF_PACKET tap has no such table: left out, never a false 0
     for table in PROC_NET_TABLES:
         try:
             with open(table) as f:

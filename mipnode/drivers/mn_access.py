@@ -8,10 +8,11 @@ socket per address family (T-udp to the home agent and D-udp to correspondents s
 address the home agent sees is the server-reflexive candidate) with its check lane (a second
 socket on the same port for STUN and clear signalling, drivers/check_lane.py), a raw MH socket
 kept open only so the kernel does not answer Mobility Headers with Parameter Problem, and, with
-route optimisation, an AF_PACKET tap and a raw sender for packets with a Home Address option or a
-type 2 routing header. With an IPv4 home address (RFC 5555) a raw IPv4-in-IPv6 socket (protocol
-4) carries its packets on T-native in clear. Everything is bound to the access interface so
-nothing loops back into the TUN.
+route optimisation, an AF_PACKET tap and its check lane (drivers/rawio.py: route-optimisation
+signalling and D-native probes in a queue of their own) and a raw sender for packets with a Home
+Address option or a type 2 routing header. With an IPv4 home address (RFC 5555) a raw
+IPv4-in-IPv6 socket (protocol 4) carries its packets on T-native in clear. Everything is bound
+to the access interface so nothing loops back into the TUN.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class AccessSockets:
     raw_sender: socket.socket | None
     lanes: dict[socket.socket, socket.socket] = field(default_factory=dict)  # data -> lane
     raw4: socket.socket | None = None  # IPv4-in-IPv6 (an IPv4 home address, in clear)
+    tap_lane: socket.socket | None = None  # the tap's check lane
     access: Access = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +56,7 @@ class AccessSockets:
     def open(cls, info: netlink.AccessInfo, *, tap: bool, ipv4: bool = False) -> AccessSockets:
         ifname = info.ifname
         opened: list[socket.socket] = []
-        raw4 = None
+        raw4 = tap_lane = None
         try:
             if ipv4:
                 raw4 = open_raw(socket.IPPROTO_IPIP, ifname)
@@ -82,15 +84,15 @@ class AccessSockets:
                     enable_error_queue(sock)
             tap_sock = sender = None
             if tap:
-                tap_sock = rawio.open_tap(ifname)
-                opened.append(tap_sock)
+                tap_sock, tap_lane = rawio.open_tap_pair(ifname)
+                opened += [tap_sock, tap_lane]
                 sender = rawio.open_raw_sender(ifname)
                 opened.append(sender)
         except OSError:
             for sock in opened:
                 sock.close()
             raise
-        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender, lanes, raw4)
+        return cls(info, raw41, raw50, raw_mh, udp6, udp4, tap_sock, sender, lanes, raw4, tap_lane)
 
     def udp_ports(self) -> list[tuple[socket.socket, socket.socket | None, tuple[str, int]]]:
         """Each UDP socket with its check lane (None: refused) and its (address, port)."""
@@ -113,6 +115,7 @@ class AccessSockets:
             self.udp6,
             self.udp4,
             self.tap,
+            self.tap_lane,
             self.raw_sender,
             *self.lanes.values(),
         ]
@@ -128,6 +131,7 @@ class AccessSockets:
             "udp6": self.udp6,
             "udp4": self.udp4,
             "tap": self.tap,
+            "tap_checks": self.tap_lane,
         }
         for k, sock in (("udp6", self.udp6), ("udp4", self.udp4)):
             if sock is not None and sock in self.lanes:

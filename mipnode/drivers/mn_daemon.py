@@ -159,8 +159,8 @@ class MobileNodeDaemon:
                     n.start_soon(pump.drain_socket, s.raw_mh, self._from_raw_mh, p.flush)
                     for sock, lane, local in s.udp_ports():
                         pump.start_udp_drains(n, sock, lane, self._udp(local), p, self._icmp)
-                    if s.tap is not None:
-                        n.start_soon(drain, s.tap, self._from_tap, p.flush)
+                    for tap in (t for t in (s.tap, s.tap_lane) if t is not None):
+                        n.start_soon(drain, tap, self._from_tap, p.flush)
         finally:
             self.fwd.remove_access(s)
             s.close()

@@ -6,6 +6,12 @@
   "nft rules that silence the kernel").
 - Send: IPPROTO_RAW with a complete, user-built IPv6 packet (the only way to emit an HAO or RH2
   without the kernel's MIP6 module).
+- A check lane per tap (:func:`open_tap_pair`), the D-native counterpart of drivers/check_lane.py:
+  a second tap whose kernel filter takes only route-optimisation signalling and mipnode's
+  D-native probes and their answers, while the data tap's filter leaves exactly those out. Both
+  are read by the same handler; the lane's small queue is never filled by a data flood, which
+  would otherwise drop the probes that keep a busy D-native path alive (core/d_native.py:
+  silence for DEAD_AFTER_S ends the path).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import ctypes
 import socket
 import struct
 import subprocess
+from typing import Any
 
 from mipnode.drivers.io import SO_BINDTODEVICE, grow_buffers
-from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH, NH_ROUTING
+from mipnode.wire.ipv6 import NH_DSTOPTS, NH_ICMPV6, NH_MH, NH_ROUTING
+from mipnode.wire.packets import D_NATIVE_PROBE_IDENT
 
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
@@ -37,6 +45,104 @@ _FILTER = (
 
 
 SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # classic BPF ancillary load: the packet's type
+Insn = tuple[int, int, int, int]
+_LDB, _LDH, _LDW, _JEQ, _RET = 0x30, 0x28, 0x20, 0x15, 0x06
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+ROUTING_TYPE_2 = 2
+# The layouts mipnode's own nodes send (wire/exthdr.py): a type 2 routing header or a
+# destination options header holding only the Home Address option, 24 octets each (Hdr Ext Len
+# 2), so the upper layer starts at octet 64. Another layout is not steered: it stays on the
+# data tap, handled as before.
+_EXT_LEN_24 = 2
+
+
+def _assemble(program: list[tuple[Any, ...]]) -> tuple[Insn, ...]:
+    """Classic BPF from ``(code, jt, jf, k)`` rows whose jump targets may be label names, and
+    ``("label", name)`` rows; jumps are relative to the next instruction (linux/filter.h)."""
+    labels: dict[str, int] = {}
+    rows: list[tuple[Any, ...]] = []
+    for row in program:
+        if row[0] == "label":
+            labels[row[1]] = len(rows)
+        else:
+            rows.append(row)
+
+    def offset(target: int | str, i: int) -> int:
+        return labels[target] - i - 1 if isinstance(target, str) else target
+
+    return tuple(
+        (code, offset(jt, i), offset(jf, i), k) for i, (code, jt, jf, k) in enumerate(rows)
+    )
+
+
+def tap_program(*, lane: bool) -> tuple[Insn, ...]:
+    """The filter of a tap (``lane`` False) or of its check lane (True). The lane takes: a
+    Mobility Header straight after the IPv6 header (CoTI/CoT, HoTI/HoT), after a type 2 routing
+    header (a correspondent's BA or Binding Error) or after a Home Address option (a mobile
+    node's BU), and mipnode's D-native probes: an echo request with a Home Address option or an
+    echo reply in a type 2 routing header, with the probes' identifier. The lane also leaves out
+    our own transmissions. The data tap takes what :data:`_FILTER` takes, less all of that."""
+    hit = [(_LDW, 0, 0, SKF_AD_PKTTYPE), (_JEQ, "no", "yes", PACKET_OUTGOING)]
+    miss = [(_RET, 0, 0, 0)] if lane else [("label", "plain"), *_FILTER]
+    return _assemble(
+        [
+            (_LDB, 0, 0, 6),
+            (_JEQ, "hit", 0, NH_MH),
+            (_JEQ, "rh", 0, NH_ROUTING),
+            (_JEQ, "hao", "miss", NH_DSTOPTS),
+            ("label", "rh"),
+            (_LDB, 0, 0, 42),  # routing type
+            (_JEQ, 0, "miss", ROUTING_TYPE_2),
+            (_LDB, 0, 0, 41),
+            (_JEQ, 0, "miss", _EXT_LEN_24),
+            (_LDB, 0, 0, 40),  # the header after it
+            (_JEQ, "hit", 0, NH_MH),
+            (_JEQ, 0, "miss", NH_ICMPV6),
+            (_LDB, 0, 0, 64),
+            (_JEQ, "ident", "miss", ICMPV6_ECHO_REPLY),
+            ("label", "hao"),
+            (_LDB, 0, 0, 41),
+            (_JEQ, 0, "miss", _EXT_LEN_24),
+            (_LDB, 0, 0, 40),
+            (_JEQ, "hit", 0, NH_MH),
+            (_JEQ, 0, "miss", NH_ICMPV6),
+            (_LDB, 0, 0, 64),
+            (_JEQ, 0, "miss", ICMPV6_ECHO_REQUEST),
+            ("label", "ident"),
+            (_LDH, 0, 0, 68),
+            (_JEQ, "hit", "miss", D_NATIVE_PROBE_IDENT),
+            ("label", "hit"),
+            *(hit if lane else [(_RET, 0, 0, 0)]),
+            ("label", "yes"),
+            (_RET, 0, 0, 0xFFFF),
+            ("label", "no"),
+            (_RET, 0, 0, 0),
+            ("label", "miss"),
+            *miss,
+        ]
+    )
+
+
+def steers_to_tap_lane(packet: bytes) -> bool:
+    """What :func:`tap_program` decides for an incoming ``packet``, in Python (tests, docs)."""
+    if len(packet) < 7:
+        return False
+    nh = packet[6]
+    if nh == NH_MH:
+        return True
+    if nh == NH_ROUTING and (len(packet) < 43 or packet[42] != ROUTING_TYPE_2):
+        return False
+    if nh not in (NH_ROUTING, NH_DSTOPTS) or len(packet) < 42 or packet[41] != _EXT_LEN_24:
+        return False
+    if packet[40] == NH_MH:
+        return True
+    echo = ICMPV6_ECHO_REPLY if nh == NH_ROUTING else ICMPV6_ECHO_REQUEST
+    return (
+        packet[40] == NH_ICMPV6
+        and len(packet) >= 70
+        and packet[64] == echo
+        and int.from_bytes(packet[68:70], "big") == D_NATIVE_PROBE_IDENT
+    )
 
 
 def destination_options_filter(address: bytes) -> tuple[tuple[int, int, int, int], ...]:
@@ -55,9 +161,7 @@ def destination_options_filter(address: bytes) -> tuple[tuple[int, int, int, int
     return tuple(program)
 
 
-def open_tap(
-    ifname: str | None, program: tuple[tuple[int, int, int, int], ...] = _FILTER
-) -> socket.socket:
+def open_tap(ifname: str | None, program: tuple[Insn, ...] = _FILTER) -> socket.socket:
     """AF_PACKET tap on ``ifname`` (all interfaces when None) for HAO / RH2 / MH packets, or
     what ``program`` accepts."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
@@ -70,6 +174,16 @@ def open_tap(
     sock.setblocking(False)
     grow_buffers(sock)  # D-native data arrives here: as deep as a data socket
     return sock
+
+
+def open_tap_pair(ifname: str | None) -> tuple[socket.socket, socket.socket]:
+    """A data tap and its check lane (module docstring) on ``ifname``."""
+    tap = open_tap(ifname, tap_program(lane=False))
+    try:
+        return tap, open_tap(ifname, tap_program(lane=True))
+    except OSError:
+        tap.close()
+        raise
 
 
 def is_outgoing(address: tuple[object, ...]) -> bool:

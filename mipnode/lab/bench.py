@@ -329,6 +329,27 @@ def table(doc: dict[str, Any]) -> str:
     if veth:
         lines.append("veth: " + ", ".join(f"{k} {v}" for k, v in veth.items()))
     lines.append(f"{doc['rounds']} alternating rounds of {doc['seconds']:g} s per test")
+    for c in doc.get("control_plane", []):
+        daemon = c.get("daemon_bytes_per_binding", {})
+        memory = "; ".join(
+            f"daemon {p}: {m['python_bytes']:,.0f} B (resident {m['rss_bytes']:,.0f} B)"
+            for p, m in daemon.items()
+        )
+        lines.append(
+            f"home agent, {c['mns']:,} mobile nodes: {c['bu_per_s']:,.0f} registrations/s, "
+            f"{c['refresh_per_s']:,.0f} refreshes/s, {c['replay_reject_per_s']:,.0f} replays "
+            f"refused/s; a binding: core {c['bytes_per_binding']:,.0f} B"
+            + (f"; {memory}" if memory else "")
+        )
+    cluster = doc.get("cluster")
+    if cluster:
+        one = cluster["one_binding_visible_ms"]
+        lines.append(
+            f"cluster, {cluster['mns']:,} mobile nodes: {cluster['bu_per_s']:,.0f} "
+            f"registrations/s while writing, {cluster['records_per_s']:,.0f} records/s to etcd, "
+            f"all at both standbys after {cluster['visible_to_all_s']:.2f} s; one binding "
+            f"{one['median']:.1f} ms ({one['min']:.1f}-{one['max']:.1f})"
+        )
     return "\n".join(lines)
 
 
@@ -336,14 +357,20 @@ CONTROL_BUDGET_S = 5.0  # per phase (register, refresh, replay) and size
 
 
 def control_plane(sizes: list[int], say: Any = None) -> list[dict[str, Any]]:
-    """The HA core timed in this process on ``sizes`` distinct mobile nodes."""
-    from mipnode import benchcontrol
+    """The HA core timed in this process on ``sizes`` distinct mobile nodes, and what a
+    binding costs the whole daemon (its core and its tables), keyed and not (benchdaemon)."""
+    from mipnode import benchcontrol, benchdaemon
 
     out = []
     for n in sizes:
         if say:
             say(f"control plane: {n} mobile nodes ...")
-        out.append(benchcontrol.control_plane(n, CONTROL_BUDGET_S))
+        result: dict[str, Any] = benchcontrol.control_plane(n, CONTROL_BUDGET_S)
+        result["daemon_bytes_per_binding"] = {
+            protection: benchdaemon.daemon_bytes_per_binding(n, keyed=protection == "esp")
+            for protection in ("none", "esp")
+        }
+        out.append(result)
     return out
 
 

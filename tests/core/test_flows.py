@@ -16,6 +16,7 @@ from mipnode.core.flows import (
     FLOW_IDLE_S,
     MAX_FLOWS,
     NO_ID,
+    CnOpenedFlows,
     FlowKey,
     FlowTable,
     flow_key_untrusted,
@@ -236,6 +237,44 @@ def test_a_truncated_tcp_header_from_the_cn_raises_bad_packet() -> None:
     short = build_ipv6_packet(CN, HOA, TCP, struct.pack("!HHII", 1, 2, 0, 0))
     with pytest.raises(BadPacket):
         opened_by_cn_untrusted(short)
+
+
+def _opens(packet: bytes) -> FlowKey | None:
+    with contextlib.suppress(BadPacket):
+        return opened_by_cn_untrusted(packet)
+    return None
+
+
+@FUZZ
+@given(
+    st.sampled_from(
+        [
+            *GOLDENS,
+            tcp(CN, HOA, 50000, 22, SYN),
+            tcp(CN, HOA, 443, 40000, SYN | ACK),
+            echo(CN, HOA, 128, 0x77),
+            udp(CN, HOA, 53, 5353),
+        ]
+    ),
+    st.lists(st.tuples(st.sampled_from([6, 40, 53, 54, 60, 93]), st.integers(0, 255)), max_size=3),
+    st.integers(0, 60),
+)
+def test_the_mns_quick_look_records_exactly_what_the_walk_finds(
+    golden: bytes, edits: list[tuple[int, int]], cut: int
+) -> None:
+    """CnOpenedFlows.note_untrusted decides most packets from octet 6 and the TCP flags before
+    any walk: it must record exactly the flows the full parse says they open."""
+    data = bytearray(golden)
+    for at, value in edits:
+        if at < len(data):
+            data[at] = value
+    packet = bytes(data[: max(0, len(data) - cut)])
+    flows = CnOpenedFlows()
+    flows.note_untrusted(0.0, packet)
+    key = _opens(packet)
+    assert flows.table.recorded == (key is not None)
+    if key is not None:
+        assert flows.table.is_live(0.0, key)
 
 
 # -- the table, on virtual time --------------------------------------------------------------

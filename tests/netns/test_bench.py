@@ -61,6 +61,11 @@ def test_a_short_bench_reports_every_asked_path_next_to_the_kernel() -> None:
     assert control["mns"] == 300
     for key in ("bu_per_s", "refresh_per_s", "replay_reject_per_s", "bytes_per_binding"):
         assert control[key] > 0, control
+    daemon = control["daemon_bytes_per_binding"]
+    assert set(daemon) == {"none", "esp"}
+    # The daemon holds its core's bytes and more; a keyed binding also its ESP SAs.
+    assert daemon["none"]["python_bytes"] > control["bytes_per_binding"], control
+    assert daemon["esp"]["python_bytes"] > daemon["none"]["python_bytes"], control
     cluster = doc["cluster"]
     assert (cluster["mns"], cluster["standbys"]) == (200, 2)
     # Batched: at most 64 records a transaction, and never one transaction per record.

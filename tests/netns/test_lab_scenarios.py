@@ -7,6 +7,7 @@ import pytest
 from mipnode.lab import runner, topology
 
 from .conftest import needs_root
+from .lab_attack_checks import CHECKS
 
 pytestmark = [needs_root, pytest.mark.netns]
 
@@ -33,6 +34,8 @@ def test_builtin_scenario_passes(scenario: runner.Scenario) -> None:
         assert traffic["stream"]["ok"] and traffic["stream"]["bytes"] > 0
     if scenario.timeline:
         assert result["observed"]["mn_ha_at_end"] == runner._final_mn_ha(scenario)
+    if scenario.name in CHECKS:  # an attack: what it measured (lab_attack_checks.py)
+        CHECKS[scenario.name](result)
 
 
 @pytest.mark.parametrize("profile", [p for p, rules in topology.FIREWALLS.items() if rules])
