@@ -227,11 +227,24 @@ class HomeAgentNode:
         protect = protected_for if protected_for == source else None
         self._out.append(SendVia(via, packet, protect))
 
-    def receive_native_bu(self, now: float, mh: bytes, care_of: bytes, home_address: bytes) -> None:
+    def receive_native_bu(
+        self,
+        now: float,
+        mh: bytes,
+        care_of: bytes,
+        home_address: bytes,
+        packet: bytes = b"",
+        mh_at: int = 0,
+    ) -> None:
         """A Mobility Header sent natively from ``care_of`` with a Home Address option naming
         ``home_address`` (RFC 6275 §11.7.1, the form every RFC mobile node sends). Only a BU is
         taken (§9.3.1: nothing else may use a Home Address option without a binding); the
-        registration's via is IPv6-in-IPv6 to the care-of address (§10.4.1)."""
+        registration's via is IPv6-in-IPv6 to the care-of address (§10.4.1). ``packet`` is the
+        packet as it arrived, the MH at its octet ``mh_at``: a malformed Payload Proto or
+        Header Len is answered with a Parameter Problem pointing into it (§9.2)."""
+        if not mh_checksum_ok(mh, home_address, self._address_bytes):
+            self._drop("mh_bad_checksum")  # §9.2: first, silently, whatever else is wrong
+            return
         if len(mh) < 4 or mh[2] != MH_TYPE_BU:
             self._drop("native_mh_not_bu")
             return
@@ -247,10 +260,40 @@ class HomeAgentNode:
             self._drop("native_bu_source_not_unicast")  # §9.5.4: the BA goes back to it
             return
         via = Via("T-native", (str(source),))
-        self.core.receive_datagram(
-            now, mh, care_of, self._address_bytes, via, home_address=home_address
+        refused = self.core.receive_datagram(
+            now,
+            mh,
+            care_of,
+            self._address_bytes,
+            via,
+            home_address=home_address,
+            checksum_verified=True,
         )
+        if packet and (offset := MH_PROBLEM_OFFSET.get(refused or "")) is not None:
+            self._native_parameter_problem(now, packet, mh_at + offset, source)
         self._settle(now)
+
+    def _native_parameter_problem(
+        self, now: float, packet: bytes, pointer: int, source: IPv6Address
+    ) -> None:
+        """§9.2 for a natively sent MH: the Parameter Problem goes straight back to the
+        packet's source, the care-of address it came from (no binding is used; the home address
+        in its option is unauthenticated, and routed into our own TUN), natively, rate-limited
+        with the tunnel's, and never larger than the packet that caused it."""
+        self._drop("mh_malformed")
+        answer = build_parameter_problem(
+            self._address, source, 0, pointer, packet, max_octets=len(packet)
+        )
+        if answer is None:
+            self._drop("parameter_problem_larger_than_trigger")
+            return
+        if not self._pp_limiter.allow(now, (str(source), source)):
+            self._drop("parameter_problem_rate_limited")
+            return
+        self._counters["parameter_problems_sent"] = (
+            self._counters.get("parameter_problems_sent", 0) + 1
+        )
+        self._out.append(SendNative(answer))
 
     def unknown_spi(self, now: float, spi: int, via: Via, size: int) -> None:
         """``size`` octets of ESP arrived on ``via`` under an SPI we hold no SA for: ask the

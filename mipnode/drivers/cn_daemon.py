@@ -173,6 +173,10 @@ class CorrespondentDaemon:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(rawio.remove_table, self.nft_table)
+            for sock in (self.raw_mh, self.tap, self.tap_lane, self.sender):
+                sock.close()
+            for sock in (*self.udp_by_local.values(), *self.lanes.values()):
+                sock.close()
 
     # -- receive ---------------------------------------------------------------------------
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:

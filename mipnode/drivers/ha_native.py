@@ -74,7 +74,8 @@ class NativeSignalling:
         if not self.admit():
             return  # counted by the daemon (unbound_mh_rate_limited)
         plen = int.from_bytes(inner[4:6], "big")
-        self.node.receive_native_bu(now, inner[40 : 40 + plen], care_of, home_address)
+        mh_at = 40 + len(pkt) - len(inner)  # the MH in the packet as it came (behind the option)
+        self.node.receive_native_bu(now, inner[40 : 40 + plen], care_of, home_address, pkt, mh_at)
 
     def send(self, packet: bytes) -> None:
         if self.sender is None:

@@ -8,7 +8,9 @@
   without the kernel's MIP6 module).
 - A check lane per tap (:func:`open_tap_pair`), the D-native counterpart of drivers/check_lane.py:
   a second tap whose kernel filter takes only route-optimisation signalling and mipnode's
-  D-native probes and their answers, while the data tap's filter leaves exactly those out. Both
+  D-native probes and their answers (with its own, default-sized receive queue), while the
+  data tap's filter leaves exactly those out (and, like the lane's, drops a packet too short
+  to hold the octet it reads: a header shorter than its own 24 octets, a truncated echo). Both
   are read by the same handler; the lane's small queue is never filled by a data flood, which
   would otherwise drop the probes that keep a busy D-native path alive (core/d_native.py:
   silence for DEAD_AFTER_S ends the path).
@@ -161,18 +163,25 @@ def destination_options_filter(address: bytes) -> tuple[tuple[int, int, int, int
     return tuple(program)
 
 
-def open_tap(ifname: str | None, program: tuple[Insn, ...] = _FILTER) -> socket.socket:
+def open_tap(
+    ifname: str | None,
+    program: tuple[Insn, ...] = _FILTER,
+    *,
+    deep: bool = True,
+    protocol: int = ETH_P_IPV6,
+) -> socket.socket:
     """AF_PACKET tap on ``ifname`` (all interfaces when None) for HAO / RH2 / MH packets, or
-    what ``program`` accepts."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
+    what ``program`` accepts; ``deep``: a data socket's receive buffer (else the default)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(protocol))
     program_bytes = b"".join(struct.pack("HBBI", *insn) for insn in program)
     buf = ctypes.create_string_buffer(program_bytes)
     fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     if ifname:
-        sock.bind((ifname, ETH_P_IPV6))
+        sock.bind((ifname, protocol))
     sock.setblocking(False)
-    grow_buffers(sock)  # D-native data arrives here: as deep as a data socket
+    if deep:
+        grow_buffers(sock)  # D-native data arrives here: as deep as a data socket
     return sock
 
 
@@ -180,7 +189,7 @@ def open_tap_pair(ifname: str | None) -> tuple[socket.socket, socket.socket]:
     """A data tap and its check lane (module docstring) on ``ifname``."""
     tap = open_tap(ifname, tap_program(lane=False))
     try:
-        return tap, open_tap(ifname, tap_program(lane=True))
+        return tap, open_tap(ifname, tap_program(lane=True), deep=False)
     except OSError:
         tap.close()
         raise

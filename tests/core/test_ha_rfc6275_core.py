@@ -21,7 +21,7 @@ from mipnode.wire.mh import (
     fill_mh_checksum,
 )
 from mipnode.wire.packets import ipv6_packet
-from tunnels.ro import remove_type2_routing_header_untrusted
+from tunnels.ro import add_home_address_option, remove_type2_routing_header_untrusted
 
 T0 = 1000.0
 NATIVE_VIA = Via("T-native", (str(COA),))
@@ -152,6 +152,37 @@ def test_parameter_problems_are_rate_limited_and_bounded_by_the_trigger() -> Non
     ha.receive_tunnelled(T0 + 5, _tunnelled(tiny), VIA)
     assert ha.datagrams_to_send(T0) == []
     assert ha.drops["parameter_problem_larger_than_trigger"] == 1
+
+
+def test_a_malformed_native_bu_gets_a_parameter_problem_to_its_care_of_address() -> None:
+    """§9.2 for the native form (docs/conformance.md, once gap G1): the pointer names the field
+    in the packet as it came, the answer goes natively to its source, rate-limited and never
+    larger than that packet; a wrong checksum still gets nothing."""
+    ha = node()
+    # A 64-octet BU (Payload Proto 6): room to quote up to the field, 64 octets in (D1).
+    wrong_proto = fill_mh_checksum(bytes((6, 7, 5, 0)) + bytes(60), HOA, HA)
+    packet = add_home_address_option(ipv6_packet(HOA, HA, 135, wrong_proto), COA.packed)
+    mh_at = len(packet) - len(wrong_proto)
+    ha.receive_native_bu(T0, wrong_proto, COA.packed, HOA.packed, packet, mh_at)
+    (sent,) = ha.datagrams_to_send(T0)
+    assert isinstance(sent, SendNative)
+    pp = sent.packet
+    assert (pp[6], pp[8:24], pp[24:40]) == (58, HA.packed, COA.packed)
+    assert (pp[40], pp[41], int.from_bytes(pp[44:48], "big")) == (4, 0, mh_at)
+    assert packet.startswith(pp[48:]) and len(pp) <= len(packet)
+    ha.receive_native_bu(T0 + 0.1, wrong_proto, COA.packed, HOA.packed, packet, mh_at)
+    assert ha.datagrams_to_send(T0) == []
+    assert ha.drops["parameter_problem_rate_limited"] == 1
+    corrupt = wrong_proto[:4] + bytes((wrong_proto[4] ^ 1,)) + wrong_proto[5:]
+    ha.receive_native_bu(T0 + 5, corrupt, COA.packed, HOA.packed, packet, mh_at)
+    assert ha.datagrams_to_send(T0) == []
+    assert ha.drops["mh_bad_checksum"] == 1
+    # Header Len 0 (8 octets claimed) where a BU needs 12: the pointer names Header Len.
+    short = fill_mh_checksum(bytes((59, 0, 5, 0)) + bytes(60), HOA, HA)
+    packet = add_home_address_option(ipv6_packet(HOA, HA, 135, short), COA.packed)
+    ha.receive_native_bu(T0 + 10, short, COA.packed, HOA.packed, packet, mh_at)
+    (sent,) = ha.datagrams_to_send(T0)
+    assert int.from_bytes(sent.packet[44:48], "big") == mh_at + 1
 
 
 def test_a_wrong_checksum_is_dropped_silently_before_anything_else() -> None:

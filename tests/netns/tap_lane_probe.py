@@ -5,7 +5,9 @@ TAP_IF are the two ends of a veth pair: reads hex-encoded IPv6 packets from stdi
 opens :func:`rawio.open_tap_pair` on TAP_IF, sends each packet out of SEND_IF (so it arrives on
 TAP_IF as an incoming packet) and then the same packets out of TAP_IF itself (our own
 transmissions), and prints one JSON line: for "in" and "out", the flow labels of the packets
-each socket received, in order.
+each socket received, in order. A third socket, "all", carries the lane's program on an
+ETH_P_ALL socket, which (unlike a socket bound to ETH_P_IPV6) is handed the host's own
+transmissions too: it shows the program's own PACKET_OUTGOING clause at work.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 
 from mipnode.drivers import rawio
 
-ETH_P_IPV6 = 0x86DD
+ETH_P_IPV6, ETH_P_ALL = 0x86DD, 0x0003
 BROADCAST = b"\xff" * 6
 
 
@@ -33,13 +35,14 @@ def main() -> None:
     send_if, tap_if = sys.argv[1:3]
     packets = [bytes.fromhex(line) for line in sys.stdin.read().split()]
     tap, lane = rawio.open_tap_pair(tap_if)
+    every = rawio.open_tap(tap_if, rawio.tap_program(lane=True), deep=False, protocol=ETH_P_ALL)
     out: dict[str, dict[str, list[int]]] = {}
     for phase, ifname in (("in", send_if), ("out", tap_if)):
         sender = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
         for packet in packets:
             sender.sendto(packet, (ifname, ETH_P_IPV6, 0, 0, BROADCAST))
         sender.close()
-        out[phase] = {"tap": drain(tap), "lane": drain(lane)}
+        out[phase] = {"tap": drain(tap), "lane": drain(lane), "all": drain(every)}
     print(json.dumps(out), flush=True)
 
 

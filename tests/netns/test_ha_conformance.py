@@ -568,6 +568,36 @@ def test_s9_2_header_len_too_small_gets_parameter_problem(home: Home) -> None:
     _parameter_problem(home, source, malformed_mh(source, header_len=0), 41)
 
 
+def test_s9_2_native_payload_proto_not_59_gets_parameter_problem(home: Home) -> None:
+    """§9.2 for the RFC's own form: a BU sent natively from the care-of address with a Home
+    Address option and a Payload Proto other than 59 is discarded and answered with a Parameter
+    Problem, code 0, pointing at the field in the packet as it came (behind the 24-octet
+    destination options header: offset 64), natively to the packet's source (the care-of
+    address), quoting no more than that packet."""
+    hoa = "2001:db8:1::e:3"
+    sent = bytes(
+        IPv6(src=COA, dst=HA)
+        / IPv6ExtHdrDestOpt(nh=NH_MH, options=[HAO(hoa=hoa)])
+        / Raw(malformed_mh(hoa, payload_proto=6))
+    )
+    replies = home.ask(sent, until=lambda r: r.packet.haslayer(ICMPv6ParamProblem))
+    problems = [r for r in replies if r.packet.haslayer(ICMPv6ParamProblem)]
+    assert len(problems) == 1, [r.packet.summary() for r in replies]
+    reply = problems[0]
+    assert reply.inner is None, "a native answer, not tunnelled"
+    assert (reply.packet.src, reply.packet.dst, reply.packet.nh) == (HA, COA, NH_ICMPV6)
+    icmp = reply.packet[ICMPv6ParamProblem]
+    assert (icmp.type, icmp.code, icmp.ptr) == (4, 0, 64)
+    message = bytes(reply.packet)[40:]
+    assert checksum(HA, COA, NH_ICMPV6, message) == 0, "bad ICMPv6 checksum"
+    quoted = message[8:]
+    # The packet as it came: the lab's routers lowered its Hop Limit (octet 7) on the way.
+    as_sent = sent[:7] + sent[8:]
+    assert as_sent.startswith(quoted[:7] + quoted[8:]) and len(quoted) > 64, "not a quote"
+    assert len(bytes(reply.packet)) <= len(sent), "the error is larger than what caused it"
+    assert not [r for r in replies if isinstance(r.message, MIP6MH_BA | MIP6MH_BE)]
+
+
 def _binding_errors(replies: list[Reply]) -> list[Reply]:
     return [r for r in replies if r.inner is not None and isinstance(r.message, MIP6MH_BE)]
 

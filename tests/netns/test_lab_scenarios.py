@@ -38,6 +38,11 @@ def test_builtin_scenario_passes(scenario: runner.Scenario) -> None:
         CHECKS[scenario.name](result)
 
 
+def test_every_attack_check_names_a_built_in_scenario() -> None:
+    """A renamed scenario would otherwise skip its checks without a word."""
+    assert set(CHECKS) <= {s.name for s in runner.SCENARIOS}
+
+
 @pytest.mark.parametrize("profile", [p for p, rules in topology.FIREWALLS.items() if rules])
 def test_every_firewall_profile_is_valid_nft(profile: str) -> None:
     """nft itself accepts every profile's ruleset (``nft -c`` in a throwaway namespace), with
