@@ -64,7 +64,12 @@ from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH
-from mipnode.wire.packets import ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, is_d_native_probe
+from mipnode.wire.packets import (
+    ICMPV6_ECHO_REPLY,
+    ICMPV6_ECHO_REQUEST,
+    echo_reply_to_untrusted,
+    is_d_native_probe,
+)
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ro import (
     add_type2_routing_header,
@@ -216,10 +221,22 @@ class CorrespondentDaemon:
             )
             self.drops("hao_without_binding")
             return
+        if is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):
+            # Answered here, as the kernel would, not through the TUN: there the answer would
+            # queue behind what we send the MN, and a flood would silence the very path the
+            # probe vouches for (core/d_native.py ends it after 2 s without an answer).
+            try:
+                reply = echo_reply_to_untrusted(inner)
+            except BadPacket as exc:
+                self.drops(f"probe_{exc.reason}")
+                return
+            routed = add_type2_routing_header(reply, coa)
+            send_quietly(self.sender, routed, raw_destination(coa), self.drops)
+            self.counters.pending.append("d_native_probes_answered")
+            return
         self.tun.write(inner)
         self.counters.pending.append("d_native_from_mn")
-        if not is_d_native_probe(inner, ICMPV6_ECHO_REQUEST):  # probes are answered anyway
-            self._record_flow(inner)
+        self._record_flow(inner)
 
     def _udp(self, local: tuple[str, int]) -> Any:
         def from_udp(data: bytes, addr: Any) -> None:

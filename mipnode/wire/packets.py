@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import (
     NH_ICMPV6,
     NH_UDP,
@@ -64,6 +65,29 @@ def echo_request(src: AddressLike, dst: AddressLike, ident: int, seq: int, data:
     body = _ECHO.pack(ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + data
     csum = upper_layer_checksum(src, dst, NH_ICMPV6, body)
     return ipv6_packet(src, dst, NH_ICMPV6, body[:2] + csum.to_bytes(2, "big") + body[4:])
+
+
+def echo_reply_to_untrusted(request: bytes) -> bytes:
+    """The answer a host's kernel gives ``request``, an IPv6 packet whose ICMPv6 echo request
+    follows its header: the addresses swapped, the same identifier, sequence number and data
+    (RFC 4443 §4.2), as large as the request.
+
+    Raises:
+        BadPacket: ``not_echo_request``, ``bad_length`` (the Payload Length disagrees with the
+            octets), ``bad_checksum``.
+    """
+    if len(request) < 48 or request[0] >> 4 != 6 or request[6] != NH_ICMPV6:
+        raise BadPacket("not_echo_request")
+    if request[40] != ICMPV6_ECHO_REQUEST or request[41] != 0:
+        raise BadPacket("not_echo_request")
+    if 40 + int.from_bytes(request[4:6], "big") != len(request):
+        raise BadPacket("bad_length", f"{len(request)} octets")
+    src, dst, body = request[8:24], request[24:40], request[40:]
+    if upper_layer_checksum(src, dst, NH_ICMPV6, body) != 0:
+        raise BadPacket("bad_checksum", "echo request")
+    reply = bytes((ICMPV6_ECHO_REPLY, 0, 0, 0)) + body[4:]
+    csum = upper_layer_checksum(dst, src, NH_ICMPV6, reply)
+    return ipv6_packet(dst, src, NH_ICMPV6, reply[:2] + csum.to_bytes(2, "big") + reply[4:])
 
 
 def is_echo(pkt: bytes, echo_type: int, ident: int) -> bool:
