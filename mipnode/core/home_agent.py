@@ -190,7 +190,11 @@ class HomeAgentNode:
                 now, mh, src_octets, self._address_bytes, via, checksum_verified=True
             )
             if (offset := MH_PROBLEM_OFFSET.get(refused or "")) is not None:
-                self._parameter_problem(now, inner, 40 + offset, via, protected_for)
+                source = IPv6Address(src_octets)
+                protect = protected_for if protected_for == source else None
+                self._parameter_problem(
+                    now, inner, 40 + offset, source, via, lambda pp: SendVia(via, pp, protect)
+                )
             self._settle(now)
             self._reply_protect = None
             return
@@ -203,19 +207,26 @@ class HomeAgentNode:
         self._drop("tunnel_to_ha_unexpected")
 
     def _parameter_problem(
-        self, now: float, inner: bytes, pointer: int, via: Via, protected_for: IPv6Address | None
+        self,
+        now: float,
+        packet: bytes,
+        pointer: int,
+        source: IPv6Address,
+        via: Via,
+        output: Callable[[bytes], HaTransmit],
     ) -> None:
         """RFC 6275 §9.2: a malformed MH is dropped and SHOULD be answered with an ICMPv6
-        Parameter Problem, code 0, pointing at the field: to its source on the via it came,
-        rate-limited, never larger than the packet that caused it (the source may be forged)."""
+        Parameter Problem, code 0, pointing at the field of ``packet`` (as it came): to its
+        ``source`` as ``output`` sends it (on the via it came, or natively), rate-limited per
+        path and address, never larger than the packet that caused it (the source may be
+        forged)."""
         self._drop("mh_malformed")
-        source = IPv6Address(inner[8:24])
         if source.is_multicast or source.is_unspecified or source.is_loopback:
             return
-        packet = build_parameter_problem(
-            self._address, source, 0, pointer, inner, max_octets=len(inner)
+        answer = build_parameter_problem(
+            self._address, source, 0, pointer, packet, max_octets=len(packet)
         )
-        if packet is None:
+        if answer is None:
             self._drop("parameter_problem_larger_than_trigger")
             return
         if not self._pp_limiter.allow(now, (via.remote[0], source)):  # as Binding Errors
@@ -224,8 +235,7 @@ class HomeAgentNode:
         self._counters["parameter_problems_sent"] = (
             self._counters.get("parameter_problems_sent", 0) + 1
         )
-        protect = protected_for if protected_for == source else None
-        self._out.append(SendVia(via, packet, protect))
+        self._out.append(output(answer))
 
     def receive_native_bu(
         self,
@@ -270,30 +280,10 @@ class HomeAgentNode:
             checksum_verified=True,
         )
         if packet and (offset := MH_PROBLEM_OFFSET.get(refused or "")) is not None:
-            self._native_parameter_problem(now, packet, mh_at + offset, source)
+            # Natively to the packet's source, the care-of address: the home address in its
+            # option is unauthenticated, and routed into our own TUN.
+            self._parameter_problem(now, packet, mh_at + offset, source, via, SendNative)
         self._settle(now)
-
-    def _native_parameter_problem(
-        self, now: float, packet: bytes, pointer: int, source: IPv6Address
-    ) -> None:
-        """§9.2 for a natively sent MH: the Parameter Problem goes straight back to the
-        packet's source, the care-of address it came from (no binding is used; the home address
-        in its option is unauthenticated, and routed into our own TUN), natively, rate-limited
-        with the tunnel's, and never larger than the packet that caused it."""
-        self._drop("mh_malformed")
-        answer = build_parameter_problem(
-            self._address, source, 0, pointer, packet, max_octets=len(packet)
-        )
-        if answer is None:
-            self._drop("parameter_problem_larger_than_trigger")
-            return
-        if not self._pp_limiter.allow(now, (str(source), source)):
-            self._drop("parameter_problem_rate_limited")
-            return
-        self._counters["parameter_problems_sent"] = (
-            self._counters.get("parameter_problems_sent", 0) + 1
-        )
-        self._out.append(SendNative(answer))
 
     def unknown_spi(self, now: float, spi: int, via: Via, size: int) -> None:
         """``size`` octets of ESP arrived on ``via`` under an SPI we hold no SA for: ask the

@@ -64,12 +64,7 @@ from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.tun import open_daemon_tun
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH
-from mipnode.wire.packets import (
-    ICMPV6_ECHO_REPLY,
-    ICMPV6_ECHO_REQUEST,
-    echo_reply_to_untrusted,
-    is_d_native_probe,
-)
+from mipnode.wire.packets import ICMPV6_ECHO_REQUEST, echo_reply_to_untrusted, is_d_native_probe
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.ro import (
     add_type2_routing_header,
@@ -307,7 +302,7 @@ class CorrespondentDaemon:
         coa = self.care_of.get(dst)
         new_flow = False
         if ours and coa is not None and can_route_optimise(pkt):
-            if is_d_native_probe(pkt, ICMPV6_ECHO_REPLY) or self._flow_is_d_native(pkt):
+            if self._flow_is_d_native(pkt):  # probes are answered in _from_tap, not here
                 routed = add_type2_routing_header(pkt, coa)
                 send_quietly(self.sender, routed, raw_destination(coa), self.drops)
                 self.counters.pending.append("d_native_to_mn")

@@ -11,9 +11,9 @@
   D-native probes and their answers (with its own, default-sized receive queue), while the
   data tap's filter leaves exactly those out (and, like the lane's, drops a packet too short
   to hold the octet it reads: a header shorter than its own 24 octets, a truncated echo). Both
-  are read by the same handler; the lane's small queue is never filled by a data flood, which
-  would otherwise drop the probes that keep a busy D-native path alive (core/d_native.py:
-  silence for DEAD_AFTER_S ends the path).
+  are read by the same handler; the lane's queue is never filled by a data flood, which would
+  otherwise drop the probes that keep a busy D-native path alive (core/d_native.py: silence
+  for DEAD_AFTER_S ends the path).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import subprocess
 from typing import Any
 
 from mipnode.drivers.io import SO_BINDTODEVICE, grow_buffers
+from mipnode.wire.exthdr import ROUTING_TYPE_2
 from mipnode.wire.ipv6 import NH_DSTOPTS, NH_ICMPV6, NH_MH, NH_ROUTING
-from mipnode.wire.packets import D_NATIVE_PROBE_IDENT
+from mipnode.wire.packets import D_NATIVE_PROBE_IDENT, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST
 
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
@@ -49,8 +50,6 @@ _FILTER = (
 SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # classic BPF ancillary load: the packet's type
 Insn = tuple[int, int, int, int]
 _LDB, _LDH, _LDW, _JEQ, _RET = 0x30, 0x28, 0x20, 0x15, 0x06
-ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
-ROUTING_TYPE_2 = 2
 # The layouts mipnode's own nodes send (wire/exthdr.py): a type 2 routing header or a
 # destination options header holding only the Home Address option, 24 octets each (Hdr Ext Len
 # 2), so the upper layer starts at octet 64. Another layout is not steered: it stays on the
