@@ -92,6 +92,7 @@ class HaConfig:
     cluster: ClusterConfig | None = None
     ipv4_home_prefix: IPv4Network | None = None  # IPv4 home addresses to give (RFC 5555)
     metrics_listen: tuple[str, int] | None = None  # Prometheus endpoint (drivers/metrics.py)
+    home_link: str | None = None  # the home prefix's link, shared with other hosts
 
     @property
     def udp_port(self) -> int:
@@ -492,10 +493,15 @@ def load_ha_config(path: str) -> HaConfig:
     state_dir = r.state_dir("state_dir")
     protection = r.choice("protection", "esp", PROTECTIONS)
     ipv4_home_prefix = r.ipv4_prefix("ipv4_home_prefix")
+    home_link = r.ifname("home_link", None)
     r.finish()
     cluster = _cluster(path, table.get("cluster"), cfg_udp) if "cluster" in table else None
     if cluster is not None and state_dir is not None:
         raise r.error("state_dir", "not with [ha.cluster]: etcd holds the binding cache")
+    if cluster is not None and home_link is not None:
+        raise r.error("home_link", "not with [ha.cluster] yet: a home link has one home agent")
+    if home_link is not None and home_link == tun_name:
+        raise r.error("home_link", f"is the home agent's own TUN ({tun_name})")
 
     entries = doc.get("mobile_node", [])
     if not isinstance(entries, list) or not entries:
@@ -568,6 +574,7 @@ def load_ha_config(path: str) -> HaConfig:
         cluster=cluster,
         ipv4_home_prefix=ipv4_home_prefix,
         metrics_listen=metrics,
+        home_link=home_link,
     )
 
 

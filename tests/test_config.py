@@ -1169,3 +1169,30 @@ def test_bad_ipv4_mobile_networks_of_the_mn_are_one_line(
 ) -> None:
     _, err = mn_error(write, with_mn(**changes))
     assert err.problem.startswith(problem), (err.key, err.problem)
+
+
+# -- [ha] home_link ----------------------------------------------------------------------------
+
+
+def test_a_home_link_loads_and_is_off_by_default(write: Writer) -> None:
+    assert load_ha_config(write(ha_doc())).home_link is None
+    assert load_ha_config(write(with_ha(home_link="eth1"))).home_link == "eth1"
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        (with_ha(home_link="a/b"), "not a valid interface name"),
+        (with_ha(home_link="mip-ha0"), "is the home agent's own TUN (mip-ha0)"),
+    ],
+)
+def test_a_bad_home_link_is_refused(write: Writer, doc: Doc, problem: str) -> None:
+    _, err = ha_error(write, doc)
+    assert err.key == "ha.home_link" and problem in err.problem
+
+
+def test_a_home_link_is_not_taken_with_a_cluster(write: Writer) -> None:
+    doc = with_cluster()
+    doc["ha"]["home_link"] = "eth1"
+    _, err = ha_error(write, doc)
+    assert err.key == "ha.home_link" and "not with [ha.cluster]" in err.problem

@@ -21,12 +21,16 @@ each step either dropping silently (counted as ``drop_<reason>``) or answering w
    outside the home prefix that no SA names is dropped, never answered 132 (docs/conformance.md);
 4. Mesg-ID option → else BA 145; timestamp within ``timestamp_window_s`` of ``now`` and strictly
    greater than any accepted with this SA → else BA 144 (RFC 4285);
-5. H flag → else 139 when a home registration exists (§9.5.1: registration type change), 129
-   otherwise (we are no correspondent node); HoA in the home prefix → else 132;
+5. H flag → else 139 when a home registration exists (§9.5.1: registration type change);
+   without one the BU asks for a correspondent binding, and we run no return routability:
+   138 if it names nonce indices (none is ours), a silent drop if it has none (§9.5.1's
+   tests fail); HoA in the home prefix → else 132;
 6. sequence number newer than the registered entry's (RFC 6275 §9.5.1) → else 135 with the
    last one; with no registered entry (none, or one held ``deleted`` after a de-registration)
    any sequence number is taken, as §9.5.1 says -- replays are refused by step 4;
-7. de-registration (lifetime 0 or CoA = HoA, §10.3.2) or registration (§10.3.1).
+7. de-registration (lifetime 0 or CoA = HoA, §10.3.2) or registration (§10.3.1); with a
+   home link (``HaCoreConfig.home_link``) a first registration waits for Duplicate Address
+   Detection (``core/dad.py``): BA 0 after its second of silence, 134 on a conflict.
 
 A BU comes tunnelled from the home address (mipnode's mobile node) or natively from the
 care-of address with a Home Address option (``home_address=``, RFC 6275 §11.7.1); the latter is
@@ -94,6 +98,7 @@ from typing import Any
 from mipnode.core import binding_cache
 from mipnode.core._options import find_option, ntp_order_key
 from mipnode.core.binding_cache import BindingCache, BindingState, Deadlines
+from mipnode.core.dad import PendingDad, dad_targets
 from mipnode.core.esp_keys import Ephemeral, EspKeys, derive, inbound_spi, spi_tag
 from mipnode.core.ipv4_home import Ipv4HomePool
 from mipnode.core.nemo import MAX_PREFIXES, prefixes_to_register
@@ -157,6 +162,8 @@ ID_MISMATCH = BaStatus.ID_MISMATCH
 MESG_ID_REQUIRED = BaStatus.MESG_ID_REQUIRED
 AUTH_FAILED = BaStatus.AUTH_FAILED
 REGISTRATION_TYPE_CHANGE = BaStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
+DAD_FAILED = BaStatus.DUPLICATE_ADDRESS_DETECTION_FAILED
+EXPIRED_NONCES = BaStatus.EXPIRED_NONCES
 UNRECOGNIZED_MH_TYPE = BeStatus.UNRECOGNIZED_MH_TYPE
 UNSPECIFIED = IPv6Address("::")
 
@@ -189,6 +196,11 @@ class HaCoreConfig:
             4 s units, omitted when that is 0); ``None`` (default) sends none.
         refresh_requests: send Binding Refresh Requests to MNs whose binding nears expiry
             (see the module docstring); restored bindings get one regardless.
+        home_link: the home prefix is on a link shared with other nodes (RFC 6275 §10.3.1):
+            a first registration waits for Duplicate Address Detection of its home address
+            (and its link-local one with the L flag) before its BA, and is refused with 134
+            when another node answers (``core/dad.py``); a mobile node back on that link
+            de-registers from it (``link_address``).
     """
 
     address: IPv6Address
@@ -200,6 +212,7 @@ class HaCoreConfig:
     refresh_requests: bool = False
     require_protection: bool = False
     ipv4_home_prefix: IPv4Network | None = None  # IPv4 home addresses to give (RFC 5555)
+    home_link: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "security_associations", tuple(self.security_associations))
@@ -234,6 +247,12 @@ class Binding:
     keys: EspKeys | None = field(default=None, repr=False, compare=False)
     prefixes: tuple[IPv6Network, ...] = ()  # a mobile router's registered prefixes (RFC 3963)
     ipv4_home_address: IPv4Address | None = None  # given by this home agent (RFC 5555)
+    link_local: bool = False  # the BU had the L flag: its link-local address is defended too
+
+    @property
+    def defended(self) -> tuple[IPv6Address, ...]:
+        """What a home agent with a home link defends for this binding (proxy ND)."""
+        return dad_targets(self.home_address, self.link_local)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +271,17 @@ class BindingRemoved(binding_cache.BindingRemoved):
     node of a cluster gave its home-agent address up)."""
 
 
-HaEvent = BindingAdded | BindingUpdated | BindingRemoved
+@dataclass(frozen=True, slots=True)
+class DadStarted:
+    """A first registration of ``home_address`` waits for Duplicate Address Detection: send
+    a Neighbor Solicitation for each of ``targets`` on the home link, and report a conflict
+    with :meth:`HomeAgentCore.dad_conflict` (``core/dad.py``)."""
+
+    home_address: IPv6Address
+    targets: tuple[IPv6Address, ...]
+
+
+HaEvent = BindingAdded | BindingUpdated | BindingRemoved | DadStarted
 
 
 @dataclass(slots=True)
@@ -269,6 +298,7 @@ class _Entry:
     keys: EspKeys | None = None  # of the latest registration (never exported)
     prefixes: tuple[IPv6Network, ...] = ()  # mobile network prefixes (core/nemo.py)
     ipv4_home_address: IPv4Address | None = None  # core/ipv4_home.py
+    link_local: bool = False  # L flag of the latest registration (a home link defends both)
 
     def snapshot(self) -> Binding:
         return Binding(
@@ -283,6 +313,7 @@ class _Entry:
             self.keys,
             self.prefixes,
             self.ipv4_home_address,
+            self.link_local,
         )
 
 
@@ -305,6 +336,10 @@ class _Request:
     native_source: IPv6Address | None = None
     prefixes: tuple[IPv6Network, ...] = ()  # what the registration gets (core/nemo.py)
     ipv4_ack: Ipv4AddressAck | None = None  # the answer to its IPv4 Home Address option
+    # Sent on the home link by a mobile node back home (RFC 6275 §11.5.5): every answer goes
+    # to this link-layer address, since we may still answer Neighbor Discovery for its home
+    # address (§10.3.2).
+    link_address: bytes | None = None
 
 
 class HomeAgentCore:
@@ -354,6 +389,7 @@ class HomeAgentCore:
         self._counters: Counter[str] = Counter()
         # RFC 6275 §9.3.3: Binding Errors at most one a second per destination, 10 a second.
         self._be_limiter = ErrorRateLimiter(BE_INTERVAL_S, BE_RATE_PER_S)
+        self._dad: PendingDad[_Request] = PendingDad()  # first registrations on a home link
 
     # -- the five verbs -------------------------------------------------------------------
 
@@ -366,6 +402,7 @@ class HomeAgentCore:
         via: Via,
         home_address: AddressLike | None = None,
         checksum_verified: bool = False,
+        link_address: bytes | None = None,
     ) -> str | None:
         """Process one Mobility Header; never raises for bad input (drops are counted). Returns
         the reason a malformed MH was refused (``payload_proto``, ``bad_length``, ...), so the
@@ -376,7 +413,10 @@ class HomeAgentCore:
         (RFC 6275 §11.7.1: from the care-of address ``src`` with a Home Address option) brings
         the option's ``home_address``: the checksum, the authenticator and the answer then
         use it, and the BA goes back with a type 2 routing header (§9.5.4).
-        ``checksum_verified``: the caller already checked the MH checksum (§9.2 wants it first)."""
+        ``checksum_verified``: the caller already checked the MH checksum (§9.2 wants it first).
+        ``link_address``: the BU came on the home link from this link-layer address, sent by a
+        mobile node back home from its home address (§11.5.5): only a de-registration is
+        taken, and the BA goes to that link-layer address (§10.3.2)."""
         self._expire(now)
         native = home_address is not None
         coa_octets = address_bytes(src) if native else None
@@ -393,7 +433,7 @@ class HomeAgentCore:
             self._counters["unknown_mh_type"] += 1
             self._binding_error(now, UNRECOGNIZED_MH_TYPE, src_octets, via, len(data))
             return None
-        request = self._authenticate(data, msg, offsets, src_octets, via, coa_octets)
+        request = self._authenticate(data, msg, offsets, src_octets, via, coa_octets, link_address)
         if request is None:
             return None
         if request.bu.home and find_option(msg.options, NonceIndices) is not None:
@@ -411,10 +451,7 @@ class HomeAgentCore:
             return None
         self._answered_refresh_request(now, request.home_address)
         if not request.bu.home:
-            # §9.5.1: a home registration exists and the H flag changed: 139; without one we
-            # are asked to act as a correspondent, which a home agent does not (129).
-            home = self._cache.registered(request.home_address) is not None
-            self._reply(now, request, REGISTRATION_TYPE_CHANGE if home else PROHIBITED)
+            self._correspondent_bu(now, request)
         elif int(request.home_address) & self._prefix_mask != self._prefix_bits:
             self._reply(now, request, NOT_HOME_SUBNET)
         else:
@@ -422,14 +459,33 @@ class HomeAgentCore:
         return None
 
     def handle_timer(self, now: float) -> None:
-        """Expire bindings, purge deleted entries and send BRRs whose time has come."""
+        """Expire bindings, purge deleted entries, send BRRs whose time has come and register
+        the home addresses whose Duplicate Address Detection found nobody."""
         self._expire(now)
         self._send_due_refresh_requests(now)
+        for hoa, request, _ in self._dad.due(now):
+            self._counters["dad_passed"] += 1
+            self._register(now, request, self._cache.get(hoa))
 
     def get_timer(self) -> float | None:
-        """The next expiry, purge or BRR deadline, or ``None``."""
-        deadlines = (self._cache.next_deadline(), self._brr.next_deadline())
+        """The next expiry, purge, BRR or DAD deadline, or ``None``."""
+        deadlines = (
+            self._cache.next_deadline(),
+            self._brr.next_deadline(),
+            self._dad.next_deadline(),
+        )
         return min((d for d in deadlines if d is not None), default=None)
+
+    def dad_conflict(self, now: float, target: IPv6Address) -> bool:
+        """Another node on the home link uses ``target`` (it answered our solicitation, or
+        solicited for it from the unspecified address itself): the first registration waiting
+        for it is refused with 134 (RFC 6275 §10.3.1). False when no DAD is probing it."""
+        ended = self._dad.conflict(target)
+        if ended is None:
+            return False
+        self._counters["dad_failed"] += 1
+        self._reply(now, ended[1], DAD_FAILED)
+        return True
 
     def datagrams_to_send(self, now: float) -> list[OutgoingMh]:
         """BAs and BRRs queued since the last call."""
@@ -686,6 +742,7 @@ class HomeAgentCore:
         src_octets: bytes,
         via: Via,
         coa_octets: bytes | None = None,
+        link_address: bytes | None = None,
     ) -> _Request | None:
         """Steps 1-3 on the message decoded once (the MAC is checked on it): a BU, its SA, the
         MAC and the SA's HoA."""
@@ -708,6 +765,7 @@ class HomeAgentCore:
         if not verify_decoded_mh_authenticated(
             data, msg, offsets, key=sa.key, coa=mac_coa, hoa=src_octets
         ):
+            # RFC 4285 §5.3 asks for a BA 146 here; we send none (docs/conformance.md, D3).
             self._counters["bad_auth"] += 1
             return None
         home_address = sa.home_address
@@ -729,7 +787,22 @@ class HomeAgentCore:
             mesg.timestamp if mesg is not None else None,
             share,
             native_source=None if coa_octets is None else IPv6Address(coa_octets),
+            link_address=link_address,
         )
+
+    def _correspondent_bu(self, now: float, request: _Request) -> None:
+        """Step 5 for a BU without the H flag (RFC 6275 §9.5.1), which asks for a correspondent
+        binding. With a home registration for the address: 139, and the registration stays.
+        Without one it must pass the correspondent's tests, and a home agent that runs no
+        return routability has given out no nonces: a BU that names nonce indices gets 138
+        (expired nonces); one without the Nonce Indices option fails the tests and is
+        silently discarded, as §9.5.1 orders."""
+        if self._cache.registered(request.home_address) is not None:
+            self._reply(now, request, REGISTRATION_TYPE_CHANGE)
+        elif find_option(request.bu.options, NonceIndices) is not None:
+            self._reply(now, request, EXPIRED_NONCES)
+        else:
+            self._drop("correspondent_bu_without_nonce_indices")
 
     def _check_freshness(self, now: float, request: _Request) -> BaStatus | None:
         """Step 4 (RFC 4285 §6): the Mesg-ID timestamp must be recent and increasing."""
@@ -777,7 +850,15 @@ class HomeAgentCore:
             self._reply(now, request, SEQ_OUT_OF_WINDOW, sequence=entry.sequence)
             return
         if bu.lifetime == 0 or request.care_of == hoa:
+            if self._dad.cancel(hoa) is not None:
+                self._counters["dad_cancelled"] += 1
             self._deregister(now, request, entry)
+            return
+        if request.link_address is not None:
+            # §11.5.5: a mobile node on its home link only de-registers; a care-of address
+            # there would make the binding point at the link we answer for it on.
+            self._counters["home_link_registration_refused"] += 1
+            self._reply(now, request, PROHIBITED)
             return
         if request.share is None and self._config.require_protection:
             self._counters["refused_without_key_share"] += 1
@@ -788,6 +869,13 @@ class HomeAgentCore:
         )
         if status != ACCEPTED:
             self._reply(now, request, status)
+            return
+        if self._config.home_link and (entry is None or entry.state is BindingState.DELETED):
+            # §10.3.1: DAD on the home link before the first BA (core/dad.py).
+            targets = dad_targets(hoa, bu.link_local)
+            if probe := self._dad.start(now, hoa, request, targets):
+                self._counters["dad_started"] += 1
+                self._events.append(DadStarted(hoa, probe))
             return
         self._register(now, request, entry)
 
@@ -846,6 +934,7 @@ class HomeAgentCore:
             entry.registered_at = now
             entry.state = BindingState.REGISTERED
             self._cache.schedule(entry, now + lifetime_s)
+        entry.link_local = request.bu.link_local
         ours = self._key_up(request, entry)
         self._give_ipv4(request, entry)
         self._state_version += 1
@@ -1027,8 +1116,14 @@ class HomeAgentCore:
         )
         # §9.5.4: a BU that came natively is answered natively, to its source (the care-of
         # address) with a type 2 routing header carrying the home address.
-        back_to = request.native_source
-        out = OutgoingMh(data, self._config.address, hoa, request.via, care_of=back_to)
+        out = OutgoingMh(
+            data,
+            self._config.address,
+            hoa,
+            request.via,
+            care_of=request.native_source,
+            link_address=request.link_address,
+        )
         self._outgoing.append(out)
         self._counters["accepted" if status < 128 else f"rejected_{int(status)}"] += 1
 

@@ -46,6 +46,7 @@ from mipnode.core.ha import (
     BindingAdded,
     BindingRemoved,
     BindingUpdated,
+    DadStarted,
     HaCoreConfig,
     HomeAgentCore,
 )
@@ -126,7 +127,25 @@ class SendNative:
     packet: bytes
 
 
-HaTransmit = SendVia | SendFromPort | SendNative
+@dataclass(frozen=True, slots=True)
+class SendOnLink:
+    """A whole IPv6 packet for the home link, to the link-layer address ``link_address``
+    (a BA to a mobile node back home, RFC 6275 §10.3.2: its home address may still resolve to
+    us)."""
+
+    packet: bytes
+    link_address: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendSolicitation:
+    """Duplicate Address Detection for ``target`` on the home link: one Neighbor
+    Solicitation from the unspecified address (RFC 4862 §5.4.2)."""
+
+    target: IPv6Address
+
+
+HaTransmit = SendVia | SendFromPort | SendNative | SendOnLink | SendSolicitation
 MH_TYPE_BU = int(MhType.BU)
 
 
@@ -285,6 +304,34 @@ class HomeAgentNode:
             self._parameter_problem(now, packet, mh_at + offset, source, via, SendNative)
         self._settle(now)
 
+    def receive_home_link_bu(self, now: float, packet: bytes, link_address: bytes) -> None:
+        """A Mobility Header to us on the home link, in ``packet`` (the whole IPv6 packet, the
+        MH right after its header) from the link-layer address ``link_address``: a mobile node
+        back home de-registers from its home address (RFC 6275 §11.5.5), and the answer goes
+        to that link-layer address (§10.3.2)."""
+        source = IPv6Address(packet[8:24])
+        if source not in self._prefix or source == self._address or len(link_address) != 6:
+            self._drop("home_link_mh_source")  # §11.5.5: from the home address only
+            return
+        plen = int.from_bytes(packet[4:6], "big")
+        via = Via("T-native", (str(source),))  # never used: the answer goes by link address
+        self.core.receive_datagram(
+            now,
+            packet[40 : 40 + plen],
+            packet[8:24],
+            self._address_bytes,
+            via,
+            None,
+            False,
+            link_address,
+        )
+        self._settle(now)
+
+    def dad_conflict(self, now: float, target: IPv6Address) -> None:
+        """The driver saw another node use ``target`` on the home link (core/dad.py)."""
+        if self.core.dad_conflict(now, target):
+            self._settle(now)
+
     def unknown_spi(self, now: float, spi: int, via: Via, size: int) -> None:
         """``size`` octets of ESP arrived on ``via`` under an SPI we hold no SA for: ask the
         mobile node whose tag it carries to register again (module docstring)."""
@@ -382,6 +429,9 @@ class HomeAgentNode:
                 self._drop("mh_without_path")
                 continue
             packet = ipv6_packet(out.src, out.dst, NH_MH, out.data)
+            if out.link_address is not None:
+                self._out.append(SendOnLink(packet, out.link_address))
+                continue
             if out.care_of is not None:  # a natively sent BU's answer: to the CoA, RH2 (HoA)
                 self._out.append(SendNative(add_type2_routing_header(packet, out.care_of.packed)))
                 continue
@@ -399,6 +449,8 @@ class HomeAgentNode:
                 self._events.append(
                     HaForwardingChanged(event.home_address, None, False, reason=event.reason)
                 )
+            elif isinstance(event, DadStarted):
+                self._out.extend(SendSolicitation(target) for target in event.targets)
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1

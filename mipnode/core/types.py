@@ -49,3 +49,5 @@ class OutgoingMh:
     dst: IPv6Address
     via: Via | None = None
     care_of: IPv6Address | None = None
+    # A home agent's answer to a mobile node on the home link: to this link-layer address.
+    link_address: bytes | None = None

@@ -57,6 +57,7 @@ from mipnode.drivers.esp_plane import EspSas
 from mipnode.drivers.etcd import Etcd, EtcdError, KeyValue, Put
 from mipnode.drivers.etcd_follow import Follower
 from mipnode.drivers.ha_replication import Replicator
+from mipnode.drivers.home_link import open_na_socket
 from mipnode.drivers.io import Counters
 from mipnode.drivers.logs import RateLimitedLog
 from mipnode.drivers.sa_handover import SaHandover
@@ -84,7 +85,6 @@ REFRESH_BATCH_S = 1.0  # a refresh's record waits at most this long for company
 WRITE_RETRY_S = 0.5  # records etcd did not take are tried again this often
 ANNOUNCE_MAX = 2048
 HEAR_BATCH = 64  # announcements read per wake-up
-ICMP6_FILTER = 1  # linux/icmpv6.h: which ICMPv6 types a raw socket receives
 ALL_NODES = "ff02::1"
 
 
@@ -214,7 +214,7 @@ class ClusterNode:
     # -- run -----------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         announce = _announce_socket(self.cfg.home_link, self.link_index, self.cfg.announce_port)
-        na = _na_socket(self.link_index)
+        na = open_na_socket(self.link_index)
         arp = _arp_socket(self.cfg.home_link) if self.cfg.ipv4_address is not None else None
         with announce, na, arp or contextlib.nullcontext():
             async with trio.open_nursery() as nursery:
@@ -767,21 +767,6 @@ def _arp_socket(link: str) -> socket.socket:
     try:
         sock.setblocking(False)
         sock.bind((link, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _na_socket(index: int) -> socket.socket:
-    """A raw ICMPv6 socket that sends NAs with hop limit 255 (RFC 4861 §7.1.2) and receives
-    nothing (every type filtered out)."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
     except OSError:
         sock.close()
         raise

@@ -41,6 +41,8 @@ from mipnode.core.home_agent import (
     HomeAgentNode,
     SendFromPort,
     SendNative,
+    SendOnLink,
+    SendSolicitation,
     SendVia,
     binding_views,
     path_views,
@@ -56,6 +58,7 @@ from mipnode.drivers.control import serve_control
 from mipnode.drivers.esp_plane import IPPROTO_ESP, EspSas
 from mipnode.drivers.ha_ipv4 import Ipv4Homes
 from mipnode.drivers.ha_native import NativeSignalling
+from mipnode.drivers.home_link import HomeLink
 from mipnode.drivers.io import (
     Counters,
     kernel_drops,
@@ -114,6 +117,7 @@ class HomeAgentDaemon:
                 refresh_requests=True,
                 require_protection=config.protection == "esp",
                 ipv4_home_prefix=config.ipv4_home_prefix,
+                home_link=config.home_link is not None,
             ),
             wall_offset=pump.wall_offset(),
             random_bytes=secrets.token_bytes,
@@ -148,6 +152,11 @@ class HomeAgentDaemon:
         if config.cluster is not None:
             esp = self.esp if self.protected else None  # SAs move at a clean stop
             self.cluster = _cluster_node(config, self.node.core, self.pump.flush, esp)
+        self.home_link: HomeLink | None = None  # drivers/home_link.py, with [ha] home_link
+        if config.home_link is not None:
+            self.home_link = HomeLink(
+                config.home_link, config.address, self.node, self.drops, self.counters
+            )
 
     # -- setup -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -160,9 +169,11 @@ class HomeAgentDaemon:
         # The whole home prefix goes into the TUN: a packet for a home address without a
         # binding is dropped and counted here instead of bouncing between the HA and the
         # router that routes the prefix to it. Bound HoAs also get their own /128 route.
-        await trio.to_thread.run_sync(
-            lambda: netlink.replace_route(str(cfg.home_prefix), cfg.tun_name)
-        )
+        # On a home link (drivers/home_link.py) the prefix is the link's: only the /128s.
+        if self.home_link is None:
+            await trio.to_thread.run_sync(
+                lambda: netlink.replace_route(str(cfg.home_prefix), cfg.tun_name)
+            )
         if cfg.ipv4_home_prefix is not None or any(
             m.ipv4_mobile_network_prefixes for m in cfg.mobile_nodes
         ):  # RFC 5555: IPv4 home addresses, routers' IPv4 networks
@@ -195,10 +206,14 @@ class HomeAgentDaemon:
         )
         try:
             await trio.to_thread.run_sync(self.native.open, str(cfg.address))
+            if self.home_link is not None:
+                await trio.to_thread.run_sync(self.home_link.open)
             await self._serve(task_status)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.native.close)
+                if self.home_link is not None:
+                    await trio.to_thread.run_sync(self.home_link.close)
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         cfg, p = self.config, self.pump
@@ -217,6 +232,9 @@ class HomeAgentDaemon:
             nursery.start_soon(_drain, self.raw_mh, self._from_raw_mh, p)
             assert self.native.tap is not None
             nursery.start_soon(_drain, self.native.tap, self._from_native, p)
+            if self.home_link is not None and self.home_link.tap is not None:
+                nursery.start_soon(self.home_link.run)
+                nursery.start_soon(_drain, self.home_link.tap, self._from_home_link, p)
             for (_, port), sock in self.udp.items():
                 pump.start_udp_drains(nursery, sock, self.lanes.get(sock), self._udp(port), p)
             if self.cluster is not None:
@@ -386,6 +404,12 @@ class HomeAgentDaemon:
             return
         self.native.receive(self.pump.now, pkt, addr)
 
+    def _from_home_link(self, pkt: bytes, addr: Any) -> None:
+        assert self.home_link is not None
+        if len(pkt) > 6 and pkt[6] == NH_MH and not self._admits_mh(False):  # an HMAC each
+            return
+        self.home_link.receive(self.pump.now, pkt, addr)
+
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
         # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop.
         self.drops("native_mh_unsupported")
@@ -492,6 +516,12 @@ class HomeAgentDaemon:
                 send_quietly(sock, out.payload, out.remote, self.drops)
         elif isinstance(out, SendNative):
             self.native.send(out.packet)
+        elif self.home_link is None:
+            self.drops("tx_no_home_link")
+        elif isinstance(out, SendOnLink):
+            self.home_link.send_to(out.packet, out.link_address)
+        elif isinstance(out, SendSolicitation):
+            self.home_link.probe(out.target)
 
     def _send_via(self, via: Via, pkt: bytes, batched: bool = False) -> None:
         """``pkt`` to ``via``; ``batched`` (data from the TUN): over UDP, at the batch's end."""
@@ -522,6 +552,9 @@ class HomeAgentDaemon:
         if not isinstance(event, HaForwardingChanged):
             return
         log.info("%s", event)  # formatted only if the line is written
+        if self.home_link is not None:  # proxy ND for what the binding defends, or none
+            defended = () if event.binding is None else event.binding.defended
+            self.home_link.binding_changed(event.home_address, defended)
         if self.cluster is not None and (
             event.added or self.routes.get(event.home_address.packed) != event.via
         ):
@@ -599,6 +632,7 @@ class HomeAgentDaemon:
                 "internal_errors": dict(pump.HANDLER_ERRORS),
                 "persistence": self._persistence_status(),
                 "cluster": None if self.cluster is None else self.cluster.status(),
+                "home_link": None if self.home_link is None else self.home_link.status(),
             }
         return {"error": f"unknown command {command!r}"}
 

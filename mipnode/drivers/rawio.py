@@ -49,7 +49,7 @@ _FILTER = (
 
 SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # classic BPF ancillary load: the packet's type
 Insn = tuple[int, int, int, int]
-_LDB, _LDH, _LDW, _JEQ, _RET = 0x30, 0x28, 0x20, 0x15, 0x06
+LDB, LDH, LDW, JEQ, RET = 0x30, 0x28, 0x20, 0x15, 0x06
 # The layouts mipnode's own nodes send (wire/exthdr.py): a type 2 routing header or a
 # destination options header holding only the Home Address option, 24 octets each (Hdr Ext Len
 # 2), so the upper layer starts at octet 64. Another layout is not steered: it stays on the
@@ -57,7 +57,7 @@ _LDB, _LDH, _LDW, _JEQ, _RET = 0x30, 0x28, 0x20, 0x15, 0x06
 _EXT_LEN_24 = 2
 
 
-def _assemble(program: list[tuple[Any, ...]]) -> tuple[Insn, ...]:
+def assemble(program: list[tuple[Any, ...]]) -> tuple[Insn, ...]:
     """Classic BPF from ``(code, jt, jf, k)`` rows whose jump targets may be label names, and
     ``("label", name)`` rows; jumps are relative to the next instruction (linux/filter.h)."""
     labels: dict[str, int] = {}
@@ -83,41 +83,41 @@ def tap_program(*, lane: bool) -> tuple[Insn, ...]:
     node's BU), and mipnode's D-native probes: an echo request with a Home Address option or an
     echo reply in a type 2 routing header, with the probes' identifier. The lane also leaves out
     our own transmissions. The data tap takes what :data:`_FILTER` takes, less all of that."""
-    hit = [(_LDW, 0, 0, SKF_AD_PKTTYPE), (_JEQ, "no", "yes", PACKET_OUTGOING)]
-    miss = [(_RET, 0, 0, 0)] if lane else [("label", "plain"), *_FILTER]
-    return _assemble(
+    hit = [(LDW, 0, 0, SKF_AD_PKTTYPE), (JEQ, "no", "yes", PACKET_OUTGOING)]
+    miss = [(RET, 0, 0, 0)] if lane else [("label", "plain"), *_FILTER]
+    return assemble(
         [
-            (_LDB, 0, 0, 6),
-            (_JEQ, "hit", 0, NH_MH),
-            (_JEQ, "rh", 0, NH_ROUTING),
-            (_JEQ, "hao", "miss", NH_DSTOPTS),
+            (LDB, 0, 0, 6),
+            (JEQ, "hit", 0, NH_MH),
+            (JEQ, "rh", 0, NH_ROUTING),
+            (JEQ, "hao", "miss", NH_DSTOPTS),
             ("label", "rh"),
-            (_LDB, 0, 0, 42),  # routing type
-            (_JEQ, 0, "miss", ROUTING_TYPE_2),
-            (_LDB, 0, 0, 41),
-            (_JEQ, 0, "miss", _EXT_LEN_24),
-            (_LDB, 0, 0, 40),  # the header after it
-            (_JEQ, "hit", 0, NH_MH),
-            (_JEQ, 0, "miss", NH_ICMPV6),
-            (_LDB, 0, 0, 64),
-            (_JEQ, "ident", "miss", ICMPV6_ECHO_REPLY),
+            (LDB, 0, 0, 42),  # routing type
+            (JEQ, 0, "miss", ROUTING_TYPE_2),
+            (LDB, 0, 0, 41),
+            (JEQ, 0, "miss", _EXT_LEN_24),
+            (LDB, 0, 0, 40),  # the header after it
+            (JEQ, "hit", 0, NH_MH),
+            (JEQ, 0, "miss", NH_ICMPV6),
+            (LDB, 0, 0, 64),
+            (JEQ, "ident", "miss", ICMPV6_ECHO_REPLY),
             ("label", "hao"),
-            (_LDB, 0, 0, 41),
-            (_JEQ, 0, "miss", _EXT_LEN_24),
-            (_LDB, 0, 0, 40),
-            (_JEQ, "hit", 0, NH_MH),
-            (_JEQ, 0, "miss", NH_ICMPV6),
-            (_LDB, 0, 0, 64),
-            (_JEQ, 0, "miss", ICMPV6_ECHO_REQUEST),
+            (LDB, 0, 0, 41),
+            (JEQ, 0, "miss", _EXT_LEN_24),
+            (LDB, 0, 0, 40),
+            (JEQ, "hit", 0, NH_MH),
+            (JEQ, 0, "miss", NH_ICMPV6),
+            (LDB, 0, 0, 64),
+            (JEQ, 0, "miss", ICMPV6_ECHO_REQUEST),
             ("label", "ident"),
-            (_LDH, 0, 0, 68),
-            (_JEQ, "hit", "miss", D_NATIVE_PROBE_IDENT),
+            (LDH, 0, 0, 68),
+            (JEQ, "hit", "miss", D_NATIVE_PROBE_IDENT),
             ("label", "hit"),
-            *(hit if lane else [(_RET, 0, 0, 0)]),
+            *(hit if lane else [(RET, 0, 0, 0)]),
             ("label", "yes"),
-            (_RET, 0, 0, 0xFFFF),
+            (RET, 0, 0, 0xFFFF),
             ("label", "no"),
-            (_RET, 0, 0, 0),
+            (RET, 0, 0, 0),
             ("label", "miss"),
             *miss,
         ]

@@ -23,6 +23,7 @@ from mipnode.lab.netns import CHILDREN, LabError, RunRecord, run
 HOME_PREFIX = "2001:db8:1::/64"
 HA_ADDRESS = "2001:db8:1::1"
 HOA = "2001:db8:1::100"
+HOME_HOST = "2001:db8:1::2"  # a host on the home link (home_lan)
 CN_ADDRESS = "2001:db8:c::2"
 CN_ADDRESS4 = "198.18.0.2"  # benchmarking range (RFC 2544): never routed beyond the lab
 MN_LAN6 = "2001:db8:a::2"
@@ -73,6 +74,7 @@ def plan(
     attacker: bool = False,
     ha_nodes: int = 1,
     mobile_network: bool = False,
+    home_lan: bool = False,
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str, str], ...]]:
     """Namespaces and veth links (node a, ifname in a, node b, ifname in b) of a topology.
 
@@ -81,7 +83,9 @@ def plan(
     home agent (§5.3) ``core -- fwh -- ha``. With ``ha_nodes`` > 1 the home agents ``ha``,
     ``ha2``, ... of a cluster share one home link: the core's ends of their links are ports
     of a bridge ``home`` in the core. With ``mobile_network`` the MN is a mobile router for
-    ``MOBILE_NETWORK``, and a host ``dev`` on its link ``mn --net0-- dev`` uses it.
+    ``MOBILE_NETWORK``, and a host ``dev`` on its link ``mn --net0-- dev`` uses it. With
+    ``home_lan`` the home prefix is also a link ``ha --home0-- host`` with a host on it (the
+    home agent's ``[ha] home_link``, RFC 6275 §10.4.1).
     """
     nodes = ["mn", "fw", "core", *ha_node_names(ha_nodes)]
     links = [
@@ -110,6 +114,9 @@ def plan(
     if mobile_network:
         nodes.append("dev")
         links.append(("mn", "net0", "dev", "eth0"))
+    if home_lan:
+        nodes.append("host")
+        links.append(("ha", "home0", "host", "eth0"))
     if attacker:
         # An off-path host on the core (issue 12): it can send anything from any address, and
         # sees only what is routed to it (its address and the REFLECT prefix of lab.attack).
@@ -270,6 +277,7 @@ class Topology:
     ha_nodes: int = 1  # home agents: more than one is a cluster on etcd (in the core)
     mobile_network: bool = False  # the MN routes MOBILE_NETWORK for a host `dev` behind it
     ipv4_home: bool = False  # the MN asks for an IPv4 home address; traffic runs over IPv4
+    home_lan: bool = False  # the home prefix is a link ha --home0-- host as well
     etcd_endpoints: tuple[str, ...] = ()  # the cluster's etcd, once started
     # What a cluster's timeline steps hold between them (lab/cluster.py): its etcd
     # (EtcdCluster), a BU capture (capture-bu), the node whose link is cut (cut-ha-holder).
@@ -294,6 +302,7 @@ class Topology:
             self.attacker,
             self.ha_nodes,
             self.mobile_network,
+            self.home_lan,
         )
 
     def mn_host(self) -> tuple[str, str]:
@@ -397,6 +406,7 @@ def build(
     ha_nodes: int = 1,
     mobile_network: bool = False,
     ipv4_home: bool = False,
+    home_lan: bool = False,
 ) -> Topology:
     """Build the namespaces, links, addresses, routes and firewall rules of one topology.
 
@@ -422,6 +432,7 @@ def build(
         ha_nodes=ha_nodes,
         mobile_network=mobile_network,
         ipv4_home=ipv4_home,
+        home_lan=home_lan,
     )
     if ha_nodes > 1 and ha_firewall:
         raise LabError("a firewall in front of a cluster of home agents is not built yet")
@@ -549,6 +560,12 @@ def build(
             addr("mn", "net0", f"{MR_LAN4}/24")
             addr("dev", "eth0", f"{DEVICE4}/24")
             route("dev", "default", "via", MR_LAN4, "dev", "eth0")
+    if home_lan:
+        if ha_nodes > 1 or ha_firewall:
+            raise LabError("a home LAN is built with one home agent and no fwh yet")
+        addr("ha", "home0", f"{HA_ADDRESS}/64")
+        addr("host", "eth0", f"{HOME_HOST}/64")
+        route("host", "default", "via", HA_ADDRESS, "dev", "eth0")
     if attacker:
         addr("core", "to-atk", "2001:db8:e::1/64")
         addr("atk", "eth0", "2001:db8:e::2/64")

@@ -1,4 +1,4 @@
-"""The one Neighbor Discovery message a home agent of a cluster sends itself (RFC 4861).
+"""The Neighbor Discovery messages a home agent builds or reads itself (RFC 4861).
 
 When a node takes a home-agent address over, the home link's router still has the old
 holder's link-layer address for it. An unsolicited Neighbor Advertisement with the Override
@@ -11,6 +11,9 @@ with any other, §7.1.2); the kernel fills in the ICMPv6 checksum.
 from __future__ import annotations
 
 import struct
+
+from mipnode.wire.errors import BadPacket
+from mipnode.wire.ipv6 import NH_ICMPV6, upper_layer_checksum
 
 ICMPV6_NEIGHBOR_ADVERTISEMENT = 136
 FLAG_ROUTER = 0x80  # first octet of the flags word (RFC 4861 §4.4)
@@ -29,3 +32,63 @@ def unsolicited_na(target: bytes, link_layer: bytes, *, router: bool) -> bytes:
     return _NA.pack(
         ICMPV6_NEIGHBOR_ADVERTISEMENT, 0, 0, flags, target, OPTION_TARGET_LINK_LAYER, 1, link_layer
     )
+
+
+# -- a home agent on its home link (RFC 6275 §10.3.1, §10.4.1) ------------------------------------
+
+ICMPV6_NEIGHBOR_SOLICITATION = 135
+ND_HOP_LIMIT = 255  # RFC 4861 §7.1: any other value means the message crossed a router
+_SOLICITED_NODE = bytes.fromhex("ff0200000000000000000001ff")  # ff02::1:ff00:0/104
+_IPV6 = struct.Struct("!IHBB16s16s")
+_NS = struct.Struct("!BBH4x16s")
+UNSPECIFIED = bytes(16)
+
+
+def solicited_node(address: bytes) -> bytes:
+    """The solicited-node multicast address of ``address`` (RFC 4291 §2.7.1)."""
+    return _SOLICITED_NODE + address[13:16]
+
+
+def multicast_mac(group: bytes) -> bytes:
+    """The Ethernet address an IPv6 multicast ``group`` is sent to (RFC 2464 §7)."""
+    return b"\x33\x33" + group[12:16]
+
+
+def dad_solicitation(target: bytes) -> bytes:
+    """The whole IPv6 packet of a Duplicate Address Detection probe for ``target`` (RFC 4862
+    §5.4.2): a Neighbor Solicitation from the unspecified address to the target's
+    solicited-node group, hop limit 255, without a Source Link-Layer Address option (RFC 4861
+    §4.3 forbids one from the unspecified address)."""
+    if len(target) != 16:
+        raise ValueError("target is 16 octets")
+    dst = solicited_node(target)
+    message = _NS.pack(ICMPV6_NEIGHBOR_SOLICITATION, 0, 0, target)
+    message = (
+        message[:2]
+        + struct.pack("!H", upper_layer_checksum(UNSPECIFIED, dst, NH_ICMPV6, message))
+        + message[4:]
+    )
+    header = _IPV6.pack(6 << 28, len(message), NH_ICMPV6, ND_HOP_LIMIT, UNSPECIFIED, dst)
+    return header + message
+
+
+def neighbor_message_untrusted(packet: bytes) -> tuple[int, bytes, bytes]:
+    """``(type, source, target)`` of a Neighbor Solicitation or Advertisement in ``packet`` (a
+    whole IPv6 packet, the ICMPv6 message right after its header). Only what RFC 4861 §7.1.1
+    and §7.1.2 let a node take: hop limit 255, code 0, at least 24 octets; the checksum is the
+    kernel's to check, but a tap sees the packet ahead of it, so it is checked here."""
+    if len(packet) < 64 or packet[0] >> 4 != 6 or packet[6] != NH_ICMPV6:
+        raise BadPacket("nd_short")
+    if packet[7] != ND_HOP_LIMIT:
+        raise BadPacket("nd_hop_limit")
+    length = int.from_bytes(packet[4:6], "big")
+    message = packet[40 : 40 + length]
+    if length < 24 or len(message) != length:
+        raise BadPacket("nd_length")
+    kind = message[0]
+    if kind not in (ICMPV6_NEIGHBOR_SOLICITATION, ICMPV6_NEIGHBOR_ADVERTISEMENT) or message[1]:
+        raise BadPacket("nd_type")
+    source, destination = packet[8:24], packet[24:40]
+    if upper_layer_checksum(source, destination, NH_ICMPV6, message) != 0:
+        raise BadPacket("nd_checksum")
+    return kind, source, message[8:24]

@@ -73,9 +73,11 @@ def build_bu(
     mobile_router: bool = False,
     extra: tuple[MobilityOption, ...] = (),
     mac_coa: IPv6Address | None = None,
+    link_local: bool = False,
 ) -> bytes:
     """An authenticated home BU as an MN would send it inside the tunnel (HoA -> HA);
-    ``mobile_router``: the R flag (RFC 3963), ``extra``: options after the Alt-CoA."""
+    ``mobile_router``: the R flag (RFC 3963), ``extra``: options after the Alt-CoA,
+    ``link_local``: the L flag."""
     options: list[MobilityOption] = []
     if coa is not None:
         options.append(AlternateCareOfAddress(coa))
@@ -89,6 +91,7 @@ def build_bu(
         home=home,
         options=tuple(options),
         mobile_router=mobile_router,
+        link_local=link_local,
     )
     mac_coa = coa if coa is not None else (mac_coa or hoa)  # a native BU: its source CoA
     return encode_mh_authenticated(bu, hoa, HA, spi=spi, key=key, coa=mac_coa, hoa=hoa)

@@ -382,8 +382,14 @@ class HaDriver:
             status, ba_seq = 145, seq
         elif not self.fresh(sa.spi, timestamp):
             status, ba_seq = 144, seq
+        elif not bu.home and self.ha.binding_for(hoa) is None:
+            # RFC 6275 §9.5.1: no Nonce Indices option, so it fails a correspondent's tests.
+            self.ha.receive_datagram(self.now, data, hoa, HA, via)
+            assert self.ha.datagrams_to_send(self.now) == []
+            assert all(isinstance(e, BindingRemoved) for e in drain(self.ha))
+            return
         elif not bu.home:
-            status, ba_seq = 129, seq
+            status, ba_seq = 139, seq
         elif hoa not in PREFIX:
             status, ba_seq = 132, seq
         elif entry is not None and not newer(seq, entry.sequence):

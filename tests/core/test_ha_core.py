@@ -48,6 +48,7 @@ from mipnode.wire.mh import (
     BindingRefreshRequest,
     BindingUpdate,
     MesgId,
+    NonceIndices,
     encode_mh,
     fill_mh_checksum,
 )
@@ -383,9 +384,22 @@ def test_timestamps_are_tracked_per_security_association() -> None:
 # -- home registration rules ----------------------------------------------------------------
 
 
-def test_a_bu_without_the_h_flag_is_administratively_prohibited() -> None:
+def test_a_bu_without_the_h_flag_and_without_nonce_indices_is_silently_discarded() -> None:
+    """RFC 6275 §9.5.1: without the H flag a BU must carry Nonce Indices (a correspondent
+    registration); one that lacks them fails the tests and is discarded without a BA."""
     ha, stamp = make_ha(), Stamper()
-    assert register(ha, stamp, T0, 1, home=False) == 129
+    ha.receive_datagram(T0, build_bu(1, stamp(T0), home=False), HOA, HA, VIA)
+    assert ha.datagrams_to_send(T0) == [] and ha.bindings() == []
+    assert ha.statistics()["drop_correspondent_bu_without_nonce_indices"] == 1
+
+
+def test_a_bu_without_the_h_flag_naming_nonce_indices_gets_138() -> None:
+    """RFC 6275 §9.5.1: nonce indices the node does not recognise get 136, 137 or 138; a home
+    agent runs no return routability and recognises none: 138, and nothing is cached."""
+    ha, stamp = make_ha(), Stamper()
+    data = build_bu(1, stamp(T0), home=False, extra=(NonceIndices(1, 2),))
+    ha.receive_datagram(T0, data, HOA, HA, VIA)
+    assert single_ba(ha, T0).status == 138
     assert ha.bindings() == []
 
 

@@ -69,6 +69,7 @@ with warnings.catch_warnings():
         MIP6OptAltCoA,
         MIP6OptBRAdvice,
         MIP6OptMsgAuth,
+        MIP6OptNonceIndices,
         MIP6OptReplayProtection,
         Pad1,
         PadN,
@@ -200,6 +201,7 @@ class Mn:
         spi: int | None = None,
         key: bytes | None = None,
         auth: str = "last",
+        extra: Sequence[tuple[Packet, int, int]] = (),
     ) -> bytes:
         """A Binding Update from this node, authenticated and with its checksum (HoA -> HA).
 
@@ -207,7 +209,8 @@ class Mn:
         ``mac_coa``: the care-of address the authenticator covers (default: the Alternate
         Care-of Address, else ``COA``, the source of a native BU). ``auth``: ``"last"`` (RFC
         4285 §5), ``"padded"`` (followed by padding, as scapy's autopad would lay it out),
-        ``"before_mesg_id"`` (followed by the Mesg-ID option) or ``"none"``."""
+        ``"before_mesg_id"`` (followed by the Mesg-ID option) or ``"none"``. ``extra``: more
+        options after the Alternate Care-of Address, each with its alignment ``x``n+``y``."""
         spi = self.spi if spi is None else spi
         key = self.key if key is None else key
         mac_coa = mac_coa or alt_coa or COA
@@ -216,6 +219,7 @@ class Mn:
         options: list[tuple[Packet, int, int]] = []
         if alt_coa is not None:
             options.append((MIP6OptAltCoA(acoa=alt_coa), 8, 6))
+        options += extra
         mesg = [] if timestamp is None else [(MIP6OptReplayProtection(timestamp=timestamp), 8, 2)]
         msg_auth = MIP6OptMsgAuth(subtype=1, mspi=spi, authdata=bytes(12))
         if auth == "last":  # 4n+1, and ending the MH on 8 octets
@@ -366,7 +370,10 @@ def mesg_id(reply: Reply) -> int | None:
 # -- the lab --------------------------------------------------------------------------------------
 
 
-def ha_config(path: Path, nodes: Sequence[Mn], *, protection: str, state_dir: Path | None) -> Path:
+def ha_config(
+    path: Path, nodes: Sequence[Mn], *, protection: str, state_dir: Path | None, extra: str = ""
+) -> Path:
+    """The home agent's configuration; ``extra``: more lines for ``[ha]``."""
     entries = "".join(
         f'\n[[mobile_node]]\nhome_address = "{n.hoa}"\nspi = {n.spi}\nkey = "{n.key.hex()}"\n'
         for n in nodes
@@ -374,7 +381,7 @@ def ha_config(path: Path, nodes: Sequence[Mn], *, protection: str, state_dir: Pa
     keeps = f'state_dir = "{state_dir}"\n' if state_dir is not None else ""
     path.write_text(
         f'[ha]\naddress = "{HA}"\nhome_prefix = "{HOME_PREFIX}"\n'
-        f'max_lifetime_s = {MAX_LIFETIME_S}\nprotection = "{protection}"\n{keeps}{entries}'
+        f'max_lifetime_s = {MAX_LIFETIME_S}\nprotection = "{protection}"\n{keeps}{extra}{entries}'
     )
     path.chmod(0o600)  # it holds keys: the daemon refuses it open to others
     return path
@@ -725,13 +732,18 @@ def test_s9_5_1_registration_type_change_gets_139(home: Home) -> None:
     assert binding is not None and binding["sequence"] == 1
 
 
-def test_s9_5_1_no_h_flag_without_binding_gets_129(home: Home) -> None:
-    """§9.5.1 (deviation D5): a BU without the H flag asks the home agent to act as a
-    correspondent node, which it is not; with no home registration it is refused with BA 129
-    (administratively prohibited) and no entry is made."""
+def test_s9_5_1_no_h_flag_without_nonce_indices_is_silently_discarded(home: Home) -> None:
+    """§9.5.1: a BU without the H flag MUST carry a Nonce Indices option (a correspondent
+    registration, after return routability); one without it fails the tests and MUST be
+    silently discarded: no BA, no entry. The same node's BU that names nonce indices the home
+    agent never gave out (it runs no return routability) MUST get 138, expired nonces."""
     mn = home.nodes["no_h"]
-    ba = home.ba(mn, mn.tunnelled(mn.bu(1, flags="A"))).message
-    assert (ba.status, ba.seq) == (129, 1)
+    assert home.silence(mn.hoa, mn.tunnelled(mn.bu(1, flags="A"))) == []
+    assert home.binding(mn.hoa) is None
+    # scapy's default Length (16) is not RFC 6275 §6.2.6's 4
+    nonces = [(MIP6OptNonceIndices(olen=4, hni=1, coni=2), 2, 0)]
+    ba = home.ba(mn, mn.tunnelled(mn.bu(2, flags="A", extra=nonces))).message
+    assert (ba.status, ba.seq) == (138, 2)
     assert home.binding(mn.hoa) is None
 
 
