@@ -207,6 +207,8 @@ def _mn_status(answer: dict[str, Any], out: Out, now: float) -> None:
     )
     if answer.get("ipv4_home_address"):
         out.line(f"  ipv4 home address {answer['ipv4_home_address']}")
+    if answer.get("home_prefixes"):
+        out.line(f"  home prefixes {', '.join(map(str, answer['home_prefixes']))}")
     rows = [
         [
             "candidate",

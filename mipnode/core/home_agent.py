@@ -51,6 +51,7 @@ from mipnode.core.ha import (
     HomeAgentCore,
 )
 from mipnode.core.ipv4_networks import text
+from mipnode.core.prefix_delivery import PrefixDelivery
 from mipnode.core.token_bucket import ErrorRateLimiter
 from mipnode.core.types import Via
 from mipnode.core.views import (
@@ -63,9 +64,13 @@ from mipnode.core.views import (
 )
 from mipnode.wire.errors import BadPacket
 from mipnode.wire.icmpv6 import build_parameter_problem
-from mipnode.wire.ipv6 import NH_MH, NH_UDP
+from mipnode.wire.ipv6 import NH_ICMPV6, NH_MH, NH_UDP
 from mipnode.wire.mh import MH_PROBLEM_OFFSET, MhType, mh_checksum_ok
 from mipnode.wire.packets import STUN_PORT, ipv6_packet, udp_in_ipv6
+from mipnode.wire.prefix_discovery import (
+    ICMPV6_MOBILE_PREFIX_SOLICITATION,
+    solicitation_identifier_untrusted,
+)
 from tunnels.ro import add_type2_routing_header
 
 TransportAddress = tuple[str, int]
@@ -145,6 +150,8 @@ class SendSolicitation:
     target: IPv6Address
 
 
+IPV6_HEADER = 40
+IPV6_AND_RH2 = IPV6_HEADER + 24  # a native answer's headers (RFC 6275 §6.4)
 HaTransmit = SendVia | SendFromPort | SendNative | SendOnLink | SendSolicitation
 MH_TYPE_BU = int(MhType.BU)
 
@@ -172,6 +179,7 @@ class HomeAgentNode:
         self._reply_protect: IPv6Address | None = None  # answers to a sealed BU go sealed
         self.drops: dict[str, int] = {}  # what this node refused, by reason (status "drops")
         self._pp_limiter = ErrorRateLimiter(BE_INTERVAL_S, BE_RATE_PER_S)  # RFC 4443 §2.4 (f)
+        self._prefixes = PrefixDelivery(config.address, config.home_prefix)  # RFC 6275 §10.6
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -216,6 +224,9 @@ class HomeAgentNode:
                 )
             self._settle(now)
             self._reply_protect = None
+            return
+        if nh == NH_ICMPV6 and plen and inner[40] == ICMPV6_MOBILE_PREFIX_SOLICITATION:
+            self._prefix_solicited_in_tunnel(now, inner, plen, via, protected_for)
             return
         if nh == NH_UDP and len(inner) >= 48:
             dport = int.from_bytes(inner[42:44], "big")
@@ -326,6 +337,76 @@ class HomeAgentNode:
             link_address,
         )
         self._settle(now)
+
+    def receive_native_prefix_solicitation(
+        self, now: float, message: bytes, care_of: bytes, home_address: bytes, size: int
+    ) -> None:
+        """A Mobile Prefix Solicitation (the ICMPv6 ``message``) sent natively from ``care_of``
+        with a Home Address option naming ``home_address`` (RFC 6275 §6.7, §11.4.2), in a packet
+        of ``size`` octets: answered to the care-of address with a type 2 routing header
+        (§6.8), if that is where the home address is bound (core/prefix_delivery.py)."""
+        packet = self._prefix_solicited(
+            now,
+            message,
+            home_address,
+            lambda b: b.care_of_address.packed == care_of,
+            IPV6_AND_RH2,
+            size,
+        )
+        if packet is not None:
+            self._out.append(SendNative(add_type2_routing_header(packet, care_of)))
+
+    def _prefix_solicited_in_tunnel(
+        self, now: float, inner: bytes, plen: int, via: Via, protected_for: IPv6Address | None
+    ) -> None:
+        """A Mobile Prefix Solicitation to us in the tunnel, from a home address bound on
+        ``via`` or sealed by its own SA: answered in the tunnel, sealed if it came sealed."""
+        sealed = protected_for is not None and protected_for.packed == inner[8:24]
+        packet = self._prefix_solicited(
+            now,
+            inner[40 : 40 + plen],
+            inner[8:24],
+            lambda b: sealed or b.via == via,
+            IPV6_HEADER,
+            None if sealed else len(inner),
+        )
+        if packet is not None:
+            self._out.append(SendVia(via, packet, protected_for if sealed else None))
+
+    def _prefix_solicited(
+        self,
+        now: float,
+        message: bytes,
+        home_address: bytes,
+        bound_here: Callable[[Binding], bool],
+        headers: int,
+        room: int | None,
+    ) -> bytes | None:
+        """The advertisement's IPv6 packet (HA -> HoA) for a solicitation from a home address
+        whose binding ``bound_here`` accepts, or None (counted). ``room``: the size of an
+        unauthenticated solicitation, which the answer (``headers`` and the message) must not
+        exceed; None when it came sealed."""
+        try:
+            identifier = solicitation_identifier_untrusted(
+                message, home_address, self._address_bytes
+            )
+        except BadPacket as exc:
+            self._drop(exc.reason)
+            return None
+        hoa = IPv6Address(home_address)
+        binding = self.core.binding_for(hoa)
+        if binding is None or not bound_here(binding):
+            self._drop("mps_not_from_a_binding")  # §9.3.1: an address we cannot vouch for
+            return None
+        answer = self._prefixes.answer(now, identifier, hoa, headers, room)
+        if isinstance(answer, str):
+            self._drop(answer)
+            return None
+        self._count("mpa_sent")
+        return ipv6_packet(self._address, hoa, NH_ICMPV6, answer)
+
+    def _count(self, name: str) -> None:
+        self._counters[name] = self._counters.get(name, 0) + 1
 
     def dad_conflict(self, now: float, target: IPv6Address) -> None:
         """The driver saw another node use ``target`` on the home link (core/dad.py)."""
@@ -454,6 +535,16 @@ class HomeAgentNode:
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+def for_the_node_core(inner: bytes) -> bool:
+    """Whether a tunnelled packet to the home agent's own address is for the node core (a
+    Mobility Header, a check, a Mobile Prefix Solicitation) rather than for the host's kernel
+    (a ping, say): what a driver asks before :meth:`HomeAgentNode.receive_tunnelled`."""
+    nh = inner[6]
+    return nh in (NH_MH, NH_UDP) or (
+        nh == NH_ICMPV6 and len(inner) > 40 and inner[40] == ICMPV6_MOBILE_PREFIX_SOLICITATION
+    )
 
 
 def binding_views(node: HomeAgentNode, now: float) -> list[BindingView]:

@@ -102,6 +102,7 @@ class MnStatus:
     uptime_s: float
     protection: str  # "esp" (keyed or not yet: see esp_keyed) or "none"
     esp_keyed: bool
+    home_prefixes: list[str]  # what the home agent advertised (RFC 6275 §11.4.3)
 
 
 def binding(node: MobileNode, now: float) -> BindingView | None:
@@ -285,7 +286,13 @@ def status(node: MobileNode, now: float) -> MnStatus:
         uptime_s=round(now - node.started_at, 1),
         protection="none" if node.config.suite is None else "esp",
         esp_keyed=node.keyed,
+        home_prefixes=_home_prefixes(node),
     )
+
+
+def _home_prefixes(node: MobileNode) -> list[str]:
+    adv = node.home_prefixes.advertised
+    return [] if adv is None else [str(info.prefix) for info in adv.prefixes]
 
 
 def bindings(node: MobileNode, now: float) -> dict[str, Any]:

@@ -79,6 +79,7 @@ from mipnode.core.mn_diagnosis import (
     unreachable_text,
 )
 from mipnode.core.mn_hosts import HostPaths, flow_key, split_key
+from mipnode.core.mn_prefixes import HomePrefixes
 from mipnode.core.transmit import (
     NATIVE_PORT,
     Deliver,
@@ -102,6 +103,7 @@ from mipnode.wire.packets import (
     echo_request,
     ipv6_packet,
 )
+from mipnode.wire.prefix_discovery import ICMPV6_MOBILE_PREFIX_ADVERTISEMENT
 from tunnels.ro import remove_type2_routing_header_untrusted
 
 RandomBytes = Callable[[int], bytes]
@@ -289,6 +291,7 @@ class MobileNode:
         self._gathered_from: tuple[HomePath, dict[object, TransportAddress]] | None = None
         self._events: deque[MobileNodeEvent] = deque()
         self._counters: Counter[str] = Counter()
+        self.home_prefixes = HomePrefixes(self._hoa, self._ha)  # RFC 6275 §11.4 (mn_prefixes)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -658,6 +661,40 @@ class MobileNode:
         # A reverse-tunnelled packet right after each BA keeps the access firewall's state for
         # the home agent's packets fresh (DESIGN §4 conntrack hygiene).
         self._send_keepalive(now)
+        if changed or first or self.home_prefixes.due(now):
+            self._solicit_prefixes(now, force=changed or first)
+
+    def _solicit_prefixes(self, now: float, *, force: bool) -> None:
+        """A Mobile Prefix Solicitation to the home agent (core/mn_prefixes.py)."""
+        message = self.home_prefixes.solicit(now, self._rand16(), force=force)
+        if message is not None:
+            self._send_home(ipv6_packet(self._hoa, self._ha, NH_ICMPV6, message))
+            self._counters["prefix_solicitations_sent"] += 1
+
+    def _prefix_advertisement(self, now: float, message: bytes) -> None:
+        """RFC 6275 §11.4.3: take the answer to our latest solicitation; solicit again after
+        an unsolicited one."""
+        result = self.home_prefixes.receive_untrusted(now, message)
+        if result == "unsolicited":
+            self._counters["prefix_advertisements_unsolicited"] += 1
+            self._solicit_prefixes(now, force=False)
+            return
+        if result != "taken":
+            self._drop(result)
+            return
+        self._counters["prefix_advertisements_taken"] += 1
+        adv = self.home_prefixes.advertised
+        assert adv is not None
+        listed = ", ".join(str(info.prefix) for info in adv.prefixes)
+        if adv.holds_home_address:
+            self._notice("debug", "home_prefixes", f"home agent advertises {listed}")
+        else:
+            self._notice(
+                "warning",
+                "home_prefixes",
+                f"home agent advertises {listed}; home address {self._hoa} is in none of them "
+                "(the home network was renumbered, or the configuration is wrong)",
+            )
 
     def _retire(self) -> None:
         if self._retiring is not None:
@@ -730,6 +767,9 @@ class MobileNode:
                 self.home.receive_answer(now, payload[8:], local, remote)
                 return
             if nh == NH_ICMPV6 and len(payload) >= 8:
+                if from_ha and payload[0] == ICMPV6_MOBILE_PREFIX_ADVERTISEMENT:
+                    self._prefix_advertisement(now, payload)
+                    return
                 if (
                     from_ha
                     and payload[0] == ICMPV6_ECHO_REPLY

@@ -45,6 +45,7 @@ from mipnode.core.home_agent import (
     SendSolicitation,
     SendVia,
     binding_views,
+    for_the_node_core,
     path_views,
 )
 from mipnode.core.ipv4_networks import split
@@ -73,7 +74,7 @@ from mipnode.drivers.routes import HostRoutes
 from mipnode.drivers.startup import ClusterUnavailable
 from mipnode.drivers.tun import Tun, open_daemon_tun
 from mipnode.wire.errors import BadPacket
-from mipnode.wire.ipv6 import NH_MH, NH_UDP
+from mipnode.wire.ipv6 import NH_MH
 from tunnels.demux import UdpPayloadKind, classify_udp_payload_untrusted
 from tunnels.esp import MIN_PACKET_LENGTH, spi_of
 
@@ -432,7 +433,7 @@ class HomeAgentDaemon:
                 self.tun.write(inner, True)
                 self.counters.pending.append("forwarded_ipv4_from_mn")
             return
-        if inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
+        if inner[24:40] == self.ha_bytes and for_the_node_core(inner):
             self.node.receive_tunnelled(self.pump.now, inner, via, IPv6Address(owner))
             return
         if inner[8:24] != owner and (
@@ -448,7 +449,7 @@ class HomeAgentDaemon:
         if len(inner) < 40 or inner[0] >> 4 != 6:
             self.drops("tunnel_not_ipv6")
             return
-        if not sealed and inner[24:40] == self.ha_bytes and inner[6] in (NH_MH, NH_UDP):
+        if not sealed and inner[24:40] == self.ha_bytes and for_the_node_core(inner):
             if self._standby("signalling"):
                 return
             if (

@@ -18,7 +18,8 @@ from typing import Any
 
 from mipnode.drivers import rawio
 from mipnode.wire.errors import BadPacket
-from mipnode.wire.ipv6 import NH_DSTOPTS, NH_MH
+from mipnode.wire.ipv6 import NH_DSTOPTS, NH_ICMPV6, NH_MH
+from mipnode.wire.prefix_discovery import ICMPV6_MOBILE_PREFIX_SOLICITATION
 from tunnels.ro import remove_home_address_option_untrusted
 
 
@@ -41,10 +42,15 @@ class NativeSignalling:
         # options header first: data and our own answers never wake the daemon.
         self.tap = rawio.open_tap(None, rawio.destination_options_filter(self.address))
         self.sender = rawio.open_raw_sender(None)
-        # Only Mobility Headers with the option: a tunnel packet with an encapsulation limit
-        # option (RFC 2473 §5.1) must still reach the protocol-41 socket.
+        # Only Mobility Headers and ICMPv6 (Mobile Prefix Solicitations) with the option: a
+        # tunnel packet with an encapsulation limit option (RFC 2473 §5.1) must still reach
+        # the protocol-41 socket.
         rawio.install_rx_drops(
-            self.table, dstopts=True, routing2=False, daddrs=(address_text,), l4proto=NH_MH
+            self.table,
+            dstopts=True,
+            routing2=False,
+            daddrs=(address_text,),
+            l4proto=(NH_MH, NH_ICMPV6),
         )
 
     def close(self) -> None:
@@ -68,12 +74,24 @@ class NativeSignalling:
         except BadPacket as exc:
             self.drops(f"native_hao_{exc.reason}")
             return
+        plen = int.from_bytes(inner[4:6], "big")
+        if (
+            inner[6] == NH_ICMPV6
+            and len(inner) > 40
+            and inner[40] == ICMPV6_MOBILE_PREFIX_SOLICITATION
+        ):
+            # §6.7: from the care-of address with a Home Address option; the core answers only
+            # a home address bound there.
+            message = inner[40 : 40 + plen]
+            self.node.receive_native_prefix_solicitation(
+                now, message, care_of, home_address, len(pkt)
+            )
+            return
         if inner[6] != NH_MH:
             self.drops("native_hao_not_mh")  # §9.3.1: only a BU may bring an HAO unbound
             return
         if not self.admit():
             return  # counted by the daemon (unbound_mh_rate_limited)
-        plen = int.from_bytes(inner[4:6], "big")
         mh_at = 40 + len(pkt) - len(inner)  # the MH in the packet as it came (behind the option)
         self.node.receive_native_bu(now, inner[40 : 40 + plen], care_of, home_address, pkt, mh_at)
 

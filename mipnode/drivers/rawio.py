@@ -223,7 +223,7 @@ def install_rx_drops(
     routing2: bool,
     iifname: str | None = None,
     daddrs: tuple[str, ...] = (),
-    l4proto: int | None = None,
+    l4proto: int | tuple[int, ...] | None = None,
 ) -> None:
     """Create (or replace) ``inet <table>`` with the prerouting drops for tapped packets,
     limited to what the tap listens to: packets arriving on ``iifname`` for ``daddrs``.
@@ -236,7 +236,9 @@ def install_rx_drops(
         match += f'iifname "{iifname}" '
     if daddrs:
         match += f"ip6 daddr {{ {', '.join(daddrs)} }} "
-    if l4proto is not None:  # the transport after the extension headers (135: the MH)
+    if isinstance(l4proto, tuple):  # the transports after the extension headers
+        match += f"meta l4proto {{ {', '.join(map(str, l4proto))} }} "
+    elif l4proto is not None:  # the transport after the extension headers (135: the MH)
         match += f"meta l4proto {l4proto} "
     rules = []
     if routing2:

@@ -33,6 +33,7 @@ from mipnode.core.home_agent import (
     HomeAgentNode,
     SendFromPort,
     SendVia,
+    for_the_node_core,
 )
 from mipnode.core.home_path import Access
 from mipnode.core.mobile_node import (
@@ -201,7 +202,7 @@ class NodeNet:
         if opened is None:
             return
         inner, owner = opened
-        if inner[24:40] == HA6.packed and inner[6] in (NH_MH, NH_UDP):
+        if inner[24:40] == HA6.packed and for_the_node_core(inner):
             self.ha.receive_tunnelled(self.now, inner, via, IPv6Address(owner))
         elif inner[8:24] == owner:
             self._ha_tunnel(inner, via, sealed=True)
@@ -209,7 +210,7 @@ class NodeNet:
     def _ha_tunnel(self, inner: bytes, via: Via, sealed: bool = False) -> None:
         """The HA daemon's fast path: signalling and checks to the node core, data through the
         ingress filter."""
-        if not sealed and inner[24:40] == HA6.packed and inner[6] in (NH_MH, NH_UDP):
+        if not sealed and inner[24:40] == HA6.packed and for_the_node_core(inner):
             self.ha.receive_tunnelled(self.now, inner, via)
         elif not sealed and self.protected:
             self.ha_drops("clear_data_refused")

@@ -60,6 +60,9 @@ with warnings.catch_warnings():
         MIP6MH_BU,
         ICMPv6EchoReply,
         ICMPv6EchoRequest,
+        ICMPv6MPAdv,
+        ICMPv6MPSol,
+        ICMPv6NDOptPrefixInfo,
         ICMPv6ParamProblem,
         IPerror6,
         IPv6,
@@ -115,6 +118,8 @@ NODE_NAMES = (
     "stale",
     "replay",
     "echo",
+    "prefix",
+    "prefix_native",
 )
 
 # -- the mobile node's side, built independently of mipnode ---------------------------------------
@@ -255,6 +260,11 @@ class Mn:
             / Raw(mh)
         )
         return bytes(packet)
+
+
+def tunnel_packet(inner: bytes, coa: str = COA) -> bytes:
+    """A whole inner IPv6 packet in IPv6-in-IPv6 from ``coa`` to the HA."""
+    return bytes(IPv6(src=coa, dst=HA) / IPv6(inner))
 
 
 def tunnel(inner_src: str, mh: bytes, coa: str = COA) -> bytes:
@@ -804,6 +814,70 @@ def _echo(reply: Reply, kind: type, dst: str) -> bool:
         and reply.inner.haslayer(kind)
         and IPv6Address(reply.inner.dst) == IPv6Address(dst)
     )
+
+
+def _solicitation(identifier: int, padded: bool) -> Packet:
+    """A Mobile Prefix Solicitation (§6.7); ``padded`` with 40 octets of an option type the home
+    agent must skip, so it is no smaller than the advertisement that answers it."""
+    pad = Raw(bytes([254, 5]) + bytes(38)) if padded else Raw(b"")
+    return ICMPv6MPSol(id=identifier) / pad
+
+
+def _advertisement(reply: Reply, identifier: int) -> None:
+    """An advertisement for ``identifier`` listing the home prefix, with the home agent's
+    address under the Router Address flag (§6.8, §7.2)."""
+    mpa = reply.packet[ICMPv6MPAdv]
+    assert (mpa.id, mpa.flags) == (identifier, 0)
+    pio = reply.packet[ICMPv6NDOptPrefixInfo]
+    assert (pio.prefixlen, pio.L, pio.A, pio.R) == (64, 1, 1, 1)
+    assert IPv6Address(pio.prefix) == IPv6Address(HA)
+    assert IPv6Address(pio.prefix).packed[:8] == IPv6Address(HOME_PREFIX.split("/")[0]).packed[:8]
+
+
+def _is_mpa(r: Reply) -> bool:
+    return r.packet.haslayer(ICMPv6MPAdv)
+
+
+def test_s10_6_a_solicitation_in_the_tunnel_gets_the_home_prefix(home: Home) -> None:
+    """§10.3.1 (MUST propagate home prefixes, §10.6), §10.6.2: a Mobile Prefix Solicitation from
+    a registered mobile node is answered right away with a Mobile Prefix Advertisement that
+    copies its Identifier and lists the home prefix (§6.8); here, as mipnode signals, in the
+    tunnel to the home address. An unpadded solicitation in clear gets no answer: the
+    advertisement would be larger than it (D1's rule)."""
+    mn = home.nodes["prefix"]
+    assert home.ba(mn, mn.tunnelled(mn.bu(1))).message.status == 0
+    small = IPv6(src=mn.hoa, dst=HA) / _solicitation(0x0101, padded=False)
+    assert home.silence(mn.hoa, tunnel_packet(bytes(small))) == []
+    request = IPv6(src=mn.hoa, dst=HA) / _solicitation(0x5150, padded=True)
+    replies = home.ask(tunnel_packet(bytes(request)), until=_is_mpa)
+    (reply,) = [r for r in replies if _is_mpa(r)]
+    assert reply.inner is not None and IPv6Address(reply.inner.dst) == IPv6Address(mn.hoa)
+    assert (reply.packet.src, reply.packet.dst) == (HA, COA)
+    _advertisement(reply, 0x5150)
+    assert len(bytes(reply.packet)) <= len(tunnel_packet(bytes(request)))
+
+
+def test_s10_6_a_native_solicitation_gets_an_advertisement_with_a_routing_header(
+    home: Home,
+) -> None:
+    """§6.7, §6.8: a solicitation sent natively from the care-of address with a Home Address
+    option is answered to that address with a type 2 routing header naming the home address."""
+    mn = home.nodes["prefix_native"]
+    assert home.ba(mn, mn.tunnelled(mn.bu(1))).message.status == 0
+    request = (
+        IPv6(src=COA, dst=HA)
+        / IPv6ExtHdrDestOpt(options=[HAO(hoa=mn.hoa)])
+        / _solicitation(0x7777, padded=True)
+    )
+    replies = home.ask(bytes(request), until=_is_mpa)
+    (reply,) = [r for r in replies if _is_mpa(r)]
+    assert reply.inner is None and (reply.packet.src, reply.packet.dst) == (HA, COA)
+    assert [IPv6Address(a) for a in reply.packet[IPv6ExtHdrRouting].addresses] == [
+        IPv6Address(mn.hoa)
+    ]
+    _advertisement(reply, 0x7777)
+    message = bytes(reply.packet[ICMPv6MPAdv])
+    assert checksum(HA, mn.hoa, NH_ICMPV6, message) == 0, "checksum not over the home address"
 
 
 def test_s10_3_1_data_is_tunnelled_to_the_care_of_address(home: Home) -> None:

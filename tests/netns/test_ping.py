@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from mipnode.lab import runner
-from mipnode.lab.topology import CN_ADDRESS, HA_ADDRESS
+from mipnode.lab.topology import CN_ADDRESS, HA_ADDRESS, HOME_PREFIX
 
 from .conftest import needs_root
 
@@ -36,6 +36,10 @@ def by_kind(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_home_agent_and_d_udp_correspondent_answer_on_every_path(make_lab: Any) -> None:
     lab = make_lab(firewall="stateful-strict", cn_mipnode=True)
+    # After registering, the mobile node asked its home agent for the home prefixes (RFC 6275
+    # §11.4.2, sealed in ESP) and took the answer.
+    learned = runner.wait_for(lambda: lab.status("mn").get("home_prefixes") == [HOME_PREFIX], 5)
+    assert learned, lab.status("mn").get("home_prefixes")
     answer, status = ping(lab, HA_ADDRESS, "-c", "2")
     assert status == 0 and answer["role"] == "home-agent" and answer["data_path"] == "T-native"
     paths = by_kind(answer)
