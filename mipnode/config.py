@@ -502,6 +502,12 @@ def load_ha_config(path: str) -> HaConfig:
         raise r.error("home_link", "not with [ha.cluster] yet: a home link has one home agent")
     if home_link is not None and home_link == tun_name:
         raise r.error("home_link", f"is the home agent's own TUN ({tun_name})")
+    if home_link is not None and home_prefix.prefixlen < 64:
+        # Interface identifiers are the low 64 bits: two home addresses of a shorter prefix
+        # may share the link-local address a BU with the L flag has the HA defend.
+        raise r.error(
+            "home_link", f"needs a home_prefix of /64 or longer, not /{home_prefix.prefixlen}"
+        )
 
     entries = doc.get("mobile_node", [])
     if not isinstance(entries, list) or not entries:

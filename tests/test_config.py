@@ -1184,6 +1184,7 @@ def test_a_home_link_loads_and_is_off_by_default(write: Writer) -> None:
     [
         (with_ha(home_link="a/b"), "not a valid interface name"),
         (with_ha(home_link="mip-ha0"), "is the home agent's own TUN (mip-ha0)"),
+        (with_ha(home_link="eth1", home_prefix="2001:db8:1::/48"), "/64 or longer, not /48"),
     ],
 )
 def test_a_bad_home_link_is_refused(write: Writer, doc: Doc, problem: str) -> None:

@@ -77,18 +77,26 @@ class PendingDad(Generic[RequestT]):
         targets: tuple[IPv6Address, ...],
     ) -> tuple[IPv6Address, ...]:
         """Hold ``request`` until DAD for ``targets`` is over; returns the targets that need a
-        solicitation now (none when a run for this home address is already under way: the
-        newer request takes the older one's place, targets it adds are probed too)."""
+        solicitation now. When a run for this home address is already under way the newer
+        request takes the older one's place, with its own targets: one it drops is no longer
+        probed, one it adds is, and the wait starts again so that the new one gets its full
+        RetransTimer. Targets are unique to a home address: the link-local one has the home
+        address's interface identifier, and the configuration takes a home link only with a
+        prefix of /64 or longer."""
         run = self._runs.get(home_address)
-        if run is None:
-            self._runs[home_address] = _Run(request, targets)
-            self._deadlines.schedule(home_address, now + self._wait_s)
-            new = targets
-        else:
-            new = tuple(t for t in targets if t not in run.targets)
-            run.request, run.targets = request, run.targets + new
+        old = () if run is None else run.targets
+        new = tuple(t for t in targets if t not in old)
+        for target in old:
+            if target not in targets:
+                self._by_target.pop(target, None)
         for target in new:
             self._by_target[target] = home_address
+        if run is None:
+            self._runs[home_address] = _Run(request, targets)
+        else:
+            run.request, run.targets = request, targets
+        if new:
+            self._deadlines.schedule(home_address, now + self._wait_s)
         return new
 
     def conflict(self, target: IPv6Address) -> tuple[IPv6Address, RequestT] | None:

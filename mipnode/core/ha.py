@@ -476,6 +476,12 @@ class HomeAgentCore:
         )
         return min((d for d in deadlines if d is not None), default=None)
 
+    @property
+    def dad_pending(self) -> bool:
+        """Whether a Duplicate Address Detection run waits (a driver reads the link only
+        then)."""
+        return bool(self._dad)
+
     def dad_conflict(self, now: float, target: IPv6Address) -> bool:
         """Another node on the home link uses ``target`` (it answered our solicitation, or
         solicited for it from the unspecified address itself): the first registration waiting
@@ -872,9 +878,9 @@ class HomeAgentCore:
             return
         if self._config.home_link and (entry is None or entry.state is BindingState.DELETED):
             # §10.3.1: DAD on the home link before the first BA (core/dad.py).
-            targets = dad_targets(hoa, bu.link_local)
-            if probe := self._dad.start(now, hoa, request, targets):
+            if hoa not in self._dad:
                 self._counters["dad_started"] += 1
+            if probe := self._dad.start(now, hoa, request, dad_targets(hoa, bu.link_local)):
                 self._events.append(DadStarted(hoa, probe))
             return
         self._register(now, request, entry)

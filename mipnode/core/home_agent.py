@@ -325,7 +325,12 @@ class HomeAgentNode:
             self._drop("home_link_mh_source")  # §11.5.5: from the home address only
             return
         plen = int.from_bytes(packet[4:6], "big")
-        via = Via("T-native", (str(source),))  # never used: the answer goes by link address
+        if plen < 4 or len(packet) < 40 + plen or packet[42] != MH_TYPE_BU:
+            # Only a BU is taken here: a Binding Error or Parameter Problem would go out on a
+            # path (the core answers by via), not to the sender's link-layer address.
+            self._drop("home_link_mh_not_bu")
+            return
+        via = Via("T-native", (str(source),))  # unused: every answer goes by link address
         self.core.receive_datagram(
             now,
             packet[40 : 40 + plen],
@@ -407,6 +412,11 @@ class HomeAgentNode:
 
     def _count(self, name: str) -> None:
         self._counters[name] = self._counters.get(name, 0) + 1
+
+    @property
+    def dad_pending(self) -> bool:
+        """Whether Duplicate Address Detection is under way (core/dad.py)."""
+        return self.core.dad_pending
 
     def dad_conflict(self, now: float, target: IPv6Address) -> None:
         """The driver saw another node use ``target`` on the home link (core/dad.py)."""

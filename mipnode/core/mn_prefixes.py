@@ -12,9 +12,10 @@ is sent again, no more often than that, at the next registration, and so is one 
 answer is a day old (MaxMobPfxAdvInterval, the period at which a home agent would advertise
 unasked: a home agent restarted with a new prefix is heard of within a day).
 
-What the home agent advertises is shown in ``status`` (``home_prefixes``); when none of its
-prefixes holds our home address (the home network was renumbered, or the configuration is
-wrong) the mobile node says so once, as a warning.
+What the home agent advertises is shown in ``status`` (``home_prefixes``, at most
+MAX_PREFIXES); when none of its prefixes holds our home address (the home network was
+renumbered, or the configuration is wrong) the mobile node says so, as a warning, whenever the
+advertised list changes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from mipnode.wire.prefix_discovery import (
 
 INITIAL_SOLICIT_TIMER = 3.0  # RFC 6275 §12
 ASK_AGAIN_AFTER_S = 86_400.0  # RFC 6275 §13 MaxMobPfxAdvInterval: the home agent's own period
-PADDING = 40  # octets: the answer with one prefix then fits under the question's size
+PADDING = 32  # octets: the answer with one prefix (80 octets) is then as large as the question
+MAX_PREFIXES = 16  # kept from one advertisement (a forged one may list more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class HomePrefixes:
         if adv.identifier != self._outstanding:
             return "unsolicited"
         self._outstanding = None
-        holds = any(self._hoa in info.prefix for info in adv.prefixes)
-        self.advertised = Advertised(adv.prefixes, now, holds)
+        prefixes = adv.prefixes[:MAX_PREFIXES]
+        holds = any(self._hoa in info.prefix for info in prefixes)
+        self.advertised = Advertised(prefixes, now, holds)
         return "taken"

@@ -674,6 +674,7 @@ class MobileNode:
     def _prefix_advertisement(self, now: float, message: bytes) -> None:
         """RFC 6275 §11.4.3: take the answer to our latest solicitation; solicit again after
         an unsolicited one."""
+        before = self.home_prefixes.advertised
         result = self.home_prefixes.receive_untrusted(now, message)
         if result == "unsolicited":
             self._counters["prefix_advertisements_unsolicited"] += 1
@@ -686,9 +687,9 @@ class MobileNode:
         adv = self.home_prefixes.advertised
         assert adv is not None
         listed = ", ".join(str(info.prefix) for info in adv.prefixes)
-        if adv.holds_home_address:
+        if adv.holds_home_address or (before is not None and before.prefixes == adv.prefixes):
             self._notice("debug", "home_prefixes", f"home agent advertises {listed}")
-        else:
+        else:  # told when the list changes, not at every answer
             self._notice(
                 "warning",
                 "home_prefixes",

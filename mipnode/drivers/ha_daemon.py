@@ -28,7 +28,7 @@ import logging
 import secrets
 import socket
 from functools import partial
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,12 @@ class HomeAgentDaemon:
         self.home_link: HomeLink | None = None  # drivers/home_link.py, with [ha] home_link
         if config.home_link is not None:
             self.home_link = HomeLink(
-                config.home_link, config.address, self.node, self.drops, self.counters
+                config.home_link,
+                config.address,
+                config.home_prefix,
+                self.node,
+                self.drops,
+                self.counters,
             )
 
     # -- setup -----------------------------------------------------------------------------
@@ -212,9 +217,11 @@ class HomeAgentDaemon:
             await self._serve(task_status)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.native.close)
-                if self.home_link is not None:
-                    await trio.to_thread.run_sync(self.home_link.close)
+                try:
+                    await trio.to_thread.run_sync(self.native.close)
+                finally:
+                    if self.home_link is not None:  # its proxy entries, proxy_ndp
+                        await trio.to_thread.run_sync(self.home_link.close)
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         cfg, p = self.config, self.pump
@@ -412,7 +419,11 @@ class HomeAgentDaemon:
         self.home_link.receive(self.pump.now, pkt, addr)
 
     def _from_raw_mh(self, data: bytes, addr: Any) -> None:
-        # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop.
+        # Native (untunnelled) MH: mipnode MNs signal inside the tunnel; count and drop. On a
+        # home link, a mobile node back home signals from its home address: the link's packet
+        # socket took that one (drivers/home_link.py).
+        if self.home_link is not None and _in(addr[0], self.config.home_prefix):
+            return
         self.drops("native_mh_unsupported")
 
     def _from_esp(self, data: bytes, via: Via) -> None:
@@ -672,6 +683,13 @@ def _cluster_node(config: HaConfig, core: Any, flush: Any, esp: EspSas | None) -
         ) from None
     assert config.cluster is not None
     return ClusterNode(config.cluster, config.address, core, flush, esp=esp)
+
+
+def _in(host: str, prefix: IPv6Network) -> bool:
+    try:
+        return IPv6Address(host.split("%", 1)[0]) in prefix
+    except ValueError:
+        return False
 
 
 async def _drain(sock: socket.socket, handle: Any, p: pump.Pump, gro: bool = False) -> None:

@@ -42,9 +42,11 @@ class NativeSignalling:
         # options header first: data and our own answers never wake the daemon.
         self.tap = rawio.open_tap(None, rawio.destination_options_filter(self.address))
         self.sender = rawio.open_raw_sender(None)
-        # Only Mobility Headers and ICMPv6 (Mobile Prefix Solicitations) with the option: a
-        # tunnel packet with an encapsulation limit option (RFC 2473 §5.1) must still reach
-        # the protocol-41 socket.
+        # Only Mobility Headers and ICMPv6 behind the header: a tunnel packet with an
+        # encapsulation limit option (RFC 2473 §5.1) must still reach the protocol-41 socket.
+        # Every such ICMPv6 message goes, not only Mobile Prefix Solicitations (nft does not
+        # read the type behind the header); to our address it comes only with a Home Address
+        # option, which the kernel would answer with a Parameter Problem.
         rawio.install_rx_drops(
             self.table,
             dstopts=True,
@@ -82,6 +84,8 @@ class NativeSignalling:
         ):
             # §6.7: from the care-of address with a Home Address option; the core answers only
             # a home address bound there.
+            if not self.admit():
+                return  # counted by the daemon (unbound_mh_rate_limited)
             message = inner[40 : 40 + plen]
             self.node.receive_native_prefix_solicitation(
                 now, message, care_of, home_address, len(pkt)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 import trio
@@ -61,13 +61,16 @@ SOL_PACKET = 263
 
 
 def tap_program(address: bytes) -> tuple[rawio.Insn, ...]:
-    """Classic BPF for the home link's tap: Neighbor Solicitations and Advertisements (right
-    after the IPv6 header, as RFC 4861 sends them) and Mobility Headers to ``address``; never
-    a packet we sent."""
+    """Classic BPF for the home link's tap: Neighbor Advertisements and DAD solicitations (from
+    the unspecified address; address resolution is the kernel's business, and on a busy LAN
+    it would wake us for every host's), right after the IPv6 header as RFC 4861 sends them, and
+    Mobility Headers to ``address``; never a packet we sent."""
     words = [int.from_bytes(address[i : i + 4], "big") for i in range(0, 16, 4)]
     match_address: list[tuple[Any, ...]] = []
+    unspecified_source: list[tuple[Any, ...]] = []
     for i, word in enumerate(words):
         match_address += [(rawio.LDW, 0, 0, 24 + 4 * i), (rawio.JEQ, 0, "drop", word)]
+        unspecified_source += [(rawio.LDW, 0, 0, 8 + 4 * i), (rawio.JEQ, 0, "drop", 0)]
     return rawio.assemble(
         [
             (rawio.LDB, 0, 0, 6),
@@ -75,8 +78,10 @@ def tap_program(address: bytes) -> tuple[rawio.Insn, ...]:
             (rawio.JEQ, "mh", "drop", NH_MH),
             ("label", "icmp"),
             (rawio.LDB, 0, 0, 40),
-            (rawio.JEQ, "incoming", 0, ICMPV6_NEIGHBOR_SOLICITATION),
-            (rawio.JEQ, "incoming", "drop", ICMPV6_NEIGHBOR_ADVERTISEMENT),
+            (rawio.JEQ, "incoming", 0, ICMPV6_NEIGHBOR_ADVERTISEMENT),
+            (rawio.JEQ, 0, "drop", ICMPV6_NEIGHBOR_SOLICITATION),
+            *unspecified_source,
+            (rawio.JEQ, "incoming", "incoming", 0),  # (always) past the MH branch
             ("label", "mh"),
             *match_address,
             ("label", "incoming"),
@@ -106,6 +111,23 @@ def open_na_socket(index: int) -> socket.socket:
     return sock
 
 
+def _proxied(ifname: str) -> list[IPv6Address]:
+    """The kernel's proxy entries on ``ifname``."""
+    proc = subprocess.run(
+        ["ip", "-6", "neigh", "show", "proxy", "dev", ifname],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out = []
+    for line in proc.stdout.splitlines():
+        try:
+            out.append(IPv6Address(line.split()[0]))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
 def _proxy(op: str, address: str, ifname: str) -> None:
     """Add or delete the kernel's proxy entry for ``address`` on ``ifname`` (ip-neighbour(8))."""
     proc = subprocess.run(
@@ -132,9 +154,18 @@ class HomeLink:
     """Open with :meth:`open` (root: a packet socket, sysctls), run :meth:`run` in a task,
     close with :meth:`close`, which removes every proxy entry it added."""
 
-    def __init__(self, ifname: str, address: IPv6Address, node: Any, drops: Any, counters: Any):
+    def __init__(
+        self,
+        ifname: str,
+        address: IPv6Address,
+        prefix: IPv6Network,
+        node: Any,
+        drops: Any,
+        counters: Any,
+    ) -> None:
         self.ifname = ifname
         self.address = address.packed  # the home agent's: home-link BUs come to it
+        self.prefix = prefix
         self.node = node  # core/home_agent.HomeAgentNode
         self.drops = drops
         self.counters = counters
@@ -147,6 +178,7 @@ class HomeLink:
         self._defended: dict[IPv6Address, tuple[IPv6Address, ...]] = {}  # HoA -> addresses
         self._wanted: dict[IPv6Address, bool] = {}  # address -> proxy entry wanted
         self._present: set[IPv6Address] = set()  # proxy entries we added
+        self._failed: dict[IPv6Address, bool] = {}  # proxy changes to try again
         self._na_left: dict[IPv6Address, int] = {}  # unsolicited NAs still to send
         self._changed = trio.Event()
 
@@ -156,6 +188,12 @@ class HomeLink:
             raise NetlinkFailure(f"home_link {self.ifname} has no Ethernet address")
         path = f"/proc/sys/net/ipv6/conf/{self.ifname}/proxy_ndp"
         self._proxy_ndp_was = _sysctl(path, "1")
+        # A home agent killed without its clean stop left its entries: they would answer for
+        # mobile nodes that may be back home by now. Ours are made again from the bindings.
+        for address in _proxied(self.ifname):
+            if address in self.prefix or address.is_link_local:
+                _proxy("del", str(address), self.ifname)
+                self.counters("stale_proxy_entries_removed")
         self.tap = rawio.open_tap(self.ifname, tap_program(self.address), deep=False)
         # DAD solicitations of other nodes go to solicited-node groups we never joined.
         mreq = self.index.to_bytes(4, "little") + PACKET_MR_ALLMULTI.to_bytes(2, "little")
@@ -163,17 +201,23 @@ class HomeLink:
         self.na = open_na_socket(self.index)
 
     def close(self) -> None:
-        for address in list(self._present):
-            try:
-                _proxy("del", str(address), self.ifname)
-            except NetlinkFailure as exc:
-                log.error("%s", exc)
-        self._present.clear()
-        if self._proxy_ndp_was is not None:
-            _sysctl(f"/proc/sys/net/ipv6/conf/{self.ifname}/proxy_ndp", self._proxy_ndp_was)
-        for sock in (self.tap, self.na):
-            if sock is not None:
-                sock.close()
+        try:
+            for address in list(self._present):
+                try:
+                    _proxy("del", str(address), self.ifname)
+                except NetlinkFailure as exc:
+                    log.error("%s", exc)
+            self._present.clear()
+            if self._proxy_ndp_was is not None:
+                path = f"/proc/sys/net/ipv6/conf/{self.ifname}/proxy_ndp"
+                try:
+                    _sysctl(path, self._proxy_ndp_was)
+                except OSError as exc:
+                    log.error("%s not restored: %s", path, exc)
+        finally:
+            for sock in (self.tap, self.na):
+                if sock is not None:
+                    sock.close()
 
     # -- what the core asks for ------------------------------------------------------------
     def probe(self, target: IPv6Address) -> None:
@@ -205,8 +249,17 @@ class HomeLink:
         if rawio.is_outgoing(addr) or len(pkt) < 41:
             self.drops("home_link_unexpected")  # the kernel filter lets none of these by
             return
+        sender = addr[4][:6] if len(addr) > 4 else b""
         if pkt[6] == NH_MH:
-            self.node.receive_home_link_bu(now, pkt, addr[4][:6] if len(addr) > 4 else b"")
+            self.node.receive_home_link_bu(now, pkt, sender)
+            return
+        if sender == self.mac:
+            # Our own solicitation, looped back by a hairpinning bridge (RFC 7527 §1): not
+            # another node.
+            self.drops("home_link_nd_looped_back")
+            return
+        if not self.node.dad_pending:
+            self.drops("home_link_nd_without_dad")  # nothing to compare it with
             return
         try:
             kind, source, target = neighbor_message_untrusted(pkt)
@@ -214,20 +267,32 @@ class HomeLink:
             self.drops(f"home_link_{exc.reason}")
             return
         if kind == ICMPV6_NEIGHBOR_SOLICITATION and source != UNSPECIFIED:
-            return  # address resolution: the kernel answers it (proxy entries)
+            self.drops("home_link_ns_not_dad")  # the kernel filter lets none of these by
+            return
         # An advertisement for the target, or another node's DAD for it (RFC 4862 §5.4.3-4).
         self.node.dad_conflict(now, IPv6Address(target))
 
     async def run(self) -> None:
-        """Apply proxy entries off the trio thread, and send the unsolicited NAs."""
+        """Apply proxy entries off the trio thread, and send the unsolicited NAs: the first
+        as soon as its entry is in place, the others NA_INTERVAL_S apart (RFC 4861 §7.2.6),
+        on the ticks of a quiet second; a change in between only pushes them later."""
         while True:
-            with pump.time_limit(NA_INTERVAL_S):
+            if self._na_left or self._failed:  # something is due in a second
+                with pump.time_limit(NA_INTERVAL_S):
+                    await self._changed.wait()
+            else:
                 await self._changed.wait()
-            if self._changed.is_set():
+            tick = not self._changed.is_set()
+            if not tick:
                 self._changed = trio.Event()
+            if tick and self._failed:  # try again what did not work a second ago
+                self._wanted = {**self._failed, **self._wanted}
+                self._failed = {}
             batch, self._wanted = self._wanted, {}
             for address, present in batch.items():
                 await self._apply(address, present)
+            if not tick:
+                continue
             for address, left in list(self._na_left.items()):
                 self._announce(address)
                 if left > 1:
@@ -241,12 +306,14 @@ class HomeLink:
                 _proxy, "add" if present else "del", str(address), self.ifname
             )
         except NetlinkFailure as exc:
+            self._failed[address] = present
             self.drops("proxy_update_failed")
             self.ratelog(logging.ERROR, "proxy", "proxy entry not changed", error=exc)
             return
         if present:
             self._present.add(address)
-            self._na_left[address] = NA_COUNT
+            self._announce(address)
+            self._na_left[address] = NA_COUNT - 1
         else:
             self._present.discard(address)
             self._na_left.pop(address, None)

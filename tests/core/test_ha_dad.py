@@ -183,3 +183,27 @@ def test_pending_dad_ends_every_run_once(steps: list[tuple[str, int, float]]) ->
     assert all(
         dad.conflict(a) is None and dad.conflict(link_local_of(a)) is None for a in addresses
     )
+
+
+def test_a_retransmission_that_adds_the_l_flag_gets_a_full_wait_for_the_new_address() -> None:
+    ha, stamp = make_ha(home_link=True), Stamper()
+    first_bu(ha, stamp, T0, 1)
+    first_bu(ha, stamp, T0 + 0.9, 2, link_local=True)
+    assert events(ha) == [DadStarted(HOA, (HOA,)), DadStarted(HOA, (LINK_LOCAL,))]
+    ha.handle_timer(T0 + DAD_WAIT_S)
+    assert ha.datagrams_to_send(T0 + DAD_WAIT_S) == []  # the link-local one had 0.1 s
+    assert ha.dad_conflict(T0 + 1.5, LINK_LOCAL)
+    assert single_ba(ha, T0 + 1.5).status == 134
+    assert ha.statistics()["dad_started"] == 1  # one run, whatever it probed
+
+
+def test_a_retransmission_without_the_l_flag_stops_probing_the_link_local_address() -> None:
+    ha, stamp = make_ha(home_link=True), Stamper()
+    first_bu(ha, stamp, T0, 1, link_local=True)
+    first_bu(ha, stamp, T0 + 0.5, 2)
+    assert not ha.dad_conflict(T0 + 0.6, LINK_LOCAL)  # no longer ours to probe
+    ha.handle_timer(T0 + DAD_WAIT_S)
+    ba = single_ba(ha, T0 + DAD_WAIT_S)
+    assert (ba.status, ba.sequence) == (0, 2)
+    binding = ha.binding_for(HOA)
+    assert binding is not None and binding.defended == (HOA,)

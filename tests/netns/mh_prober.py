@@ -6,14 +6,16 @@ packets without the link-layer header, protocol 41, ICMPv6 and extension headers
 and reads one JSON request per line on stdin::
 
     {"send": ["<hex of a whole IPv6 packet>", ...], "wait_ms": 500, "count": 1,
-     "flush": true}
+     "flush": true, "host_only": false}
 
 ``flush`` (default true) first discards what arrived since the last request; the packets of
 ``send`` then leave through an IPPROTO_RAW socket (the header as given, bound to ``IFNAME``),
 and the prober answers with one JSON line ``{"packets": ["<hex>", ...]}``: every packet whose
 IPv6 source is ``FROM_ADDRESS`` that arrived on ``IFNAME`` within ``wait_ms`` -- sooner once
-``count`` of them came. It builds and parses nothing: the test does that (with scapy), so the
-prober stays small and starts fast. It exits when stdin closes.
+``count`` of them came; with ``host_only`` only those sent to this interface's own link-layer
+address (the kernel's PACKET_HOST), not to a multicast group or another host's. It builds
+and parses nothing: the test does that (with scapy), so the prober stays small and starts
+fast. It exits when stdin closes.
 
 :class:`Prober` is the test side: it starts the script in a namespace and talks to it.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ETH_P_IPV6 = 0x86DD
+PACKET_HOST = 0
 PACKET_OUTGOING = 4
 SO_BINDTODEVICE = 25
 
@@ -43,14 +46,16 @@ def serve(ifname: str, source: str) -> None:
     sender = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sender.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
 
-    def take() -> list[bytes]:
+    def take(host_only: bool = False) -> list[bytes]:
         out: list[bytes] = []
         while True:
             try:
                 pkt, addr = tap.recvfrom(65535)
             except BlockingIOError:
                 return out
-            if addr[2] != PACKET_OUTGOING and len(pkt) >= 40 and pkt[8:24] == want:
+            if addr[2] == PACKET_OUTGOING or (host_only and addr[2] != PACKET_HOST):
+                continue
+            if len(pkt) >= 40 and pkt[8:24] == want:
                 out.append(pkt)
 
     print("ready", flush=True)
@@ -67,7 +72,7 @@ def serve(ifname: str, source: str) -> None:
         deadline = time.monotonic() + request.get("wait_ms", 500) / 1000
         got: list[bytes] = []
         while True:
-            got += take()
+            got += take(request.get("host_only", False))
             left = deadline - time.monotonic()
             if left <= 0 or (count is not None and len(got) >= count):
                 break
@@ -102,13 +107,16 @@ class Prober:
         wait_s: float = 0.5,
         count: int | None = None,
         flush: bool = True,
+        host_only: bool = False,
     ) -> list[bytes]:
-        """Send ``send`` and return what came back from the source within ``wait_s``."""
+        """Send ``send`` and return what came back from the source within ``wait_s``
+        (``host_only``: only what was sent to this interface's link-layer address)."""
         message: dict[str, Any] = {
             "send": [p.hex() for p in send],
             "wait_ms": int(wait_s * 1000),
             "count": count,
             "flush": flush,
+            "host_only": host_only,
         }
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(message) + "\n")

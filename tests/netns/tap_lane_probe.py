@@ -36,14 +36,23 @@ def main() -> None:
     packets = [bytes.fromhex(line) for line in sys.stdin.read().split()]
     tap, lane = rawio.open_tap_pair(tap_if)
     every = rawio.open_tap(tap_if, rawio.tap_program(lane=True), deep=False, protocol=ETH_P_ALL)
+    sockets = {"tap": tap, "lane": lane, "all": every}
+    print(json.dumps(both_ways(packets, send_if, tap_if, sockets)), flush=True)
+
+
+def both_ways(
+    packets: list[bytes], send_if: str, tap_if: str, sockets: dict[str, socket.socket]
+) -> dict[str, dict[str, list[int]]]:
+    """Send ``packets`` out of ``send_if`` ("in": they arrive on ``tap_if``), then out of
+    ``tap_if`` itself ("out"); the flow labels each of ``sockets`` received, by phase."""
     out: dict[str, dict[str, list[int]]] = {}
     for phase, ifname in (("in", send_if), ("out", tap_if)):
         sender = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
         for packet in packets:
             sender.sendto(packet, (ifname, ETH_P_IPV6, 0, 0, BROADCAST))
         sender.close()
-        out[phase] = {"tap": drain(tap), "lane": drain(lane), "all": drain(every)}
-    print(json.dumps(out), flush=True)
+        out[phase] = {name: drain(sock) for name, sock in sockets.items()}
+    return out
 
 
 if __name__ == "__main__":

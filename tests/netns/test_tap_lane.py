@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.layers.inet import TCP, UDP
@@ -31,6 +32,8 @@ with warnings.catch_warnings():
         MIP6MH_BU,
         ICMPv6EchoReply,
         ICMPv6EchoRequest,
+        ICMPv6ND_NA,
+        ICMPv6ND_NS,
         IPv6,
         IPv6ExtHdrDestOpt,
         IPv6ExtHdrRouting,
@@ -81,6 +84,21 @@ CASES = [
 ]
 
 
+def _probe(namespace: str, wire: list[bytes], script: Path, *args: str) -> Any:
+    """Run a probe script between the veth's ends; what its sockets received, by phase."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, str(script), "tla", "tlb", *args],
+        input="\n".join(w.hex() for w in wire),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def namespace() -> Iterator[str]:
     ns = f"mipt-{secrets.token_hex(3)}-tap"
@@ -104,17 +122,7 @@ def test_the_kernel_steers_signalling_and_probes_to_the_lane_and_the_rest_to_the
     for label, (_, packet, _) in enumerate(CASES, start=1):
         packet[IPv6].fl = label
         wire.append(bytes(packet))
-    done = subprocess.run(
-        ["ip", "netns", "exec", namespace, sys.executable, str(PROBE), "tla", "tlb"],
-        input="\n".join(w.hex() for w in wire),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = _probe(namespace, wire, PROBE)
     expected = {
         where: [n for n, (_, _, to) in enumerate(CASES, start=1) if to == where]
         for where in ("tap", "lane")
@@ -127,3 +135,50 @@ def test_the_kernel_steers_signalling_and_probes_to_the_lane_and_the_rest_to_the
     # Our own transmissions: a socket bound to ETH_P_IPV6 is never handed them on this kernel,
     # and the lane's program drops them where a socket is (ETH_P_ALL: "all").
     assert seen["out"] == {"tap": [], "lane": [], "all": []}, seen["out"]
+
+
+# -- the home link's filter (drivers/home_link.py) ------------------------------------------------
+
+HOME_LINK_PROBE = Path(__file__).with_name("home_link_filter_probe.py")
+HA, HOST, TARGET = "2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::c:1"
+HOME_LINK_CASES = [
+    ("an advertisement", IPv6(src=HOST, dst="ff02::1", hlim=255) / ICMPv6ND_NA(tgt=TARGET), True),
+    (
+        "a DAD solicitation, from ::",
+        IPv6(src="::", dst="ff02::1:ff0c:1", hlim=255) / ICMPv6ND_NS(tgt=TARGET),
+        True,
+    ),
+    (
+        "address resolution, from a host",
+        IPv6(src=HOST, dst="ff02::1:ff0c:1", hlim=255) / ICMPv6ND_NS(tgt=TARGET),
+        False,
+    ),
+    ("a BU to the home agent", IPv6(src=TARGET, dst=HA) / MIP6MH_BU(), True),
+    ("a BU to another host", IPv6(src=TARGET, dst=HOST) / MIP6MH_BU(), False),
+    ("an echo request", IPv6(src=HOST, dst=HA) / ICMPv6EchoRequest(), False),
+    ("UDP", IPv6(src=HOST, dst=HA) / UDP(), False),
+]
+
+
+def test_the_home_links_filter_passes_advertisements_dad_and_bus_to_us_only(
+    namespace: str,
+) -> None:
+    """The kernel hands the home link's socket Neighbor Advertisements, DAD solicitations
+    (from ::) and Mobility Headers to the home agent's address, nothing else -- not the LAN's
+    address resolution -- and none of our own transmissions."""
+    wire = []
+    for label, (_, packet, _) in enumerate(HOME_LINK_CASES, start=1):
+        packet[IPv6].fl = label
+        wire.append(bytes(packet))
+    # Label 0: the veths' own DAD solicitations for their link-local addresses, which the
+    # filter rightly passes (DAD from ::); ours are labelled from 1.
+    seen = {
+        phase: {k: [n for n in v if n] for k, v in sockets.items()}
+        for phase, sockets in _probe(namespace, wire, HOME_LINK_PROBE, HA).items()
+    }
+    expected = [n for n, (_, _, passes) in enumerate(HOME_LINK_CASES, start=1) if passes]
+    names = {n: what for n, (what, _, _) in enumerate(HOME_LINK_CASES, start=1)}
+    assert seen["in"] == {"tap": expected, "all": expected}, {
+        k: [names[n] for n in v] for k, v in seen["in"].items()
+    }
+    assert seen["out"] == {"tap": [], "all": []}, seen["out"]
