@@ -649,6 +649,7 @@ max_lifetime_s = 600
 metrics_listen = "{METRICS_LISTEN}"
 protection = "{t.protection}"
 {f'ipv4_home_prefix = "{IPV4_HOME_PREFIX}"' if t.ipv4_home else ""}
+{'home_link = "home0"' if t.home_lan else ""}
 {_cluster_table(t, node, cluster_key) if t.ha_nodes > 1 else ""}
 [[mobile_node]]
 home_address = "{HOA}"

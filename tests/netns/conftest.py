@@ -55,6 +55,7 @@ def make_lab(tmp_path: Path) -> Iterator[Any]:
         cn_firewall: str | None = None,
         sysctls: dict[str, dict[str, str]] | None = None,
         protection: str = "esp",
+        home_lan: bool = False,
     ) -> Lab:
         record = netns.RunRecord.new("run")
         records.append(record)
@@ -68,6 +69,7 @@ def make_lab(tmp_path: Path) -> Iterator[Any]:
             cn_firewall=cn_firewall,
             sysctls=sysctls,
             protection=protection,
+            home_lan=home_lan,
         )
         lab = Lab(record, t, cn_mipnode)
         if start:

@@ -314,3 +314,18 @@ def test_home_prefix_is_the_links_not_the_tuns(lan: HomeLan) -> None:
     assert "home0" in routes and "mip-ha0" not in routes, routes
     status = runner.daemon_status(lan.home.t, "ha")
     assert status is not None and status["home_link"]["interface"] == "home0"
+
+
+def test_a_host_on_the_home_link_reaches_a_real_mobile_node(make_lab: Any) -> None:
+    """End to end, with mipnode's own mobile node (protection on) and its home agent on a home
+    link: the first registration waits out the DAD (the mobile node's first-registration timer
+    leaves it time), and a host on the home link that knows nothing of Mobile IPv6 pings the
+    home address, answered by the mobile node through the home agent's proxy and tunnel."""
+    lab = make_lab(home_lan=True)
+    ha = lab.status("ha")
+    assert ha["core"].get("dad_passed") == 1 and ha["home_link"]["defended"] == [topology.HOA]
+    mn = lab.status("mn")
+    # One BU, answered after the DAD's second: no retransmission was needed.
+    assert mn["registration_ms"] >= 1000 and mn["core"].get("registration_bu_sent") == 1, mn
+    answer = runner.ping(lab.t, "host", topology.HOA, count=3)
+    assert answer["received"] == 3, answer
