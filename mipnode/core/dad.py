@@ -12,9 +12,8 @@ wire: the home agent core starts a run (its driver sends one Neighbor Solicitati
 unspecified address per target), tells it of conflicts the driver saw (a Neighbor
 Advertisement for a target, or another node's DAD solicitation for it, RFC 4862 §5.4.3 and
 §5.4.4), and collects the runs whose wait is over. One run per home address; a newer BU for
-the same address replaces the waiting one and keeps the run's deadline (the address was not
-found in use so far, whatever BU asks for it). Bounded by the home addresses the home agent
-has security associations for.
+the same address replaces the waiting one, with its own targets (:meth:`PendingDad.start`).
+Bounded by the home addresses the home agent has security associations for.
 """
 
 from __future__ import annotations
@@ -111,11 +110,10 @@ class PendingDad(Generic[RequestT]):
         """End the run of ``home_address`` without a verdict (a de-registration came)."""
         return self._end(home_address) if home_address in self._runs else None
 
-    def due(self, now: float) -> Iterator[tuple[IPv6Address, RequestT, tuple[IPv6Address, ...]]]:
+    def due(self, now: float) -> Iterator[tuple[IPv6Address, RequestT]]:
         """The runs whose wait is over without a conflict: the address is free."""
         for home_address in self._deadlines.due(now):
-            targets = self._runs[home_address].targets
-            yield home_address, self._end(home_address), targets
+            yield home_address, self._end(home_address)
 
     def next_deadline(self) -> float | None:
         return self._deadlines.next_deadline()

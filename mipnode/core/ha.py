@@ -463,7 +463,7 @@ class HomeAgentCore:
         the home addresses whose Duplicate Address Detection found nobody."""
         self._expire(now)
         self._send_due_refresh_requests(now)
-        for hoa, request, _ in self._dad.due(now):
+        for hoa, request in self._dad.due(now):
             self._counters["dad_passed"] += 1
             self._register(now, request, self._cache.get(hoa))
 

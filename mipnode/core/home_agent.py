@@ -262,9 +262,7 @@ class HomeAgentNode:
         if not self._pp_limiter.allow(now, (via.remote[0], source)):  # as Binding Errors
             self._drop("parameter_problem_rate_limited")
             return
-        self._counters["parameter_problems_sent"] = (
-            self._counters.get("parameter_problems_sent", 0) + 1
-        )
+        self._count("parameter_problems_sent")
         self._out.append(output(answer))
 
     def receive_native_bu(
@@ -482,9 +480,7 @@ class HomeAgentNode:
             # The data form of the home path's heartbeat: proves the binding too.
             binding = self.core.binding_for(src)
             if binding is None or binding.via != via:
-                self._counters["checks_for_unbound_home_address"] = (
-                    self._counters.get("checks_for_unbound_home_address", 0) + 1
-                )
+                self._count("checks_for_unbound_home_address")
                 self.core.refresh_request_for(now, src, via, len(inner))
                 self._settle(now)
                 return
@@ -511,7 +507,7 @@ class HomeAgentNode:
             # in, or the HA becomes an amplifier toward spoofed sources (DESIGN §4).
             self._drop("stun_request_smaller_than_answer")
             return None
-        self._counters["checks_answered"] = self._counters.get("checks_answered", 0) + 1
+        self._count("checks_answered")
         return response
 
     def _settle(self, now: float) -> None:

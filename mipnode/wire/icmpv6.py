@@ -13,10 +13,10 @@ from mipnode.wire.ipv6 import (
     NH_ICMPV6,
     AddressLike,
     build_ipv6_packet,
+    icmpv6_with_checksum,
     internet_checksum,
     parse_ipv6_packet_untrusted,
     pseudo_header,
-    upper_layer_checksum,
 )
 
 ICMPV6_ECHO_REQUEST = 128
@@ -58,9 +58,9 @@ def build_echo(
         message = _ECHO.pack(icmp_type, 0, 0, ident, seq) + data
     except struct.error as exc:
         raise ValueError(str(exc)) from exc
-    checksum = upper_layer_checksum(src, dst, NH_ICMPV6, message)
-    message = message[:2] + struct.pack("!H", checksum) + message[4:]
-    return build_ipv6_packet(src, dst, NH_ICMPV6, message, hop_limit)
+    return build_ipv6_packet(
+        src, dst, NH_ICMPV6, icmpv6_with_checksum(src, dst, message), hop_limit
+    )
 
 
 def parse_echo_untrusted(packet_bytes: bytes) -> EchoMessage:
@@ -114,6 +114,4 @@ def build_parameter_problem(
     if room <= pointer:
         return None
     message = _ERROR_HEADER.pack(ICMPV6_PARAMETER_PROBLEM, code, 0, pointer) + invoking[:room]
-    checksum = upper_layer_checksum(src, dst, NH_ICMPV6, message)
-    message = message[:2] + struct.pack("!H", checksum) + message[4:]
-    return build_ipv6_packet(src, dst, NH_ICMPV6, message)
+    return build_ipv6_packet(src, dst, NH_ICMPV6, icmpv6_with_checksum(src, dst, message))

@@ -246,6 +246,13 @@ def pseudo_header(src: AddressLike, dst: AddressLike, next_header: int, length: 
     return address_bytes(src) + address_bytes(dst) + struct.pack("!IxxxB", length, next_header)
 
 
+def icmpv6_with_checksum(src: AddressLike, dst: AddressLike, message: bytes) -> bytes:
+    """``message``, an ICMPv6 message whose checksum field (octets 2-3) is zero, with its
+    checksum over ``src`` and ``dst`` filled in (RFC 4443 §2.3)."""
+    checksum = upper_layer_checksum(src, dst, NH_ICMPV6, message)
+    return message[:2] + checksum.to_bytes(2, "big") + message[4:]
+
+
 def upper_layer_checksum(src: AddressLike, dst: AddressLike, next_header: int, data: bytes) -> int:
     """Checksum of ``data`` (its checksum field zero) under the RFC 8200 §8.1 pseudo-header.
 

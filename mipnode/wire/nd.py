@@ -13,7 +13,12 @@ from __future__ import annotations
 import struct
 
 from mipnode.wire.errors import BadPacket
-from mipnode.wire.ipv6 import NH_ICMPV6, upper_layer_checksum
+from mipnode.wire.ipv6 import (
+    NH_ICMPV6,
+    build_ipv6_packet,
+    icmpv6_with_checksum,
+    upper_layer_checksum,
+)
 
 ICMPV6_NEIGHBOR_ADVERTISEMENT = 136
 FLAG_ROUTER = 0x80  # first octet of the flags word (RFC 4861 §4.4)
@@ -39,7 +44,6 @@ def unsolicited_na(target: bytes, link_layer: bytes, *, router: bool) -> bytes:
 ICMPV6_NEIGHBOR_SOLICITATION = 135
 ND_HOP_LIMIT = 255  # RFC 4861 §7.1: any other value means the message crossed a router
 _SOLICITED_NODE = bytes.fromhex("ff0200000000000000000001ff")  # ff02::1:ff00:0/104
-_IPV6 = struct.Struct("!IHBB16s16s")
 _NS = struct.Struct("!BBH4x16s")
 UNSPECIFIED = bytes(16)
 
@@ -62,14 +66,10 @@ def dad_solicitation(target: bytes) -> bytes:
     if len(target) != 16:
         raise ValueError("target is 16 octets")
     dst = solicited_node(target)
-    message = _NS.pack(ICMPV6_NEIGHBOR_SOLICITATION, 0, 0, target)
-    message = (
-        message[:2]
-        + struct.pack("!H", upper_layer_checksum(UNSPECIFIED, dst, NH_ICMPV6, message))
-        + message[4:]
+    message = icmpv6_with_checksum(
+        UNSPECIFIED, dst, _NS.pack(ICMPV6_NEIGHBOR_SOLICITATION, 0, 0, target)
     )
-    header = _IPV6.pack(6 << 28, len(message), NH_ICMPV6, ND_HOP_LIMIT, UNSPECIFIED, dst)
-    return header + message
+    return build_ipv6_packet(UNSPECIFIED, dst, NH_ICMPV6, message, ND_HOP_LIMIT)
 
 
 def neighbor_message_untrusted(packet: bytes) -> tuple[int, bytes, bytes]:

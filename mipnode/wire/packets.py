@@ -14,6 +14,7 @@ from mipnode.wire.ipv6 import (
     NH_UDP,
     AddressLike,
     build_ipv6_packet,
+    icmpv6_with_checksum,
     upper_layer_checksum,
 )
 
@@ -63,8 +64,7 @@ def udp_in_ipv6(
 
 def echo_request(src: AddressLike, dst: AddressLike, ident: int, seq: int, data: bytes) -> bytes:
     body = _ECHO.pack(ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + data
-    csum = upper_layer_checksum(src, dst, NH_ICMPV6, body)
-    return ipv6_packet(src, dst, NH_ICMPV6, body[:2] + csum.to_bytes(2, "big") + body[4:])
+    return ipv6_packet(src, dst, NH_ICMPV6, icmpv6_with_checksum(src, dst, body))
 
 
 def echo_reply_to_untrusted(request: bytes) -> bytes:
@@ -86,8 +86,7 @@ def echo_reply_to_untrusted(request: bytes) -> bytes:
     if upper_layer_checksum(src, dst, NH_ICMPV6, body) != 0:
         raise BadPacket("bad_checksum", "echo request")
     reply = bytes((ICMPV6_ECHO_REPLY, 0, 0, 0)) + body[4:]
-    csum = upper_layer_checksum(dst, src, NH_ICMPV6, reply)
-    return ipv6_packet(dst, src, NH_ICMPV6, reply[:2] + csum.to_bytes(2, "big") + reply[4:])
+    return ipv6_packet(dst, src, NH_ICMPV6, icmpv6_with_checksum(dst, src, reply))
 
 
 def is_echo(pkt: bytes, echo_type: int, ident: int) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
 from mipnode.wire.errors import BadPacket
-from mipnode.wire.ipv6 import NH_ICMPV6, AddressLike, upper_layer_checksum
+from mipnode.wire.ipv6 import NH_ICMPV6, AddressLike, icmpv6_with_checksum, upper_layer_checksum
 
 ICMPV6_MOBILE_PREFIX_SOLICITATION = 146
 ICMPV6_MOBILE_PREFIX_ADVERTISEMENT = 147
@@ -57,11 +57,6 @@ class MobilePrefixAdvertisement:
     other: bool = False
 
 
-def _with_checksum(message: bytes, src: AddressLike, dst: AddressLike) -> bytes:
-    checksum = upper_layer_checksum(src, dst, NH_ICMPV6, message)
-    return message[:2] + struct.pack("!H", checksum) + message[4:]
-
-
 def mobile_prefix_solicitation(
     identifier: int, src: AddressLike, dst: AddressLike, padding: int = 0
 ) -> bytes:
@@ -75,21 +70,30 @@ def mobile_prefix_solicitation(
         units = min(255, (padding - len(pad)) // 8)
         pad += bytes([254, units]) + bytes(8 * units - 2)  # type 254: experimental (RFC 4727)
     message = _HEADER.pack(ICMPV6_MOBILE_PREFIX_SOLICITATION, 0, 0, identifier, 0, 0) + pad
-    return _with_checksum(message, src, dst)
+    return icmpv6_with_checksum(src, dst, message)
 
 
 def solicitation_identifier_untrusted(message: bytes, src: AddressLike, dst: AddressLike) -> int:
     """The identifier of a Mobile Prefix Solicitation (the ICMPv6 message, its checksum over
     ``src`` and ``dst``). Options are not read: §6.7 says to ignore those not recognised, and
     a home agent recognises none in a solicitation."""
+    return _header_untrusted(message, src, dst, ICMPV6_MOBILE_PREFIX_SOLICITATION, "mps")[0]
+
+
+def _header_untrusted(
+    message: bytes, src: AddressLike, dst: AddressLike, kind: int, name: str
+) -> tuple[int, int]:
+    """``(identifier, flags octet)`` of an ICMPv6 message of type ``kind``, code 0, whose
+    checksum over ``src`` and ``dst`` is right; else BadPacket ``<name>_short``, ``_type`` or
+    ``_checksum``."""
     if len(message) < _HEADER.size:
-        raise BadPacket("mps_short")
-    kind, code, _, identifier, _, _ = _HEADER.unpack_from(message)
-    if kind != ICMPV6_MOBILE_PREFIX_SOLICITATION or code != 0:
-        raise BadPacket("mps_type")
+        raise BadPacket(f"{name}_short")
+    got, code, _, identifier, flags, _ = _HEADER.unpack_from(message)
+    if got != kind or code != 0:
+        raise BadPacket(f"{name}_type")
     if upper_layer_checksum(src, dst, NH_ICMPV6, message) != 0:
-        raise BadPacket("mps_checksum")
-    return identifier
+        raise BadPacket(f"{name}_checksum")
+    return identifier, flags
 
 
 def mobile_prefix_advertisement(
@@ -123,7 +127,7 @@ def mobile_prefix_advertisement(
             0,
             field,
         )
-    return _with_checksum(message, src, dst)
+    return icmpv6_with_checksum(src, dst, message)
 
 
 def parse_advertisement_untrusted(
@@ -131,13 +135,9 @@ def parse_advertisement_untrusted(
 ) -> MobilePrefixAdvertisement:
     """A Mobile Prefix Advertisement's identifier, flags and Prefix Information options (others
     skipped, as RFC 4861 §4.6 has a receiver do); raises only :class:`BadPacket`."""
-    if len(message) < _HEADER.size:
-        raise BadPacket("mpa_short")
-    kind, code, _, identifier, flags, _ = _HEADER.unpack_from(message)
-    if kind != ICMPV6_MOBILE_PREFIX_ADVERTISEMENT or code != 0:
-        raise BadPacket("mpa_type")
-    if upper_layer_checksum(src, dst, NH_ICMPV6, message) != 0:
-        raise BadPacket("mpa_checksum")
+    identifier, flags = _header_untrusted(
+        message, src, dst, ICMPV6_MOBILE_PREFIX_ADVERTISEMENT, "mpa"
+    )
     prefixes: list[PrefixInformation] = []
     at = _HEADER.size
     while at < len(message):
